@@ -1,0 +1,12 @@
+"""hwcc: a hardware-aware compiler for neural networks.
+
+ONNX model in; a target and a budget in; a deployable model out that meets the budget
+on that target with the least accuracy lost.
+"""
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph, Node, Tensor
+from hwcc.onnx_io import load, save
+
+__version__ = "0.1.0"
+__all__ = ["Graph", "Node", "Tensor", "HwccError", "load", "save", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from hwcc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Errors a user can act on.
+
+Every error that reaches the command line is an :class:`HwccError`: it says what was
+wrong, where, and what to do. The CLI prints it without a traceback and exits with
+``exit_code`` (2 for bad input).
+"""
+
+from __future__ import annotations
+
+
+class HwccError(Exception):
+    """A problem the user can fix.
+
+    Args:
+        message: what is wrong and where.
+        hint: what to do about it (optional).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ModelLoadError(HwccError):
+    """The model file is missing, not ONNX, truncated, or has unfixed dynamic dims."""
+
+
+class BudgetError(HwccError):
+    """A budget string could not be parsed."""
+
+
+class PassError(HwccError):
+    """A pass failed; the message names the pass."""
+
+
+class NotAvailableYet(HwccError):
+    """A command whose engine has not been built yet."""
+
+    exit_code = 2
