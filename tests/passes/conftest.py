@@ -1,0 +1,65 @@
+"""Fixtures shared by the pass tests: real models, torch exports, and the two checks
+every pass test makes on a rewritten graph (onnx.checker, and numbers in onnxruntime)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import onnx
+import pytest
+
+import hwcc
+from hwcc import onnx_io
+from hwcc.ir import Graph
+from hwcc.verify import Verification, compare
+
+LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+
+@pytest.fixture
+def light_model():
+    """Loads ``light_<name>.onnx`` from onnx's backend test data (weights are
+    ConstantOfShape nodes, so the files are small)."""
+
+    def load(name: str) -> Graph:
+        path = os.path.join(LIGHT_MODELS, f"light_{name}.onnx")
+        if not os.path.exists(path):
+            pytest.skip(f"this onnx install has no {path}")
+        return hwcc.load(path)
+
+    return load
+
+
+@pytest.fixture
+def export_torch():
+    """Exports a torch module in eval mode with the TorchScript exporter, keeping
+    BatchNormalization and every constant (``do_constant_folding=False``)."""
+    torch = pytest.importorskip("torch")
+
+    def export(module, *args, input_shapes=None, dynamic_axes=None, opset=17) -> Graph:
+        names = [f"x{i}" for i in range(len(args))]
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), args, buf, dynamo=False, opset_version=opset,
+                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
+                              input_names=names, output_names=["y"], dynamic_axes=dynamic_axes)
+        return hwcc.load(onnx.load_from_string(buf.getvalue()), input_shapes=input_shapes)
+
+    return export
+
+
+@pytest.fixture
+def assert_equivalent():
+    """Asserts that ``after`` is a valid model (``onnx.checker``, full check) computing
+    the same outputs as ``before`` in onnxruntime, within the given tolerances."""
+
+    def check(before: Graph, after: Graph, *, rtol: float, atol: float) -> Verification:
+        onnx.checker.check_model(onnx_io.to_proto(after), full_check=True)
+        v = compare(before, after, rtol=rtol, atol=atol)
+        assert v.passed, v.summary()
+        return v
+
+    return check
