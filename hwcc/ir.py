@@ -140,6 +140,7 @@ class Graph:
         self._order: list[str] = []
         self._producer: dict[str, str] = {}
         self._users: dict[str, list[str]] = {}
+        self._pos: dict[str, int] | None = None  # node -> index in _order, rebuilt on demand
         self._names = itertools.count()
 
     # ------------------------------------------------------------------ queries
@@ -177,8 +178,14 @@ class Graph:
 
     def users(self, tensor: str) -> list[Node]:
         """Nodes that read ``tensor`` (explicitly or from a subgraph), in graph order."""
-        names = set(self._users.get(tensor, ()))
-        return [self._nodes[n] for n in self._order if n in names]
+        names = dict.fromkeys(self._users.get(tensor, ()))
+        pos = self._position()
+        return [self._nodes[n] for n in sorted(names, key=pos.__getitem__)]
+
+    def _position(self) -> dict[str, int]:
+        if self._pos is None:
+            self._pos = {n: i for i, n in enumerate(self._order)}
+        return self._pos
 
     def successors(self, node: Node) -> list[Node]:
         return [self._nodes[n] for n in self._dg.successors(node.name)]
@@ -328,6 +335,7 @@ class Graph:
             if preds:
                 pos = max(i for i, n in enumerate(self._order) if n in preds) + 1
         self._order.insert(pos, node.name)
+        self._pos = None
         # A node placed before its users? Only possible when wiring existing users to
         # its outputs afterwards; ``toposort`` restores the invariant.
         if any(u in self._order[:pos] for o in node.outputs for u in self._users.get(o, ())):
@@ -365,8 +373,10 @@ class Graph:
 
     def _ensure_order(self, tensor: str, user: Node) -> None:
         p = self._producer.get(tensor)
-        if p is not None and self._order.index(p) > self._order.index(user.name):
-            self.toposort()
+        if p is not None:
+            pos = self._position()
+            if pos[p] > pos[user.name]:
+                self.toposort()
 
     def replace_all_uses_with(self, old: str, new: str) -> int:
         """Make every reader of tensor ``old`` read ``new`` instead.
@@ -453,6 +463,7 @@ class Graph:
         self._dg.remove_node(node.name)
         del self._nodes[node.name]
         self._order.remove(node.name)
+        self._pos = None
 
     def eliminate_dead_code(self) -> int:
         """Erase nodes whose results reach no graph output, and unused initializers.
@@ -468,11 +479,11 @@ class Graph:
         dead = [n for n in reversed(self._order) if n not in live]
         for n in dead:
             self.erase_node(self._nodes[n], force=True)
+        for name in [n for n in self._users if not self._users[n]]:
+            del self._users[name]
         used = set(self.inputs) | set(self.outputs) | set(self._users)
         for name in [n for n, t in self.tensors.items() if t.data is not None and n not in used]:
             del self.tensors[name]
-        for name in [n for n in self._users if not self._users[n]]:
-            del self._users[name]
         return len(dead)
 
     def remove_unused_tensors(self) -> None:
@@ -490,6 +501,7 @@ class Graph:
         except nx.NetworkXUnfeasible as e:
             raise IRError("the graph has a cycle") from e
         self._order = order
+        self._pos = None
 
     # ------------------------------------------------------------------ whole graph
     def copy(self) -> Graph:
@@ -521,6 +533,7 @@ class Graph:
         }
         g._dg = self._dg.copy()
         g._order = list(self._order)
+        g._pos = None
         g._producer = dict(self._producer)
         g._users = {k: list(v) for k, v in self._users.items()}
         g._names = itertools.count(next(_copy.copy(self._names)))

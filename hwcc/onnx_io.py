@@ -227,7 +227,7 @@ def from_proto(
         t.data = _to_array(init, source)
         t.elem_type = init.data_type
         t.shape = tuple(int(d) for d in init.dims)
-        t.meta["onnx_proto"] = (id(t.data), _strip_external(init))
+        t.meta["onnx_proto"] = (t.data, _strip_external(init))
     for sp in mg.sparse_initializer:
         name = sp.values.name
         t = g.tensor(name)
@@ -495,7 +495,10 @@ def _ir_version_for(opsets: Mapping[str, int]) -> int:
 
 def _tensor_proto(t) -> TensorProto:
     cached = t.meta.get("onnx_proto")
-    if cached is not None and cached[0] == id(t.data):
+    if cached is not None and cached[0] is not t.data:
+        del t.meta["onnx_proto"]  # a transform replaced the array: the proto is stale
+        cached = None
+    if cached is not None:
         proto = cached[1]
         if proto.name != t.name:
             proto = _clone(proto)

@@ -117,3 +117,15 @@ def test_duplicate_producer_is_refused():
     g = chain()
     with pytest.raises(IRError):
         g.add_node("Abs", ["x"], ["a"])
+
+
+def test_dce_drops_an_initializer_whose_last_reader_it_erased():
+    g = Graph()
+    g.add_input("x", 1, (2,))
+    g.add_initializer("w", np.ones(2, np.float32))
+    g.add_node("Add", ["x", "w"], ["dead"])
+    g.add_node("Relu", ["x"], ["y"])
+    g.outputs.append("y")
+    assert g.eliminate_dead_code() == 1
+    assert list(g.initializers) == []
+    g.lint()

@@ -1,0 +1,362 @@
+"""ONNX -> IR -> ONNX keeps models valid and their outputs identical.
+
+The comparison is always between onnxruntime running the original model and
+onnxruntime running ``save(load(model))`` on the same inputs, to the bit.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hwcc
+from hwcc import onnx_io
+from hwcc.errors import ModelLoadError
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def make_model(graph: onnx.GraphProto, **opsets: int) -> onnx.ModelProto:
+    """A model onnxruntime accepts (IR version 10) with opset 17 unless told otherwise."""
+    imports = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d.replace("_", "."), v) for d, v in opsets.items()]
+    return helper.make_model(graph, opset_imports=imports, ir_version=10)
+
+
+def session(model: onnx.ModelProto | str | os.PathLike) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+    feeds = {}
+    for i in sess.get_inputs():
+        dt = types[i.type]
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        feeds[i.name] = (rng.standard_normal(shape) if dt == np.float32 else rng.integers(0, 10, shape)).astype(dt)
+    return feeds
+
+
+def identical(a, b) -> bool:
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def assert_round_trip(model: onnx.ModelProto | Path, tmp_path: Path, feeds=None, **load_kw) -> hwcc.Graph:
+    graph = hwcc.load(model, **load_kw)
+    out = tmp_path / "rt.onnx"
+    hwcc.save(graph, out)
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    original = session(model)
+    feeds = feeds or random_feeds(original)
+    ref = original.run(None, feeds)
+    got = session(out).run(None, feeds)
+    assert identical(ref, got)
+    return graph
+
+
+@pytest.mark.parametrize("path", sorted(LIGHT.glob("*.onnx")), ids=lambda p: p.stem)
+def test_light_real_architectures_round_trip(path, tmp_path):
+    graph = assert_round_trip(path, tmp_path)
+    assert len(graph) > 10
+
+
+def _run_node_case(case):
+    """None if onnxruntime cannot run the case's model; else whether it round-trips."""
+    model = case.model
+    names = [i.name for i in model.graph.input]
+    feeds = dict(zip(names, case.data_sets[0][0])) if case.data_sets else {}
+    try:
+        ref = session(model).run(None, feeds)
+    except Exception:  # noqa: BLE001 - onnxruntime lacks this op/opset/type: not ours to test
+        return None, ""
+    try:
+        original_full_check = True
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception:  # noqa: BLE001
+            original_full_check = False
+        graph = hwcc.load(model, allow_dynamic=True)
+        out = onnx_io.to_proto(graph)
+        if original_full_check:
+            onnx.checker.check_model(out, full_check=True)
+        got = session(out).run(None, feeds)
+        return identical(ref, got), "outputs differ"
+    except Exception as e:  # noqa: BLE001
+        return False, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def test_onnx_node_test_suite_round_trips(report_line):
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+        results = {c.name: _run_node_case(c) for c in cases}
+    runnable = {k: v for k, v in results.items() if v[0] is not None}
+    failed = {k: v[1] for k, v in runnable.items() if not v[0]}
+    passed = len(runnable) - len(failed)
+    report_line(
+        f"ONNX node tests: {passed} of {len(runnable)} that onnxruntime runs round-trip identically "
+        f"({len(cases)} cases in onnx {onnx.__version__}; {len(cases) - len(runnable)} not runnable by "
+        f"onnxruntime {ort.__version__})"
+    )
+    assert len(runnable) > 1000
+    assert not failed, f"{len(failed)} of {len(runnable)} node tests fail the round trip: {failed}"
+
+
+# ---------------------------------------------------------------- torch exporters
+def _torch_net():
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.lstm = nn.LSTM(8, 16, batch_first=True)
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.norm = nn.LayerNorm(16)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.conv(x)))
+            y = y + self.dw(y)
+            seq = y.mean(dim=3).transpose(1, 2)  # [N, H, C]
+            h, _ = self.lstm(seq)
+            a, _ = self.attn(h, h, h, need_weights=False)
+            h = self.norm(h + nn.functional.gelu(a))
+            return self.fc(h.mean(dim=1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.5, 2)
+    return net, (torch.randn(1, 3, 8, 8),)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_torch_exports_round_trip(dynamo, tmp_path):
+    import torch
+
+    net, args = _torch_net()
+    path = tmp_path / "net.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw = {} if dynamo else {"do_constant_folding": False}  # keep BatchNormalization nodes
+        torch.onnx.export(net, args, str(path), dynamo=dynamo, input_names=["x"], output_names=["y"], **kw)
+    graph = assert_round_trip(path, tmp_path, feeds={"x": args[0].numpy()})
+    ops = {n.op_type for n in graph.nodes}
+    assert {"Conv"} <= ops
+    if not dynamo:
+        assert "LSTM" in ops and "BatchNormalization" in ops
+    with torch.no_grad():
+        expected = net(*args).numpy()
+    got = session(path).run(None, {"x": args[0].numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the zoo
+def _zoo_names():
+    from hwcc.models import list_models
+
+    return [e.name for e in list_models()]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet", "googlenet") else n for n in _zoo_names()],
+)
+def test_zoo_models_round_trip(name, tmp_path):
+    assert_round_trip(Path(onnx_io.resolve_model_path(f"zoo:{name}")), tmp_path)
+
+
+# ---------------------------------------------------------------- pass-through
+def _model_with_if_and_custom_op() -> onnx.ModelProto:
+    """y = If(c, then: outer_a + 1, else: outer_a * 2); plus a custom-domain op on the side."""
+    one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    then_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["k1"], value=one), helper.make_node("Add", ["outer_a", "k1"], ["t"])],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    else_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["k2"], value=two), helper.make_node("Mul", ["outer_a", "k2"], ["e"])],
+        "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["outer_a"], name="relu"),
+        helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="if"),
+        helper.make_node("Frobnicate", ["x"], ["side"], domain="com.example", name="custom", level=3),
+    ]
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("side", TensorProto.FLOAT, [2])])
+    return make_model(g, com_example=1)
+
+
+def test_subgraphs_and_custom_ops_pass_through_untouched():
+    model = _model_with_if_and_custom_op()
+    graph = hwcc.load(model)
+    node_if = graph.node("if")
+    assert node_if.implicit_inputs == ("outer_a",)
+    assert graph.producer("outer_a").name == "relu"
+    graph.outputs.remove("side")
+    graph.eliminate_dead_code()  # relu is only read inside the subgraph: it must survive
+    assert graph.has_node("relu") and not graph.has_node("custom")
+    graph.lint()
+    out = onnx_io.to_proto(graph)
+    onnx.checker.check_model(out, full_check=True)
+    x = np.array([-1.0, 3.0], np.float32)
+    for c, want in ((True, [1.0, 4.0]), (False, [0.0, 6.0])):
+        got = session(out).run(None, {"x": x, "c": np.array(c)})[0]
+        np.testing.assert_array_equal(got, want)
+    back = onnx_io.to_proto(hwcc.load(model))
+    custom = [n for n in back.graph.node if n.op_type == "Frobnicate"][0]
+    assert custom.domain == "com.example" and helper.get_attribute_value(custom.attribute[0]) == 3
+    assert back.graph.node[1].attribute[0].g == model.graph.node[1].attribute[0].g
+
+
+def test_untouched_initializers_are_written_back_bit_for_bit(tmp_path):
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=[w])
+    model = make_model(g)
+    back = onnx_io.to_proto(hwcc.load(model))
+    assert back.graph.initializer[0] == w
+
+
+# ---------------------------------------------------------------- shapes and bad input
+def _dynamic_model() -> onnx.ModelProto:
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return make_model(g)
+
+
+def test_dynamic_dims_must_be_fixed():
+    with pytest.raises(ModelLoadError) as e:
+        hwcc.load(_dynamic_model())
+    assert "--input-shape x:1x3x1x4" in str(e.value)
+    g = hwcc.load(_dynamic_model(), input_shapes={"x": (2, 3, 5, 4)})
+    assert g.tensors["x"].shape == (2, 3, 5, 4)
+    assert g.tensors["r"].shape == (2, 3, 5, 4)  # shape inference ran on the fixed shape
+    assert g.tensors["y"].shape == (2, 60)
+
+
+@pytest.mark.parametrize(
+    "shapes, words",
+    [({"nope": (1, 3, 1, 4)}, "not an input"), ({"x": (1, 3, 4)}, "rank"), ({"x": (1, 2, 1, 4)}, "fixed shape")],
+)
+def test_bad_input_shapes(shapes, words):
+    with pytest.raises(ModelLoadError, match=words):
+        hwcc.load(_dynamic_model(), input_shapes=shapes)
+
+
+def test_parse_input_shape():
+    assert onnx_io.parse_input_shape("input:1x3x224x224") == ("input", (1, 3, 224, 224))
+    assert onnx_io.parse_input_shape("a:b:2x2") == ("a:b", (2, 2))
+    for bad in ("input", ":1x2", "x:1xax2", "x:"):
+        with pytest.raises(ModelLoadError):
+            onnx_io.parse_input_shape(bad)
+
+
+def _external_model(tmp_path: Path) -> Path:
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
+    model = make_model(g)
+    d = tmp_path / "m"
+    d.mkdir()
+    onnx.save_model(model, str(d / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    return d / "m.onnx"
+
+
+def test_external_data_inside_the_folder_is_read(tmp_path):
+    path = _external_model(tmp_path)
+    graph = assert_round_trip(path, tmp_path)
+    assert graph.tensors["w"].data[1, 2] == 66.0
+
+
+def _point_external_data_at(path: Path, location: str) -> None:
+    m = onnx.load(str(path), load_external_data=False)
+    for e in m.graph.initializer[0].external_data:
+        if e.key == "location":
+            e.value = location
+    onnx.save_model(m, str(path))
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_external_data_outside_the_folder_is_refused(tmp_path, how):
+    path = _external_model(tmp_path)
+    secret = tmp_path / "secret.data"
+    os.replace(path.parent / "m.data", secret)
+    if how == "dotdot":
+        _point_external_data_at(path, "../secret.data")
+    elif how == "absolute":
+        _point_external_data_at(path, str(secret))
+    else:
+        os.symlink(secret, path.parent / "m.data")
+    with pytest.raises(ModelLoadError, match="outside the model's folder"):
+        hwcc.load(path)
+
+
+def test_missing_not_onnx_and_truncated_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        hwcc.load(tmp_path / "nope.onnx")
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model\n" * 20)
+    with pytest.raises(ModelLoadError, match="not .*ONNX"):
+        hwcc.load(text)
+    good = LIGHT / "light_squeezenet.onnx"
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ModelLoadError):
+        hwcc.load(cut)
+
+
+def test_large_models_are_saved_with_external_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_io, "_EXTERNAL_THRESHOLD", 1000)
+    path = _external_model(tmp_path)
+    graph = hwcc.load(path)
+    out = tmp_path / "out" / "big.onnx"
+    hwcc.save(graph, out)
+    assert (out.parent / "big.onnx.data").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["big.onnx", "big.onnx.data"]  # no temp files left
+    x = np.ones((1, 64), np.float32)
+    np.testing.assert_array_equal(session(out).run(None, {"x": x})[0], session(path).run(None, {"x": x})[0])
+
+
+def test_replaced_initializers_are_written_with_their_new_values():
+    w = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[w])
+    graph = hwcc.load(make_model(g))
+    for factor in (2, 5):  # a new array may reuse a freed array's address: values must still be fresh
+        graph.tensors["w"].data = graph.initializer("w") * factor
+    back = onnx_io.to_proto(graph)
+    np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), [10.0, 10.0])
