@@ -1,0 +1,258 @@
+"""The ``hwcc`` command. It maps flags to the Python API and prints; nothing more.
+
+Bad input ends with a short message on stderr and exit code 2, never a traceback, and
+nothing is written. An unmet budget ends with exit code 3 (once ``compile`` exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from hwcc.errors import HwccError, NotAvailableYet
+
+EPILOG = """\
+MODEL is a path to an .onnx file or zoo:NAME for a bundled model (see 'hwcc zoo list').
+
+examples:
+  hwcc zoo list
+  hwcc inspect zoo:alexnet
+  hwcc inspect model.onnx --input-shape input:1x3x224x224 --json
+  hwcc inspect zoo:alexnet --target eyeriss --batch 4
+  hwcc targets
+  hwcc apply fold_batchnorm zoo:resnet-digits -o folded.onnx --verify
+"""
+
+
+def _input_shapes(specs: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    from hwcc.onnx_io import parse_input_shape
+
+    return dict(parse_input_shape(s) for s in specs or ())
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="an .onnx file, or zoo:NAME")
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
+                   help="fix a dynamic input, e.g. input:1x3x224x224 (repeatable)")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import hwcc
+    from hwcc import workload
+
+    graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
+    if args.target:
+        return _inspect_target(graph, args)
+    if args.batch != 1 or args.data or args.act_density is not None:
+        raise HwccError("--batch, --data and --act-density price a model on a target",
+                        "add --target, e.g. --target eie")
+    kw = {k: v for k, v in (("weight_bits", args.weight_bits), ("act_bits", args.act_bits)) if v is not None}
+    w = workload.analyze(graph, **kw)
+    if args.json:
+        print(json.dumps(workload.summary_json(w), indent=2))
+    else:
+        print(workload.format_table(w, show_all=args.all))
+    return 0
+
+
+def _inspect_target(graph, args: argparse.Namespace) -> int:
+    from hwcc.costview import format_cost_table
+    from hwcc.targets.base import CostContext, load_target
+
+    if args.data and args.act_density is not None:
+        raise HwccError("give --data or --act-density, not both")
+    if args.batch < 1:
+        raise HwccError(f"--batch must be at least 1, got {args.batch}")
+    density = args.act_density
+    if density is not None and not 0.0 <= density <= 1.0:
+        raise HwccError(f"--act-density must lie between 0 and 1, got {density}")
+    if args.data:
+        from hwcc.activations import measure_density
+
+        density = measure_density(graph, args.data)
+    target = load_target(args.target)
+    gc = target.cost(graph, CostContext(batch=args.batch, act_density=density))
+    if args.json:
+        print(json.dumps(gc.to_dict(), indent=2))
+    else:
+        print(format_cost_table(gc, breakdown=args.breakdown, show_all=args.all))
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    import hwcc
+    from hwcc import pass_infra
+
+    settings = {}
+    for s in args.set or ():
+        key, sep, value = s.partition("=")
+        if not sep or not key:
+            raise HwccError(f"cannot read --set {s!r}", "write it as knob=value, e.g. --set ratio=0.25")
+        settings[key.strip()] = value.strip()
+    pass_infra.get_pass(args.pass_name)  # unknown pass: fail before loading the model
+    graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
+    report = pass_infra.apply_by_hand(graph, args.pass_name, settings, verify=args.verify,
+                                      rtol=args.rtol, atol=args.atol)
+    print(report.summary())
+    if report.modified or args.always_write:
+        hwcc.save(report.graph, args.output)
+        print(f"wrote {args.output}")
+    else:
+        print(f"nothing written: {args.pass_name} did not change the model")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from hwcc import models
+
+    if args.zoo_command == "list":
+        entries = models.list_models()
+        if args.json:
+            print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else vars(e) for e in entries], indent=2, default=str))
+        else:
+            print(models.format_table(entries))
+        return 0
+    path = models.export(args.name, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from hwcc.costview import format_targets
+    from hwcc.targets.base import list_targets
+
+    targets = list_targets()
+    if args.json:
+        print(json.dumps([t.describe() for t in targets], indent=2, default=str))
+    else:
+        print(format_targets(targets))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import hwcc
+    from hwcc.targets.base import load_target
+
+    target = load_target(args.target)
+    if not hasattr(target, "profile"):
+        raise HwccError(f"target {target.name} is a {target.provenance} target: it has no table to profile",
+                        "profile a measured target, e.g. --target cpu")
+    graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
+    report = target.profile(graph, progress=True)
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import hwcc
+    from hwcc.budget import parse_budget
+
+    if not args.budget:
+        raise HwccError("no budget given", "add --budget, e.g. --budget 5ms, --budget 2mJ or --budget 50%")
+    for b in args.budget:
+        parse_budget(b)  # bad budgets are reported before anything else happens
+    hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
+    raise NotAvailableYet(
+        "'hwcc compile' is not available yet: the search loop and the target cost models are still being built",
+        "'hwcc inspect' and 'hwcc apply' work today",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hwcc import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hwcc",
+        description="A hardware-aware compiler for neural networks: an ONNX model, a target and a "
+        "budget in; a model that meets the budget on that target with the least accuracy lost out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hwcc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("compile", help="compile a model for a target to a budget (not available yet)",
+                       description="Compile MODEL for TARGET so that it meets every BUDGET. "
+                       "Not available yet: the search loop and the target cost models are still being built.")
+    _add_model_args(p)
+    p.add_argument("--target", required=False, help="cpu, gpu, tpu, eie or eyeriss")
+    p.add_argument("--budget", action="append", help="5ms, 2mJ, 1.5MB, 50%% (repeatable)")
+    p.add_argument("-o", "--output", help="artifact folder")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("inspect", help="per-layer table: MACs, parameters, bytes moved",
+                       description="Show the workload of every layer of MODEL: dimensions, MACs, "
+                       "parameters, weight density and bytes moved at the given bit widths, with a totals line.")
+    _add_model_args(p)
+    p.add_argument("--target", help="price each layer on a target (see 'hwcc targets'), or a target .toml file")
+    p.add_argument("--batch", type=int, default=1, help="with --target: inputs per batch; costs are per batch")
+    p.add_argument("--data", metavar="D.npz", help="with --target: measure activation density on this data")
+    p.add_argument("--act-density", type=float, help="with --target: fraction of non-zero activations")
+    p.add_argument("--breakdown", action="store_true", help="with --target: a column per breakdown entry")
+    p.add_argument("--all", action="store_true", help="also list data-movement and constant nodes")
+    p.add_argument("--weight-bits", type=int, help="count weights at this width (default: their ONNX type)")
+    p.add_argument("--act-bits", type=int, help="count activations at this width (default: their ONNX type)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("apply", help="run one pass by hand",
+                       description="Run one pass on MODEL and write the result. With --verify, the original "
+                       "and the transformed model run in onnxruntime on the same random inputs, and nothing "
+                       "is written unless their outputs agree within --rtol/--atol.")
+    p.add_argument("pass_name", metavar="PASS", help="the pass to run (see the list below)")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, help="where to write the transformed model")
+    p.add_argument("--set", action="append", metavar="KNOB=VALUE", help="a knob of the pass (repeatable)")
+    p.add_argument("--verify", action="store_true", help="check outputs against the original in onnxruntime")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance for --verify (default 1e-4)")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance for --verify (default 1e-5)")
+    p.add_argument("--always-write", action="store_true", help="write the output even if the pass changed nothing")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("targets", help="list targets, their parameters and where their numbers come from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("profile", help="build this device's latency lookup table",
+                       description="Time every distinct layer configuration of MODEL on this machine and "
+                       "add it to the target's lookup table (cached on disk, keyed by the device).")
+    p.add_argument("--target", default="cpu", help="a measured target (default cpu)")
+    p.add_argument("--model", required=True, metavar="MODEL", help="an .onnx file, or zoo:NAME")
+    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("zoo", help="bundled models: list or export",
+                       description="Bundled models: architectures for costing (exported from their torch "
+                       "definitions on first use and cached) and small models trained here on the UCI digits.")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="list|export", required=True)
+    z = zsub.add_parser("list", help="list the bundled models")
+    z.add_argument("--json", action="store_true")
+    z = zsub.add_parser("export", help="write a bundled model as an .onnx file")
+    z.add_argument("name", metavar="NAME")
+    z.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_zoo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except HwccError as e:
+        print(f"hwcc {args.command}: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"  hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hwcc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

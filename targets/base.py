@@ -1,0 +1,271 @@
+"""The target contract: how a backend prices a graph.
+
+A *family* is one cost model (``targets/eie.py``); a *target* is a family with its
+hardware parameters, read from a TOML file (``targets/eie.toml``). A new chip of a known
+family is one more ``.toml``. Every TOML file names its family and says where its
+numbers come from::
+
+    family = "eie"
+    description = "EIE, 64 PEs at 800 MHz (Han et al., ISCA 2016)"
+    provenance = "model"               # or "measured"
+    validated_against = ["EIE Table IV per-layer actual time", ...]
+    host = "cpu"                       # where nodes the target cannot run are priced
+    [params]
+    num_pes = 64
+    ...
+
+Pricing goes through the workload view: :meth:`Target.cost` analyses the graph once
+(:func:`hwcc.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
+supported ones with :meth:`Target.cost_layer` and the others on the declared host, and
+returns a :class:`GraphCost`. A layer that is not supported and has no host is an error,
+never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.workload import Layer, Workload, analyze
+
+__all__ = ["Cost", "LayerCost", "GraphCost", "CostContext", "Target", "register_family",
+           "load_target", "list_targets", "scale_batch", "ZERO"]
+
+_TARGET_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The price of one layer.
+
+    Attributes:
+        latency_s: seconds, for the whole batch.
+        energy_j: joules, for the whole batch.
+        breakdown: named parts (``compute_s``, ``memory_s``, ``dram_j``, ...). Keys ending in
+            ``_s`` are seconds and in ``_j`` joules; other keys are counts or ratios.
+        note: a short remark shown in tables (e.g. "split over 3 passes: exceeds SRAM").
+    """
+
+    latency_s: float
+    energy_j: float
+    breakdown: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+ZERO = Cost(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """A layer with its cost and where it runs (``on`` is the target or its host)."""
+
+    layer: Layer
+    cost: Cost
+    on: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.layer.name, "op_type": self.layer.op_type, "on": self.on,
+                "latency_s": self.cost.latency_s, "energy_j": self.cost.energy_j,
+                "breakdown": dict(self.cost.breakdown), "note": self.cost.note}
+
+
+@dataclass
+class GraphCost:
+    """Per-layer costs in graph order, with totals; host-run layers are counted apart."""
+
+    target: str
+    layers: list[LayerCost]
+    batch: int = 1
+
+    def _sum(self, attr: str, where: Callable[[LayerCost], bool] = lambda x: True) -> float:
+        return sum(getattr(x.cost, attr) for x in self.layers if where(x))
+
+    @property
+    def latency_s(self) -> float:
+        return self._sum("latency_s")
+
+    @property
+    def energy_j(self) -> float:
+        return self._sum("energy_j")
+
+    @property
+    def host_latency_s(self) -> float:
+        return self._sum("latency_s", lambda x: x.on != self.target)
+
+    @property
+    def host_energy_j(self) -> float:
+        return self._sum("energy_j", lambda x: x.on != self.target)
+
+    def layer(self, name: str) -> LayerCost:
+        for x in self.layers:
+            if x.layer.name == name:
+                return x
+        raise KeyError(f"no layer named {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "batch": self.batch,
+            "layers": [x.to_dict() for x in self.layers],
+            "total": {"latency_s": self.latency_s, "energy_j": self.energy_j},
+            "host": {"latency_s": self.host_latency_s, "energy_j": self.host_energy_j},
+        }
+
+
+@dataclass(frozen=True)
+class CostContext:
+    """Options for one pricing.
+
+    Attributes:
+        batch: inputs processed together; latency and energy are for the whole batch.
+        act_density: fraction of non-zero input activations, for all layers or per layer
+            name (measured on data by :func:`hwcc.activations.measure_density`).
+    """
+
+    batch: int = 1
+    act_density: float | Mapping[str, float] | None = None
+
+
+def scale_batch(layer: Layer, batch: int) -> Layer:
+    """The layer run on ``batch`` inputs at once: activations and work scale, weights don't."""
+    if batch == 1 or layer.N is None:
+        return layer
+    return dataclasses.replace(
+        layer, N=layer.N * batch, macs=layer.macs * batch, ops=layer.ops * batch,
+        input_bytes=layer.input_bytes * batch, output_bytes=layer.output_bytes * batch)
+
+
+class Target:
+    """A cost model with its parameters. Subclasses implement :meth:`cost_layer`.
+
+    Attributes:
+        family: the cost-model family (class attribute, set by ``register_family``).
+        name: the target's name (its TOML file's stem).
+        params: the ``[params]`` table of the TOML file.
+        provenance: ``"measured"`` (a lookup table built on the device) or ``"model"``.
+        validated_against: the published figures the model was checked against.
+        host: the target that runs what this one cannot, or None.
+        primary_metric: what a bare relative budget (``50%``) limits on this target.
+    """
+
+    family: ClassVar[str] = ""
+    primary_metric: ClassVar[str] = "latency_s"
+
+    def __init__(self, name: str, spec: Mapping[str, Any], source: Path | None = None):
+        self.name = name
+        self.spec = dict(spec)
+        self.params: dict[str, Any] = dict(spec.get("params", {}))
+        self.description: str = spec.get("description", "")
+        self.provenance: str = spec.get("provenance", "model")
+        self.validated_against: list[str] = list(spec.get("validated_against", []))
+        self.sources: list[str] = list(spec.get("sources", []))
+        self.host: str | None = spec.get("host")
+        self.source = source
+        if self.provenance not in ("measured", "model"):
+            raise HwccError(f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}")
+
+    # -- what subclasses provide ---------------------------------------------------
+    def supports(self, layer: Layer) -> str | None:
+        """None if this target runs ``layer``; else the reason it does not."""
+        return None
+
+    def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
+        """The cost of one supported layer (``layer`` already scaled to ``ctx.batch``)."""
+        raise NotImplementedError
+
+    # -- shared machinery ------------------------------------------------------------
+    def cost(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
+        """Price every node of ``graph`` (or of an already analysed workload)."""
+        ctx = ctx or CostContext()
+        if ctx.batch < 1:
+            raise HwccError(f"batch must be at least 1, got {ctx.batch}")
+        work = graph if isinstance(graph, Workload) else analyze(graph, act_density=ctx.act_density)
+        host: Target | None = None
+        out: list[LayerCost] = []
+        for layer in work.layers:
+            layer = scale_batch(layer, ctx.batch)
+            if layer.kind == "constant":
+                out.append(LayerCost(layer, ZERO, self.name))
+                continue
+            reason = self.supports(layer)
+            if reason is None:
+                out.append(LayerCost(layer, self.cost_layer(layer, ctx), self.name))
+                continue
+            if self.host is None:
+                raise HwccError(f"target {self.name} cannot run {layer.name} ({layer.op_type}): {reason}",
+                                "run it on a target that supports this op, or give this target a host")
+            host = host or load_target(self.host)
+            if host.supports(layer) is not None:
+                raise HwccError(f"neither {self.name} nor its host {host.name} can run {layer.name}: {reason}")
+            c = host.cost_layer(layer, ctx)
+            out.append(LayerCost(layer, dataclasses.replace(c, note=c.note or reason), host.name))
+        return GraphCost(self.name, out, ctx.batch)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``hwcc targets`` shows: parameters and where the numbers come from."""
+        return {"name": self.name, "family": self.family, "description": self.description,
+                "provenance": self.provenance, "validated_against": self.validated_against,
+                "sources": self.sources, "host": self.host, "params": self.params}
+
+
+# ---------------------------------------------------------------------- registry
+_FAMILIES: dict[str, type[Target]] = {}
+
+
+def register_family(name: str) -> Callable[[type[Target]], type[Target]]:
+    """Class decorator: ``@register_family("eie")`` makes the class the ``eie`` family."""
+
+    def register(cls: type[Target]) -> type[Target]:
+        cls.family = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return register
+
+
+def _discover() -> None:
+    package = importlib.import_module("hwcc.targets")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base":
+            importlib.import_module(f"hwcc.targets.{info.name}")
+
+
+def _target_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(_TARGET_DIR.glob("*.toml"))}
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """The target called ``name`` (a bundled ``targets/<name>.toml``) or read from a TOML path."""
+    _discover()
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise HwccError(f"target file not found: {path}")
+    else:
+        files = _target_files()
+        if str(name_or_path) not in files:
+            raise HwccError(f"unknown target {str(name_or_path)!r}",
+                            f"known targets: {', '.join(files) or '(none)'}; or give a path to a .toml file")
+        path = files[str(name_or_path)]
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise HwccError(f"{path} is not valid TOML: {e}") from None
+    family = spec.get("family")
+    if family not in _FAMILIES:
+        raise HwccError(f"{path} names family {family!r}, which does not exist",
+                        f"known families: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[family](path.stem, spec, path)
+
+
+def list_targets() -> list[Target]:
+    """Every bundled target."""
+    return [load_target(n) for n in _target_files()]
