@@ -299,6 +299,8 @@ class Graph:
         for o in node.outputs:
             if o:
                 self._producer[o] = name
+                for user in self._users.get(o, ()):  # readers wired before their producer
+                    self._dg.add_edge(name, user)
         for t in self._reads(node):
             self.tensor(t)
             self._link(t, name)

@@ -13,7 +13,9 @@ What it takes care of:
    with a message that names the input and the flag to use.
 3. External data is read only from inside the model's own folder: a location that is
    absolute, or leads out of the folder (``..``, a symbolic link), is refused.
-4. What the IR does not interpret passes through unchanged: ops of unknown domains,
+4. Node annotations that transforms leave in ``node.meta`` (``winograd``, ``low_rank``,
+   ...) are kept in the model's metadata (``hwcc.node_annotations``) and restored.
+5. What the IR does not interpret passes through unchanged: ops of unknown domains,
    subgraph attributes (If/Loop/Scan bodies), functions, non-tensor types (sequences,
    optionals, maps), training info, metadata. Initializers that no transform touched
    are written back from their original protos, bit for bit.
@@ -21,6 +23,7 @@ What it takes care of:
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -39,6 +42,10 @@ from hwcc.ir import Dim, Graph
 __all__ = ["load", "save", "from_proto", "to_proto", "infer_shapes", "parse_input_shape"]
 
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
+# Node annotations (``node.meta``) travel in the model's metadata as JSON, node name ->
+# {key: value}, so a lowered or factorised model keeps its flags for cost models.
+ANNOTATIONS_KEY = "hwcc.node_annotations"
+_NODE_META_FROM_ONNX = ("onnx_name", "doc_string", "metadata_props", "overload")
 _EXTERNAL_THRESHOLD = 1_800_000_000  # bytes of initializers above which save() goes external
 _SIMPLE_TENSOR_TYPES = set(dtypes._TO_NUMPY) - {dtypes.STRING}
 
@@ -214,7 +221,7 @@ def from_proto(
         domain=model.domain,
         model_version=model.model_version,
         doc_string=model.doc_string,
-        metadata_props=[(p.key, p.value) for p in model.metadata_props],
+        metadata_props=[(p.key, p.value) for p in model.metadata_props if p.key != ANNOTATIONS_KEY],
         functions=[_clone(f) for f in model.functions],
         training_info=[_clone(t) for t in model.training_info],
         graph_doc_string=mg.doc_string,
@@ -247,6 +254,7 @@ def from_proto(
     _fix_input_shapes(g, input_shapes or {}, allow_dynamic, source)
 
     defined = set(g.inputs) | {n for n, t in g.tensors.items() if t.data is not None}
+    notes = _read_annotations(model, source)
     prev = None  # keep the source order: it is already topological
     for i, n in enumerate(mg.node):
         attrs, types = {}, {}
@@ -269,6 +277,7 @@ def from_proto(
             meta["metadata_props"] = [(p.key, p.value) for p in n.metadata_props]
         if n.overload:
             meta["overload"] = n.overload
+        meta.update(notes.get(n.name or name, {}))
         implicit_inputs = tuple(sorted(r for r in implicit if r in defined))
         prev = g.add_node(n.op_type, list(n.input), list(n.output), attrs, name=name, domain=n.domain,
                           meta=meta, attr_types=types, implicit_inputs=implicit_inputs, after=prev)
@@ -291,6 +300,17 @@ def _is_topological(g: Graph) -> bool:
             return False
         done.add(n.name)
     return True
+
+
+def _read_annotations(model: onnx.ModelProto, source: str) -> dict[str, dict[str, Any]]:
+    for p in model.metadata_props:
+        if p.key == ANNOTATIONS_KEY:
+            try:
+                notes = json.loads(p.value)
+            except json.JSONDecodeError:
+                raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata is not valid JSON") from None
+            return notes if isinstance(notes, dict) else {}
+    return {}
 
 
 def _fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynamic: bool, source: str) -> None:
@@ -472,9 +492,31 @@ def to_proto(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     if m.get("model_version"):
         model.model_version = m["model_version"]
     for k, v in m.get("metadata_props", []):
-        model.metadata_props.add(key=k, value=v)
+        if k != ANNOTATIONS_KEY:
+            model.metadata_props.add(key=k, value=v)
+    notes = _annotations(graph)
+    if notes:
+        model.metadata_props.add(key=ANNOTATIONS_KEY, value=json.dumps(notes, sort_keys=True))
     model.training_info.extend(m.get("training_info", []))
     return model
+
+
+def _annotations(graph: Graph) -> dict[str, dict[str, Any]]:
+    """The JSON-serialisable annotations transforms left on nodes (``winograd``, ...)."""
+    out = {}
+    for n in graph.nodes:
+        notes = {k: v for k, v in n.meta.items() if k not in _NODE_META_FROM_ONNX and _jsonable(v)}
+        if notes:
+            out[n.meta.get("onnx_name") or n.name] = notes
+    return out
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _live_names(graph: Graph) -> set[str]:

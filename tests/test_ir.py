@@ -129,3 +129,15 @@ def test_dce_drops_an_initializer_whose_last_reader_it_erased():
     assert g.eliminate_dead_code() == 1
     assert list(g.initializers) == []
     g.lint()
+
+
+def test_a_producer_added_after_its_readers_gets_its_edges():
+    g = Graph()
+    g.add_input("x", 1, (1,))
+    g.add_node("Relu", ["x"], ["y"], name="a")
+    g.add_node("Neg", ["y"], ["z"], name="b")
+    g.outputs.append("z")
+    g.erase_node(g.node("a"), force=True)
+    g.add_node("Relu", ["x"], ["y"], name="a2")
+    g.lint()
+    assert [n.name for n in g.nodes] == ["a2", "b"]

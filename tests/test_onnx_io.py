@@ -360,3 +360,18 @@ def test_replaced_initializers_are_written_with_their_new_values():
         graph.tensors["w"].data = graph.initializer("w") * factor
     back = onnx_io.to_proto(graph)
     np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), [10.0, 10.0])
+
+
+def test_node_annotations_survive_save_and_load(tmp_path):
+    graph = hwcc.load(LIGHT / "light_squeezenet.onnx")
+    conv = graph.find("Conv")[0]
+    conv.meta["winograd"] = {"F": "2x2,3x3", "mults_per_output": 4}
+    conv.meta["not_json"] = object()  # skipped, not an error
+    hwcc.save(graph, tmp_path / "m.onnx")
+    back = hwcc.load(tmp_path / "m.onnx")
+    assert back.node(conv.name).meta["winograd"] == {"F": "2x2,3x3", "mults_per_output": 4}
+    assert "not_json" not in back.node(conv.name).meta
+    meta_keys = [p.key for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props]
+    assert meta_keys.count("hwcc.node_annotations") == 1
+    hwcc.save(back, tmp_path / "m2.onnx")  # a second round trip does not duplicate it
+    assert [p.key for p in onnx.load(str(tmp_path / "m2.onnx")).metadata_props].count("hwcc.node_annotations") == 1
