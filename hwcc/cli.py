@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hwcc.errors import HwccError, NotAvailableYet
 
@@ -65,15 +66,17 @@ def _inspect_target(graph, args: argparse.Namespace) -> int:
         raise HwccError("give --data or --act-density, not both")
     if args.batch < 1:
         raise HwccError(f"--batch must be at least 1, got {args.batch}")
-    density = args.act_density
+    density, vectors = args.act_density, None
     if density is not None and not 0.0 <= density <= 1.0:
         raise HwccError(f"--act-density must lie between 0 and 1, got {density}")
+    target = load_target(args.target)
     if args.data:
-        from hwcc.activations import measure_density
+        from hwcc.activations import capture_activations, measure_density
 
         density = measure_density(graph, args.data)
-    target = load_target(args.target)
-    gc = target.cost(graph, CostContext(batch=args.batch, act_density=density))
+        if target.uses_activation_vectors:
+            vectors = capture_activations(graph, args.data, max_samples=16)
+    gc = target.cost(graph, CostContext(batch=args.batch, act_density=density, activations=vectors))
     if args.json:
         print(json.dumps(gc.to_dict(), indent=2))
     else:
@@ -93,8 +96,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         settings[key.strip()] = value.strip()
     pass_infra.get_pass(args.pass_name)  # unknown pass: fail before loading the model
     graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
+    if args.data and not Path(args.data).is_file():
+        raise HwccError(f"data file not found: {args.data}", "give an .npz with one array per model input")
     report = pass_infra.apply_by_hand(graph, args.pass_name, settings, verify=args.verify,
-                                      rtol=args.rtol, atol=args.atol)
+                                      rtol=args.rtol, atol=args.atol, data=args.data)
     print(report.summary())
     if report.modified or args.always_write:
         hwcc.save(report.graph, args.output)
@@ -205,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("-o", "--output", required=True, help="where to write the transformed model")
     p.add_argument("--set", action="append", metavar="KNOB=VALUE", help="a knob of the pass (repeatable)")
+    p.add_argument("--data", metavar="D.npz", help="calibration/importance data: one array per model input")
     p.add_argument("--verify", action="store_true", help="check outputs against the original in onnxruntime")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance for --verify (default 1e-4)")
     p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance for --verify (default 1e-5)")

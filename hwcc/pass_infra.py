@@ -373,7 +373,7 @@ class PassManager:
         onnx_io.infer_shapes(result.graph)
         result.graph.lint()
         if ctx.verify:
-            v = compare(before, result.graph, rtol=ctx.rtol, atol=ctx.atol,
+            v = compare(before, result.graph, rtol=ctx.rtol, atol=ctx.atol, feeds=_data_feeds(before, ctx),
                         n=ctx.verify_samples, seed=ctx.seed)
             if p.exact and not v.passed:
                 raise _VerificationFailed(v)
@@ -414,6 +414,19 @@ class PassManager:
             err = PassError(f"pass {p.name!r} failed (passes run before it: {before}): {what}", hint)
             err.pass_name, err.passes_before = p.name, list(done)
             raise err from e
+
+
+def _data_feeds(graph: Graph, ctx: PassContext, runs: int = 16) -> list[dict] | None:
+    """Input sets from ``ctx.data`` for verification, or None for random inputs.
+
+    A lossy pass calibrated on data (int8) is judged on inputs like those it was
+    calibrated on; random normal inputs fall outside that range and overstate its error.
+    """
+    if ctx.data is None:
+        return None
+    from hwcc.activations import load_feeds, split_batches
+
+    return split_batches(graph, load_feeds(graph, ctx.data))[:runs]
 
 
 class _Broken(Exception):
@@ -544,6 +557,7 @@ def apply_by_hand(
     rtol: float,
     atol: float,
     seed: int = 0,
+    data: Any = None,
 ) -> ApplyReport:
     """Run one pass as ``hwcc apply PASS MODEL [--set knob=value ...] [--verify]`` does.
 
@@ -555,6 +569,8 @@ def apply_by_hand(
         rtol: relative tolerance of the comparison.
         atol: absolute tolerance of the comparison.
         seed: seed of the random inputs.
+        data: calibration or importance data for passes that use it (a mapping from
+            input name to array, or an ``.npz`` path), as ``PassContext.data``.
 
     Returns:
         The report; write ``report.graph`` only after this returns.
@@ -565,7 +581,7 @@ def apply_by_hand(
     """
     p = get_pass(pass_name)
     ctx = PassContext(knobs={p.name: p.parse_settings(settings)}, seed=seed, verify=verify,
-                      rtol=rtol, atol=atol)
+                      rtol=rtol, atol=atol, data=data)
     options = p.options(ctx)
     ops_before, bytes_before = _census(graph)
     result = p(graph.copy() if p.in_place else graph, ctx)

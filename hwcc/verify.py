@@ -106,10 +106,10 @@ def run_onnx(model: Model, feeds: Feeds) -> list[np.ndarray]:
     Raises:
         HwccError: onnxruntime cannot load or run the model, or an input is missing.
     """
-    return _Session(model).run(feeds)
+    return Session(model).run(feeds)
 
 
-class _Session:
+class Session:
     """An onnxruntime session over one model, reused across input sets."""
 
     def __init__(self, model: Model):
@@ -241,7 +241,7 @@ def compare(
         sets = [feeds]
     else:
         sets = list(feeds)
-    ref, new = _Session(original), _Session(transformed)
+    ref, new = Session(original), Session(transformed)
     checks: dict[str, OutputCheck] = {}
     for f in sets:
         want = dict(zip(ref.output_names, ref.run(f)))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,7 +60,7 @@ _STANDARD = ("", "ai.onnx")
 _PASS_THROUGH = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
 _NOT_FOLDABLE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                  "Multinomial", "Bernoulli", "If", "Loop", "Scan")
-_NOT_FLAGS = ("onnx_name", "doc_string", "metadata_props", "overload", "act_density")
+_NOT_FLAGS = ("onnx_name", "doc_string", "metadata_props", "overload", "act_density", "weight_bits", "act_bits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,6 +357,27 @@ def _nonzero(data: np.ndarray | None, zp: np.ndarray | None, axis: int) -> float
     return float(np.count_nonzero(data != (0 if zp is None else zp))) / data.size
 
 
+# Counting zeros of a large weight is the costliest step of ``analyze``; initializer
+# arrays are immutable by the IR's contract, so a count is valid for as long as the
+# array lives. Entries leave with their arrays.
+_DENSITY_MEMO: dict[int, tuple[weakref.ref, float | None]] = {}
+
+
+def _nonzero_memo(data: np.ndarray | None, zp: np.ndarray | None, axis: int) -> float | None:
+    if data is None or zp is not None:
+        return _nonzero(data, zp, axis)
+    key = id(data)
+    hit = _DENSITY_MEMO.get(key)
+    if hit is not None and hit[0]() is data:
+        return hit[1]
+    value = _nonzero(data, None, axis)
+    try:
+        _DENSITY_MEMO[key] = (weakref.ref(data, lambda _r, k=key: _DENSITY_MEMO.pop(k, None)), value)
+    except TypeError:  # an object without weak references: don't memoise
+        pass
+    return value
+
+
 def _bits(elem_type: int) -> int:
     return 8 * dtypes.BYTES.get(elem_type, 4)
 
@@ -389,7 +411,8 @@ class _Context:
             self.tensor_bytes[t] = math.ceil(math.prod(_static(self.g, t)) * bits / 8)
         return sum(self.tensor_bytes[t] for t in names)
 
-    def params(self, weights: list[str], biases: list[str], zero_point: tuple[str, int]) -> dict:
+    def params(self, weights: list[str], biases: list[str], zero_point: tuple[str, int],
+               stored_bits: int | None = None) -> dict:
         """Parameter count, bytes, bit width and weight density of a node's constants.
 
         ``zero_point`` is the (tensor, axis) of the weights' zero point in ops that take it
@@ -398,13 +421,13 @@ class _Context:
         bits, count, nbytes, nonzero = [], 0, 0, []
         for t in weights + biases:
             data, etype, dq = _source(self.g, t)
-            n, b = math.prod(_static(self.g, t)), self.weight_bits or _bits(etype)
+            n, b = math.prod(_static(self.g, t)), self.weight_bits or stored_bits or _bits(etype)
             bits, count, nbytes = bits + [b], count + n, nbytes + math.ceil(n * b / 8)
             if t in weights:
                 zp, axis = zero_point
                 if dq is not None:
                     zp, axis = (dq.inputs[2] if len(dq.inputs) > 2 else ""), int(dq.attr("axis", 1))
-                nonzero.append((n, _nonzero(data, self.g.initializer(zp) if zp else None, axis)))
+                nonzero.append((n, _nonzero_memo(data, self.g.initializer(zp) if zp else None, axis)))
         read = [(n, f) for n, f in nonzero if f is not None]
         density = sum(n * f for n, f in read) / sum(n for n, _ in read) if read else 1.0
         return dict(params=count, weight_bytes=nbytes, weight_bits=bits[0] if bits else None,
@@ -421,7 +444,10 @@ class _Context:
         acts = [t for t in node.inputs if t and t not in self.const]
         # Outputs nothing reads (an unused Dropout mask) are never written.
         live = [t for t in node.outputs if t and (t in self.users or self.g.is_graph_output(t))]
-        return dict(**self.params(weights, biases, (input_at(zp_index), zp_axis)), **fields,
+        stored = node.meta.get("weight_bits")  # quantize(kmeans|fixed16) keeps float types
+        params = self.params(weights, biases, (input_at(zp_index), zp_axis),
+                             stored if isinstance(stored, int) else None)
+        return dict(**params, **fields,
                     input_bytes=self.act_bytes(acts),
                     output_bytes=self.act_bytes(live or list(node.outputs[:1]), out=True),
                     act_bits=self.act_bits_of(acts[0]) if acts else None)

@@ -4,7 +4,13 @@ the summary at the end of the run, after the assertions have been checked."""
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# BLAS with one thread per process: on a 2-core machine OpenBLAS's own threads fight the
+# test's and make SVDs 6-20x slower. Only effective if numpy is not imported yet.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 _REPORT: list[str] = []
 

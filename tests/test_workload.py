@@ -359,3 +359,18 @@ def test_densenet_table_hides_data_movement():
     short = format_table(w, top=10)
     assert len(short.splitlines()) < 25 and "smaller layers not listed (top=10)" in short
     assert f"MACs {w.macs:,} " in short
+
+
+def test_weight_bits_annotation_of_a_float_model_is_honoured():
+    """quantize(mode=fixed16|kmeans) keeps float32 types and records the stored width on the node."""
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
+    graph = hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+    assert analyze(graph).layer("mm").weight_bytes == 32 * 4
+    graph.node("mm").meta["weight_bits"] = 16
+    layer = analyze(graph).layer("mm")
+    assert (layer.weight_bits, layer.weight_bytes) == (16, 32 * 2)
+    assert "weight_bits" not in layer.flags
+    assert analyze(graph, weight_bits=8).layer("mm").weight_bytes == 32  # the argument still wins
