@@ -82,3 +82,10 @@ def drop_unused_initializers(graph: Graph, names: Iterable[str]) -> list[str]:
         gone = set(dropped)
         graph.inputs = [i for i in graph.inputs if i not in gone]
     return dropped
+
+
+def rejection_summary(what: str, rejected: dict[str, str], shown: int = 3) -> str:
+    """``"no layer was factorised: a: why; b: why (and 4 more)"`` from layer -> reason."""
+    why = "; ".join(f"{n}: {r}" for n, r in list(rejected.items())[:shown])
+    more = f" (and {len(rejected) - shown} more)" if len(rejected) > shown else ""
+    return f"{what}: {why}{more}"

@@ -52,7 +52,7 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers
+from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
 from hwcc.passes._low_rank_factor import choose_rank, factor, param_counts, parse_layers, parse_ranks
 
 _ONNX = ("", "ai.onnx")
@@ -138,9 +138,7 @@ class LowRank(Pass):
             done[name] = plan
         details: dict[str, Any] = {"factorised": done, "rejected": rejected}
         if not done:
-            why = "; ".join(f"{n}: {r}" for n, r in list(rejected.items())[:3])
-            more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
-            return PassResult(graph, False, f"no layer was factorised: {why}{more}", details)
+            return PassResult(graph, False, rejection_summary("no layer was factorised", rejected), details)
         return PassResult(g, True, None, details)
 
 

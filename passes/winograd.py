@@ -49,7 +49,7 @@ from hwcc import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers
+from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
 from hwcc.passes._winograd_math import AT, BT, additions, filter_transform, tiles
 
 _ONNX = ("", "ai.onnx")
@@ -122,9 +122,7 @@ class Winograd(Pass):
             lowered.append(name)
         details: dict[str, Any] = {"annotated" if annotate else "lowered": lowered, "rejected": rejected}
         if not lowered:
-            why = "; ".join(f"{n}: {r}" for n, r in list(rejected.items())[:3])
-            more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
-            return PassResult(graph, False, f"no Conv could be lowered: {why}{more}", details)
+            return PassResult(graph, False, rejection_summary("no Conv could be lowered", rejected), details)
         return PassResult(g, True, None, details)
 
 
