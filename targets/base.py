@@ -128,10 +128,14 @@ class CostContext:
         batch: inputs processed together; latency and energy are for the whole batch.
         act_density: fraction of non-zero input activations, for all layers or per layer
             name (measured on data by :func:`hwcc.activations.measure_density`).
+        activations: measured input activation vectors per layer name, for models that
+            simulate the actual sparsity pattern (EIE); see
+            :func:`hwcc.activations.capture_activations`.
     """
 
     batch: int = 1
     act_density: float | Mapping[str, float] | None = None
+    activations: Mapping[str, Any] | None = None
 
 
 def scale_batch(layer: Layer, batch: int) -> Layer:
@@ -154,10 +158,13 @@ class Target:
         validated_against: the published figures the model was checked against.
         host: the target that runs what this one cannot, or None.
         primary_metric: what a bare relative budget (``50%``) limits on this target.
+        uses_activation_vectors: the model simulates measured activation vectors, not
+            only their density.
     """
 
     family: ClassVar[str] = ""
     primary_metric: ClassVar[str] = "latency_s"
+    uses_activation_vectors: ClassVar[bool] = False  # True: give it CostContext.activations
 
     def __init__(self, name: str, spec: Mapping[str, Any], source: Path | None = None):
         self.name = name
@@ -195,7 +202,12 @@ class Target:
             if layer.kind == "constant":
                 out.append(LayerCost(layer, ZERO, self.name))
                 continue
-            reason = self.supports(layer)
+            # A layer the workload view could not read (unknown op or shapes) has no
+            # dims for a model to price: it goes to the host, which may measure it.
+            reason = self.supports(layer) or (None if layer.known or self.host is None else layer.reason)
+            if reason is None and not layer.known and self.provenance == "model":
+                raise HwccError(f"target {self.name} cannot price {layer.name}: {layer.reason}",
+                                "fix the input shapes (--input-shape), or give this target a host")
             if reason is None:
                 out.append(LayerCost(layer, self.cost_layer(layer, ctx), self.name))
                 continue
@@ -206,7 +218,8 @@ class Target:
             if host.supports(layer) is not None:
                 raise HwccError(f"neither {self.name} nor its host {host.name} can run {layer.name}: {reason}")
             c = host.cost_layer(layer, ctx)
-            out.append(LayerCost(layer, dataclasses.replace(c, note=c.note or reason), host.name))
+            note = f"{reason} [{c.note}]" if c.note else reason  # why it left the target comes first
+            out.append(LayerCost(layer, dataclasses.replace(c, note=note), host.name))
         return GraphCost(self.name, out, ctx.batch)
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,362 @@
+"""The EIE target: hand-computed cycle counts, placement-driven load imbalance, SRAM
+splits, the host, and the published per-layer times (Han et al., ISCA 2016, Table IV)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import hwcc
+from hwcc.activations import capture_activations
+from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
+from hwcc.workload import analyze
+
+F = 800e6                                   # EIE clock, Section VI
+POWER_W = 64 * 9.157e-3 + 21 * 0.023e-3     # 64 PEs (Table II) + 21 LNZD units (Section VI) = 0.586531 W
+BUNDLED = Path(hwcc.targets.base.__file__).with_name("eie.toml")
+
+
+@register_family("eie_test_host")
+class _TestHost(Target):
+    """A host for the tests: 1 ns per MAC or op, 1 pJ per MAC or op."""
+
+    def cost_layer(self, layer, ctx):
+        work = layer.macs + layer.ops
+        return Cost(work * 1e-9, work * 1e-12, {"work": work})
+
+
+def variant(tmp_path: Path, host: str | None = None, **params) -> Path:
+    """The bundled eie.toml with some [params] replaced, and the host pointed at the test host."""
+    text = BUNDLED.read_text()
+    for key, value in params.items():
+        text, n = re.subn(rf"^{key} = [^#\n]*", f"{key} = {value} ", text, flags=re.M)
+        assert n == 1, key
+    if host is None:
+        (tmp_path / "testhost.toml").write_text('family = "eie_test_host"\nprovenance = "model"\n')
+        host = str(tmp_path / "testhost.toml")
+    text = re.sub(r'^host = .*$', f"host = {json.dumps(host)}", text, flags=re.M)
+    path = tmp_path / "eie-variant.toml"
+    path.write_text(text)
+    return path
+
+
+def model(nodes, inputs, outputs, inits) -> hwcc.Graph:
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+
+
+def fc(W: np.ndarray, *, gemm: bool = False, relu: bool = False, batch: int = 1,
+       dtype=np.float32) -> hwcc.Graph:
+    """One FC layer ``y = W x`` named "fc" (W: rows = outputs), as MatMul(x, Wᵀ) or Gemm(transB=1)."""
+    rows, cols = W.shape
+    elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
+    if gemm:
+        nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1)]
+        init = numpy_helper.from_array(W.astype(dtype), "W")
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc")]
+        init = numpy_helper.from_array(np.ascontiguousarray(W.T).astype(dtype), "W")
+    nodes += [helper.make_node("Relu", ["h"], ["y"], name="relu")] if relu else []
+    return model(nodes, [helper.make_tensor_value_info("x", elem, [batch, cols])],
+                 [helper.make_tensor_value_info("y" if relu else "h", elem, [batch, rows])], [init])
+
+
+def price(graph, target=None, **ctx):
+    return (target or load_target("eie")).cost(graph, CostContext(**ctx))
+
+
+# ---------------------------------------------------------------------- the target
+def test_load_and_describe():
+    t = load_target("eie")
+    d = t.describe()
+    assert d["family"] == "eie" and d["provenance"] == "model" and d["host"] == "cpu"
+    assert any("Table IV" in v for v in d["validated_against"])
+    assert d["params"]["num_pes"] == 64 and d["params"]["clock_mhz"] == 800
+    assert t.power_w == pytest.approx(POWER_W) and t.n_lnzd == 21
+
+
+def test_one_column_by_hand():
+    # 64 rows × 1 column, dense: every PE holds 1 entry; one non-zero activation.
+    # B = 0 (first broadcast); pointer stage Q = B + 1 = 1; matrix read S = Q + 1 = 2,
+    # F = S + 1 = 3; + 4 pipeline stages -> 7 cycles = 8.75 ns.
+    c = price(fc(np.ones((64, 1)))).layer("fc").cost
+    assert c.breakdown["cycles_per_vector"] == 7
+    assert c.latency_s == pytest.approx(7 / F)
+    assert c.energy_j == pytest.approx(POWER_W * 7 / F)
+    # theoretical: 64 entries / 64 PEs = 1 cycle
+    assert c.breakdown["theoretical_s"] == pytest.approx(1 / F)
+
+
+def test_padding_is_work():
+    # PE 0's slice of the single column is the paper's [0,0,1,2,0×18,3] (local rows 2, 3, 22
+    # = rows 128, 192, 1408): 3 non-zeros + 1 padding entry. S = 2, F = 2 + 4 = 6, +4 -> 10.
+    W = np.zeros((23 * 64, 1))
+    W[[128, 192, 1408], 0] = [1.0, 2.0, 3.0]
+    b = price(fc(W)).layer("fc").cost.breakdown
+    assert (b["cycles_per_vector"], b["entries_per_vector"], b["macs_per_vector"]) == (10, 4, 3)
+    assert b["padding_per_vector"] == 1 and b["real_work_fraction"] == 0.75
+
+
+def test_one_busy_pe_serialises_the_layer():
+    # 1280 rows × 12 columns; only PE 0's 20 rows (0, 64, ..., 1216) are non-zero: it does
+    # 12 · 20 = 240 entries back to back from cycle 2 (the queue keeps it fed), F = 242,
+    # + 4 -> 246 cycles. Perfect balance would take 240 / 64 = 3.75 cycles.
+    W = np.zeros((1280, 12))
+    W[::64] = 1.0
+    b = price(fc(W)).layer("fc").cost.breakdown
+    assert b["cycles_per_vector"] == 246
+    assert b["load_balance_efficiency"] == pytest.approx(3.75 / 246)
+
+
+def test_queue_depth_lets_pes_run_ahead(tmp_path):
+    # 32 columns in blocks of 8: PE 0 holds 8 entries in each column of blocks 0, 2; PE 1 in
+    # blocks 1, 3. Each PE has 16 · 8 = 128 entries; in lock-step (no queue) the layer would
+    # take 32 · 8 = 256 cycles. A queue of 8 lets the idle PE start its block while the other
+    # finishes: close to 128 + 2 (start) + 4 (pipeline) = 134. A queue of 1 (plus the pointer
+    # stage) lets it run only 2 columns ahead: much closer to lock-step.
+    W = np.zeros((8 * 64, 32))
+    for block in range(4):
+        W[block % 2::64, 8 * block:8 * block + 8] = 1.0
+    deep = price(fc(W)).layer("fc").cost.breakdown["cycles_per_vector"]
+    shallow_target = load_target(variant(tmp_path, fifo_depth=1))
+    shallow = price(fc(W), shallow_target).layer("fc").cost.breakdown["cycles_per_vector"]
+    assert 134 <= deep < 134 * 1.1
+    assert shallow > 1.5 * deep
+
+
+def test_act_density_skips_columns():
+    W = np.ones((64, 100))
+    full = price(fc(W)).layer("fc").cost
+    sparse = price(fc(W), act_density=0.3).layer("fc").cost
+    assert full.breakdown["broadcasts_per_vector"] == 100
+    assert sparse.breakdown["broadcasts_per_vector"] == 30          # round(0.3 · 100)
+    assert sparse.breakdown["entries_per_vector"] == 30 * 64
+    assert sparse.latency_s < 0.4 * full.latency_s
+    per_layer = price(fc(W), act_density={"fc": 0.5}).layer("fc").cost
+    assert per_layer.breakdown["broadcasts_per_vector"] == 50
+
+
+def test_measured_activation_vectors():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(128, 64)) * (rng.random((128, 64)) < 0.3)
+    g = fc(W, relu=True)
+    x = np.where(rng.random((3, 64)) < 0.25, 1.0, 0.0).astype(np.float32)
+    acts = capture_activations(g, {"x": x})
+    c = load_target("eie").cost(g, activations=acts).layer("fc").cost
+    assert c.breakdown["vectors_simulated"] == 3
+    assert c.breakdown["broadcasts_per_vector"] == pytest.approx(np.count_nonzero(x) / 3)
+    assert "measured" in c.note
+
+
+def test_gemm_transB_matches_matmul_and_bias_is_a_column():
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(200, 30)) * (rng.random((200, 30)) < 0.2)
+    a, b = price(fc(W)).layer("fc").cost, price(fc(W, gemm=True)).layer("fc").cost
+    assert a.latency_s == b.latency_s
+    nodes = [helper.make_node("Gemm", ["x", "W", "c"], ["y"], name="fc", transB=1)]
+    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 200])],
+              [numpy_helper.from_array(W.astype(np.float32), "W"),
+               numpy_helper.from_array(np.ones(200, np.float32), "c")])
+    biased = price(g).layer("fc").cost.breakdown
+    # the bias is one more broadcast column holding 200 entries (200 rows, dense)
+    assert biased["broadcasts_per_vector"] == 31
+    assert biased["entries_per_vector"] == a.breakdown["entries_per_vector"] + 200
+
+
+def test_batch_is_one_mxv_per_vector():
+    W = np.ones((64, 10))
+    one, three = price(fc(W)).layer("fc").cost, price(fc(W), batch=3).layer("fc").cost
+    assert three.latency_s == pytest.approx(3 * one.latency_s)
+    assert three.breakdown["vectors"] == 3
+
+
+def test_relu_fused_and_views_free(tmp_path):
+    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
+             helper.make_node("Relu", ["h"], ["y"], name="relu")]
+    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+              [numpy_helper.from_array(np.ones((64, 8), np.float32), "W")])
+    gc = price(g, load_target(variant(tmp_path)))
+    assert [x.on for x in gc.layers] == ["eie-variant"] * 3 and gc.host_latency_s == 0
+    assert gc.layer("flat").cost.latency_s == 0 and gc.layer("relu").cost.latency_s == 0
+    assert gc.latency_s == gc.layer("fc").cost.latency_s > 0
+
+
+def test_unsupported_nodes_run_on_the_host(tmp_path):
+    # Conv (8 outputs of 3×3, each 3·3·3 MACs: 8·9·27 = 1944 MACs) and the Relu after it
+    # (72 ops) run on the host at 1 ns per MAC/op;
+    # the FC layer and its Relu run on EIE.
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu0"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
+             helper.make_node("Relu", ["h"], ["y"], name="relu1")]
+    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+              [numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "k"),
+               numpy_helper.from_array(np.ones((16, 72), np.float32), "W")])
+    gc = price(g, load_target(variant(tmp_path)))
+    on = {x.layer.name: x.on for x in gc.layers}
+    assert on == {"conv": "testhost", "relu0": "testhost", "flat": "eie-variant", "fc": "eie-variant",
+                  "relu1": "eie-variant"}
+    assert gc.layer("conv").cost.latency_s == pytest.approx(1944e-9)
+    assert gc.host_latency_s == pytest.approx(1944e-9 + 72e-9)
+    assert "FC layers" in gc.layer("conv").cost.note
+
+
+def test_non_constant_weight_goes_to_host(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                      helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [])
+    gc = price(g, load_target(variant(tmp_path)))
+    assert gc.layers[0].on == "testhost" and "constant 2-D weight" in gc.layers[0].cost.note
+
+
+def test_layer_too_big_for_sram_is_split(tmp_path):
+    # 64-byte sparse-matrix SRAM = 64 entries of 8 bits. 128 × 100 dense on 64 PEs: 2 rows per
+    # PE, 2 entries per column, 200 per PE -> blocks of 32 columns: 4 weight passes (32, 32, 32, 4).
+    # Reloaded each batch: 64 PEs · 200 entries · 8 bits + 64 · (33 + 33 + 33 + 5) pointers · 16
+    # = 102400 + 106496 = 208896 bits, at 4.26 GB/s and 640 pJ per 32 bits.
+    t = load_target(variant(tmp_path, spmat_sram_KB=0.0625))
+    c = price(fc(np.ones((128, 100))), t).layer("fc").cost
+    b = c.breakdown
+    assert b["weight_passes"] == 4 and b["sram_fits"] == 0
+    assert b["reload_s"] == pytest.approx(208896 / (4.26e9 * 8))
+    assert b["dram_j"] == pytest.approx(208896 / 32 * 640e-12)
+    assert c.latency_s == pytest.approx(b["compute_s"] + b["reload_s"])
+    assert "4 weight passes" in c.note and "does not fit" in c.note
+    assert price(fc(np.ones((128, 100)))).layer("fc").cost.breakdown["sram_fits"] == 1
+
+
+def test_more_than_4096_outputs_run_in_row_tiles():
+    c = price(fc(np.ones((4096 + 64, 2)))).layer("fc").cost
+    assert c.breakdown["row_tiles"] == 2 and "2 row tiles" in c.note
+    # tile 1: 64 entries per PE per column; tile 2: 1. Each drains: work 2·(4096 + 64) entries.
+    assert c.breakdown["entries_per_vector"] == 2 * 4160
+
+
+def test_workload_without_graph_uses_a_seeded_pattern():
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(256, 128)) * (rng.random((256, 128)) < 0.1)
+    work = analyze(fc(W))
+    a, b = load_target("eie").cost(work), load_target("eie").cost(work)
+    assert "seeded random pattern at weight density" in a.layer("fc").cost.note
+    assert a.latency_s == b.latency_s > 0
+
+
+def test_repeated_pricing_is_identical_and_cached():
+    rng = np.random.default_rng(3)
+    g = fc(rng.normal(size=(512, 256)) * (rng.random((512, 256)) < 0.1))
+    t = load_target("eie")
+    first = t.cost(g, CostContext(act_density=0.4)).to_dict()
+    assert t.cost(g, CostContext(act_density=0.4)).to_dict() == first
+    assert len(t._plans) == 1
+
+
+def test_energy_uses_the_published_power():
+    # Table V: EIE 64 PEs, 0.59 W. Ours: 64 · 9.157 mW + 21 · 0.023 mW = 0.5865 W (-0.6 %).
+    c = price(fc(np.ones((640, 300))), act_density=0.5).layer("fc").cost
+    assert c.energy_j / c.latency_s == pytest.approx(0.59, rel=0.01)
+    modules = sum(v for k, v in c.breakdown.items() if k.endswith("_j") and k != "dram_j")
+    assert modules == pytest.approx(c.energy_j)
+
+
+# ---------------------------------------------------------------------- published figures
+# Han et al., ISCA 2016: Table III (size, weight %, activation %) and Table IV (EIE
+# theoretical and actual time in µs, batch 1, 64 PEs, 800 MHz). W is rows = outputs.
+PAPER = {  # name: (rows, cols, weight density, act density, theoretical µs, actual µs)
+    "Alex-6": (4096, 9216, 0.09, 0.351, 28.1, 30.3),
+    "Alex-7": (4096, 4096, 0.09, 0.353, 11.7, 12.2),
+    "Alex-8": (1000, 4096, 0.25, 0.375, 8.9, 9.9),
+    "NT-We": (600, 4096, 0.10, 1.0, 5.2, 8.0),
+    "NT-Wd": (8791, 600, 0.11, 1.0, 13.0, 13.9),
+}
+LATENCY_RTOL = 0.15     # actual time, per layer
+THEORY_RTOL = 0.15      # theoretical time, per layer
+BALANCE_RTOL = 0.10     # load-balance efficiency = theoretical / actual
+MISSES = {  # measured misses, reported rather than tuned away (see the module docstring of eie.py)
+    ("Alex-8", "latency"): "model 8.0 us vs 9.9 us (-19 %): random 25 %-dense weights need no padding, "
+                           "while the paper's own theoretical time is 19 % above nnz·act/(64·f)",
+    ("Alex-8", "theory"): "model 7.5 us vs 8.9 us (-16 %): same cause",
+}
+
+
+@pytest.fixture(scope="module")
+def paper_costs():
+    t = load_target("eie")
+    out = {}
+    for i, (name, (rows, cols, wd, ad, _, _)) in enumerate(PAPER.items()):
+        rng = np.random.default_rng(1000 + i)
+        W = np.zeros((rows, cols), np.float16)
+        nz = np.flatnonzero(rng.random((rows, cols), dtype=np.float32) < wd)
+        W.flat[nz] = rng.standard_normal(len(nz), dtype=np.float32)
+        out[name] = t.cost(fc(W, dtype=np.float16), CostContext(act_density=ad)).layer("fc")
+    return out
+
+
+def _check(paper_costs, report_line, name, what, value, published, rtol):
+    err = value / published - 1
+    report_line(f"EIE {name} {what}: {value:.3g} vs paper {published:.3g} ({err:+.1%})")
+    if (name, what) in MISSES:
+        if abs(err) <= rtol:
+            pytest.fail(f"{name} {what} is now within {rtol:.0%}: remove it from MISSES")
+        pytest.xfail(MISSES[(name, what)])
+    assert abs(err) <= rtol
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_actual_time(paper_costs, report_line, name):
+    c = paper_costs[name].cost
+    assert c.breakdown["sram_fits"] == 1 and c.breakdown["vectors"] == 1
+    _check(paper_costs, report_line, name, "latency", c.latency_s * 1e6, PAPER[name][5], LATENCY_RTOL)
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_theoretical_time(paper_costs, report_line, name):
+    theory = paper_costs[name].cost.breakdown["theoretical_s"] * 1e6
+    _check(paper_costs, report_line, name, "theory", theory, PAPER[name][4], THEORY_RTOL)
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_load_balance_efficiency(paper_costs, report_line, name):
+    published = PAPER[name][4] / PAPER[name][5]
+    balance = paper_costs[name].cost.breakdown["load_balance_efficiency"]
+    _check(paper_costs, report_line, name, "balance", balance, published, BALANCE_RTOL)
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_densities_reach_the_model(paper_costs, name):
+    # the weight density is read from the synthetic matrix's zeros, the activation density
+    # comes from the context; the MACs simulated are rows · cols · weight % · act %
+    rows, cols, wd, ad, _, _ = PAPER[name]
+    layer, cost = paper_costs[name].layer, paper_costs[name].cost
+    assert layer.weight_density == pytest.approx(wd, abs=0.002) and layer.act_density == ad
+    assert cost.breakdown["broadcasts_per_vector"] == round(ad * cols)
+    assert cost.breakdown["macs_per_vector"] == pytest.approx(rows * cols * wd * ad, rel=0.02)
+    # 4096 activations per register file (64 PEs · 64): Alex-6's 9216 inputs come in 3 chunks,
+    # NT-Wd's 8791 outputs in 3 row tiles
+    assert cost.breakdown["input_chunks"] == -(-cols // 4096)
+    assert cost.breakdown["row_tiles"] == -(-rows // 4096)
+
+
+def test_quantized_weight_zero_is_the_zero_point():
+    # DequantizeLinear(int8 weight, scale, zero point 3): a stored 3 is a zero weight.
+    q = np.full((8, 64), 3, np.int8)          # MatMul B: 8 inputs × 64 outputs
+    q[:, 0] = 5                               # output 0 (PE 0) has 8 non-zeros
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], name="dq"),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+              [numpy_helper.from_array(q, "q"), numpy_helper.from_array(np.float32(0.1), "s"),
+               numpy_helper.from_array(np.int8(3), "zp")])
+    b = price(g).layer("fc").cost.breakdown
+    # 8 columns, 1 entry each on PE 0: B = 0..7, S = 2..9, F = 10, + 4 -> 14 cycles
+    assert (b["macs_per_vector"], b["cycles_per_vector"]) == (8, 14)
