@@ -141,9 +141,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hwcc.targets.base import load_target
 
     target = load_target(args.target)
-    if not hasattr(target, "profile"):
-        raise HwccError(f"target {target.name} is a {target.provenance} target: it has no table to profile",
-                        "profile a measured target, e.g. --target cpu")
     graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
     report = target.profile(graph, progress=True)
     print(report.summary() if hasattr(report, "summary") else report)

@@ -188,6 +188,11 @@ class Target:
         """The cost of one supported layer (``layer`` already scaled to ``ctx.batch``)."""
         raise NotImplementedError
 
+    def profile(self, graph: Graph, progress: bool = True) -> Any:
+        """Measure ``graph``'s layers into this device's table (measured targets only)."""
+        raise HwccError(f"target {self.name} is a {self.provenance} target: it has no table to profile",
+                        "profile a measured target, e.g. --target cpu")
+
     # -- shared machinery ------------------------------------------------------------
     def cost(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
         """Price every node of ``graph`` (or of an already analysed workload)."""

@@ -52,6 +52,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwcc import gpu_profile
+from hwcc.ir import Graph
 from hwcc.errors import HwccError
 from hwcc.targets.base import Cost, CostContext, Target, register_family
 from hwcc.workload import Layer
@@ -84,6 +85,15 @@ def _rates(table: Any, where: str) -> dict[str, float]:
 @register_family("gpu")
 class GpuTarget(Target):
     """A GPU: the roofline above, or the device's measured table where it has the layer."""
+
+    def profile(self, graph: Graph, progress: bool = True) -> str:
+        """``hwcc profile --target gpu``: time ``graph``'s layers with onnxruntime's CUDA provider.
+
+        Raises:
+            HwccError: the CUDA provider is not available on this machine.
+        """
+        table = gpu_profile.build_table(graph)
+        return f"{len(table.entries)} layer(s) in the table for {table.fingerprint}"
 
     def __init__(self, name, spec, source=None):
         super().__init__(name, spec, source)
