@@ -26,7 +26,7 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.verify import run_onnx
-from hwcc.workload import analyze
+from hwcc.workload import analyze, constant_tensors
 
 __all__ = ["COMPUTE_KINDS", "load_feeds", "split_batches", "compute_inputs", "capture_activations", "measure_density"]
 
@@ -60,10 +60,7 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
 
 def compute_inputs(graph: Graph) -> dict[str, str]:
     """Compute layer name -> the tensor it takes as input activation (its first run-time input)."""
-    const = set(graph.initializers)
-    for node in graph.nodes:  # tensors computed from constants only are constants too
-        if all(t in const for t in node.inputs if t):
-            const.update(t for t in node.outputs if t)
+    const = constant_tensors(graph)
     out = {}
     for layer in analyze(graph).layers:
         if layer.kind in COMPUTE_KINDS:

@@ -50,7 +50,7 @@ from hwcc import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 
-__all__ = ["KINDS", "Layer", "Workload", "analyze", "format_table", "handler", "summary_json"]
+__all__ = ["KINDS", "Layer", "Workload", "analyze", "constant_tensors", "format_table", "handler", "summary_json"]
 
 KINDS = ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "gemm", "matmul", "lstm",
          "gru", "rnn", "pool", "elementwise", "norm", "softmax", "data_movement", "other",
@@ -318,7 +318,7 @@ def _data_movement(g: Graph, node: Node, weights: tuple[int, ...] = ()) -> dict:
 
 
 # ---------------------------------------------------------------------- analysis
-def _constants(g: Graph) -> set[str]:
+def constant_tensors(g: Graph) -> set[str]:
     """Tensors whose values are known before run time (computed by foldable nodes)."""
     const = {n for n, t in g.tensors.items() if t.data is not None}
     for node in g.nodes:
@@ -387,7 +387,7 @@ class _Context:
 
     def __init__(self, g: Graph, weight_bits: int | None, act_bits: int | None, act_density: Any):
         self.g, self.weight_bits, self.act_bits, self.act_density = g, weight_bits, act_bits, act_density
-        self.const = _constants(g)
+        self.const = constant_tensors(g)
         self.users: dict[str, list[Node]] = {}  # Graph.users walks every node: index once
         for node in g.nodes:
             for t in set(node.inputs) | set(node.implicit_inputs):
