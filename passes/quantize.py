@@ -9,10 +9,21 @@ Three modes (knob ``mode``), each reporting the error per layer as the weights' 
   DequantizeLinear nodes and int8 initializers; ``details`` adds the SQNR of each
   layer's output and of the model's outputs on the calibration data.
 * ``kmeans`` — trained quantization by weight sharing (Deep Compression;
-  :mod:`hwcc.passes._kmeans`): per layer, 1-D k-means from linearly spaced centroids,
-  each weight replaced by its centroid, zeros kept; at most ``2**bits`` values per layer.
-  ``details`` adds the storage before (float32) and after (fixed-length and Huffman-coded
-  indices, relative indices for sparse layers, pointers and codebook).
+  :mod:`hwcc.passes._kmeans`): per layer, 1-D k-means from linearly spaced centroids
+  minimising ``Σ_i Σ_{w ∈ c_i} (w − c_i)²`` over the non-zero weights, each weight
+  replaced by its centroid, zeros kept; at most ``2**bits`` values per layer. A layer with
+  zeros gets ``2**bits − 1`` centroids and codebook index 0 is the value 0; ``zero_slot``
+  does the same for dense layers (EIE's codebook, Han et al., ISCA 2016: index 0 is zero).
+  ``codebook_bits = B > 0`` then rounds the centroids to ``B``-bit signed fixed point
+  with one power-of-two scale per layer, ``c_q = q·2^−f``, ``q ∈ [−2^(B−1), 2^(B−1) − 1]``
+  an integer and ``f`` the most fraction bits with which the largest ``|c|`` fits
+  (:mod:`hwcc.passes._fixed_point`), and gives each weight the nearest ``c_q``; the
+  weights written are exactly those values (float32 holds ``q·2^−f`` exactly for
+  ``B ≤ 24``), so ``w·2^f`` is an integer of ``B`` bits. A centroid within half a step of
+  zero becomes 0 and its weights with it (the decoder's value for it); no other non-zero
+  weight becomes zero. ``details`` adds the storage before (float32) and after
+  (fixed-length and Huffman-coded indices, relative indices for sparse layers, pointers
+  and codebook at 32 or ``B`` bits an entry).
 * ``fixed16`` — 16-bit dynamic fixed point (Qiu et al., FPGA 2016;
   :mod:`hwcc.passes._fixed_point`): per layer the fraction length ``f`` that fits the
   largest weight, ``w_q = round(w·2^f)·2^−f``; activation formats from calibration data
@@ -22,9 +33,11 @@ The ``kmeans`` and ``fixed16`` models stay float32 (their values are representab
 the narrower format), so the element types do not tell a cost model the width. Those
 modes annotate each layer instead: ``node.meta["weight_bits"]`` (the stored bits per
 weight: ``bits`` for kmeans, 16 for fixed16), ``node.meta["act_bits"] = 16`` for fixed16
-with calibrated activations, and ``node.meta["weight_sharing"] = {"bits", "clusters"}`` or
-``node.meta["fixed_point"] = {"total_bits", "weight_frac_bits", "act_frac_bits",
-"out_frac_bits"}``. An int8 model needs none: its widths are in its types.
+with calibrated activations, and ``node.meta["weight_sharing"] = {"bits", "clusters"}``
+(plus ``"zero_slot": True`` when asked, and ``"codebook_bits"`` and ``"codebook_frac_bits"``
+(``f``) with fixed-point values) or ``node.meta["fixed_point"] = {"total_bits",
+"weight_frac_bits", "act_frac_bits", "out_frac_bits"}``. An int8 model needs none: its
+widths are in its types.
 """
 
 from __future__ import annotations
@@ -45,7 +58,8 @@ from hwcc.passes._weights import (WeightedLayer, check_layer_names, find_layers,
                                   replace_weights, sqnr_db)
 
 Options = dict[str, Any]
-_ONLY_FOR = {"bits": ("kmeans",), "layer_bits": ("kmeans",), "calibration": ("int8",),
+_ONLY_FOR = {"bits": ("kmeans",), "layer_bits": ("kmeans",), "zero_slot": ("kmeans",),
+             "codebook_bits": ("kmeans",), "calibration": ("int8",),
              "data": ("int8", "fixed16"), "random_calibration": ("int8", "fixed16"),
              "samples": ("int8", "fixed16")}
 
@@ -68,23 +82,32 @@ class Quantize(Pass):
        ``layer_bits`` (``"fc1=5,conv1=8"`` or JSON; or ``Quantize(layer_bits={...})``)
        sets the bits of single layers (the knob's entries win over the constructor's; a
        ``layers`` knob that is set wins over ``Quantize(layers=...)``).
-    4. ``mode=fixed16``: each chosen layer's weights are rounded to 16-bit fixed point
+    4. ``mode=kmeans, zero_slot=true``: a dense layer too keeps codebook index 0 for zero,
+       so it gets at most ``2**bits − 1`` shared non-zero values; only non-zero weights
+       are clustered, zeros stay zero and no weight is moved to zero by k-means.
+    5. ``mode=kmeans, codebook_bits=B``: each layer's shared values are rounded to ``B``-bit
+       signed fixed point with a per-layer power-of-two scale (``q·2^−f``, the largest
+       ``|centroid|`` in range) and the weights written equal them exactly; a centroid
+       that rounds to zero turns its weights into zeros (codebook index 0).
+    6. ``mode=fixed16``: each chosen layer's weights are rounded to 16-bit fixed point
        with the fraction length that fits the largest; with calibration data, the input
        and output activation formats are chosen too and recorded in ``node.meta``.
-    5. A weight tensor read by several chosen layers given the same setting stays one
+    7. A weight tensor read by several chosen layers given the same setting stays one
        shared tensor; otherwise each layer gets its own copy.
 
     Must not fire when:
 
-    6. the graph has no Conv, Gemm or MatMul;
-    7. the ``layers`` list is empty;
-    8. no chosen layer has constant float weights (computed at run time, behind a
-       DequantizeLinear, or overridable graph inputs);
-    9. ``kmeans``/``fixed16`` would leave every weight and annotation as it already is.
+    8. the graph has no Conv, Gemm or MatMul;
+    9. the ``layers`` list is empty;
+    10. no chosen layer has constant float weights (computed at run time, behind a
+        DequantizeLinear, or overridable graph inputs);
+    11. ``kmeans``/``fixed16`` would leave every weight and annotation as it already is
+        (sharing twice with the same knobs, fixed-point codebook included).
 
     Errors (never ignored): a knob set for a mode it does not apply to (``bits`` with
-    ``int8``, ``calibration`` with ``kmeans``, ...); a layer name that is not a Conv, Gemm
-    or MatMul, or one whose weights are not constant.
+    ``int8``, ``calibration`` with ``kmeans``, ``zero_slot`` with ``fixed16``, ...); a layer
+    name that is not a Conv, Gemm or MatMul, or one whose weights are not constant; fixed-point
+    shared values that the weights' dtype cannot hold exactly.
     """
 
     name = "quantize"
@@ -94,6 +117,11 @@ class Quantize(Pass):
              choices=("int8", "kmeans", "fixed16")),
         Knob("bits", int, 4, "kmeans: index bits per weight (2**bits shared values per layer)", range=(1, 8)),
         Knob("layer_bits", str, "", "kmeans: per-layer bits overriding bits: LAYER=B,LAYER=B or JSON"),
+        Knob("zero_slot", bool, False,
+             "kmeans: codebook index 0 is zero in every layer, dense ones too (2**bits - 1 shared non-zero values)"),
+        Knob("codebook_bits", int, 0,
+             "kmeans: shared values in signed fixed point of this many bits, a power-of-two scale per layer "
+             "(0: float32)", range=(0, 24)),
         Knob("layers", str, "all", "layers to quantize: all, or node names separated by commas"),
         Knob("calibration", str, "minmax", "int8: how activation ranges are chosen",
              choices=("minmax", "percentile", "entropy")),
@@ -161,21 +189,35 @@ class Quantize(Pass):
         for name, b in per_layer.items():
             if not 1 <= b <= 8:
                 raise HwccError(f"quantize: layer_bits gives {name!r} {b} bits", "kmeans takes 1 to 8 bits")
+        zero_slot, book_bits = opts["zero_slot"], opts["codebook_bits"]
         cache: dict[tuple[str, int], tuple[_kmeans.SharedWeights, dict[str, Any]]] = {}
         new, report, meta = {}, {}, {}
         for lay in chosen:
             b = per_layer.get(lay.name, opts["bits"])
             if (lay.weight, b) not in cache:  # layers sharing a tensor and the bits share the result
-                shared = _kmeans.share_weights(lay.array, b)
+                try:
+                    shared = _kmeans.share_weights(lay.array, b, zero_slot=zero_slot, codebook_bits=book_bits)
+                except HwccError as e:
+                    raise HwccError(f"quantize: layer {lay.name}: {e.message}", e.hint) from None
                 view = matrix_view(replace(lay, array=shared.values))
-                cache[lay.weight, b] = shared, _kmeans.storage(shared, view, b)
+                cache[lay.weight, b] = shared, _kmeans.storage(shared, view, b, book_bits)
             shared, store = cache[lay.weight, b]
             if not np.array_equal(shared.values, lay.array):
                 new[lay.name] = (lay, shared.values)
-            clusters = len(shared.codebook) - (1 if shared.sparse else 0)
-            meta[lay.name] = {"weight_bits": b, "weight_sharing": {"bits": b, "clusters": clusters}}
+            clusters = len(shared.codebook) - (1 if shared.zero_slot else 0)
+            sharing: dict[str, Any] = {"bits": b, "clusters": clusters}
+            if zero_slot:
+                sharing["zero_slot"] = True
+            if book_bits:
+                sharing.update(codebook_bits=book_bits, codebook_frac_bits=shared.frac_bits)
+            meta[lay.name] = {"weight_bits": b, "weight_sharing": sharing}
+            error = np.abs(shared.values.astype(np.float64) - lay.array)
             report[lay.name] = {"bits": b, "clusters": clusters, "sparse": shared.sparse, "steps": shared.steps,
+                                "zero_slot": shared.zero_slot, "codebook_bits": book_bits or None,
+                                "codebook_frac_bits": shared.frac_bits,
+                                "rounded_to_zero": int(np.count_nonzero((shared.values == 0) & (lay.array != 0))),
                                 "distinct_values": int(np.unique(shared.values).size),
+                                "max_abs_error": float(error.max()) if error.size else 0.0,
                                 "sqnr_db": sqnr_db(lay.array, shared.values),
                                 "bits_before": lay.array.size * lay.array.dtype.itemsize * 8, **store}
         details = {"layers": report, "sqnr_db": _sqnr(report), "total": _kmeans_total(report)}
