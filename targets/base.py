@@ -13,16 +13,26 @@ numbers come from::
     [params]
     num_pes = 64
     ...
+    [legal_form.quantize]              # passes (in order) that put a model in the form
+    mode = "kmeans"                    # the chip runs, with their knob settings
+    bits = 4
 
 Pricing goes through the workload view: :meth:`Target.cost` analyses the graph once
 (:func:`hwcc.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
 supported ones with :meth:`Target.cost_layer` and the others on the declared host, and
 returns a :class:`GraphCost`. A layer that is not supported and has no host is an error,
 never silently dropped.
+
+Two more things a compiler takes from a target: its *legal form*
+(:attr:`Target.legal_form`, the ``[legal_form.<pass>]`` tables: the passes and knob
+settings that turn a model into what the chip runs, e.g. int8 for the TPU), and its
+*payload* (:meth:`Target.write_payload`: the files the chip needs beside the model, such as
+EIE's compressed weights; nothing for targets that run the ONNX model itself).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import pkgutil
@@ -178,6 +188,13 @@ class Target:
         self.source = source
         if self.provenance not in ("measured", "model"):
             raise HwccError(f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}")
+        self._legal_form = _parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
+
+    @property
+    def legal_form(self) -> dict[str, dict[str, Any]]:
+        """Pass name -> knob settings that put a model in the form this chip runs, in order
+        (e.g. ``{"quantize": {"mode": "int8"}}``); empty when the model runs as it is."""
+        return copy.deepcopy(self._legal_form)
 
     # -- what subclasses provide ---------------------------------------------------
     def supports(self, layer: Layer) -> str | None:
@@ -187,6 +204,20 @@ class Target:
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         """The cost of one supported layer (``layer`` already scaled to ``ctx.batch``)."""
         raise NotImplementedError
+
+    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+        """Write the files this chip needs besides the model, under ``folder/<family>/``.
+
+        Args:
+            graph: the final model, in this target's :attr:`legal_form`.
+            folder: the artifact folder (being written; the caller renames it into place).
+            ctx: the pricing options the model was compiled with.
+
+        Returns:
+            Each written file's path relative to ``folder`` (``/``-separated) -> a one-line
+            description. The default writes nothing: the model itself is the deliverable.
+        """
+        return {}
 
     def profile(self, graph: Graph, progress: bool = True) -> Any:
         """Measure ``graph``'s layers into this device's table (measured targets only)."""
@@ -231,7 +262,29 @@ class Target:
         """What ``hwcc targets`` shows: parameters and where the numbers come from."""
         return {"name": self.name, "family": self.family, "description": self.description,
                 "provenance": self.provenance, "validated_against": self.validated_against,
-                "sources": self.sources, "host": self.host, "params": self.params}
+                "sources": self.sources, "host": self.host, "params": self.params,
+                "legal_form": self.legal_form}
+
+
+def _parse_legal_form(table: Any, where: Path | str) -> dict[str, dict[str, Any]]:
+    """The ``[legal_form.<pass>]`` tables, each pass and knob checked against the registry."""
+    if not table:
+        return {}
+    from hwcc.pass_infra import get_pass  # loading the registry imports every pass: only when needed
+
+    if not isinstance(table, Mapping):
+        raise HwccError(f"{where}: legal_form must be a table of [legal_form.<pass>] tables")
+    form: dict[str, dict[str, Any]] = {}
+    for pass_name, knobs in table.items():
+        if not isinstance(knobs, Mapping):
+            raise HwccError(f"{where}: legal_form.{pass_name} must be a table of knob settings",
+                            f'write it as [legal_form.{pass_name}] with lines such as mode = "int8"')
+        try:
+            p = get_pass(pass_name)
+            form[pass_name] = {k: p.knob(k).validate(v, pass_name) for k, v in knobs.items()}
+        except HwccError as e:
+            raise HwccError(f"{where}: [legal_form.{pass_name}]: {e.message}", e.hint) from None
+    return form
 
 
 # ---------------------------------------------------------------------- registry

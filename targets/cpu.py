@@ -108,6 +108,15 @@ class CpuTarget(Target):
     def supports(self, layer: Layer) -> str | None:
         return None  # the host runs everything
 
+    def measure_latency(self, graphs: list[Graph], *, rounds: int = 5, runs: int = 50) -> list[float]:
+        """Each graph's latency measured whole in onnxruntime on this machine, as the
+        tables are timed (one thread's CPU time, round-robin over the graphs, rescaled to
+        the table's speed phase). What a compiler checks its predicted budget against."""
+        from hwcc.onnx_io import to_proto
+
+        models = [to_proto(g).SerializeToString() for g in graphs]
+        return measure_models(models, self.threads, runs=runs, rounds=rounds, speed=self.table.speed())
+
     # ------------------------------------------------------------ whole graphs
     def plan(self, graph: Graph, work: Workload | None = None) -> Plan:
         """The kernels onnxruntime runs for ``graph`` on this machine."""

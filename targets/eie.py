@@ -67,6 +67,7 @@ import weakref
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,7 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.targets._eie_plan import Plan, plan_layer
 from hwcc.targets._eie_sim import simulate
+from hwcc.targets._payload_eie import write_eie_payload
 from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
 from hwcc.workload import Layer, Workload
 
@@ -212,6 +214,10 @@ class EIE(Target):
             raise HwccError(f"target {name}: missing parameter {e.args[0]!r} in [params]") from None
         if abs(sum(modules.values()) * 1e-3 - pe_w) > 0.01 * pe_w:
             raise HwccError(f"target {name}: module_power_mW does not sum to pe_power_mW")
+        shared = self.legal_form.get("quantize", {})
+        if shared.get("mode") == "kmeans" and shared.get("bits", self.index_bits) > self.index_bits:
+            raise HwccError(f"target {name}: legal_form shares weights at {shared['bits']} bits, more than "
+                            f"the chip's {self.index_bits}-bit codebook index", "set bits = index_bits")
         # Table II's modules sum to 9.158 mW against a 9.157 mW total (rounding): split the
         # total in their proportions so that the parts add up to it.
         self.module_w = {k: pe_w * self.n_pes * v / sum(modules.values()) for k, v in modules.items()}
@@ -246,6 +252,11 @@ class EIE(Target):
             return super().cost(graph, ctx)
         finally:
             self._view = previous
+
+    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+        """Each FC layer run on EIE in the chip's format, and ``eie/manifest.json``
+        (:mod:`hwcc.targets._payload_eie`); ``graph`` holds shared weights (the legal form)."""
+        return write_eie_payload(self, graph, folder, ctx)
 
     def supports(self, layer: Layer) -> str | None:
         if layer.op_type in ("Gemm", "MatMul") and layer.domain in ("", "ai.onnx"):

@@ -59,10 +59,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.targets._payload_eyeriss import write_eyeriss_payload
 from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
 from hwcc.targets.eyeriss_mapper import (DTYPES, LEVELS, Hardware, Mapping as RSMapping, Plan, Shape, check,
                                          plan_of, rlc_ratio, search)
@@ -179,12 +181,15 @@ class Eyeriss(Target):
         if isinstance(graph, Workload):
             return super().cost(graph, ctx)
         work = analyze(graph, act_density=ctx.act_density)
+        return super().cost(work, self.graph_context(graph, work, ctx))
+
+    def graph_context(self, graph: Graph, work: Workload, ctx: CostContext) -> EyerissContext:
+        """``ctx`` with the fused ReLUs and written densities of ``graph`` (analysed as ``work``)."""
         runs_here = {x.name for x in work.layers if x.kind in _CONV + _FC and self.supports(x) is None}
         out_density, fused = _output_paths(graph, work, runs_here)
         given = getattr(ctx, "out_density", {})
-        ectx = EyerissContext(batch=ctx.batch, act_density=ctx.act_density,
+        return EyerissContext(batch=ctx.batch, act_density=ctx.act_density,
                               out_density={**out_density, **given}, fused=frozenset(fused))
-        return super().cost(work, ectx)
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         if layer.kind == "data_movement":
@@ -260,6 +265,11 @@ class Eyeriss(Target):
         plan = self._plan(layer, self._densities(layer, ctx or CostContext()))
         return {**plan.mapping.as_dict(), "active_pes": plan.active_pes, "passes": plan.passes,
                 "groups": layer.groups, "processing_cycles": plan.cycles, "objective": self.objective}
+
+    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+        """``eyeriss/mapping.json``: each layer's row-stationary mapping and energy by data type
+        and level, and where the other nodes run (:mod:`hwcc.targets._payload_eyeriss`)."""
+        return write_eyeriss_payload(self, graph, folder, ctx)
 
     def plan_with(self, layer: Layer, mapping: Mapping[str, int], ctx: CostContext | None = None) -> Cost:
         """The cost of ``layer`` under a given mapping (e.g. a published one), bypassing the

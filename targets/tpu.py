@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from hwcc import dtypes
@@ -306,6 +307,35 @@ class TPU(Target):
         t = math.ceil(max(in_elems, out_elems) / self.lanes) / self.clock
         return Cost(t, t * self.p_idle, {"vector_s": t, "static_j": t * self.p_idle},
                     f"vector unit: {max(in_elems, out_elems)} values")
+
+    # -- for the artifact ----------------------------------------------------------------
+    def multiplies(self, layer: Layer) -> list[tuple[str, int, int, int, int]]:
+        """The matrix multiplies ``layer`` lowers to, in order, as ``(what, rows, K, Ncol, groups)``:
+        one for a matrix layer (step 1); per direction, the input projection and then each
+        step for a recurrent one (as :meth:`cost_layer` prices them)."""
+        if layer.kind in _MATRIX:
+            return [("", *self._lowered(layer))]
+        if layer.kind not in _RECURRENT:
+            return []
+        gh, out = layer.gates * layer.M, []
+        for d in range(layer.directions):
+            out.append((f"dir{d}.projection", layer.seq_len * layer.N, layer.C, gh, 1))
+            out += [(f"dir{d}.step{t}", layer.N, layer.M, gh, 1) for t in range(layer.seq_len)]
+        return out
+
+    def tiling(self, rows: int, k: int, ncol: int, groups: int) -> tuple[int, list[int]]:
+        """``(T, [r_0, r_1, ...])``: the weight tiles of one multiply and the rows of each of its
+        ``c`` accumulator passes (steps 2 and 3; the first ``rows mod c`` passes take one more)."""
+        passes = max(1, math.ceil(rows / self.pass_rows))
+        small, big = divmod(rows, passes)
+        return self._tiles(k, ncol, groups), [small + 1] * big + [small] * (passes - big)
+
+    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+        """``tpu/weights.npz`` (the int8 weights of the matrix layers the TPU runs) and
+        ``tpu/program.txt`` (their instruction listing; :mod:`hwcc.targets._payload_tpu`)."""
+        from hwcc.targets._payload_tpu import write_tpu_payload  # it reads this module's tables
+
+        return write_tpu_payload(self, graph, folder, ctx)
 
     # -- placement ---------------------------------------------------------------------
     def _placed(self, graph: Graph, work: Workload) -> list[Layer]:
