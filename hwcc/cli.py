@@ -1,7 +1,7 @@
 """The ``hwcc`` command. It maps flags to the Python API and prints; nothing more.
 
 Bad input ends with a short message on stderr and exit code 2, never a traceback, and
-nothing is written. An unmet budget ends with exit code 3 (once ``compile`` exists).
+nothing is written. An unmet budget ends with exit code 3 (``compile``), with the best model found written.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hwcc.errors import HwccError, NotAvailableYet
+from hwcc.errors import HwccError
 
 EPILOG = """\
 MODEL is a path to an .onnx file or zoo:NAME for a bundled model (see 'hwcc zoo list').
@@ -24,6 +24,15 @@ examples:
   hwcc inspect zoo:alexnet --target eyeriss --batch 4
   hwcc targets
   hwcc apply fold_batchnorm zoo:resnet-digits -o folded.onnx --verify
+"""
+
+
+COMPILE_EPILOG = """\
+examples:
+  hwcc compile zoo:lenet5-digits --target cpu --budget 50% --data zoo:digits
+  hwcc compile zoo:lenet300-digits --target eie --budget 50% --data zoo:digits -o lenet300-eie
+  hwcc compile model.onnx --target eyeriss --budget 2mJ --budget 5ms --data calib.npz --max-accuracy-drop 1%
+  hwcc compile model.onnx --target tpu --budget 50% -o out --resume      (continue a killed run)
 """
 
 
@@ -149,17 +158,40 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     import hwcc
-    from hwcc.budget import parse_budget
+    from hwcc.budget import format_metric, parse_budget
+    from hwcc.compile_view import Reporter, format_result, json_summary, parse_accuracy_drop, parse_passes
 
     if not args.budget:
         raise HwccError("no budget given", "add --budget, e.g. --budget 5ms, --budget 2mJ or --budget 50%")
     for b in args.budget:
         parse_budget(b)  # bad budgets are reported before anything else happens
-    hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
-    raise NotAvailableYet(
-        "'hwcc compile' is not available yet: the search loop and the target cost models are still being built",
-        "'hwcc inspect' and 'hwcc apply' work today",
-    )
+    options = {"seed": args.seed}
+    for key in ("max_iterations", "short_term_steps", "long_term_steps", "initial_reduction", "decay"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.passes:
+        options["passes"] = parse_passes(args.passes)
+    if args.max_accuracy_drop is not None:
+        options["max_accuracy_drop"] = parse_accuracy_drop(args.max_accuracy_drop)
+    output = args.output or _default_output(args.model, args.target)
+    reporter = Reporter(sys.stderr)
+    try:
+        result = hwcc.compile(args.model, args.target, args.budget, data=args.data, holdout=args.holdout,
+                              output=output, resume=args.resume, input_shapes=_input_shapes(args.input_shape),
+                              progress=reporter, **options)
+    finally:
+        reporter.close()
+    if args.json:
+        print(json.dumps(json_summary(result), indent=2))
+    else:
+        print(format_result(result, explain=args.explain))
+    _ = format_metric
+    return result.exit_code
+
+
+def _default_output(model: str, target: str) -> str:
+    stem = model[4:] if model.startswith("zoo:") else Path(model).stem
+    return f"{stem}.{Path(target).stem}.hwcc"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,13 +207,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hwcc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("compile", help="compile a model for a target to a budget (not available yet)",
-                       description="Compile MODEL for TARGET so that it meets every BUDGET. "
-                       "Not available yet: the search loop and the target cost models are still being built.")
+    p = sub.add_parser("compile", help="compile a model for a target to a budget",
+                       description="Compile MODEL for TARGET so that it meets every BUDGET with the least "
+                       "accuracy lost: a NetAdapt search over the passes, priced by the target's cost model, "
+                       "each proposal fine-tuned and evaluated on held-out data. Writes the artifact folder "
+                       "(model.onnx, hwcc.json, report.html, the target's payload). Exit code 0: every budget "
+                       "met; 3: a budget or the accuracy floor was not met (the best model found is still "
+                       "written); 2: bad input.",
+                       epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(p)
-    p.add_argument("--target", required=False, help="cpu, gpu, tpu, eie or eyeriss")
-    p.add_argument("--budget", action="append", help="5ms, 2mJ, 1.5MB, 50%% (repeatable)")
-    p.add_argument("-o", "--output", help="artifact folder")
+    p.add_argument("--target", required=True, help="cpu, gpu, tpu, eie, eyeriss (see 'hwcc targets'), or a .toml")
+    p.add_argument("--budget", action="append", metavar="BUDGET",
+                   help="5ms, 2mJ, 1.5MB, 50%% (of the input's primary metric), 40%%energy; repeatable: all must hold")
+    p.add_argument("--data", metavar="D.npz", help="one array per model input and optionally 'labels'; split "
+                   "with the seed into fine-tune and held-out sets. zoo:digits: the bundled digits (train split "
+                   "to fine-tune, test split held out). Without it: random inputs, and accuracy means agreement "
+                   "with the original model on noise")
+    p.add_argument("--holdout", metavar="H.npz", help="a held-out set of its own (then --data is all fine-tune data)")
+    p.add_argument("--max-accuracy-drop", metavar="DROP", help="stop before accuracy falls more than this: "
+                   "1%% or 0.01 (one point)")
+    p.add_argument("--passes", metavar="LIST", help="comma list of what the search may change: prune (channels "
+                   "and weights), prune_channels, prune_weights, lowrank, winograd (default: prune,lowrank)")
+    p.add_argument("-o", "--output", metavar="OUT", help="artifact folder (default: NAME.TARGET.hwcc)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run that writes OUT")
+    p.add_argument("--seed", type=int, default=0, help="seeds the data split, fine-tuning and everything random")
+    p.add_argument("--max-iterations", type=int, help="most search iterations (default 40)")
+    p.add_argument("--initial-reduction", type=float, help="first step as a fraction of the input's cost (default 0.1)")
+    p.add_argument("--decay", type=float, help="each step is this times the previous one (default 0.96)")
+    p.add_argument("--short-term-steps", type=int, help="fine-tune steps per proposal (default 30)")
+    p.add_argument("--long-term-steps", type=int, help="fine-tune steps after the search (default 200)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the table")
+    p.add_argument("--explain", action="store_true", help="also list why proposals were rejected")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("inspect", help="per-layer table: MACs, parameters, bytes moved",

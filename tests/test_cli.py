@@ -132,10 +132,10 @@ def test_zoo_unknown_name(tmp_path):
     assert_clean_error(run("inspect", "zoo:no-such-model"), "zoo list")
 
 
-def test_compile_says_it_is_not_available_yet(tmp_path):
+def test_compile_checks_its_budget_before_any_work(tmp_path):
     path = small_model(tmp_path)
-    r = run("compile", str(path), "--target", "cpu", "--budget", "5ms", "-o", str(tmp_path / "art"))
-    assert_clean_error(r, "not available yet")
+    r = run("compile", str(path), "--target", "cpu", "--budget", "5 furlongs", "-o", str(tmp_path / "art"))
+    assert_clean_error(r, "cannot read budget")
     assert not (tmp_path / "art").exists()
 
 
