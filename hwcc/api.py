@@ -237,15 +237,22 @@ class _Legalizer:
 class _Pricer:
     """Metrics of a graph as the target prices it, in the target's legal form.
 
-    When legalizing the input model leaves its price unchanged, the search prices float
-    graphs directly (legalizing every proposal would cost far more than pricing it); the
-    final model is always priced in its legal form.
+    When legalizing the input model leaves its latency and energy unchanged, the search
+    prices float graphs directly (legalizing every proposal would cost far more than
+    pricing it) and scales their size by the legal form's bits per weight (the input's
+    legal size over its float size: the legal forms change every weight's width alike).
+    The final model is always priced in its legal form.
     """
 
     def __init__(self, target: Any, legal: _Legalizer, src: Graph):
         self.target, self.legalize = target, legal
         self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.direct = not legal.form or self.metrics(src) == self.metrics(legal(src))
+        self.size_scale = 1.0
+        self.direct = not legal.form
+        if legal.form:
+            raw, lawful = self.metrics(src), self.metrics(legal(src))
+            self.direct = all(raw[m] == lawful[m] for m in ("latency_s", "energy_j"))
+            self.size_scale = lawful["size_bytes"] / raw["size_bytes"] if raw["size_bytes"] else 1.0
 
     def metrics(self, graph: Graph) -> dict[str, float]:
         cost = self.target.cost(graph)
@@ -254,7 +261,11 @@ class _Pricer:
 
     def __call__(self, graph: Graph) -> dict[str, float]:
         if graph not in self.cache:
-            self.cache[graph] = self.metrics(graph if self.direct else self.legalize(graph))
+            if self.direct:
+                m = self.metrics(graph)
+                self.cache[graph] = {**m, "size_bytes": m["size_bytes"] * self.size_scale}
+            else:
+                self.cache[graph] = self.metrics(self.legalize(graph))
         return self.cache[graph]
 
     def legal(self, graph: Graph) -> dict[str, float]:

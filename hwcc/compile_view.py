@@ -74,7 +74,8 @@ class Reporter:
         elif kind == "iteration":
             state = info["state"]
             if self.tty and self.bar is None:
-                self.bar = Progress(_expected_iterations(state), "searching", stream=self.stream, enabled=True)
+                self.bar = Progress(_expected_iterations(state), "searching", stream=self.stream, enabled=True,
+                                    note_width=110)
                 self.bar.done = state["iteration"]
                 self.bar.__enter__()
         elif kind == "proposal" and self.bar is not None:
@@ -82,10 +83,11 @@ class Reporter:
             self.bar.update(0, note=f"{info['done']}/{info['total']} {p.unit.id}")
         elif kind == "picked":
             p, state = info["proposal"], info["state"]
-            text = (f"iteration {state['iteration']}: {p.unit.id} ({_settings(p.unit.settings(p.amount))}); "
+            text = (f"iteration {state['iteration']}: "
                     + "; ".join(f"{_short(m)} {format_metric(m, state['current'][m])}/{format_metric(m, lim)}"
                                 for m, lim in state["limits"].items())
-                    + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else ""))
+                    + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
+                    + f"; {p.unit.id} ({_settings(p.unit.settings(p.amount))})")
             if self.bar is not None:
                 self.bar.update(1, note=text)
             else:

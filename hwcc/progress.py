@@ -47,14 +47,16 @@ class Progress:
         enabled: force drawing on or off; default: on when ``stream`` is a terminal.
         width: characters of the bar itself.
         min_interval: seconds between redraws.
+        note_width: characters of the note shown (longer notes are cut).
 
     Attributes:
         done: steps completed so far.
     """
 
     def __init__(self, total: int, label: str = "", *, stream: TextIO | None = None,
-                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1):
+                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1, note_width: int = 40):
         self.total, self.label, self.width, self.min_interval = int(total), label, width, min_interval
+        self.note_width = note_width
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = enabled if enabled is not None else bool(isatty and isatty())
@@ -103,7 +105,8 @@ class Progress:
         else:
             parts.append(f"{self.done} done, {rate:.1f}/s, {format_duration(elapsed)}")
         if self.note:
-            parts.append(self.note if len(self.note) <= 40 else self.note[:39] + "…")
+            w = self.note_width
+            parts.append(self.note if len(self.note) <= w else self.note[:w - 1] + "…")
         return "  ".join(parts)
 
     def _draw(self, force: bool = False) -> None:

@@ -285,3 +285,42 @@ def test_a_run_killed_by_a_signal_resumes_to_the_same_result(tmp_path):
     assert main(["compile", *args, "-o", str(out), "--resume"]) == 0
     assert _sha(out / "model.onnx") == _sha(ref / "model.onnx")
     assert _summary(out)["history"] == _summary(ref)["history"]
+
+
+class _Terminal:
+    def __init__(self, tty: bool):
+        self.text, self.tty = "", tty
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
+    from hwcc._proposals import Unit
+    from hwcc.compile_view import Reporter
+    from hwcc.search import Proposal
+
+    state = {"iteration": 0, "schedule": {"r0": 0.1, "decay": 0.96}, "original": {"latency_s": 1e-3},
+             "limits": {"latency_s": 5e-4}, "current": {"latency_s": 1e-3}}
+    unit = Unit("channels of /0/Conv", "prune_channels", ("/0/Conv",), range(1, 8), None, lambda k: {"k": k})
+    stream = _Terminal(tty)
+    r = Reporter(stream)
+    for i in range(1, 4):
+        r("iteration", {"iteration": i, "metric": "latency_s", "state": state})
+        p = Proposal(unit, 2, None, {"latency_s": 1e-3 - 1e-4 * i}, 0.98)
+        r("proposal", {"proposal": p, "done": 1, "total": 1})
+        state["iteration"], state["current"] = i, dict(p.metrics)
+        r("picked", {"proposal": p, "state": state})
+    r.close()
+    assert "iteration 3: latency 700 us/500 us; accuracy 98.00%; channels of /0/Conv (k=2)" in stream.text
+    if tty:
+        assert "\r" in stream.text and "searching" in stream.text and "3/6" in stream.text  # 6: 0.1*(1+.96+...)>=.5
+    else:
+        assert "\r" not in stream.text and stream.text.count("\n") == 3
