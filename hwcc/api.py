@@ -169,6 +169,7 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         state["current"] = price(graph)
         state["warnings"] = warnings + state["warnings"]
         state["rounds"] = []
+        state["cleanup"] = {"passes": list(CLEANUP), "metrics": dict(state["current"])}
     for w in state["warnings"]:
         emit("warning", {"message": w})
 
@@ -347,6 +348,8 @@ def _summary(src, model, tgt, budgets, original, final, accuracy, state, measure
         reason = "the prediction meets the budget but the measured latency does not"
     elif not predicted_met and state["stop"] == "every budget met":
         reason = "the search met every budget, but the final model in the target's legal form does not"
+    if met and state["iteration"] == 0 and reason == "every budget met":
+        reason = f"every budget met by the exact cleanups alone ({', '.join(CLEANUP)}); no search step was needed"
     before = {lc.layer.name: lc for lc in tgt.cost(price.legalize(src)).layers}
     after = {lc.layer.name: lc for lc in tgt.cost(final_graph).layers}
     layers = []
@@ -375,6 +378,7 @@ def _summary(src, model, tgt, budgets, original, final, accuracy, state, measure
         "legal_form": price.legalize.form or None,
         "options": config.to_dict(), "layers": layers, "history": state["history"],
         "proposals": state["proposals"], "rejected": state["rejected"], "honesty_rounds": state.get("rounds", []),
+        "cleanup": state.get("cleanup"),
         "timing": {"wall_s": wall, "iterations": state["iteration"]},
         "metric_notes": {"size_bytes": "weights of compute layers at their bit width, zeros included",
                          "original": "the input model in the target's legal form"},

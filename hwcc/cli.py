@@ -310,6 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("hwcc: interrupted", file=sys.stderr)
+        if args.command == "compile":
+            out = args.output or _default_output(args.model, args.target)
+            if Path(f"{out}.checkpoint", "state.json").is_file():
+                print(f"  the search is checkpointed in {out}.checkpoint: add --resume to the same command to "
+                      "continue it", file=sys.stderr)
         return 130
 
 
