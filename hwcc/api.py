@@ -149,7 +149,7 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         from hwcc.finetune import finetune as run
 
         return run(g, tune.inputs, tune.labels, teacher=teacher, steps=steps, lr=config.lr,
-                   batch_size=config.batch_size, seed=seed).graph
+                   batch_size=config.batch_size, seed=seed, optimizer=config.optimizer).graph
 
     original = price.legal(src)
     limits = _limits(budgets, original, tgt.primary_metric)

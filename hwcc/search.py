@@ -63,7 +63,10 @@ class SearchConfig:
         max_units: propose for at most this many units per iteration (0: all).
         short_term_steps: fine-tune steps for each proposal.
         long_term_steps: fine-tune steps after the loop.
-        lr: fine-tune learning rate (None: the fine-tuner's default, 0.01 with SGD).
+        lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer).
+        optimizer: ``adam`` (default: it recovered heavily pruned proposals where SGD at
+            0.01 diverged, e.g. resnet-digits' stem halved: 77 % against 10 % after 30 steps)
+            or ``sgd``.
         batch_size: fine-tune batch size.
         max_accuracy_drop: stop before accuracy falls more than this below the input
             model's (a fraction, 0.01 = one point); None: no floor.
@@ -78,6 +81,7 @@ class SearchConfig:
     short_term_steps: int = 30
     long_term_steps: int = 200
     lr: float | None = None
+    optimizer: str = "adam"
     batch_size: int = 32
     max_accuracy_drop: float | None = None
     seed: int = 0

@@ -216,12 +216,20 @@ class KernelTable:
         return len(todo)
 
     def speed(self) -> float | None:
-        """The speed every entry is given at: the slowest batch's probe time, or None.
+        """The speed every entry is given at: the median probe time of the slow phase, or None.
 
-        On a machine that switches between two speeds, this is the slower one as soon as
-        one batch ran at it (an average over batches would drift as batches accumulate);
-        it is this VM's usual state, the faster one comes in bursts."""
-        return max(self.extra.get("speeds") or [0.0]) or None
+        On a machine that switches between two speeds (about 1.8x apart), the batches fall
+        in two clusters; entries are given at the slower one, this VM's usual state (the
+        faster one comes in bursts). The slow cluster is every batch at least 1.4x the
+        fastest one's probe time, or all batches when there is one cluster. Its median, not
+        its maximum: a batch timed while other jobs share the cores is slower still, and
+        one such batch must not rescale the whole table (a maximum drifts upward as
+        batches accumulate)."""
+        speeds = sorted(self.extra.get("speeds") or [])
+        if not speeds:
+            return None
+        slow = [v for v in speeds if v >= 1.4 * speeds[0]] or speeds
+        return float(np.median(slow))
 
     def lookup(self, spec: dict[str, Any]) -> tuple[float, float]:
         """``(hot_s, cold_s)`` of ``spec`` at the table's speed, measuring what is missing first."""

@@ -574,3 +574,22 @@ def test_measure_models_is_median_of_runs():
     (t,) = measure_models([data], runs=5, rounds=2)
     assert 0 < t < 0.01
     assert session(data, 1) is not None
+
+
+def test_table_speed_is_the_slow_phase_median_not_a_contended_outlier(tmp_path):
+    """Probes of 100/101 us (fast phase), 180/190 us (slow phase) and one 300 us batch timed
+    while another job shared the cores: the table is kept at the slow phase, median of
+    {180, 190, 300} = 190 us; the maximum would have rescaled every entry by 300/190."""
+    speeds = iter([100e-6, 180e-6, 101e-6, 190e-6, 300e-6])
+
+    def measure(specs):
+        measure.last_speed = next(speeds)
+        return [(20e-6, 40e-6) for _ in specs]
+
+    table = KernelTable(FP, measure, path=tmp_path / "t.json")
+    for m in (8, 16, 24, 32, 40):
+        table.ensure([_gemm_spec(64, m)])
+    assert table.speed() == pytest.approx(190e-6)
+    one_phase = KernelTable(FP, measure, path=tmp_path / "u.json")
+    one_phase.extra["speeds"] = [100e-6, 104e-6, 102e-6]
+    assert one_phase.speed() == pytest.approx(102e-6)
