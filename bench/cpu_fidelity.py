@@ -2,6 +2,10 @@
 
     python bench/cpu_fidelity.py [--variants N] [--quick] [--seed S] [--out results.json]
 
+The machinery of the bench section :mod:`bench.table_fidelity` (``python -m bench --only
+table_fidelity``), which writes its tables and plots into BENCHMARKS.md; this script
+prints every variant, for working on the ``cpu`` target.
+
 Builds ``N`` width variants of zoo architectures, the way NetAdapt proposals look: every
 layer's channel count drawn at random (residual-tied layers share theirs). Families, in
 turn: the digits models' architectures (``lenet5-digits``, ``mobilenet-digits``,
