@@ -136,7 +136,8 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
     evaluator = Evaluator(src, held)
     calib = {k: v[:64] for k, v in tune.inputs.items()}
     legal = _Legalizer(tgt, calib, config.seed)
-    price = _Pricer(tgt, legal, src)
+    # Pricing needs the legal form's types and shapes, not good ranges: a few samples calibrate it.
+    price = _Pricer(tgt, _Legalizer(tgt, {k: v[:4] for k, v in calib.items()}, config.seed), src)
     teacher = None if tune.labels is not None else _outputs(src, tune.inputs)
     if config.short_term_steps > 0 or config.long_term_steps > 0:
         from hwcc.finetune import to_torch

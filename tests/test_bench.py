@@ -2,7 +2,8 @@
 
 The runner is exercised as users run it, in a subprocess from the checkout, on sections
 written here into a temporary folder (``--sections``), so these tests do not depend on
-what the real sections measure. Running a real section is in the slow suite.
+what the real sections measure. One fast test runs every real section quick (the CI smoke
+run); running a real section's checks in detail is in the slow suite.
 """
 
 from __future__ import annotations
@@ -197,3 +198,16 @@ def test_quick_table_fidelity(tmp_path):
     assert len(data["rows"]) == 4 and 0 <= data["summary"]["error_within_10pct"] <= 1
     for name in ("table_fidelity_scatter.svg", "table_fidelity_cdf.svg"):
         assert ET.parse(results / name).getroot().tag.endswith("svg")
+
+
+def test_the_whole_bench_runs_quick(tmp_path):
+    """The CI smoke run: every real section, quick, into a scratch page (about a minute)."""
+    page, results = tmp_path / "page.md", tmp_path / "results"
+    p = bench("--quick", "--out", str(page), "--results", str(results))
+    text = page.read_text()
+    assert p.returncode == 0, p.stderr[-2000:]
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(sections) >= 6 and "FAILED" not in text
+    for svg in results.glob("*.svg"):
+        assert ET.parse(svg).getroot().tag.endswith("svg")
+    assert len(list(results.glob("*.json"))) >= 6
