@@ -324,3 +324,17 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
         assert "\r" in stream.text and "searching" in stream.text and "3/6" in stream.text  # 6: 0.1*(1+.96+...)>=.5
     else:
         assert "\r" not in stream.text and stream.text.count("\n") == 3
+
+
+def test_user_data_files_with_and_without_a_holdout(tmp_path):
+    from hwcc.models.digits import write_npz
+
+    train, test = write_npz("train", tmp_path / "train.npz"), write_npz("test", tmp_path / "test.npz")
+    split = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, **FAST).summary
+    assert split["input"]["data"].endswith("(fine-tune part)") and split["input"]["holdout"].endswith("(held-out part)")
+    held = int(split["accuracy_kind"].split(" on ")[1].split()[0])
+    assert abs(held - 0.2 * 1438) <= 5  # 20 % of the train split, rounded per class
+    given = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, holdout=test, **FAST).summary
+    assert "359 held-out" in given["accuracy_kind"]
+    zoo = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data="zoo:digits", **FAST).summary
+    assert given["final"] == zoo["final"] and given["history"] == zoo["history"]  # same arrays, same run
