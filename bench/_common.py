@@ -7,6 +7,8 @@ wall time, its peak memory and when each line of its stderr arrived.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 import os
@@ -17,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -224,3 +226,16 @@ def run_child(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, st
     code = os.waitstatus_to_exitcode(usage["status"])
     rss = usage["maxrss"] * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
     return ChildRun(argv, code, wall, rss, usage["cpu_s"], text, lines, timed_out=fired.is_set())
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Fine-tune on one thread: on this shared 2-core machine two threads run several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -26,15 +26,14 @@ measurements here, both priced by hwcc's ``eyeriss`` target:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._common import md_table, save_svg
+from bench._common import md_table, one_torch_thread, save_svg
 
 TITLE = "Energy-aware against magnitude pruning on Eyeriss"
 ORDER = 10
@@ -162,17 +161,6 @@ def greedy_allocation(sizes: Mapping[str, int], energy: Callable[[str, float], f
 
 
 # ---------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Fine-tune on one thread: on this shared 2-core machine two threads run 5-10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _cleanup(graph):
@@ -405,7 +393,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     s = QUICK if quick else FULL
     target = load_target("eyeriss")
     t0 = time.monotonic()
-    with _one_torch_thread():
+    with one_torch_thread():
         digits = _digits(s, out, target)
     alex = _alexnet(s, target)
     data = {"settings": dataclasses.asdict(s), "digits": digits["models"], "alexnet": alex,

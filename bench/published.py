@@ -160,111 +160,16 @@ def _conv(C, H, M, R, stride, pad, groups, name):
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
 
 
-class _Net:
-    """An int8 QDQ graph: int8 weights and activations behind DequantizeLinear (as the TPU runs)."""
-
-    def __init__(self):
-        from onnx import helper, numpy_helper
-
-        self.h, self.nh = helper, numpy_helper
-        self.nodes, self.inits, self.inputs, self.n = [], [], [], 0
-        self.s, self.z = self.const(np.array(0.05, np.float32)), self.const(np.array(0, np.int8))
-
-    def fresh(self, prefix: str) -> str:
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def const(self, array: np.ndarray) -> str:
-        name = self.fresh("c")
-        self.inits.append(self.nh.from_array(array, name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs) -> str:
-        name = name or self.fresh(op_type.lower())
-        self.nodes.append(self.h.make_node(op_type, inputs, [f"{name}_y"], name=name, **attrs))
-        return f"{name}_y"
-
-    def input(self, shape, elem: int | None = None) -> str:
-        from onnx import TensorProto
-
-        elem = TensorProto.INT8 if elem is None else elem
-        name = self.fresh("in")
-        self.inputs.append(self.h.make_tensor_value_info(name, elem, shape))
-        return self.op("DequantizeLinear", [name, self.s, self.z]) if elem == TensorProto.INT8 else name
-
-    def requant(self, x: str) -> str:
-        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [x, self.s, self.z]), self.s, self.z])
-
-    def weight(self, shape) -> str:
-        return self.op("DequantizeLinear", [self.const(np.ones(shape, np.int8)), self.s, self.z])
-
-    def fc(self, x: str, k: int, n: int, act: str | None = "Relu") -> str:
-        y = self.op("MatMul", [x, self.weight((k, n))])
-        return self.op(act, [y]) if act else y
-
-    def conv(self, x: str, c: int, m: int, k: int, act: str | None = "Relu") -> str:
-        y = self.op("Conv", [x, self.weight((m, c, k, k))], pads=[k // 2] * 4)
-        return self.op(act, [y]) if act else y
-
-    def graph(self, *outputs: str):
-        import hwcc
-
-        outs = [self.h.make_empty_tensor_value_info(o) for o in outputs]
-        g = self.h.make_graph(self.nodes, "net", self.inputs, outs, self.inits)
-        return hwcc.load(self.h.make_model(g, opset_imports=[self.h.make_opsetid("", 17)], ir_version=10))
-
-
-# TPU workloads from Table 1's totals, by the rules stated in tests/targets/test_tpu.py:
-# MLPs: L equal square FC layers, d = sqrt(weights / L); LSTMs: the same plus Table 1's
-# vector layers as products with an int8 state; CNN0 (AlphaGo): a 5x5 conv on 48 planes,
-# 13 3x3 and 2 1x1 convs of 256 filters on 19x19; CNN1 (Inception): 72 3x3 convs of 124
-# channels at 23x23 (10 M weights, assumed) with 13 max-pools, then 4 FC layers of 1295.
-def _stack(n_fc: int, d: int, batch: int, n_vec: int = 0):
-    net = _Net()
-    x = net.input([batch, d])
-    state = net.input([batch, d]) if n_vec else None
-    for i in range(n_fc):
-        x = net.fc(x, d, d, "Sigmoid" if n_vec and i % 2 else "Tanh" if n_vec else "Relu")
-        for _ in range((i + 1) * n_vec // n_fc - i * n_vec // n_fc):
-            x = net.op("Mul", [x, state])
-        x = net.requant(x)
-    return net.graph(x)
-
-
-def _alphago(batch: int = 8, k: int = 256):
-    net = _Net()
-    x = net.requant(net.conv(net.input([batch, 48, 19, 19]), 48, k, 5))
-    for _ in range(13):
-        x = net.requant(net.conv(x, k, k, 3))
-    x = net.requant(net.conv(x, k, k, 1))
-    return net.graph(net.conv(x, k, 1, 1))
-
-
-def _inception(batch: int = 32, c: int = 124, hw: int = 23, d: int = 1295):
-    net = _Net()
-    x = net.input([batch, c, hw, hw])
-    for i in range(72):
-        x = net.conv(x, c, c, 3)
-        if (i + 1) * 13 // 72 > i * 13 // 72:
-            x = net.op("MaxPool", [x], kernel_shape=[3, 3], pads=[1] * 4)
-        x = net.requant(x)
-    x = net.requant(net.fc(net.op("Flatten", [x]), c * hw * hw, d))
-    for _ in range(3):
-        x = net.requant(net.fc(x, d, d))
-    return net.graph(x)
-
-
-TPU_BUILDERS = {"MLP0": lambda: _stack(5, 2000, 200), "MLP1": lambda: _stack(4, 1118, 168),
-                "LSTM0": lambda: _stack(24, 1472, 64, 34), "LSTM1": lambda: _stack(37, 959, 96, 19),
-                "CNN0": _alphago, "CNN1": _inception}
-
-
 def _qlinear_fc(rows: int, k: int, n: int):
     from onnx import TensorProto
 
-    net = _Net()
+    from onnx import helper
+
+    from hwcc.targets.tpu_workloads import Net
+
+    net = Net()
     x = net.fresh("x")
-    net.inputs.append(net.h.make_tensor_value_info(x, TensorProto.UINT8, [rows, k]))
+    net.inputs.append(helper.make_tensor_value_info(x, TensorProto.UINT8, [rows, k]))
     uz = net.const(np.array(0, np.uint8))
     w = net.const(np.ones((k, n), np.int8))
     return net.graph(net.op("QLinearMatMul", [x, net.s, uz, w, net.s, net.z, net.s, uz], name="fc"))
@@ -357,7 +262,9 @@ def tpu_rows() -> list[dict[str, Any]]:
 
     t = load_target("tpu")
     out = []
-    for name, build in TPU_BUILDERS.items():
+    from hwcc.targets.tpu_workloads import BUILDERS
+
+    for name, build in BUILDERS.items():
         gc = t.cost(build())
         macs = sum(x.layer.macs for x in gc.layers)
         tops = 2 * macs / gc.latency_s / 1e12

@@ -30,17 +30,16 @@ points, after making accuracy non-decreasing in latency).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._common import fmt_count, md_table, save_svg
+from bench._common import fmt_count, md_table, one_torch_thread, save_svg
 
 TITLE = "hwcc against a uniform width multiplier at equal measured CPU latency"
 ORDER = 20
@@ -194,17 +193,6 @@ def first_meeting(points: Sequence[Mapping[str, Any]], limit: float) -> Mapping[
 
 
 # ---------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Fine-tune on one thread: on this shared 2-core machine two threads run several times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _Model:
@@ -338,7 +326,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     s = QUICK if quick else FULL
     target = load_target("cpu")
     t0 = time.monotonic()
-    with _one_torch_thread():
+    with one_torch_thread():
         models = [_model(name, s, target) for name in s.models]
     plots = [_plot(mod, out) for mod in models]
     data = {"settings": dataclasses.asdict(s), "models": models, "paper_speedup": PAPER_SPEEDUP,
