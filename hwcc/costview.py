@@ -80,6 +80,10 @@ def format_targets(targets: Sequence[Any]) -> str:
             out.append("  sources: " + "; ".join(d["sources"]))
         if d["host"]:
             out.append(f"  host for unsupported nodes: {d['host']}")
+        if d.get("legal_form"):
+            form = "; ".join(f"{p} {', '.join(f'{k}={v}' for k, v in knobs.items())}"
+                             for p, knobs in d["legal_form"].items())
+            out.append(f"  legal form (what hwcc compile produces for it): {form}")
         params = ", ".join(f"{k}={_short(v)}" for k, v in d["params"].items())
         if params:
             out.append(f"  params: {params}")

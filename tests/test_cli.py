@@ -148,3 +148,15 @@ def test_target_flags_need_a_target(tmp_path):
 def test_bad_input_shape_flag(tmp_path, bad):
     path = small_model(tmp_path)
     assert_clean_error(run("inspect", str(path), bad), "input shape")
+
+
+def test_targets_lists_provenance_and_the_legal_form(capsys):
+    from hwcc.cli import main
+
+    assert main(["targets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cpu", "gpu", "tpu", "eie", "eyeriss"):
+        assert f"\n{name}  (" in "\n" + out
+    assert "cpu  (cpu family, measured)" in out and "tpu  (tpu family, model)" in out
+    tpu = out[out.index("\ntpu  ("):]
+    assert "legal form (what hwcc compile produces for it): quantize mode=int8" in tpu.split("\n\n")[0]
