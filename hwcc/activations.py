@@ -28,11 +28,28 @@ from hwcc.ir import Graph
 from hwcc.verify import run_onnx
 from hwcc.workload import analyze, constant_tensors
 
-__all__ = ["COMPUTE_KINDS", "load_feeds", "split_batches", "compute_inputs", "capture_activations", "measure_density"]
+__all__ = ["COMPUTE_KINDS", "read_npz", "load_feeds", "split_batches", "compute_inputs", "capture_activations", "measure_density"]
 
 COMPUTE_KINDS = ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "gemm", "matmul",
                  "lstm", "gru", "rnn")
 Feeds = Mapping[str, np.ndarray] | str | os.PathLike
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, by name.
+
+    Raises:
+        HwccError: the file is missing or not a readable ``.npz``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HwccError(f"data file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError) as e:
+        raise HwccError(f"{path} is not a readable .npz file: {e}",
+                        "save the data with numpy.savez(path, input_name=array, ...)") from None
 
 
 def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
@@ -42,15 +59,7 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
         HwccError: the file is missing or not an ``.npz``, or an input has no array.
     """
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.is_file():
-            raise HwccError(f"data file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as e:
-            raise HwccError(f"{path} is not a readable .npz file: {e}",
-                            "save the data with numpy.savez(path, input_name=array, ...)") from None
+        data = read_npz(data)
     missing = [n for n in graph.real_inputs() if n not in data]
     if missing:
         raise HwccError(f"the data has no array for model input(s) {', '.join(missing)}",

@@ -110,14 +110,10 @@ class Reporter:
 
 def _expected_iterations(state: dict[str, Any]) -> int:
     """Iterations the schedule needs to bring the worst metric to its limit."""
+    from hwcc.search import Schedule, needed_reduction
+
     s = state["schedule"]
-    need = max(((state["original"][m] - lim) / state["original"][m] for m, lim in state["limits"].items()
-                if state["original"][m] > 0), default=0.0)
-    total, i = 0.0, 0
-    while total < need and i < 1000:
-        total += s["r0"] * s["decay"] ** i
-        i += 1
-    return max(1, i)
+    return Schedule(s["r0"], s["decay"]).iterations_for(needed_reduction(state["original"], state["limits"]))
 
 
 def _short(metric: str) -> str:

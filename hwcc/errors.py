@@ -37,9 +37,3 @@ class BudgetError(HwccError):
 
 class PassError(HwccError):
     """A pass failed; the message names the pass."""
-
-
-class NotAvailableYet(HwccError):
-    """A command whose engine has not been built yet."""
-
-    exit_code = 2

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwcc.activations import load_feeds, split_batches
+from hwcc.activations import load_feeds, read_npz, split_batches
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.verify import Session
@@ -83,15 +83,9 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
             per-sample shapes that do not match the model, or labels that are not integers.
     """
     source = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
-    raw: Mapping[str, np.ndarray]
-    if isinstance(data, (str, os.PathLike)):
-        feeds = load_feeds(graph, data)
-        with np.load(data, allow_pickle=False) as z:
-            labels = z["labels"] if "labels" in z.files else None
-    else:
-        raw = data
-        feeds = load_feeds(graph, raw)
-        labels = raw.get("labels")
+    raw = read_npz(data) if isinstance(data, (str, os.PathLike)) else data
+    feeds = load_feeds(graph, raw)
+    labels = raw.get("labels")
     lengths = {k: len(a) for k, a in feeds.items()}
     if labels is not None:
         labels = np.asarray(labels)
@@ -227,12 +221,3 @@ class Evaluator:
         num = np.sum(out * self.reference, axis=1)
         den = np.linalg.norm(out, axis=1) * np.linalg.norm(self.reference, axis=1)
         return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

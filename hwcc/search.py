@@ -113,6 +113,19 @@ class Schedule:
     def step(self, r_original: float, i: int) -> float:
         return self.r0 * r_original * self.decay ** i
 
+    def iterations_for(self, needed: float, most: int = 1000) -> int:
+        """Iterations until the steps add up to ``needed`` (a fraction of R0), at most ``most``."""
+        total, i = 0.0, 0
+        while total < needed and i < most:
+            total += self.r0 * self.decay ** i
+            i += 1
+        return max(1, i)
+
+
+def needed_reduction(original: Mapping[str, float], limits: Mapping[str, float]) -> float:
+    """The largest share of its input value that a budgeted metric must lose."""
+    return max(((original[m] - lim) / original[m] for m, lim in limits.items() if original[m] > 0), default=0.0)
+
 
 @dataclass
 class Proposal:
@@ -155,7 +168,7 @@ class Hooks:
 def new_state(graph: Graph, limits: Mapping[str, float], original: Mapping[str, float],
               accuracy: float | None, config: SearchConfig) -> dict[str, Any]:
     """The search state before the first iteration (plain JSON values)."""
-    needed = max(((original[m] - lim) / original[m] for m, lim in limits.items() if original[m] > 0), default=0.0)
+    needed = needed_reduction(original, limits)
     sched = Schedule.fit(config.initial_reduction, config.decay, max(0.0, needed), config.max_iterations)
     return {"iteration": 0, "limits": dict(limits), "original": dict(original), "current": dict(original),
             "accuracy0": accuracy, "accuracy": accuracy, "schedule": {"r0": sched.r0, "decay": sched.decay},
@@ -236,7 +249,9 @@ def _iterate(graph: Graph, state: dict[str, Any], config: SearchConfig, hooks: H
             continue
         amount, changed, _ = got
         tuned = hooks.finetune(changed, config.short_term_steps, _seed(config.seed, i, j))
-        p = Proposal(unit, amount, tuned, hooks.price(tuned), hooks.accuracy(tuned))
+        # Fine-tuning changes values, not shapes or the zero pattern (masks keep every zero),
+        # so the proposal prices as the change it came from: a cache hit, not a new pricing.
+        p = Proposal(unit, amount, tuned, hooks.price(changed), hooks.accuracy(tuned))
         removed = (r_now - p.metrics[metric]) / state["original"][metric]
         loss = 0.0 if p.accuracy is None or state["accuracy"] is None else state["accuracy"] - p.accuracy
         p.score = loss / removed if removed > 0 else math.inf
