@@ -17,9 +17,10 @@ same thread count, all variants timed round-robin so they share the machine's sl
 phases). Every model is then measured a second time: the spread between the two
 measurements is the noise floor of this machine.
 
-The machine is shared and switches between two speeds about 1.8x apart: measurements
-are reported raw and rescaled to the table's speed with a probe kernel timed after every
-visit (see :func:`evaluate`). Prints and writes (``--out``, JSON): the share of predictions within
+The machine is shared: when its neighbours are busy it runs up to about 1.8x slower.
+Measurements are reported raw and at the table's speed (the fast phase, the machine's
+own), which a probe kernel timed around every visit identifies: the measurement waits
+for it, and rescales only if it does not come (see :func:`evaluate`). Prints and writes (``--out``, JSON): the share of predictions within
 +-10 %, the median and the 90th percentile of |error|, the same for the noise floor,
 and every variant.
 The table is the target's own (``$XDG_CACHE_HOME/hwcc/tables``); ``--fresh`` uses an
@@ -168,12 +169,14 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
     table entries it uses and its measurement come from the same phase of the machine;
     all models are then timed a second time, round-robin, for the noise floor.
 
-    This machine is shared and switches between two speeds about 1.8x apart within
-    seconds. The tables hold latencies at their typical speed (the time of a probe
-    kernel timed after every visit; see ``hwcc.targets.cpu_table``). The measurements
-    are reported both raw and rescaled, visit by visit, to that same speed with the same
-    probe: ``error`` compares the prediction with the rescaled measurement, ``raw_error``
-    with the raw one; ``noise`` and ``raw_noise`` the second measurement with the first.
+    This machine is shared and slows down by up to about 1.8x, for seconds at a time,
+    when its neighbours are busy. The tables hold latencies at the fast phase's speed
+    (the time of a probe kernel timed around every visit; see ``hwcc.targets.cpu_table``).
+    The measurements are reported both raw and at that same speed (the visits the probe
+    says ran at it, waiting for them; rescaled by the probe only if they do not come):
+    ``error`` compares the prediction with the measurement at the table's speed,
+    ``raw_error`` with the raw one; ``noise`` and ``raw_noise`` the second measurement
+    with the first.
     """
     import onnx
 

@@ -68,8 +68,9 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "from a lookup table built from empty during the run "
             f"({s['kernels_measured']} kernels timed); each variant was measured whole in onnxruntime "
             f"(the median of {ROUNDS} rounds of {RUNS} runs) right after its kernels were profiled, then all of them again "
-            "round-robin for the noise floor. Measurements are rescaled to the table's speed with a probe "
-            "kernel timed beside each one (the machine switches between two speeds); raw figures are shown too.")
+            "round-robin for the noise floor. Measurements are taken at the table's speed, the machine's fast "
+            "phase (it runs up to 1.8x slower while its neighbours are busy), which a probe kernel timed around "
+            "each visit identifies; raw figures are shown too.")
     plots = [_scatter(rows, out), _cdf(rows, out)]
     return {"title": TITLE, "what": what, "markdown": _body(rows, s, plots), "data": result}
 

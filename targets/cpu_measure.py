@@ -26,7 +26,7 @@ from hwcc.targets.cpu_table import REFERENCE
 __all__ = ["fingerprint", "kernel_graph", "session", "random_feeds", "Timer", "measure_models",
            "session_overhead", "PROTOCOL"]
 
-PROTOCOL = 12  # bump when the timing protocol changes: old tables stop matching
+PROTOCOL = 13  # bump when the timing protocol changes: old tables stop matching
 
 
 # ---------------------------------------------------------------------- device facts
@@ -91,19 +91,26 @@ def fingerprint(threads: int, evict_bytes: int) -> dict[str, Any]:
 
 
 def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5, warmup: int = 5,
-                   speed: float | None = None, probes: list[float] | None = None) -> list[float]:
+                   speed: float | None = None, probes: list[float] | None = None, visit_s: float = 0.05,
+                   patience_s: float = 20.0) -> list[float]:
     """Median latency of each model in onnxruntime, timed round-robin over the models.
 
     Each model runs with ``session.run`` on fixed random inputs, timed like the tables
     (thread CPU time with one thread, wall clock otherwise); ``rounds`` rounds of
-    ``runs`` runs per model, interleaved, so the models share the machine's slow phases.
-    After every visit the speed probe (:data:`~hwcc.targets.cpu_table.REFERENCE`, two
-    runs) is timed.
+    visits, interleaved over the models so that they share the machine's slow phases. A
+    visit is ``runs`` runs, fewer for a slow model (a visit lasts about ``visit_s``, at
+    least 3 runs: a phase of the machine lasts seconds, and a visit should fall within
+    one). After every visit the speed probe (:data:`~hwcc.targets.cpu_table.REFERENCE`,
+    two runs) is timed.
 
     Args:
         speed: if given (seconds of the probe, e.g. a table's ``speed()``), the latency at
-            that speed: only the visits whose probe says they ran at it count (as in
-            :class:`Timer`).
+            that speed: only the visits whose probes before and after both say they ran
+            at it count (as in :class:`Timer`). A model with fewer than ``(rounds + 1) // 2``
+            such visits is visited again, for up to ``patience_s`` more seconds, so that a
+            fast phase of the machine is waited out rather than rescaled (the probe's
+            ratio between the phases is not every model's); only then are its visits
+            rescaled by ``speed / probe``.
         probes: if a list, it receives each model's median probe time (the machine's
             speed while the model was timed).
 
@@ -115,26 +122,49 @@ def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rou
     feeds = [random_feeds(s) for s in sessions]
     samples: list[list[list[int]]] = [[] for _ in models]
     seen: list[list[float]] = [[] for _ in models]
+    before: list[list[float]] = [[] for _ in models]
     timer = Timer(threads, 0, 0)
     (_, probe_pair) = timer._load([REFERENCE])
+    reps = []
     for s, f in zip(sessions, feeds):
+        t0 = clock()
         for _ in range(warmup):
             s.run(None, f)
-    for _ in range(rounds):
-        for s, f, out, ps in zip(sessions, feeds, samples, seen):
-            visit = []
-            for _ in range(runs):
+        each = max(1e-7, (clock() - t0) * 1e-9 / max(1, warmup))
+        reps.append(max(3, min(runs, int(visit_s / each))))
+    need = (rounds + 1) // 2
+
+    def probe() -> float:
+        return timer._probe(probe_pair) * 1e-9
+
+    last = probe()
+    todo, visited, deadline = list(range(len(models))), 0, None
+    while todo:
+        for i in todo:
+            s, f, visit = sessions[i], feeds[i], []
+            for _ in range(reps[i]):
                 t0 = clock()
                 s.run(None, f)
                 visit.append(clock() - t0)
-            r: list[int] = []
-            timer._visit(probe_pair, 2, 0, r)
-            ps.append(float(np.median(r)) * 1e-9)
-            out.append(visit)
+            before[i].append(last)
+            last = probe()
+            seen[i].append(last)
+            samples[i].append(visit)
+        visited += 1
+        if visited < rounds:
+            continue
+        if not speed:
+            break
+        deadline = deadline or time.monotonic() + patience_s
+        todo = [i for i in todo if sum(_same_speed(b, speed) and _same_speed(a, speed)
+                                       for a, b in zip(seen[i], before[i])) < need]
+        if time.monotonic() > deadline:
+            break
     if probes is not None:
         probes[:] = [float(np.median(p)) for p in seen]
     if speed:  # as the tables do: visits at the table's speed, else all rescaled
-        return [_at_speed([(v, [0], p * 1e9) for v, p in zip(vs, ps)], speed * 1e9) for vs, ps in zip(samples, seen)]
+        return [_at_speed([(v, [0], p * 1e9, b * 1e9) for v, p, b in zip(vs, ps, bs)], speed * 1e9, need)
+                for vs, ps, bs in zip(samples, seen, before)]
     return [float(np.median([t for v in vs for t in v])) * 1e-9 for vs in samples]
 
 
@@ -303,8 +333,9 @@ class Timer:
     counted), with the wall clock otherwise. This shared machine also switches between
     two speeds about 1.8x apart, for seconds at a time, whatever runs inside it: after
     every visit a speed probe (:data:`~hwcc.targets.cpu_table.REFERENCE`, two runs) is
-    timed. The batch's speed is the slower one it saw (the median of the probes within
-    :data:`SAME_SPEED` of their 90th percentile; left in ``last_speed``), and a kernel's
+    timed, as it was before the visit. The batch's speed is the table's (``target_speed``)
+    when some visit ran at it, else the faster one it saw (the median of the probes within
+    1 / :data:`SAME_SPEED` of their 10th percentile; left in ``last_speed``), and a kernel's
     latency per state is the median of its runs minus the median of the empty model's
     beside them, over the visits that ran at that speed (see :func:`_at_speed`).
 
@@ -315,10 +346,16 @@ class Timer:
         block: NCHWc block, for building reorders.
         warmup, rounds, hot, cold: run counts (see above).
         budget_s: CPU time one visit may take; long kernels get fewer runs (at least 1).
+        patience_s: with ``target_speed`` set (seconds of the probe: the table's speed),
+            how long a batch goes on visiting the kernels with fewer than ``(rounds + 1) //
+            2`` visits at that speed in either state, so that a fast phase of the machine
+            is waited out rather than rescaled; the entries are then given at that speed.
     """
 
     def __init__(self, threads: int, evict_bytes: int, block: int, *, l1_bytes: int = 32 << 10, warmup: int = 3,
-                 rounds: int = 20, hot: int = 3, cold: int = 2, budget_s: float = 0.02):
+                 rounds: int = 20, hot: int = 3, cold: int = 2, budget_s: float = 0.02, patience_s: float = 5.0):
+        self.target_speed: float | None = None
+        self.patience_s = patience_s
         self.threads, self.block, self.l1_evict = threads, block, 2 * l1_bytes
         self.warmup, self.rounds, self.hot, self.cold, self.budget_s = warmup, rounds, hot, cold, budget_s
         self._buf = np.ones(max(1, evict_bytes, self.l1_evict) // 4, np.float32)
@@ -386,39 +423,68 @@ class Timer:
             probe: list[int] = []
             self._visit(pair, self.warmup, 0, probe)
             reps.append(max(1, min(self.hot, int(self.budget_s / max(min(probe) * 1e-9, 1e-7)))))
-        # Per visit: (kernel runs, empty-model runs, the reference's median right after).
+        # Per visit: (kernel runs, empty-model runs, the probe's median right after, right before).
         visits: list[tuple[list, list]] = [([], []) for _ in kernels]  # hot, cold
-        for _ in range(self.rounds):  # all hot visits, then all cold ones: a cold visit's
+        target, need = self.target_speed and self.target_speed * 1e9, (self.rounds + 1) // 2
+        last, todo, done, deadline = self._probe(probe_pair), list(range(len(kernels))), 0, None
+        while todo:  # all hot visits, then all cold ones: a cold visit's
             for state in (0, 1):  # eviction would linger into the next hot visit
-                for pair, n, e, v in zip(kernels, reps, evict, visits):
-                    k, z, r = [], [], []
+                for i in todo:
+                    pair, n, e, v = kernels[i], reps[i], evict[i], visits[i]
+                    k, z = [], []
                     runs, ev = (n, 0) if state == 0 else (max(1, n * self.cold // self.hot), e)
                     self._visit(zero, self.hot if state == 0 else self.cold, ev, z)
                     self._visit(pair, runs, ev, k)
-                    self._visit(probe_pair, 2, 0, r)
-                    v[state].append((k, z, float(np.median(r))))
-        probes = [r for v in visits for st in v for _, _, r in st]
-        speed = float(np.median([r for r in probes if r >= SAME_SPEED * np.percentile(probes, 90)]))
-        self.last_speed = speed * 1e-9
+                    after = self._probe(probe_pair)
+                    v[state].append((k, z, after, last))
+                    last = after
+            done += 1
+            if done < self.rounds:
+                continue
+            if not target:
+                break
+            deadline = deadline or time.monotonic() + self.patience_s
+            todo = [i for i in todo if min(sum(_same_speed(a, target) and _same_speed(b, target)
+                                               for _, _, a, b in st) for st in visits[i]) < need]
+            if time.monotonic() > deadline:
+                break
+        probes = [r for v in visits for st in v for _, _, r, _ in st]
+        speed = float(np.median([r for r in probes if r <= np.percentile(probes, 10) / SAME_SPEED]))
+        if target and any(_same_speed(r, target) for r in probes):
+            speed = target
+        self.last_speed, self.last_fastest = speed * 1e-9, min(probes) * 1e-9
         return [tuple(_at_speed(st, speed) for st in v) for v in visits]
+
+    def _probe(self, pair: tuple) -> float:
+        """The speed probe's median of two runs, in nanoseconds."""
+        r: list[int] = []
+        self._visit(pair, 2, 0, r)
+        return float(np.median(r))
 
 
 SAME_SPEED = 0.8  # a visit whose probe is within this factor of the speed ran at that speed
 
 
-def _at_speed(visits: list[tuple[list[int], list[int], float]], speed: float) -> float:
+def _same_speed(probe: float, speed: float) -> bool:
+    return SAME_SPEED * speed <= probe <= speed / SAME_SPEED
+
+
+def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> float:
     """Median kernel minus median empty model over the visits that ran at ``speed``.
 
-    This machine switches between two speeds about 1.8x apart within seconds (it is
-    shared); the probe timed after each visit says which one the visit ran at. Visits at
-    the other speed are dropped; only if fewer than a third are left are all visits used,
-    rescaled by ``speed / probe`` (exact for compute-bound kernels only, hence the last
-    resort: memory-bound ones change less between the two speeds)."""
-    same = [v for v in visits if v[2] >= SAME_SPEED * speed and v[2] <= speed / SAME_SPEED]
-    if 3 * len(same) >= len(visits):
-        k = [t for ks, _, _ in same for t in ks]
-        z = [t for _, zs, _ in same for t in zs]
+    A visit is ``(kernel runs, empty-model runs, probe after[, probe before])``. This
+    machine switches between two speeds about 1.8x apart within seconds (it is shared);
+    the probes timed around each visit say which one the visit ran at (both must agree
+    when both are given). Visits at the other speed are dropped; only if fewer than
+    ``need`` (default: a third of the visits) are left are all visits used, rescaled by
+    ``speed / probe`` (exact for compute-bound kernels only, hence the last resort:
+    memory-bound ones and onnxruntime's own overhead change less between the two
+    speeds)."""
+    same = [v for v in visits if all(_same_speed(p, speed) for p in v[2:])]
+    if len(same) >= (need if need is not None else -(-len(visits) // 3)) and same:
+        k = [t for v in same for t in v[0]]
+        z = [t for v in same for t in v[1]]
     else:
-        k = [t * speed / r for ks, _, r in visits for t in ks]
-        z = [t * speed / r for _, zs, r in visits for t in zs]
+        k = [t * speed / v[2] for v in visits for t in v[0]]
+        z = [t * speed / v[2] for v in visits for t in v[1]]
     return max(0.0, float(np.median(k) - np.median(z)) * 1e-9)

@@ -11,9 +11,10 @@ The builders at the end of this module derive specs from the planner of
 of many runs minus that of an empty model beside them, at the batch's speed, and that
 speed: the time of the probe kernel :data:`REFERENCE` (this shared machine switches
 between two speeds about 1.8x apart within seconds; the probe, timed after every visit,
-says which; the Timer keeps the slower one). :meth:`KernelTable.lookup` rescales an
-entry by ``table speed / its batch's speed`` (the table speed: the slowest batch's), which
-is 1 when both ran at the same one.
+says which; the Timer keeps the faster one, waiting for it when the table knows it).
+:meth:`KernelTable.lookup` rescales an entry by ``table speed / its batch's speed`` (the
+table speed: the fast phase's, see :meth:`KernelTable.speed`), which is 1 when both ran
+at the same one.
 
 Channel counts are sampled on a grid: a query whose channel counts (``C``, ``M`` of
 convolutions, ``K``, ``M`` of Gemm) are not multiples of ``step`` is answered by
@@ -202,10 +203,15 @@ class KernelTable:
         todo = self.missing(specs)
         for i in range(0, len(todo), batch):
             chunk = todo[i:i + batch]
+            if hasattr(self.measure_fn, "target_speed"):  # measure at the table's speed where it can
+                self.measure_fn.target_speed = self.speed()
             results = self.measure_fn(chunk)
             speed = getattr(self.measure_fn, "last_speed", None)
             if speed:
                 self.extra.setdefault("speeds", []).append(speed)
+            fastest = getattr(self.measure_fn, "last_fastest", None)
+            if fastest:
+                self.extra.setdefault("fastest", []).append(fastest)
             now = time.strftime("%Y-%m-%dT%H:%M:%S")
             for spec, (hot, cold) in zip(chunk, results):
                 self.entries[spec_key(spec)] = {"hot_s": float(hot), "cold_s": float(cold), "speed_s": speed, "at": now}
@@ -216,20 +222,24 @@ class KernelTable:
         return len(todo)
 
     def speed(self) -> float | None:
-        """The speed every entry is given at: the median probe time of the slow phase, or None.
+        """The speed every entry is given at: the median probe time of the fast phase, or None.
 
-        On a machine that switches between two speeds (about 1.8x apart), the batches fall
-        in two clusters; entries are given at the slower one, this VM's usual state (the
-        faster one comes in bursts). The slow cluster is every batch at least 1.4x the
-        fastest one's probe time, or all batches when there is one cluster. Its median, not
-        its maximum: a batch timed while other jobs share the cores is slower still, and
-        one such batch must not rescale the whole table (a maximum drifts upward as
-        batches accumulate)."""
-        speeds = sorted(self.extra.get("speeds") or [])
+        This VM shares its cores with neighbours: it runs at its own speed when they are
+        idle and up to about 1.8x slower, by a varying amount, when they are not. Only
+        the fast phase is one well-defined speed (timed twice, a model's latency agrees
+        within 5 % there, against 40 % for medians over both phases), so entries are given
+        at it: the batches whose probe is within 1.4x of the fastest probe seen, their
+        median (one batch timed in a lucky moment must not rescale the table). Until a
+        batch was timed at it (a table begun while the neighbours were busy may have seen
+        the fast phase only in a few visits), the median of those fastest visits: the
+        next batches then wait for that speed (:attr:`.cpu_measure.Timer.target_speed`)."""
+        speeds = self.extra.get("speeds") or []
         if not speeds:
             return None
-        slow = [v for v in speeds if v >= 1.4 * speeds[0]] or speeds
-        return float(np.median(slow))
+        fastest = self.extra.get("fastest") or []
+        floor = min(speeds + fastest)
+        fast = [v for v in speeds if v < 1.4 * floor] or [v for v in fastest if v < 1.4 * floor]
+        return float(np.median(fast))
 
     def lookup(self, spec: dict[str, Any]) -> tuple[float, float]:
         """``(hot_s, cold_s)`` of ``spec`` at the table's speed, measuring what is missing first."""
