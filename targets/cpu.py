@@ -6,8 +6,8 @@ onnxruntime's fusions and NCHWc layout), look each kernel up in a table measured
 machine (:mod:`.cpu_table`), and add them up:
 
     latency = t_session + sum over kernels k of  t_k
-    t_k     = cold_k(D_k) + f_k * (hot_k - cold_k(D_k))
-    f_k     = min(1, L2 / ws_k) * exp(-D_k / L2),   D_k = WS - ws_k
+    t_k     = cold_k(D_k) + f * (hot_k - cold_k(D_k))
+    f       = min(1, L2 / WS),   D_k = WS - ws_k
     energy  = P_package * latency
 
 * ``t_session`` is onnxruntime's per-inference cost outside the kernels (``Run`` from
@@ -22,17 +22,14 @@ machine (:mod:`.cpu_table`), and add them up:
   outputs, padded as executed). Non-compute nodes onnxruntime keeps (``Flatten``,
   ``Reshape``, reorders) are kernels too: their measured time is their per-node
   overhead. Nodes it removes or fuses cost zero.
-* ``f_k`` is the share of kernel ``k``'s data still in L2 when it runs again, after the
-  rest of the network read ``D_k`` bytes: in an L2 of ``L2`` bytes (read from sysfs)
-  whose every new line evicts a line chosen at random, a line survives ``D_k / line``
-  insertions with probability ``(1 - line / L2) ** (D_k / line) ~ exp(-D_k / L2)``; a
-  kernel whose own ``ws_k`` bytes exceed the L2 has at most ``L2 / ws_k`` of them there.
-  True LRU would keep all of it while ``D_k + ws_k <= L2`` and none after; Intel's
-  pseudo-LRU lies in between. Counting each kernel's own reuse distance, not one share
-  for the whole network, matters most where the first and last kernels of a small
-  network see everything else between their runs (two runs of bench/cpu_fidelity.py:
-  83 % of 30 variants within +-10 %, against 70 % and 77 % with one share ``L2 / WS``
-  for all kernels, on the same tables and measurements).
+* ``f`` is the share of a kernel's data still in L2 when it runs again: an L2 of ``L2``
+  bytes (read from sysfs) swept cyclically by ``WS`` bytes keeps about ``L2 / WS`` of
+  them (the hit rate of random replacement; true LRU would keep none once ``WS > L2``,
+  Intel's pseudo-LRU lies in between). A share per kernel from its own reuse distance,
+  ``min(1, L2 / ws_k) * exp(-D_k / L2)``, was tried on the same tables and measurements:
+  better on the bench's 30 variants (seed 0, four runs: 57-83 % within +-10 % against
+  50-77 %), worse on 30 others (seed 7, two runs: 40-50 % against 50-67 %), so the
+  simpler share stays.
 * Energy is a model, not a measurement: power is not measured on this machine. It is
   the package power ``package_power_w`` of ``cpu.toml`` times the latency, as the EIE
   paper computes its CPU baseline's energy (Han et al., ISCA 2016, Table V: Core
@@ -156,12 +153,11 @@ class CpuTarget(Target):
         specs = self.specs(plan, batch)
         self.table.ensure(specs)
         out = []
-        for k, spec in zip(plan.kernels, specs):
+        for spec in specs:
             hot, cold = self.table.lookup(spec)
             if "N" not in spec:  # generic kernels are measured at batch 1
                 hot, cold = hot * batch, cold * batch
-            own = k.weight_bytes + k.in_bytes + k.out_bytes
-            f = min(1.0, l2 / max(1, own)) * math.exp(-max(0, ws - own) / l2)
+            f = min(1.0, l2 / max(1, ws))
             out.append((cold + f * (hot - cold), hot, cold, f))
         return out
 

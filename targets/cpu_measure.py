@@ -26,7 +26,7 @@ from hwcc.targets.cpu_table import REFERENCE
 __all__ = ["fingerprint", "kernel_graph", "session", "random_feeds", "Timer", "measure_models",
            "session_overhead", "PROTOCOL"]
 
-PROTOCOL = 13  # bump when the timing protocol changes: old tables stop matching
+PROTOCOL = 14  # bump when the timing protocol changes: old tables stop matching
 
 
 # ---------------------------------------------------------------------- device facts
@@ -473,18 +473,18 @@ def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> flo
     """Median kernel minus median empty model over the visits that ran at ``speed``.
 
     A visit is ``(kernel runs, empty-model runs, probe after[, probe before])``. This
-    machine switches between two speeds about 1.8x apart within seconds (it is shared);
-    the probes timed around each visit say which one the visit ran at (both must agree
-    when both are given). Visits at the other speed are dropped; only if fewer than
-    ``need`` (default: a third of the visits) are left are all visits used, rescaled by
-    ``speed / probe`` (exact for compute-bound kernels only, hence the last resort:
-    memory-bound ones and onnxruntime's own overhead change less between the two
-    speeds)."""
+    machine slows down by up to about 1.8x within seconds when its neighbours are busy
+    (it is shared); the probes timed around each visit say whether the visit ran at
+    ``speed`` (both must agree when both are given). Visits at another speed are
+    dropped. The phase's own speed drifts too (by about 10 % from one minute to the
+    next): each kept visit is scaled by ``speed / probe``, its probes' mean, which for so
+    small a ratio is what a change of clock does to every kernel. Only if fewer than
+    ``need`` (default: a third of the visits) are left are all visits used, rescaled the
+    same way (the last resort: across the phases, memory-bound kernels and
+    onnxruntime's own overhead change less than the compute-bound probe)."""
     same = [v for v in visits if all(_same_speed(p, speed) for p in v[2:])]
-    if len(same) >= (need if need is not None else -(-len(visits) // 3)) and same:
-        k = [t for v in same for t in v[0]]
-        z = [t for v in same for t in v[1]]
-    else:
-        k = [t * speed / v[2] for v in visits for t in v[0]]
-        z = [t * speed / v[2] for v in visits for t in v[1]]
+    use = same if same and len(same) >= (need if need is not None else -(-len(visits) // 3)) else visits
+    scale = [speed / float(np.mean(v[2:])) for v in use]
+    k = [t * f for v, f in zip(use, scale) for t in v[0]]
+    z = [t * f for v, f in zip(use, scale) for t in v[1]]
     return max(0.0, float(np.median(k) - np.median(z)) * 1e-9)
