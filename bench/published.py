@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from bench._common import md_table, save_svg
+from hwcc.targets.eyeriss_published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
+                                           POWER_MW, PROCESSING_MS, TOTAL_MS, ZEROS_IN_IFMAPS)
 
 TITLE = "Published-figure fidelity of the modelled targets"
 ORDER = 40
@@ -53,27 +55,7 @@ TITAN_X = {"Alex-6": (541.5, 19.8), "Alex-7": (243.0, 8.9), "Alex-8": (80.5, 5.9
 GPU_TOL = 0.25
 GPU_KNOWN_MISSES = {"NT-We"}   # the test expects this one outside 25 % (asserts within 40 %, low)
 
-# Eyeriss, JSSC 2017. Table III: (C, H, M, R, stride, pad, groups) of the 2-group AlexNet and
-# the published mapping (m, n, e, p, q, r, t); Table V: batch 4, 200 MHz.
-EYERISS = {
-    "CONV1": ((3, 227, 96, 11, 4, 0, 1), (96, 1, 7, 16, 1, 1, 2)),
-    "CONV2": ((96, 27, 256, 5, 1, 2, 2), (64, 1, 27, 16, 2, 1, 1)),
-    "CONV3": ((256, 13, 384, 3, 1, 1, 1), (64, 4, 13, 16, 4, 1, 4)),
-    "CONV4": ((384, 13, 384, 3, 1, 1, 2), (64, 4, 13, 16, 3, 2, 2)),
-    "CONV5": ((384, 13, 256, 3, 1, 1, 2), (64, 4, 13, 16, 3, 2, 2)),
-}
-ACTIVE_PES = {"CONV1": 154, "CONV2": 135, "CONV3": 156, "CONV4": 156, "CONV5": 156}
-PROCESSING_MS = {"CONV1": 16.5, "CONV2": 39.2, "CONV3": 21.8, "CONV4": 16.0, "CONV5": 10.0}
-TOTAL_MS = {"CONV1": 20.9, "CONV2": 41.9, "CONV3": 23.6, "CONV4": 18.4, "CONV5": 10.5}
-DRAM_MB = {"CONV1": 5.0, "CONV2": 4.0, "CONV3": 3.0, "CONV4": 2.1, "CONV5": 1.3}
-POWER_MW = {"CONV1": 332, "CONV2": 288, "CONV3": 266, "CONV4": 235, "CONV5": 236}
-ZEROS_IN_IFMAPS = {"CONV1": 0.0001, "CONV2": 0.387, "CONV3": 0.725, "CONV4": 0.793, "CONV5": 0.776}
-# Density each layer writes: the next layer's published ifmap density (CONV5's own, as its
-# output density is not published), as the Eyeriss test assumes.
-OFMAP_DENSITY = {"CONV1": 1 - 0.387, "CONV2": 1 - 0.725, "CONV3": 1 - 0.793, "CONV4": 1 - 0.776, "CONV5": 1 - 0.776}
-EYERISS_BATCH = 4
 EYERISS_TOL = {"processing latency": 0.15, "DRAM traffic": 0.25, "chip energy": 0.30}
-GOOGLENET_SPLIT = {"psums_j": 0.43, "ifmaps_j": 0.25, "weights_j": 0.22, "mac_j": 0.10}  # CVPR 2017 Fig. 1
 GOOGLENET_NAMES = {"psums_j": "output maps", "ifmaps_j": "input maps", "weights_j": "weights", "mac_j": "compute"}
 GOOGLENET_TOL_PP = 0.10
 GOOGLENET_DENSITY = 1 - 0.575   # every non-first layer's input: AlexNet CONV2-5's mean (Table V)
@@ -160,21 +142,6 @@ def _conv(C, H, M, R, stride, pad, groups, name):
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
 
 
-def _qlinear_fc(rows: int, k: int, n: int):
-    from onnx import TensorProto
-
-    from onnx import helper
-
-    from hwcc.targets.tpu_workloads import Net
-
-    net = Net()
-    x = net.fresh("x")
-    net.inputs.append(helper.make_tensor_value_info(x, TensorProto.UINT8, [rows, k]))
-    uz = net.const(np.array(0, np.uint8))
-    w = net.const(np.ones((k, n), np.int8))
-    return net.graph(net.op("QLinearMatMul", [x, net.s, uz, w, net.s, net.z, net.s, uz], name="fc"))
-
-
 # ---------------------------------------------------------------------- per target
 def fc_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """EIE's and the Titan X's rows, priced on the same synthetic EIE Table III layers."""
@@ -213,11 +180,11 @@ def eyeriss_rows() -> list[dict[str, Any]]:
 
     t = load_target("eyeriss")
     out = []
-    for name, ((C, H, M, R, stride, pad, groups), mapping) in EYERISS.items():
+    for name, ((C, H, M, R, stride, pad, groups), mapping) in ALEXNET.items():
         g = _conv(C, H, M, R, stride, pad, groups, name)
         dens = 1 - ZEROS_IN_IFMAPS[name]
-        layer = scale_batch(analyze(g, act_density=dens).layer(name), EYERISS_BATCH)
-        ctx = EyerissContext(batch=EYERISS_BATCH, act_density=dens, out_density={name: OFMAP_DENSITY[name]})
+        layer = scale_batch(analyze(g, act_density=dens).layer(name), BATCH)
+        ctx = EyerissContext(batch=BATCH, act_density=dens, out_density={name: OFMAP_DENSITY[name]})
         paper = t.plan_with(layer, dict(zip("mnepqrt", mapping)), ctx)
         mapped = t.cost(g, ctx).layer(name).cost
         chip_j = POWER_MW[name] * TOTAL_MS[name] * 1e-6
@@ -262,7 +229,7 @@ def tpu_rows() -> list[dict[str, Any]]:
 
     t = load_target("tpu")
     out = []
-    from hwcc.targets.tpu_workloads import BUILDERS
+    from hwcc.targets.tpu_workloads import BUILDERS, qlinear_fc
 
     for name, build in BUILDERS.items():
         gc = t.cost(build())
@@ -272,11 +239,11 @@ def tpu_rows() -> list[dict[str, Any]]:
         out.append(row("tpu", name, "TOPS", "TOPS", tops, TPU_MEASURED_TOPS[name], TPU_TOL, flag=flag))
         if name == "CNN0":
             out.append(row("tpu", name, "busy power", "W", gc.energy_j / gc.latency_s, TPU_BUSY_W, TPU_POWER_TOL))
-    small = t.cost(_qlinear_fc(96, 600, 600)).layer("fc").cost
+    small = t.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
     out.append(row("tpu", "600x600, batch 96", "time, 256x256 unit", "us", small.latency_s * 1e6,
                    SECTION7["256x256 unit"], SECTION7_TOL))
     big = _tpu_variant(t, array_rows=512, array_cols=512, tile_shift_cycles=512, pipeline_fill_cycles=512)
-    large = big.cost(_qlinear_fc(96, 600, 600)).layer("fc").cost
+    large = big.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
     out.append(row("tpu", "600x600, batch 96", "time, 512x512 unit", "us", large.latency_s * 1e6,
                    SECTION7["512x512 unit"], SECTION7_TOL))
     return out

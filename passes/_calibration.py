@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hwcc import onnx_io
+from hwcc.activations import read_npz
 from hwcc.dtypes import numpy_dtype
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
@@ -100,15 +101,14 @@ def calibration_feeds(graph: Graph, data: Mapping[str, np.ndarray] | str | os.Pa
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
-    p = Path(path)
-    if not p.is_file():
+    """:func:`hwcc.activations.read_npz`, with the quantize pass's own messages."""
+    if not Path(path).is_file():
         raise HwccError(f"quantize: calibration data {path!r} does not exist",
                         "give an .npz file with one array per model input")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise HwccError(f"quantize: cannot read calibration data {path!r}: {e}",
+        return read_npz(path)
+    except HwccError as e:
+        raise HwccError(f"quantize: cannot read calibration data {path!r}: {e.args[0]}",
                         "write it with numpy.savez, one array per model input") from None
 
 

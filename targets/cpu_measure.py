@@ -120,9 +120,8 @@ def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rou
     clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
     sessions = [session(m, threads) for m in models]
     feeds = [random_feeds(s) for s in sessions]
-    samples: list[list[list[int]]] = [[] for _ in models]
-    seen: list[list[float]] = [[] for _ in models]
-    before: list[list[float]] = [[] for _ in models]
+    # per model, per visit: (runs, no empty model, the probe after it, the probe before it), ns
+    visits: list[list[tuple]] = [[] for _ in models]
     timer = Timer(threads, 0, 0)
     (_, probe_pair) = timer._load([REFERENCE])
     reps = []
@@ -132,40 +131,33 @@ def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rou
             s.run(None, f)
         each = max(1e-7, (clock() - t0) * 1e-9 / max(1, warmup))
         reps.append(max(3, min(runs, int(visit_s / each))))
-    need = (rounds + 1) // 2
-
-    def probe() -> float:
-        return timer._probe(probe_pair) * 1e-9
-
-    last = probe()
+    need, target = (rounds + 1) // 2, speed and speed * 1e9
+    last = timer._probe(probe_pair)
     todo, visited, deadline = list(range(len(models))), 0, None
     while todo:
         for i in todo:
-            s, f, visit = sessions[i], feeds[i], []
+            s, f, runs_ns = sessions[i], feeds[i], []
             for _ in range(reps[i]):
                 t0 = clock()
                 s.run(None, f)
-                visit.append(clock() - t0)
-            before[i].append(last)
-            last = probe()
-            seen[i].append(last)
-            samples[i].append(visit)
+                runs_ns.append(clock() - t0)
+            after = timer._probe(probe_pair)
+            visits[i].append((runs_ns, [0], after, last))
+            last = after
         visited += 1
         if visited < rounds:
             continue
-        if not speed:
+        if not target:
             break
         deadline = deadline or time.monotonic() + patience_s
-        todo = [i for i in todo if sum(_same_speed(b, speed) and _same_speed(a, speed)
-                                       for a, b in zip(seen[i], before[i])) < need]
+        todo = [i for i in todo if _n_at_speed(visits[i], target) < need]
         if time.monotonic() > deadline:
             break
     if probes is not None:
-        probes[:] = [float(np.median(p)) for p in seen]
-    if speed:  # as the tables do: visits at the table's speed, else all rescaled
-        return [_at_speed([(v, [0], p * 1e9, b * 1e9) for v, p, b in zip(vs, ps, bs)], speed * 1e9, need)
-                for vs, ps, bs in zip(samples, seen, before)]
-    return [float(np.median([t for v in vs for t in v])) * 1e-9 for vs in samples]
+        probes[:] = [float(np.median([v[2] for v in vs])) * 1e-9 for vs in visits]
+    if target:  # as the tables do: visits at the table's speed, else all rescaled
+        return [_at_speed(vs, target, need) for vs in visits]
+    return [float(np.median([t for v in vs for t in v[0]])) * 1e-9 for vs in visits]
 
 
 def session_overhead(timer: Timer) -> dict[str, float]:
@@ -444,8 +436,7 @@ class Timer:
             if not target:
                 break
             deadline = deadline or time.monotonic() + self.patience_s
-            todo = [i for i in todo if min(sum(_same_speed(a, target) and _same_speed(b, target)
-                                               for _, _, a, b in st) for st in visits[i]) < need]
+            todo = [i for i in todo if min(_n_at_speed(st, target) for st in visits[i]) < need]
             if time.monotonic() > deadline:
                 break
         probes = [r for v in visits for st in v for _, _, r, _ in st]
@@ -467,6 +458,11 @@ SAME_SPEED = 0.8  # a visit whose probe is within this factor of the speed ran a
 
 def _same_speed(probe: float, speed: float) -> bool:
     return SAME_SPEED * speed <= probe <= speed / SAME_SPEED
+
+
+def _n_at_speed(visits: list[tuple], speed: float) -> int:
+    """How many of ``visits`` (as in :func:`_at_speed`) ran at ``speed`` by all their probes."""
+    return sum(all(_same_speed(p, speed) for p in v[2:]) for v in visits)
 
 
 def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> float:

@@ -117,6 +117,7 @@ class KernelTable:
         self.entries: dict[str, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}
         self.measured = 0
+        self._speed: tuple[tuple, float | None] = ((), None)  # (what it was computed from, speed)
         self._read()
 
     # ------------------------------------------------------------ file
@@ -233,13 +234,15 @@ class KernelTable:
         batch was timed at it (a table begun while the neighbours were busy may have seen
         the fast phase only in a few visits), the median of those fastest visits: the
         next batches then wait for that speed (:attr:`.cpu_measure.Timer.target_speed`)."""
-        speeds = self.extra.get("speeds") or []
-        if not speeds:
-            return None
-        fastest = self.extra.get("fastest") or []
-        floor = min(speeds + fastest)
-        fast = [v for v in speeds if v < 1.4 * floor] or [v for v in fastest if v < 1.4 * floor]
-        return float(np.median(fast))
+        speeds, fastest = self.extra.get("speeds") or [], self.extra.get("fastest") or []
+        # every lookup asks (the search prices thousands of graphs): recompute only when a
+        # batch was added (the lists only grow, or are replaced by a merged file's)
+        key = (len(speeds), speeds[-1] if speeds else None, len(fastest), fastest[-1] if fastest else None)
+        if self._speed[0] != key:
+            floor = min(speeds + fastest) if speeds else None
+            fast = floor and ([v for v in speeds if v < 1.4 * floor] or [v for v in fastest if v < 1.4 * floor])
+            self._speed = (key, float(np.median(fast)) if fast else None)
+        return self._speed[1]
 
     def lookup(self, spec: dict[str, Any]) -> tuple[float, float]:
         """``(hot_s, cold_s)`` of ``spec`` at the table's speed, measuring what is missing first."""

@@ -19,7 +19,7 @@ from onnx import numpy_helper as nh
 
 import hwcc
 
-__all__ = ["Net", "stack", "alphago", "inception", "BUILDERS"]
+__all__ = ["Net", "qlinear_fc", "stack", "alphago", "inception", "BUILDERS"]
 
 
 class Net:
@@ -67,6 +67,16 @@ class Net:
         outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
         g = helper.make_graph(self.nodes, "net", self.inputs, outs, self.inits)
         return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+
+
+def qlinear_fc(rows, k, n):
+    """One QLinearMatMul ``y[rows, n] = x[rows, k] · W[k, n]``, uint8 × int8, named ``fc``."""
+    net = Net()
+    x = net.fresh("x")
+    net.inputs.append(helper.make_tensor_value_info(x, TP.UINT8, [rows, k]))
+    uz = net.const(np.array(0, np.uint8))
+    w = net.const(np.ones((k, n), np.int8))
+    return net.graph(net.op("QLinearMatMul", [x, net.s, uz, w, net.s, net.z, net.s, uz], name="fc"))
 
 
 def stack(n_fc, d, batch, n_vec=0):

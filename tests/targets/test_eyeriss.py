@@ -25,35 +25,11 @@ from hwcc.errors import HwccError
 from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family, scale_batch
 from hwcc.targets.eyeriss import EyerissContext, layer_shape
 from hwcc.targets.eyeriss_mapper import Mapping, check, evaluate, plan_of, rlc_ratio, search, strip_rows
+from hwcc.targets.eyeriss_published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
+                                           POWER_MW, PROCESSING_MS, TOTAL_MS, ZEROS_IN_IFMAPS)
 from hwcc.workload import analyze
 
 PJ = 2.8e-12  # eyeriss.toml pj_per_mac, the one calibrated constant (checked below)
-
-# JSSC Table III: name, (C, H, M, R, stride, pad, groups) as in the 2-group AlexNet, and
-# the published mapping (m, n, e, p, q, r, t) for one group.
-ALEXNET = {
-    "CONV1": ((3, 227, 96, 11, 4, 0, 1), (96, 1, 7, 16, 1, 1, 2)),
-    "CONV2": ((96, 27, 256, 5, 1, 2, 2), (64, 1, 27, 16, 2, 1, 1)),
-    "CONV3": ((256, 13, 384, 3, 1, 1, 1), (64, 4, 13, 16, 4, 1, 4)),
-    "CONV4": ((384, 13, 384, 3, 1, 1, 2), (64, 4, 13, 16, 3, 2, 2)),
-    "CONV5": ((384, 13, 256, 3, 1, 1, 2), (64, 4, 13, 16, 3, 2, 2)),
-}
-ACTIVE_PES = {"CONV1": 154, "CONV2": 135, "CONV3": 156, "CONV4": 156, "CONV5": 156}  # JSSC Table V
-LATENCY_PROCESSING_MS = {"CONV1": 16.5, "CONV2": 39.2, "CONV3": 21.8, "CONV4": 16.0, "CONV5": 10.0}  # Table V
-DRAM_MB = {"CONV1": 5.0, "CONV2": 4.0, "CONV3": 3.0, "CONV4": 2.1, "CONV5": 1.3}  # Table V (MB = 1e6 B)
-ZEROS_IN_IFMAPS = {"CONV1": 0.0001, "CONV2": 0.387, "CONV3": 0.725, "CONV4": 0.793, "CONV5": 0.776}  # Table V
-POWER_MW = {"CONV1": 332, "CONV2": 288, "CONV3": 266, "CONV4": 235, "CONV5": 236}  # Table V
-LATENCY_TOTAL_MS = {"CONV1": 20.9, "CONV2": 41.9, "CONV3": 23.6, "CONV4": 18.4, "CONV5": 10.5}  # Table V
-BATCH = 4  # JSSC Table V conditions
-GOOGLENET_SPLIT = {"psums_j": 0.43, "ifmaps_j": 0.25, "weights_j": 0.22, "mac_j": 0.10}  # CVPR 2017 Fig. 1
-
-# Density of the tensor each layer writes. The next layer's published ifmap density,
-# because LRN keeps zeros and the max-pooling between can only raise the density (so for
-# CONV1 and CONV2 it bounds the written density from above); CONV3 -> CONV4 -> CONV5 have
-# nothing in between (exact). CONV5's output density is not published: its own ifmap's.
-OFMAP_DENSITY = {"CONV1": 1 - 0.387, "CONV2": 1 - 0.725, "CONV3": 1 - 0.793, "CONV4": 1 - 0.776,
-                 "CONV5": 1 - 0.776}
-
 
 @register_family("eyeriss_test_host")
 class _TestHost(Target):
@@ -308,7 +284,7 @@ def test_table_iii_mappings_fit_and_give_published_active_pes(eyeriss, alexnet_l
         assert c.note.startswith(" ".join(f"{k}={v}" for k, v in mp.items()) + f" · {ACTIVE_PES[name]} PEs")
         report_line(f"eyeriss {name} Table III mapping: {int(c.breakdown['active_pes'])} PEs "
                     f"(published {ACTIVE_PES[name]}), processing {c.breakdown['processing_s'] * 1e3:.2f} ms "
-                    f"(published {LATENCY_PROCESSING_MS[name]}), DRAM {c.breakdown['dram_bytes'] / 1e6:.2f} MB "
+                    f"(published {PROCESSING_MS[name]}), DRAM {c.breakdown['dram_bytes'] / 1e6:.2f} MB "
                     f"(published {DRAM_MB[name]})")
 
 
@@ -320,10 +296,10 @@ def test_mapper_matches_published_latency_and_dram(eyeriss, alexnet_layers, repo
         g = alexnet_layers[name][0]
         c = eyeriss.cost(g, _ctx(name)).layer(name).cost
         ms, mb = c.breakdown["processing_s"] * 1e3, c.breakdown["dram_bytes"] / 1e6
-        err_ms, err_mb = ms / LATENCY_PROCESSING_MS[name] - 1, mb / DRAM_MB[name] - 1
-        report_line(f"eyeriss {name} mapper [{c.note}]: processing {ms:.2f} ms vs {LATENCY_PROCESSING_MS[name]} "
+        err_ms, err_mb = ms / PROCESSING_MS[name] - 1, mb / DRAM_MB[name] - 1
+        report_line(f"eyeriss {name} mapper [{c.note}]: processing {ms:.2f} ms vs {PROCESSING_MS[name]} "
                     f"({100 * err_ms:+.1f} %), DRAM {mb:.2f} MB vs {DRAM_MB[name]} ({100 * err_mb:+.1f} %), "
-                    f"latency_s {c.latency_s * 1e3:.2f} ms vs total {LATENCY_TOTAL_MS[name]}")
+                    f"latency_s {c.latency_s * 1e3:.2f} ms vs total {TOTAL_MS[name]}")
         assert abs(err_ms) <= 0.15, (name, ms)
         assert abs(err_mb) <= 0.25, (name, mb)
 
@@ -359,7 +335,7 @@ def test_energy_scale_against_measured_chip_energy(eyeriss, alexnet_layers, repo
     Table V) over the modelled on-chip units (MAC + RF + NoC + GLB) of the Table III
     mappings. Check the calibration reproduces, how well one scale fits each layer, and
     that DRAM at 200 x pj_per_mac falls in Horowitz's 1.3-2.6 nJ per 64-bit access."""
-    chip_j = {n: POWER_MW[n] * 1e-3 * LATENCY_TOTAL_MS[n] * 1e-3 for n in ALEXNET}  # 6.94 ... 2.48 mJ
+    chip_j = {n: POWER_MW[n] * 1e-3 * TOTAL_MS[n] * 1e-3 for n in ALEXNET}  # 6.94 ... 2.48 mJ
     model_j = {}
     for name, (_, mapping) in ALEXNET.items():
         c = eyeriss.plan_with(alexnet_layers[name][1], dict(zip("mnepqrt", mapping)), _ctx(name))
@@ -429,8 +405,8 @@ def test_zoo_alexnet_through_the_graph(eyeriss, report_line):
     for n in ALEXNET:
         c = gc.layer(names[n]).cost
         ms, mb = c.breakdown["processing_s"] * 1e3, c.breakdown["dram_bytes"] / 1e6
-        report_line(f"eyeriss zoo {n}: {ms:.2f} ms vs {LATENCY_PROCESSING_MS[n]}, {mb:.2f} MB vs {DRAM_MB[n]}")
-        assert abs(ms / LATENCY_PROCESSING_MS[n] - 1) <= 0.15 and abs(mb / DRAM_MB[n] - 1) <= 0.25, n
+        report_line(f"eyeriss zoo {n}: {ms:.2f} ms vs {PROCESSING_MS[n]}, {mb:.2f} MB vs {DRAM_MB[n]}")
+        assert abs(ms / PROCESSING_MS[n] - 1) <= 0.15 and abs(mb / DRAM_MB[n] - 1) <= 0.25, n
 
 
 def test_depthwise_and_matmul_of_activations(eyeriss):

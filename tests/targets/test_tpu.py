@@ -21,7 +21,7 @@ import hwcc
 from hwcc.cli import main as hwcc_main
 from hwcc.errors import HwccError
 from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
-from hwcc.targets.tpu_workloads import BUILDERS, Net, alphago, inception, stack
+from hwcc.targets.tpu_workloads import BUILDERS, Net, alphago, inception, qlinear_fc, stack
 from hwcc.workload import analyze
 
 # TPU v1 parameters as the tests expect them (targets/tpu.toml), written out.
@@ -41,16 +41,6 @@ def tpu():
 
 
 # ---------------------------------------------------------------------- graph builders
-def qlinear_fc(rows, k, n):
-    """One QLinearMatMul ``y[rows, n] = x[rows, k] · W[k, n]``, uint8 × int8."""
-    net = Net()
-    x = net.fresh("x")
-    net.inputs.append(helper.make_tensor_value_info(x, TP.UINT8, [rows, k]))
-    uz = net.const(np.array(0, np.uint8))
-    w = net.const(np.ones((k, n), np.int8))
-    return net.graph(net.op("QLinearMatMul", [x, net.s, uz, w, net.s, net.z, net.s, uz], name="fc"))
-
-
 def qlinear_conv(c, hw, m, k):
     """One QLinearConv, 1×c×hw×hw → 1×m×hw×hw (same padding)."""
     net = Net()
