@@ -162,7 +162,8 @@ def variants(n: int, *, seed: int = 0, families: tuple[str, ...] = FAMILIES) -> 
 
 
 # ---------------------------------------------------------------------- the comparison
-def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, rounds: int = 5) -> dict:
+def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, rounds: int = 5,
+             patience_s: float = 20.0) -> dict:
     """Predict, measure (twice) and compare every model; returns the summary and rows.
 
     Each model is profiled (its missing kernels measured) and then timed at once, so the
@@ -176,7 +177,7 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
     says ran at it, waiting for them; rescaled by the probe only if they do not come):
     ``error`` compares the prediction with the measurement at the table's speed,
     ``raw_error`` with the raw one; ``noise`` and ``raw_noise`` the second measurement
-    with the first.
+    with the first. ``patience_s``: how long a measurement waits for the table's speed.
     """
     import onnx
 
@@ -193,13 +194,14 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
         profile(g, target, progress=sys.stderr.isatty())
         speed = target.table.speed()
         raw, probes = measure_models([data], target.threads, runs=runs, rounds=rounds, probes=[]), []
-        (at_speed,) = measure_models([data], target.threads, runs=runs, rounds=rounds, speed=speed, probes=probes)
+        (at_speed,) = measure_models([data], target.threads, runs=runs, rounds=rounds, speed=speed, probes=probes,
+                                     patience_s=patience_s)
         rows.append({"model": name, "predicted_s": target.cost(g).latency_s, "measured_s": at_speed,
                      "measured_raw_s": raw[0], "probe_s": probes[0], "table_speed_s": speed})
     profile_s = time.monotonic() - t0
     data = [m for _, m in models]
     speed = target.table.speed()
-    again = measure_models(data, target.threads, runs=runs, rounds=rounds, speed=speed)
+    again = measure_models(data, target.threads, runs=runs, rounds=rounds, speed=speed, patience_s=patience_s)
     for r, b in zip(rows, again):
         r.update(remeasured_s=b, error=r["predicted_s"] / r["measured_s"] - 1,
                  raw_error=r["predicted_s"] / r["measured_raw_s"] - 1, noise=b / r["measured_s"] - 1)
