@@ -200,8 +200,9 @@ def test_quick_table_fidelity(tmp_path):
         assert ET.parse(results / name).getroot().tag.endswith("svg")
 
 
+@pytest.mark.slow  # one to three minutes on a 2-core machine; each section's own test stays in the fast suite
 def test_the_whole_bench_runs_quick(tmp_path):
-    """The CI smoke run: every real section, quick, into a scratch page (about a minute)."""
+    """The smoke run: every real section, quick, into a scratch page."""
     page, results = tmp_path / "page.md", tmp_path / "results"
     p = bench("--quick", "--out", str(page), "--results", str(results))
     text = page.read_text()
