@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hwcc.budget import format_metric
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.pass_infra import PassContext, get_pass
@@ -138,14 +139,17 @@ def _winograd_units(graph: Graph) -> Iterator[Unit]:
                    lambda a: {"form": a})
 
 
-def smallest_meeting(unit: Unit, graph: Graph, price: Callable[[Graph], float], target: float
-                     ) -> tuple[Any, Graph, float] | str:
+def smallest_meeting(unit: Unit, graph: Graph, price: Callable[[Graph], float], target: float,
+                     metric: str | None = None) -> tuple[Any, Graph, float] | str:
     """The smallest amount of ``unit`` whose result prices at or below ``target``.
 
     The largest amount is tried first: if even it misses, the unit cannot help this
     iteration. Then a binary search over the amounts, which assumes the price falls as the
     amount grows (true of the cost models up to lookup-table noise; where it is not, the
     search may return a larger amount than needed, never one that misses the target).
+
+    Args:
+        metric: what ``price`` returns (``latency_s``...), to write the reason in its units.
 
     Returns:
         ``(amount, graph, value)``, or the reason no amount meets the target.
@@ -165,7 +169,8 @@ def smallest_meeting(unit: Unit, graph: Graph, price: Callable[[Graph], float], 
     if isinstance(last, str):
         return last
     if last[1] > target:
-        return f"even the largest change ({_show(unit.settings(amounts[-1]))}) prices at {last[1]:.4g} > target {target:.4g}"
+        return (f"even the largest change ({_show(unit.settings(amounts[-1]))}) prices at "
+                f"{format_metric(metric, last[1])} > target {format_metric(metric, target)}")
     lo, hi = 0, len(amounts) - 1  # hi meets the target
     while lo < hi:
         mid = (lo + hi) // 2

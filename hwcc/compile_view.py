@@ -74,13 +74,13 @@ class Reporter:
         elif kind == "iteration":
             state = info["state"]
             if self.tty and self.bar is None:
-                self.bar = Progress(_expected_iterations(state), "searching", stream=self.stream, enabled=True,
-                                    note_width=110)
+                self.bar = Progress(_expected_iterations(state), "searching", unit="iterations (expected)",
+                                    stream=self.stream, enabled=True)
                 self.bar.done = state["iteration"]
                 self.bar.__enter__()
         elif kind == "proposal" and self.bar is not None:
             p = info["proposal"]
-            self.bar.update(0, note=f"{info['done']}/{info['total']} {p.unit.id}")
+            self.bar.update(0, note=f"proposal {info['done']}/{info['total']}: {p.unit.id}")
         elif kind == "picked":
             p, state = info["proposal"], info["state"]
             text = (f"iteration {state['iteration']}: "
@@ -89,7 +89,9 @@ class Reporter:
                     + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
                     + f"; {p.unit.id} ({_settings(p.unit.settings(p.amount))})")
             if self.bar is not None:
-                self.bar.update(1, note=text)
+                self.bar.log(f"hwcc compile: {text}")
+                self.bar.note = ""
+                self.bar.update(1)
             else:
                 self._line(f"hwcc compile: {text}")
         elif kind == "long_term":
@@ -145,7 +147,7 @@ def format_result(result: Any, explain: bool = False) -> str:
     a0, a1 = s["original"]["accuracy"], s["final"]["accuracy"]
     if a0 is not None and a1 is not None:
         floor = s.get("accuracy_floor")
-        rows.append(("accuracy", f"{a0:.2%}", f"{a1:.2%}", f"{(a1 - a0) * 100:+.2f} pt",
+        rows.append(("accuracy", f"{a0:.2%}", f"{a1:.2%}", f"{(a1 - a0) * 100:+.2f} pp",
                      f">= {floor:.2%}" if floor is not None else "",
                      ("met" if s["accuracy_floor_met"] else "NOT MET") if floor is not None else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -155,6 +157,7 @@ def format_result(result: Any, explain: bool = False) -> str:
     head = (f"{s['input']['model']} for {t['name']} ({t['provenance']}): {s['exit_reason']}; "
             f"{s['timing']['iterations']} iterations in {s['timing']['wall_s']:.0f} s")
     out = [head, "", *lines, "", f"accuracy: {s['accuracy_kind']}"]
+    out.append(_input_line(result.graph))
     if s.get("legal_form"):
         out.append("legal form: " + ", ".join(f"{p} {_settings(k)}" for p, k in s["legal_form"].items()))
     for w in s["warnings"]:
@@ -170,6 +173,16 @@ def format_result(result: Any, explain: bool = False) -> str:
     if not result.budget_met or not s["accuracy_floor_met"]:
         out.append("result: NOT MET (exit code 3); the best model found was still written")
     return "\n".join(out)
+
+
+def _input_line(graph: Any) -> str:
+    """The compiled model's input shapes: it is compiled for them, batch size included."""
+    shapes = {n: graph.tensors[n].shape for n in graph.real_inputs()}
+    text = ", ".join(f"{n} {'x'.join(map(str, s or ()))}" for n, s in shapes.items())
+    batches = {s[0] for s in shapes.values() if s}
+    if batches == {1}:
+        return f"model input: {text} (fixed shapes: it takes batch 1 only)"
+    return f"model input: {text} (fixed shapes)"
 
 
 def json_summary(result: Any) -> dict[str, Any]:

@@ -7,17 +7,22 @@
             work(item)
             bar.update(note=item.name)
 
-It draws one line on standard error, rewritten in place: the label, a bar, ``done/total``,
-the rate, the time left, and the note of the last step. It draws only when the stream is
-a terminal; otherwise (a log file, a pipe, a test) it writes nothing, so logs are not
-filled with carriage returns. Redraws are limited to ``min_interval`` seconds apart; the
-final state is always drawn on exit.
+It draws one line on standard error, rewritten in place: the label, a bar, ``done/total``
+and what is counted (``3/12 iterations``), the rate, the time left, and the note of the
+last step. The line never wraps: it is cut to the terminal's width, note first, then the
+bar, and each redraw returns to the line's start and erases to its end, so nothing stale
+is left behind. ``log(text)`` prints a line of its own above the bar. It draws only when
+the stream is a terminal; otherwise (a log file, a pipe, a test) it writes nothing, so
+logs are not filled with carriage returns. Redraws are limited to ``min_interval``
+seconds apart; the final state is always drawn on exit.
 
 No dependency beyond the standard library.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -43,28 +48,30 @@ class Progress:
     Args:
         total: the number of steps expected (0 or less: unknown, no bar or ETA).
         label: what is being done, shown first.
+        unit: what a step is (``"iterations"``, ``"kernels"``), shown after the count.
         stream: where to draw (default: ``sys.stderr``).
         enabled: force drawing on or off; default: on when ``stream`` is a terminal.
-        width: characters of the bar itself.
+        width: characters of the bar itself, at most (less on a narrow terminal).
         min_interval: seconds between redraws.
-        note_width: characters of the note shown (longer notes are cut).
+        columns: the terminal's width; default: asked of the stream's terminal, else
+            ``$COLUMNS``, else 80.
 
     Attributes:
         done: steps completed so far.
     """
 
-    def __init__(self, total: int, label: str = "", *, stream: TextIO | None = None,
-                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1, note_width: int = 40):
-        self.total, self.label, self.width, self.min_interval = int(total), label, width, min_interval
-        self.note_width = note_width
+    def __init__(self, total: int, label: str = "", *, unit: str = "", stream: TextIO | None = None,
+                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1,
+                 columns: int | None = None):
+        self.total, self.label, self.unit, self.width, self.min_interval = int(total), label, unit, width, min_interval
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = enabled if enabled is not None else bool(isatty and isatty())
+        self._columns = columns
         self.done = 0
         self.note = ""
         self._start = time.monotonic()
         self._drawn = 0.0
-        self._width_used = 0
 
     def __enter__(self) -> Progress:
         self._start = time.monotonic()
@@ -74,12 +81,29 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def columns(self) -> int:
+        """The terminal's width now (it may be resized while the bar runs)."""
+        if self._columns:
+            return self._columns
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return shutil.get_terminal_size((80, 24)).columns
+
     def update(self, n: int = 1, note: str = "") -> None:
         """Record ``n`` more steps done; ``note`` says what the last one was."""
         self.done += n
         if note:
             self.note = note
         self._draw()
+
+    def log(self, text: str) -> None:
+        """Print ``text`` as a line of its own above the bar (which is drawn again below it)."""
+        if not self.enabled:
+            return
+        self.stream.write("\r\x1b[K" + text + "\n")
+        self._draw(force=True)
 
     def close(self) -> None:
         """Draw the final state and end the line."""
@@ -89,25 +113,30 @@ class Progress:
             self.stream.flush()
             self.enabled = False
 
-    def line(self) -> str:
-        """The text of the bar as it would be drawn now."""
+    def line(self, columns: int | None = None) -> str:
+        """The text of the bar as it would be drawn now, at most ``columns - 1`` characters."""
+        fit = (columns or self.columns) - 1
         elapsed = time.monotonic() - self._start
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        parts = [self.label] if self.label else []
+        head = [self.label] if self.label else []
+        unit = f" {self.unit}" if self.unit else ""
         if self.total > 0:
-            frac = min(1.0, self.done / self.total)
-            filled = int(round(frac * self.width))
-            parts.append("[" + "#" * filled + "-" * (self.width - filled) + "]")
-            parts.append(f"{self.done}/{self.total}")
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
-            parts.append(f"{rate:.1f}/s" + (f" ETA {format_duration(left)}" if self.done < self.total else
-                                             f" in {format_duration(elapsed)}"))
+            tail = [f"{self.done}/{self.total}{unit}",
+                    f"{rate:.2g}/s" + (f" ETA {format_duration(left)}" if self.done < self.total else
+                                       f" in {format_duration(elapsed)}")]
         else:
-            parts.append(f"{self.done} done, {rate:.1f}/s, {format_duration(elapsed)}")
-        if self.note:
-            w = self.note_width
-            parts.append(self.note if len(self.note) <= w else self.note[:w - 1] + "…")
-        return "  ".join(parts)
+            tail = [f"{self.done}{unit} done, {rate:.2g}/s, {format_duration(elapsed)}"]
+        bar_width = min(self.width, fit - len("  ".join(head + tail)) - 4) if self.total > 0 else 0
+        if bar_width >= 5:
+            filled = int(round(min(1.0, self.done / self.total) * bar_width))
+            head.append("[" + "#" * filled + "-" * (bar_width - filled) + "]")
+        text = "  ".join(head + tail)
+        room = fit - len(text) - 2
+        if self.note and room >= 8:
+            note = self.note if len(self.note) <= room else self.note[:room - 1] + "…"
+            text += "  " + note
+        return text[:fit]
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:
@@ -116,8 +145,5 @@ class Progress:
         if not force and now - self._drawn < self.min_interval:
             return
         self._drawn = now
-        text = self.line()
-        pad = max(0, self._width_used - len(text))
-        self._width_used = len(text)
-        self.stream.write("\r" + text + " " * pad)
+        self.stream.write("\r" + self.line() + "\x1b[K")
         self.stream.flush()

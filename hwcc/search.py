@@ -243,7 +243,7 @@ def _iterate(graph: Graph, state: dict[str, Any], config: SearchConfig, hooks: H
     r_now = state["current"][metric]
     found: list[Proposal] = []
     for j, unit in enumerate(todo):
-        got = smallest_meeting(unit, graph, lambda g: hooks.price(g)[metric], target)
+        got = smallest_meeting(unit, graph, lambda g: hooks.price(g)[metric], target, metric)
         if isinstance(got, str):
             state["rejected"].append({"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got})
             continue

@@ -287,7 +287,8 @@ def profile(graph: Graph, target: CpuTarget | str = "cpu", progress: bool = True
     distinct = len(set(map(spec_key, specs)))
     reused = sum(all(spec_key(c) in t.table.entries for c, _ in t.table.corners(s)) for s in
                  {spec_key(s): s for s in specs}.values())
-    with Progress(len(missing), f"profiling {graph.name}", enabled=None if progress else False) as bar:
+    with Progress(len(missing), f"profiling {graph.name}", unit="kernels",
+                  enabled=None if progress else False) as bar:
         t.table.ensure(specs, progress=lambda n, note: bar.update(n, note=note))
     latency = t.cost(graph).latency_s
     return ProfileReport(graph.name, str(t.table.path), len(specs), distinct, len(missing), reused,

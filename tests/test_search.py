@@ -50,6 +50,8 @@ def test_smallest_meeting_says_why_when_even_the_largest_change_misses():
     prices = [10, 9, 8]
     why = smallest_meeting(_unit(prices, []), None, lambda g: prices[g[1]], target=5)
     assert isinstance(why, str) and "largest change" in why and "k=2" in why
+    in_units = smallest_meeting(_unit([1.307e-6], []), None, lambda g: 1.307e-6, target=1.177e-6, metric="latency_s")
+    assert "1.31 us > target 1.18 us" in in_units, in_units
 
 
 def test_smallest_meeting_passes_on_the_pass_reason():

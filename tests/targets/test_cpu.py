@@ -434,6 +434,24 @@ def test_progress_draws_on_terminal():
     assert format_duration(42) == "42s" and format_duration(185) == "3m05s" and format_duration(-1) == "?"
 
 
+@pytest.mark.parametrize("columns", [20, 40, 80, 200])
+def test_progress_fits_the_terminal_and_redraws_in_place(columns):
+    """A line as wide as the terminal wraps on most terminals and leaves a stale line
+    behind at the next carriage return: every drawn line is at most columns - 1 wide, and
+    each redraw erases to the end of the line instead of padding with spaces."""
+    out = _Tty()
+    with Progress(40, "profiling lenet5", unit="kernels", stream=out, min_interval=0, columns=columns) as bar:
+        for i in range(40):
+            bar.update(note=f"Conv_{i} " + "x" * 150)
+        bar.log("a line of its own")
+    draws = out.getvalue().split("\r")[1:]
+    assert draws and all(len(d.replace("\x1b[K", "").rstrip("\n")) <= columns - 1 for d in draws)
+    assert all(d.endswith("\x1b[K") or d.endswith("\n") for d in draws)
+    assert out.getvalue().count("a line of its own") == 1
+    if columns >= 80:
+        assert "40/40 kernels" in out.getvalue() and "[" in out.getvalue()
+
+
 # ---------------------------------------------------------------------- against onnxruntime
 def _ort_kernels(model_bytes: bytes) -> list[tuple]:
     """(op, activation, weight shape, has Sum) of each node onnxruntime keeps."""
