@@ -28,16 +28,22 @@ and exactly where the configuration itself, or a grid point, was measured. Count
 the block), so they always fall on the grid: their staircase is measured, not smoothed.
 
 The table grows lazily: asking for configurations it lacks measures them (in one batch,
-interleaved) and saves the file, atomically (temporary file + ``os.replace``), merged with
-whatever another process saved meanwhile, after every batch, so a killed run loses at
-most the batch in flight. Files live in ``$XDG_CACHE_HOME/hwcc/tables/`` (default
-``~/.cache/hwcc/tables/``), one per device fingerprint (CPU model, core count,
-onnxruntime version, threads, NCHWc block, cache sizes, timing protocol): another
-machine or runtime never reads this one's numbers. JSON only, never pickle.
+interleaved) and saves the file after every batch, so a killed run loses at most the
+batch in flight. A save holds an exclusive lock on ``<file>.lock`` (``flock``) while it
+reads the file, merges what other processes saved meanwhile and writes the result
+atomically (temporary file + ``os.replace``): several processes measuring at once end
+with every entry any of them measured. A corrupt or truncated file is set aside as
+``<file>.corrupt-<time>`` with a warning and the table is rebuilt. Files live in
+``$XDG_CACHE_HOME/hwcc/tables/`` (default ``~/.cache/hwcc/tables/``), one per device
+fingerprint (CPU model, core count, onnxruntime version, threads, NCHWc block, cache
+sizes, timing protocol): another machine or runtime never reads this one's numbers.
+JSON only, never pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -45,7 +51,8 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,33 +128,84 @@ class KernelTable:
         self._read()
 
     # ------------------------------------------------------------ file
-    def _load_file(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
+    def _parse(self) -> dict[str, Any]:
+        """The file's document ({} when there is none).
+
+        Raises:
+            _Corrupt: it is not a whole table (truncated, not JSON, fields of the wrong kind).
+            HwccError: it cannot be read, or is the table of another device or format.
+        """
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as e:
-            raise HwccError(f"lookup table {self.path} is unreadable: {e}",
-                            "delete it; `hwcc profile --target cpu` rebuilds it") from None
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise HwccError(f"lookup table {self.path} cannot be read: {e.strerror}",
+                            "check its permissions, or point XDG_CACHE_HOME at a folder of your own") from None
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise _Corrupt(f"not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise _Corrupt("not a JSON object")
         if data.get("format") != FORMAT or data.get("fingerprint") != self.fingerprint:
             raise HwccError(f"lookup table {self.path} belongs to another device or format",
                             "delete it; `hwcc profile --target cpu` rebuilds it")
+        entries, extra = data.get("entries", {}), data.get("extra", {})
+        if not isinstance(extra, dict) or not isinstance(entries, dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("hot_s"), (int, float))
+                and isinstance(e.get("cold_s"), (int, float)) for e in entries.values()):
+            raise _Corrupt("its entries or extras are not what a table holds")
         return data
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the exclusive lock of ``<file>.lock``; the kernel drops it if the process dies."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def _read_locked(self) -> dict[str, Any]:
+        """The file's document, a corrupt one set aside (with a warning) and read as empty.
+        Called holding the lock, so no other process sets it aside or replaces it meanwhile."""
+        try:
+            return self._parse()
+        except _Corrupt as e:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.path, aside)
+            warnings.warn(f"lookup table {self.path} is corrupt ({e}); set aside as {aside.name}, "
+                          "the table is rebuilt by measuring again", stacklevel=2)
+            return {}
+
     def _read(self) -> None:
-        data = self._load_file()
-        if data:
-            self.entries.update(data.get("entries", {}))
-            self.extra.update(data.get("extra", {}))
+        try:
+            data = self._parse()
+        except _Corrupt:
+            with self._locked():
+                data = self._read_locked()
+        self.entries.update(data.get("entries", {}))
+        self.extra.update(data.get("extra", {}))
 
     def save(self) -> None:
-        """Merge with the file on disk and write it atomically."""
-        on_disk = self._load_file() or {}
-        merged = {**on_disk.get("entries", {}), **self.entries}
-        extra = {**on_disk.get("extra", {}), **self.extra}
-        self.entries, self.extra = merged, extra
-        doc = {"format": FORMAT, "fingerprint": self.fingerprint, "extra": extra, "entries": merged}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Merge with the file on disk and write it atomically, holding the table's lock: of
+        several processes saving at once, each merges what the others saved before it.
+
+        Raises:
+            HwccError: the file cannot be written (a full or read-only disk).
+        """
+        try:
+            with self._locked():
+                on_disk = self._read_locked()
+                self.entries = {**on_disk.get("entries", {}), **self.entries}
+                self.extra = {**on_disk.get("extra", {}), **self.extra}
+                self._write({"format": FORMAT, "fingerprint": self.fingerprint, "extra": self.extra,
+                             "entries": self.entries})
+        except OSError as e:
+            raise HwccError(f"cannot save lookup table {self.path}: {e.strerror}",
+                            "free space on that disk, or point XDG_CACHE_HOME at a writable folder") from None
+
+    def _write(self, doc: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
@@ -254,6 +312,10 @@ class KernelTable:
             scale = typical / e["speed_s"] if typical and e.get("speed_s") else 1.0
             hot, cold = hot + w * e["hot_s"] * scale, cold + w * e["cold_s"] * scale
         return hot, cold
+
+
+class _Corrupt(Exception):
+    """A table file that is not a whole table: it is set aside and rebuilt."""
 
 
 # The speed probe: a fixed, compute-bound kernel (a plain 3x3 conv, 32 -> 32 channels at
