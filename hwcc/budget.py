@@ -15,6 +15,10 @@ relative to the input   ``50%`` (the target's primary metric),
 Sizes use SI prefixes (``1 MB = 10**6 bytes``, as the Deep Compression paper counts);
 ``KiB``/``MiB``/``GiB`` are binary. A relative budget becomes absolute once the input
 model has been priced: :meth:`Budget.resolve`.
+
+A budget is one word, or a number and its unit with one space between. Zero, negative,
+infinite and vanishing budgets (below 1 ps, 1 pJ, 1 B or 0.01 %) are refused when parsed,
+as are control characters and any whitespace but a space.
 """
 
 from __future__ import annotations
@@ -50,14 +54,26 @@ _UNITS: dict[str, tuple[str, float]] = {
     "GiB": ("size_bytes", 1024.0**3),
 }
 _RELATIVE_METRIC = {"": None, "latency": "latency_s", "energy": "energy_j", "size": "size_bytes"}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_ABSOLUTE = re.compile(rf"^({_NUMBER})\s*([A-Za-zµ]+)$")
-_RELATIVE = re.compile(rf"^({_NUMBER})\s*%\s*([a-z]*)$")
+# ASCII digits only: float() would also read other scripts' digits, which nobody types on purpose.
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_ABSOLUTE = re.compile(rf"({_NUMBER}) ?([A-Za-zµ]+)")
+_RELATIVE = re.compile(rf"({_NUMBER}) ?% ?([a-z]*)")
+_BARE_NUMBER = re.compile(_NUMBER)
+_RELATIVE_UNIT = re.compile(r"%([a-z]*)")
+MAX_LENGTH = 40
+# The smallest budgets accepted. Below them a budget is a typo, not a target: no model
+# runs in under a picosecond or a picojoule, none is smaller than a byte, and a model
+# priced at a ten-thousandth of its input's cost is nothing a search can reach.
+FLOORS = {"latency_s": (1e-12, "latency budget is 0.001ns (1 ps)"),
+          "energy_j": (1e-12, "energy budget is 1pJ"),
+          "size_bytes": (1.0, "size budget is 1B")}
+MIN_PERCENT = 0.01
 
 ACCEPTED_FORMS = (
     "latency 5ms, 250us, 1.2s; energy 2mJ, 30uJ, 0.5J; size 1.5MB, 800KB, 2MiB; "
     "relative to the input model 50% (the target's primary metric), 50%latency, 40%energy, 25%size"
 )
+_HINT = f"accepted forms: {ACCEPTED_FORMS}"
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,11 @@ class Budget:
         metric = self.metric or primary_metric
         if metric not in original:
             raise BudgetError(f"budget {self.text!r} needs the input model's {metric}, which the target does not price")
-        return Budget(self.text, metric, original[metric] * self.fraction, self.fraction)
+        limit = original[metric] * self.fraction
+        if not (math.isfinite(limit) and limit > 0):
+            raise BudgetError(f"budget {self.text!r} leaves no {metric}: the input model's is {original[metric]!r}",
+                              "give an absolute budget instead, e.g. 5ms, 2mJ or 1.5MB")
+        return Budget(self.text, metric, limit, self.fraction)
 
     def is_met(self, metrics: Mapping[str, float]) -> bool:
         if self.limit is None or self.metric is None:
@@ -102,34 +122,77 @@ class Budget:
 
     def describe(self) -> str:
         if self.limit is None:
-            return f"{self.fraction:.0%} of the input model's {self.metric or 'primary metric'}"
+            return f"{self.fraction * 100:g}% of the input model's {self.metric or 'primary metric'}"
         return f"{format_metric(self.metric, self.limit)} ({self.text})"
 
 
 def parse_budget(text: str) -> Budget:
     """Parse a budget string.
 
+    A budget is a positive amount with its unit, or a percentage below 100 %; one ASCII
+    space may sit between the number and the unit. Control characters, other whitespace,
+    infinities and amounts below :data:`FLOORS` (or :data:`MIN_PERCENT`) are refused: they
+    are typos that would otherwise surface later as a budget nothing can meet, or a
+    division by zero.
+
     Raises:
         BudgetError: the string is not one of the accepted forms; the message lists them.
     """
-    s = text.strip()
-    m = _RELATIVE.match(s)
+    if not isinstance(text, str):
+        raise BudgetError(f"a budget is a string such as '5ms', got {type(text).__name__}", _HINT)
+    shown = _shown(text)
+    if len(text) > MAX_LENGTH:
+        raise BudgetError(f"budget {shown} is too long to be one ({len(text)} characters)", _HINT)
+    if not text.isprintable():
+        raise BudgetError(f"budget {shown} holds a control character or a whitespace other than a space", _HINT)
+    s = text.strip(" ")
+    m = _RELATIVE.fullmatch(s)
     if m:
-        value, word = float(m.group(1)), m.group(3)
-        if word not in _RELATIVE_METRIC:
-            raise BudgetError(f"unknown metric {word!r} in budget {text!r}", f"accepted forms: {ACCEPTED_FORMS}")
-        if not 0 < value < 100:
-            raise BudgetError(f"relative budget {text!r} must be between 0% and 100% (exclusive)",
-                              "a budget asks for a smaller model, e.g. 50%")
-        return Budget(text, _RELATIVE_METRIC[word], None, value / 100)
-    m = _ABSOLUTE.match(s)
-    if m and m.group(3) in _UNITS:
-        metric, scale = _UNITS[m.group(3)]
-        value = float(m.group(1)) * scale
-        if not math.isfinite(value) or value <= 0:
-            raise BudgetError(f"budget {text!r} must be a positive amount", f"accepted forms: {ACCEPTED_FORMS}")
-        return Budget(text, metric, value)
-    raise BudgetError(f"cannot read budget {text!r}", f"accepted forms: {ACCEPTED_FORMS}")
+        return _relative(text, float(m.group(1)), m.group(2))
+    m = _ABSOLUTE.fullmatch(s)
+    if m:
+        return _absolute(text, float(m.group(1)), m.group(2))
+    if s.startswith(("-", "+")):
+        raise BudgetError(f"budget {shown} must be a positive amount without a sign", _HINT)
+    if _BARE_NUMBER.fullmatch(s):
+        raise BudgetError(f"cannot read budget {shown}: it has no unit", _HINT)
+    raise BudgetError(f"cannot read budget {shown}", _HINT)
+
+
+def _relative(text: str, percent: float, word: str) -> Budget:
+    if word not in _RELATIVE_METRIC:
+        raise BudgetError(f"unknown metric {word!r} in budget {_shown(text)}", _HINT)
+    hint = f"a relative budget asks for a smaller model, from {MIN_PERCENT}% to below 100%, e.g. 50% or 40%energy"
+    if not 0 < percent < 100:
+        raise BudgetError(f"relative budget {_shown(text)} must be between 0% and 100% (exclusive)", hint)
+    if percent < MIN_PERCENT:
+        raise BudgetError(f"relative budget {_shown(text)} is too small: the smallest is {MIN_PERCENT}%", hint)
+    return Budget(text, _RELATIVE_METRIC[word], None, percent / 100)
+
+
+def _absolute(text: str, number: float, unit: str) -> Budget:
+    if unit not in _UNITS:
+        raise BudgetError(f"cannot read budget {_shown(text)}: unknown unit {unit!r}", _HINT)
+    metric, scale = _UNITS[unit]
+    value = number * scale
+    if not math.isfinite(value) or value <= 0:
+        raise BudgetError(f"budget {_shown(text)} must be a positive, finite amount", _HINT)
+    floor, smallest = FLOORS[metric]
+    if value < floor * (1 - 1e-9):  # 0.001ns is 1 ps, whatever the last bit of the product says
+        raise BudgetError(f"budget {_shown(text)} is too small: the smallest {smallest}", _HINT)
+    return Budget(text, metric, value)
+
+
+def _shown(text: str) -> str:
+    """The budget quoted for a one-line message: escapes visible, long ones cut short."""
+    return repr(text if len(text) <= MAX_LENGTH else text[:MAX_LENGTH] + "...")
+
+
+def is_split_budget(number: str, word: str) -> bool:
+    """Whether ``number word`` is a budget the shell cut in two (``--budget 5 ms`` unquoted)."""
+    m = _RELATIVE_UNIT.fullmatch(word)
+    unit = word in _UNITS or bool(m and m.group(1) in _RELATIVE_METRIC)
+    return unit and bool(_BARE_NUMBER.fullmatch(number))
 
 
 def format_metric(metric: str | None, value: float) -> str:
