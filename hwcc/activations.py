@@ -18,6 +18,9 @@ and the data has ``n = k·b`` samples, the model is run ``k`` times on ``b`` sam
 from __future__ import annotations
 
 import os
+import tokenize
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,7 +31,8 @@ from hwcc.ir import Graph
 from hwcc.verify import run_onnx
 from hwcc.workload import analyze, constant_tensors
 
-__all__ = ["COMPUTE_KINDS", "read_npz", "load_feeds", "split_batches", "compute_inputs", "capture_activations", "measure_density"]
+__all__ = ["COMPUTE_KINDS", "read_npz", "check_data_array", "load_feeds", "split_batches", "compute_inputs",
+           "capture_activations", "measure_density"]
 
 COMPUTE_KINDS = ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "gemm", "matmul",
                  "lstm", "gru", "rnn")
@@ -36,20 +40,90 @@ Feeds = Mapping[str, np.ndarray] | str | os.PathLike
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, by name.
+    """Every array of a data ``.npz`` file, by name, each checked to hold samples.
+
+    A data file holds samples on axis 0 of every array (one per model input, and
+    optionally ``labels``), so each array must be numeric (bool, integer or float), at
+    least 1-D, and all must hold the same number of samples. Checking here turns a bad
+    file into one message naming the file and the array, instead of a failure deep in
+    onnxruntime or the fine-tuner.
 
     Raises:
-        HwccError: the file is missing or not a readable ``.npz``.
+        HwccError: the path is missing, a folder or a ``zoo:`` name; the file is not a
+            readable ``.npz`` (truncated, a failed CRC, a corrupt member, a lone ``.npy``,
+            pickled objects); or an array breaks the rules above.
     """
+    if os.fspath(path).startswith("zoo:"):
+        from hwcc.models import data_set
+
+        data_set(os.fspath(path))  # an unknown name lists the bundled ones
+        raise HwccError(f"{os.fspath(path)} is bundled data, not an .npz file",
+                        "the command line reads it (--data zoo:NAME); in Python, use hwcc.models.load_data")
     path = Path(path)
+    if path.is_dir():
+        raise HwccError(f"{path} is a folder, not an .npz data file", "give the .npz file itself")
     if not path.is_file():
-        raise HwccError(f"data file not found: {path}")
+        raise HwccError(f"data file not found: {path}", _NPZ_HINT)
+    arrays = _npz_arrays(path)
+    for name, a in arrays.items():
+        check_data_array(path, name, a)
+    counts = {name: len(a) for name, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise HwccError(f"{path}: the arrays hold different numbers of samples ({listed})",
+                        "every array holds one entry per sample on axis 0")
+    return arrays
+
+
+_NPZ_HINT = "save the data with numpy.savez(path, input_name=array, ..., labels=labels)"
+# How reading a damaged or hostile zip, or one of its members, fails: a bad CRC or header, a cut
+# stream, pickled objects, an encrypted member, a compression numpy cannot read, an
+# unparsable array header, a header that declares more data than memory holds.
+_BROKEN = (ValueError, OSError, EOFError, KeyError, MemoryError, RuntimeError, NotImplementedError,
+          SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error)
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``path``; any way a file can be broken becomes one clean message."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise HwccError(f"{path} is not a readable .npz file: {e}",
-                        "save the data with numpy.savez(path, input_name=array, ...)") from None
+        z = np.load(path, allow_pickle=False)
+    except _BROKEN as e:
+        raise HwccError(f"{path} is not a readable .npz file ({_reason(e)})", _NPZ_HINT) from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HwccError(f"{path} holds a single array (.npy format), not named arrays", _NPZ_HINT)
+    with z:
+        arrays = {}
+        for name in z.files:
+            try:
+                arrays[name] = z[name]
+            except _BROKEN as e:
+                raise HwccError(f"{path}: array {name!r} cannot be read ({_reason(e)})",
+                                "the file is damaged or holds Python objects; " + _NPZ_HINT) from None
+            if not isinstance(arrays[name], np.ndarray):
+                raise HwccError(f"{path}: member {name!r} is not a numpy array", _NPZ_HINT)
+    if not arrays:
+        raise HwccError(f"{path} holds no arrays", _NPZ_HINT)
+    return arrays
+
+
+def check_data_array(source: str | os.PathLike, name: str, a: np.ndarray) -> None:
+    """Refuse a data array that cannot hold samples: not numbers, or a single value.
+
+    Raises:
+        HwccError: naming ``source`` and the array.
+    """
+    if a.dtype.kind not in "biuf":
+        raise HwccError(f"{source}: array {name!r} holds {a.dtype} values, not numbers",
+                        "data arrays hold numbers (bool, integer or float)")
+    if a.ndim == 0:
+        raise HwccError(f"{source}: array {name!r} is a single value, not samples",
+                        "put the samples on axis 0, e.g. shape [N, ...]")
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's text, short and printable: broken files put raw bytes in messages."""
+    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in str(e)) or type(e).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:

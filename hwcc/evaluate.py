@@ -27,14 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwcc.activations import load_feeds, read_npz, split_batches
+from hwcc.activations import check_data_array, load_feeds, read_npz, split_batches
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.verify import Session
 
-__all__ = ["Dataset", "Evaluator", "load_dataset", "random_dataset", "split_dataset", "resolve_data"]
-
-ZOO_DATA = "zoo:digits"
+__all__ = ["Dataset", "Evaluator", "load_dataset", "random_dataset", "split_dataset", "resolve_data",
+           "zoo_dataset"]
 
 
 @dataclass
@@ -79,12 +78,16 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
     samples, so each array is ``[N, ...]`` with the model's per-sample shape.
 
     Raises:
-        HwccError: a missing file, a missing input array, arrays of different lengths,
-            per-sample shapes that do not match the model, or labels that are not integers.
+        HwccError: a missing or unreadable file, a missing input array, an array that is
+            not numbers or is a single value, arrays of different lengths, per-sample
+            shapes that do not match the model, or labels that are not integers or name a
+            class the model's output does not have.
     """
     source = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
     raw = read_npz(data) if isinstance(data, (str, os.PathLike)) else data
     feeds = load_feeds(graph, raw)
+    for name, a in feeds.items():
+        check_data_array(source, name, a)
     labels = raw.get("labels")
     lengths = {k: len(a) for k, a in feeds.items()}
     if labels is not None:
@@ -92,6 +95,7 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise HwccError(f"{source}: 'labels' must be a 1-D integer array (one class per sample), "
                             f"got {labels.dtype} of shape {labels.shape}")
+        _check_classes(source, labels, graph)
         lengths["labels"] = len(labels)
     if len(set(lengths.values())) != 1:
         raise HwccError(f"{source}: arrays hold different numbers of samples: {lengths}",
@@ -105,6 +109,23 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
     if min(lengths.values(), default=0) == 0:
         raise HwccError(f"{source}: the data holds no samples")
     return Dataset(feeds, labels, source)
+
+
+def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
+    """Refuse labels the model cannot predict: accuracy compares them with the argmax of
+    the first output (flattened per sample), and the fine-tuner indexes that output with them.
+    """
+    if not len(labels):
+        return
+    low, high = labels.min(), labels.max()
+    shape = graph.tensors[graph.outputs[0]].shape or ()
+    known = len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:])
+    classes = int(np.prod(shape[1:])) if known else None
+    if low < 0 or (classes is not None and high >= classes):
+        bad = low if low < 0 else high
+        which = f"0 to {classes - 1}" if classes is not None else "0 or more"
+        raise HwccError(f"{source}: label {bad} is out of range: the model's output {graph.outputs[0]!r} "
+                        f"has classes {which}", "labels are class indices, one per sample")
 
 
 def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
@@ -144,25 +165,35 @@ def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Da
     return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(held_idx, f"{data.source} (held-out part)")
 
 
+def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
+    """One split of a bundled data set (``zoo:digits``) for ``graph``'s one input.
+
+    Raises:
+        HwccError: an unknown name (the message lists the bundled ones), a model with
+            several inputs, or samples the model does not take.
+    """
+    from hwcc.models import load_data
+
+    x, y = load_data(name, split)
+    if len(graph.real_inputs()) != 1:
+        raise HwccError(f"{name} feeds one input, the model has several")
+    data = load_dataset(graph, {graph.real_inputs()[0]: x, "labels": y})
+    data.source = f"{name} ({split} split)"
+    return data
+
+
+def _is_zoo(data) -> bool:
+    return isinstance(data, str) and data.startswith("zoo:")
+
+
 def resolve_data(graph: Graph, data, holdout_data, seed: int, *, holdout: float = 0.2,
                  random_samples: int = 512) -> tuple[Dataset, Dataset, str | None]:
     """The fine-tune and held-out sets a compile run uses, and a warning if any.
 
-    ``data`` is a path, a mapping, ``zoo:digits`` (the bundled digits: its train split to
-    fine-tune, its test split held out) or None (random inputs, with a warning).
+    ``data`` is a path, a mapping, bundled data such as ``zoo:digits`` (its train split
+    to fine-tune, its test split held out) or None (random inputs, with a warning).
+    ``holdout_data``, when given, is the held-out set instead (bundled data: its test split).
     """
-    if isinstance(data, str) and data == ZOO_DATA:
-        from hwcc.models.digits import load_split
-
-        if len(graph.real_inputs()) != 1:
-            raise HwccError("zoo:digits feeds one input, the model has several")
-        name = graph.real_inputs()[0]
-        parts = []
-        for split in ("train", "test"):
-            x, y = load_split(split)
-            parts.append(load_dataset(graph, {name: x, "labels": y}))
-            parts[-1].source = f"{ZOO_DATA} ({split} split)"
-        return parts[0], parts[1], None
     if data is None:
         if holdout_data is not None:
             raise HwccError("--holdout needs --data (the fine-tune set)")
@@ -171,10 +202,13 @@ def resolve_data(graph: Graph, data, holdout_data, seed: int, *, holdout: float 
         return tune, held, ("no --data given: fine-tuning distils the original model on random inputs, and "
                             "'accuracy' is only agreement with the original model on noise, not accuracy on "
                             "real inputs; give --data D.npz for a meaningful number")
-    full = load_dataset(graph, data)
     if holdout_data is not None:
-        return full, load_dataset(graph, holdout_data), None
-    tune, held = split_dataset(full, holdout, seed)
+        held = zoo_dataset(graph, holdout_data, "test") if _is_zoo(holdout_data) else load_dataset(graph, holdout_data)
+        full = zoo_dataset(graph, data, "train") if _is_zoo(data) else load_dataset(graph, data)
+        return full, held, None
+    if _is_zoo(data):
+        return zoo_dataset(graph, data, "train"), zoo_dataset(graph, data, "test"), None
+    tune, held = split_dataset(load_dataset(graph, data), holdout, seed)
     return tune, held, None
 
 

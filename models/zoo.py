@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -204,8 +205,46 @@ def export(name: str, out_path: str | os.PathLike) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        HwccError: an unknown name, or ``out_path`` is a folder.
     """
+    if Path(out_path).is_dir():
+        raise HwccError(f"output {os.fspath(out_path)} is a folder", "name the .onnx file to write")
     return onnx_export.copy_atomic(model_path(name), out_path)
+
+
+DATA_SETS = {"digits": "the UCI 8x8 handwritten digits, 10 classes: train split to fine-tune, test split held out"}
+
+
+def data_set(name: str) -> str:
+    """The bare name of the bundled data set ``name`` (``zoo:`` prefix accepted).
+
+    Raises:
+        HwccError: no bundled data set has that name; the message lists those that do.
+    """
+    bare = name.removeprefix("zoo:")
+    if bare not in DATA_SETS:
+        listed = "; ".join(f"zoo:{k} ({v})" for k, v in DATA_SETS.items())
+        raise HwccError(f"no bundled data set named {name!r}", f"bundled data sets: {listed}")
+    return bare
+
+
+def load_data(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split of a bundled data set as model inputs and labels.
+
+    Args:
+        name: ``digits`` or ``zoo:digits`` (see :data:`DATA_SETS`).
+        split: ``"train"`` or ``"test"``.
+
+    Returns:
+        ``(x, labels)``, samples on axis 0.
+
+    Raises:
+        HwccError: an unknown data set or split.
+    """
+    data_set(name)
+    return digits.load_split(split)
 
 
 def _human(count: int) -> str:
