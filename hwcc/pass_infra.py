@@ -517,6 +517,11 @@ class ApplyReport:
     def modified(self) -> bool:
         return self.result.modified
 
+    @property
+    def verification_failed(self) -> bool:
+        """The outputs were compared and disagree: the result must not be written."""
+        return self.verification is not None and not self.verification.passed
+
     def summary(self) -> str:
         """A few lines for a person: what changed or why nothing did, and the check."""
         knobs = ", ".join(f"{k}={_show(v)}" for k, v in self.settings.items())
@@ -548,6 +553,11 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
+# ``hwcc apply --verify`` exits with this when the outputs disagree: the check failed,
+# the input was fine (2 is bad input), like an unmet budget in ``hwcc compile``.
+VERIFY_FAILED_EXIT = 3
+
+
 def apply_by_hand(
     graph: Graph,
     pass_name: str,
@@ -577,14 +587,20 @@ def apply_by_hand(
 
     Raises:
         HwccError: unknown pass or knob, a bad knob value, or a failed pass; a
-            :class:`PassError` when an exact pass fails verification.
+            :class:`PassError` with ``exit_code`` :data:`VERIFY_FAILED_EXIT` when an exact
+            pass fails verification (a lossy one's failure is in the report).
     """
     p = get_pass(pass_name)
     ctx = PassContext(knobs={p.name: p.parse_settings(settings)}, seed=seed, verify=verify,
                       rtol=rtol, atol=atol, data=data)
     options = p.options(ctx)
     ops_before, bytes_before = _census(graph)
-    result = p(graph.copy() if p.in_place else graph, ctx)
+    try:
+        result = p(graph.copy() if p.in_place else graph, ctx)
+    except PassError as e:
+        if isinstance(e.__cause__, _VerificationFailed):
+            e.exit_code = VERIFY_FAILED_EXIT
+        raise
     ops_after, bytes_after = _census(result.graph)
     return ApplyReport(p.name, options, result, ops_before, ops_after, bytes_before, bytes_after,
                        result.details.get("verification"))
