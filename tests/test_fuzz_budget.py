@@ -19,8 +19,9 @@ import pytest
 from hwcc.budget import Budget, parse_budget
 from hwcc.errors import BudgetError
 
-VALID = ["5ms", "250us", "1.2s", "800ns", "2mJ", "30uJ", "0.5J", "40nJ", "1pJ", "1.5MB", "800KB", "2MiB", "512B",
-         "1GiB", "50%", "50%latency", "40%energy", "25%size", "0.01%", "99.99%", "1e-3ns", ".5ms", "5.ms", "40 ns"]
+VALID = ["5ms", "250us", "1.2s", "800ns", "2mJ", "30uJ", "0.5J", "40nJ", "1pJ", "1.5MB", "800KB", "2MiB",
+         "512B", "1GiB", "50%", "50%latency", "40%energy", "25%size", "0.01%", "99.99%", "1e-3ns", ".5ms", "5.ms",
+         "40 ns"]
 UNITS = ["s", "ms", "us", "µs", "μs", "ns", "ps", "J", "mJ", "uJ", "nJ", "pJ", "B", "KB", "kB", "MB", "GB", "KiB",
          "MiB", "GiB", "TB", "%", "%latency", "%energy", "%size", "%speed", "parsecs", "", "m s", "M", "b"]
 NUMBERS = ["0", "0.0", "-0", "1e308", "1e309", "1e-308", "4.9e-324", "1e-320", "1e999", "inf", "nan", "-1", "+5",
