@@ -207,8 +207,11 @@ def format_metric(metric: str | None, value: float) -> str:
 
 
 def _scaled(value: float, units: list[tuple[float, str]]) -> str:
+    """``value`` to 3 significant digits in the largest unit it reaches once rounded:
+    999.7 ns is ``1 us``, not ``1e+03 ns``."""
+    rounded = float(f"{value:.3g}")
     for scale, unit in units:
-        if abs(value) >= scale:
+        if abs(rounded) >= scale:
             return f"{value / scale:.3g} {unit}"
     scale, unit = units[-1]
     return f"{value / scale:.3g} {unit}"

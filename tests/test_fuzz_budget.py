@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from hwcc.budget import Budget, parse_budget
+from hwcc.budget import Budget, format_metric, parse_budget
 from hwcc.errors import BudgetError
 
 VALID = ["5ms", "250us", "1.2s", "800ns", "2mJ", "30uJ", "0.5J", "40nJ", "1pJ", "1.5MB", "800KB", "2MiB",
@@ -131,3 +131,14 @@ def test_refused(text):
 def test_the_smallest_and_largest_accepted(text):
     budget = parse_budget(text)
     _check_accepted(text, budget)
+
+
+@pytest.mark.parametrize("metric, value, shown", [
+    ("latency_s", 0.0052, "5.2 ms"), ("latency_s", 2.5e-4, "250 us"), ("latency_s", 8e-7, "800 ns"),
+    ("latency_s", 12.3, "12.3 s"), ("latency_s", 0.0009996, "1 ms"), ("latency_s", 999.7e-9, "1 us"),
+    ("latency_s", 1e-12, "0.001 ns"), ("energy_j", 3e-5, "30 uJ"), ("energy_j", 0.99999, "1 J"),
+    ("size_bytes", 999_999, "1 MB"), ("size_bytes", 512, "512 B"),
+])
+def test_budget_and_proposal_messages_scale_their_units(metric, value, shown):
+    """What the search's messages print: the unit a value reaches once rounded, never 1e+03 us."""
+    assert format_metric(metric, value) == shown
