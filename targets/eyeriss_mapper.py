@@ -246,13 +246,31 @@ def evaluate(s: Shape, hw: Hardware, c: MappingABC[str, np.ndarray],
 
 
 def strip_rows(s: Shape, e: int) -> tuple[int, int]:
-    """Padded ifmap rows that the strips of ``e`` ofmap rows read in all, and the real ones."""
-    pad = real = 0
-    for start in range(0, s.E, e):
-        lo, hi = s.U * start, s.U * (min(start + e, s.E) - 1) + s.R
-        pad += hi - lo
-        real += max(0, min(hi, s.pad_top + s.H_real) - max(lo, s.pad_top))
-    return pad, real
+    """Padded ifmap rows that the strips of ``e`` ofmap rows read in all, and the real ones.
+
+    Strip ``i`` reads the rows ``[U*e*i, U*(its last ofmap row) + R)``, and its real rows
+    are those inside ``[pad_top, pad_top + H_real)``. The sums are taken in closed form, so
+    that a layer of a billion rows costs no more to map than a small one.
+    """
+    strips = _ceil(s.E, e)
+    if strips < 1:
+        return 0, 0
+    step, length = s.U * e, s.U * (e - 1) + s.R  # a full strip: start step*i, length rows
+    last_lo, last_hi = step * (strips - 1), s.U * (s.E - 1) + s.R
+    pad = (strips - 1) * length + last_hi - last_lo
+    # Real rows of [lo, hi) are clip(hi) - clip(lo), clipping to the real rows' range.
+    top, bottom = s.pad_top, s.pad_top + s.H_real
+    his = _clipped_sum(length, step, strips - 1, top, bottom) + min(max(last_hi, top), bottom)
+    return pad, his - _clipped_sum(0, step, strips, top, bottom)
+
+
+def _clipped_sum(first: int, step: int, count: int, lo: int, hi: int) -> int:
+    """``sum(min(max(first + step*i, lo), hi) for i in range(count))`` for ``step > 0``, in
+    O(1): the terms below ``lo`` and above ``hi`` are counted, those between summed."""
+    below = min(max(_ceil(lo - first, step), 0), count)  # terms < lo
+    above = min(max(_ceil(hi - first, step), below), count)  # first term >= hi
+    mid = above - below
+    return below * lo + mid * first + step * ((below + above - 1) * mid // 2) + (count - above) * hi
 
 
 def _banks(words, hw: Hardware):
@@ -262,6 +280,8 @@ def _banks(words, hw: Hardware):
 def check(s: Shape, mp: Mapping, hw: Hardware) -> str | None:
     """None if ``mp`` fits the scratchpads, the array and the GLB; else why not."""
     m, n, e, p, q, r, t = (getattr(mp, k) for k in "mnepqrt")
+    if min(s.N, s.C, s.M, s.E, s.F, s.R, s.S, s.U) < 1:
+        return f"the layer has an empty dimension (N={s.N}, C={s.C}, M={s.M}, E={s.E}, F={s.F}, R={s.R}, S={s.S})"
     if min(m, n, e, p, q, r, t) < 1 or n > s.N or e > s.E or p > s.M or q > s.C:
         return "parameters must be positive, with n <= N, e <= E, p <= M and q <= C"
     if t > _ceil(s.M, p) or r > _ceil(s.C, q):
@@ -304,12 +324,20 @@ def _plan(ev: dict[str, Any], i: int, mp: Mapping) -> Plan:
                 macs_dense=pick(ev["macs_dense"]), energy=pick(ev["energy"]))
 
 
-def _divisors(n: int) -> list[int]:
-    """Divisors of n; for n with many, the largest one below each power of two."""
-    ds = [d for d in range(1, n + 1) if n % d == 0]
+def _divisors(n: int, most: int) -> list[int]:
+    """Divisors of n up to ``most``; where there are many, the largest one below each power
+    of two. Trial division stops at ``most``, so a batch of 10**12 is as quick as a small one."""
+    ds = [d for d in range(1, min(n, most) + 1) if n % d == 0]
     if len(ds) <= 12:
         return ds
-    return sorted({max(d for d in ds if d <= 2**k) for k in range(n.bit_length())} | {n})
+    return sorted({max(d for d in ds if d <= 2**k) for k in range(ds[-1].bit_length())} | {ds[-1]})
+
+
+def _widths(total: int, most: int) -> list[int]:
+    """The narrowest piece width for each number of pieces ``total`` items can be cut
+    into, up to width ``most``: ``ceil(total/k)`` over all ``k``, found from the widths
+    (``w`` gives ``ceil(total/w)`` pieces), so ``total`` may be huge."""
+    return sorted({_ceil(total, _ceil(total, w)) for w in range(1, min(total, most) + 1)})
 
 
 def _grid(s: Shape, hw: Hardware) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -319,9 +347,7 @@ def _grid(s: Shape, hw: Hardware) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     out = []
     for q in range(1, min(s.C, hw.ifmap_spad // s.S) + 1):
         p = np.arange(1, min(hw.psum_spad, s.M, hw.filter_spad // (q * s.S)) + 1)
-        cq = _ceil(s.C, q)
-        rs = np.unique(np.ceil(cq / np.arange(1, cq + 1))).astype(int)
-        rs = rs[rs <= hw.rows * hw.cols]
+        rs = np.array(_widths(_ceil(s.C, q), hw.rows * hw.cols), dtype=int)
         if p.size and rs.size:
             out.append((np.repeat(p, rs.size), np.full(p.size * rs.size, q), np.tile(rs, p.size)))
     if not out:
@@ -336,21 +362,26 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
     Pruning: e is the narrowest width for each strip count; r the smallest for each
     channel-chunk count; t the most sets that fit (more filter sets never cost energy); m
     as large as the GLB allows (fewest ifmap re-reads), then evened out over the blocks it
-    needs; n divides N (for large N, a divisor near each power of two). Against exhaustive
+    needs; n divides N (for large N, a divisor near each power of two) and is at most the
+    words of the GLB's banks (a larger batch group never fits them). Against exhaustive
     enumeration on small layers this keeps the least-energy mapping; the least-EDP one can
     be missed by a fraction of a percent (a larger r with the same chunk count can even out
     the last chunk and save cycles).
     """
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (*"mnepqrt", "rows_pad", "rows_real")}
+    if check(s, Mapping(1, 1, 1, 1, 1, 1, 1), hw) is not None:
+        # The smallest mapping needs the least of every resource: if it does not fit, none
+        # does; and the sizes that make it fail (rows wider than the GLB) would overflow the
+        # int64 arithmetic below.
+        return {k: np.zeros(0, dtype=int) for k in cols}
     p_all, q_all, r_all = _grid(s, hw)
-    for e in sorted({_ceil(s.E, k) for k in range(1, s.E + 1)}):
+    batches = _divisors(s.N, hw.glb_banks * hw.bank_words)
+    for e in _widths(s.E, hw.cols * (hw.rows // s.R)):  # wider sets than this do not fit the array
         sets = max_sets(s.R, e, hw)
-        if sets < 1:
-            continue
         rows_pad, rows_real = strip_rows(s, e)
         fit = r_all <= sets
         p, q, r = p_all[fit], q_all[fit], r_all[fit]
-        for n in _divisors(s.N):
+        for n in batches:
             free = (hw.glb_banks - _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw)) * hw.bank_words
             t = np.minimum.reduce([sets // r, _ceil(s.M, p), hw.glb_filter_words // (p * q * r * s.R * s.S),
                                    free // (n * p * e * s.F)])
