@@ -13,30 +13,42 @@ What it takes care of:
    with a message that names the input and the flag to use.
 3. External data is read only from inside the model's own folder: a location that is
    absolute, or leads out of the folder (``..``, a symbolic link), is refused.
+   Only regular files are read: a named pipe or a device would block or never end.
+   Some exporters (paddle2onnx) write a dynamic dimension as ``dim_value: -1``; any
+   negative ``dim_value`` is read as a dynamic dimension.
 4. Node annotations that transforms leave in ``node.meta`` (``winograd``, ``low_rank``,
    ...) are kept in the model's metadata (``hwcc.node_annotations``) and restored.
 5. What the IR does not interpret passes through unchanged: ops of unknown domains,
    subgraph attributes (If/Loop/Scan bodies), functions, non-tensor types (sequences,
    optionals, maps), training info, metadata. Initializers that no transform touched
    are written back from their original protos, bit for bit.
+6. A malformed file is refused with a :class:`ModelLoadError` that says what is wrong
+   and where, never with an exception from onnx, protobuf or numpy: the whole model is
+   audited (text fields are UTF-8, tensor dims are not negative, each tensor has one
+   producer, the nodes form no cycle, a sparse initializer's indices fit its dims) before
+   the IR is built, and errors of the third-party parsers are wrapped (:func:`_foreign`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import secrets
+import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import AttributeProto, TensorProto, helper, numpy_helper
+from google.protobuf.message import Message
+from onnx import AttributeProto, SparseTensorProto, TensorProto, helper, numpy_helper
 
 from hwcc import dtypes
-from hwcc.errors import ModelLoadError
+from hwcc.errors import HwccError, ModelLoadError
 from hwcc.ir import Dim, Graph
 
 __all__ = ["load", "save", "from_proto", "to_proto", "infer_shapes", "parse_input_shape"]
@@ -48,6 +60,14 @@ ANNOTATIONS_KEY = "hwcc.node_annotations"
 _NODE_META_FROM_ONNX = ("onnx_name", "doc_string", "metadata_props", "overload")
 _EXTERNAL_THRESHOLD = 1_800_000_000  # bytes of initializers above which save() goes external
 _SIMPLE_TENSOR_TYPES = set(dtypes._TO_NUMPY) - {dtypes.STRING}
+_MAX_MODEL_BYTES = 2**31 - 1  # protobuf cannot parse a larger message
+# A sparse initializer is expanded to a dense array; its dims are the file's word, not its
+# size, so a dense size above this is refused before numpy is asked for the memory.
+_MAX_DENSE_BYTES = 2**32
+_REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from your framework"
+_ANNOTATIONS_HINT = f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only hwcc's own notes"
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
 
 
 class RawAttribute:
@@ -92,8 +112,8 @@ def load(
         return from_proto(src, input_shapes=input_shapes, allow_dynamic=allow_dynamic)
     path = resolve_model_path(src)
     model = _read_model(path)
-    _load_external_data(model, path)
-    return from_proto(model, input_shapes=input_shapes, allow_dynamic=allow_dynamic, source=str(path))
+    _load_external_data(_audit(model, str(path)), path)
+    return _build(model, input_shapes or {}, allow_dynamic, str(path))
 
 
 def resolve_model_path(src: str | os.PathLike) -> Path:
@@ -114,10 +134,9 @@ def save(graph: Graph, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = to_proto(graph)
+    model = _proto_to_write(graph, path)
     big = sum(t.data.nbytes for t in graph.tensors.values() if t.data is not None) > _EXTERNAL_THRESHOLD
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
         if big:
             location = path.name + ".data"
@@ -139,6 +158,31 @@ def save(graph: Graph, path: str | os.PathLike) -> Path:
     return path
 
 
+def _proto_to_write(graph: Graph, path: Path) -> onnx.ModelProto:
+    """``to_proto(graph)``, refusing text that ONNX cannot store: names and doc strings are
+    UTF-8 in the file, and a Python string with lone surrogates has no UTF-8 form."""
+    try:
+        return to_proto(graph)
+    except UnicodeError as e:
+        raise HwccError(
+            f"cannot write {path}: the text {_short(e.object)!r} in the graph is not valid UTF-8 ({e.reason})",
+            "rename the node or tensor, or fix the doc string; attribute values that are not "
+            "text can be given as bytes",
+        ) from e
+
+
+def _new_temp_file(path: Path) -> str:
+    """A fresh, empty file beside ``path`` to write it atomically.
+
+    It is created with mode 0o666 so that the umask applies, as for any tool's output:
+    ``tempfile.mkstemp`` makes 0600 files, which would leave the saved model unreadable
+    to the user's group.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return str(tmp)
+
+
 def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
     """Parse ``NAME:1x3x224x224`` into ``("NAME", (1, 3, 224, 224))``."""
     name, sep, dims = spec.rpartition(":")
@@ -157,18 +201,35 @@ def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------- reading
-def _read_model(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}", "check the path, or use zoo:NAME (see 'hwcc zoo list')")
-    if path.is_dir():
-        raise ModelLoadError(f"{path} is a folder, not an ONNX file", "give the path of the .onnx file")
+@contextmanager
+def _foreign(what: str, hint: str = _REEXPORT) -> Iterator[None]:
+    """Report an error of onnx, protobuf or numpy parsing a malformed model as a
+    :class:`ModelLoadError` that says ``what`` failed, with the original type and message.
+
+    Only third-party calls on the model's contents go inside: they raise bare
+    ``Exception``, ``ValueError``, ``KeyError``, ``MemoryError``, onnx's C++ errors ...
+    for bad input, so no narrower class catches them all.
+    """
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, OSError) as e:
-        raise ModelLoadError(
-            f"{path} is not a readable ONNX model ({type(e).__name__}: {e})",
-            "the file may be truncated or of another format; re-export it from your framework",
-        ) from None
+        yield
+    except Exception as e:
+        raise ModelLoadError(f"{what} ({type(e).__name__}: {_short(str(e), 300)})", hint) from e
+
+
+def _short(text: str | bytes, limit: int = 80) -> str | bytes:
+    """``text`` cut to ``limit`` characters, so that a hostile name keeps a message readable."""
+    return text if len(text) <= limit else text[:limit] + (b"..." if isinstance(text, bytes) else "...")
+
+
+def _read_model(path: Path) -> onnx.ModelProto:
+    size = _model_file_size(path)
+    if size > _MAX_MODEL_BYTES:
+        raise ModelLoadError(f"{path} is {size} bytes, more than protobuf's 2 GB limit for an ONNX file",
+                             "keep the weights of a model this large in external data (a .data file beside it)")
+    data = _read_regular_file(path)
+    with _foreign(f"{path} is not a readable ONNX model",
+                  "the file may be truncated or of another format; re-export it from your framework"):
+        model = onnx.load_model_from_string(data)
     if not model.opset_import or model.ir_version <= 0 or not model.HasField("graph"):
         raise ModelLoadError(
             f"{path} is not an ONNX model (no graph, IR version or opset imports)",
@@ -177,29 +238,131 @@ def _read_model(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
-    base = Path(os.path.realpath(path.parent))
-    tensors = [t for t in onnx.external_data_helper._get_all_tensors(model)
-               if t.data_location == TensorProto.EXTERNAL]
-    for t in tensors:
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        target = Path(os.path.realpath(base / loc))
-        if os.path.isabs(loc) or os.path.commonpath([base, target]) != str(base):
-            raise ModelLoadError(
-                f"tensor {t.name!r} of {path} keeps its data at {loc!r}, outside the model's folder {base}",
-                "external data must sit in the model's own folder; move the data file there",
-            )
-        if not target.is_file():
-            raise ModelLoadError(
-                f"external data file {loc!r} for tensor {t.name!r} is missing from {base}",
-                "copy the .data file that came with the model next to it",
-            )
-    if tensors:
+def _model_file_size(path: Path) -> int:
+    """The size of the model file, refusing what is not a regular file before it is opened:
+    reading a named pipe blocks until a writer comes, a device may never end."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelLoadError(f"model file not found: {path}",
+                             "check the path, or use zoo:NAME (see 'hwcc zoo list')") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise ModelLoadError(f"cannot read the model file {_short(str(path))}: {e}", "check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelLoadError(f"{path} is a folder, not an ONNX file", "give the path of the .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelLoadError(f"{path} is not a regular file ({_file_kind(st.st_mode)})",
+                             "give the path of an .onnx file; copy a model from a pipe to a file first")
+    return st.st_size
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+             stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, opened without blocking and checked again once open, in case
+    the file was replaced by a pipe after :func:`_model_file_size` looked at it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise ModelLoadError(f"cannot open the model file {path}: {e.strerror}", "check its permissions") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ModelLoadError(f"{path} is not a regular file ({_file_kind(mode)})",
+                                 "give the path of an .onnx file")
         try:
-            onnx.external_data_helper.load_external_data_for_model(model, str(base))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot read external data of {path}: {e}") from None
+            return f.read()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read the model file {path}: {e.strerror}") from None
+
+
+def _audit(model: onnx.ModelProto, source: str) -> list[TensorProto]:
+    """Check every message of the model, and return the tensors that keep their data in
+    external files.
+
+    The walk covers subgraphs, functions, attribute tensors, sparse tensors and training
+    graphs, so no corner of the model escapes the checks: text fields are UTF-8
+    (:func:`_check_text`) and tensor dims are not negative.
+    """
+    external = []
+    stack: list[tuple[str, Message]] = [("", model)]
+    while stack:
+        where, msg = stack.pop()
+        if isinstance(msg, (TensorProto, SparseTensorProto)) and any(d < 0 for d in msg.dims):
+            raise ModelLoadError(f"{source}: the tensor at {where} has negative dims {list(msg.dims)}", _REEXPORT)
+        if isinstance(msg, TensorProto) and msg.data_location == TensorProto.EXTERNAL:
+            external.append(msg)
+        children = []
+        for fd, value in msg.ListFields():
+            if fd.message_type is None:
+                _check_text(fd, value, where, source)
+                continue
+            here = f"{where}.{fd.name}" if where else fd.name
+            if isinstance(value, Message):
+                children.append((here, value))
+            else:
+                children.extend((f"{here}[{i}]", v) for i, v in enumerate(value))
+        stack.extend(reversed(children))
+    return external
+
+
+def _check_text(fd: Any, value: Any, where: str, source: str) -> None:
+    """Refuse a string field that is not UTF-8: protobuf hands one to Python as ``bytes``,
+    which would end up as a node or tensor name and break far from here. Doc strings are
+    exempt: they are only comments, read with the bad bytes replaced (:func:`_text`)."""
+    if fd.type != fd.TYPE_STRING or fd.name == "doc_string":
+        return
+    for v in (value,) if isinstance(value, (str, bytes)) else value:
+        if isinstance(v, bytes):
+            raise ModelLoadError(f"{source}: {where + '.' if where else ''}{fd.name} is not valid UTF-8 text "
+                                 f"({_short(v)!r})", "ONNX names are UTF-8; re-export the model, or rename "
+                                 "it with the onnx Python package")
+
+
+def _text(value: str | bytes) -> str:
+    """A doc string as text: a malformed one (``bytes``) with its bad bytes replaced."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _load_external_data(tensors: list[TensorProto], path: Path) -> None:
+    """Read the data of ``tensors`` (from :func:`_audit`) into them, from files in the
+    folder of the model at ``path``."""
+    base = Path(os.path.realpath(path.parent))
+    for t in tensors:
+        _check_external_location(t, base, path)
+    for t in tensors:
+        with _foreign(f"cannot read external data of tensor {t.name!r} of {path}",
+                      "the .data file may be truncated or belong to another version of the model"):
+            onnx.external_data_helper.load_external_data_for_tensor(t, str(base))
+
+
+def _check_external_location(t: TensorProto, base: Path, path: Path) -> None:
+    """Refuse a data location that leaves the model's folder or names no regular file."""
+    loc = {e.key: e.value for e in t.external_data}.get("location", "")
+    if "\0" in loc:
+        raise ModelLoadError(f"tensor {t.name!r} of {path} keeps its data at {_short(loc)!r}, "
+                             "a name with a NUL byte", _REEXPORT)
+    try:
+        target = Path(os.path.realpath(base / loc))
+        inside = not os.path.isabs(loc) and os.path.commonpath([base, target]) == str(base)
+        is_file = inside and target.is_file()
+    except OSError as e:
+        raise ModelLoadError(f"external data {_short(loc)!r} of tensor {t.name!r} in {path} cannot be "
+                             f"opened: {e.strerror}", _REEXPORT) from None
+    if not inside:
+        raise ModelLoadError(
+            f"tensor {t.name!r} of {path} keeps its data at {_short(loc)!r}, outside the model's folder {base}",
+            "external data must sit in the model's own folder; move the data file there",
+        )
+    if not is_file:
+        raise ModelLoadError(
+            f"external data file {_short(loc)!r} for tensor {t.name!r} is missing from {base}",
+            "copy the .data file that came with the model next to it",
+        )
 
 
 def from_proto(
@@ -209,7 +372,22 @@ def from_proto(
     allow_dynamic: bool = False,
     source: str = "<model>",
 ) -> Graph:
-    """Build the IR from a ``ModelProto`` (with its external data already loaded)."""
+    """Build the IR from a ``ModelProto`` (with its external data already loaded).
+
+    Raises:
+        ModelLoadError: the model is malformed (module docstring, point 6), keeps tensor
+            data in external files, or has a dynamic input dimension that is not fixed.
+    """
+    if _audit(model, source):
+        raise ModelLoadError(f"{source} keeps tensor data in external files, which a model given in memory "
+                             "cannot reach safely", "give hwcc the model's path, so that it reads the data "
+                             "from the model's own folder")
+    return _build(model, input_shapes or {}, allow_dynamic, source)
+
+
+def _build(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], allow_dynamic: bool,
+           source: str) -> Graph:
+    """The IR of an audited model (:func:`_audit`) whose external data is loaded."""
     mg = model.graph
     g = Graph(mg.name or "graph")
     g.opset_imports = {o.domain: o.version for o in model.opset_import}
@@ -220,28 +398,16 @@ def from_proto(
         producer_version=model.producer_version,
         domain=model.domain,
         model_version=model.model_version,
-        doc_string=model.doc_string,
+        doc_string=_text(model.doc_string),
         metadata_props=[(p.key, p.value) for p in model.metadata_props if p.key != ANNOTATIONS_KEY],
         functions=[_clone(f) for f in model.functions],
         training_info=[_clone(t) for t in model.training_info],
-        graph_doc_string=mg.doc_string,
+        graph_doc_string=_text(mg.doc_string),
         graph_metadata_props=[(p.key, p.value) for p in mg.metadata_props],
         quantization_annotation=[_clone(q) for q in mg.quantization_annotation],
         sparse_initializers=[_clone(s) for s in mg.sparse_initializer],
     )
-    for init in mg.initializer:
-        t = g.tensor(init.name)
-        t.data = _to_array(init, source)
-        t.elem_type = init.data_type
-        t.shape = tuple(int(d) for d in init.dims)
-        t.meta["onnx_proto"] = (t.data, _strip_external(init))
-    for sp in mg.sparse_initializer:
-        name = sp.values.name
-        t = g.tensor(name)
-        t.data = _sparse_to_dense(sp)
-        t.elem_type = sp.values.data_type
-        t.shape = tuple(int(d) for d in sp.dims)
-        t.meta["sparse"] = True
+    _read_initializers(g, mg, source)
     for vi in mg.input:
         _read_value_info(g, vi)
         g.inputs.append(vi.name)
@@ -251,45 +417,140 @@ def from_proto(
     for vi in mg.output:
         _read_value_info(g, vi)
         g.outputs.append(vi.name)
-    _fix_input_shapes(g, input_shapes or {}, allow_dynamic, source)
-
-    defined = set(g.inputs) | {n for n, t in g.tensors.items() if t.data is not None}
-    notes = _read_annotations(model, source)
-    prev = None  # keep the source order: it is already topological
-    for i, n in enumerate(mg.node):
-        attrs, types = {}, {}
-        implicit: set[str] = set()
-        for a in n.attribute:
-            attrs[a.name], types[a.name] = _read_attr(a)
-            if a.type == AttributeProto.GRAPH:
-                implicit |= _outer_refs(a.g)
-            elif a.type == AttributeProto.GRAPHS:
-                for sg in a.graphs:
-                    implicit |= _outer_refs(sg)
-        name = n.name
-        meta: dict[str, Any] = {}
-        if not name or g.has_node(name):
-            meta["onnx_name"] = name
-            name = g.unique_name(name or f"{n.op_type.lower()}_{i}")
-        if n.doc_string:
-            meta["doc_string"] = n.doc_string
-        if n.metadata_props:
-            meta["metadata_props"] = [(p.key, p.value) for p in n.metadata_props]
-        if n.overload:
-            meta["overload"] = n.overload
-        meta.update(notes.get(n.name or name, {}))
-        implicit_inputs = tuple(sorted(r for r in implicit if r in defined))
-        prev = g.add_node(n.op_type, list(n.input), list(n.output), attrs, name=name, domain=n.domain,
-                          meta=meta, attr_types=types, implicit_inputs=implicit_inputs, after=prev)
-        defined.update(o for o in n.output if o)
+    _fix_input_shapes(g, input_shapes, allow_dynamic, source)
+    _read_nodes(g, model, source)
     if not _is_topological(g):
         g.toposort()
     try:
         infer_shapes(g)
     except onnx.shape_inference.InferenceError as e:
-        raise ModelLoadError(f"shape inference failed on {source}: {e}",
+        raise ModelLoadError(f"shape inference failed on {source}: {_short(str(e), 300)}",
                              "check the model with onnx.checker, or fix the input shapes") from None
     return g
+
+
+def _read_initializers(g: Graph, mg: onnx.GraphProto, source: str) -> None:
+    for init in mg.initializer:
+        t = g.tensor(init.name)
+        t.data = _to_array(init, source)
+        t.elem_type = init.data_type
+        t.shape = tuple(int(d) for d in init.dims)
+        t.meta["onnx_proto"] = (t.data, _strip_external(init))
+    for sp in mg.sparse_initializer:
+        t = g.tensor(sp.values.name)
+        t.data = _sparse_to_dense(sp, source)
+        t.elem_type = sp.values.data_type
+        t.shape = tuple(int(d) for d in sp.dims)
+        t.meta["sparse"] = True
+
+
+def _read_nodes(g: Graph, model: onnx.ModelProto, source: str) -> None:
+    """Add the model's nodes to ``g``, after checking that they form a dataflow graph."""
+    nodes = model.graph.node
+    given = set(g.inputs) | {n for n, t in g.tensors.items() if t.data is not None}
+    refs = [_subgraph_refs(n) for n in nodes]
+    _check_dataflow(nodes, given, refs, source)
+    defined = given | {o for n in nodes for o in n.output if o}
+    notes = _read_annotations(model, source)
+    prev = None  # keep the source order: it is usually topological already
+    for i, n in enumerate(nodes):
+        where = f"node {_node_label(n, i)} of {source}"
+        attrs, types = {}, {}
+        for a in n.attribute:
+            attrs[a.name], types[a.name] = _read_attr(a, where)
+        name, meta = _node_name_and_meta(g, n, i)
+        meta.update(notes.get(n.name or name, {}))
+        prev = g.add_node(n.op_type, list(n.input), list(n.output), attrs, name=name, domain=n.domain,
+                          meta=meta, attr_types=types, implicit_inputs=tuple(sorted(refs[i] & defined)),
+                          after=prev)
+
+
+def _node_name_and_meta(g: Graph, n: onnx.NodeProto, i: int) -> tuple[str, dict[str, Any]]:
+    """The IR name of ``n`` (unique, generated if it has none) and what the IR keeps of
+    the ONNX node beside its dataflow: its original name, doc string, metadata, overload."""
+    name = n.name
+    meta: dict[str, Any] = {}
+    if not name or g.has_node(name):
+        meta["onnx_name"] = name
+        name = g.unique_name(name or f"{n.op_type.lower()}_{i}")
+    if n.doc_string:
+        meta["doc_string"] = _text(n.doc_string)
+    if n.metadata_props:
+        meta["metadata_props"] = [(p.key, p.value) for p in n.metadata_props]
+    if n.overload:
+        meta["overload"] = n.overload
+    return name, meta
+
+
+def _node_label(n: onnx.NodeProto, i: int) -> str:
+    return f"{_short(n.name)!r} ({_short(n.op_type)})" if n.name else f"#{i} ({_short(n.op_type)})"
+
+
+def _subgraph_refs(n: onnx.NodeProto) -> set[str]:
+    """Names the subgraphs of ``n`` (If, Loop, Scan bodies) read from the outer graph."""
+    refs: set[str] = set()
+    for a in n.attribute:
+        if a.type == AttributeProto.GRAPH:
+            refs |= _outer_refs(a.g)
+        elif a.type == AttributeProto.GRAPHS:
+            for sg in a.graphs:
+                refs |= _outer_refs(sg)
+    return refs
+
+
+def _check_dataflow(nodes: Sequence[onnx.NodeProto], given: set[str], refs: list[set[str]], source: str) -> None:
+    """Refuse nodes that do not form a dataflow graph: a tensor computed by two nodes, or
+    computed although it is an initializer or a graph input, or nodes in a cycle. The IR
+    holds these as invariants, so the model is checked before the IR is built."""
+    hint = "each tensor must be computed once, before it is read; re-export the model"
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if not o:
+                continue
+            if o in producer:
+                raise ModelLoadError(f"tensor {_short(o)!r} of {source} is computed by two nodes, "
+                                     f"{_node_label(nodes[producer[o]], producer[o])} and {_node_label(n, i)}", hint)
+            if o in given:
+                raise ModelLoadError(f"tensor {_short(o)!r} of {source} is computed by node {_node_label(n, i)} "
+                                     "but is also an initializer or a graph input", hint)
+            producer[o] = i
+    preds = [{producer[t] for t in (*n.input, *r) if t in producer} for n, r in zip(nodes, refs)]
+    cycle = _find_cycle(preds)
+    if cycle and len(cycle) == 2:
+        raise ModelLoadError(f"node {_node_label(nodes[cycle[0]], cycle[0])} of {source} reads its own output", hint)
+    if cycle:
+        path = " -> ".join(_node_label(nodes[i], i) for i in cycle)
+        raise ModelLoadError(f"the nodes of {source} form a cycle: {path}", hint)
+
+
+def _find_cycle(preds: list[set[int]]) -> list[int] | None:
+    """A cycle of the graph whose node ``i`` reads from the nodes ``preds[i]``, as the
+    nodes along it in dataflow order with the first repeated at the end; None if acyclic.
+
+    Kahn's algorithm takes away the nodes that do not depend on a cycle; every node left
+    reads from another one left, so walking back from any of them must come round.
+    """
+    users: list[list[int]] = [[] for _ in preds]
+    waiting = [len(p) for p in preds]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            users[p].append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    while ready:
+        for u in users[ready.pop()]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    left = [i for i, w in enumerate(waiting) if w > 0]
+    if not left:
+        return None
+    walk, seen, i = [], {}, left[0]
+    while i not in seen:
+        seen[i] = len(walk)
+        walk.append(i)
+        i = next(p for p in preds[i] if waiting[p] > 0)
+    return list(reversed(walk[seen[i]:] + [i]))
 
 
 def _is_topological(g: Graph) -> bool:
@@ -307,10 +568,33 @@ def _read_annotations(model: onnx.ModelProto, source: str) -> dict[str, dict[str
         if p.key == ANNOTATIONS_KEY:
             try:
                 notes = json.loads(p.value)
-            except json.JSONDecodeError:
-                raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata is not valid JSON") from None
-            return notes if isinstance(notes, dict) else {}
+            except (ValueError, RecursionError):  # not JSON, a number too long, nested too deep
+                raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata is not valid JSON",
+                                     _ANNOTATIONS_HINT) from None
+            _check_annotations(notes, source)
+            return notes
     return {}
+
+
+def _check_annotations(notes: Any, source: str) -> None:
+    """hwcc writes node name -> {key: value}; anything else did not come from hwcc, and
+    merged into ``node.meta`` it would break far from here."""
+    problem = _annotations_problem(notes)
+    if problem:
+        raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata must map node names to objects "
+                             f"of notes, but {problem}", _ANNOTATIONS_HINT)
+
+
+def _annotations_problem(notes: Any) -> str | None:
+    if not isinstance(notes, dict):
+        return f"it is {_JSON_KINDS[type(notes)]}"
+    for node, v in notes.items():
+        if not isinstance(v, dict):
+            return f"node {_short(node)!r} has {_JSON_KINDS[type(v)]}"
+        reserved = sorted(set(v) & set(_NODE_META_FROM_ONNX))
+        if reserved:
+            return f"node {_short(node)!r} sets {reserved[0]!r}, which comes from the ONNX node itself"
+    return None
 
 
 def _fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynamic: bool, source: str) -> None:
@@ -328,7 +612,7 @@ def _fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynam
             if t.shape is not None and len(t.shape) != len(new):
                 raise ModelLoadError(
                     f"input {name!r} has rank {len(t.shape)} but --input-shape gives {len(new)} dims",
-                    f"give {len(t.shape)} dims, e.g. {name}:{'x'.join(str(d) if isinstance(d, int) else '1' for d in t.shape)}",
+                    f"give {len(t.shape)} dims, e.g. {name}:{'x'.join(map(str, _suggested_shape(t.shape)))}",
                 )
             if t.shape is not None:
                 for have, want in zip(t.shape, new):
@@ -341,10 +625,21 @@ def _fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynam
         elif "type_proto" not in t.meta and not t.is_static and not allow_dynamic:
             raise ModelLoadError(
                 f"input {name!r} of {source} has dynamic shape {_fmt(t.shape)}",
-                f"fix it with --input-shape {name}:" + "x".join(
-                    str(d) if isinstance(d, int) else "1" for d in (t.shape or (1,))
-                ) + " (the 1s stand for the dims you choose)",
+                f"fix it with --input-shape {name}:{'x'.join(map(str, _suggested_shape(t.shape)))} "
+                "(the dims shown as ? are yours to choose: 1 for the batch, the rest a guess)",
             )
+
+
+def _suggested_shape(shape: Sequence[Dim] | None) -> tuple[int, ...]:
+    """A concrete shape to offer for a dynamic input: the known dims as they are, a batch
+    of 1, 224x224 for the two spatial dims of a 4-D input that leaves both open (an image),
+    1 for any other open dim."""
+    if shape is None:
+        return (1,)
+    dims = [d if isinstance(d, int) else None for d in shape]
+    if len(dims) == 4 and dims[2] is None and dims[3] is None:
+        dims[2:] = [224, 224]
+    return tuple(1 if d is None else d for d in dims)
 
 
 def _fmt(shape: Sequence[Dim] | None) -> str:
@@ -364,27 +659,30 @@ def _read_value_info(g: Graph, vi: onnx.ValueInfoProto) -> None:
     else:
         t.meta["type_proto"] = _clone(tp)
     if vi.doc_string:
-        t.meta["doc_string"] = vi.doc_string
+        t.meta["doc_string"] = _text(vi.doc_string)
 
 
 def _read_dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    """A dimension; a negative ``dim_value`` (paddle2onnx writes -1) is a dynamic one."""
     if d.HasField("dim_value"):
-        return int(d.dim_value)
+        return int(d.dim_value) if d.dim_value >= 0 else None
     if d.HasField("dim_param"):
         return d.dim_param
     return None
 
 
-def _read_attr(a: AttributeProto) -> tuple[Any, int]:
+def _read_attr(a: AttributeProto, where: str) -> tuple[Any, int]:
+    """The value of attribute ``a`` of the node ``where`` names, and its type."""
     T = AttributeProto
     if a.ref_attr_name or a.type in (T.GRAPH, T.GRAPHS, T.TYPE_PROTO, T.TYPE_PROTOS,
                                      T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TENSORS, T.UNDEFINED):
         return RawAttribute(_clone(a)), a.type
-    if a.type == T.TENSOR:
-        if a.t.data_type not in _SIMPLE_TENSOR_TYPES or a.t.data_location == TensorProto.EXTERNAL:
-            return RawAttribute(_clone(a)), a.type
-        return numpy_helper.to_array(a.t), a.type
-    v = helper.get_attribute_value(a)
+    if a.type == T.TENSOR and a.t.data_type not in _SIMPLE_TENSOR_TYPES:
+        return RawAttribute(_clone(a)), a.type
+    with _foreign(f"attribute {_short(a.name)!r} of {where} cannot be read"):
+        if a.type == T.TENSOR:
+            return numpy_helper.to_array(a.t), a.type
+        v = helper.get_attribute_value(a)
     if a.type == T.STRING:
         v = _decode(v)
     elif a.type == T.STRINGS:
@@ -420,11 +718,8 @@ def _outer_refs(sg: onnx.GraphProto) -> set[str]:
 
 
 def _to_array(t: TensorProto, source: str) -> np.ndarray:
-    try:
+    with _foreign(f"initializer {_short(t.name)!r} of {source} cannot be read"):
         return numpy_helper.to_array(t)
-    except Exception as e:  # onnx raises bare Exceptions for malformed tensors
-        raise ModelLoadError(f"initializer {t.name!r} of {source} cannot be read: {e}",
-                             "the file may be truncated; re-export it") from None
 
 
 def _strip_external(t: TensorProto) -> TensorProto:
@@ -435,16 +730,39 @@ def _strip_external(t: TensorProto) -> TensorProto:
     return c
 
 
-def _sparse_to_dense(sp: onnx.SparseTensorProto) -> np.ndarray:
-    values = numpy_helper.to_array(sp.values)
-    idx = numpy_helper.to_array(sp.indices)
-    dims = tuple(sp.dims)
-    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
+def _sparse_to_dense(sp: SparseTensorProto, source: str) -> np.ndarray:
+    """The dense array of a sparse initializer, after checking that its indices fit its
+    dims and that the dense array is of a size one can hold (the dims are only the file's
+    word: ``[2**40]`` would ask numpy for terabytes)."""
+    where = f"sparse initializer {_short(sp.values.name)!r} of {source}"
+    with _foreign(f"{where} cannot be read"):
+        values = numpy_helper.to_array(sp.values)
+        idx = numpy_helper.to_array(sp.indices)
+    dims = tuple(int(d) for d in sp.dims)
+    _check_sparse(values, idx, dims, where)
+    dense = np.zeros(math.prod(dims), dtype=values.dtype)
     if idx.ndim == 1:
         dense[idx] = values
     else:
         dense[np.ravel_multi_index(idx.T, dims)] = values
     return dense.reshape(dims)
+
+
+def _check_sparse(values: np.ndarray, idx: np.ndarray, dims: tuple[int, ...], where: str) -> None:
+    """Refuse a sparse tensor whose dense form is too large, or whose indices are not
+    ``[NNZ]`` linear positions or ``[NNZ, rank]`` coordinates inside ``dims``."""
+    dense_bytes = math.prod(dims) * values.dtype.itemsize
+    if dense_bytes > _MAX_DENSE_BYTES:
+        raise ModelLoadError(f"{where} has dims {list(dims)}: {dense_bytes} bytes once dense, more than the "
+                             f"{_MAX_DENSE_BYTES >> 30} GiB hwcc expands a sparse initializer to", _REEXPORT)
+    nnz = values.size
+    if values.ndim != 1 or idx.dtype.kind not in "iu" or idx.shape not in ((nnz,), (nnz, len(dims))) \
+            or (idx.ndim == 2 and not dims):
+        raise ModelLoadError(f"{where} has {values.shape} values and {idx.dtype} indices of shape {idx.shape}; "
+                             f"ONNX wants [NNZ] values and int64 indices [NNZ] or [NNZ, {len(dims)}]", _REEXPORT)
+    bounds = np.asarray(dims if idx.ndim == 2 else (math.prod(dims),), dtype=object)
+    if idx.size and (idx.min() < 0 or np.any(idx.max(axis=0).astype(object) >= bounds)):
+        raise ModelLoadError(f"{where} has indices outside its dims {list(dims)}", _REEXPORT)
 
 
 def _clone(p):
@@ -625,10 +943,8 @@ def infer_shapes(graph: Graph) -> None:
         if n.domain not in STANDARD_DOMAINS:
             keep.extend(o for o in n.outputs if o and graph.tensors.get(o) and graph.tensors[o].meta.get("declared"))
     model.graph.value_info.extend(_value_info(graph, o) for o in keep)
-    if sum(t.data.nbytes for t in graph.tensors.values() if t.data is not None) > _EXTERNAL_THRESHOLD:
-        inferred = _infer_large(model)
-    else:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    big = sum(t.data.nbytes for t in graph.tensors.values() if t.data is not None) > _EXTERNAL_THRESHOLD
+    inferred = _onnx_shape_inference(model, big)
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         if vi.name in graph.tensors or graph.producer(vi.name) is not None:
             t = graph.tensor(vi.name)
@@ -642,6 +958,23 @@ def infer_shapes(graph: Graph) -> None:
                         t.shape = shape
             elif vi.type.WhichOneof("value") and vi.name not in graph.outputs:
                 t.meta["type_proto"] = _clone(vi.type)
+
+
+def _onnx_shape_inference(model: onnx.ModelProto, big: bool) -> onnx.ModelProto:
+    """onnx's shape inference, any failure of it raised as ``InferenceError``.
+
+    onnx reports a malformed model with ``ValidationError``, ``RuntimeError`` and others
+    besides ``InferenceError``; one class lets the loader and the pass manager tell "the
+    model is wrong" from a bug of their own.
+    """
+    try:
+        if big:
+            return _infer_large(model)
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        raise
+    except Exception as e:
+        raise onnx.shape_inference.InferenceError(f"{type(e).__name__}: {e}") from e
 
 
 def _more_known(old: tuple, new: tuple) -> bool:
