@@ -400,7 +400,8 @@ class PassManager:
         except Exception as e:
             before = ", ".join(repr(n) for n in done) or "none"
             if isinstance(e, _VerificationFailed):
-                what = f"changed the model's outputs\n{e.verification.summary()}"
+                summary = "; ".join(x.strip() for x in e.verification.summary().splitlines() if x.strip())
+                what = f"changed the model's outputs ({summary})"
                 hint = "the rewrite is wrong for this model; report it with the model, and leave the pass out"
             elif isinstance(e, _Broken):
                 what, hint = f"broke the pass contract: {e}", "this is a bug in the pass"
