@@ -1,0 +1,204 @@
+"""Every code block of the README runs here, so the page stays true.
+
+Each block is found by its position and first line; a block this file does not know
+fails ``test_every_block_has_a_test``, so a new example cannot go untested. Commands run
+as a user would type them, in a scratch folder, with this interpreter's ``hwcc``; the
+set-up line that creates a virtual environment runs whole in the slow suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks() -> list[tuple[str, str]]:
+    """``(kind, text)`` of every code block in order: kind is the fence's language, ``""``
+    for a bare fence, ``"indented"`` for a block indented by four spaces."""
+    out, lines, i = [], README.splitlines(), 0
+    while i < len(lines):
+        m = re.match(r"^```(\w*)\s*$", lines[i])
+        if m:
+            j = lines.index("```", i + 1)
+            out.append((m.group(1), "\n".join(lines[i + 1:j])))
+            i = j + 1
+            continue
+        if lines[i].startswith("    ") and (i == 0 or not lines[i - 1].strip()):
+            j = i
+            while j < len(lines) and (lines[j].startswith("    ") or not lines[j].strip()):
+                j += 1
+            out.append(("indented", textwrap.dedent("\n".join(lines[i:j])).strip()))
+            i = j
+            continue
+        i += 1
+    return out
+
+
+BLOCKS = _blocks()
+
+
+def _block(kind: str, starts: str) -> str:
+    found = [t for k, t in BLOCKS if k == kind and t.startswith(starts)]
+    assert len(found) == 1, f"README: expected one {kind or 'bare'} block starting {starts!r}, found {len(found)}"
+    return found[0]
+
+
+KNOWN = [
+    ("indented", "hwcc compile model.onnx"),
+    ("indented", "python3 -m venv .venv && .venv/bin/pip install -q -e . &&"),
+    ("indented", 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]"'),
+    ("", "hwcc inspect MODEL"),
+    ("python", "import hwcc"),
+    ("python", "from hwcc.pass_infra import"),
+    ("python", "from hwcc.targets.base import"),
+    ("toml", 'family = "mychip"'),
+    ("", "hwcc/ "),
+]
+
+
+def test_every_block_has_a_test():
+    known = [(k, t) for k, t in BLOCKS if any(k == kk and t.startswith(s) for kk, s in KNOWN)]
+    assert len(known) == len(BLOCKS) == len(KNOWN), [t[:60] for _, t in BLOCKS]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["XDG_CACHE_HOME"] = os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _hwcc(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run a README ``hwcc ...`` line with this interpreter's hwcc."""
+    argv = shlex.split(line)
+    assert argv[0] == "hwcc", line
+    return subprocess.run([sys.executable, "-m", "hwcc", *argv[1:]], cwd=cwd, env=_env(cwd),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_the_opening_example_compiles_a_model_file(tmp_path):
+    line = _block("indented", "hwcc compile model.onnx")
+    assert _hwcc("hwcc zoo export lenet300-digits -o model.onnx", tmp_path).returncode == 0
+    r = _hwcc(line, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "every budget met" in r.stdout
+
+
+@pytest.mark.slow  # about a minute; test_compile.py covers the same path with a shorter search
+def test_the_main_job_as_the_readme_gives_it(tmp_path):
+    """The hwcc part of the set-up line, with this environment's hwcc (the whole line, venv
+    and install included, runs in the slow suite)."""
+    setup = _block("indented", "python3 -m venv .venv && .venv/bin/pip install -q -e . &&")
+    line = setup.split("&&")[-1].strip().replace(".venv/bin/hwcc", "hwcc")
+    r = _hwcc(line, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "every budget met" in r.stdout and "report.html" in r.stdout
+    assert (tmp_path / "out" / "lenet300-eie" / "hwcc.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_set_up_line_works_in_a_fresh_copy(tmp_path):
+    """venv, install and main job, literally, in a copy of the tracked files."""
+    copy = tmp_path / "hwcc"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        (copy / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, copy / f)
+    setup = _block("indented", "python3 -m venv .venv && .venv/bin/pip install -q -e . &&")
+    r = subprocess.run(["bash", "-c", setup], cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (copy / "out" / "lenet300-eie" / "report.html").is_file()
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    command = _block("indented", 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]"')
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_command_synopsis_matches_each_commands_help():
+    synopsis = _block("", "hwcc inspect MODEL")
+    lines, current = [], ""
+    for raw in synopsis.splitlines():
+        if raw.startswith("hwcc "):
+            if current:
+                lines.append(current)
+            current = raw
+        else:
+            current += " " + raw.strip()
+    lines.append(current)
+    from hwcc.cli import build_parser
+
+    parser = build_parser()
+    for line in lines:
+        words = line.split()
+        command = words[1:3] if words[1] == "zoo" else words[1:2]
+        sub = parser._subparsers._group_actions[0].choices[command[0]]
+        if len(command) == 2:
+            sub = sub._subparsers._group_actions[0].choices[command[1]]
+        flags = {s for a in sub._actions for s in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
+            assert flag in flags, f"README synopsis {line!r}: {flag} is not an option of 'hwcc {' '.join(command)}'"
+
+
+@pytest.mark.slow  # a full-length search: one to three minutes
+def test_the_python_example_runs(tmp_path):
+    code = _block("python", "import hwcc")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "latency_s" in r.stdout and "TOTAL" in r.stdout.upper()
+    assert (tmp_path / "out" / "lenet5-eyeriss" / "hwcc.json").is_file()
+    assert (tmp_path / "out" / "resnet-folded.onnx").is_file()
+
+
+def test_the_pass_example_registers_and_runs():
+    code = _block("python", "from hwcc.pass_infra import")
+    code = code.replace("MyPass", "ReadmePass").replace('"my_pass"', '"readme_example_pass"')
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    import hwcc
+    from hwcc import pass_infra
+
+    report = pass_infra.apply_by_hand(hwcc.load("zoo:lenet5-digits"), "readme_example_pass", {"ratio": "0.25"},
+                                      verify=True, rtol=1e-4, atol=1e-5)
+    assert report.modified
+
+
+def test_the_target_example_loads_from_its_toml(tmp_path):
+    code = _block("python", "from hwcc.targets.base import")
+    exec(compile(code.replace('"mychip"', '"readme_example_chip"'), "README.md", "exec"), {})
+    toml = _block("toml", 'family = "mychip"').replace('"mychip"', '"readme_example_chip"')
+    (tmp_path / "chip.toml").write_text(toml)
+    import hwcc
+    from hwcc.targets.base import load_target
+    from hwcc.workload import analyze
+
+    graph = hwcc.load("zoo:lenet5-digits")
+    cost = load_target(str(tmp_path / "chip.toml")).cost(graph)
+    macs = sum(x.macs for x in analyze(graph).layers if x.kind in ("conv", "gemm"))
+    on_chip = sum(x.cost.latency_s for x in cost.layers if x.on != "cpu")
+    assert on_chip == pytest.approx(macs / 256 / 1e9, rel=1e-9)
+
+
+def test_the_layout_names_real_files():
+    layout = _block("", "hwcc/ ")
+    folder = None
+    for line in layout.splitlines():
+        head, _, rest = line.partition(" ")
+        if head.endswith("/"):
+            folder = head.rstrip("/")
+        for name in re.findall(r"\b[\w]+\.py\b", rest if head.endswith("/") else line):
+            assert (ROOT / folder / name).is_file(), f"README layout names {folder}/{name}, which does not exist"
+        if head.endswith("/"):
+            assert (ROOT / folder).is_dir(), folder
