@@ -64,6 +64,7 @@ _MAX_MODEL_BYTES = 2**31 - 1  # protobuf cannot parse a larger message
 # A sparse initializer is expanded to a dense array; its dims are the file's word, not its
 # size, so a dense size above this is refused before numpy is asked for the memory.
 _MAX_DENSE_BYTES = 2**32
+_TYPED_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 _REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from your framework"
 _ANNOTATIONS_HINT = f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only hwcc's own notes"
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
@@ -280,13 +281,14 @@ def _read_regular_file(path: Path) -> bytes:
             raise ModelLoadError(f"cannot read the model file {path}: {e.strerror}") from None
 
 
-def _audit(model: onnx.ModelProto, source: str) -> list[TensorProto]:
+def _audit(model: onnx.ModelProto, source: str) -> list[tuple[str, TensorProto]]:
     """Check every message of the model, and return the tensors that keep their data in
-    external files.
+    external files, with where they are.
 
     The walk covers subgraphs, functions, attribute tensors, sparse tensors and training
     graphs, so no corner of the model escapes the checks: text fields are UTF-8
-    (:func:`_check_text`) and tensor dims are not negative.
+    (:func:`_check_text`), tensor dims are not negative and fit the tensor's data
+    (:func:`_check_tensor_size`).
     """
     external = []
     stack: list[tuple[str, Message]] = [("", model)]
@@ -295,7 +297,9 @@ def _audit(model: onnx.ModelProto, source: str) -> list[TensorProto]:
         if isinstance(msg, (TensorProto, SparseTensorProto)) and any(d < 0 for d in msg.dims):
             raise ModelLoadError(f"{source}: the tensor at {where} has negative dims {list(msg.dims)}", _REEXPORT)
         if isinstance(msg, TensorProto) and msg.data_location == TensorProto.EXTERNAL:
-            external.append(msg)
+            external.append((where, msg))
+        elif isinstance(msg, TensorProto):
+            _check_tensor_size(msg, where, source)
         children = []
         for fd, value in msg.ListFields():
             if fd.message_type is None:
@@ -323,21 +327,37 @@ def _check_text(fd: Any, value: Any, where: str, source: str) -> None:
                                  "it with the onnx Python package")
 
 
+def _check_tensor_size(t: TensorProto, where: str, source: str) -> None:
+    """Refuse a tensor whose dims claim more elements than its data can hold.
+
+    onnx's C++ shape inference allocates what the dims say before it compares them with
+    the data: four bytes with dims ``[2**31]`` cost it minutes and gigabytes. The bound
+    is the densest packing ONNX has, four 2-bit elements a byte (or a typed-field entry);
+    the exact size is checked where the tensor is converted.
+    """
+    elements = math.prod(t.dims)
+    stored = len(t.raw_data) + sum(len(getattr(t, f)) for f in _TYPED_DATA_FIELDS)
+    if elements > 4 * stored:
+        raise ModelLoadError(f"{source}: the tensor {_short(t.name)!r} at {where} has dims {list(t.dims)} "
+                             f"({elements} elements) but only {stored} bytes or values of data", _REEXPORT)
+
+
 def _text(value: str | bytes) -> str:
     """A doc string as text: a malformed one (``bytes``) with its bad bytes replaced."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _load_external_data(tensors: list[TensorProto], path: Path) -> None:
+def _load_external_data(tensors: list[tuple[str, TensorProto]], path: Path) -> None:
     """Read the data of ``tensors`` (from :func:`_audit`) into them, from files in the
     folder of the model at ``path``."""
     base = Path(os.path.realpath(path.parent))
-    for t in tensors:
+    for _, t in tensors:
         _check_external_location(t, base, path)
-    for t in tensors:
+    for where, t in tensors:
         with _foreign(f"cannot read external data of tensor {t.name!r} of {path}",
                       "the .data file may be truncated or belong to another version of the model"):
             onnx.external_data_helper.load_external_data_for_tensor(t, str(base))
+        _check_tensor_size(t, where, str(path))
 
 
 def _check_external_location(t: TensorProto, base: Path, path: Path) -> None:

@@ -162,6 +162,19 @@ def test_initializer_with_negative_dims(tmp_path):
     refused(write(tmp_path, m), r"graph.initializer\[0\] has negative dims \[-1\]")
 
 
+def test_a_tensor_whose_dims_claim_more_than_its_data_inside_a_function(tmp_path):
+    """onnx's shape inference would allocate the 2**31 floats before noticing: refused first."""
+    claim = raw_tensor("two", b"\0" * 4, dims=(2**31,))
+    body = [helper.make_node("Constant", [], ["two"], value=claim), helper.make_node("Mul", ["a", "two"], ["b"])]
+    f = helper.make_function("local", "Double", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
+    m = make_model([helper.make_node("Double", ["x"], ["y"], domain="local")], opsets=[("local", 1)])
+    m.functions.append(f)
+    start = time.perf_counter()
+    refused(write(tmp_path, m), r"the tensor 'two' at functions\[0\].node\[0\].attribute\[0\].t has dims "
+                                r"\[2147483648\] \(2147483648 elements\) but only 4 bytes or values of data")
+    assert time.perf_counter() - start < 5
+
+
 # ---------------------------------------------------------------- annotations metadata
 @pytest.mark.parametrize("value, match", [
     ("5", "but it is a number"),
