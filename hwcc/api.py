@@ -12,8 +12,10 @@ The steps, each recorded in the artifact's ``hwcc.json``:
    machine's CPU) the final model is also timed in onnxruntime beside the input model;
    if the measurement misses a latency budget the prediction met, the limit is tightened
    by the ratio and the loop goes on (at most ``honesty_rounds`` times).
-5. The artifact, written atomically; with ``output`` given, a checkpoint after every
-   iteration lets ``resume=True`` continue a killed run.
+5. The artifact, written atomically; with ``output`` given, a checkpoint after the cleanups
+   and after every iteration lets ``resume=True`` continue a killed run. The compile holds
+   ``OUTPUT.lock`` from its start to its artifact: a second compile told to write the same
+   folder fails at once (see :func:`hwcc.artifact.output_lock`).
 
 Exit code (:attr:`CompileResult.exit_code`): 0 when every budget and the accuracy floor
 are met, 3 otherwise (the best model found is still returned and saved).
@@ -22,6 +24,7 @@ are met, 3 otherwise (the best model found is still returned and saved).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import os
 import time
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from hwcc.artifact import Checkpoint, check_destination, check_fields, is_artifact, output_lock, write_artifact
 from hwcc.budget import Budget, parse_budget
 from hwcc.errors import BudgetError, HwccError
 from hwcc.ir import Graph
@@ -75,12 +79,25 @@ class CompileResult:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the artifact folder (atomically); returns its path."""
-        from hwcc.artifact import write_artifact
-
         self.path = write_artifact(folder, self.graph, self.summary, self.target)
         return self.path
 
 
+def _one_writer(compile_fn: Callable[..., CompileResult]) -> Callable[..., CompileResult]:
+    """Run a compile that has an ``output`` holding that folder's lock throughout, so that two
+    compiles told to write the same folder never mix their checkpoints or artifacts."""
+
+    @functools.wraps(compile_fn)
+    def locked(*args: Any, output: str | os.PathLike | None = None, **kwargs: Any) -> CompileResult:
+        if output is None:
+            return compile_fn(*args, **kwargs)
+        with output_lock(output):
+            return compile_fn(*args, output=output, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequence[str], *,
             data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
             holdout: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
@@ -97,8 +114,8 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         data: ``.npz`` (or arrays) with one array per model input and optionally
             ``labels``; ``"zoo:digits"`` for the bundled digits; None: random inputs.
         holdout: a held-out set of its own (else ``data`` is split with the seed).
-        output: the artifact folder. When given, the artifact is written there and the
-            run checkpoints to ``OUTPUT.checkpoint``.
+        output: the artifact folder. When given, the artifact is written there, the run
+            checkpoints to ``OUTPUT.checkpoint`` and holds ``OUTPUT.lock`` while it runs.
         resume: continue the run checkpointed for ``output``.
         config: search options; keyword ``options`` override its fields
             (``seed=1, max_accuracy_drop=0.01, passes=("prune_channels",)``).
@@ -111,10 +128,10 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         A :class:`CompileResult` (saved to ``output`` when given).
 
     Raises:
-        HwccError: bad input (model, target, budget, data, options), said plainly.
+        HwccError: bad input (model, target, budget, data, options), said plainly; another
+            compile is writing ``output``; its disk is full or not writable.
     """
     import hwcc
-    from hwcc.artifact import Checkpoint, check_destination
     from hwcc.evaluate import Evaluator, resolve_data
     from hwcc.targets.base import load_target
 
@@ -161,7 +178,7 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         raise HwccError(f"an interrupted run left a checkpoint at {ckpt.folder}",
                         "add --resume to continue it, or remove that folder to start afresh")
     if resume:
-        graph, state = ckpt.load()
+        graph, state = _resumed(ckpt, output)
         emit("resumed", {"state": state})
     else:
         graph = _cleanup(src, config.seed)
@@ -171,6 +188,8 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         state["warnings"] = warnings + state["warnings"]
         state["rounds"] = []
         state["cleanup"] = {"passes": list(CLEANUP), "metrics": dict(state["current"])}
+        if ckpt:  # a run killed in its first iteration resumes after the cleanups
+            ckpt.save(graph, state)
     for w in state["warnings"]:
         emit("warning", {"message": w})
 
@@ -209,6 +228,41 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
 
 
 # ---------------------------------------------------------------------- pieces
+_NUMBER = (int, float)
+_STATE_FIELDS = {"iteration": int, "limits": dict, "original": dict, "current": dict,
+                 "accuracy0": (int, float, type(None)), "accuracy": (int, float, type(None)), "schedule": dict,
+                 "warnings": list, "history": list, "proposals": list, "rejected": list, "rounds": list,
+                 "stop": (str, type(None))}
+
+
+def _resumed(ckpt: Checkpoint, output: str | os.PathLike) -> tuple[Graph, dict[str, Any]]:
+    """The checkpointed graph and state, after checking the state holds what the search
+    reads: an edited or damaged ``state.json`` is refused here, not met as a traceback later.
+
+    Raises:
+        HwccError: no checkpoint (saying so when ``output`` is already complete), or one
+            that cannot be read.
+    """
+    if not ckpt.exists and is_artifact(Path(output)):
+        raise HwccError(f"--resume: {output} is already complete; no checkpoint is left at {ckpt.folder}",
+                        "nothing to resume; run without --resume to compile it afresh")
+    graph, state = ckpt.load()
+    try:
+        check_fields(state, _STATE_FIELDS, "the state")
+        check_fields(state["schedule"], {"r0": _NUMBER, "decay": _NUMBER}, "the state's schedule")
+        for key in ("original", "current"):
+            check_fields(state[key], dict.fromkeys(METRICS, _NUMBER), f"the state's {key!r}")
+        check_fields(state["limits"], dict.fromkeys(state["limits"], _NUMBER), "the state's 'limits'")
+        if set(state["limits"]) - set(METRICS):
+            raise ValueError(f"the state's 'limits' name unknown metrics: {sorted(set(state['limits']) - set(METRICS))}")
+        for key in ("history", "proposals", "rejected", "rounds"):
+            if not all(isinstance(x, dict) for x in state[key]):
+                raise ValueError(f"the state's {key!r} holds something other than objects")
+    except ValueError as e:
+        raise ckpt.unreadable(str(e)) from None
+    return graph, state
+
+
 def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
     known = set(SearchConfig.__dataclass_fields__)
     bad = sorted(set(options) - known)
