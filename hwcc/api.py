@@ -253,8 +253,9 @@ def _resumed(ckpt: Checkpoint, output: str | os.PathLike) -> tuple[Graph, dict[s
         for key in ("original", "current"):
             check_fields(state[key], dict.fromkeys(METRICS, _NUMBER), f"the state's {key!r}")
         check_fields(state["limits"], dict.fromkeys(state["limits"], _NUMBER), "the state's 'limits'")
-        if set(state["limits"]) - set(METRICS):
-            raise ValueError(f"the state's 'limits' name unknown metrics: {sorted(set(state['limits']) - set(METRICS))}")
+        unknown = sorted(set(state["limits"]) - set(METRICS))
+        if unknown:
+            raise ValueError(f"the state's 'limits' name unknown metrics: {', '.join(unknown)}")
         for key in ("history", "proposals", "rejected", "rounds"):
             if not all(isinstance(x, dict) for x in state[key]):
                 raise ValueError(f"the state's {key!r} holds something other than objects")
