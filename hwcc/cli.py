@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -442,7 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args.command, HwccError(f"unrecognized arguments: {' '.join(extras)}",
                                                f"see 'hwcc {args.command} --help'"))
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_as(args.command)
+            return args.func(args)
     except HwccError as e:
         return _report(args.command, e)
     except KeyboardInterrupt:
@@ -453,6 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  the search is checkpointed in {out}.checkpoint: add --resume to the same command to "
                       "continue it", file=sys.stderr)
         return 130
+
+
+def _warn_as(command: str):
+    """Warnings as ``hwcc COMMAND: warning: ...`` lines, not Python's file:line format."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"hwcc {command}: warning: {message}", file=file or sys.stderr)
+    return show
 
 
 def _report(command: str, e: HwccError) -> int:

@@ -160,3 +160,20 @@ def test_targets_lists_provenance_and_the_legal_form(capsys):
     assert "cpu  (cpu family, measured)" in out and "tpu  (tpu family, model)" in out
     tpu = out[out.index("\ntpu  ("):]
     assert "legal form (what hwcc compile produces for it): quantize mode=int8" in tpu.split("\n\n")[0]
+
+
+def test_warnings_read_as_hwcc_lines(monkeypatch, capsys):
+    """A warning raised inside a command (a corrupt lookup table set aside, say) is one
+    ``hwcc COMMAND: warning:`` line, not Python's file:line format."""
+    import warnings
+
+    from hwcc import cli
+
+    def warn(args):
+        warnings.warn("lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt")
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_targets", warn)
+    assert cli.main(["targets"]) == 0
+    err = capsys.readouterr().err
+    assert err == "hwcc targets: warning: lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt\n"
