@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnx.inliner
 from google.protobuf.message import Message
 from onnx import AttributeProto, SparseTensorProto, TensorProto, helper, numpy_helper
 
@@ -61,9 +62,11 @@ _NODE_META_FROM_ONNX = ("onnx_name", "doc_string", "metadata_props", "overload")
 _EXTERNAL_THRESHOLD = 1_800_000_000  # bytes of initializers above which save() goes external
 _SIMPLE_TENSOR_TYPES = set(dtypes._TO_NUMPY) - {dtypes.STRING}
 _MAX_MODEL_BYTES = 2**31 - 1  # protobuf cannot parse a larger message
-# A sparse initializer is expanded to a dense array; its dims are the file's word, not its
-# size, so a dense size above this is refused before numpy is asked for the memory.
-_MAX_DENSE_BYTES = 2**32
+# Sparse initializers are expanded to dense arrays; their dims are the file's word, not its
+# size, so dense sizes above this (all sparse initializers together) are refused before
+# numpy is asked for the memory: a file of a few bytes must not make hwcc hold gigabytes.
+_MAX_DENSE_BYTES = 2**30
+_DATA_PROP_MAX_LENGTH = 2**20  # see _data_prop_is_safe
 _TYPED_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 _REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from your framework"
 _ANNOTATIONS_HINT = f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only hwcc's own notes"
@@ -442,6 +445,7 @@ def _build(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], al
     if not _is_topological(g):
         g.toposort()
     try:
+        g.meta["data_prop"] = _data_prop_is_safe(g)
         infer_shapes(g)
     except onnx.shape_inference.InferenceError as e:
         raise ModelLoadError(f"shape inference failed on {source}: {_short(str(e), 300)}",
@@ -456,9 +460,11 @@ def _read_initializers(g: Graph, mg: onnx.GraphProto, source: str) -> None:
         t.elem_type = init.data_type
         t.shape = tuple(int(d) for d in init.dims)
         t.meta["onnx_proto"] = (t.data, _strip_external(init))
+    budget = _MAX_DENSE_BYTES
     for sp in mg.sparse_initializer:
         t = g.tensor(sp.values.name)
-        t.data = _sparse_to_dense(sp, source)
+        t.data = _sparse_to_dense(sp, source, budget)
+        budget -= t.data.nbytes
         t.elem_type = sp.values.data_type
         t.shape = tuple(int(d) for d in sp.dims)
         t.meta["sparse"] = True
@@ -750,16 +756,16 @@ def _strip_external(t: TensorProto) -> TensorProto:
     return c
 
 
-def _sparse_to_dense(sp: SparseTensorProto, source: str) -> np.ndarray:
+def _sparse_to_dense(sp: SparseTensorProto, source: str, budget: int) -> np.ndarray:
     """The dense array of a sparse initializer, after checking that its indices fit its
-    dims and that the dense array is of a size one can hold (the dims are only the file's
-    word: ``[2**40]`` would ask numpy for terabytes)."""
+    dims and that the dense array takes at most ``budget`` bytes (the dims are only the
+    file's word: ``[2**40]`` would ask numpy for terabytes)."""
     where = f"sparse initializer {_short(sp.values.name)!r} of {source}"
     with _foreign(f"{where} cannot be read"):
         values = numpy_helper.to_array(sp.values)
         idx = numpy_helper.to_array(sp.indices)
     dims = tuple(int(d) for d in sp.dims)
-    _check_sparse(values, idx, dims, where)
+    _check_sparse(values, idx, dims, where, budget)
     dense = np.zeros(math.prod(dims), dtype=values.dtype)
     if idx.ndim == 1:
         dense[idx] = values
@@ -768,13 +774,14 @@ def _sparse_to_dense(sp: SparseTensorProto, source: str) -> np.ndarray:
     return dense.reshape(dims)
 
 
-def _check_sparse(values: np.ndarray, idx: np.ndarray, dims: tuple[int, ...], where: str) -> None:
-    """Refuse a sparse tensor whose dense form is too large, or whose indices are not
-    ``[NNZ]`` linear positions or ``[NNZ, rank]`` coordinates inside ``dims``."""
+def _check_sparse(values: np.ndarray, idx: np.ndarray, dims: tuple[int, ...], where: str, budget: int) -> None:
+    """Refuse a sparse tensor whose dense form is over ``budget`` bytes, or whose indices
+    are not ``[NNZ]`` linear positions or ``[NNZ, rank]`` coordinates inside ``dims``."""
     dense_bytes = math.prod(dims) * values.dtype.itemsize
-    if dense_bytes > _MAX_DENSE_BYTES:
+    if dense_bytes > budget:
         raise ModelLoadError(f"{where} has dims {list(dims)}: {dense_bytes} bytes once dense, more than the "
-                             f"{_MAX_DENSE_BYTES >> 30} GiB hwcc expands a sparse initializer to", _REEXPORT)
+                             f"{_MAX_DENSE_BYTES >> 30} GiB hwcc expands all sparse initializers to together",
+                             "store large constants as dense initializers")
     nnz = values.size
     if values.ndim != 1 or idx.dtype.kind not in "iu" or idx.shape not in ((nnz,), (nnz, len(dims))) \
             or (idx.ndim == 2 and not dims):
@@ -963,8 +970,7 @@ def infer_shapes(graph: Graph) -> None:
         if n.domain not in STANDARD_DOMAINS:
             keep.extend(o for o in n.outputs if o and graph.tensors.get(o) and graph.tensors[o].meta.get("declared"))
     model.graph.value_info.extend(_value_info(graph, o) for o in keep)
-    big = sum(t.data.nbytes for t in graph.tensors.values() if t.data is not None) > _EXTERNAL_THRESHOLD
-    inferred = _onnx_shape_inference(model, big)
+    inferred = _onnx_shape_inference(model, _is_big(graph), graph.meta.get("data_prop", True))
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         if vi.name in graph.tensors or graph.producer(vi.name) is not None:
             t = graph.tensor(vi.name)
@@ -980,17 +986,67 @@ def infer_shapes(graph: Graph) -> None:
                 t.meta["type_proto"] = _clone(vi.type)
 
 
-def _onnx_shape_inference(model: onnx.ModelProto, big: bool) -> onnx.ModelProto:
-    """onnx's shape inference, any failure of it raised as ``InferenceError``.
+def _is_big(graph: Graph) -> bool:
+    return sum(t.data.nbytes for t in graph.tensors.values() if t.data is not None) > _EXTERNAL_THRESHOLD
+
+
+def _data_prop_is_safe(graph: Graph) -> bool:
+    """Whether onnx's data propagation (the values of shape tensors) can run on ``graph``.
+
+    It tracks every element of a 1-D tensor as a shape dimension, whatever the tensor
+    holds: one of 2**40 elements (a Range to a large limit, a ConstantOfShape) costs it
+    terabytes and hours. A first inference without it finds the lengths of the 1-D
+    tensors, in subgraphs and (inlined) functions too. Lengths that only data
+    propagation itself can find (a Range up to a dimension read with Shape) are not
+    covered. A model over protobuf's limit is taken as safe: it is not a small hostile
+    file, and checking it would cost another inference through the disk.
+    """
+    if _is_big(graph):
+        return True
+    model = to_proto(graph, value_info=False)
+    with _inference_errors():
+        probe = onnx.inliner.inline_local_functions(model) if model.functions else model
+    inferred = _onnx_shape_inference(probe, False, False)
+    return _longest_vector(inferred) <= _DATA_PROP_MAX_LENGTH
+
+
+def _longest_vector(model: onnx.ModelProto) -> int:
+    """The most elements of a 1-D tensor whose length ``model`` (inferred) states."""
+    longest = 0
+    for g in _all_graphs(model.graph):
+        for vi in (*g.input, *g.output, *g.value_info):
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) == 1 and dims[0].HasField("dim_value"):
+                longest = max(longest, dims[0].dim_value)
+        longest = max([longest] + [t.dims[0] for t in g.initializer if len(t.dims) == 1])
+    return longest
+
+
+def _all_graphs(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield g
+    for n in g.node:
+        for a in n.attribute:
+            for sg in ([a.g] if a.type == AttributeProto.GRAPH else a.graphs):
+                yield from _all_graphs(sg)
+
+
+def _onnx_shape_inference(model: onnx.ModelProto, big: bool, data_prop: bool) -> onnx.ModelProto:
+    with _inference_errors():
+        if big:
+            return _infer_large(model, data_prop)
+        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=data_prop)
+
+
+@contextmanager
+def _inference_errors() -> Iterator[None]:
+    """Raise any failure of onnx's shape inference (or function inliner) as ``InferenceError``.
 
     onnx reports a malformed model with ``ValidationError``, ``RuntimeError`` and others
     besides ``InferenceError``; one class lets the loader and the pass manager tell "the
     model is wrong" from a bug of their own.
     """
     try:
-        if big:
-            return _infer_large(model)
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        yield
     except onnx.shape_inference.InferenceError:
         raise
     except Exception as e:
@@ -1004,10 +1060,10 @@ def _more_known(old: tuple, new: tuple) -> bool:
     return sum(isinstance(d, int) for d in old) > sum(isinstance(d, int) for d in new)
 
 
-def _infer_large(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer_large(model: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
     """Shape inference for a model over protobuf's 2 GB limit, through a file."""
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "m.onnx"), os.path.join(d, "inferred.onnx")
         onnx.save_model(model, src, save_as_external_data=True, location="m.data", size_threshold=1024)
-        onnx.shape_inference.infer_shapes_path(src, dst, check_type=False, strict_mode=False, data_prop=True)
+        onnx.shape_inference.infer_shapes_path(src, dst, check_type=False, strict_mode=False, data_prop=data_prop)
         return onnx.load(dst, load_external_data=False)

@@ -49,7 +49,7 @@ from hwcc.errors import HwccError
 
 HANG_S = 20
 FAST_CASES = 300
-SLOW_CASES = 5000
+SLOW_CASES = 20_000
 FIRST_SEED = 1_000
 BUNDLED = Path(__file__).resolve().parents[1] / "models" / "data"
 ANNOTATIONS_KEY = "hwcc.node_annotations"
@@ -158,6 +158,25 @@ def _dynamic_model() -> onnx.ModelProto:
     return _model(nodes, [x], [_vi("y", None)], initializer=[k, axes])
 
 
+def _shape_ops_model() -> onnx.ModelProto:
+    """Ops whose output shape comes from tensor values, which shape inference computes:
+    a mutated value is a size for it."""
+    ints = {"shape": [2, 6], "start": 0, "limit": 6, "delta": 1, "reps": [1, 2], "starts": [0], "ends": [2],
+            "full": [2, 12]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()]
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Range", ["start", "limit", "delta"], ["rng"]),
+             helper.make_node("Cast", ["rng"], ["rngf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["r", "rngf"], ["a"]),
+             helper.make_node("Tile", ["a", "reps"], ["t"]),
+             helper.make_node("ConstantOfShape", ["full"], ["zeros"]),
+             helper.make_node("Add", ["t", "zeros"], ["z"]),
+             helper.make_node("Shape", ["z"], ["zs"]),
+             helper.make_node("Expand", ["z", "zs"], ["e"]),
+             helper.make_node("Slice", ["e", "starts", "ends"], ["y"])]
+    return _model(nodes, [_vi("x", [3, 4])], [_vi("y", None)], initializer=inits)
+
+
 def _external_base() -> Base:
     """A model whose weights are in ``m.data`` beside it."""
     w = numpy_helper.from_array(np.arange(32, dtype=np.float32).reshape(8, 4), "w")
@@ -177,7 +196,7 @@ def _external_base() -> Base:
 
 def base_models() -> list[Base]:
     built = {"loop": _loop_model, "if": _if_model, "sparse": _sparse_model, "function": _function_model,
-             "annotated": _annotated_model, "dynamic": _dynamic_model}
+             "annotated": _annotated_model, "dynamic": _dynamic_model, "shape-ops": _shape_ops_model}
     bases = [Base(p.stem, p.read_bytes()) for p in sorted(BUNDLED.glob("*.onnx"))]
     bases += [Base(name, make().SerializeToString()) for name, make in built.items()]
     return bases + [_external_base()]
@@ -245,6 +264,12 @@ def _tensors(m: onnx.ModelProto) -> list[TensorProto]:
             if a.HasField("sparse_tensor"):
                 out += [a.sparse_tensor.values, a.sparse_tensor.indices]
     return out
+
+
+def _external(t: TensorProto) -> bool:
+    """Whether ``t`` keeps its data in a file: the generator must not read it (numpy_helper
+    would, relative to the working folder)."""
+    return t.data_location == TensorProto.EXTERNAL
 
 
 def _names(m: onnx.ModelProto) -> list[str]:
@@ -315,6 +340,17 @@ def m_tensor_type(m, rng):
     t = rng.choice(ts)
     t.data_type = rng.choice([0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 13, 16, 17, 19, 21, 22, 23, 24, 25, 26, 99, -3])
     return f"tensor type of {t.name!r} -> {t.data_type}"
+
+
+def m_tensor_values(m, rng):
+    ts = [t for t in _tensors(m) if t.data_type == TensorProto.INT64 and t.raw_data and not _external(t)]
+    if not ts:
+        return "tensor values: none"
+    t = rng.choice(ts)
+    values = numpy_helper.to_array(t).copy()
+    values.flat[rng.randrange(values.size)] = rng.choice(INTS)
+    t.raw_data = values.tobytes()
+    return f"tensor values of {t.name!r} -> {values.ravel().tolist()[:8]}"
 
 
 def m_tensor_data(m, rng):
@@ -495,7 +531,7 @@ def m_sparse(m, rng):
         return "sparse: none"
     s = rng.choice(sps)
     how = rng.choice(["index", "dims", "drop-indices", "float-indices", "values-shape", "rank"])
-    idx = numpy_helper.to_array(s.indices) if s.indices.dims else np.zeros(0, np.int64)
+    idx = numpy_helper.to_array(s.indices) if s.indices.dims and not _external(s.indices) else np.zeros(0, np.int64)
     if how == "index" and idx.size:
         idx = idx.copy()
         idx.flat[rng.randrange(idx.size)] = rng.choice(INTS)
@@ -553,7 +589,8 @@ def m_metadata(m, rng):
 
 
 PROTO_MUTATIONS: dict[str, Callable] = {f.__name__[2:]: f for f in (
-    m_dim, m_type, m_tensor_dims, m_tensor_type, m_tensor_data, m_external, m_rename, m_graph_io, m_nodes,
+    m_dim, m_type, m_tensor_dims, m_tensor_type, m_tensor_values, m_tensor_data, m_external, m_rename, m_graph_io,
+    m_nodes,
     m_attribute, m_subgraph, m_opset, m_sparse, m_function, m_metadata)}
 
 
@@ -621,10 +658,13 @@ def _load_kwargs(model: bytes, rng: random.Random) -> dict:
         return {}
     try:
         x = onnx.ModelProto.FromString(model).graph.input[0]
-        rank = len(x.type.tensor_type.shape.dim)
     except Exception:  # noqa: BLE001 - a mutated model need not parse; then there is no input to fix
         return {}
-    return {"input_shapes": {x.name: [rng.randint(1, 4) for _ in range(rank)]}}
+    if not isinstance(x.name, str):  # not UTF-8: protobuf gives bytes, which JSON cannot carry
+        return {}
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else rng.randint(1, 4)
+            for d in x.type.tensor_type.shape.dim]
+    return {"input_shapes": {x.name: dims}}
 
 
 def write_case(case: Case, folder: Path) -> Path:

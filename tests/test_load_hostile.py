@@ -128,7 +128,7 @@ def _sparse_model(indices, dims, nnz=None) -> onnx.ModelProto:
     ([0, 5], [2], r"indices outside its dims \[2\]"),
     ([0], [0], r"indices outside its dims \[0\]"),
     ([0], [-2], r"graph.sparse_initializer\[0\] has negative dims \[-2\]"),
-    ([0], [2**40], r"4398046511104 bytes once dense, more than the 4 GiB"),
+    ([0], [2**40], r"4398046511104 bytes once dense, more than the 1 GiB"),
     ([[0, 0], [7, 7]], [2, 2], r"indices outside its dims \[2, 2\]"),
     ([[0, 0, 0]], [2, 2], r"indices of shape \(1, 3\)"),
     ([-1], [2], "indices outside its dims"),
@@ -137,6 +137,15 @@ def test_bad_sparse_initializers(tmp_path, indices, dims, match):
     start = time.perf_counter()
     refused(write(tmp_path, _sparse_model(indices, dims)), match)
     assert time.perf_counter() - start < 5  # nothing was allocated for the dense form
+
+
+def test_sparse_initializers_together_expand_to_at_most_a_gibibyte(tmp_path):
+    half = [helper.make_sparse_tensor(numpy_helper.from_array(np.ones(1, np.float32), name),
+                                      numpy_helper.from_array(np.array([0], np.int64), ""), [2**27 + 1])
+            for name in ("a", "b")]  # 512 MiB and 4 bytes each
+    m = make_model([helper.make_node("Add", ["x", "x"], ["y"])], sparse=half)
+    refused(write(tmp_path, m), r"sparse initializer 'b' .* more than the 1 GiB hwcc expands all sparse "
+                                r"initializers to together")
 
 
 def test_good_sparse_initializer_still_loads(tmp_path):
@@ -173,6 +182,37 @@ def test_a_tensor_whose_dims_claim_more_than_its_data_inside_a_function(tmp_path
     refused(write(tmp_path, m), r"the tensor 'two' at functions\[0\].node\[0\].attribute\[0\].t has dims "
                                 r"\[2147483648\] \(2147483648 elements\) but only 4 bytes or values of data")
     assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("where", ["graph", "function"])
+def test_a_vector_too_long_for_onnx_data_propagation(tmp_path, where):
+    """Data propagation tracks each element of a 1-D tensor: one of 2**40 would take it
+    terabytes, so shapes are inferred without it (the length itself is still known)."""
+    nodes = [helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array([2**40], np.int64))),
+             helper.make_node("ConstantOfShape", ["shape"], ["zeros"]),
+             helper.make_node("Cast", ["zeros"], ["ints"], to=TensorProto.INT64),
+             helper.make_node("Size", ["ints"], ["n"]), helper.make_node("Shape", ["a"], ["b"])]
+    if where == "graph":
+        m = make_model(nodes, [vi("a")], [vi("b", None, TensorProto.INT64)])
+    else:
+        f = helper.make_function("local", "F", ["a"], ["b"], nodes, [helper.make_opsetid("", 17)])
+        m = make_model([helper.make_node("F", ["x"], ["y"], domain="local")], [vi("x")],
+                       [vi("y", None, TensorProto.INT64)], opsets=[("local", 1)])
+        m.functions.append(f)
+    start = time.perf_counter()
+    g = hwcc.load(write(tmp_path, m))
+    assert time.perf_counter() - start < 5
+    assert g.meta["data_prop"] is False
+    if where == "graph":
+        assert g.tensors["ints"].shape == (2**40,)
+
+
+def test_data_propagation_still_runs_on_ordinary_models():
+    """A Reshape to a shape computed from Shape needs it."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])]
+    g = hwcc.load(make_model(nodes, [vi("x", (2, 3))], [vi("y", None)]))
+    assert g.meta["data_prop"] is True
+    assert g.tensors["y"].shape == (2, 3)
 
 
 # ---------------------------------------------------------------- annotations metadata
