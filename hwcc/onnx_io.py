@@ -7,15 +7,15 @@ whenever ``m`` does, and runs in onnxruntime with outputs identical to ``m``'s.
 What it takes care of:
 
 1. Shape inference (``onnx.shape_inference`` with data propagation) fills in the shape
-   of every intermediate tensor it can.
+   of every intermediate tensor it can. Data propagation stays off for a model with a
+   1-D tensor of over 2**20 elements: it would cost gigabytes (:func:`_data_prop_is_safe`).
 2. Dynamic dimensions of the graph inputs must be fixed, from ``input_shapes`` (the
    CLI's ``--input-shape NAME:1x3x224x224``); a model with an unfixed one is refused
-   with a message that names the input and the flag to use.
+   with a message that names the input and the flag to use. Some exporters (paddle2onnx)
+   write a dynamic dimension as ``dim_value: -1``: any negative ``dim_value`` is one.
 3. External data is read only from inside the model's own folder: a location that is
    absolute, or leads out of the folder (``..``, a symbolic link), is refused.
    Only regular files are read: a named pipe or a device would block or never end.
-   Some exporters (paddle2onnx) write a dynamic dimension as ``dim_value: -1``; any
-   negative ``dim_value`` is read as a dynamic dimension.
 4. Node annotations that transforms leave in ``node.meta`` (``winograd``, ``low_rank``,
    ...) are kept in the model's metadata (``hwcc.node_annotations``) and restored.
 5. What the IR does not interpret passes through unchanged: ops of unknown domains,
@@ -182,7 +182,7 @@ def _new_temp_file(path: Path) -> str:
     ``tempfile.mkstemp`` makes 0600 files, which would leave the saved model unreadable
     to the user's group.
     """
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    tmp = path.parent / f".{path.name[:200]}.{secrets.token_hex(8)}.tmp"  # within NAME_MAX
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return str(tmp)
 

@@ -483,7 +483,8 @@ def m_attribute(m, rng):
 
 
 def m_subgraph(m, rng):
-    holders = [(n, a) for n in _nodes(m) for a in n.attribute if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)]
+    graph_types = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+    holders = [(n, a) for n in _nodes(m) for a in n.attribute if a.type in graph_types]
     if not holders:
         return "subgraph: none"
     n, a = rng.choice(holders)
@@ -797,9 +798,12 @@ class Harness:
             self._start()
         path = write_case(case, self.root / "case")
         start = time.perf_counter()
-        self.proc.stdin.write((json.dumps({"path": str(path), "kwargs": case.kwargs}) + "\n").encode())
-        self.proc.stdin.flush()
-        line = self._read_line(HANG_S)
+        try:
+            self.proc.stdin.write((json.dumps({"path": str(path), "kwargs": case.kwargs}) + "\n").encode())
+            self.proc.stdin.flush()
+            line = self._read_line(HANG_S)
+        except BrokenPipeError:  # the worker died before it could take the case
+            line = ""
         seconds = time.perf_counter() - start
         if line is None or line == "":
             code = self.proc.poll()
@@ -823,7 +827,8 @@ def fuzz(root: Path, seeds: range) -> tuple[Counter, list[str]]:
                 counts["escapes"] += 1
                 bad.append(f"opened outside the model's folder {answer['escapes']}: {case.describe()}")
             if answer["outcome"] not in ("ok", "clean"):
-                bad.append(f"{answer['outcome']}: {answer.get('error')}\n{answer.get('where', '')}    {case.describe()}")
+                error, where = answer.get("error"), answer.get("where", "")
+                bad.append(f"{answer['outcome']}: {error}\n{where}    {case.describe()}")
     return counts, bad
 
 
