@@ -331,18 +331,21 @@ def _check_text(fd: Any, value: Any, where: str, source: str) -> None:
 
 
 def _check_tensor_size(t: TensorProto, where: str, source: str) -> None:
-    """Refuse a tensor whose dims claim more elements than its data can hold.
+    """Refuse a tensor whose dims do not fit its data, by far.
 
     onnx's C++ shape inference allocates what the dims say before it compares them with
-    the data: four bytes with dims ``[2**31]`` cost it minutes and gigabytes. The bound
-    is the densest packing ONNX has, four 2-bit elements a byte (or a typed-field entry);
-    the exact size is checked where the tensor is converted.
+    the data: four bytes with dims ``[2**31]`` cost it minutes and gigabytes. And external
+    data without a length is read to the end of its file, whatever the dims; checked as
+    each tensor is read, a model cannot keep many such copies of a large file. The
+    bounds are the densest and the widest element ONNX has (four 2-bit elements a byte or
+    a typed-field entry; 16 bytes of complex128); the exact size is checked where the
+    tensor is converted.
     """
     elements = math.prod(t.dims)
     stored = len(t.raw_data) + sum(len(getattr(t, f)) for f in _TYPED_DATA_FIELDS)
-    if elements > 4 * stored:
+    if elements > 4 * stored or len(t.raw_data) > 16 * elements:
         raise ModelLoadError(f"{source}: the tensor {_short(t.name)!r} at {where} has dims {list(t.dims)} "
-                             f"({elements} elements) but only {stored} bytes or values of data", _REEXPORT)
+                             f"({elements} elements) but {stored} bytes or values of data", _REEXPORT)
 
 
 def _text(value: str | bytes) -> str:

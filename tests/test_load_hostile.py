@@ -180,7 +180,7 @@ def test_a_tensor_whose_dims_claim_more_than_its_data_inside_a_function(tmp_path
     m.functions.append(f)
     start = time.perf_counter()
     refused(write(tmp_path, m), r"the tensor 'two' at functions\[0\].node\[0\].attribute\[0\].t has dims "
-                                r"\[2147483648\] \(2147483648 elements\) but only 4 bytes or values of data")
+                                r"\[2147483648\] \(2147483648 elements\) but 4 bytes or values of data")
     assert time.perf_counter() - start < 5
 
 
@@ -260,6 +260,13 @@ def test_external_data_location_with_a_nul_byte(tmp_path):
 @pytest.mark.parametrize("location", ["a" * 300, "a/" * 3000 + "m.data"], ids=["long-name", "long-path"])
 def test_external_data_location_too_long_for_the_file_system(tmp_path, location):
     refused(_external_model(tmp_path, location), r"cannot be opened: File name too long")
+
+
+def test_external_data_far_larger_than_the_dims_is_refused_as_it_is_read(tmp_path):
+    """Without a length, onnx reads to the end of the file, whatever the dims say."""
+    path = _external_model(tmp_path, "m.data")
+    (path.parent / "m.data").write_bytes(bytes(2**20))
+    refused(path, r"the tensor 'w' at graph.initializer\[0\] has dims \[2\] \(2 elements\) but 1048576 bytes")
 
 
 def test_sparse_initializer_data_outside_the_folder_is_refused(tmp_path):
