@@ -735,12 +735,7 @@ def _outer_refs(sg: onnx.GraphProto) -> set[str]:
     used: set[str] = set()
     for n in sg.node:
         used.update(i for i in n.input if i)
-        for a in n.attribute:
-            if a.type == AttributeProto.GRAPH:
-                used |= _outer_refs(a.g)
-            elif a.type == AttributeProto.GRAPHS:
-                for s in a.graphs:
-                    used |= _outer_refs(s)
+        used |= _subgraph_refs(n)
         defined.update(n.output)
     used.update(o.name for o in sg.output)
     return used - defined
