@@ -67,6 +67,9 @@ _MAX_MODEL_BYTES = 2**31 - 1  # protobuf cannot parse a larger message
 # numpy is asked for the memory: a file of a few bytes must not make hwcc hold gigabytes.
 _MAX_DENSE_BYTES = 2**30
 _DATA_PROP_MAX_LENGTH = 2**20  # see _data_prop_is_safe
+# Tensors whose values shape inference may read (Reshape's shape, Pad's pads, Resize's
+# scales...) have a handful of elements: one per dimension, or two.
+_SHAPE_TENSOR_MAX = 1024
 _TYPED_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 _REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from your framework"
 _ANNOTATIONS_HINT = f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only hwcc's own notes"
@@ -797,16 +800,23 @@ def _clone(p):
 
 
 # ---------------------------------------------------------------------- writing
-def to_proto(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
+def to_proto(graph: Graph, *, value_info: bool = True, weights: bool = True) -> onnx.ModelProto:
     """Build a ``ModelProto`` from the IR.
 
     Args:
         graph: the graph.
         value_info: write the intermediate types the source model declared.
+        weights: write every initializer. False writes those of more than
+            ``_SHAPE_TENSOR_MAX`` elements as typed graph inputs, without their data: a
+            model for shape inference without data propagation, which reads the values of
+            small tensors only (shapes, axes, pads, scales), at a fraction of the size.
     """
     m = graph.meta
     sparse_names = {n for n, t in graph.tensors.items() if t.meta.get("sparse")}
-    inits = [_tensor_proto(t) for n, t in graph.tensors.items() if t.data is not None and n not in sparse_names]
+    dense = {n: t for n, t in graph.tensors.items() if t.data is not None and n not in sparse_names}
+    typed_only = [] if weights else [n for n, t in dense.items() if t.data.size > _SHAPE_TENSOR_MAX
+                                      and n not in graph.inputs]
+    inits = [_tensor_proto(t) for n, t in dense.items() if n not in typed_only]
     nodes = [_node_proto(n) for n in graph.nodes]
     vis = []
     if value_info:
@@ -816,7 +826,7 @@ def to_proto(graph: Graph, *, value_info: bool = True) -> onnx.ModelProto:
     g = helper.make_graph(
         nodes,
         graph.name,
-        [_value_info(graph, n) for n in graph.inputs],
+        [_value_info(graph, n) for n in (*graph.inputs, *typed_only)],
         [_value_info(graph, n) for n in graph.outputs],
         initializer=inits,
         value_info=vis,
@@ -996,12 +1006,11 @@ def _data_prop_is_safe(graph: Graph) -> bool:
     terabytes and hours. A first inference without it finds the lengths of the 1-D
     tensors, in subgraphs and (inlined) functions too. Lengths that only data
     propagation itself can find (a Range up to a dimension read with Shape) are not
-    covered. A model over protobuf's limit is taken as safe: it is not a small hostile
-    file, and checking it would cost another inference through the disk.
+    covered. The probe carries no weights (``to_proto(weights=False)``): without data
+    propagation, inference reads the values of small tensors alone, so the check costs a
+    small fraction of the inference that follows it.
     """
-    if _is_big(graph):
-        return True
-    model = to_proto(graph, value_info=False)
+    model = to_proto(graph, value_info=False, weights=False)
     with _inference_errors():
         probe = onnx.inliner.inline_local_functions(model) if model.functions else model
     inferred = _onnx_shape_inference(probe, False, False)

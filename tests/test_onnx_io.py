@@ -375,3 +375,18 @@ def test_node_annotations_survive_save_and_load(tmp_path):
     assert meta_keys.count("hwcc.node_annotations") == 1
     hwcc.save(back, tmp_path / "m2.onnx")  # a second round trip does not duplicate it
     assert [p.key for p in onnx.load(str(tmp_path / "m2.onnx")).metadata_props].count("hwcc.node_annotations") == 1
+
+
+def test_to_proto_without_weights_keeps_shapes_and_small_tensors():
+    """The data-propagation probe: weights become typed inputs, shape-sized tensors stay."""
+    g = onnx_io.load("zoo:resnet-digits")
+    full, light = onnx_io.to_proto(g, value_info=False), onnx_io.to_proto(g, value_info=False, weights=False)
+    small = {t.name for t in full.graph.initializer if np.prod(t.dims) <= 1024}
+    assert {t.name for t in light.graph.initializer} == small
+    inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in light.graph.input}
+    for t in full.graph.initializer:
+        if t.name not in small:
+            assert inputs[t.name] == list(t.dims)
+    assert light.ByteSize() < full.ByteSize() / 10
+    shapes = [onnx.shape_inference.infer_shapes(m).graph.output[0].type.tensor_type.shape for m in (full, light)]
+    assert shapes[0] == shapes[1]
