@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hwcc import onnx_io
-from hwcc.errors import HwccError
+from hwcc.errors import HwccError, json_kind
 from hwcc.ir import Graph
 
 __all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock", "check_fields"]
@@ -267,10 +267,6 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------- checkpoint
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
-
-
 def check_fields(obj: Any, types: Mapping[str, type | tuple[type, ...]], where: str) -> None:
     """Check that ``obj`` is a JSON object holding every field of ``types`` with its type.
 
@@ -278,14 +274,14 @@ def check_fields(obj: Any, types: Mapping[str, type | tuple[type, ...]], where: 
         ValueError: naming the first field missing or of the wrong type.
     """
     if not isinstance(obj, dict):
-        raise ValueError(f"{where} is {_JSON_TYPES.get(type(obj), type(obj).__name__)}, not an object")
+        raise ValueError(f"{where} is {json_kind(type(obj))}, not an object")
     for key, want in types.items():
         if key not in obj:
             raise ValueError(f"{where} has no {key!r}")
         v = obj[key]
         if not isinstance(v, want) or (isinstance(v, bool) and want is not bool):
-            names = sorted({_JSON_TYPES[t] for t in (want if isinstance(want, tuple) else (want,))})
-            raise ValueError(f"{where}: {key!r} is {_JSON_TYPES.get(type(v), type(v).__name__)}, "
+            names = sorted({json_kind(t) for t in (want if isinstance(want, tuple) else (want,))})
+            raise ValueError(f"{where}: {key!r} is {json_kind(type(v))}, "
                              f"not {' or '.join(names)}")
 
 
@@ -323,14 +319,14 @@ class Checkpoint:
                                                      "graph_sha256": _sha256(self.folder / name), "state": state})
         except OSError as e:
             if self.folder.is_dir():
-                self._prune()
+                self._prune(self._named_graph())
             raise _disk_error(e, "the checkpoint", self.folder) from None
-        self._prune()
+        self._prune(name)
 
-    def _prune(self) -> None:
-        """Remove every file ``state.json`` does not name (older graphs, what a failed or killed
-        save left), and the folder itself when nothing is left."""
-        keep = {"state.json", self._named_graph()}
+    def _prune(self, graph: str | None) -> None:
+        """Remove every file but ``state.json`` and the ``graph`` it names (older graphs, what a
+        failed or killed save left), and the folder itself when nothing is left."""
+        keep = {"state.json", graph}
         for p in self.folder.iterdir():
             if p.name not in keep:
                 p.unlink(missing_ok=True)

@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="D.npz", help="with --target: measure activation density on this data "
                    "(zoo:digits: the bundled digits' train split)")
     p.add_argument("--act-density", type=FRACTION, help="with --target: fraction of non-zero activations, in [0, 1]")
-    p.add_argument("--breakdown", action="store_true", help="with --target: a column per breakdown entry")
+    p.add_argument("--breakdown", action="store_true", help="with --target: each layer's breakdown entries under its row")
     p.add_argument("--all", action="store_true", help="also list data-movement and constant nodes")
     p.add_argument("--weight-bits", type=BITS, help="count weights at this width, 1 to 64 (default: their ONNX type)")
     p.add_argument("--act-bits", type=BITS, help="count activations at this width, 1 to 64 (default: their ONNX type)")

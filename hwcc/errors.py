@@ -8,6 +8,15 @@ wrong, where, and what to do. The CLI prints it without a traceback and exits wi
 from __future__ import annotations
 
 
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
+def json_kind(kind: type) -> str:
+    """How a message names a JSON value of Python type ``kind``: ``an object``, ``a number``..."""
+    return _JSON_KINDS.get(kind, kind.__name__)
+
+
 class HwccError(Exception):
     """A problem the user can fix.
 

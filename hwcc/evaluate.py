@@ -83,11 +83,13 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
             shapes that do not match the model, or labels that are not integers or name a
             class the model's output does not have.
     """
-    source = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
-    raw = read_npz(data) if isinstance(data, (str, os.PathLike)) else data
+    from_file = isinstance(data, (str, os.PathLike))
+    source = os.fspath(data) if from_file else "arrays"
+    raw = read_npz(data) if from_file else data
     feeds = load_feeds(graph, raw)
-    for name, a in feeds.items():
-        check_data_array(source, name, a)
+    if not from_file:  # read_npz checked a file's arrays
+        for name, a in feeds.items():
+            check_data_array(source, name, a)
     labels = raw.get("labels")
     lengths = {k: len(a) for k, a in feeds.items()}
     if labels is not None:

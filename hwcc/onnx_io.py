@@ -49,7 +49,7 @@ from google.protobuf.message import Message
 from onnx import AttributeProto, SparseTensorProto, TensorProto, helper, numpy_helper
 
 from hwcc import dtypes
-from hwcc.errors import HwccError, ModelLoadError
+from hwcc.errors import HwccError, ModelLoadError, json_kind
 from hwcc.ir import Dim, Graph
 
 __all__ = ["load", "save", "from_proto", "to_proto", "infer_shapes", "parse_input_shape"]
@@ -73,8 +73,6 @@ _SHAPE_TENSOR_MAX = 1024
 _TYPED_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 _REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from your framework"
 _ANNOTATIONS_HINT = f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only hwcc's own notes"
-_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
 
 
 class RawAttribute:
@@ -619,10 +617,10 @@ def _check_annotations(notes: Any, source: str) -> None:
 
 def _annotations_problem(notes: Any) -> str | None:
     if not isinstance(notes, dict):
-        return f"it is {_JSON_KINDS[type(notes)]}"
+        return f"it is {json_kind(type(notes))}"
     for node, v in notes.items():
         if not isinstance(v, dict):
-            return f"node {_short(node)!r} has {_JSON_KINDS[type(v)]}"
+            return f"node {_short(node)!r} has {json_kind(type(v))}"
         reserved = sorted(set(v) & set(_NODE_META_FROM_ONNX))
         if reserved:
             return f"node {_short(node)!r} sets {reserved[0]!r}, which comes from the ONNX node itself"
