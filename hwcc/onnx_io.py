@@ -656,7 +656,7 @@ def _fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynam
             raise ModelLoadError(
                 f"input {name!r} of {source} has dynamic shape {_fmt(t.shape)}",
                 f"fix it with --input-shape {name}:{'x'.join(map(str, _suggested_shape(t.shape)))} "
-                "(the dims shown as ? are yours to choose: 1 for the batch, the rest a guess)",
+                "(the dynamic dims, named or ?, are yours to choose; 1 for the batch, the rest a guess)",
             )
 
 
