@@ -54,6 +54,10 @@ __all__ = [
     "PassTimer", "apply_by_hand", "get_pass", "list_passes", "register_pass",
 ]
 
+# A verification that finds the outputs changed exits with this (``hwcc apply --verify``):
+# the check failed, the input was fine (2 is bad input), like an unmet budget in compile.
+VERIFY_FAILED_EXIT = 3
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -414,6 +418,8 @@ class PassManager:
                     hint = "initializers are immutable: assign a new array instead of writing into one"
             err = PassError(f"pass {p.name!r} failed (passes run before it: {before}): {what}", hint)
             err.pass_name, err.passes_before = p.name, list(done)
+            if isinstance(e, _VerificationFailed):
+                err.exit_code = VERIFY_FAILED_EXIT
             raise err from e
 
 
@@ -554,11 +560,6 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-# ``hwcc apply --verify`` exits with this when the outputs disagree: the check failed,
-# the input was fine (2 is bad input), like an unmet budget in ``hwcc compile``.
-VERIFY_FAILED_EXIT = 3
-
-
 def apply_by_hand(
     graph: Graph,
     pass_name: str,
@@ -596,12 +597,7 @@ def apply_by_hand(
                       rtol=rtol, atol=atol, data=data)
     options = p.options(ctx)
     ops_before, bytes_before = _census(graph)
-    try:
-        result = p(graph.copy() if p.in_place else graph, ctx)
-    except PassError as e:
-        if isinstance(e.__cause__, _VerificationFailed):
-            e.exit_code = VERIFY_FAILED_EXIT
-        raise
+    result = p(graph.copy() if p.in_place else graph, ctx)
     ops_after, bytes_after = _census(result.graph)
     return ApplyReport(p.name, options, result, ops_before, ops_after, bytes_before, bytes_after,
                        result.details.get("verification"))
