@@ -95,7 +95,7 @@ def test_the_opening_example_compiles_a_model_file(tmp_path):
     assert "every budget met" in r.stdout
 
 
-@pytest.mark.slow  # about a minute; test_compile.py covers the same path with a shorter search
+@pytest.mark.slow  # a full compile (seconds quiet, a minute or more on a busy machine); test_compile.py covers the path
 def test_the_main_job_as_the_readme_gives_it(tmp_path):
     """The hwcc part of the set-up line, with this environment's hwcc (the whole line, venv
     and install included, runs in the slow suite)."""
@@ -151,7 +151,7 @@ def test_the_command_synopsis_matches_each_commands_help():
             assert flag in flags, f"README synopsis {line!r}: {flag} is not an option of 'hwcc {' '.join(command)}'"
 
 
-@pytest.mark.slow  # a full-length search: one to three minutes
+@pytest.mark.slow  # a full-length search: 10 s on a quiet machine, minutes on a busy one
 def test_the_python_example_runs(tmp_path):
     code = _block("python", "import hwcc")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
