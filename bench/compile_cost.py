@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import ROOT, fmt_count, fmt_duration, md_table, run_child, save_svg
-from hwcc._svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, si_labels
+from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, si_labels
 
 TITLE = "Compile cost"
 ORDER = 60
@@ -102,7 +102,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
 def model_size(name: str) -> dict[str, Any]:
     """Compute layers (those with MACs), parameters and MACs of a zoo model."""
     import hwcc
-    from hwcc import workload
+    from hwcc.ir import workload
 
     s = workload.summary_json(workload.analyze(hwcc.load(f"zoo:{name}")))
     return {"layers": sum(1 for layer in s["layers"] if layer["macs"] > 0), "params": s["totals"]["params"],

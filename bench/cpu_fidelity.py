@@ -172,7 +172,7 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
 
     This machine is shared and slows down by up to about 1.8x, for seconds at a time,
     when its neighbours are busy. The tables hold latencies at the fast phase's speed
-    (the time of a probe kernel timed around every visit; see ``hwcc.targets.cpu_table``).
+    (the time of a probe kernel timed around every visit; see ``hwcc.targets.cpu.table``).
     The measurements are reported both raw and at that same speed (the visits the probe
     says ran at it, waiting for them; rescaled by the probe only if they do not come):
     ``error`` compares the prediction with the measurement at the table's speed,
@@ -183,7 +183,7 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
 
     import hwcc
     from hwcc.targets.base import load_target
-    from hwcc.targets.cpu import measure_models, profile
+    from hwcc.targets.cpu.target import measure_models, profile
 
     target = target or load_target("cpu")
     t0 = time.monotonic()

@@ -165,14 +165,14 @@ def greedy_allocation(sizes: Mapping[str, int], energy: Callable[[str, float], f
 
 def _cleanup(graph):
     from hwcc.api import CLEANUP
-    from hwcc.pass_infra import PassContext, PassManager
+    from hwcc.ir.transform import PassContext, PassManager
 
     return PassManager(list(CLEANUP), PassContext(seed=SEED, verify=True)).run(graph).graph
 
 
 def _legalize(graph, target, calib):
     """``graph`` in the target's legal form (Eyeriss: 16-bit fixed point), as hwcc compile does."""
-    from hwcc.pass_infra import PassContext, get_pass
+    from hwcc.ir.transform import PassContext, get_pass
 
     for name, knobs in (target.legal_form or {}).items():
         ctx = PassContext(knobs={name: dict(knobs)}, data=calib, seed=SEED, verify=False)
@@ -186,7 +186,7 @@ def _price(target, graph, ctx=None) -> dict[str, float]:
 
 
 def _weights_kept(graph) -> float:
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     w = [(x.weight_density, x.params) for x in analyze(graph).layers if x.kind in _WEIGHTED and x.params]
     return sum(d * n for d, n in w) / max(sum(n for _, n in w), 1)
@@ -201,7 +201,7 @@ class _Digits:
 
     def __init__(self, name: str, target):
         import hwcc
-        from hwcc.evaluate import Evaluator, resolve_data
+        from hwcc.data.evaluate import Evaluator, resolve_data
 
         self.name, self.target = name, target
         self.graph = _cleanup(hwcc.load(f"zoo:{name}"))
@@ -213,7 +213,7 @@ class _Digits:
         self.dense = self.relative(dense)
 
     def point(self, graph, steps: int, method: str, label: str) -> dict[str, Any]:
-        from hwcc.finetune import finetune
+        from hwcc.train.finetune import finetune
 
         if steps > 0:
             graph = finetune(graph, self.tune.inputs, self.tune.labels, steps=steps, seed=SEED).graph
@@ -228,7 +228,7 @@ class _Digits:
 
 
 def _magnitude(m: _Digits, s: Settings) -> list[dict[str, Any]]:
-    from hwcc.pass_infra import PassContext, get_pass
+    from hwcc.ir.transform import PassContext, get_pass
 
     out = []
     for d in s.densities:
@@ -289,7 +289,7 @@ def _digits(s: Settings, out: Path, target) -> dict[str, Any]:
 
 
 def _digits_plot(mod: dict[str, Any], out: Path) -> str:
-    from hwcc._svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, count_labels, percent_labels
+    from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, count_labels, percent_labels
 
     chart = Chart(f"{mod['model']} on Eyeriss: accuracy against chip energy", "Eyeriss chip energy / dense (legal form)",
                   "test accuracy", count_labels, percent_labels)
@@ -312,10 +312,10 @@ def _digits_plot(mod: dict[str, Any], out: Path) -> str:
 # ---------------------------------------------------------------------- AlexNet
 def _alexnet(s: Settings, target) -> dict[str, Any]:
     import hwcc
-    from hwcc.pass_infra import PassContext, get_pass
+    from hwcc.ir.transform import PassContext, get_pass
     from hwcc.passes.prune_weights import keep_count
     from hwcc.targets.base import CostContext
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     t0 = time.monotonic()
     graph = hwcc.load("zoo:alexnet")
@@ -367,7 +367,7 @@ def _act_density(graph, weighted: Sequence[str]) -> dict[str, float]:
     """Published input densities on the weighted layers, and on the LRN and pooling nodes
     before each (they feed it: their input is at least as sparse; the repository's Eyeriss
     test does the same)."""
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     density = dict(zip(weighted, ALEXNET_ACT_DENSITY))
     following = None

@@ -46,7 +46,7 @@ TITLE = "hwcc int8 against onnxruntime's quantize_static on this CPU"
 ORDER = 50
 
 SEED = 0
-LAYER_OPS = ("Conv", "Gemm", "MatMul")   # the ops hwcc's int8 quantizes (hwcc.passes._weights.LAYER_OPS)
+LAYER_OPS = ("Conv", "Gemm", "MatMul")   # the ops hwcc's int8 quantizes (hwcc.passes.lib.weights.LAYER_OPS)
 METHODS = ("fp32", "hwcc int8", "ORT int8 per-channel", "ORT int8 defaults", "ORT int8 per-channel, Conv/Gemm/MatMul")
 
 
@@ -75,8 +75,8 @@ FULL = Settings(models=("lenet300-digits", "lenet5-digits", "mobilenet-digits", 
 # ---------------------------------------------------------------------- the models
 def _hwcc_int8(src, calib: np.ndarray) -> bytes:
     from hwcc.api import CLEANUP
-    from hwcc.onnx_io import to_proto
-    from hwcc.pass_infra import PassContext, PassManager, get_pass
+    from hwcc.ir.onnx_io import to_proto
+    from hwcc.ir.transform import PassContext, PassManager, get_pass
 
     graph = PassManager(list(CLEANUP), PassContext(seed=SEED, verify=True)).run(src).graph
     name = graph.real_inputs()[0]
@@ -159,7 +159,7 @@ def int8_kernels(counts: dict[str, int]) -> int:
 def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
     import hwcc
     from hwcc.models.digits import load_split
-    from hwcc.onnx_io import to_proto
+    from hwcc.ir.onnx_io import to_proto
 
     src = hwcc.load(f"zoo:{name}")
     x_train, _ = load_split("train")
@@ -229,7 +229,7 @@ def _what(s: Settings, target, n_test: int) -> str:
         f"tell the scope's effect from the rest. Accuracy: top-1 on the "
         f"digits test split ({n_test} images) in onnxruntime. Latency: all {len(s.models) * len(METHODS)} models "
         f"timed together in onnxruntime ({target.threads} thread, batch 1, `ORT_ENABLE_ALL`), round-robin: "
-        f"{s.rounds} rounds, each timing every model {s.runs} times in turn (`hwcc.targets.cpu.measure_models`, one "
+        f"{s.rounds} rounds, each timing every model {s.runs} times in turn (`hwcc.targets.cpu.target.measure_models`, one "
         f"round per call); a speed-up is the median over rounds of the fp32 model's latency over the int8 one's "
         f"within the round, and a latency is the fp32 model's median latency over that speed-up (this shared "
         f"machine switches between two speeds about 1.8x apart: absolute latencies are indicative, ratios are "
@@ -288,7 +288,7 @@ _SHORT = dict(zip(METHODS, ("fp32", "hwcc", "ORT per-ch.", "ORT defaults", "ORT 
 
 
 def _plot(families: list[dict[str, Any]], out: Path) -> str:
-    from hwcc._svg import BLUE, GREEN, GREY, ORANGE, RED, count_labels, hbars, percent_labels
+    from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, count_labels, hbars, percent_labels
 
     names = [f["model"] for f in families]
     colors = (RED, BLUE, ORANGE, GREEN, GREY)

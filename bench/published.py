@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import md_table, save_svg
-from hwcc.targets.eyeriss_published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
+from hwcc.targets.eyeriss.published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
                                            POWER_MW, PROCESSING_MS, TOTAL_MS, ZEROS_IN_IFMAPS)
 
 TITLE = "Published-figure fidelity of the modelled targets"
@@ -175,8 +175,8 @@ def fc_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def eyeriss_rows() -> list[dict[str, Any]]:
     from hwcc.targets.base import load_target, scale_batch
-    from hwcc.targets.eyeriss import EyerissContext
-    from hwcc.workload import analyze
+    from hwcc.targets.eyeriss.target import EyerissContext
+    from hwcc.ir.workload import analyze
 
     t = load_target("eyeriss")
     out = []
@@ -204,7 +204,7 @@ def googlenet_rows(t) -> list[dict[str, Any]]:
     import hwcc
     from hwcc import models
     from hwcc.targets.base import CostContext
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     g = hwcc.load(models.model_path("googlenet"))
     layers = analyze(g).layers
@@ -229,7 +229,7 @@ def tpu_rows() -> list[dict[str, Any]]:
 
     t = load_target("tpu")
     out = []
-    from hwcc.targets.tpu_workloads import BUILDERS, qlinear_fc
+    from bench.tpu_workloads import BUILDERS, qlinear_fc
 
     for name, build in BUILDERS.items():
         gc = t.cost(build())
@@ -346,7 +346,7 @@ def _markdown(blocks: dict[str, list], summaries: dict[str, dict], plot: str) ->
 
 def _plot(blocks: dict[str, list], out: Path) -> str:
     """Model / published for every estimate row, on a log2 axis, one colour per target."""
-    from hwcc._svg import BLUE, GREEN, GREY, ORANGE, RED, Chart
+    from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, Chart
 
     rows = [r for rs in blocks.values() for r in rs if not r["bound"]]
     height = 120 + 13 * len(rows)

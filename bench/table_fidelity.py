@@ -22,7 +22,7 @@ import numpy as np
 
 from bench import cpu_fidelity as fid
 from bench._common import md_table, save_svg
-from hwcc._svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, percent_labels
+from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, percent_labels
 
 TITLE = "Latency-table fidelity (cpu)"
 ORDER = 30
@@ -38,7 +38,7 @@ COLORS = {"lenet5": BLUE, "mobilenet": ORANGE, "resnet": GREEN, "mobilenet_v2_64
 def fresh_target(folder: Path):
     """The ``cpu`` target pricing with an empty lookup table stored in ``folder``."""
     from hwcc.targets.base import load_target
-    from hwcc.targets.cpu_table import KernelTable
+    from hwcc.targets.cpu.table import KernelTable
 
     target = load_target("cpu")
     base = target.table  # this machine's fingerprint and timer; its entries are not used

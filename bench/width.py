@@ -21,7 +21,7 @@ Every point of both methods is then fine-tuned to the same total number of SGD s
 ``T`` (a search point has had ``S`` steps per iteration along its path and gets the
 rest) and scored on the digits test split in onnxruntime. All points of a model are
 timed together, round-robin, as ``hwcc compile`` times its result on the ``cpu`` target
-(:func:`hwcc.targets.cpu.measure_models`), and a speed-up is the median over rounds of
+(:func:`hwcc.targets.cpu.target.measure_models`), and a speed-up is the median over rounds of
 the ratio within one round (:func:`by_round`), so that it compares models under the same
 state of this shared machine. The speed-up at equal accuracy reads the multiplier's
 latency at the hwcc point's accuracy off the multiplier's curve (linear between its
@@ -180,7 +180,7 @@ def by_round(rounds: Sequence[Sequence[float]], reference: Sequence[int] | None 
 def measure(models: Sequence[bytes], threads: int, rounds: int, runs: int,
             reference: Sequence[int] | None = None) -> dict[str, Any]:
     """Every model timed ``runs`` times per round, round-robin, ``rounds`` rounds; see :func:`by_round`."""
-    from hwcc.targets.cpu import measure_models
+    from hwcc.targets.cpu.target import measure_models
 
     table = [measure_models(list(models), threads, runs=runs, rounds=1, warmup=3) for _ in range(rounds)]
     latency, speedup, spread = by_round(table, reference)
@@ -201,8 +201,8 @@ class _Model:
     def __init__(self, name: str):
         import hwcc
         from hwcc.api import CLEANUP
-        from hwcc.evaluate import Evaluator, resolve_data
-        from hwcc.pass_infra import PassContext, PassManager
+        from hwcc.data.evaluate import Evaluator, resolve_data
+        from hwcc.ir.transform import PassContext, PassManager
 
         self.name = name
         self.src = hwcc.load(f"zoo:{name}")
@@ -213,7 +213,7 @@ class _Model:
 
     def finish(self, graph, steps: int) -> tuple[Any, float]:
         """``graph`` fine-tuned ``steps`` more SGD steps (the compile's settings), and its test accuracy."""
-        from hwcc.finetune import finetune
+        from hwcc.train.finetune import finetune
 
         if steps > 0:
             graph = finetune(graph, self.tune.inputs, self.tune.labels, steps=steps, seed=SEED).graph
@@ -223,14 +223,14 @@ class _Model:
 def _shape(graph) -> dict[str, Any]:
     """What a point kept: MACs, and the output channels of every prunable group."""
     from hwcc.passes.prune_channels import prunable_groups
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     return {"macs": analyze(graph).macs, "channels": {g.id: g.channels for g in prunable_groups(graph)}}
 
 
 def _multiplier(m: _Model, s: Settings) -> list[dict[str, Any]]:
     """Every multiplier point, each rounding in turn; a width another rounding already gave is not repeated."""
-    from hwcc.pass_infra import PassContext, get_pass
+    from hwcc.ir.transform import PassContext, get_pass
 
     out: list[dict[str, Any]] = []
     for round_to in s.round_to:
@@ -295,7 +295,7 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
 
 
 def _model(name: str, s: Settings, target) -> dict[str, Any]:
-    from hwcc.onnx_io import to_proto
+    from hwcc.ir.onnx_io import to_proto
 
     t0 = time.monotonic()
     m = _Model(name)
@@ -350,7 +350,7 @@ def _what(s: Settings, target) -> str:
         f"digits test split (359 images, one image = 0.28 points) in onnxruntime. Latency: all points of one model "
         f"(the input, the multiplier's, hwcc's) timed together in onnxruntime ({target.threads} thread, batch 1, "
         f"`ORT_ENABLE_ALL`), round-robin: {s.rounds} rounds, each timing every model {s.runs} times in turn "
-        f"(`hwcc.targets.cpu.measure_models`, one round per call); a speed-up is the median over rounds of the "
+        f"(`hwcc.targets.cpu.target.measure_models`, one round per call); a speed-up is the median over rounds of the "
         f"input's latency over the point's within the round, and a latency is the input's median latency over "
         f"that speed-up. This shared machine switches between two speeds about 1.8x apart, so absolute "
         f"latencies are only indicative; ratios within a round are what is compared.")
@@ -455,7 +455,7 @@ def _findings(models: list[dict[str, Any]]) -> list[str]:
 
 
 def _plot(mod: dict[str, Any], out: Path) -> str:
-    from hwcc._svg import BLUE, GREEN, GREY, ORANGE, Chart, percent_labels, si_labels
+    from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, Chart, percent_labels, si_labels
 
     chart = Chart(f"{mod['model']}: test accuracy against measured CPU latency", "measured latency (onnxruntime, "
                   "batch 1)", "test accuracy", lambda t: si_labels(t, "s"), percent_labels)

@@ -1,5 +1,7 @@
+"""``python -m hwcc``: the ``hwcc`` command."""
+
 import sys
 
-from hwcc.cli import main
+from hwcc.cli.commands import main
 
 sys.exit(main())

@@ -7,7 +7,7 @@ The steps, each recorded in the artifact's ``hwcc.json``:
    budgets (``50%`` is half of that price).
 2. Exact cleanups (BatchNormalization folding, constant folding, dead code), checked in
    onnxruntime against the input.
-3. The NetAdapt loop (:mod:`hwcc.search`), then a long-term fine-tune.
+3. The NetAdapt loop (:mod:`hwcc.search.loop`), then a long-term fine-tune.
 4. The legal form, priced and evaluated: the final metrics. On a measured target (this
    machine's CPU) the final model is also timed in onnxruntime beside the input model;
    if the measurement misses a latency budget the prediction met, the limit is tightened
@@ -15,7 +15,7 @@ The steps, each recorded in the artifact's ``hwcc.json``:
 5. The artifact, written atomically; with ``output`` given, a checkpoint after the cleanups
    and after every iteration lets ``resume=True`` continue a killed run. The compile holds
    ``OUTPUT.lock`` from its start to its artifact: a second compile told to write the same
-   folder fails at once (see :func:`hwcc.artifact.output_lock`).
+   folder fails at once (see :func:`hwcc.report.artifact.output_lock`).
 
 Exit code (:attr:`CompileResult.exit_code`): 0 when every budget and the accuracy floor
 are met, 3 otherwise (the best model found is still returned and saved).
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.artifact import Checkpoint, check_destination, check_fields, is_artifact, output_lock, write_artifact
-from hwcc.budget import Budget, parse_budget
+from hwcc.report.artifact import Checkpoint, check_destination, check_fields, is_artifact, output_lock, write_artifact
+from hwcc.search.budget import Budget, parse_budget
 from hwcc.errors import BudgetError, HwccError
 from hwcc.ir import Graph
-from hwcc.search import METRICS, Hooks, SearchConfig, new_state, run_loop, tighten, unmet
+from hwcc.search.loop import METRICS, Hooks, SearchConfig, new_state, run_loop, tighten, unmet
 
 __all__ = ["compile", "CompileResult", "SearchConfig"]
 
@@ -54,7 +54,7 @@ class CompileResult:
 
     Attributes:
         graph: the final model, in the target's legal form.
-        summary: everything ``hwcc.json`` holds (see :mod:`hwcc.artifact`).
+        summary: everything ``hwcc.json`` holds (see :mod:`hwcc.report.artifact`).
         target: the target object (it writes the payload).
         path: the artifact folder, once saved.
     """
@@ -122,7 +122,7 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
         input_shapes: fix dynamic input dims.
         honesty_rounds: on a measured target, how often a missed measurement may send the
             search back to work.
-        progress: called with ``(event, info)`` as the search goes (see :mod:`hwcc.cli`).
+        progress: called with ``(event, info)`` as the search goes (see :mod:`hwcc.cli.commands`).
 
     Returns:
         A :class:`CompileResult` (saved to ``output`` when given).
@@ -132,7 +132,7 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
             compile is writing ``output``; its disk is full or not writable.
     """
     import hwcc
-    from hwcc.evaluate import Evaluator, resolve_data
+    from hwcc.data.evaluate import Evaluator, resolve_data
     from hwcc.targets.base import load_target
 
     start = time.monotonic()
@@ -157,14 +157,14 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Sequenc
     price = _Pricer(tgt, _Legalizer(tgt, {k: v[:4] for k, v in calib.items()}, config.seed), src)
     teacher = None if tune.labels is not None else _outputs(src, tune.inputs)
     if config.short_term_steps > 0 or config.long_term_steps > 0:
-        from hwcc.finetune import to_torch
+        from hwcc.train.finetune import to_torch
 
         to_torch(src)  # an op the fine-tuner cannot run is reported now, not mid-search
 
     def finetune(g: Graph, steps: int, seed: int) -> Graph:
         if steps <= 0:
             return g
-        from hwcc.finetune import finetune as run
+        from hwcc.train.finetune import finetune as run
 
         return run(g, tune.inputs, tune.labels, teacher=teacher, steps=steps, lr=config.lr,
                    batch_size=config.batch_size, seed=seed, optimizer=config.optimizer).graph
@@ -283,7 +283,7 @@ class _Legalizer:
         self.calib, self.seed = calib, seed
 
     def __call__(self, graph: Graph) -> Graph:
-        from hwcc.pass_infra import PassContext, get_pass
+        from hwcc.ir.transform import PassContext, get_pass
 
         for name, knobs in self.form.items():
             ctx = PassContext(knobs={name: dict(knobs)}, data=self.calib, seed=self.seed, verify=False)
@@ -342,21 +342,21 @@ def _limits(budgets: Sequence[Budget], original: Mapping[str, float], primary: s
 
 
 def _cleanup(graph: Graph, seed: int) -> Graph:
-    from hwcc.pass_infra import PassContext, PassManager
+    from hwcc.ir.transform import PassContext, PassManager
 
     return PassManager(list(CLEANUP), PassContext(seed=seed, verify=True)).run(graph).graph
 
 
 def _outputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    from hwcc.activations import split_batches
-    from hwcc.verify import Session
+    from hwcc.data.activations import split_batches
+    from hwcc.ir.verify import Session
 
     s = Session(graph)
     return np.concatenate([s.run(f)[0] for f in split_batches(graph, inputs)])
 
 
 def _graph_hash(graph: Graph) -> str:
-    from hwcc.onnx_io import to_proto
+    from hwcc.ir.onnx_io import to_proto
 
     return hashlib.sha256(to_proto(graph).SerializeToString(deterministic=True)).hexdigest()
 

@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from hwcc.ir import Graph, Node
-from hwcc.pass_infra import Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import constant_value, drop_unused_initializers
+from hwcc.ir.transform import Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.edits import constant_value, drop_unused_initializers
 
 _ONNX = ("", "ai.onnx")
 NOT_A_COPY = ""  # what a check returns for a node that computes something: skipped silently

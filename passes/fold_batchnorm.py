@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from hwcc.ir import Graph, Node
-from hwcc.pass_infra import Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import constant_value, drop_unused_initializers, set_constant_input
+from hwcc.ir.transform import Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.edits import constant_value, drop_unused_initializers, set_constant_input
 
 _ONNX = ("", "ai.onnx")
 

@@ -11,7 +11,7 @@ kinds of node are folded without evaluating anything:
   Reshape`` chains of torch exports into a Reshape by a constant shape.
 
 Everything else is evaluated by onnxruntime on a one-node model (CPU, graph
-optimisations off, through ``hwcc.verify.run_onnx``), not by ``onnx.reference``: the
+optimisations off, through ``hwcc.ir.verify.run_onnx``), not by ``onnx.reference``: the
 folded value is then what the runtime that runs and verifies the model computes for that
 node, bit for bit, and large folds (a constant MatMul or Transpose of a weight) run at
 native speed rather than in numpy. A node onnxruntime cannot evaluate is kept, with the
@@ -24,12 +24,12 @@ import math
 
 import numpy as np
 
-from hwcc.dtypes import BYTES, numpy_dtype
+from hwcc.ir.dtypes import BYTES, numpy_dtype
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers
-from hwcc.verify import run_onnx
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers
+from hwcc.ir.verify import run_onnx
 
 _DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 _RANDOM = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}

@@ -2,7 +2,7 @@
 
 Write a layer's weight as a matrix ``W`` of ``out × in`` (outputs by inputs) and take its
 thin SVD ``W = U Σ Vᵀ`` (in float64, through the eigenproblem of the smaller Gram matrix:
-see :func:`hwcc.passes._low_rank_factor.factor`). Keeping the ``r`` largest singular values gives
+see :func:`hwcc.passes.lib.low_rank_factor.factor`). Keeping the ``r`` largest singular values gives
 
     W ≈ W_r = U_r Σ_r V_rᵀ = A·B,    A = U_r·sqrt(Σ_r)  (out × r),   B = sqrt(Σ_r)·V_rᵀ  (r × in),
 
@@ -51,9 +51,9 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
-from hwcc.passes._low_rank_factor import choose_rank, factor, param_counts, parse_layers, parse_ranks
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
+from hwcc.passes.lib.low_rank_factor import choose_rank, factor, param_counts, parse_layers, parse_ranks
 
 _ONNX = ("", "ai.onnx")
 _OPS = ("Gemm", "MatMul", "Conv")

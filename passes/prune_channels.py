@@ -1,6 +1,6 @@
 """Structured channel pruning: remove output channels and everything coupled to them.
 
-The dependency groups of :mod:`hwcc.passes._depgraph` say which channels must go together
+The dependency groups of :mod:`hwcc.passes.lib.depgraph` say which channels must go together
 (a layer's filters, the next layers' input channels, BatchNormalization parameters and
 biases, depthwise convolutions in between, every member of a residual Add/Sub/Mul, the
 mapped positions of a channel Concat, the columns a Flatten/Reshape hands to a Gemm, and
@@ -12,7 +12,7 @@ channels makes every tensor of the group ``C − |R|`` channels wide:
                               Flatten of C×H×W, K' = {c·H·W + r : c ∈ K, r < H·W})
     γ', β', μ', σ²' = γ[K], β[K], μ[K], σ²[K],      group' = |K| for depthwise layers.
 
-Which channels go is chosen by an importance criterion (:mod:`hwcc.passes._importance`):
+Which channels go is chosen by an importance criterion (:mod:`hwcc.passes.lib.importance`):
 the ``C − k`` highest scores are kept. The rewrite is exact when the removed channels
 contribute exactly zero downstream (a zero filter, bias and BatchNormalization shift
 followed by ReLU), and lossy otherwise, so the pass is declared inexact.
@@ -31,9 +31,9 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._depgraph import Group, analyze, prunable_groups, prune_group, prune_groups
-from hwcc.passes._importance import CRITERIA, keep_top, scores
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.depgraph import Group, analyze, prunable_groups, prune_group, prune_groups
+from hwcc.passes.lib.importance import CRITERIA, keep_top, scores
 
 __all__ = ["PruneChannels", "kept_count", "prunable_groups", "prune_group", "prune_k"]
 

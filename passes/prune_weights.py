@@ -12,9 +12,9 @@ already has ``k`` non-zeros or fewer is left as it is. Biases are never pruned. 
 stays a dense ONNX model whose pruned weights are exact zeros; the workload view's
 ``weight_density`` sees them.
 
-Storage is accounted in EIE's format (Han et al., ISCA 2016; :mod:`hwcc.eie_format`) on
+Storage is accounted in EIE's format (Han et al., ISCA 2016; :mod:`hwcc.formats.sparse`) on
 the layer's matrix view ``W`` (``rows`` outputs × ``cols`` inputs; a Conv is
-``M × C/g·kh·kw``, see :mod:`hwcc.passes._weights`), interleaved over ``N`` PEs:
+``M × C/g·kh·kw``, see :mod:`hwcc.passes.lib.weights`), interleaved over ``N`` PEs:
 
     bits = Σ_PE entries_PE·(index_bits + 4) + N·(cols + 1)·16 + |codebook|·16,
 
@@ -22,7 +22,7 @@ where ``entries`` counts the non-zeros and the padding entries (one per 16 zeros
 gap longer than 15 within a PE's column), each a codebook index and a 4-bit relative
 row index; ``cols + 1`` 16-bit column pointers per PE; and the codebook: zero and at
 most ``2**index_bits − 1`` shared non-zero values (1-D k-means from a linear
-initialisation, :mod:`hwcc.passes._kmeans`; the exact values when there are few), 16
+initialisation, :mod:`hwcc.passes.lib.kmeans`; the exact values when there are few), 16
 bits each. ``bits_per_nonzero`` is ``(entries·(index_bits + 4) +
 pointers·16) / nnz``; the dense size is ``n`` times the weights' item size.
 """
@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from hwcc import eie_format
+from hwcc.formats import sparse as eie_format
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._kmeans import eie_codebook
-from hwcc.passes._weights import (WeightedLayer, check_layer_names, find_layers, matrix_view, parse_per_layer,
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.kmeans import eie_codebook
+from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, find_layers, matrix_view, parse_per_layer,
                                   replace_weights)
 
 _CODEBOOK_ENTRY_BITS = 16  # EIE decodes a codebook index to 16-bit fixed point

@@ -3,13 +3,13 @@
 Three modes (knob ``mode``), each reporting the error per layer as the weights' SQNR,
 ``10·log10(Σ w² / Σ (w − q)²)`` dB, in ``details["sqnr_db"]``:
 
-* ``int8`` — static quantization, QDQ format (:mod:`hwcc.passes._int8`):
+* ``int8`` — static quantization, QDQ format (:mod:`hwcc.passes.lib.int8`):
   ``x̂ = (clip(round(x/s) + z, −128, 127) − z)·s``, weights per channel and symmetric,
   activations per tensor from calibration data. The result has QuantizeLinear /
   DequantizeLinear nodes and int8 initializers; ``details`` adds the SQNR of each
   layer's output and of the model's outputs on the calibration data.
 * ``kmeans`` — trained quantization by weight sharing (Deep Compression;
-  :mod:`hwcc.passes._kmeans`): per layer, 1-D k-means from linearly spaced centroids
+  :mod:`hwcc.passes.lib.kmeans`): per layer, 1-D k-means from linearly spaced centroids
   minimising ``Σ_i Σ_{w ∈ c_i} (w − c_i)²`` over the non-zero weights, each weight
   replaced by its centroid, zeros kept; at most ``2**bits`` values per layer. A layer with
   zeros gets ``2**bits − 1`` centroids and codebook index 0 is the value 0; ``zero_slot``
@@ -17,7 +17,7 @@ Three modes (knob ``mode``), each reporting the error per layer as the weights' 
   ``codebook_bits = B > 0`` then rounds the centroids to ``B``-bit signed fixed point
   with one power-of-two scale per layer, ``c_q = q·2^−f``, ``q ∈ [−2^(B−1), 2^(B−1) − 1]``
   an integer and ``f`` the most fraction bits with which the largest ``|c|`` fits
-  (:mod:`hwcc.passes._fixed_point`), and gives each weight the nearest ``c_q``; the
+  (:mod:`hwcc.formats.fixed_point`), and gives each weight the nearest ``c_q``; the
   weights written are exactly those values (float32 holds ``q·2^−f`` exactly for
   ``B ≤ 24``), so ``w·2^f`` is an integer of ``B`` bits. A centroid within half a step of
   zero becomes 0 and its weights with it (the decoder's value for it); no other non-zero
@@ -25,7 +25,7 @@ Three modes (knob ``mode``), each reporting the error per layer as the weights' 
   (fixed-length and Huffman-coded indices, relative indices for sparse layers, pointers
   and codebook at 32 or ``B`` bits an entry).
 * ``fixed16`` — 16-bit dynamic fixed point (Qiu et al., FPGA 2016;
-  :mod:`hwcc.passes._fixed_point`): per layer the fraction length ``f`` that fits the
+  :mod:`hwcc.formats.fixed_point`): per layer the fraction length ``f`` that fits the
   largest weight, ``w_q = round(w·2^f)·2^−f``; activation formats from calibration data
   when there is some.
 
@@ -51,10 +51,11 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes import _fixed_point, _int8, _kmeans
-from hwcc.passes._calibration import Calibration, Runner, calibration_feeds
-from hwcc.passes._weights import (WeightedLayer, check_layer_names, find_layers, matrix_view, parse_per_layer,
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.formats import fixed_point as _fixed_point
+from hwcc.passes.lib import int8 as _int8, kmeans as _kmeans
+from hwcc.passes.lib.calibration import Calibration, Runner, calibration_feeds
+from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, find_layers, matrix_view, parse_per_layer,
                                   replace_weights, sqnr_db)
 
 Options = dict[str, Any]

@@ -5,7 +5,7 @@ of their correlation is
 
     Y = Aᵀ [ U ⊙ V ] A,     U = G g Gᵀ,   V = Bᵀ d B,
 
-with ``Bᵀ``, ``G``, ``Aᵀ`` in :mod:`hwcc.passes._winograd_math`. Tiles overlap: tile
+with ``Bᵀ``, ``G``, ``Aᵀ`` in :mod:`hwcc.passes.lib.winograd_math`. Tiles overlap: tile
 ``(t_h, t_w)`` starts at input row ``2·t_h`` and column ``2·t_w``. Summed over input
 channels, the element-wise product at each of the 16 positions ``(ξ, ν)`` is a matrix
 product, ``M[ξν] = U[ξν] · V[ξν]`` with ``U[ξν]`` of ``M × C`` and ``V[ξν]`` of
@@ -45,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from hwcc import dtypes
+from hwcc.ir import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
-from hwcc.pass_infra import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes._edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
-from hwcc.passes._winograd_math import AT, BT, additions, filter_transform, tiles
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
+from hwcc.passes.lib.winograd_math import AT, BT, additions, filter_transform, tiles
 
 _ONNX = ("", "ai.onnx")
 _MIN_OPSET = 13  # Split with its sizes as an input

@@ -1,7 +1,7 @@
 """The target contract: how a backend prices a graph.
 
-A *family* is one cost model (``targets/eie.py``); a *target* is a family with its
-hardware parameters, read from a TOML file (``targets/eie.toml``). A new chip of a known
+A *family* is one cost model (``targets/eie/target.py``); a *target* is a family with its
+hardware parameters, read from a TOML file (``targets/eie/eie.toml``). A new chip of a known
 family is one more ``.toml``. Every TOML file names its family and says where its
 numbers come from::
 
@@ -18,7 +18,7 @@ numbers come from::
     bits = 4
 
 Pricing goes through the workload view: :meth:`Target.cost` analyses the graph once
-(:func:`hwcc.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
+(:func:`hwcc.ir.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
 supported ones with :meth:`Target.cost_layer` and the others on the declared host, and
 returns a :class:`GraphCost`. A layer that is not supported and has no host is an error,
 never silently dropped.
@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.workload import Layer, Workload, analyze
+from hwcc.ir.workload import Layer, Workload, analyze
 
 __all__ = ["Cost", "LayerCost", "GraphCost", "CostContext", "Target", "register_family",
            "load_target", "list_targets", "scale_batch", "ZERO"]
@@ -137,10 +137,10 @@ class CostContext:
     Attributes:
         batch: inputs processed together; latency and energy are for the whole batch.
         act_density: fraction of non-zero input activations, for all layers or per layer
-            name (measured on data by :func:`hwcc.activations.measure_density`).
+            name (measured on data by :func:`hwcc.data.activations.measure_density`).
         activations: measured input activation vectors per layer name, for models that
             simulate the actual sparsity pattern (EIE); see
-            :func:`hwcc.activations.capture_activations`.
+            :func:`hwcc.data.activations.capture_activations`.
     """
 
     batch: int = 1
@@ -270,7 +270,7 @@ def _parse_legal_form(table: Any, where: Path | str) -> dict[str, dict[str, Any]
     """The ``[legal_form.<pass>]`` tables, each pass and knob checked against the registry."""
     if not table:
         return {}
-    from hwcc.pass_infra import get_pass  # loading the registry imports every pass: only when needed
+    from hwcc.ir.transform import get_pass  # loading the registry imports every pass: only when needed
 
     if not isinstance(table, Mapping):
         raise HwccError(f"{where}: legal_form must be a table of [legal_form.<pass>] tables")
@@ -305,12 +305,12 @@ def register_family(name: str) -> Callable[[type[Target]], type[Target]]:
 def _discover() -> None:
     package = importlib.import_module("hwcc.targets")
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "base":
+        if info.ispkg:  # a family is a folder: its package registers the family
             importlib.import_module(f"hwcc.targets.{info.name}")
 
 
 def _target_files() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(_TARGET_DIR.glob("*.toml"))}
+    return {p.stem: p for p in sorted(_TARGET_DIR.glob("*/*.toml"))}
 
 
 def load_target(name_or_path: str | Path) -> Target:

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc.activations import capture_activations, compute_inputs, measure_density
+from hwcc.data.activations import capture_activations, compute_inputs, measure_density
 from hwcc.errors import HwccError
 
 W1 = np.array([[1, 0, -1], [0, 1, 0], [0, 0, 1], [1, -1, 0]], dtype=np.float32)

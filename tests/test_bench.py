@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = '''
 from bench._common import md_table, save_svg
-from hwcc._svg import BLUE, Chart
+from hwcc.report.svg import BLUE, Chart
 
 TITLE = "A good section"
 ORDER = 20

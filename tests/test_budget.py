@@ -1,6 +1,6 @@
 import pytest
 
-from hwcc.budget import Budget, format_metric, parse_budget
+from hwcc.search.budget import Budget, format_metric, parse_budget
 from hwcc.errors import BudgetError
 
 

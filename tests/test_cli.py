@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hwcc.cli import main
+from hwcc.cli.commands import main
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -151,7 +151,7 @@ def test_bad_input_shape_flag(tmp_path, bad):
 
 
 def test_targets_lists_provenance_and_the_legal_form(capsys):
-    from hwcc.cli import main
+    from hwcc.cli.commands import main
 
     assert main(["targets"]) == 0
     out = capsys.readouterr().out
@@ -167,7 +167,7 @@ def test_warnings_read_as_hwcc_lines(monkeypatch, capsys):
     ``hwcc COMMAND: warning:`` line, not Python's file:line format."""
     import warnings
 
-    from hwcc import cli
+    from hwcc.cli import commands as cli
 
     def warn(args):
         warnings.warn("lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt")

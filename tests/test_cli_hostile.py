@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwcc.cli import main
+from hwcc.cli.commands import main
 
 MODEL = "zoo:lenet5-digits"  # input 'input' [1, 1, 8, 8], output 'logits' [1, 10]
 N = 40
@@ -235,8 +235,8 @@ def test_summary_of_outcomes(data_dir, tmp_path_factory, capsys, report_line):
 def test_an_exact_pass_that_fails_verification_exits_3_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """An exact pass whose rewrite changes the outputs is stopped by the pass manager; the
     exit code is still 3 (a failed check), not 2 (bad input)."""
-    from hwcc import pass_infra
-    from hwcc.verify import Verification
+    from hwcc.ir import transform as pass_infra
+    from hwcc.ir.verify import Verification
 
     failed = Verification(False, 1.0, 1.0, 1e-4, 1e-5, 1, ())
     monkeypatch.setattr(pass_infra, "compare", lambda *args, **kwargs: failed)

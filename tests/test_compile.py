@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import hwcc
-from hwcc.cli import main
-from hwcc.verify import run_onnx
+from hwcc.cli.commands import main
+from hwcc.ir.verify import run_onnx
 
 FAST = {"short_term_steps": 8, "long_term_steps": 8, "max_iterations": 4}
 FAST_FLAGS = ["--short-term-steps", "8", "--long-term-steps", "8", "--max-iterations", "4"]
@@ -207,7 +207,7 @@ def test_an_output_folder_that_is_not_an_artifact_is_never_overwritten(tmp_path,
 
 
 def test_labelled_data_is_split_with_the_seed(tmp_path):
-    from hwcc.evaluate import load_dataset, split_dataset
+    from hwcc.data.evaluate import load_dataset, split_dataset
     from hwcc.models.digits import load_split
 
     g = hwcc.load("zoo:lenet300-digits")
@@ -303,9 +303,9 @@ class _Terminal:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
-    from hwcc._proposals import Unit
-    from hwcc.compile_view import Reporter
-    from hwcc.search import Proposal
+    from hwcc.search.space import Unit
+    from hwcc.cli.compile_view import Reporter
+    from hwcc.search.loop import Proposal
 
     state = {"iteration": 0, "schedule": {"r0": 0.1, "decay": 0.96}, "original": {"latency_s": 1e-3},
              "limits": {"latency_s": 5e-4}, "current": {"latency_s": 1e-3}}

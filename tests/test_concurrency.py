@@ -19,9 +19,9 @@ import onnxruntime as ort
 import pytest
 
 import hwcc
-from hwcc.artifact import is_artifact, output_lock, write_artifact
+from hwcc.report.artifact import is_artifact, output_lock, write_artifact
 from hwcc.errors import HwccError
-from hwcc.targets.cpu_table import FORMAT, KernelTable, spec_key
+from hwcc.targets.cpu.table import FORMAT, KernelTable, spec_key
 
 FP = {"cpu": "test cpu", "cores": 2, "onnxruntime": ort.__version__, "threads": 1, "nchwc_block": 16,
       "l2_bytes": 1 << 20, "l3_bytes": 32 << 20, "protocol": 0}
@@ -160,7 +160,7 @@ def test_the_output_lock_names_its_holder_and_is_removed_after(tmp_path):
 
 def test_a_killed_holder_never_blocks_the_next_writer(tmp_path):
     out = tmp_path / "art"
-    code = subprocess.run([sys.executable, "-c", "import os, sys\nfrom hwcc.artifact import output_lock\n"
+    code = subprocess.run([sys.executable, "-c", "import os, sys\nfrom hwcc.report.artifact import output_lock\n"
                            f"with output_lock({str(out)!r}):\n    os._exit(9)"], timeout=DEADLINE_S).returncode
     assert code == 9 and Path(f"{out}.lock").exists()  # left behind, but no longer locked
     with output_lock(out):

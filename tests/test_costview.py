@@ -7,7 +7,7 @@ import re
 import pytest
 
 import hwcc
-from hwcc.costview import format_cost_table
+from hwcc.cli.costview import format_cost_table
 from hwcc.targets.base import load_target
 
 

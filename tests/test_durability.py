@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 import hwcc
-from hwcc.artifact import Checkpoint, is_artifact, output_lock, write_artifact
-from hwcc.cli import main
+from hwcc.report.artifact import Checkpoint, is_artifact, output_lock, write_artifact
+from hwcc.cli.commands import main
 from hwcc.errors import HwccError
 
 QUICK = ["zoo:lenet300-digits", "--target", "eie", "--budget", "50%", "--data", "zoo:digits", "--seed", "5",
@@ -120,8 +120,8 @@ def test_a_run_killed_in_its_search_resumes_to_the_same_result(quick_ref, tmp_pa
 
 _KILLED_WRITING = """
 import os, signal, sys
-from hwcc import report
-from hwcc.cli import main
+from hwcc.report import html as report
+from hwcc.cli.commands import main
 
 report.write = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # model.onnx is written, the rest is not
 main(sys.argv[1:])
@@ -360,7 +360,7 @@ def test_an_artifact_that_does_not_fit_is_an_error_and_leaves_nothing(mount_tmpf
 
 
 def test_a_lookup_table_that_cannot_be_saved_is_an_error_and_the_file_is_kept(mount_tmpfs):
-    from hwcc.targets.cpu_table import KernelTable
+    from hwcc.targets.cpu.table import KernelTable
 
     disk = mount_tmpfs("size=64k")
     path = disk / "t.json"

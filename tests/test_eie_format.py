@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwcc.eie_format import (decode, decode_column, encode, encode_column, make_codebook, quantize,
+from hwcc.formats.sparse import (decode, decode_column, encode, encode_column, make_codebook, quantize,
                              work_counts)
 
 # Figure 2 of the paper: a 16×8 matrix over 4 PEs, written by position as printed (a few

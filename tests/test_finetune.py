@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hwcc import onnx_io
+from hwcc.ir import onnx_io
 from hwcc.errors import HwccError
-from hwcc.finetune import FinetuneResult, finetune, to_torch, torch_outputs, write_back
+from hwcc.train.finetune import FinetuneResult, finetune, to_torch, torch_outputs, write_back
 from hwcc.ir import Graph
 from hwcc.models import build_torch, model_path
 from hwcc.models.digits import load_split
-from hwcc.pass_infra import PassContext, get_pass
-from hwcc.verify import Session, run_onnx
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.ir.verify import Session, run_onnx
 
 torch = pytest.importorskip("torch")
 

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from hwcc.budget import Budget, format_metric, parse_budget
+from hwcc.search.budget import Budget, format_metric, parse_budget
 from hwcc.errors import BudgetError
 
 VALID = ["5ms", "250us", "1.2s", "800ns", "2mJ", "30uJ", "0.5J", "40nJ", "1pJ", "1.5MB", "800KB", "2MiB",

@@ -20,7 +20,7 @@ import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc import onnx_io
+from hwcc.ir import onnx_io
 from hwcc.errors import HwccError, ModelLoadError
 
 

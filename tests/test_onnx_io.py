@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc import onnx_io
+from hwcc.ir import onnx_io
 from hwcc.errors import ModelLoadError
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

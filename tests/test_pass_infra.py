@@ -1,5 +1,5 @@
 """The pass infrastructure: registry and discovery, knobs, the manager's checks of the pass
-contract, verification, and ``apply_by_hand``; plus ``hwcc.verify``."""
+contract, verification, and ``apply_by_hand``; plus ``hwcc.ir.verify``."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import hwcc.passes
-from hwcc import dtypes, onnx_io, pass_infra
+from hwcc.ir import dtypes, onnx_io, transform as pass_infra
 from hwcc.errors import HwccError, PassError
 from hwcc.ir import Graph
-from hwcc.pass_infra import (Knob, Pass, PassContext, PassManager, PassResult, PassTimer, apply_by_hand,
+from hwcc.ir.transform import (Knob, Pass, PassContext, PassManager, PassResult, PassTimer, apply_by_hand,
                              get_pass, list_passes, register_pass)
-from hwcc.passes._edits import set_constant_input
-from hwcc.verify import compare, random_feeds, run_onnx
+from hwcc.passes.lib.edits import set_constant_input
+from hwcc.ir.verify import compare, random_feeds, run_onnx
 
 RTOL, ATOL = 1e-5, 1e-5
 CLEANUP = {"fold_batchnorm", "fold_constants", "eliminate_dead"}
@@ -112,7 +112,7 @@ def test_discovery_finds_the_cleanup_passes():
 
 def test_adding_a_pass_is_adding_a_file(tmp_path, monkeypatch, registry):
     (tmp_path / "zz_extra_pass.py").write_text(textwrap.dedent('''
-        from hwcc.pass_infra import Pass, PassResult, register_pass
+        from hwcc.ir.transform import Pass, PassResult, register_pass
 
         @register_pass
         class Extra(Pass):
@@ -340,7 +340,7 @@ def test_apply_by_hand_summary_when_nothing_applies():
     assert report.summary() == "fold_batchnorm: did not apply: the graph has no BatchNormalization"
 
 
-# ---------------------------------------------------------------------- hwcc.verify
+# ---------------------------------------------------------------------- hwcc.ir.verify
 def test_random_feeds_cover_every_real_input_with_its_dtype():
     g = Graph("inputs")
     g.add_input("f", dtypes.FLOAT, (2, 3))

@@ -60,7 +60,7 @@ KNOWN = [
     ("indented", 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]"'),
     ("", "hwcc inspect MODEL"),
     ("python", "import hwcc"),
-    ("python", "from hwcc.pass_infra import"),
+    ("python", "from hwcc.ir.transform import"),
     ("python", "from hwcc.targets.base import"),
     ("toml", 'family = "mychip"'),
     ("", "hwcc/ "),
@@ -137,7 +137,7 @@ def test_the_command_synopsis_matches_each_commands_help():
         else:
             current += " " + raw.strip()
     lines.append(current)
-    from hwcc.cli import build_parser
+    from hwcc.cli.commands import build_parser
 
     parser = build_parser()
     for line in lines:
@@ -163,12 +163,12 @@ def test_the_python_example_runs(tmp_path):
 
 
 def test_the_pass_example_registers_and_runs():
-    code = _block("python", "from hwcc.pass_infra import")
+    code = _block("python", "from hwcc.ir.transform import")
     code = code.replace("MyPass", "ReadmePass").replace('"my_pass"', '"readme_example_pass"')
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     import hwcc
-    from hwcc import pass_infra
+    from hwcc.ir import transform as pass_infra
 
     report = pass_infra.apply_by_hand(hwcc.load("zoo:lenet5-digits"), "readme_example_pass", {"ratio": "0.25"},
                                       verify=True, rtol=1e-4, atol=1e-5)
@@ -182,7 +182,7 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     (tmp_path / "chip.toml").write_text(toml)
     import hwcc
     from hwcc.targets.base import load_target
-    from hwcc.workload import analyze
+    from hwcc.ir.workload import analyze
 
     graph = hwcc.load("zoo:lenet5-digits")
     cost = load_target(str(tmp_path / "chip.toml")).cost(graph)
@@ -191,14 +191,44 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     assert on_chip == pytest.approx(macs / 256 / 1e9, rel=1e-9)
 
 
-def test_the_layout_names_real_files():
-    layout = _block("", "hwcc/ ")
-    folder = None
-    for line in layout.splitlines():
-        head, _, rest = line.partition(" ")
-        if head.endswith("/"):
-            folder = head.rstrip("/")
-        for name in re.findall(r"\b[\w]+\.py\b", rest if head.endswith("/") else line):
-            assert (ROOT / folder / name).is_file(), f"README layout names {folder}/{name}, which does not exist"
-        if head.endswith("/"):
-            assert (ROOT / folder).is_dir(), folder
+LAYOUT_ROOTS = (("hwcc", "the compiler: the import package hwcc"), ("passes", "the passes (hwcc.passes)"),
+                ("targets", "the cost models, one folder per family (hwcc.targets)"),
+                ("models", "the model zoo (hwcc.models)"), ("bench", "the benchmarks behind BENCHMARKS.md"))
+
+
+def layout() -> str:
+    """The tree of every module with the first line of its docstring: what the README's
+    layout section must say (``python tests/test_readme.py --write`` rewrites it)."""
+    import ast
+
+    lines = []
+    for top, what in LAYOUT_ROOTS:
+        lines.append(f"{top + '/':<34}{what}")
+        for path in sorted((ROOT / top).rglob("*.py"), key=lambda q: (q.parent.parts, q.name != "__init__.py", q.name)):
+            rel = path.relative_to(ROOT / top)
+            doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
+            first = doc.splitlines()[0].rstrip(":") if doc else ""
+            if rel.name == "__init__.py":
+                if rel.parent != Path("."):
+                    lines.append(f"{'  ' * len(rel.parts[:-1]) + str(rel.parent.name) + '/':<34}{first}".rstrip())
+            else:
+                lines.append(f"{'  ' * len(rel.parts) + rel.name:<34}{first}".rstrip())
+    return "\n".join(lines)
+
+
+def _layout_block() -> str:
+    return _block("", "hwcc/ ")
+
+
+def test_the_layout_is_the_tree():
+    """The README's layout section is generated from the code: every module, one line each."""
+    assert _layout_block() == layout(), "the README's layout is out of date: run python tests/test_readme.py --write"
+
+
+def test_every_module_says_what_it_is():
+    missing = [line.split()[0] for line in layout().splitlines() if len(line.split()) == 1]
+    assert not missing, f"modules without a docstring: {missing}"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    (ROOT / "README.md").write_text(README.replace(_layout_block(), layout()))

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from hwcc import report
-from hwcc._svg import si_labels
-from hwcc.report import nice_ticks, pareto_front
+from hwcc.report import html as report
+from hwcc.report.svg import si_labels
+from hwcc.report.html import nice_ticks, pareto_front
 
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 

@@ -7,8 +7,8 @@ import math
 import pytest
 
 import hwcc
-from hwcc._proposals import Unit, smallest_meeting, units
-from hwcc.search import Hooks, Schedule, SearchConfig, new_state, run_loop, tighten, unmet
+from hwcc.search.space import Unit, smallest_meeting, units
+from hwcc.search.loop import Hooks, Schedule, SearchConfig, new_state, run_loop, tighten, unmet
 from hwcc.targets.base import load_target
 
 

@@ -1,4 +1,4 @@
-"""Tests for hwcc.workload: hand-computed one-node graphs, then published MAC counts."""
+"""Tests for hwcc.ir.workload: hand-computed one-node graphs, then published MAC counts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hwcc
 import hwcc.models
 from hwcc.errors import HwccError
-from hwcc.workload import Layer, Workload, _bytes, _si, analyze, format_table, summary_json
+from hwcc.ir.workload import Layer, Workload, _bytes, _si, analyze, format_table, summary_json
 
 F32 = TensorProto.FLOAT
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")

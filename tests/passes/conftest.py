@@ -11,9 +11,9 @@ import onnx
 import pytest
 
 import hwcc
-from hwcc import onnx_io
+from hwcc.ir import onnx_io
 from hwcc.ir import Graph
-from hwcc.verify import Verification, compare
+from hwcc.ir.verify import Verification, compare
 
 LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 

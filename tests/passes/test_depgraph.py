@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import hwcc
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.passes._depgraph import analyze, prunable_groups, prune_group
+from hwcc.passes.lib.depgraph import analyze, prunable_groups, prune_group
 
 def group_by_producer(graph: Graph, producer: str, *, prunable: bool | None = True):
     for g in analyze(graph).groups():

@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass
+from hwcc.ir.transform import PassContext, get_pass
 
 RTOL, ATOL = 1e-5, 1e-5
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly

@@ -15,10 +15,11 @@ import onnx
 import pytest
 
 import hwcc
-from hwcc import models, onnx_io
+from hwcc import models
+from hwcc.ir import onnx_io
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass, list_passes
-from hwcc.verify import random_feeds, run_onnx
+from hwcc.ir.transform import PassContext, get_pass, list_passes
+from hwcc.ir.verify import random_feeds, run_onnx
 
 FAST_MODELS = ("lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits", "lenet5",
                "squeezenet1_1")

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass
+from hwcc.ir.transform import PassContext, get_pass
 
 RTOL, ATOL = 1e-5, 1e-5
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
@@ -319,7 +319,7 @@ def test_light_models_after_constant_folding(name, count, light_model, assert_eq
     seed=st.integers(0, 2**16),
 )
 def test_property_conv_bn_fold_is_exact(groups, per_group_in, per_group_out, rank, bias, eps, seed):
-    from hwcc.verify import compare
+    from hwcc.ir.verify import compare
 
     g = conv_bn(cin=groups * per_group_in, cout=groups * per_group_out, groups=groups, bias=bias,
                 rank=rank, eps=eps, seed=seed)

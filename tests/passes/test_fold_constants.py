@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, apply_by_hand, get_pass
-from hwcc.verify import compare
+from hwcc.ir.transform import PassContext, apply_by_hand, get_pass
+from hwcc.ir.verify import compare
 
 RTOL, ATOL = 1e-5, 1e-5
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly

@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass
-from hwcc.passes._low_rank_factor import choose_rank, factor, param_counts, parse_ranks
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.passes.lib.low_rank_factor import choose_rank, factor, param_counts, parse_ranks
 from hwcc.passes.low_rank import LowRank
-from hwcc.verify import compare, run_onnx
-from hwcc.workload import analyze
+from hwcc.ir.verify import compare, run_onnx
+from hwcc.ir.workload import analyze
 
 RTOL, ATOL = 1e-4, 1e-5
 FULL = {"rank_ratio": 1.0, "min_params_saving": -1.0}

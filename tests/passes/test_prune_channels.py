@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc import dtypes, onnx_io, workload
+from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass
-from hwcc.passes._depgraph import analyze, prunable_groups, prune_group, prune_groups
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.passes.lib.depgraph import analyze, prunable_groups, prune_group, prune_groups
 from hwcc.passes.prune_channels import kept_count, prune_k
-from hwcc.verify import compare, random_feeds
+from hwcc.ir.verify import compare, random_feeds
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -398,7 +398,7 @@ def test_the_search_api_prunes_one_group_by_a_count():
 
 
 def test_cli_apply_with_ratio(tmp_path, capsys):
-    from hwcc.cli import main
+    from hwcc.cli.commands import main
 
     out = tmp_path / "pruned.onnx"
     assert main(["apply", "prune_channels", "zoo:resnet-digits", "-o", str(out), "--set", "ratio=0.25"]) == 0
@@ -471,7 +471,7 @@ def test_errors_a_user_can_act_on(knobs, message):
 
 # ---------------------------------------------------------------------- criteria
 def test_l2_and_l1_scores_sum_over_every_member_filter():
-    from hwcc.passes._importance import scores
+    from hwcc.passes.lib.importance import scores
 
     g = hwcc.load("zoo:mobilenet-digits")
     a = analyze(g)
@@ -521,7 +521,7 @@ def test_activation_criterion_removes_the_dead_channel(as_file, export_torch, as
 
 def test_activation_criterion_on_the_digits(tmp_path):
     from hwcc.models import digits
-    from hwcc.passes._importance import scores
+    from hwcc.passes.lib.importance import scores
 
     g = hwcc.load("zoo:lenet5-digits")
     path = digits.write_npz("test", tmp_path / "test.npz")

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc import dtypes, onnx_io, workload
+from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, apply_by_hand, get_pass
+from hwcc.ir.transform import PassContext, apply_by_hand, get_pass
 from hwcc.passes.prune_weights import PruneWeights, keep_count, magnitude_prune
-from hwcc.verify import run_onnx
+from hwcc.ir.verify import run_onnx
 
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
 

@@ -15,17 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc import dtypes, onnx_io, workload
+from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.models import digits, model_path
-from hwcc.pass_infra import PassContext, apply_by_hand, get_pass
-from hwcc.passes import _fixed_point, _huffman, _kmeans
-from hwcc.passes._calibration import Runner
+from hwcc.ir.transform import PassContext, apply_by_hand, get_pass
+from hwcc.formats import fixed_point as _fixed_point, huffman as _huffman
+from hwcc.passes.lib import kmeans as _kmeans
+from hwcc.passes.lib.calibration import Runner
 from hwcc.passes.prune_weights import magnitude_prune
 from hwcc.passes.quantize import Quantize
 from hwcc.targets.base import load_target
-from hwcc.verify import run_onnx
+from hwcc.ir.verify import run_onnx
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc import dtypes, onnx_io
+from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.pass_infra import PassContext, get_pass
-from hwcc.passes._winograd_math import AT, BT, G, additions, filter_transform
-from hwcc.verify import compare, run_onnx
-from hwcc.workload import analyze
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.passes.lib.winograd_math import AT, BT, G, additions, filter_transform
+from hwcc.ir.verify import compare, run_onnx
+from hwcc.ir.workload import analyze
 
 RTOL, ATOL = 1e-4, 1e-5
 

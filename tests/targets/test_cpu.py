@@ -25,11 +25,11 @@ import hwcc
 from hwcc.errors import HwccError
 from hwcc.progress import Progress, format_duration
 from hwcc.targets.base import CostContext, load_target
-from hwcc.targets.cpu import CpuTarget, measure_models, profile
-from hwcc.targets.cpu_kernels import plan_kernels, spec_key
-from hwcc.targets.cpu_measure import Timer, kernel_graph, session
-from hwcc.targets.cpu_table import REFERENCE, KernelTable
-from hwcc.workload import analyze
+from hwcc.targets.cpu.target import CpuTarget, measure_models, profile
+from hwcc.targets.cpu.kernels import plan_kernels, spec_key
+from hwcc.targets.cpu.measure import Timer, kernel_graph, session
+from hwcc.targets.cpu.table import REFERENCE, KernelTable
+from hwcc.ir.workload import analyze
 
 MB = 1 << 20
 
@@ -520,7 +520,7 @@ def test_kernel_models_run_as_written(block):
         if k.spec["op"] in seen:
             continue
         seen.add(k.spec["op"])
-        data = hwcc.onnx_io.to_proto(kernel_graph(k.spec, block), value_info=False).SerializeToString()
+        data = hwcc.ir.onnx_io.to_proto(kernel_graph(k.spec, block), value_info=False).SerializeToString()
         with tempfile.TemporaryDirectory() as tmp:
             so = ort.SessionOptions()
             so.optimized_model_filepath, so.log_severity_level = f"{tmp}/o.onnx", 3
@@ -658,7 +658,7 @@ def test_measure_models_rescales_when_patience_runs_out(monkeypatch):
 
 
 def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
-    from hwcc.targets.cpu_measure import _at_speed
+    from hwcc.targets.cpu.measure import _at_speed
 
     visits = [([1000], [0], 180.0, 180.0), ([1000], [0], 180.0, 100.0),  # the phase changed during it
               ([3000], [0], 180.0, 181.0)]

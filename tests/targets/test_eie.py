@@ -12,13 +12,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc.activations import capture_activations
+from hwcc.data.activations import capture_activations
 from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
-from hwcc.workload import analyze
+from hwcc.ir.workload import analyze
 
 F = 800e6                                   # EIE clock, Section VI
 POWER_W = 64 * 9.157e-3 + 21 * 0.023e-3     # 64 PEs (Table II) + 21 LNZD units (Section VI) = 0.586531 W
-BUNDLED = Path(hwcc.targets.base.__file__).with_name("eie.toml")
+BUNDLED = Path(hwcc.targets.base.__file__).parent / "eie" / "eie.toml"
 
 
 @register_family("eie_test_host")

@@ -23,11 +23,11 @@ import hwcc
 import hwcc.targets
 from hwcc.errors import HwccError
 from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family, scale_batch
-from hwcc.targets.eyeriss import EyerissContext, layer_shape
-from hwcc.targets.eyeriss_mapper import Mapping, check, evaluate, plan_of, rlc_ratio, search, strip_rows
-from hwcc.targets.eyeriss_published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
+from hwcc.targets.eyeriss.target import EyerissContext, layer_shape
+from hwcc.targets.eyeriss.mapper import Mapping, check, evaluate, plan_of, rlc_ratio, search, strip_rows
+from hwcc.targets.eyeriss.published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
                                            POWER_MW, PROCESSING_MS, TOTAL_MS, ZEROS_IN_IFMAPS)
-from hwcc.workload import analyze
+from hwcc.ir.workload import analyze
 
 PJ = 2.8e-12  # eyeriss.toml pj_per_mac, the one calibrated constant (checked below)
 
@@ -44,7 +44,7 @@ def eyeriss(tmp_path_factory):
     """The bundled eyeriss target with its host swapped for the test host."""
     d = tmp_path_factory.mktemp("eyeriss")
     (d / "host.toml").write_text('family = "eyeriss_test_host"\nprovenance = "model"\n')
-    text = (Path(hwcc.targets.__file__).parent / "eyeriss.toml").read_text()
+    text = (Path(hwcc.targets.__file__).parent / "eyeriss" / "eyeriss.toml").read_text()
     assert 'host = "cpu"' in text
     (d / "eyeriss.toml").write_text(text.replace('host = "cpu"', f'host = "{d / "host.toml"}"'))
     return load_target(d / "eyeriss.toml")
@@ -82,7 +82,7 @@ def test_load_target_describes_provenance():
 
 
 def test_bad_objective_is_an_error(tmp_path):
-    text = (Path(hwcc.targets.__file__).parent / "eyeriss.toml").read_text()
+    text = (Path(hwcc.targets.__file__).parent / "eyeriss" / "eyeriss.toml").read_text()
     (tmp_path / "e.toml").write_text(text.replace('mapper_objective = "edp"', 'mapper_objective = "speed"'))
     with pytest.raises(HwccError, match="mapper_objective"):
         load_target(tmp_path / "e.toml")

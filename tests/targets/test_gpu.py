@@ -11,13 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc import gpu_profile
+from hwcc.targets.gpu import profile as gpu_profile
 from hwcc.errors import HwccError
 from hwcc.targets.base import CostContext, load_target
-from hwcc.targets.gpu import precision_of
-from hwcc.workload import analyze
+from hwcc.targets.gpu.target import precision_of
+from hwcc.ir.workload import analyze
 
-# Titan X parameters as the tests expect them (targets/gpu.toml), written out.
+# Titan X parameters as the tests expect them (targets/gpu/gpu.toml), written out.
 TX_FP32 = 3072 * 2 * 1.075e9  # CUDA cores x 2 FLOPs per FMA x boost clock = 6.6048e12
 TX_BW = 336.5e9 * 0.8  # GDDR5 peak x achievable fraction = 269.2e9 B/s
 TX_LAUNCH = 5e-6

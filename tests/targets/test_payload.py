@@ -22,13 +22,14 @@ import pytest
 from onnx import TensorProto, helper
 
 import hwcc
-from hwcc import eie_format, onnx_io
+from hwcc.formats import sparse as eie_format
+from hwcc.ir import onnx_io
 from hwcc.errors import HwccError
 from hwcc.models import model_path
 from hwcc.models.digits import load_split
-from hwcc.pass_infra import PassContext, get_pass
-from hwcc.passes._calibration import Runner
-from hwcc.targets._payload_eie import read_layer
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.passes.lib.calibration import Runner
+from hwcc.targets.eie.payload import read_layer
 from hwcc.targets.base import CostContext, load_target
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
@@ -110,7 +111,7 @@ def test_eie_legal_form_bits_are_the_chip_s_index_bits():
     ('[legal_form]\nquantize = "int8"\n', "legal_form.quantize must be a table"),
 ])
 def test_a_bad_legal_form_is_an_error_naming_the_file(tmp_path, table, message):
-    text = re.sub(r"^\[legal_form\.quantize\]\nmode = .*\n", "", (TARGETS / "tpu.toml").read_text(), flags=re.M)
+    text = re.sub(r"^\[legal_form\.quantize\]\nmode = .*\n", "", (TARGETS / "tpu" / "tpu.toml").read_text(), flags=re.M)
     assert "legal_form" not in text
     head, params = text.split("[params]", 1)  # top-level keys must come before the first table
     path = tmp_path / "bad.toml"
@@ -121,7 +122,7 @@ def test_a_bad_legal_form_is_an_error_naming_the_file(tmp_path, table, message):
 
 
 def test_eie_legal_form_wider_than_the_codebook_index_is_an_error(tmp_path):
-    text = (TARGETS / "eie.toml").read_text().replace("bits = 4                        # = index_bits", "bits = 5")
+    text = (TARGETS / "eie" / "eie.toml").read_text().replace("bits = 4                        # = index_bits", "bits = 5")
     path = tmp_path / "eie5.toml"
     path.write_text(text)
     with pytest.raises(HwccError, match="shares weights at 5 bits"):

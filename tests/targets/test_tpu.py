@@ -18,13 +18,13 @@ from onnx import helper
 from onnx import numpy_helper as nh
 
 import hwcc
-from hwcc.cli import main as hwcc_main
+from hwcc.cli.commands import main as hwcc_main
 from hwcc.errors import HwccError
 from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
-from hwcc.targets.tpu_workloads import BUILDERS, Net, alphago, inception, qlinear_fc, stack
-from hwcc.workload import analyze
+from bench.tpu_workloads import BUILDERS, Net, alphago, inception, qlinear_fc, stack
+from hwcc.ir.workload import analyze
 
-# TPU v1 parameters as the tests expect them (targets/tpu.toml), written out.
+# TPU v1 parameters as the tests expect them (targets/tpu/tpu.toml), written out.
 F = 700e6  # clock, Hz
 BW = 34e9  # Weight Memory, B/s
 TILE = 256 * 256  # bytes of one int8 weight tile
@@ -32,7 +32,7 @@ T_TILE = TILE / BW  # 1.9275 us to load one tile
 FILL = 256  # cycles for a wavefront to cross the array
 SHIFT = 256  # cycles to shift a tile in
 P_IDLE, P_BUSY = 28.0, 40.0
-TOML = Path(__file__).resolve().parents[2] / "targets" / "tpu.toml"
+TOML = Path(__file__).resolve().parents[2] / "targets" / "tpu" / "tpu.toml"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def float_mlp(elem=TP.FLOAT, dtype=np.float32):
 
 
 def variant(tmp_path, name, **params):
-    """A copy of targets/tpu.toml with some [params] changed: a new chip of the family."""
+    """A copy of targets/tpu/tpu.toml with some [params] changed: a new chip of the family."""
     text = TOML.read_text()
     for key, value in params.items():
         text, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)

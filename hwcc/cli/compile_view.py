@@ -1,0 +1,196 @@
+"""What ``hwcc compile`` shows: the progress of the search, the result table, ``--json``.
+
+On a terminal the search draws a progress bar (iteration, the proposal just kept,
+metrics against the budget, time left); elsewhere it logs one line per iteration, so a
+log file stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, TextIO
+
+from hwcc.search.budget import format_metric
+from hwcc.errors import HwccError
+from hwcc.progress import Progress
+
+__all__ = ["Reporter", "format_result", "json_summary", "parse_accuracy_drop", "parse_passes"]
+
+PASS_ALIASES = {"prune": ("prune_channels", "prune_weights"), "lowrank": ("low_rank",), "low-rank": ("low_rank",)}
+SEARCH_PASSES = ("prune_channels", "prune_weights", "low_rank", "winograd")
+
+
+def parse_passes(text: str) -> tuple[str, ...]:
+    """``prune,lowrank`` -> the pass names the search drives.
+
+    Raises:
+        HwccError: an unknown name (``quantize`` is named: it is the target's legal form).
+    """
+    out: list[str] = []
+    for word in (w.strip() for w in text.split(",") if w.strip()):
+        names = PASS_ALIASES.get(word, (word,))
+        for n in names:
+            if n not in SEARCH_PASSES:
+                hint = (" quantization is applied as the target's legal form (int8 on the TPU, fixed point on "
+                        "Eyeriss and EIE), not searched" if word.startswith("quant") else "")
+                raise HwccError(f"--passes: the search cannot drive {word!r}.{hint}",
+                                f"choose from: prune, {', '.join(SEARCH_PASSES)}, lowrank")
+            if n not in out:
+                out.append(n)
+    if not out:
+        raise HwccError("--passes is empty", "e.g. --passes prune,lowrank")
+    return tuple(out)
+
+
+def parse_accuracy_drop(text: str) -> float:
+    """``1%`` or ``0.01`` -> 0.01 (a fraction: one point of accuracy)."""
+    s = text.strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise HwccError(f"--max-accuracy-drop {text!r} is not a number",
+                        "e.g. --max-accuracy-drop 1% (or 0.01): one point of accuracy") from None
+    if not 0 <= value < 1:
+        raise HwccError(f"--max-accuracy-drop {text!r} must be between 0 and 100%")
+    return value
+
+
+class Reporter:
+    """Receives the search's events; a bar on a terminal, a line per iteration otherwise."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self.bar: Progress | None = None
+
+    def __call__(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "warning":
+            self._line(f"hwcc compile: warning: {info['message']}")
+        elif kind == "resumed":
+            self._line(f"hwcc compile: resuming after iteration {info['state']['iteration']}")
+        elif kind == "iteration":
+            state = info["state"]
+            if self.tty and self.bar is None:
+                self.bar = Progress(_expected_iterations(state), "searching", unit="iterations (expected)",
+                                    stream=self.stream, enabled=True)
+                self.bar.done = state["iteration"]
+                self.bar.__enter__()
+        elif kind == "proposal" and self.bar is not None:
+            p = info["proposal"]
+            self.bar.update(0, note=f"proposal {info['done']}/{info['total']}: {p.unit.id}")
+        elif kind == "picked":
+            p, state = info["proposal"], info["state"]
+            text = (f"iteration {state['iteration']}: "
+                    + "; ".join(f"{_short(m)} {format_metric(m, state['current'][m])}/{format_metric(m, lim)}"
+                                for m, lim in state["limits"].items())
+                    + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
+                    + f"; {p.unit.id} ({_settings(p.unit.settings(p.amount))})")
+            if self.bar is not None:
+                self.bar.log(f"hwcc compile: {text}")
+                self.bar.note = ""
+                self.bar.update(1)
+            else:
+                self._line(f"hwcc compile: {text}")
+        elif kind == "long_term":
+            self.close()
+            if info["steps"]:
+                self._line(f"hwcc compile: long-term fine-tune ({info['steps']} steps), legal form, final pricing")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _line(self, text: str) -> None:
+        if self.bar is not None:
+            self.close()
+        print(text, file=self.stream, flush=True)
+
+
+def _expected_iterations(state: dict[str, Any]) -> int:
+    """Iterations the schedule needs to bring the worst metric to its limit."""
+    from hwcc.search.loop import Schedule, needed_reduction
+
+    s = state["schedule"]
+    return Schedule(s["r0"], s["decay"]).iterations_for(needed_reduction(state["original"], state["limits"]))
+
+
+def _short(metric: str) -> str:
+    return metric.split("_")[0]
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if k != "group")
+
+
+def format_result(result: Any, explain: bool = False) -> str:
+    """The table ``hwcc compile`` prints: each metric before and after, the budgets, accuracy."""
+    s = result.summary
+    budgets = {b["metric"]: b for b in s["budgets"]}
+    rows = [("metric", "original", "final", "ratio", "budget", "status")]
+    for m in ("latency_s", "energy_j", "size_bytes"):
+        o, f = s["original"][m], s["final"][m]
+        b = budgets.get(m)
+        rows.append((m, format_metric(m, o), format_metric(m, f), f"{f / o:.2f}x" if o else "-",
+                     format_metric(m, b["limit"]) if b else "", ("met" if b["met"] else "NOT MET") if b else ""))
+    if s.get("measured"):
+        me = s["measured"]
+        ok = "met" if me.get("budget_met") else "NOT MET"
+        limit = min(me["limits_s"]) if me.get("limits_s") else None
+        rows.append(("latency measured", format_metric("latency_s", me["original_latency_s"]),
+                     format_metric("latency_s", me["final_latency_s"]),
+                     f"{me['final_latency_s'] / me['original_latency_s']:.2f}x",
+                     format_metric("latency_s", limit) if limit else "", ok if limit else ""))
+    a0, a1 = s["original"]["accuracy"], s["final"]["accuracy"]
+    if a0 is not None and a1 is not None:
+        floor = s.get("accuracy_floor")
+        rows.append(("accuracy", f"{a0:.2%}", f"{a1:.2%}", f"{(a1 - a0) * 100:+.2f} pp",
+                     f">= {floor:.2%}" if floor is not None else "",
+                     ("met" if s["accuracy_floor_met"] else "NOT MET") if floor is not None else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    t = s["target"]
+    head = (f"{s['input']['model']} for {t['name']} ({t['provenance']}): {s['exit_reason']}; "
+            f"{s['timing']['iterations']} iterations in {s['timing']['wall_s']:.0f} s")
+    out = [head, "", *lines, "", f"accuracy: {s['accuracy_kind']}"]
+    out.append(_input_line(result.graph))
+    if s.get("legal_form"):
+        out.append("legal form: " + ", ".join(f"{p} {_settings(k)}" for p, k in s["legal_form"].items()))
+    for w in s["warnings"]:
+        out.append(f"warning: {w}")
+    if result.path is not None:
+        out.append(f"artifact: {result.path}  (report: {result.path / 'report.html'})")
+    if explain:
+        out += ["", "rejected proposals (why a pass did not apply):"]
+        seen: dict[tuple[str, str], str] = {}
+        for r in s["rejected"]:
+            seen[(r["layer"], r["pass"])] = f"iteration {r['iteration']}: {r['reason']}"
+        out += [f"  {layer} [{p}]: {why}" for (layer, p), why in seen.items()] or ["  none"]
+    if not result.budget_met or not s["accuracy_floor_met"]:
+        out.append("result: NOT MET (exit code 3); the best model found was still written")
+    return "\n".join(out)
+
+
+def _input_line(graph: Any) -> str:
+    """The compiled model's input shapes: it is compiled for them, batch size included."""
+    shapes = {n: graph.tensors[n].shape for n in graph.real_inputs()}
+    text = ", ".join(f"{n} {'x'.join(map(str, s or ()))}" for n, s in shapes.items())
+    batches = {s[0] for s in shapes.values() if s}
+    if batches == {1}:
+        return f"model input: {text} (fixed shapes: it takes batch 1 only)"
+    return f"model input: {text} (fixed shapes)"
+
+
+def json_summary(result: Any) -> dict[str, Any]:
+    """What ``--json`` prints: the headline numbers, not the full history (``hwcc.json`` has it)."""
+    s = result.summary
+    keep = ("input", "target", "budgets", "original", "final", "measured", "budget_met", "accuracy_floor",
+            "accuracy_floor_met", "exit_reason", "warnings", "legal_form", "timing", "accuracy_kind")
+    out = {k: s.get(k) for k in keep}
+    out["artifact"] = str(result.path) if result.path else None
+    out["exit_code"] = result.exit_code
+    return json.loads(json.dumps(out, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))

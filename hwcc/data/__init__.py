@@ -1,0 +1,1 @@
+"""Data: reading users' inputs and labels, and measuring accuracy in onnxruntime."""

@@ -1,0 +1,259 @@
+"""Data for a compile run, and accuracy on held-out data measured in onnxruntime.
+
+A data set is one array per model input, samples on axis 0, and optionally ``labels``
+(integer class per sample). ``--data D.npz`` is split with the seed into a fine-tune set
+and a held-out set (``holdout`` of the samples, stratified by label when there are
+labels); ``--holdout H.npz`` gives the held-out set explicitly instead.
+
+Accuracy of a model ``f`` on held-out samples ``x_i``:
+
+* with labels ``y_i``: top-1 accuracy, ``mean_i [argmax f(x_i) = y_i]``;
+* without labels, for a classifier (first output of shape ``[batch, classes]``): top-1
+  agreement with the original model ``f0``, ``mean_i [argmax f(x_i) = argmax f0(x_i)]``;
+* without labels otherwise: the mean cosine similarity of the flattened first outputs,
+  ``mean_i <f(x_i), f0(x_i)> / (|f(x_i)| |f0(x_i)|)``.
+
+Without any data, random inputs stand in (standard normal floats); accuracy is then
+fidelity to the original model on noise, which says little about real inputs, and the
+caller warns loudly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_batches
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.ir.verify import Session
+
+__all__ = ["Dataset", "Evaluator", "load_dataset", "random_dataset", "split_dataset", "resolve_data",
+           "zoo_dataset"]
+
+
+@dataclass
+class Dataset:
+    """Samples for a model: ``inputs`` by input name (samples on axis 0), ``labels`` or None.
+
+    Attributes:
+        inputs: model input name -> array ``[N, ...]``.
+        labels: ``[N]`` integer classes, or None.
+        source: where the samples came from (a path, ``zoo:digits``, ``random``).
+        sha256: digest of the arrays (names, shapes, bytes), for the artifact's manifest.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            h = hashlib.sha256()
+            for k in sorted(self.inputs):
+                a = np.ascontiguousarray(self.inputs[k])
+                h.update(f"{k}{a.shape}{a.dtype}".encode())
+                h.update(a.tobytes())
+            if self.labels is not None:
+                h.update(np.ascontiguousarray(self.labels).tobytes())
+            self.sha256 = h.hexdigest()
+
+    def __len__(self) -> int:
+        return min(len(a) for a in self.inputs.values())
+
+    def take(self, index: np.ndarray, source: str) -> Dataset:
+        labels = None if self.labels is None else self.labels[index]
+        return Dataset({k: a[index] for k, a in self.inputs.items()}, labels, source)
+
+
+def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray]) -> Dataset:
+    """Read ``data`` (an ``.npz`` path or a mapping) for ``graph``'s inputs.
+
+    The model's declared batch is the size of one run; the data holds any number of
+    samples, so each array is ``[N, ...]`` with the model's per-sample shape.
+
+    Raises:
+        HwccError: a missing or unreadable file, a missing input array, an array that is
+            not numbers or is a single value, arrays of different lengths, per-sample
+            shapes that do not match the model, or labels that are not integers or name a
+            class the model's output does not have.
+    """
+    from_file = isinstance(data, (str, os.PathLike))
+    source = os.fspath(data) if from_file else "arrays"
+    raw = read_npz(data) if from_file else data
+    feeds = load_feeds(graph, raw)
+    if not from_file:  # read_npz checked a file's arrays
+        for name, a in feeds.items():
+            check_data_array(source, name, a)
+    labels = raw.get("labels")
+    lengths = {k: len(a) for k, a in feeds.items()}
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise HwccError(f"{source}: 'labels' must be a 1-D integer array (one class per sample), "
+                            f"got {labels.dtype} of shape {labels.shape}")
+        _check_classes(source, labels, graph)
+        lengths["labels"] = len(labels)
+    if len(set(lengths.values())) != 1:
+        raise HwccError(f"{source}: arrays hold different numbers of samples: {lengths}",
+                        "give every input and the labels the same length on axis 0")
+    for name, a in feeds.items():
+        want = graph.tensors[name].shape
+        if want and tuple(a.shape[1:]) != tuple(want[1:]):
+            raise HwccError(f"{source}: array {name!r} has samples of shape {tuple(a.shape[1:])}, "
+                            f"the model's input takes {tuple(want[1:])}",
+                            "samples go on axis 0; the other axes must match the model's input")
+    if min(lengths.values(), default=0) == 0:
+        raise HwccError(f"{source}: the data holds no samples")
+    return Dataset(feeds, labels, source)
+
+
+def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
+    """Refuse labels the model cannot predict: accuracy compares them with the argmax of
+    the first output (flattened per sample), and the fine-tuner indexes that output with them.
+    """
+    if not len(labels):
+        return
+    low, high = labels.min(), labels.max()
+    shape = graph.tensors[graph.outputs[0]].shape or ()
+    known = len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:])
+    classes = int(np.prod(shape[1:])) if known else None
+    if low < 0 or (classes is not None and high >= classes):
+        bad = low if low < 0 else high
+        which = f"0 to {classes - 1}" if classes is not None else "0 or more"
+        raise HwccError(f"{source}: label {bad} is out of range: the model's output {graph.outputs[0]!r} "
+                        f"has classes {which}", "labels are class indices, one per sample")
+
+
+def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
+    """``n`` standard-normal samples per input (no labels): the stand-in when no data is given."""
+    from hwcc.ir.dtypes import numpy_dtype
+
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name in graph.real_inputs():
+        t = graph.tensors[name]
+        shape = (n,) + tuple(t.shape[1:])
+        inputs[name] = rng.standard_normal(shape).astype(numpy_dtype(t.elem_type))
+    return Dataset(inputs, None, "random")
+
+
+def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Fine-tune and held-out sets: ``holdout`` of the samples, per class when labelled.
+
+    Raises:
+        HwccError: either part would be empty.
+    """
+    n = len(data)
+    rng = np.random.default_rng(seed)
+    if data.labels is not None:
+        held = []
+        for c in np.unique(data.labels):
+            idx = np.flatnonzero(data.labels == c)
+            rng.shuffle(idx)
+            held.append(idx[:int(round(holdout * len(idx)))])
+        held_idx = np.sort(np.concatenate(held))
+    else:
+        held_idx = np.sort(rng.permutation(n)[:int(round(holdout * n))])
+    tune_idx = np.setdiff1d(np.arange(n), held_idx)
+    if len(held_idx) == 0 or len(tune_idx) == 0:
+        raise HwccError(f"{data.source}: {n} samples cannot be split into fine-tune and held-out sets",
+                        "give more samples, or a held-out set of its own (--holdout)")
+    return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(held_idx, f"{data.source} (held-out part)")
+
+
+def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
+    """One split of a bundled data set (``zoo:digits``) for ``graph``'s one input.
+
+    Raises:
+        HwccError: an unknown name (the message lists the bundled ones), a model with
+            several inputs, or samples the model does not take.
+    """
+    from hwcc.models import load_data
+
+    x, y = load_data(name, split)
+    if len(graph.real_inputs()) != 1:
+        raise HwccError(f"{name} feeds one input, the model has several")
+    data = load_dataset(graph, {graph.real_inputs()[0]: x, "labels": y})
+    data.source = f"{name} ({split} split)"
+    return data
+
+
+def _is_zoo(data) -> bool:
+    return isinstance(data, str) and data.startswith("zoo:")
+
+
+def resolve_data(graph: Graph, data, holdout_data, seed: int, *, holdout: float = 0.2,
+                 random_samples: int = 512) -> tuple[Dataset, Dataset, str | None]:
+    """The fine-tune and held-out sets a compile run uses, and a warning if any.
+
+    ``data`` is a path, a mapping, bundled data such as ``zoo:digits`` (its train split
+    to fine-tune, its test split held out) or None (random inputs, with a warning).
+    ``holdout_data``, when given, is the held-out set instead (bundled data: its test split).
+    """
+    if data is None:
+        if holdout_data is not None:
+            raise HwccError("--holdout needs --data (the fine-tune set)")
+        full = random_dataset(graph, random_samples, seed)
+        tune, held = split_dataset(full, holdout, seed)
+        return tune, held, ("no --data given: fine-tuning distils the original model on random inputs, and "
+                            "'accuracy' is only agreement with the original model on noise, not accuracy on "
+                            "real inputs; give --data D.npz for a meaningful number")
+    if holdout_data is not None:
+        held = zoo_dataset(graph, holdout_data, "test") if _is_zoo(holdout_data) else load_dataset(graph, holdout_data)
+        full = zoo_dataset(graph, data, "train") if _is_zoo(data) else load_dataset(graph, data)
+        return full, held, None
+    if _is_zoo(data):
+        return zoo_dataset(graph, data, "train"), zoo_dataset(graph, data, "test"), None
+    tune, held = split_dataset(load_dataset(graph, data), holdout, seed)
+    return tune, held, None
+
+
+class Evaluator:
+    """Accuracy of models on one held-out set, against labels or the original model.
+
+    Args:
+        original: the input model (the reference when there are no labels).
+        held_out: the held-out samples.
+    """
+
+    def __init__(self, original: Graph, held_out: Dataset):
+        self.data = held_out
+        self.batches = split_batches(original, held_out.inputs)
+        self.reference = None if held_out.labels is not None else self.outputs(original)
+        ref = self.reference
+        self.classifier = ref is None or (ref.shape[1] > 1 and len(self._first_shape(original)) == 2)
+
+    @staticmethod
+    def _first_shape(graph: Graph) -> tuple:
+        return tuple(graph.tensors[graph.outputs[0]].shape or ())
+
+    @property
+    def kind(self) -> str:
+        if self.data.labels is not None:
+            return f"top-1 accuracy on {len(self.data)} held-out labelled samples"
+        if self.classifier:
+            return f"top-1 agreement with the original model on {len(self.data)} held-out samples"
+        return f"cosine similarity to the original model's output on {len(self.data)} held-out samples"
+
+    def outputs(self, graph: Graph) -> np.ndarray:
+        """The first output of ``graph`` on every held-out sample, stacked ``[N, ...]``."""
+        session = Session(graph)
+        out = [session.run(feed)[0] for feed in self.batches]
+        return np.concatenate(out).reshape(len(self.data), -1)
+
+    def accuracy(self, graph: Graph) -> float:
+        """Accuracy of ``graph`` (see the module docstring for what it means here)."""
+        out = self.outputs(graph)
+        if self.data.labels is not None:
+            return float(np.mean(np.argmax(out, axis=1) == self.data.labels))
+        if self.classifier:
+            return float(np.mean(np.argmax(out, axis=1) == np.argmax(self.reference, axis=1)))
+        num = np.sum(out * self.reference, axis=1)
+        den = np.linalg.norm(out, axis=1) * np.linalg.norm(self.reference, axis=1)
+        return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))

@@ -1,0 +1,1 @@
+"""The search: budgets, the NetAdapt loop and what it may change."""

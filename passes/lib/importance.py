@@ -1,0 +1,145 @@
+"""How much each channel of a dependency group matters: pluggable importance criteria.
+
+A criterion scores every channel of each group it is given; pruning keeps the highest
+scores. Criteria register by name with :func:`criterion`:
+
+* ``l2`` (NetAdapt's default): ``score_c = sqrt(Σ_members ‖F_m,c‖²)``, the L2 norm of
+  channel ``c``'s output filters over every member of the group: the rows of each
+  producer's weight and the filters of the depthwise convolutions the channel flows
+  through. For a single layer it is the filter's L2 norm.
+* ``l1``: ``score_c = Σ_members ‖F_m,c‖₁`` over the same filters.
+* ``activation``: ``score_c = Σ_t mean |a_t,c|``, the mean absolute value of channel ``c``
+  over the given data (every sample, every other axis) of each tensor ``t`` the group's
+  consumers read (or, with no consumer, each producer's output). The model runs in
+  onnxruntime with those tensors exposed as outputs. It needs data: a mapping from input
+  name to array, or the path of an ``.npz`` with arrays named like the model's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.passes.lib.depgraph import FIXED, ChannelAnalysis, Group
+
+__all__ = ["CRITERIA", "criterion", "keep_top", "scores"]
+
+Criterion = Callable[[ChannelAnalysis, Sequence[Group], Any], dict[str, np.ndarray]]
+CRITERIA: dict[str, Criterion] = {}
+
+
+def criterion(name: str) -> Callable[[Criterion], Criterion]:
+    """Register ``fn(analysis, groups, data) -> {group id: scores}`` as criterion ``name``."""
+
+    def register(fn: Criterion) -> Criterion:
+        CRITERIA[name] = fn
+        return fn
+
+    return register
+
+
+def scores(analysis: ChannelAnalysis, groups: Sequence[Group], name: str, data: Any = None) -> dict[str, np.ndarray]:
+    """Each group's per-channel importance under criterion ``name`` (float64 vectors)."""
+    if name not in CRITERIA:
+        raise HwccError(f"unknown importance criterion {name!r}", f"use one of: {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name](analysis, groups, data)
+
+
+def keep_top(score: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the ``keep`` highest scores, ascending (ties keep the lower index)."""
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
+    return np.sort(order[:keep])
+
+
+def _accumulate(analysis: ChannelAnalysis, group: Group, tensor: str, per_position: np.ndarray,
+                total: np.ndarray) -> None:
+    """Add ``per_position`` (one value per channel position of ``tensor``) into the
+    group's channel scores, for each segment of ``tensor`` that belongs to the group."""
+    offset = 0
+    for s, n in analysis.layout[tensor].segs:
+        if s != FIXED and analysis.find(s) == group.root:
+            total += per_position[offset:offset + n]
+        offset += n
+
+
+def _filter_norms(analysis: ChannelAnalysis, groups: Sequence[Group], power: int) -> dict[str, np.ndarray]:
+    out = {}
+    for group in groups:
+        total = np.zeros(group.channels)
+        for site in _sites(analysis, group, "filter"):
+            w = analysis.const(analysis.graph.node(site.node).inputs[site.index]).astype(np.float64)
+            w = np.moveaxis(w, site.axis, 0).reshape(w.shape[site.axis], -1)
+            per = (w * w).sum(axis=1) if power == 2 else np.abs(w).sum(axis=1)
+            _accumulate(analysis, group, site.tensor, per, total)
+        out[group.id] = np.sqrt(total) if power == 2 else total
+    return out
+
+
+def _sites(analysis: ChannelAnalysis, group: Group, role: str):
+    seen = set()
+    for t in group.tensors:
+        for i in analysis.tensor_sites.get(t, ()):
+            site = analysis.sites[i]
+            if site.role == role and site not in seen:
+                seen.add(site)
+                yield site
+
+
+@criterion("l2")
+def _l2(analysis: ChannelAnalysis, groups: Sequence[Group], data: Any) -> dict[str, np.ndarray]:
+    return _filter_norms(analysis, groups, 2)
+
+
+@criterion("l1")
+def _l1(analysis: ChannelAnalysis, groups: Sequence[Group], data: Any) -> dict[str, np.ndarray]:
+    return _filter_norms(analysis, groups, 1)
+
+
+@criterion("activation")
+def _activation(analysis: ChannelAnalysis, groups: Sequence[Group], data: Any) -> dict[str, np.ndarray]:
+    if data is None:
+        raise HwccError("the 'activation' criterion needs data to measure activations on, and none was given",
+                        "give data as arrays by input name or an .npz path (PassContext(data=...)), "
+                        "or use criterion=l2 or l1")
+    graph = analysis.graph
+    watched = {g.id: _watched(analysis, g) for g in groups}
+    tensors = list(dict.fromkeys(t for ts in watched.values() for t in ts))
+    means = _mean_abs(graph, analysis, tensors, data)
+    out = {}
+    for group in groups:
+        total = np.zeros(group.channels)
+        for t in watched[group.id]:
+            _accumulate(analysis, group, t, means[t], total)
+        out[group.id] = total
+    return out
+
+
+def _watched(analysis: ChannelAnalysis, group: Group) -> list[str]:
+    """The tensors the group's consumers read, or its producers' outputs if none."""
+    consumed = list(dict.fromkeys(s.tensor for s in _sites(analysis, group, "consumer")))
+    return consumed or list(dict.fromkeys(s.tensor for s in _sites(analysis, group, "filter")))
+
+
+def _mean_abs(graph: Graph, analysis: ChannelAnalysis, tensors: list[str], data: Any) -> dict[str, np.ndarray]:
+    """Mean |value| per channel position of each tensor over all of ``data``."""
+    from hwcc.data.activations import load_feeds, split_batches
+    from hwcc.ir.verify import Session  # one session for every batch
+
+    feeds = load_feeds(graph, data)
+    probe = graph.copy()
+    probe.outputs = list(probe.outputs) + [t for t in tensors if t not in probe.outputs]
+    session = Session(probe)
+    sums = {t: 0.0 for t in tensors}
+    runs = 0
+    for feed in split_batches(graph, feeds):
+        values = dict(zip(probe.outputs, session.run(feed)))
+        for t in tensors:
+            lay = analysis.layout[t]
+            v = np.abs(np.moveaxis(np.asarray(values[t], dtype=np.float64), lay.axis, 0))
+            sums[t] = sums[t] + v.reshape(lay.positions, -1).mean(axis=1)
+        runs += 1
+    return {t: s / runs for t, s in sums.items()}

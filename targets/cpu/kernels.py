@@ -1,0 +1,443 @@
+"""The kernels onnxruntime's CPU provider runs for a graph, predicted from the graph.
+
+nn-Meter (Zhang et al., MobiSys 2021) predicts latency per *kernel* as the runtime fuses
+and executes it, not per ONNX node. This module replays, on an :class:`~hwcc.ir.Graph`,
+the rewrites onnxruntime applies at ``ORT_ENABLE_ALL`` on x86 and returns one
+:class:`Kernel` per executed kernel, each with a spec (a JSON-ready dict, the lookup-table
+key) and the nodes it covers. The rules below were read off onnxruntime's optimizer
+(``conv_bn_fusion``, ``conv_activation_fusion``, ``gemm_activation_fusion``,
+``matmul_add_fusion``, ``nchwc_transformer``) and checked against the optimized models
+this build writes (``SessionOptions.optimized_model_filepath``); the tests compare the two.
+
+Level 1-2 fusions (per node, on single-use chains that are not graph outputs):
+
+1. ``Identity`` and ``Dropout`` are removed (a ``Dropout`` that makes a graph output, or
+   whose mask is read, stays).
+2. ``Conv`` absorbs a following ``BatchNormalization``, ``Add`` or ``Mul`` with constant
+   per-channel operands (they fold into its weights and bias), then one activation of
+   ``Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid, Clip`` (``FusedConv``).
+3. ``MatMul`` (2-D input, constant 2-D weight) + ``Add`` of a constant bias becomes
+   ``Gemm``; ``Gemm`` absorbs one activation (``FusedGemm``).
+
+Level 3, the NCHWc layout (block ``B`` channels; 16 with AVX-512, 8 with AVX2; 0 turns it
+off). Tensors in NCHWc are zero-padded to a multiple of ``B`` channels, so a kernel's cost
+is a staircase in channel count with steps of ``B``:
+
+4. A float 2-D ``Conv`` with constant weights runs as ``nchwc.Conv`` when: ``groups == 1``
+   and ``C < B`` (read in NCHW directly) or ``C`` a multiple of 4 (padded); depthwise with
+   ``M`` a multiple of 4 (padded); other grouped convs when ``C/g``, ``M/g`` and ``M`` are
+   multiples of ``B``. The output channel count ``M`` is padded whatever it is.
+5. ``MaxPool``, ``AveragePool`` run in NCHWc when their channel count is a multiple of
+   ``B``; ``GlobalMaxPool``, ``GlobalAveragePool`` too, but only on a tensor that already is
+   NCHWc or is a graph input.
+6. An NCHWc kernel whose input is not NCHWc gets a ``ReorderInput`` (one per tensor).
+7. ``Add``/``Sum`` of two NCHWc tensors fuses into a producing single-use NCHWc conv that
+   has no activation yet (its "Sum" input); ``Mul`` and unfused ``Add`` run on the padded
+   NCHWc tensors.
+8. ``Relu, Sigmoid, Tanh, HardSigmoid`` after an NCHWc tensor fuse into its single-use,
+   not yet activated conv, else run on the padded tensor; ``BatchNormalization`` on an
+   NCHWc tensor becomes a depthwise 1x1 ``nchwc.Conv``; ``Concat`` on channels stays NCHWc
+   when every input's channel count is a multiple of ``B``.
+9. An NCHWc tensor read by anything else, or that is a graph output, gets one
+   ``ReorderOutput``.
+10. Then a plain conv (not NCHWc, with a bias, no activation, single use) absorbs the
+    ``Add`` of two equal 4-D tensors it feeds (the Add's first input that qualifies) and
+    the activation after it (``FusedConv`` with a "Z" input).
+
+Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
+(attention, LayerNorm, GELU), ``HardSwish`` decomposition, ``Transpose``/``Resize`` in
+NCHWc, quantized-op fusions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwcc.ir import dtypes
+from hwcc.ir import Graph, Node
+from hwcc.targets.cpu.table import _NCHWC_POOLS, _STD, Kernel, _op_spec, _reorder_spec, spec_key
+from hwcc.ir.workload import Workload
+
+__all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
+
+_ELIMINATED = ("Identity", "Dropout")
+_CONV_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Clip")
+_GEMM_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
+_NCHWC_ACTS = ("Relu", "Sigmoid", "Tanh", "HardSigmoid")
+
+
+@dataclass
+class Plan:
+    """The kernels of a graph and what became of every node.
+
+    Attributes:
+        kernels: in execution order.
+        removed: node name -> why it costs nothing (fused, removed, constant).
+        input_bytes: bytes of the graph inputs; output_bytes: of the graph outputs.
+    """
+
+    kernels: list[Kernel]
+    removed: dict[str, str]
+    input_bytes: int = 0
+    output_bytes: int = 0
+
+    @property
+    def working_set(self) -> int:
+        """Bytes one inference touches: weights, activations written, graph inputs."""
+        return self.input_bytes + sum(k.weight_bytes + k.out_bytes for k in self.kernels)
+
+
+@dataclass
+class _Op:
+    """A node after the level 1-2 fusions, with its NCHWc decision."""
+
+    head: Node
+    members: list[Node]
+    kind: str  # conv | gemm | generic
+    inputs: list[str]
+    output: str
+    act: str = ""
+    act_params: list[float] = field(default_factory=list)
+    bias: bool = False
+    nchwc: bool = False
+    nchw_in: bool = False
+    sum_input: str = ""
+    padded: set[str] = field(default_factory=set)  # tensors read/written in NCHWc
+
+
+@dataclass
+class _Arg:
+    """An NCHWc tensor: who makes it, its logical channels, its uses (all, and left in NCHW)."""
+
+    producer: _Op
+    channels: int
+    start: int
+    remaining: int
+
+
+class _Planner:
+    """Replays onnxruntime's rewrites on a graph: :meth:`fuse` (levels 1-2), :meth:`layout`
+    (NCHWc), :meth:`conv_add` (level 3 after NCHWc), in that order."""
+
+    def __init__(self, g: Graph, work: Workload, block: int):
+        self.g, self.block = g, block
+        self.layers = {x.name: x for x in work.layers}
+        self.const = {n for n, t in g.tensors.items() if t.data is not None}
+        for node in g.nodes:
+            if self.layers[node.name].kind == "constant":
+                self.const.update(o for o in node.outputs if o)
+        self.removed: dict[str, str] = {}
+        self.alias: dict[str, str] = {}
+        self.ops: list[_Op] = []
+
+    # ------------------------------------------------------------ helpers
+    def shape(self, t: str) -> tuple[int, ...]:
+        s = self.g.tensors[t].shape
+        if s is None or any(not isinstance(d, int) for d in s):
+            raise ValueError(f"shape of {t!r} unknown")
+        return tuple(s)
+
+    def dtype(self, t: str) -> int:
+        return self.g.tensors[t].elem_type or dtypes.FLOAT
+
+    def value(self, t: str) -> np.ndarray | None:
+        data = self.g.tensors[t].data if t in self.g.tensors else None
+        if data is None and (p := self.g.producer(t)) is not None and p.op_type == "Constant":
+            v = p.attr("value")
+            data = v if isinstance(v, np.ndarray) else None
+        return data
+
+    def resolve(self, t: str) -> str:
+        while t in self.alias:
+            t = self.alias[t]
+        return t
+
+    def data_inputs(self, node: Node) -> list[str]:
+        return [self.resolve(t) for t in node.inputs if t and t not in self.const]
+
+    # ------------------------------------------------------------ level 1-2
+    def fuse(self) -> None:
+        g = self.g
+        for node in g.nodes:
+            if self.layers[node.name].kind == "constant":
+                self.removed[node.name] = "constant: folded before run time"
+            elif node.op_type in _ELIMINATED and node.domain in _STD and node.inputs and self.removable(node):
+                self.alias[node.outputs[0]] = node.inputs[0]
+                self.removed[node.name] = f"{node.op_type}: removed by onnxruntime"
+        self.users: dict[str, list[Node]] = {}
+        for node in g.nodes:
+            if node.name not in self.removed:
+                for t in {self.resolve(t) for t in node.inputs if t}:
+                    self.users.setdefault(t, []).append(node)
+        taken: set[str] = set()
+        for node in g.nodes:
+            if node.name in self.removed or node.name in taken:
+                continue
+            op = self.start(node)
+            taken.update(m.name for m in op.members)
+            self.ops.append(op)
+
+    def removable(self, node: Node) -> bool:
+        """Identity goes unless it joins a graph input to a graph output; Dropout unless it
+        makes a graph output or its mask is read."""
+        out = [o for o in node.outputs if o and (self.g.users(o) or self.g.is_graph_output(o))]
+        to_output = any(self.g.is_graph_output(o) for o in out)
+        if node.op_type == "Identity":
+            return not (to_output and node.inputs[0] in self.g.inputs)
+        return not to_output and out == [node.outputs[0]]
+
+    def sole_user(self, t: str) -> Node | None:
+        users = self.users.get(t, [])
+        if len(users) != 1 or self.g.is_graph_output(t) or any(
+                self.g.is_graph_output(a) for a, b in self.alias.items() if b == t):
+            return None
+        return users[0]
+
+    def start(self, node: Node) -> _Op:
+        ins = self.data_inputs(node)
+        out = node.outputs[0] if node.outputs else ""
+        std = node.domain in _STD
+        if std and node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] in self.const:
+            op = _Op(node, [], "conv", ins[:1], out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
+            self.absorb(op, per_channel=True, acts=_CONV_ACTS)
+        elif std and node.op_type == "Gemm":
+            op = _Op(node, [], "gemm", ins, out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
+            self.absorb(op, per_channel=False, acts=_GEMM_ACTS)
+        elif std and node.op_type == "MatMul" and self.matmul_add(node):
+            op = _Op(node, [], "gemm", ins, out, bias=True)
+            add = self.sole_user(out)
+            op.members.append(add)
+            op.output = add.outputs[0]
+            self.absorb(op, per_channel=False, acts=_GEMM_ACTS)
+        else:
+            op = _Op(node, [], "generic", ins, out)
+        return op
+
+    def matmul_add(self, node: Node) -> bool:
+        if node.inputs[1] not in self.const or len(self.shape(node.inputs[0])) != 2:
+            return False
+        add = self.sole_user(node.outputs[0])
+        if add is None or add.op_type != "Add" or add.domain not in _STD:
+            return False
+        other = [t for t in add.inputs if self.resolve(t) != node.outputs[0]]
+        return len(other) == 1 and other[0] in self.const and len(self.shape(other[0])) <= 2
+
+    def absorb(self, op: _Op, *, per_channel: bool, acts: tuple[str, ...]) -> None:
+        """Fold a single-use chain of constant BN/Add/Mul (convs) and one activation."""
+        while (nxt := self.sole_user(op.output)) is not None and nxt.domain in _STD:
+            rest = [t for t in nxt.inputs[1:] if t]
+            if per_channel and nxt.op_type == "BatchNormalization" and all(t in self.const for t in rest):
+                op.bias = True
+            elif per_channel and nxt.op_type in ("Add", "Mul") and self.channel_const(nxt, op.output):
+                op.bias = op.bias or nxt.op_type == "Add"
+            elif nxt.op_type in acts and all(t in self.const for t in rest):
+                op.act, op.act_params = nxt.op_type, self.act_params(nxt)
+                op.members.append(nxt)
+                op.output = nxt.outputs[0]
+                return
+            else:
+                return
+            op.members.append(nxt)
+            op.output = nxt.outputs[0]
+
+    def channel_const(self, node: Node, t: str) -> bool:
+        other = [x for x in node.inputs if self.resolve(x) != t]
+        if len(other) != 1 or other[0] not in self.const:
+            return False
+        s, m = self.shape(other[0]), self.shape(t)[1]
+        return math.prod(s) in (1, m) and (len(s) <= 1 or s[-1] == 1 or math.prod(s) == 1)
+
+    def act_params(self, node: Node) -> list[float]:
+        if node.op_type == "LeakyRelu":
+            return [float(node.attr("alpha", 0.01))]
+        if node.op_type == "HardSigmoid":
+            return [float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))]
+        if node.op_type == "Clip":
+            vals = [self.value(t) if t else None for t in list(node.inputs[1:3]) + [""] * 2][:2]
+            lo = float(vals[0]) if vals[0] is not None else -3.4028234663852886e38
+            hi = float(vals[1]) if vals[1] is not None else 3.4028234663852886e38
+            return [lo, hi]
+        return []
+
+    # ------------------------------------------------------------ level 3: NCHWc
+    def layout(self) -> None:
+        self.uses: dict[str, int] = {}
+        for op in self.ops:
+            for t in op.inputs:
+                self.uses[t] = self.uses.get(t, 0) + 1
+        for t in self.g.outputs:
+            t = self.resolve(t)
+            self.uses[t] = self.uses.get(t, 0) + 1
+        self.args: dict[str, _Arg] = {}
+        self.reorder_in: dict[str, _Op] = {}
+        self.reorders: list[tuple[_Op, str, str]] = []  # (op, "in"/"out", tensor)
+        if not self.block:
+            return
+        for op in self.ops:
+            node = op.head
+            if op.kind == "conv" and self.conv_eligible(op):
+                self.to_nchwc(op, direct=op.nchw_in)
+                self.new_arg(op, op.output, self.shape(op.output)[1])
+            elif op.kind == "generic" and node.domain in _STD:
+                self.layout_generic(op)
+        for t, arg in self.args.items():
+            if arg.remaining > 0:
+                self.reorders.append((arg.producer, "out", t))
+
+    def conv_add(self) -> None:
+        """Level 3 after NCHWc: a plain conv (bias, no activation, single use) absorbs the
+        ``Add`` it feeds (the first of the Add's inputs that qualifies) and its activation."""
+        made = {op.output: op for op in self.ops}
+        for op in self.ops:
+            node = op.head
+            if op.kind != "generic" or op.nchwc or node.op_type != "Add" or node.domain not in _STD:
+                continue
+            ins = op.inputs
+            if len(ins) != 2 or len([t for t in node.inputs if t]) != 2 or len({self.shape(t) for t in ins}) != 1:
+                continue
+            for n in (0, 1):
+                conv = made.get(ins[n])
+                if (conv is not None and conv.kind == "conv" and not conv.nchwc and not conv.act and conv.bias
+                        and not conv.sum_input and self.uses.get(ins[n]) == 1 and len(self.shape(ins[n])) == 4):
+                    conv.sum_input, op.kind = ins[1 - n], "fused"
+                    conv.members.append(node)
+                    conv.output = op.output
+                    act = self.sole_user(op.output)
+                    nxt = made.get(act.outputs[0]) if act is not None and act.outputs else None
+                    if nxt is not None and nxt.kind == "generic" and act.op_type in _CONV_ACTS and not nxt.nchwc:
+                        conv.act, conv.act_params, nxt.kind = act.op_type, self.act_params(act), "fused"
+                        conv.members.append(act)
+                        conv.output = act.outputs[0]
+                    break
+
+    def new_arg(self, op: _Op, t: str, channels: int, producer: _Op | None = None) -> None:
+        n = self.uses.get(t, 0)
+        self.args[t] = _Arg(producer or op, channels, n, n)
+        op.padded.add(t)
+
+    def to_nchwc(self, op: _Op, direct: bool = False) -> None:
+        op.nchwc = True
+        x = op.inputs[0]
+        if direct:
+            return
+        if x in self.args:
+            self.args[x].remaining -= 1
+            op.padded.add(x)
+        elif x not in self.reorder_in:
+            self.reorder_in[x] = op
+            self.reorders.append((op, "in", x))
+            op.padded.add(x)
+        else:
+            op.padded.add(x)
+
+    def conv_eligible(self, op: _Op) -> bool:
+        node, B = op.head, self.block
+        w = node.inputs[1]
+        if self.dtype(w) != dtypes.FLOAT or len(self.shape(w)) != 4 or self.dtype(op.inputs[0]) != dtypes.FLOAT:
+            return False
+        m, cg = self.shape(w)[:2]
+        groups = int(node.attr("group", 1))
+        if groups > 1 and cg == 1 and m == groups:
+            return m % 4 == 0  # depthwise: padded, in whole vectors of 4
+        if groups > 1:
+            return not (m % B or cg % B or (m // groups) % B)
+        op.nchw_in = cg < B
+        return op.nchw_in or cg % 4 == 0
+
+    def layout_generic(self, op: _Op) -> None:
+        node, B, name, ins = op.head, self.block, op.head.op_type, op.inputs
+        if name in _NCHWC_POOLS and len([o for o in node.outputs if o]) == 1 and len(self.shape(ins[0])) == 4:
+            reorderable = not name.startswith("Global") or ins[0] in self.args or ins[0] in self.g.inputs
+            if self.shape(ins[0])[1] % B == 0 and self.dtype(ins[0]) == dtypes.FLOAT and reorderable:
+                self.to_nchwc(op)
+                self.new_arg(op, op.output, self.shape(op.output)[1])
+            return
+        if not ins or not all(t in self.args for t in ins) or len(ins) != len([t for t in node.inputs if t]):
+            return
+        args = [self.args[t] for t in ins]
+        if name in ("Add", "Sum", "Mul"):
+            if len({a.channels for a in args}) != 1 or len({self.shape(t) for t in ins}) != 1:
+                return
+            for a in args:
+                a.remaining -= 1
+            if name in ("Add", "Sum") and len(ins) == 2:
+                for n in (0, 1):
+                    conv = args[n].producer
+                    if conv.kind == "conv" and args[n].start == 1 and not conv.act and not conv.sum_input:
+                        conv.sum_input = ins[n ^ 1]
+                        conv.padded.add(ins[n ^ 1])
+                        conv.members.append(node)
+                        op.kind = "fused"
+                        self.new_arg(conv, op.output, args[0].channels)
+                        return
+            op.nchwc = True
+            op.padded.update(ins)
+            self.new_arg(op, op.output, args[0].channels)
+        elif name in _NCHWC_ACTS and len(ins) == 1:
+            args[0].remaining -= 1
+            conv = args[0].producer
+            if conv.kind == "conv" and args[0].start == 1 and not conv.act:
+                conv.act, conv.act_params = name, self.act_params(node)
+                conv.members.append(node)
+                op.kind = "fused"
+                self.new_arg(conv, op.output, args[0].channels)
+                return
+            op.nchwc = True
+            op.padded.update(ins)
+            self.new_arg(op, op.output, args[0].channels)
+        elif name == "BatchNormalization" and len(ins) == 1:
+            args[0].remaining -= 1
+            op.kind, op.nchwc, op.bias = "bn_conv", True, True
+            op.padded.add(ins[0])
+            self.new_arg(op, op.output, args[0].channels)
+        elif name == "Concat" and int(node.attr("axis", 0)) == 1 and all(a.channels % B == 0 for a in args):
+            for a in args:
+                a.remaining -= 1
+            op.nchwc = True
+            op.padded.update(ins)
+            self.new_arg(op, op.output, sum(a.channels for a in args))
+
+
+def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
+    """The kernels onnxruntime runs for ``graph`` and what became of each node.
+
+    Args:
+        graph: a shape-inferred graph.
+        work: its workload (:func:`hwcc.ir.workload.analyze`), for constant detection.
+        block: the NCHWc block size of this machine (0: no NCHWc layout).
+
+    Returns:
+        The :class:`Plan`.
+
+    Raises:
+        ValueError: a shape needed to build a kernel is unknown.
+    """
+    p = _Planner(graph, work, block)
+    p.fuse()
+    p.layout()
+    p.conv_add()
+    out: list[Kernel] = []
+    removed = dict(p.removed)
+    pending = {id(op): [] for op in p.ops}
+    for op, kind, t in p.reorders:
+        pending[id(op)].append(_reorder_spec(p, op, kind, t))
+    for op in p.ops:
+        if op.kind == "fused":
+            continue
+        members = tuple(m.name for m in op.members)
+        for m in members:
+            removed[m] = f"fused into {op.head.name}"
+        reorders = pending[id(op)]
+        out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderInput")
+        out.append(_op_spec(p, op, members))
+        out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderOutput")
+    in_bytes = sum(p.g.tensors[t].data is None and _nbytes(p, t) or 0 for t in graph.real_inputs())
+    out_bytes = sum(_nbytes(p, p.resolve(t)) for t in graph.outputs)
+    return Plan(out, removed, in_bytes, out_bytes)
+
+
+def _nbytes(p: _Planner, t: str) -> int:
+    return math.prod(p.shape(t)) * dtypes.BYTES.get(p.dtype(t), 4)

@@ -1,0 +1,486 @@
+"""Measuring on this machine with onnxruntime: probing it, building and timing models.
+
+* :func:`fingerprint` identifies the device and runtime a table belongs to.
+* :func:`kernel_graph` writes a kernel spec (:mod:`.cpu_table`) as a one-kernel model.
+* :class:`Timer` times kernel models (the protocol is in its docstring);
+  :func:`measure_models` times whole models; :func:`session_overhead` measures what
+  one ``InferenceSession.run`` costs beyond its kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwcc.ir import dtypes
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.ir.onnx_io import load, to_proto
+from hwcc.targets.cpu.table import REFERENCE
+
+__all__ = ["fingerprint", "kernel_graph", "session", "random_feeds", "Timer", "measure_models",
+           "session_overhead", "PROTOCOL"]
+
+PROTOCOL = 14  # bump when the timing protocol changes: old tables stop matching
+
+
+# ---------------------------------------------------------------------- device facts
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def _cache_bytes(level: int, default: int) -> int:
+    root = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(root.glob("index*")):
+        try:
+            if int((index / "level").read_text()) == level and (index / "type").read_text().strip() != "Instruction":
+                text = (index / "size").read_text().strip()
+                return int(text[:-1]) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def _nchwc_block(threads: int) -> int:
+    """The NCHWc block of this build and CPU: a 3->1 conv's output padding, 0 if none."""
+    import tempfile
+
+    g = Graph("probe")
+    g.add_input("x", 1, [1, 3, 8, 8])
+    g.add_initializer("w", np.ones((1, 3, 3, 3), np.float32))
+    g.add_node("Conv", ["x", "w"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
+    g.outputs.append("y")
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath, so.log_severity_level = os.path.join(tmp, "opt.onnx"), 3
+        so.intra_op_num_threads = threads
+        ort.InferenceSession(to_proto(g).SerializeToString(), so, providers=["CPUExecutionProvider"])
+        opt = load(so.optimized_model_filepath, allow_dynamic=True)
+    for node in opt.nodes:
+        if node.domain == "com.microsoft.nchwc" and node.op_type == "Conv":
+            return int(opt.tensors[node.inputs[1]].shape[0])
+    return 0
+
+
+def fingerprint(threads: int, evict_bytes: int) -> dict[str, Any]:
+    """What identifies this device, runtime and timing protocol (probes onnxruntime once).
+
+    Args:
+        threads: intra-op threads the tables are measured with.
+        evict_bytes: the most data read before a cold run (:class:`Timer`).
+    """
+    import onnxruntime as ort
+
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "onnxruntime": ort.__version__, "threads": threads,
+            "nchwc_block": _nchwc_block(threads), "l1_bytes": _cache_bytes(1, 32 << 10),
+            "l2_bytes": _cache_bytes(2, 1 << 20), "l3_bytes": _cache_bytes(3, 32 << 20),
+            "cold_evict_bytes": evict_bytes, "protocol": PROTOCOL}
+
+
+def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5, warmup: int = 5,
+                   speed: float | None = None, probes: list[float] | None = None, visit_s: float = 0.05,
+                   patience_s: float = 20.0) -> list[float]:
+    """Median latency of each model in onnxruntime, timed round-robin over the models.
+
+    Each model runs with ``session.run`` on fixed random inputs, timed like the tables
+    (thread CPU time with one thread, wall clock otherwise); ``rounds`` rounds of
+    visits, interleaved over the models so that they share the machine's slow phases. A
+    visit is ``runs`` runs, fewer for a slow model (a visit lasts about ``visit_s``, at
+    least 3 runs: a phase of the machine lasts seconds, and a visit should fall within
+    one). After every visit the speed probe (:data:`~hwcc.targets.cpu.table.REFERENCE`,
+    two runs) is timed.
+
+    Args:
+        speed: if given (seconds of the probe, e.g. a table's ``speed()``), the latency at
+            that speed: only the visits whose probes before and after both say they ran
+            at it count (as in :class:`Timer`). A model with fewer than ``(rounds + 1) // 2``
+            such visits is visited again, for up to ``patience_s`` more seconds, so that a
+            fast phase of the machine is waited out rather than rescaled (the probe's
+            ratio between the phases is not every model's); only then are its visits
+            rescaled by ``speed / probe``.
+        probes: if a list, it receives each model's median probe time (the machine's
+            speed while the model was timed).
+
+    Returns:
+        Seconds per inference, one per model.
+    """
+    clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
+    sessions = [session(m, threads) for m in models]
+    feeds = [random_feeds(s) for s in sessions]
+    # per model, per visit: (runs, no empty model, the probe after it, the probe before it), ns
+    visits: list[list[tuple]] = [[] for _ in models]
+    timer = Timer(threads, 0, 0)
+    (_, probe_pair) = timer._load([REFERENCE])
+    reps = []
+    for s, f in zip(sessions, feeds):
+        t0 = clock()
+        for _ in range(warmup):
+            s.run(None, f)
+        each = max(1e-7, (clock() - t0) * 1e-9 / max(1, warmup))
+        reps.append(max(3, min(runs, int(visit_s / each))))
+    need, target = (rounds + 1) // 2, speed and speed * 1e9
+    last = timer._probe(probe_pair)
+    todo, visited, deadline = list(range(len(models))), 0, None
+    while todo:
+        for i in todo:
+            s, f, runs_ns = sessions[i], feeds[i], []
+            for _ in range(reps[i]):
+                t0 = clock()
+                s.run(None, f)
+                runs_ns.append(clock() - t0)
+            after = timer._probe(probe_pair)
+            visits[i].append((runs_ns, [0], after, last))
+            last = after
+        visited += 1
+        if visited < rounds:
+            continue
+        if not target:
+            break
+        deadline = deadline or time.monotonic() + patience_s
+        todo = [i for i in todo if _n_at_speed(visits[i], target) < need]
+        if time.monotonic() > deadline:
+            break
+    if probes is not None:
+        probes[:] = [float(np.median([v[2] for v in vs])) * 1e-9 for vs in visits]
+    if target:  # as the tables do: visits at the table's speed, else all rescaled
+        return [_at_speed(vs, target, need) for vs in visits]
+    return [float(np.median([t for v in vs for t in v[0]])) * 1e-9 for vs in visits]
+
+
+def session_overhead(timer: Timer) -> dict[str, float]:
+    """``a`` and ``b`` of ``t_session = a + b * bytes`` from two one-node Relu models."""
+    points = []
+    for n in (16, 65536):
+        spec = {"op": "Relu", "inputs": [["x", 1, [1, n]]], "outputs": [[1, [1, n]]], "attrs": {}}
+        (kernel, _), = timer([spec])
+        model = to_proto(kernel_graph(spec, 0), value_info=False).SerializeToString()
+        (run,) = measure_models([model], timer.threads, runs=100, rounds=3)
+        points.append((8.0 * n, max(0.0, run - kernel)))
+    (x0, y0), (x1, y1) = points
+    b = max(0.0, (y1 - y0) / (x1 - x0))
+    return {"a_s": y0 - b * x0, "b_s_per_byte": b}
+
+
+# ---------------------------------------------------------------------- kernel models
+_DOMAINS = {"nchwc": "com.microsoft.nchwc", "com.microsoft": "com.microsoft"}
+
+
+def _split_op(op: str) -> tuple[str, str]:
+    domain, _, name = op.rpartition(".")
+    return _DOMAINS.get(domain, domain), name
+
+
+def kernel_graph(spec: dict[str, Any], block: int):
+    """The one-kernel model of ``spec`` as an IR graph, in the form onnxruntime runs it.
+
+    NCHWc kernels are written directly in the ``com.microsoft.nchwc`` domain with blocked
+    inputs and outputs (``[N, C_padded, H, W]``), so the model holds no layout reorders
+    that the whole network would not run. Weights are random: latency does not depend
+    on their values (dense kernels, no zero skipping).
+    """
+    g, rng = Graph("kernel"), np.random.default_rng(0)
+    domain, name = _split_op(spec["op"])
+    if domain:
+        g.opset_imports[domain] = 1
+
+    def const(tname: str, shape: Sequence[int], etype: int = dtypes.FLOAT, values=None) -> str:
+        dt = dtypes.numpy_dtype(etype)
+        if values is not None:
+            arr = np.asarray(values, dtype=dt).reshape(shape)
+        elif dt.kind == "f":
+            arr = (rng.standard_normal(shape) * 0.05).astype(dt)
+        else:
+            arr = np.zeros(shape, dt)
+        g.add_initializer(tname, arr, etype)
+        return tname
+
+    def output(tname: str, shape: Sequence[int], etype: int = dtypes.FLOAT) -> str:
+        t = g.tensor(tname)
+        t.elem_type, t.shape = etype, tuple(shape)
+        g.outputs.append(tname)
+        return tname
+
+    n = spec.get("N", 1)
+    if name in ("Conv", "FusedConv"):
+        c, m, grp = spec["C"], spec["M"], spec["group"]
+        g.add_input("x", dtypes.FLOAT, [n, c, *spec["x"]])
+        ins = ["x", const("w", [m, c // grp, *spec["k"]]), const("b", [m]) if spec["bias"] else ""]
+        if spec["sum"]:
+            g.add_input("z", dtypes.FLOAT, [n, m, *spec["y"]])
+            ins.append("z")
+        attrs = {"kernel_shape": spec["k"], "strides": spec["strides"], "pads": spec["pads"],
+                 "dilations": spec["dilations"], "group": grp}
+        if spec["act"]:
+            attrs["activation"] = spec["act"]
+            if spec["act_params"]:
+                attrs["activation_params"] = [float(v) for v in spec["act_params"]]
+        while not ins[-1]:
+            ins.pop()
+        g.add_node(name, ins, ["y"], attrs, domain=domain)
+        output("y", [n, m, *spec["y"]])
+    elif name in ("Gemm", "FusedGemm"):
+        k, m = spec["K"], spec["M"]
+        g.add_input("a", dtypes.FLOAT, [k, n] if spec["transA"] else [n, k])
+        b_shape = [m, k] if spec["transB"] else [k, m]
+        b = const("b", b_shape) if spec["b_const"] else g.add_input("b", dtypes.FLOAT, b_shape).name
+        attrs = {x: spec[x] for x in ("transA", "transB", "alpha", "beta")}
+        if spec["act"]:
+            attrs["activation"] = spec["act"]
+            for key, v in zip(("activation_alpha", "activation_beta"), spec["act_params"]):
+                attrs[key] = float(v)
+        g.add_node(name, ["a", b] + ([const("c", [m])] if spec["bias"] else []), ["y"], attrs, domain=domain)
+        output("y", [n, m])
+    elif name in ("ReorderInput", "ReorderOutput"):
+        c, cp = spec["C"], -(-spec["C"] // block) * block
+        into = name == "ReorderInput"
+        g.add_input("x", dtypes.FLOAT, [n, c if into else cp, *spec["x"]])
+        attrs = {"channels_last": 0} if into else {"channels": c, "channels_last": 0}
+        g.add_node(name, ["x"], ["y"], attrs, domain=domain)
+        output("y", [n, cp if into else c, *spec["x"]])
+    else:
+        ins = []
+        for i, entry in enumerate(spec["inputs"]):
+            if entry is None:
+                ins.append("")
+            elif entry[0] == "x":
+                ins.append(g.add_input(f"in{i}", entry[1], entry[2]).name)
+            else:
+                ins.append(const(f"c{i}", entry[2], entry[1], entry[3] if entry[0] == "c" else None))
+        outs = [output(f"out{i}", o[1], o[0]) if o else "" for i, o in enumerate(spec["outputs"])]
+        g.add_node(name, ins, outs, dict(spec["attrs"]), domain=domain)
+    return g
+
+
+# ---------------------------------------------------------------------- timing
+def session(model: bytes, threads: int, *, level: str = "ORT_ENABLE_ALL"):
+    """An onnxruntime CPU session as hwcc times it: ``threads`` intra-op threads, one
+    inter-op thread, sequential execution, optimization ``level`` (``ORT_ENABLE_ALL`` for
+    whole models)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def random_feeds(sess) -> dict[str, Any]:
+    """Inputs for ``sess``: uniform [0, 1) floats, zeros for other types (valid indices)."""
+    rng, out = np.random.default_rng(0), {}
+    for i in sess.get_inputs():
+        dt = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}.get(i.type)
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        kind = i.type[len("tensor("):-1]
+        out[i.name] = rng.random(shape).astype(dt) if dt else np.zeros(shape, _NP_TYPES.get(kind, np.int64))
+    return out
+
+
+_NP_TYPES = {"int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64", "bool": "bool"}
+
+
+class Timer:
+    """Times one-kernel models with onnxruntime.
+
+    Protocol, per batch of specs: every model is built (:func:`kernel_graph`) in the form
+    ``ORT_ENABLE_ALL`` gives the kernel inside the network and run at
+    ``ORT_ENABLE_EXTENDED``, so that level 3 does not lay the lone kernel out anew (it
+    would, for instance, wrap an NCHW conv the network runs as is in reorders); inputs
+    and outputs are bound once (``run_with_iobinding``: no copies are timed). Two
+    instances of each model are loaded. ``rounds`` rounds then visit every kernel in turn
+    (interleaved, so the slow phases of a shared machine hit all of them alike; in each
+    round all hot visits come first, then all cold ones), each visit timing, next to as
+    many runs of an empty model in the same state:
+
+    * ``hot`` runs, each after reading 2x the L1 size of other data and rewriting the
+      inputs: the kernel's weights in L2 (when they fit), its input in L1, as in a network
+      whose working set fits the L2 (a tight loop would also keep the weights in L1,
+      which no network run does);
+    * ``cold`` runs, each after reading the spec's ``evict`` bytes of other data (at most
+      ``evict_bytes``: as much as the rest of the network touches between two runs of the
+      kernel, so its weights, output and scratch buffers are where the network would
+      leave them), then running the second instance (the kernel's code and onnxruntime's
+      own state are warm, as when a kernel of the same kind ran before), then rewriting
+      the inputs (in a network the producer has just written them).
+
+    Each visit starts with an untimed run, so that what a timed run finds in the caches
+    depends on the visit's own evictions, not on the kernels visited before.
+
+    A run is timed with the CPU time of the calling thread when ``threads == 1``
+    (onnxruntime then computes on that thread; time another process holds the core is not
+    counted), with the wall clock otherwise. This shared machine also switches between
+    two speeds about 1.8x apart, for seconds at a time, whatever runs inside it: after
+    every visit a speed probe (:data:`~hwcc.targets.cpu.table.REFERENCE`, two runs) is
+    timed, as it was before the visit. The batch's speed is the table's (``target_speed``)
+    when some visit ran at it, else the faster one it saw (the median of the probes within
+    1 / :data:`SAME_SPEED` of their 10th percentile; left in ``last_speed``), and a kernel's
+    latency per state is the median of its runs minus the median of the empty model's
+    beside them, over the visits that ran at that speed (see :func:`_at_speed`).
+
+    Args:
+        threads: intra-op threads.
+        evict_bytes: the most data read before a cold run (specs without ``evict``: this).
+        l1_bytes: L1 data cache size.
+        block: NCHWc block, for building reorders.
+        warmup, rounds, hot, cold: run counts (see above).
+        budget_s: CPU time one visit may take; long kernels get fewer runs (at least 1).
+        patience_s: with ``target_speed`` set (seconds of the probe: the table's speed),
+            how long a batch goes on visiting the kernels with fewer than ``(rounds + 1) //
+            2`` visits at that speed in either state, so that a fast phase of the machine
+            is waited out rather than rescaled; the entries are then given at that speed.
+    """
+
+    def __init__(self, threads: int, evict_bytes: int, block: int, *, l1_bytes: int = 32 << 10, warmup: int = 3,
+                 rounds: int = 20, hot: int = 3, cold: int = 2, budget_s: float = 0.02, patience_s: float = 5.0):
+        self.target_speed: float | None = None
+        self.patience_s = patience_s
+        self.threads, self.block, self.l1_evict = threads, block, 2 * l1_bytes
+        self.warmup, self.rounds, self.hot, self.cold, self.budget_s = warmup, rounds, hot, cold, budget_s
+        self._buf = np.ones(max(1, evict_bytes, self.l1_evict) // 4, np.float32)
+        self.clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
+
+    def _bound(self, model: bytes) -> tuple:
+        """A session with bound inputs and outputs, and the inputs (OrtValue, data)."""
+        import onnxruntime as ort
+
+        sess = session(model, self.threads, level="ORT_ENABLE_EXTENDED")
+        binding, inputs = sess.io_binding(), []
+        for name, value in random_feeds(sess).items():
+            ov = ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), value.dtype, "cpu")
+            ov.update_inplace(value)
+            binding.bind_ortvalue_input(name, ov)
+            inputs.append((ov, value))
+        for o in sess.get_outputs():
+            binding.bind_output(o.name, "cpu")
+        sess.run_with_iobinding(binding)
+        for o, v in zip(sess.get_outputs(), binding.get_outputs()):
+            binding.bind_ortvalue_output(o.name, v)
+        return sess, binding, inputs
+
+    def _visit(self, pair: tuple, n: int, evict: int, out: list[int]) -> None:
+        """Time ``n`` runs, each after reading ``evict`` bytes of other data (at least 2 x L1),
+        running the twin instance if more than the L2 was read, and rewriting the inputs."""
+        (sess, binding, inputs), (twin, twin_binding, _) = pair
+        run, clock = sess.run_with_iobinding, self.clock
+        buf, far = self._buf[: max(evict, self.l1_evict) // 4], evict > self.l1_evict
+        run(binding)  # untimed: before it, other kernels' visits touched far more than ``evict``
+        for _ in range(n):
+            buf.sum()
+            if far:
+                twin.run_with_iobinding(twin_binding)
+            for ov, value in inputs:
+                ov.update_inplace(value)
+            t0 = clock()
+            run(binding)
+            out.append(clock() - t0)
+
+    def _load(self, specs: list[dict[str, Any]]) -> list[tuple]:
+        empty = Graph("empty")
+        empty.add_input("x", 1, [1])
+        empty.outputs.append("x")
+        pairs = []
+        for spec in [None] + specs:
+            try:
+                model = to_proto(empty if spec is None else kernel_graph(spec, self.block),
+                                 value_info=False).SerializeToString()
+            except (ValueError, KeyError, TypeError) as e:
+                raise HwccError(f"cannot build a model of kernel {spec['op']}: {e}") from None
+            try:
+                pairs.append((self._bound(model), self._bound(model)))
+            except Exception as e:  # onnxruntime raises its own types
+                raise HwccError(f"onnxruntime cannot run kernel {spec['op']}: {e}",
+                                "this node cannot be measured on the CPU target") from None
+        return pairs
+
+    def __call__(self, specs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+        """``(hot_s, cold_s)`` of each spec."""
+        zero, probe_pair, *kernels = self._load([REFERENCE] + specs)  # REFERENCE: the speed probe
+        evict = [min(int(s.get("evict", self._buf.size * 4)), self._buf.size * 4) for s in specs]
+        reps = []
+        for pair in kernels:
+            probe: list[int] = []
+            self._visit(pair, self.warmup, 0, probe)
+            reps.append(max(1, min(self.hot, int(self.budget_s / max(min(probe) * 1e-9, 1e-7)))))
+        # Per visit: (kernel runs, empty-model runs, the probe's median right after, right before).
+        visits: list[tuple[list, list]] = [([], []) for _ in kernels]  # hot, cold
+        target, need = self.target_speed and self.target_speed * 1e9, (self.rounds + 1) // 2
+        last, todo, done, deadline = self._probe(probe_pair), list(range(len(kernels))), 0, None
+        while todo:  # all hot visits, then all cold ones: a cold visit's
+            for state in (0, 1):  # eviction would linger into the next hot visit
+                for i in todo:
+                    pair, n, e, v = kernels[i], reps[i], evict[i], visits[i]
+                    k, z = [], []
+                    runs, ev = (n, 0) if state == 0 else (max(1, n * self.cold // self.hot), e)
+                    self._visit(zero, self.hot if state == 0 else self.cold, ev, z)
+                    self._visit(pair, runs, ev, k)
+                    after = self._probe(probe_pair)
+                    v[state].append((k, z, after, last))
+                    last = after
+            done += 1
+            if done < self.rounds:
+                continue
+            if not target:
+                break
+            deadline = deadline or time.monotonic() + self.patience_s
+            todo = [i for i in todo if min(_n_at_speed(st, target) for st in visits[i]) < need]
+            if time.monotonic() > deadline:
+                break
+        probes = [r for v in visits for st in v for _, _, r, _ in st]
+        speed = float(np.median([r for r in probes if r <= np.percentile(probes, 10) / SAME_SPEED]))
+        if target and any(_same_speed(r, target) for r in probes):
+            speed = target
+        self.last_speed, self.last_fastest = speed * 1e-9, min(probes) * 1e-9
+        return [tuple(_at_speed(st, speed) for st in v) for v in visits]
+
+    def _probe(self, pair: tuple) -> float:
+        """The speed probe's median of two runs, in nanoseconds."""
+        r: list[int] = []
+        self._visit(pair, 2, 0, r)
+        return float(np.median(r))
+
+
+SAME_SPEED = 0.8  # a visit whose probe is within this factor of the speed ran at that speed
+
+
+def _same_speed(probe: float, speed: float) -> bool:
+    return SAME_SPEED * speed <= probe <= speed / SAME_SPEED
+
+
+def _n_at_speed(visits: list[tuple], speed: float) -> int:
+    """How many of ``visits`` (as in :func:`_at_speed`) ran at ``speed`` by all their probes."""
+    return sum(all(_same_speed(p, speed) for p in v[2:]) for v in visits)
+
+
+def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> float:
+    """Median kernel minus median empty model over the visits that ran at ``speed``.
+
+    A visit is ``(kernel runs, empty-model runs, probe after[, probe before])``. This
+    machine slows down by up to about 1.8x within seconds when its neighbours are busy
+    (it is shared); the probes timed around each visit say whether the visit ran at
+    ``speed`` (both must agree when both are given). Visits at another speed are
+    dropped. The phase's own speed drifts too (by about 10 % from one minute to the
+    next): each kept visit is scaled by ``speed / probe``, its probes' mean, which for so
+    small a ratio is what a change of clock does to every kernel. Only if fewer than
+    ``need`` (default: a third of the visits) are left are all visits used, rescaled the
+    same way (the last resort: across the phases, memory-bound kernels and
+    onnxruntime's own overhead change less than the compute-bound probe)."""
+    same = [v for v in visits if all(_same_speed(p, speed) for p in v[2:])]
+    use = same if same and len(same) >= (need if need is not None else -(-len(visits) // 3)) else visits
+    scale = [speed / float(np.mean(v[2:])) for v in use]
+    k = [t * f for v, f in zip(use, scale) for t in v[0]]
+    z = [t * f for v, f in zip(use, scale) for t in v[1]]
+    return max(0.0, float(np.median(k) - np.median(z)) * 1e-9)
