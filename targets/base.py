@@ -196,6 +196,24 @@ class Target:
         (e.g. ``{"quantize": {"mode": "int8"}}``); empty when the model runs as it is."""
         return copy.deepcopy(self._legal_form)
 
+    def legalize(self, graph: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0) -> Graph:
+        """``graph`` in the form this chip runs: its :attr:`legal_form` passes, in order,
+        through the pass manager (shapes inferred, IR linted; not verified: the forms are
+        lossy). ``calib`` is calibration data for the passes that need ranges."""
+        from hwcc.ir.transform import PassContext, PassManager  # the pass registry: only when a form needs it
+
+        for name, knobs in self._legal_form.items():
+            ctx = PassContext(knobs={name: dict(knobs)}, data=calib, seed=seed, verify=False)
+            graph = PassManager([name], ctx).run(graph).graph
+        return graph
+
+    def prepare(self, graph: Graph | Workload, ctx: CostContext | None = None) -> None:
+        """Make :meth:`cost` able to price ``graph`` as a pure lookup. A model has nothing to
+        do; a measured target (or a target whose host is one) measures here, up front,
+        whatever its tables lack for the layers it or its host will run. Pricers call it
+        once per new graph; :meth:`cost` itself never measures."""
+        return None
+
     # -- what subclasses provide ---------------------------------------------------
     def supports(self, layer: Layer) -> str | None:
         """None if this target runs ``layer``; else the reason it does not."""

@@ -1,0 +1,24 @@
+"""The exact cleanups every compile starts with, as one pipeline the API and the bench share.
+
+BatchNormalization folded into the layer before it, constants folded, dead code removed:
+each is exact, so the pipeline runs verified (original and cleaned graph through
+onnxruntime on the same inputs, to the pass manager's tolerances).
+"""
+
+from __future__ import annotations
+
+from hwcc.ir.graph import Graph
+from hwcc.ir.transform import PassContext, PassManager
+
+__all__ = ["CLEANUP", "cleanup"]
+
+CLEANUP = ("fold_batchnorm", "fold_constants", "eliminate_dead")
+
+
+def cleanup(graph: Graph, seed: int = 0, verify: bool = True) -> Graph:
+    """``graph`` after :data:`CLEANUP`, in order (a new graph; the input is left as it was).
+
+    Raises:
+        PassError: a pass failed or, with ``verify``, changed the outputs.
+    """
+    return PassManager(list(CLEANUP), PassContext(seed=seed, verify=verify)).run(graph).graph
