@@ -339,7 +339,7 @@ def test_missing_not_onnx_and_truncated_files(tmp_path):
 
 
 def test_large_models_are_saved_with_external_data(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_io, "_EXTERNAL_THRESHOLD", 1000)
+    monkeypatch.setattr(onnx_io.writer, "EXTERNAL_THRESHOLD", 1000)
     path = _external_model(tmp_path)
     graph = hwcc.load(path)
     out = tmp_path / "out" / "big.onnx"

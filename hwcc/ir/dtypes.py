@@ -30,6 +30,8 @@ _TO_NUMPY = {
     STRING: np.object_,
 }
 _FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
+# Element types whose arrays have a fixed-size numpy dtype: all of the table but STRING.
+FIXED_SIZE = frozenset(_TO_NUMPY) - {STRING}
 
 # Bytes per element, for workload and memory accounting.
 BYTES = {FLOAT: 4, UINT8: 1, INT8: 1, UINT16: 2, INT16: 2, INT32: 4, INT64: 8, BOOL: 1,
