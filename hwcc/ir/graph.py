@@ -1,9 +1,10 @@
 """hwcc's intermediate representation: a dataflow graph over ``networkx.DiGraph``.
 
-A :class:`Graph` holds :class:`Node` s (one ONNX operator each) and :class:`Tensor` s
-(every value: graph inputs, initializers, intermediate activations, outputs). The
-specification of the IR is in these docstrings; this is the only module that imports
-networkx.
+A :class:`Graph` holds :class:`~hwcc.ir.node.Node` s (one ONNX operator each) and
+:class:`~hwcc.ir.node.Tensor` s (every value: graph inputs, initializers, intermediate
+activations, outputs). The specification of the IR is in these docstrings and those of
+:mod:`hwcc.ir.node`; this is the only module that imports networkx. The verbs that need
+no edge bookkeeping of their own are in :mod:`hwcc.ir.graph_edits`.
 
 Invariants, checked by :meth:`Graph.lint`:
 
@@ -31,90 +32,18 @@ from __future__ import annotations
 import copy as _copy
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 import numpy as np
 
-Dim = int | str | None
-"""A dimension: a fixed size, a symbolic name (``"N"``), or ``None`` for unknown."""
+from hwcc.ir.graph_edits import GraphEdits
+from hwcc.ir.node import Dim, IRError, Node, Tensor
+
+__all__ = ["Dim", "Graph", "IRError", "Node", "Tensor"]
 
 
-@dataclass
-class Tensor:
-    """A value in the graph.
-
-    Attributes:
-        name: unique name in the graph.
-        elem_type: ONNX element type code (``1`` float32, ``7`` int64, ...), 0 if unknown.
-        shape: tuple of dims, or ``None`` when even the rank is unknown.
-        data: the initializer's value, or ``None`` for values computed at run time.
-        meta: free-form annotations (``declared`` if the source model gave its type).
-    """
-
-    name: str
-    elem_type: int = 0
-    shape: tuple[Dim, ...] | None = None
-    data: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_initializer(self) -> bool:
-        return self.data is not None
-
-    @property
-    def is_static(self) -> bool:
-        """True if the shape is known and every dim is a fixed integer."""
-        return self.shape is not None and all(isinstance(d, int) and d >= 0 for d in self.shape)
-
-
-@dataclass
-class Node:
-    """One operator.
-
-    Attributes:
-        name: unique name in the graph (generated for nodes that had none).
-        op_type: the ONNX op name, e.g. ``"Conv"``.
-        domain: the operator set domain; ``""`` is the default ONNX domain.
-        inputs: input tensor names (read-only tuple; change with ``Graph.set_input``).
-        outputs: output tensor names (read-only tuple).
-        attrs: attribute name -> value.
-        attr_types: attribute name -> ONNX attribute type code, kept so that a round
-            trip writes each attribute with its original type.
-        implicit_inputs: outer-scope tensors read by the node's subgraphs (If, Loop,
-            Scan); they are dependencies but not ``inputs``.
-        meta: annotations passes attach (``winograd``, ``low_rank``, ...).
-    """
-
-    name: str
-    op_type: str
-    domain: str = ""
-    inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()
-    attrs: dict[str, Any] = field(default_factory=dict)
-    attr_types: dict[str, int] = field(default_factory=dict)
-    implicit_inputs: tuple[str, ...] = ()
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        return self.attrs.get(name, default)
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __repr__(self) -> str:
-        return f"Node({self.name!r}, {self.op_type}, {list(self.inputs)} -> {list(self.outputs)})"
-
-
-class IRError(Exception):
-    """An IR invariant was broken (a bug in a transform, not bad user input)."""
-
-
-class Graph:
+class Graph(GraphEdits):
     """A model: nodes, tensors, graph inputs and outputs, and model-level metadata.
 
     Attributes:
@@ -126,6 +55,9 @@ class Graph:
         opset_imports: domain -> version.
         meta: model-level data the IR carries but does not interpret (IR version,
             producer, metadata, functions, ...). ``onnx_io`` owns its contents.
+
+    The editing verbs (``set_input``, ``replace_all_uses_with``, ``rename_tensor``, ...)
+    come from :class:`~hwcc.ir.graph_edits.GraphEdits`.
     """
 
     def __init__(self, name: str = "graph"):
@@ -221,25 +153,6 @@ class Graph:
                 return cand
 
     # ------------------------------------------------------------------ building
-    def add_input(self, name: str, elem_type: int, shape: Sequence[Dim]) -> Tensor:
-        t = self.tensor(name)
-        t.elem_type, t.shape = elem_type, tuple(shape)
-        self.inputs.append(name)
-        return t
-
-    def add_initializer(self, name: str, array: np.ndarray, elem_type: int | None = None) -> Tensor:
-        """Add a constant tensor. ``elem_type`` defaults from the array's dtype."""
-        from hwcc.ir.dtypes import onnx_type_of  # local: keeps ir free of onnx
-
-        t = self.tensor(name)
-        if t.name in self._producer:
-            raise IRError(f"tensor {name!r} is already computed by a node")
-        array = np.asarray(array)
-        t.data = array
-        t.elem_type = elem_type if elem_type is not None else onnx_type_of(array.dtype)
-        t.shape = tuple(int(d) for d in array.shape)
-        return t
-
     def add_node(
         self,
         op_type: str,
@@ -343,112 +256,7 @@ class Graph:
         if any(u in self._order[:pos] for o in node.outputs for u in self._users.get(o, ())):
             self.toposort()
 
-    # ------------------------------------------------------------------ editing
-    def set_input(self, node: Node, index: int, tensor: str) -> None:
-        """Make input ``index`` of ``node`` read ``tensor`` (``""`` to omit it)."""
-        old = node.inputs[index]
-        if old == tensor:
-            return
-        ins = list(node.inputs)
-        ins[index] = tensor
-        node.inputs = tuple(ins)
-        if old:
-            self._unlink(old, node.name)
-        if tensor:
-            self.tensor(tensor)
-            self._link(tensor, node.name)
-            try:
-                self._ensure_order(tensor, node)
-            except IRError:
-                self.set_input(node, index, old)  # leave the graph as it was
-                raise
-
-    def set_inputs(self, node: Node, inputs: Sequence[str]) -> None:
-        """Replace all of ``node``'s inputs."""
-        for t in self._reads(node):
-            self._unlink(t, node.name)
-        node.inputs = tuple(inputs)
-        for t in self._reads(node):
-            self.tensor(t)
-            self._link(t, node.name)
-            self._ensure_order(t, node)
-
-    def _ensure_order(self, tensor: str, user: Node) -> None:
-        p = self._producer.get(tensor)
-        if p is not None:
-            pos = self._position()
-            if pos[p] > pos[user.name]:
-                self.toposort()
-
-    def replace_all_uses_with(self, old: str, new: str) -> int:
-        """Make every reader of tensor ``old`` read ``new`` instead.
-
-        If ``old`` is a graph output, the output keeps its name: ``new``'s producer
-        is renamed to write ``old`` directly, which needs ``new`` to be computed by a
-        node and not be a graph output itself. Tensors read implicitly by subgraphs
-        cannot be replaced (the subgraph would have to be rewritten).
-
-        Returns:
-            The number of node inputs rewired.
-        """
-        if old == new:
-            return 0
-        count = 0
-        for user in self.users(old):
-            if old in user.implicit_inputs:
-                raise IRError(f"{old!r} is read by a subgraph of {user.name}; cannot replace it")
-            for i, t in enumerate(user.inputs):
-                if t == old:
-                    self.set_input(user, i, new)
-                    count += 1
-        if old in self.outputs:
-            self._move_output_name(old, new)
-        return count
-
-    def _move_output_name(self, out_name: str, new: str) -> None:
-        prod = self.producer(new)
-        if prod is None or new in self.outputs or new in self.inputs:
-            raise IRError(
-                f"cannot route graph output {out_name!r} to {new!r}: it is not computed by a node"
-            )
-        old_t = self.tensors[out_name]
-        idx = self.outputs.index(out_name)
-        if out_name in self._producer:
-            # The old producer keeps computing a value nobody reads, under a fresh name.
-            self.rename_tensor(out_name, self.unique_name(out_name + "_dead"))
-        else:
-            self.tensors.pop(out_name, None)
-        self.outputs[idx] = new
-        self.rename_tensor(new, out_name)
-        t = self.tensors[out_name]
-        t.meta = {**old_t.meta, **t.meta}
-        t.elem_type = t.elem_type or old_t.elem_type
-        if t.shape is None:
-            t.shape = old_t.shape
-
-    def rename_tensor(self, old: str, new: str) -> None:
-        """Rename tensor ``old`` to the unused name ``new`` everywhere it appears:
-        its producer's outputs, its readers' inputs, and the graph's inputs and outputs.
-        """
-        if new in self.tensors:
-            raise IRError(f"tensor name {new!r} is taken")
-        readers = self.users(old)
-        if any(old in r.implicit_inputs for r in readers):
-            raise IRError(f"{old!r} is read by a subgraph; cannot rename it")
-        t = self.tensors.pop(old, None) or Tensor(old)
-        t.name = new
-        self.tensors[new] = t
-        prod = self._producer.pop(old, None)
-        if prod is not None:
-            node = self._nodes[prod]
-            node.outputs = tuple(new if o == old else o for o in node.outputs)
-            self._producer[new] = prod
-        self._users[new] = self._users.pop(old, [])
-        for r in readers:
-            r.inputs = tuple(new if i == old else i for i in r.inputs)
-        self.inputs = [new if i == old else i for i in self.inputs]
-        self.outputs = [new if o == old else o for o in self.outputs]
-
+    # ------------------------------------------------------------------ removing
     def erase_node(self, node: Node, *, force: bool = False) -> None:
         """Remove ``node``. Its outputs must be unused unless ``force``."""
         if not force:
@@ -488,18 +296,12 @@ class Graph:
             del self.tensors[name]
         return len(dead)
 
-    def remove_unused_tensors(self) -> None:
-        """Forget tensors that nothing produces, reads, or exports."""
-        keep = set(self.inputs) | set(self.outputs) | set(self._producer)
-        keep |= {t for t, u in self._users.items() if u}
-        for name in [n for n in self.tensors if n not in keep]:
-            del self.tensors[name]
-
     def toposort(self) -> None:
         """Re-establish topological order, keeping the current order where it is valid."""
         rank = {n: i for i, n in enumerate(self._order)}
         try:
-            order = list(nx.lexicographical_topological_sort(self._dg, key=lambda n: rank.get(n, 0)))
+            order = list(nx.lexicographical_topological_sort(self._dg,
+                                                             key=lambda n: rank.get(n, 0)))
         except nx.NetworkXUnfeasible as e:
             raise IRError("the graph has a cycle") from e
         self._order = order
@@ -517,7 +319,8 @@ class Graph:
         g.opset_imports = dict(self.opset_imports)
         g.meta = _copy.copy(self.meta)
         g.tensors = {
-            n: Tensor(t.name, t.elem_type, t.shape, t.data, dict(t.meta)) for n, t in self.tensors.items()
+            n: Tensor(t.name, t.elem_type, t.shape, t.data, dict(t.meta))
+            for n, t in self.tensors.items()
         }
         g._nodes = {
             n: Node(
