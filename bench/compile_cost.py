@@ -102,9 +102,10 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
 def model_size(name: str) -> dict[str, Any]:
     """Compute layers (those with MACs), parameters and MACs of a zoo model."""
     import hwcc
-    from hwcc.ir import workload
+    from hwcc.cli.workload_view import summary_json
+    from hwcc.ir.workload import analyze
 
-    s = workload.summary_json(workload.analyze(hwcc.load(f"zoo:{name}")))
+    s = summary_json(analyze(hwcc.load(f"zoo:{name}")))
     return {"layers": sum(1 for layer in s["layers"] if layer["macs"] > 0), "params": s["totals"]["params"],
             "macs": s["totals"]["macs"]}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import re
@@ -15,7 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 import hwcc
 import hwcc.models
 from hwcc.errors import HwccError
-from hwcc.ir.workload import Layer, Workload, _bytes, _si, analyze, format_table, summary_json
+from hwcc.cli.workload_view import format_bytes as _bytes, format_si as _si
+from hwcc.cli.workload_view import format_table, summary_json
+from hwcc.ir.workload import DensityMemo, Layer, Workload, analyze
 
 F32 = TensorProto.FLOAT
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
@@ -187,6 +190,27 @@ def test_weight_density_from_zeros():
     w.reshape(-1)[::2] = 0
     x = _one("Conv", {"x": (1, 4, 6, 6)}, {"w": w, "b": np.zeros(8, np.float32)})
     assert x.weight_density == pytest.approx(0.5)  # the all-zero bias is not a weight
+
+
+def test_a_density_memo_is_the_callers_and_counts_each_weight_once(monkeypatch):
+    """Without a memo nothing is kept between analyses; with one, a weight array's zeros
+    are counted once for as long as the array lives, and its entry leaves with it."""
+    w = _rand(8, 4, 3, 3)
+    w.reshape(-1)[::4] = 0
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="n")
+    g = _graph([conv], {"x": (1, 4, 6, 6)}, {"w": w})
+    counted = []
+    real = np.count_nonzero
+    monkeypatch.setattr(np, "count_nonzero", lambda a: counted.append(a.size) or real(a))
+    assert analyze(g).layer("n").weight_density == analyze(g).layer("n").weight_density == 0.75
+    assert len(counted) == 2  # no process-wide cache
+    memo = DensityMemo()
+    assert analyze(g, densities=memo).layer("n").weight_density == 0.75
+    assert analyze(g, densities=memo).layer("n").weight_density == 0.75
+    assert len(counted) == 3 and len(memo) == 1
+    del g  # the graph held the weight's last references: its entry leaves with them
+    gc.collect()
+    assert len(memo) == 0
 
 
 def test_bit_width_overrides_and_activation_density():

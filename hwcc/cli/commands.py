@@ -98,6 +98,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import hwcc
+    from hwcc.cli import workload_view
     from hwcc.ir import workload
 
     graph = hwcc.load(args.model, input_shapes=_input_shapes(args.input_shape))
@@ -109,9 +110,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     kw = {k: v for k, v in (("weight_bits", args.weight_bits), ("act_bits", args.act_bits)) if v is not None}
     w = workload.analyze(graph, **kw)
     if args.json:
-        print(json.dumps(workload.summary_json(w), indent=2))
+        print(json.dumps(workload_view.summary_json(w), indent=2))
     else:
-        print(workload.format_table(w, show_all=args.all))
+        print(workload_view.format_table(w, show_all=args.all))
     return 0
 
 
