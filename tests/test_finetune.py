@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hwcc.ir import onnx_io
 from hwcc.errors import HwccError
-from hwcc.train.finetune import FinetuneResult, finetune, to_torch, torch_outputs, write_back
+from hwcc.train.finetune import FinetuneResult, finetune
+from hwcc.train.graph_module import to_torch, torch_outputs, write_back
 from hwcc.ir import Graph
 from hwcc.models import build_torch, model_path
 from hwcc.models.digits import load_split

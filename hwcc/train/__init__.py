@@ -1,1 +1,1 @@
-"""Torch: the graph executor, its op library and the fine-tunes (the only torch user besides the zoo)."""
+"""Torch: the graph executor, its op library and fine-tuning; only these and the zoo use torch."""

@@ -1,0 +1,210 @@
+"""Convolution, Gemm and MatMul, normalisation and pooling, with ONNX's padding rules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hwcc.ir import Node
+from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject, torch_pads
+
+
+# ---------------------------------------------------------------------- padding
+def _window(node: Node, kernel: Sequence[int],
+            fill: float) -> tuple[Callable[[torch.Tensor], tuple], bool]:
+    """Padding of Conv and pooling.
+
+    Returns:
+        ``(fn, explicit)``: ``fn(x) -> (x_padded, pads)``, where ``pads`` are the
+        symmetric pads left for the torch op; ``explicit`` is True when ``fn`` pads
+        ``x`` itself (asymmetric or SAME pads) and the op's own padding is zero.
+    """
+    n = len(kernel)
+    strides = ints(node.attr("strides", [1] * n))
+    dil = ints(node.attr("dilations", [1] * n))
+    mode = node.attr("auto_pad", "NOTSET")
+    if mode in ("SAME_UPPER", "SAME_LOWER"):
+        def same(x: torch.Tensor) -> tuple:
+            size = x.shape[2:]
+            tot = [max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0)
+                   for i, s, k, d in zip(size, strides, kernel, dil)]
+            low = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in tot]
+            high = [t - lo for t, lo in zip(tot, low)]
+            return F.pad(x, torch_pads(low, high), value=fill), [0] * n
+        return same, True
+    if mode not in ("NOTSET", "VALID"):
+        raise reject(node, f"auto_pad={mode!r} is not an ONNX value", "use NOTSET, VALID or SAME_*")
+    pads = [0] * 2 * n if mode == "VALID" else ints(node.attr("pads", [0] * 2 * n))
+    begins, ends = pads[:n], pads[n:]
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    if begins == ends and all(2 * p <= k for p, k in zip(begins, eff)):
+        return (lambda x: (x, begins)), False
+    explicit = torch_pads(begins, ends)
+    return (lambda x: (F.pad(x, explicit, value=fill), [0] * n)), True
+
+
+# ---------------------------------------------------------------------- compute ops
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def _kernel(node: Node, ctx: BuildContext) -> list[int]:
+    shape = ctx.shape(node, 1)
+    kernel = node.attr("kernel_shape") or (shape[2:] if shape else None)
+    if not kernel or len(kernel) not in _CONV or not all(isinstance(k, int) for k in kernel):
+        raise reject(node, "its kernel is not a fixed 1-D, 2-D or 3-D shape",
+                     "give the weight a static shape (load the model with fixed input shapes)")
+    return ints(kernel)
+
+
+@register("Conv", weights=(1, 2))
+def _conv(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = _kernel(node, ctx)
+    n, (pad, _) = len(kernel), _window(node, kernel, 0.0)
+    conv, group = _CONV[n], int(node.attr("group", 1))
+    strides, dil = ints(node.attr("strides", [1] * n)), ints(node.attr("dilations", [1] * n))
+
+    def run(x, w, b=None):
+        x, p = pad(x)
+        return conv(x, w, b, strides, p, dil, group)
+
+    return run
+
+
+@register("ConvTranspose", weights=(1, 2))
+def _conv_transpose(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = _kernel(node, ctx)
+    n = len(kernel)
+    auto_same = node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+    if node.attr("output_shape") is not None or auto_same:
+        raise reject(node, "output_shape and auto_pad SAME_* are not supported",
+                     "re-export the model with explicit pads")
+    strides, dil = ints(node.attr("strides", [1] * n)), ints(node.attr("dilations", [1] * n))
+    out_pad, group = ints(node.attr("output_padding", [0] * n)), int(node.attr("group", 1))
+    pads = [0] * 2 * n if node.attr("auto_pad") == "VALID" else ints(node.attr("pads", [0] * 2 * n))
+    conv_t = _CONV_T[n]
+
+    def run(x, w, b=None):
+        y = conv_t(x, w, b, strides, 0, out_pad, group, dil)
+        crop = [slice(p, y.shape[2 + i] - pads[n + i]) for i, p in enumerate(pads[:n])]
+        return y[(slice(None), slice(None), *crop)]
+
+    return run
+
+
+@register("Gemm", weights=(0, 1, 2))
+def _gemm(node: Node, ctx: BuildContext) -> OpFn:
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    ta, tb = int(node.attr("transA", 0)), int(node.attr("transB", 0))
+    plain = alpha == 1.0 and beta == 1.0 and not ta and tb
+
+    def run(a, b, c=None):
+        if plain and (c is None or c.dim() == 1):
+            return F.linear(a, b, c)  # one fused kernel for the usual fully connected layer
+        y = (a.t() if ta else a) @ (b.t() if tb else b)
+        y = y * alpha if alpha != 1.0 else y
+        return y if c is None else y + (c if beta == 1.0 else beta * c)
+
+    return run
+
+
+@register("MatMul", weights=(0, 1))
+def _matmul(node: Node, ctx: BuildContext) -> OpFn:
+    return torch.matmul
+
+
+@register("BatchNormalization", weights=(1, 2))
+def _batchnorm(node: Node, ctx: BuildContext) -> OpFn:
+    eps = float(node.attr("epsilon", 1e-5))
+
+    def run(x, scale, bias, mean, var):
+        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
+
+    return run
+
+
+@register("LayerNormalization", weights=(1, 2))
+def _layernorm(node: Node, ctx: BuildContext) -> OpFn:
+    axis, eps = int(node.attr("axis", -1)), float(node.attr("epsilon", 1e-5))
+
+    def run(x, scale, bias=None):
+        a = axis % x.dim()
+        y = F.layer_norm(x, x.shape[a:], None, None, eps) * scale
+        return y if bias is None else y + bias
+
+    return run
+
+
+@register("LRN")
+def _lrn(node: Node, ctx: BuildContext) -> OpFn:
+    size, bias = int(node.attr("size")), float(node.attr("bias", 1.0))
+    alpha, beta = float(node.attr("alpha", 1e-4)), float(node.attr("beta", 0.75))
+    before = (size - 1) // 2  # ONNX: floor((size-1)/2) channels before, ceil(...) after
+
+    def run(x):
+        sq = F.pad(x * x, [0, 0] * (x.dim() - 2) + [before, size - 1 - before])
+        total = sum(sq[:, i:i + x.shape[1]] for i in range(size))
+        return x / (bias + alpha / size * total) ** beta
+
+    return run
+
+
+# ---------------------------------------------------------------------- pooling
+@register("MaxPool")
+def _maxpool(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = ints(node.attr("kernel_shape"))
+    pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(kernel)]
+    (pad, _), ceil = _window(node, kernel, -math.inf), bool(node.attr("ceil_mode", 0))
+    strides = ints(node.attr("strides", [1] * len(kernel)))
+    dil = ints(node.attr("dilations", [1] * len(kernel)))
+
+    def run(x):
+        x, p = pad(x)
+        return pool(x, kernel, strides, p, dil, ceil)
+
+    return run
+
+
+def _avg_pool(x, kernel, strides, pads, ceil, include, divisor=None):
+    if len(kernel) == 1:  # 1-D pooling has no divisor_override: run it as 2-D of width 1
+        y = F.avg_pool2d(x.unsqueeze(-1), kernel + [1], strides + [1], pads + [0], ceil, include,
+                         divisor)
+        return y.squeeze(-1)
+    pool = F.avg_pool3d if len(kernel) == 3 else F.avg_pool2d
+    return pool(x, kernel, strides, pads, ceil, include, divisor)
+
+
+@register("AveragePool")
+def _avgpool(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = ints(node.attr("kernel_shape"))
+    n = len(kernel)
+    if any(d != 1 for d in node.attr("dilations", [1] * n)):
+        raise reject(node, "dilated average pooling is not supported", "use dilations of 1")
+    strides, ceil = ints(node.attr("strides", [1] * n)), bool(node.attr("ceil_mode", 0))
+    include = bool(node.attr("count_include_pad", 0))
+    pad_x, explicit = _window(node, kernel, 0.0)
+    pad_mask, _ = _window(node, kernel, float(include))
+
+    def run(x):
+        xp, p = pad_x(x)
+        if not explicit:
+            return _avg_pool(xp, kernel, strides, p, ceil, include)
+        # Padding made explicit: divide each window's sum by the number of cells that count.
+        mask, _ = pad_mask(torch.ones_like(x[:1, :1]))
+        return (_avg_pool(xp, kernel, strides, [0] * n, ceil, True, 1)
+                / _avg_pool(mask, kernel, strides, [0] * n, ceil, True, 1))
+
+    return run
+
+
+@register("GlobalAveragePool")
+def _global_avg_pool(node: Node, ctx: BuildContext) -> OpFn:
+    return lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+@register("GlobalMaxPool")
+def _global_max_pool(node: Node, ctx: BuildContext) -> OpFn:
+    return lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
