@@ -159,7 +159,8 @@ def test_targets_lists_provenance_and_the_legal_form(capsys):
         assert f"\n{name}  (" in "\n" + out
     assert "cpu  (cpu family, measured)" in out and "tpu  (tpu family, model)" in out
     tpu = out[out.index("\ntpu  ("):]
-    assert "legal form (what hwcc compile produces for it): quantize mode=int8" in tpu.split("\n\n")[0]
+    form = "legal form (what hwcc compile produces for it): quantize_int8 calibration=minmax"
+    assert form in tpu.split("\n\n")[0]
 
 
 def test_warnings_read_as_hwcc_lines(monkeypatch, capsys):

@@ -96,9 +96,10 @@ def quantize_int8(graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence
                     use_external_data_format=big,
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
         except Exception as e:  # the quantizer raises many kinds; say which model step failed
-            raise HwccError(f"quantize: onnxruntime's quantize_static failed on this model: "
+            raise HwccError(f"quantize_int8: onnxruntime's quantize_static failed on this model: "
                             f"{type(e).__name__}: {e}",
-                            "leave the failing layers out with --set layers=..., or use mode=fixed16") from e
+                            "leave the failing layers out with --set layers=..., or use "
+                            "quantize_fixed16") from e
         quantized = onnx_io.load(dst)
     quantized.name = graph.name
     for node in quantized.nodes:

@@ -7,7 +7,7 @@ codebook ``[0, c_1, ..., c_k]`` made of the layer's own distinct non-zero values
 model is expected in the legal form (k-means weight sharing), so nothing is re-clustered
 and the encoding is exact. A layer with more than ``2**index_bits − 1`` distinct non-zero
 values has no such codebook and is an error (a dense layer shared at 4 bits without the
-quantize pass's ``zero_slot`` has 16 values and no index left for zero). The legal form
+quantize_kmeans pass's ``zero_slot`` has 16 values and no index left for zero). The legal form
 (``zero_slot = true``, ``codebook_bits = 16``) gives every layer, dense ones included, at
 most 15 non-zero values, each already 16-bit fixed point: ``codebook_fixed`` then decodes
 to the model's weights exactly (``codebook_fixed_max_error`` is 0).
@@ -114,7 +114,7 @@ def codebook_of(name: str, w: np.ndarray, index_bits: int) -> np.ndarray:
         raise HwccError(
             f"EIE payload: layer {name} holds {len(distinct)} distinct non-zero weights; EIE's "
             f"{index_bits}-bit codebook holds {room} besides zero",
-            f"compile to EIE's legal form first (quantize mode=kmeans bits={index_bits} zero_slot=true "
+            f"compile to EIE's legal form first (quantize_kmeans bits={index_bits} zero_slot=true "
             f"codebook_bits=16); a dense layer shared at {index_bits} bits without zero_slot has {room + 1} "
             f"values and no index left for zero")
     return np.concatenate([[0.0], distinct])

@@ -214,8 +214,8 @@ class EIE(Target):
             raise HwccError(f"target {name}: missing parameter {e.args[0]!r} in [params]") from None
         if abs(sum(modules.values()) * 1e-3 - pe_w) > 0.01 * pe_w:
             raise HwccError(f"target {name}: module_power_mW does not sum to pe_power_mW")
-        shared = self.legal_form.get("quantize", {})
-        if shared.get("mode") == "kmeans" and shared.get("bits", self.index_bits) > self.index_bits:
+        shared = self.legal_form.get("quantize_kmeans", {})
+        if shared.get("bits", self.index_bits) > self.index_bits:
             raise HwccError(f"target {name}: legal_form shares weights at {shared['bits']} bits, more than "
                             f"the chip's {self.index_bits}-bit codebook index", "set bits = index_bits")
         # Table II's modules sum to 9.158 mW against a 9.157 mW total (rounding): split the

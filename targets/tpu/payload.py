@@ -1,7 +1,7 @@
 """The TPU v1 payload: int8 weights and an instruction listing that agrees with the price.
 
 ``tpu/weights.npz`` holds, for the ``i``-th matrix layer the TPU runs (``layers[i]`` names
-it), the integers its weights are stored as in the QDQ model the quantize pass writes
+it), the integers its weights are stored as in the QDQ model the quantize_int8 pass writes
 (the ``DequantizeLinear`` in front of the layer: ``w = (q − zero_point)·scale`` along
 ``axis``), in the model's layout: ``L{i:02d}.weight`` (int8), ``.weight_scale``,
 ``.weight_zero_point``, ``.weight_axis``, and the int32 bias with its scale when it has one.
@@ -299,7 +299,7 @@ def write_tpu_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext 
             if "weight" not in found and "W" not in found:
                 raise HwccError(f"TPU payload: {node.name} ({node.op_type}) runs on the TPU but its integer "
                                 "weights were not found (behind a DequantizeLinear, or a QLinear operand)",
-                                "quantize it with the quantize pass, mode=int8")
+                                "quantize it with the quantize_int8 pass")
             key = f"L{len(names):02d}."
             arrays.update({key + k: v for k, v in found.items()})
             names.append(node.name)

@@ -1,5 +1,6 @@
-"""Fixtures shared by the pass tests: real models, torch exports, and the two checks
-every pass test makes on a rewritten graph (onnx.checker, and numbers in onnxruntime)."""
+"""Fixtures shared by the pass tests: real models, torch exports, the digits data, and the
+two checks every pass test makes on a rewritten graph (onnx.checker, and numbers in
+onnxruntime)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import os
 import warnings
 
+import numpy as np
 import onnx
 import pytest
 
@@ -14,6 +16,7 @@ import hwcc
 from hwcc.ir import onnx_io
 from hwcc.ir import Graph
 from hwcc.ir.verify import Verification, compare
+from hwcc.models import digits, model_path
 
 LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
@@ -63,3 +66,45 @@ def assert_equivalent():
         return v
 
     return check
+
+
+# ---------------------------------------------------------------------- the digits models
+@pytest.fixture(scope="module")
+def train_x() -> np.ndarray:
+    """The digits train split's images."""
+    return digits.load_split("train")[0]
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> Graph:
+    return hwcc.load("zoo:lenet5-digits")
+
+
+@pytest.fixture(scope="module")
+def lenet300() -> Graph:
+    return onnx_io.load(model_path("lenet300-digits"))
+
+
+@pytest.fixture
+def digits_accuracy():
+    """``accuracy(graph, folder, name)``: top-1 on the digits test split, in onnxruntime
+    (the model is written to ``folder/name.onnx`` first)."""
+
+    def accuracy(graph: Graph, folder, name: str) -> float:
+        return digits.onnx_accuracy(onnx_io.save(graph, folder / f"{name}.onnx"), "test")
+
+    return accuracy
+
+
+@pytest.fixture
+def digits_logits():
+    """``logits(graph)``: the logits of every test sample, in onnxruntime (the digits models
+    take a batch of 1)."""
+    from hwcc.passes.lib.calibration import Runner
+
+    def logits(graph: Graph) -> np.ndarray:
+        runner = Runner(graph)
+        x = digits.load_split("test")[0]
+        return np.concatenate([runner.run({"input": sample[None]})["logits"] for sample in x])
+
+    return logits

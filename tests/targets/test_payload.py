@@ -85,9 +85,9 @@ def parse_listing(text: str) -> list[tuple[str, dict[str, str]]]:
 
 # ---------------------------------------------------------------------- legal form
 @pytest.mark.parametrize("name, form", [
-    ("tpu", {"quantize": {"mode": "int8"}}),
-    ("eie", {"quantize": {"mode": "kmeans", "bits": 4, "zero_slot": True, "codebook_bits": 16}}),
-    ("eyeriss", {"quantize": {"mode": "fixed16"}}),
+    ("tpu", {"quantize_int8": {"calibration": "minmax"}}),
+    ("eie", {"quantize_kmeans": {"bits": 4, "zero_slot": True, "codebook_bits": 16}}),
+    ("eyeriss", {"quantize_fixed16": {}}),
     ("cpu", {}), ("gpu", {}), ("gpu-v100", {}), ("gpu-h100", {}),
 ])
 def test_legal_form_is_read_from_the_toml(name, form):
@@ -100,7 +100,7 @@ def test_legal_form_is_read_from_the_toml(name, form):
 
 def test_eie_legal_form_bits_are_the_chip_s_index_bits():
     eie = load_target("eie")
-    assert eie.legal_form["quantize"]["bits"] == eie.index_bits == 4
+    assert eie.legal_form["quantize_kmeans"]["bits"] == eie.index_bits == 4
 
 
 @pytest.mark.parametrize("table, message", [
@@ -111,7 +111,8 @@ def test_eie_legal_form_bits_are_the_chip_s_index_bits():
     ('[legal_form]\nquantize = "int8"\n', "legal_form.quantize must be a table"),
 ])
 def test_a_bad_legal_form_is_an_error_naming_the_file(tmp_path, table, message):
-    text = re.sub(r"^\[legal_form\.quantize\]\nmode = .*\n", "", (TARGETS / "tpu" / "tpu.toml").read_text(), flags=re.M)
+    text = re.sub(r"^\[legal_form\.quantize_int8\]\ncalibration = .*\n", "",
+                  (TARGETS / "tpu" / "tpu.toml").read_text(), flags=re.M)
     assert "legal_form" not in text
     head, params = text.split("[params]", 1)  # top-level keys must come before the first table
     path = tmp_path / "bad.toml"
@@ -223,7 +224,8 @@ def test_eie_payload_of_a_dense_model_in_the_legal_form_decodes_exactly(tmp_path
     shared values and zero per layer, and the int16 codebook times 2^-f is the weights."""
     eie = load_target("eie")
     dense = zoo("lenet300-digits")
-    g = get_pass("quantize")(dense, PassContext(knobs={"quantize": eie.legal_form["quantize"]})).graph
+    form = eie.legal_form["quantize_kmeans"]
+    g = get_pass("quantize_kmeans")(dense, PassContext(knobs={"quantize_kmeans": form})).graph
     eie.write_payload(g, tmp_path)
     manifest = json.loads((tmp_path / "eie/manifest.json").read_text())
     assert [x["name"] for x in manifest["layers"]] == ["/1/Gemm", "/3/Gemm", "/5/Gemm"]
