@@ -44,7 +44,8 @@ is a staircase in channel count with steps of ``B``:
     ``Add`` of two equal 4-D tensors it feeds (the Add's first input that qualifies) and
     the activation after it (``FusedConv`` with a "Z" input).
 
-Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
+Rules 4-9 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are built by
+:mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
 (attention, LayerNorm, GELU), ``HardSwish`` decomposition, ``Transpose``/``Resize`` in
 NCHWc, quantized-op fusions.
 """
@@ -58,7 +59,8 @@ import numpy as np
 
 from hwcc.ir import dtypes
 from hwcc.ir import Graph, Node
-from hwcc.targets.cpu.table import _NCHWC_POOLS, _STD, Kernel, _op_spec, _reorder_spec, spec_key
+from hwcc.targets.cpu.nchwc import NchwcLayout
+from hwcc.targets.cpu.specs import STANDARD_DOMAINS, Kernel, op_kernel, reorder_kernel, spec_key
 from hwcc.ir.workload import Workload
 
 __all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
@@ -66,7 +68,6 @@ __all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
 _ELIMINATED = ("Identity", "Dropout")
 _CONV_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Clip")
 _GEMM_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
-_NCHWC_ACTS = ("Relu", "Sigmoid", "Tanh", "HardSigmoid")
 
 
 @dataclass
@@ -108,17 +109,7 @@ class _Op:
     padded: set[str] = field(default_factory=set)  # tensors read/written in NCHWc
 
 
-@dataclass
-class _Arg:
-    """An NCHWc tensor: who makes it, its logical channels, its uses (all, and left in NCHW)."""
-
-    producer: _Op
-    channels: int
-    start: int
-    remaining: int
-
-
-class _Planner:
+class _Planner(NchwcLayout):
     """Replays onnxruntime's rewrites on a graph: :meth:`fuse` (levels 1-2), :meth:`layout`
     (NCHWc), :meth:`conv_add` (level 3 after NCHWc), in that order."""
 
@@ -164,7 +155,8 @@ class _Planner:
         for node in g.nodes:
             if self.layers[node.name].kind == "constant":
                 self.removed[node.name] = "constant: folded before run time"
-            elif node.op_type in _ELIMINATED and node.domain in _STD and node.inputs and self.removable(node):
+            elif (node.op_type in _ELIMINATED and node.domain in STANDARD_DOMAINS and node.inputs
+                  and self.removable(node)):
                 self.alias[node.outputs[0]] = node.inputs[0]
                 self.removed[node.name] = f"{node.op_type}: removed by onnxruntime"
         self.users: dict[str, list[Node]] = {}
@@ -199,9 +191,10 @@ class _Planner:
     def start(self, node: Node) -> _Op:
         ins = self.data_inputs(node)
         out = node.outputs[0] if node.outputs else ""
-        std = node.domain in _STD
+        std = node.domain in STANDARD_DOMAINS
         if std and node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] in self.const:
-            op = _Op(node, [], "conv", ins[:1], out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
+            bias = len(node.inputs) > 2 and bool(node.inputs[2])
+            op = _Op(node, [], "conv", ins[:1], out, bias=bias)
             self.absorb(op, per_channel=True, acts=_CONV_ACTS)
         elif std and node.op_type == "Gemm":
             op = _Op(node, [], "gemm", ins, out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
@@ -220,20 +213,22 @@ class _Planner:
         if node.inputs[1] not in self.const or len(self.shape(node.inputs[0])) != 2:
             return False
         add = self.sole_user(node.outputs[0])
-        if add is None or add.op_type != "Add" or add.domain not in _STD:
+        if add is None or add.op_type != "Add" or add.domain not in STANDARD_DOMAINS:
             return False
         other = [t for t in add.inputs if self.resolve(t) != node.outputs[0]]
         return len(other) == 1 and other[0] in self.const and len(self.shape(other[0])) <= 2
 
     def absorb(self, op: _Op, *, per_channel: bool, acts: tuple[str, ...]) -> None:
         """Fold a single-use chain of constant BN/Add/Mul (convs) and one activation."""
-        while (nxt := self.sole_user(op.output)) is not None and nxt.domain in _STD:
+        while (nxt := self.sole_user(op.output)) is not None and nxt.domain in STANDARD_DOMAINS:
             rest = [t for t in nxt.inputs[1:] if t]
-            if per_channel and nxt.op_type == "BatchNormalization" and all(t in self.const for t in rest):
+            constant = all(t in self.const for t in rest)
+            if per_channel and nxt.op_type == "BatchNormalization" and constant:
                 op.bias = True
-            elif per_channel and nxt.op_type in ("Add", "Mul") and self.channel_const(nxt, op.output):
+            elif (per_channel and nxt.op_type in ("Add", "Mul")
+                  and self.channel_const(nxt, op.output)):
                 op.bias = op.bias or nxt.op_type == "Add"
-            elif nxt.op_type in acts and all(t in self.const for t in rest):
+            elif nxt.op_type in acts and constant:
                 op.act, op.act_params = nxt.op_type, self.act_params(nxt)
                 op.members.append(nxt)
                 op.output = nxt.outputs[0]
@@ -262,143 +257,36 @@ class _Planner:
             return [lo, hi]
         return []
 
-    # ------------------------------------------------------------ level 3: NCHWc
-    def layout(self) -> None:
-        self.uses: dict[str, int] = {}
-        for op in self.ops:
-            for t in op.inputs:
-                self.uses[t] = self.uses.get(t, 0) + 1
-        for t in self.g.outputs:
-            t = self.resolve(t)
-            self.uses[t] = self.uses.get(t, 0) + 1
-        self.args: dict[str, _Arg] = {}
-        self.reorder_in: dict[str, _Op] = {}
-        self.reorders: list[tuple[_Op, str, str]] = []  # (op, "in"/"out", tensor)
-        if not self.block:
-            return
-        for op in self.ops:
-            node = op.head
-            if op.kind == "conv" and self.conv_eligible(op):
-                self.to_nchwc(op, direct=op.nchw_in)
-                self.new_arg(op, op.output, self.shape(op.output)[1])
-            elif op.kind == "generic" and node.domain in _STD:
-                self.layout_generic(op)
-        for t, arg in self.args.items():
-            if arg.remaining > 0:
-                self.reorders.append((arg.producer, "out", t))
-
     def conv_add(self) -> None:
         """Level 3 after NCHWc: a plain conv (bias, no activation, single use) absorbs the
         ``Add`` it feeds (the first of the Add's inputs that qualifies) and its activation."""
         made = {op.output: op for op in self.ops}
         for op in self.ops:
             node = op.head
-            if op.kind != "generic" or op.nchwc or node.op_type != "Add" or node.domain not in _STD:
+            if (op.kind != "generic" or op.nchwc or node.op_type != "Add"
+                    or node.domain not in STANDARD_DOMAINS):
                 continue
             ins = op.inputs
-            if len(ins) != 2 or len([t for t in node.inputs if t]) != 2 or len({self.shape(t) for t in ins}) != 1:
+            if (len(ins) != 2 or len([t for t in node.inputs if t]) != 2
+                    or len({self.shape(t) for t in ins}) != 1):
                 continue
             for n in (0, 1):
                 conv = made.get(ins[n])
-                if (conv is not None and conv.kind == "conv" and not conv.nchwc and not conv.act and conv.bias
-                        and not conv.sum_input and self.uses.get(ins[n]) == 1 and len(self.shape(ins[n])) == 4):
+                if (conv is not None and conv.kind == "conv" and not conv.nchwc and not conv.act
+                        and conv.bias and not conv.sum_input and self.uses.get(ins[n]) == 1
+                        and len(self.shape(ins[n])) == 4):
                     conv.sum_input, op.kind = ins[1 - n], "fused"
                     conv.members.append(node)
                     conv.output = op.output
                     act = self.sole_user(op.output)
                     nxt = made.get(act.outputs[0]) if act is not None and act.outputs else None
-                    if nxt is not None and nxt.kind == "generic" and act.op_type in _CONV_ACTS and not nxt.nchwc:
-                        conv.act, conv.act_params, nxt.kind = act.op_type, self.act_params(act), "fused"
+                    if (nxt is not None and nxt.kind == "generic" and act.op_type in _CONV_ACTS
+                            and not nxt.nchwc):
+                        conv.act, conv.act_params = act.op_type, self.act_params(act)
+                        nxt.kind = "fused"
                         conv.members.append(act)
                         conv.output = act.outputs[0]
                     break
-
-    def new_arg(self, op: _Op, t: str, channels: int, producer: _Op | None = None) -> None:
-        n = self.uses.get(t, 0)
-        self.args[t] = _Arg(producer or op, channels, n, n)
-        op.padded.add(t)
-
-    def to_nchwc(self, op: _Op, direct: bool = False) -> None:
-        op.nchwc = True
-        x = op.inputs[0]
-        if direct:
-            return
-        if x in self.args:
-            self.args[x].remaining -= 1
-            op.padded.add(x)
-        elif x not in self.reorder_in:
-            self.reorder_in[x] = op
-            self.reorders.append((op, "in", x))
-            op.padded.add(x)
-        else:
-            op.padded.add(x)
-
-    def conv_eligible(self, op: _Op) -> bool:
-        node, B = op.head, self.block
-        w = node.inputs[1]
-        if self.dtype(w) != dtypes.FLOAT or len(self.shape(w)) != 4 or self.dtype(op.inputs[0]) != dtypes.FLOAT:
-            return False
-        m, cg = self.shape(w)[:2]
-        groups = int(node.attr("group", 1))
-        if groups > 1 and cg == 1 and m == groups:
-            return m % 4 == 0  # depthwise: padded, in whole vectors of 4
-        if groups > 1:
-            return not (m % B or cg % B or (m // groups) % B)
-        op.nchw_in = cg < B
-        return op.nchw_in or cg % 4 == 0
-
-    def layout_generic(self, op: _Op) -> None:
-        node, B, name, ins = op.head, self.block, op.head.op_type, op.inputs
-        if name in _NCHWC_POOLS and len([o for o in node.outputs if o]) == 1 and len(self.shape(ins[0])) == 4:
-            reorderable = not name.startswith("Global") or ins[0] in self.args or ins[0] in self.g.inputs
-            if self.shape(ins[0])[1] % B == 0 and self.dtype(ins[0]) == dtypes.FLOAT and reorderable:
-                self.to_nchwc(op)
-                self.new_arg(op, op.output, self.shape(op.output)[1])
-            return
-        if not ins or not all(t in self.args for t in ins) or len(ins) != len([t for t in node.inputs if t]):
-            return
-        args = [self.args[t] for t in ins]
-        if name in ("Add", "Sum", "Mul"):
-            if len({a.channels for a in args}) != 1 or len({self.shape(t) for t in ins}) != 1:
-                return
-            for a in args:
-                a.remaining -= 1
-            if name in ("Add", "Sum") and len(ins) == 2:
-                for n in (0, 1):
-                    conv = args[n].producer
-                    if conv.kind == "conv" and args[n].start == 1 and not conv.act and not conv.sum_input:
-                        conv.sum_input = ins[n ^ 1]
-                        conv.padded.add(ins[n ^ 1])
-                        conv.members.append(node)
-                        op.kind = "fused"
-                        self.new_arg(conv, op.output, args[0].channels)
-                        return
-            op.nchwc = True
-            op.padded.update(ins)
-            self.new_arg(op, op.output, args[0].channels)
-        elif name in _NCHWC_ACTS and len(ins) == 1:
-            args[0].remaining -= 1
-            conv = args[0].producer
-            if conv.kind == "conv" and args[0].start == 1 and not conv.act:
-                conv.act, conv.act_params = name, self.act_params(node)
-                conv.members.append(node)
-                op.kind = "fused"
-                self.new_arg(conv, op.output, args[0].channels)
-                return
-            op.nchwc = True
-            op.padded.update(ins)
-            self.new_arg(op, op.output, args[0].channels)
-        elif name == "BatchNormalization" and len(ins) == 1:
-            args[0].remaining -= 1
-            op.kind, op.nchwc, op.bias = "bn_conv", True, True
-            op.padded.add(ins[0])
-            self.new_arg(op, op.output, args[0].channels)
-        elif name == "Concat" and int(node.attr("axis", 0)) == 1 and all(a.channels % B == 0 for a in args):
-            for a in args:
-                a.remaining -= 1
-            op.nchwc = True
-            op.padded.update(ins)
-            self.new_arg(op, op.output, sum(a.channels for a in args))
 
 
 def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
@@ -423,7 +311,7 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
     removed = dict(p.removed)
     pending = {id(op): [] for op in p.ops}
     for op, kind, t in p.reorders:
-        pending[id(op)].append(_reorder_spec(p, op, kind, t))
+        pending[id(op)].append(reorder_kernel(p, op, kind, t))
     for op in p.ops:
         if op.kind == "fused":
             continue
@@ -432,7 +320,7 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
             removed[m] = f"fused into {op.head.name}"
         reorders = pending[id(op)]
         out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderInput")
-        out.append(_op_spec(p, op, members))
+        out.append(op_kernel(p, op, members))
         out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderOutput")
     in_bytes = sum(p.g.tensors[t].data is None and _nbytes(p, t) or 0 for t in graph.real_inputs())
     out_bytes = sum(_nbytes(p, p.resolve(t)) for t in graph.outputs)

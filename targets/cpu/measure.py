@@ -1,93 +1,29 @@
-"""Measuring on this machine with onnxruntime: probing it, building and timing models.
+"""Timing on this machine with onnxruntime: kernel models, whole models, session overhead.
 
-* :func:`fingerprint` identifies the device and runtime a table belongs to.
-* :func:`kernel_graph` writes a kernel spec (:mod:`.cpu_table`) as a one-kernel model.
-* :class:`Timer` times kernel models (the protocol is in its docstring);
-  :func:`measure_models` times whole models; :func:`session_overhead` measures what
-  one ``InferenceSession.run`` costs beyond its kernels.
+* :class:`Timer` times one-kernel models (:func:`.kernel_model.kernel_graph`; the
+  protocol is in its docstring);
+* :func:`measure_models` times whole models; :func:`session_overhead` measures what one
+  ``InferenceSession.run`` costs beyond its kernels.
+
+The device a table belongs to is identified by :func:`.device.fingerprint`.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hwcc.ir import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.ir.onnx_io import load, to_proto
+from hwcc.ir.onnx_io import to_proto
+from hwcc.targets.cpu.kernel_model import kernel_graph
 from hwcc.targets.cpu.table import REFERENCE
 
-__all__ = ["fingerprint", "kernel_graph", "session", "random_feeds", "Timer", "measure_models",
-           "session_overhead", "PROTOCOL"]
+__all__ = ["session", "random_feeds", "Timer", "measure_models", "session_overhead", "PROTOCOL"]
 
 PROTOCOL = 14  # bump when the timing protocol changes: old tables stop matching
-
-
-# ---------------------------------------------------------------------- device facts
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
-
-
-def _cache_bytes(level: int, default: int) -> int:
-    root = Path("/sys/devices/system/cpu/cpu0/cache")
-    for index in sorted(root.glob("index*")):
-        try:
-            if int((index / "level").read_text()) == level and (index / "type").read_text().strip() != "Instruction":
-                text = (index / "size").read_text().strip()
-                return int(text[:-1]) * {"K": 1024, "M": 1 << 20}.get(text[-1], 1)
-        except (OSError, ValueError):
-            continue
-    return default
-
-
-def _nchwc_block(threads: int) -> int:
-    """The NCHWc block of this build and CPU: a 3->1 conv's output padding, 0 if none."""
-    import tempfile
-
-    g = Graph("probe")
-    g.add_input("x", 1, [1, 3, 8, 8])
-    g.add_initializer("w", np.ones((1, 3, 3, 3), np.float32))
-    g.add_node("Conv", ["x", "w"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
-    g.outputs.append("y")
-    import onnxruntime as ort
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.optimized_model_filepath, so.log_severity_level = os.path.join(tmp, "opt.onnx"), 3
-        so.intra_op_num_threads = threads
-        ort.InferenceSession(to_proto(g).SerializeToString(), so, providers=["CPUExecutionProvider"])
-        opt = load(so.optimized_model_filepath, allow_dynamic=True)
-    for node in opt.nodes:
-        if node.domain == "com.microsoft.nchwc" and node.op_type == "Conv":
-            return int(opt.tensors[node.inputs[1]].shape[0])
-    return 0
-
-
-def fingerprint(threads: int, evict_bytes: int) -> dict[str, Any]:
-    """What identifies this device, runtime and timing protocol (probes onnxruntime once).
-
-    Args:
-        threads: intra-op threads the tables are measured with.
-        evict_bytes: the most data read before a cold run (:class:`Timer`).
-    """
-    import onnxruntime as ort
-
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "onnxruntime": ort.__version__, "threads": threads,
-            "nchwc_block": _nchwc_block(threads), "l1_bytes": _cache_bytes(1, 32 << 10),
-            "l2_bytes": _cache_bytes(2, 1 << 20), "l3_bytes": _cache_bytes(3, 32 << 20),
-            "cold_evict_bytes": evict_bytes, "protocol": PROTOCOL}
 
 
 def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5, warmup: int = 5,
@@ -172,96 +108,6 @@ def session_overhead(timer: Timer) -> dict[str, float]:
     (x0, y0), (x1, y1) = points
     b = max(0.0, (y1 - y0) / (x1 - x0))
     return {"a_s": y0 - b * x0, "b_s_per_byte": b}
-
-
-# ---------------------------------------------------------------------- kernel models
-_DOMAINS = {"nchwc": "com.microsoft.nchwc", "com.microsoft": "com.microsoft"}
-
-
-def _split_op(op: str) -> tuple[str, str]:
-    domain, _, name = op.rpartition(".")
-    return _DOMAINS.get(domain, domain), name
-
-
-def kernel_graph(spec: dict[str, Any], block: int):
-    """The one-kernel model of ``spec`` as an IR graph, in the form onnxruntime runs it.
-
-    NCHWc kernels are written directly in the ``com.microsoft.nchwc`` domain with blocked
-    inputs and outputs (``[N, C_padded, H, W]``), so the model holds no layout reorders
-    that the whole network would not run. Weights are random: latency does not depend
-    on their values (dense kernels, no zero skipping).
-    """
-    g, rng = Graph("kernel"), np.random.default_rng(0)
-    domain, name = _split_op(spec["op"])
-    if domain:
-        g.opset_imports[domain] = 1
-
-    def const(tname: str, shape: Sequence[int], etype: int = dtypes.FLOAT, values=None) -> str:
-        dt = dtypes.numpy_dtype(etype)
-        if values is not None:
-            arr = np.asarray(values, dtype=dt).reshape(shape)
-        elif dt.kind == "f":
-            arr = (rng.standard_normal(shape) * 0.05).astype(dt)
-        else:
-            arr = np.zeros(shape, dt)
-        g.add_initializer(tname, arr, etype)
-        return tname
-
-    def output(tname: str, shape: Sequence[int], etype: int = dtypes.FLOAT) -> str:
-        t = g.tensor(tname)
-        t.elem_type, t.shape = etype, tuple(shape)
-        g.outputs.append(tname)
-        return tname
-
-    n = spec.get("N", 1)
-    if name in ("Conv", "FusedConv"):
-        c, m, grp = spec["C"], spec["M"], spec["group"]
-        g.add_input("x", dtypes.FLOAT, [n, c, *spec["x"]])
-        ins = ["x", const("w", [m, c // grp, *spec["k"]]), const("b", [m]) if spec["bias"] else ""]
-        if spec["sum"]:
-            g.add_input("z", dtypes.FLOAT, [n, m, *spec["y"]])
-            ins.append("z")
-        attrs = {"kernel_shape": spec["k"], "strides": spec["strides"], "pads": spec["pads"],
-                 "dilations": spec["dilations"], "group": grp}
-        if spec["act"]:
-            attrs["activation"] = spec["act"]
-            if spec["act_params"]:
-                attrs["activation_params"] = [float(v) for v in spec["act_params"]]
-        while not ins[-1]:
-            ins.pop()
-        g.add_node(name, ins, ["y"], attrs, domain=domain)
-        output("y", [n, m, *spec["y"]])
-    elif name in ("Gemm", "FusedGemm"):
-        k, m = spec["K"], spec["M"]
-        g.add_input("a", dtypes.FLOAT, [k, n] if spec["transA"] else [n, k])
-        b_shape = [m, k] if spec["transB"] else [k, m]
-        b = const("b", b_shape) if spec["b_const"] else g.add_input("b", dtypes.FLOAT, b_shape).name
-        attrs = {x: spec[x] for x in ("transA", "transB", "alpha", "beta")}
-        if spec["act"]:
-            attrs["activation"] = spec["act"]
-            for key, v in zip(("activation_alpha", "activation_beta"), spec["act_params"]):
-                attrs[key] = float(v)
-        g.add_node(name, ["a", b] + ([const("c", [m])] if spec["bias"] else []), ["y"], attrs, domain=domain)
-        output("y", [n, m])
-    elif name in ("ReorderInput", "ReorderOutput"):
-        c, cp = spec["C"], -(-spec["C"] // block) * block
-        into = name == "ReorderInput"
-        g.add_input("x", dtypes.FLOAT, [n, c if into else cp, *spec["x"]])
-        attrs = {"channels_last": 0} if into else {"channels": c, "channels_last": 0}
-        g.add_node(name, ["x"], ["y"], attrs, domain=domain)
-        output("y", [n, cp if into else c, *spec["x"]])
-    else:
-        ins = []
-        for i, entry in enumerate(spec["inputs"]):
-            if entry is None:
-                ins.append("")
-            elif entry[0] == "x":
-                ins.append(g.add_input(f"in{i}", entry[1], entry[2]).name)
-            else:
-                ins.append(const(f"c{i}", entry[2], entry[1], entry[3] if entry[0] == "c" else None))
-        outs = [output(f"out{i}", o[1], o[0]) if o else "" for i, o in enumerate(spec["outputs"])]
-        g.add_node(name, ins, outs, dict(spec["attrs"]), domain=domain)
-    return g
 
 
 # ---------------------------------------------------------------------- timing

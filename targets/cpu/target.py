@@ -65,7 +65,8 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.targets.base import ZERO, Cost, CostContext, GraphCost, LayerCost, Target, load_target, register_family
 from hwcc.targets.cpu.kernels import Kernel, Plan, plan_kernels, spec_key
-from hwcc.targets.cpu.measure import Timer, fingerprint, measure_models, session_overhead
+from hwcc.targets.cpu.device import fingerprint
+from hwcc.targets.cpu.measure import Timer, measure_models, session_overhead
 from hwcc.targets.cpu.table import KernelTable
 from hwcc.ir.workload import Layer, Workload, analyze
 

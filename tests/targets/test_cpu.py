@@ -27,7 +27,8 @@ from hwcc.progress import Progress, format_duration
 from hwcc.targets.base import CostContext, load_target
 from hwcc.targets.cpu.target import CpuTarget, measure_models, profile
 from hwcc.targets.cpu.kernels import plan_kernels, spec_key
-from hwcc.targets.cpu.measure import Timer, kernel_graph, session
+from hwcc.targets.cpu.kernel_model import kernel_graph
+from hwcc.targets.cpu.measure import Timer, session
 from hwcc.targets.cpu.table import REFERENCE, KernelTable
 from hwcc.ir.workload import analyze
 

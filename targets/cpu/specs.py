@@ -1,0 +1,183 @@
+"""Kernel specs: the lookup-table key of each kernel onnxruntime runs, and its bytes.
+
+A kernel spec is a JSON-ready dict naming a kernel as onnxruntime executes it: op (with
+its domain: ``nchwc.Conv``, ``com.microsoft.FusedGemm``, ...), dims as executed (NCHWc
+channel counts padded), attributes, fused activation and "Sum" input, and batch; its
+canonical JSON text is the table key (:func:`spec_key`). The builders here turn the
+fused ops of the planner (:mod:`.kernels`) into :class:`Kernel` records: the spec, and
+the weight, input and output bytes the kernel touches, padded as executed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hwcc.ir import Node, dtypes
+
+__all__ = ["Kernel", "NCHWC_POOLS", "STANDARD_DOMAINS", "op_kernel", "pad_channels",
+           "reorder_kernel", "spec_key"]
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
+_SMALL_CONST = 4096  # constants up to this many elements are copied into kernel models
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """The lookup-table key of a kernel spec: its canonical JSON text."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def pad_channels(c: int, block: int) -> int:
+    """``c`` channels as NCHWc stores them: rounded up to a whole block (``block`` 0: as is)."""
+    return -(-c // block) * block if block else c
+
+
+@dataclass
+class Kernel:
+    """One kernel onnxruntime executes.
+
+    Attributes:
+        head: the node that carries the kernel's cost.
+        members: other nodes fused into it (priced at zero).
+        spec: the lookup-table key (JSON-ready): op, dims, attributes, as executed.
+        weight_bytes: constant bytes the kernel reads, as executed (padded).
+        in_bytes: activation bytes it reads; out_bytes: that it writes (as executed).
+    """
+
+    head: str
+    members: tuple[str, ...]
+    spec: dict[str, Any]
+    weight_bytes: int = 0
+    in_bytes: int = 0
+    out_bytes: int = 0
+
+    @property
+    def is_reorder(self) -> bool:
+        return self.spec["op"].startswith("nchwc.Reorder")
+
+
+def reorder_kernel(p: Any, op: Any, kind: str, t: str) -> Kernel:
+    """The NCHW to NCHWc reorder of tensor ``t`` (``kind`` "in") or back ("out"), charged to
+    ``op``; ``p`` is the planner (its shapes and block)."""
+    n, c, *hw = p.shape(t)
+    size = n * math.prod(hw) * 4
+    padded = pad_channels(c, p.block)
+    if kind == "in":
+        spec = {"op": "nchwc.ReorderInput", "N": n, "C": c, "x": hw}
+        return Kernel(op.head.name, (), spec, 0, size * c, size * padded)
+    spec = {"op": "nchwc.ReorderOutput", "N": n, "C": c, "x": hw}
+    return Kernel(op.head.name, (), spec, 0, size * padded, size * c)
+
+
+def op_kernel(p: Any, op: Any, members: tuple[str, ...]) -> Kernel:
+    """The kernel of the planner's fused ``op`` (a conv, a Gemm or any other node), with
+    ``members`` the nodes fused into it."""
+    if op.kind in ("conv", "bn_conv"):
+        spec = _conv_spec(p, op)
+        c, m, g = spec["C"], spec["M"], spec["group"]
+        n, x, y = spec["N"], math.prod(spec["x"]), math.prod(spec["y"])
+        weights = 4 * (m * (c // g) * math.prod(spec["k"]) + (m if op.bias else 0))
+        reads = 4 * n * (c * x + (m * y if op.sum_input else 0))
+        return Kernel(op.head.name, members, spec, weights, reads, 4 * n * m * y)
+    if op.kind == "gemm":
+        spec = _gemm_spec(p, op)
+        n, k, m = spec["N"], spec["K"], spec["M"]
+        weights = 4 * (k * m + (m if op.bias else 0))
+        return Kernel(op.head.name, members, spec, weights, 4 * n * k, 4 * n * m)
+    spec = _generic_spec(p, op)
+    sizes = [math.prod(s[2]) * dtypes.BYTES.get(s[1], 4) for s in spec["inputs"] if s]
+    consts = sum(z for s, z in zip([s for s in spec["inputs"] if s], sizes) if s[0] != "x")
+    outs = sum(math.prod(s[1]) * dtypes.BYTES.get(s[0], 4) for s in spec["outputs"] if s)
+    return Kernel(op.head.name, members, spec, consts, sum(sizes) - consts, outs)
+
+
+def _conv_spec(p: Any, op: Any) -> dict[str, Any]:
+    node, B = op.head, p.block
+    xs, ys = p.shape(op.inputs[0]), p.shape(op.output)
+    if op.kind == "bn_conv":
+        m, cg, ks, groups = xs[1], 1, [1, 1], xs[1]
+        win = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1]}
+    else:
+        m, cg, *ks = p.shape(node.inputs[1])
+        groups = int(node.attr("group", 1))
+        layer = p.layers[node.name]
+        win = {"strides": list(layer.stride), "pads": list(layer.pads),
+               "dilations": list(layer.dilation)}
+    if op.nchwc and groups > 1 and cg == 1 and m == groups:
+        c = mm = g = pad_channels(m, B)
+    elif op.nchwc and groups == 1:
+        c, mm, g = (xs[1] if op.nchw_in else pad_channels(xs[1], B)), pad_channels(m, B), 1
+    else:
+        c, mm, g = xs[1], m, groups
+    fused = op.act or op.sum_input
+    name = "nchwc.Conv" if op.nchwc else "com.microsoft.FusedConv" if fused else "Conv"
+    return {"op": name, "N": xs[0], "C": c, "M": mm, "group": g, "x": list(xs[2:]), "k": list(ks),
+            "y": list(ys[2:]), **win, "bias": op.bias, "act": op.act, "act_params": op.act_params,
+            "sum": bool(op.sum_input)}
+
+
+def _gemm_spec(p: Any, op: Any) -> dict[str, Any]:
+    node = op.head
+    a, b = p.shape(node.inputs[0]), p.shape(node.inputs[1])
+    ta, tb, alpha, beta = 0, 0, 1.0, 1.0  # a MatMul (+ Add) run as a Gemm
+    if node.op_type == "Gemm":
+        ta, tb = int(node.attr("transA", 0)), int(node.attr("transB", 0))
+        alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    return {"op": "com.microsoft.FusedGemm" if op.act else "Gemm", "N": a[1] if ta else a[0],
+            "K": a[0] if ta else a[1], "M": b[0] if tb else b[1], "transA": ta, "transB": tb,
+            "alpha": alpha, "beta": beta, "bias": op.bias, "b_const": node.inputs[1] in p.const,
+            "act": op.act, "act_params": op.act_params}
+
+
+def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
+    """Any other node, rebuilt as it is: data inputs fed, small constants copied."""
+    node = op.head
+
+    def shape(t: str) -> list[int]:
+        s = list(p.shape(t))
+        return [s[0], pad_channels(s[1], p.block), *s[2:]] if t in op.padded else s
+
+    inputs: list[list | None] = []
+    for t in node.inputs:
+        rt = p.resolve(t) if t else ""
+        if not t:
+            inputs.append(None)
+        elif t in p.const:
+            v = p.value(t)
+            small = v is not None and v.size <= _SMALL_CONST
+            values = [v.ravel().tolist()] if small else []
+            inputs.append(["c" if small else "r", p.dtype(t), shape(t)] + values)
+        else:
+            inputs.append(["x", p.dtype(rt), shape(rt)])
+    live = [o if o and (o in p.users or p.g.is_graph_output(o)) else "" for o in node.outputs]
+    outputs = [[p.dtype(o), shape(o)] if o else None for o in live]
+    while outputs and outputs[-1] is None:
+        outputs.pop()
+    domain = "nchwc." if op.nchwc and node.op_type in NCHWC_POOLS else (
+        "" if node.domain in STANDARD_DOMAINS else node.domain + ".")
+    return {"op": domain + node.op_type, "inputs": inputs, "outputs": outputs,
+            "attrs": _attrs(node)}
+
+
+def _attrs(node: Node) -> dict[str, Any]:
+    """Attributes as JSON values; ``ValueError`` for ones a kernel model cannot carry."""
+    out: dict[str, Any] = {}
+    for k, v in sorted(node.attrs.items()):
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, (list, tuple)):
+            v = [x.decode() if isinstance(x, bytes) else x for x in v]
+        if isinstance(v, list) and not v:
+            continue
+        if not isinstance(v, (int, float, str, list)):
+            raise ValueError(f"node {node.name}: attribute {k!r} cannot be rebuilt in a kernel "
+                             "model")
+        out[k] = v
+    return out
