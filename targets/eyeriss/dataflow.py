@@ -1,0 +1,108 @@
+"""The row-stationary vocabulary: the array's parameters, a layer's shape, a mapping, a plan.
+
+:class:`Hardware` is the TOML ``[params]`` table in words; :class:`Shape` one group of a
+layer in the JSSC letters; :class:`Mapping` the JSSC Table II tuple; :class:`Plan` a
+mapping with its counts. The mapper (:mod:`.mapper`) searches mappings and counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DTYPES", "LEVELS", "Hardware", "Mapping", "Plan", "Shape"]
+
+DTYPES = ("weights", "ifmaps", "psums")
+LEVELS = ("dram", "glb", "noc", "rf")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The array, storage and energy parameters (the TOML ``[params]`` table, in words)."""
+
+    rows: int
+    cols: int
+    filter_spad: int
+    ifmap_spad: int
+    psum_spad: int
+    glb_banks: int
+    bank_words: int
+    glb_filter_words: int
+    bus_words: int
+    energy: tuple[float, float, float, float, float]  # mac, rf, noc, glb, dram
+    rlc: tuple[int, int, int, int]  # run bits, level bits, pairs per word, word bits
+
+    @classmethod
+    def from_params(cls, p: MappingABC[str, Any]) -> Hardware:
+        """The parameters of a target's ``[params]`` table, converted to words."""
+        word = p["word_bits"] // 8
+        e = p["energy_relative"]
+        return cls(rows=p["pe_rows"], cols=p["pe_cols"], filter_spad=p["filter_spad_words"],
+                   ifmap_spad=p["ifmap_spad_words"], psum_spad=p["psum_spad_words"],
+                   glb_banks=p["glb_ifmap_psum_banks"], bank_words=p["glb_bank_bytes"] // word,
+                   glb_filter_words=p["glb_filter_bytes"] // word,
+                   bus_words=p["noc_bus_bits"] // p["word_bits"],
+                   energy=(e["mac"], e["rf"], e["noc"], e["glb"], e["dram"]),
+                   rlc=(p["rlc_run_bits"], p["rlc_level_bits"], p["rlc_pairs_per_word"],
+                        p["rlc_word_bits"]))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One group of a layer in row-stationary terms (``H``/``W`` padded; ``*_real`` not)."""
+
+    N: int
+    C: int
+    M: int
+    H: int
+    W: int
+    R: int
+    S: int
+    E: int
+    F: int
+    U: int = 1
+    V: int = 1
+    G: int = 1
+    H_real: int = 0
+    W_real: int = 0
+    pad_top: int = 0
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """JSSC Table II: ofmap channels in the GLB, images per pass, PE-set width, filters and
+    channels per PE, PE sets for different channels and for different filters."""
+
+    m: int
+    n: int
+    e: int
+    p: int
+    q: int
+    r: int
+    t: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in "mnepqrt"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A mapping with its counts (for all groups of the layer).
+
+    Attributes:
+        access: ``(dtype, level) -> accesses`` in 16-bit words (DRAM: compressed words).
+        macs: MACs performed (non-zero ifmaps); ``macs_dense`` all of them.
+        energy: normalised energy (one MAC = 1).
+    """
+
+    mapping: Mapping
+    active_pes: int
+    passes: int
+    compute_cycles: float
+    cycles: float
+    access: dict[tuple[str, str], float]
+    dram_words: dict[str, float]
+    macs: float
+    macs_dense: float
+    energy: float
