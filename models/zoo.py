@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hwcc.errors import HwccError
+from hwcc.ir.onnx_io import zoo_name
 from hwcc.models import digits, onnx_export
 from hwcc.models.registry import ModelSpec, all_specs, get_spec
 
@@ -223,7 +224,9 @@ def data_set(name: str) -> str:
     Raises:
         HwccError: no bundled data set has that name; the message lists those that do.
     """
-    bare = name.removeprefix("zoo:")
+    bare = zoo_name(name)
+    if bare is None:
+        bare = name
     if bare not in DATA_SETS:
         listed = "; ".join(f"zoo:{k} ({v})" for k, v in DATA_SETS.items())
         raise HwccError(f"no bundled data set named {name!r}", f"bundled data sets: {listed}")
