@@ -7,6 +7,9 @@ wrong, where, and what to do. The CLI prints it without a traceback and exits wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 _JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
                bool: "a boolean", type(None): "null"}
@@ -46,3 +49,21 @@ class BudgetError(HwccError):
 
 class PassError(HwccError):
     """A pass failed; the message names the pass."""
+
+
+def check_fields(obj: Any, types: Mapping[str, type | tuple[type, ...]], where: str) -> None:
+    """Check that ``obj`` is a JSON object holding every field of ``types`` with its type.
+
+    Raises:
+        ValueError: naming the first field missing or of the wrong type.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is {json_kind(type(obj))}, not an object")
+    for key, want in types.items():
+        if key not in obj:
+            raise ValueError(f"{where} has no {key!r}")
+        v = obj[key]
+        if not isinstance(v, want) or (isinstance(v, bool) and want is not bool):
+            names = sorted({json_kind(t) for t in (want if isinstance(want, tuple) else (want,))})
+            raise ValueError(f"{where}: {key!r} is {json_kind(type(v))}, "
+                             f"not {' or '.join(names)}")

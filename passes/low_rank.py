@@ -43,7 +43,7 @@ flag for cost models).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +51,10 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
+from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
-from hwcc.passes.lib.low_rank_factor import choose_rank, factor, param_counts, parse_layers, parse_ranks
+from hwcc.passes.lib.low_rank_factor import choose_rank, factor, param_counts
 
 _ONNX = ("", "ai.onnx")
 _OPS = ("Gemm", "MatMul", "Conv")
@@ -94,6 +95,9 @@ class LowRank(Pass):
     """
 
     name = "low_rank"
+    searchable = search_default = True
+    search_order = 30
+    aliases = ("lowrank", "low-rank")
     exact = False
     knobs = (
         Knob("rank_ratio", float, 0.5, "rank kept, as a fraction of the full rank min(out, in); > 0",
@@ -101,19 +105,30 @@ class LowRank(Pass):
         Knob("min_params_saving", float, 0.01,
              "fire only where the factors save at least this fraction of the layer's weights "
              "(-1: always, even at full rank)", range=(-1.0, 0.99)),
-        Knob("ranks", str, "", "per-layer ranks overriding rank_ratio: NODE=RANK,NODE=RANK"),
-        Knob("layers", str, "", "factor only these nodes: NODE,NODE (blank: every candidate)"),
+        Knob("ranks", dict, {}, "per-layer ranks overriding rank_ratio: NODE=RANK,NODE=RANK", range=(1, None),
+             item=int),
+        Knob("layers", tuple, (), "factor only these nodes: NODE,NODE (blank: every candidate)"),
     )
 
     def __init__(self, ranks: Mapping[str, int] | None = None):
         self.ranks = dict(ranks or {})
 
+    def units(self, graph: Graph) -> Iterator[Unit]:
+        """Each layer this pass can factor (:func:`_match`): its steps keep rank ratios
+        0.9, 0.8, … 0.1 of the full rank."""
+        for node in graph.nodes:
+            if node.op_type not in _OPS or node.domain not in _ONNX or isinstance(_match(graph, node), str):
+                continue
+            steps = tuple(Step({"layers": (node.name,), "rank_ratio": r}, {"rank_ratio": r})
+                          for r in (round(1 - j / 10, 2) for j in range(1, 10)))
+            yield Unit(f"rank of {node.name}", self.name, (node.name,), steps)
+
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = self.options(ctx)
         if opts["rank_ratio"] <= 0:
             raise HwccError("low_rank: rank_ratio must be > 0", "use a fraction in (0, 1]")
-        ranks = parse_ranks(opts["ranks"], self.ranks)
-        only = parse_layers(opts["layers"])
+        ranks = {**self.ranks, **opts["ranks"]}
+        only = list(opts["layers"])
         unknown = [n for n in [*ranks, *only] if not graph.has_node(n)]
         if unknown:
             raise HwccError(f"low_rank: no node named {', '.join(map(repr, unknown))}",

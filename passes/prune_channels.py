@@ -27,10 +27,12 @@ alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib.depgraph import Group, analyze, prunable_groups, prune_group, prune_groups
 from hwcc.passes.lib.importance import CRITERIA, keep_top, scores
@@ -100,6 +102,9 @@ class PruneChannels(Pass):
 
     name = "prune_channels"
     exact = False
+    searchable = search_default = True
+    search_order = 10
+    aliases = ("prune",)
     knobs = (
         Knob("ratio", float, 0.0, "fraction of the channels of every prunable group to remove",
              range=(0.0, 1.0)),
@@ -109,6 +114,17 @@ class PruneChannels(Pass):
         Knob("group", str, "", "prune only this group (its id, see details['groups'])"),
         Knob("k", int, 0, "with group: how many channels to remove from it", range=(0, None)),
     )
+
+    def units(self, graph: Graph) -> Iterator[Unit]:
+        """Each prunable group of ``C >= 2`` channels: its steps remove ``k = 1 … C − 1``
+        channels, the ``C − k`` with the largest L2 filter norms kept (NetAdapt's choice)."""
+        for g in prunable_groups(graph):
+            if g.channels < 2:
+                continue
+            steps = tuple(Step({"group": g.id, "k": k},
+                               {"group": g.id, "k": k, "channels": f"{g.channels}->{g.channels - k}"})
+                          for k in range(1, g.channels))
+            yield Unit(f"channels of {g.id}", self.name, tuple(g.producers) + tuple(g.consumers), steps)
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = self.options(ctx)

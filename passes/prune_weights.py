@@ -29,7 +29,7 @@ pointers·16) / nnz``; the dense size is ``n`` times the weights' item size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -38,10 +38,11 @@ import numpy as np
 from hwcc.formats import sparse as eie_format
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib.kmeans import eie_codebook
-from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, find_layers, matrix_view, parse_per_layer,
-                                  replace_weights)
+from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, find_layers, matrix_view,
+                                     replace_weights)
 
 _CODEBOOK_ENTRY_BITS = 16  # EIE decodes a codebook index to 16-bit fixed point
 
@@ -77,10 +78,14 @@ class PruneWeights(Pass):
 
     name = "prune_weights"
     exact = False
+    searchable = search_default = True
+    search_order = 20
+    aliases = ("prune",)
     knobs = (
         Knob("density", float, 0.5, "fraction of each layer's weights kept (0 < density <= 1)",
              range=(0.0, 1.0)),
-        Knob("layer_density", str, "", "per-layer densities overriding density: LAYER=D,LAYER=D or JSON"),
+        Knob("layer_density", dict, {}, "per-layer densities overriding density: LAYER=D,LAYER=D or JSON",
+             item=float),
         Knob("n_pes", int, 64, "PEs the EIE storage report interleaves rows over", range=(1, 4096)),
         Knob("index_bits", int, 4, "codebook index bits in the EIE storage report", range=(1, 8)),
     )
@@ -88,11 +93,23 @@ class PruneWeights(Pass):
     def __init__(self, layer_density: Mapping[str, float] | None = None):
         self.layer_density = dict(layer_density or {})
 
+    def units(self, graph: Graph) -> Iterator[Unit]:
+        """Each layer with constant float weights, more than 16 of them and a density above
+        0.02: its steps lower the density from ``d`` to ``d·(1 − j/20)``, ``j = 1 … 19``."""
+        layers, _ = find_layers(graph)
+        for layer in layers:
+            d0 = float(np.count_nonzero(layer.array)) / max(1, layer.array.size)
+            if layer.array.size < 16 or d0 <= 0.02:
+                continue
+            name = layer.node.name
+            steps = tuple(Step({"density": 1.0, "layer_density": {name: d}}, {"density": f"{d0:.3g}->{d:.3g}"})
+                          for d in (round(d0 * (1 - j / 20), 4) for j in range(1, 20)))
+            yield Unit(f"weights of {name}", self.name, (name,), steps)
+
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = self.options(ctx)
         layers, skipped = find_layers(graph)
-        per_layer = {**self.layer_density,
-                     **parse_per_layer(opts["layer_density"], float, "layer_density")}
+        per_layer = {**self.layer_density, **opts["layer_density"]}
         check_layer_names(per_layer, layers, skipped, "layer_density")
         for name, d in [("density", opts["density"]), *per_layer.items()]:
             if not 0.0 < d <= 1.0:

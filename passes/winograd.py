@@ -40,6 +40,7 @@ lowering would only add kernel launches. The graph's numbers do not change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ import numpy as np
 from hwcc.ir import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
+from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
 from hwcc.passes.lib.winograd_math import AT, BT, additions, filter_transform, tiles
@@ -90,15 +92,26 @@ class Winograd(Pass):
     """
 
     name = "winograd"
+    searchable = True
+    search_order = 40
     knobs = (
         Knob("mode", str, "lower", "lower: write F(2x2,3x3) in ONNX ops; annotate: flag the Conv for "
              "targets whose kernels do Winograd themselves", choices=("lower", "annotate")),
-        Knob("layers", str, "", "lower only these Convs: NODE,NODE (blank: every candidate)"),
+        Knob("layers", tuple, (), "lower only these Convs: NODE,NODE (blank: every candidate)"),
     )
+
+    def units(self, graph: Graph) -> Iterator[Unit]:
+        """Each Conv this pass can lower (:func:`_match`: 3×3, stride 1, no dilation or
+        groups, constant weights), with one step: lowered to F(2×2, 3×3)."""
+        for node in graph.nodes:
+            if node.op_type != "Conv" or node.domain not in _ONNX or isinstance(_match(graph, node), str):
+                continue
+            step = Step({"layers": (node.name,), "mode": "lower"}, {"form": "F(2x2,3x3)"})
+            yield Unit(f"winograd of {node.name}", self.name, (node.name,), (step,))
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = self.options(ctx)
-        only = [s.strip() for s in opts["layers"].split(",") if s.strip()]
+        only = list(opts["layers"])
         unknown = [n for n in only if not graph.has_node(n)]
         if unknown:
             raise HwccError(f"winograd: no node named {', '.join(map(repr, unknown))}",

@@ -92,7 +92,7 @@ def test_a_killed_run_resumes_to_the_same_result(reference, tmp_path):
 
     def stop_after_two(kind, info):
         if kind == "picked":
-            seen.append(info["state"]["iteration"])
+            seen.append(info["state"].iteration)
             if len(seen) == 2:
                 raise KeyboardInterrupt
 
@@ -151,7 +151,7 @@ def test_without_data_it_warns_that_accuracy_is_fidelity_on_noise(tmp_path, caps
 
 def test_two_budgets_must_both_hold(tmp_path):
     r = hwcc.compile("zoo:lenet300-digits", "eie", ["90%latency", "60%size"], data="zoo:digits", **FAST)
-    s = r.summary
+    s = r.summary.to_json()
     assert {b["metric"] for b in s["budgets"]} == {"latency_s", "size_bytes"}
     assert all(b["met"] for b in s["budgets"])
     assert s["final"]["size_bytes"] <= 0.6 * s["original"]["size_bytes"]
@@ -172,10 +172,10 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
         return [original, 1.3 * final]
 
     target.measure_latency = measure
-    monkeypatch.setattr("hwcc.targets.base.load_target", lambda name: target)
+    monkeypatch.setattr("hwcc.api.load_target", lambda name: target)
     r = hwcc.compile("zoo:lenet300-digits", "eyeriss", "70%latency", data="zoo:digits",
                      **{**FAST, "max_iterations": 20})
-    s = r.summary
+    s = r.summary.to_json()
     assert calls and s["honesty_rounds"], "the first final model missed when measured"
     assert s["measured"]["final_latency_s"] <= 0.7 * s["measured"]["original_latency_s"]
     assert s["budget_met"] and r.exit_code == 0
@@ -303,20 +303,22 @@ class _Terminal:
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
-    from hwcc.search.space import Unit
     from hwcc.cli.compile_view import Reporter
     from hwcc.search.loop import Proposal
+    from hwcc.search.space import Step, Unit
+    from hwcc.search.state import SearchState
 
-    state = {"iteration": 0, "schedule": {"r0": 0.1, "decay": 0.96}, "original": {"latency_s": 1e-3},
-             "limits": {"latency_s": 5e-4}, "current": {"latency_s": 1e-3}}
-    unit = Unit("channels of /0/Conv", "prune_channels", ("/0/Conv",), range(1, 8), None, lambda k: {"k": k})
+    state = SearchState.start({"latency_s": 5e-4}, {"latency_s": 1e-3, "energy_j": 1.0, "size_bytes": 1.0},
+                              {"latency_s": 1e-3}, None, initial_reduction=0.1, decay=0.96, max_iterations=40)
+    steps = tuple(Step({"group": "/0/Conv", "k": k}, {"k": k}) for k in range(1, 8))
+    unit = Unit("channels of /0/Conv", "prune_channels", ("/0/Conv",), steps)
     stream = _Terminal(tty)
     r = Reporter(stream)
     for i in range(1, 4):
         r("iteration", {"iteration": i, "metric": "latency_s", "state": state})
-        p = Proposal(unit, 2, None, {"latency_s": 1e-3 - 1e-4 * i}, 0.98)
+        p = Proposal(unit, steps[1], None, {"latency_s": 1e-3 - 1e-4 * i}, 0.98)
         r("proposal", {"proposal": p, "done": 1, "total": 1})
-        state["iteration"], state["current"] = i, dict(p.metrics)
+        state.iteration, state.current = i, dict(p.metrics)
         r("picked", {"proposal": p, "state": state})
     r.close()
     assert "iteration 3: latency 700 us/500 us; accuracy 98.00%; channels of /0/Conv (k=2)" in stream.text
@@ -330,11 +332,11 @@ def test_user_data_files_with_and_without_a_holdout(tmp_path):
     from hwcc.models.digits import write_npz
 
     train, test = write_npz("train", tmp_path / "train.npz"), write_npz("test", tmp_path / "test.npz")
-    split = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, **FAST).summary
+    split = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, **FAST).summary.to_json()
     assert split["input"]["data"].endswith("(fine-tune part)") and split["input"]["holdout"].endswith("(held-out part)")
     held = int(split["accuracy_kind"].split(" on ")[1].split()[0])
     assert abs(held - 0.2 * 1438) <= 5  # 20 % of the train split, rounded per class
-    given = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, holdout=test, **FAST).summary
+    given = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, holdout=test, **FAST).summary.to_json()
     assert "359 held-out" in given["accuracy_kind"]
-    zoo = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data="zoo:digits", **FAST).summary
+    zoo = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data="zoo:digits", **FAST).summary.to_json()
     assert given["final"] == zoo["final"] and given["history"] == zoo["history"]  # same arrays, same run

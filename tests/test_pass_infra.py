@@ -13,7 +13,9 @@ import hwcc.passes
 from hwcc.ir import dtypes, onnx_io, transform as pass_infra
 from hwcc.errors import HwccError, PassError
 from hwcc.ir import Graph
-from hwcc.ir.transform import (Knob, Pass, PassContext, PassManager, PassResult, PassTimer, apply_by_hand,
+from hwcc.cli.apply_view import apply_by_hand
+from hwcc.ir.pass_manager import PassManager
+from hwcc.ir.transform import (Knob, Pass, PassContext, PassResult, PassTimer,
                              get_pass, list_passes, register_pass)
 from hwcc.passes.lib.edits import set_constant_input
 from hwcc.ir.verify import compare, random_feeds, run_onnx

@@ -7,8 +7,10 @@ import math
 import pytest
 
 import hwcc
-from hwcc.search.space import Unit, smallest_meeting, units
-from hwcc.search.loop import Hooks, Schedule, SearchConfig, new_state, run_loop, tighten, unmet
+from hwcc.search.config import SearchConfig
+from hwcc.search.loop import Hooks, run_loop
+from hwcc.search.space import smallest_meeting, units
+from hwcc.search.state import Schedule, SearchState
 from hwcc.targets.base import load_target
 
 
@@ -31,32 +33,36 @@ def test_schedule_left_alone_when_reachable():
 
 
 # ---------------------------------------------------------------------- amount search
-def _unit(prices: list[float], log: list[int]) -> Unit:
-    def apply(graph, amount):
-        log.append(amount)
-        return ("graph", amount)
-    return Unit("toy", "toy", ("n",), list(range(len(prices))), apply, lambda a: {"k": a})
+def _toy(prices: list[float], log: list[int]):
+    """Steps 0..n-1 priced ``prices[i]``; ``log`` records each step tried."""
+    def at(k):
+        log.append(k)
+        return ("graph", k), prices[k]
+    return list(range(len(prices))), at
+
+
+def _k(step) -> str:
+    return f"k={step}"
 
 
 def test_smallest_meeting_finds_the_first_amount_at_or_below_target():
     prices = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
     log: list[int] = []
-    amount, graph, value = smallest_meeting(_unit(prices, log), None, lambda g: prices[g[1]], target=6.5)
+    amount, graph, value = smallest_meeting(*_toy(prices, log), target=6.5)
     assert (amount, value) == (4, 6)
     assert len(log) <= math.ceil(math.log2(len(prices))) + 2  # a binary search, not a scan
 
 
 def test_smallest_meeting_says_why_when_even_the_largest_change_misses():
     prices = [10, 9, 8]
-    why = smallest_meeting(_unit(prices, []), None, lambda g: prices[g[1]], target=5)
+    why = smallest_meeting(*_toy(prices, []), target=5, show=_k)
     assert isinstance(why, str) and "largest change" in why and "k=2" in why
-    in_units = smallest_meeting(_unit([1.307e-6], []), None, lambda g: 1.307e-6, target=1.177e-6, metric="latency_s")
+    in_units = smallest_meeting(*_toy([1.307e-6], []), target=1.177e-6, metric="latency_s")
     assert "1.31 us > target 1.18 us" in in_units, in_units
 
 
 def test_smallest_meeting_passes_on_the_pass_reason():
-    u = Unit("toy", "toy", (), [1, 2], lambda g, a: "layer is already factored", lambda a: {})
-    assert smallest_meeting(u, None, lambda g: 0.0, 1.0) == "layer is already factored"
+    assert smallest_meeting([1, 2], lambda s: "layer is already factored", 1.0) == "layer is already factored"
 
 
 # ---------------------------------------------------------------------- the loop, on lenet5 priced by Eyeriss
@@ -76,6 +82,11 @@ def _metrics(target, graph):
             "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers))}
 
 
+def _start(limits, r0, cfg):
+    return SearchState.start(limits, r0, r0, 0.9, initial_reduction=cfg.initial_reduction, decay=cfg.decay,
+                             max_iterations=cfg.max_iterations)
+
+
 def _hooks(target, accuracy=lambda g: 0.9, events=None):
     return Hooks(price=lambda g: _metrics(target, g),
                  layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.cost(g).layers},
@@ -86,17 +97,17 @@ def _hooks(target, accuracy=lambda g: 0.9, events=None):
 def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_channels",), initial_reduction=0.2)
-    state = new_state(lenet5, {"size_bytes": 0.5 * r0["size_bytes"]}, r0, 0.9, cfg)
-    graph, state = run_loop(lenet5, state, cfg, _hooks(eyeriss))
-    assert state["stop"] == "every budget met" and not unmet(state)
+    state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
+    graph = run_loop(lenet5, state, cfg, _hooks(eyeriss))
+    assert state.stop == "every budget met" and not state.unmet()
     assert _metrics(eyeriss, graph)["size_bytes"] <= 0.5 * r0["size_bytes"]
-    sizes = [h["metrics"]["size_bytes"] for h in state["history"]]
+    sizes = [h["metrics"]["size_bytes"] for h in state.history]
     assert sizes == sorted(sizes, reverse=True)
-    for h in state["history"]:
+    for h in state.history:
         assert h["metrics"]["size_bytes"] <= h["target"] * (1 + 1e-12)
         assert h["pass"] == "prune_channels" and h["delta_size_bytes"] < 0
     # the first step asks for r0 * R0 = 20 % and the amount chosen is the smallest meeting it
-    assert state["history"][0]["target"] == pytest.approx(0.8 * r0["size_bytes"])
+    assert state.history[0]["target"] == pytest.approx(0.8 * r0["size_bytes"])
 
 
 def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
@@ -106,20 +117,20 @@ def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
         w = g.initializer("0.weight")
         return 0.9 - 0.01 * (20 - w.shape[0])
     cfg = SearchConfig(passes=("prune_channels",), max_iterations=1)
-    state = new_state(lenet5, {"size_bytes": 0.1 * r0["size_bytes"]}, r0, 0.9, cfg)
-    _, state = run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
-    picked = [p for p in state["proposals"] if p["picked"]]
+    state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
+    run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
+    picked = [p for p in state.proposals if p["picked"]]
     assert len(picked) == 1 and picked[0]["layer"] != "channels of /0/Conv"
-    scores = [p["score"] for p in state["proposals"] if p["score"] is not None]
+    scores = [p["score"] for p in state.proposals if p["score"] is not None]
     assert picked[0]["score"] == min(scores)
 
 
 def test_accuracy_floor_stops_before_accuracy_falls_further(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01)
-    state = new_state(lenet5, {"size_bytes": 0.3 * r0["size_bytes"]}, r0, 0.9, cfg)
-    graph, state = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
-    assert "below the floor" in state["stop"] and state["iteration"] == 0
+    state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
+    graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
+    assert "below the floor" in state.stop and state.iteration == 0
     assert graph is lenet5  # the last network above the floor is kept
 
 
@@ -127,20 +138,20 @@ def test_energy_budget_visits_units_most_energy_first(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_weights",), max_units=1, max_iterations=1)
     events: list = []
-    state = new_state(lenet5, {"energy_j": 0.97 * r0["energy_j"]}, r0, 0.9, cfg)
+    state = _start({"energy_j": 0.97 * r0["energy_j"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, events=events))
     energy = {lc.layer.name: lc.cost.energy_j for lc in eyeriss.cost(lenet5).layers}
     hungriest = max((n for n in energy if n in {"/0/Conv", "/2/Conv", "/6/Gemm", "/8/Gemm"}), key=energy.get)
-    tried = [r["layer"] for r in state["rejected"]] + [p["layer"] for p in state["proposals"]]
+    tried = [r["layer"] for r in state.rejected] + [p["layer"] for p in state.proposals]
     assert tried == [f"weights of {hungriest}"]
 
 
 def test_no_unit_can_help_ends_with_the_reason(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("winograd",))  # lenet5 has only 5x5 convolutions
-    state = new_state(lenet5, {"size_bytes": 0.5 * r0["size_bytes"]}, r0, 0.9, cfg)
-    graph, state = run_loop(lenet5, state, cfg, _hooks(eyeriss))
-    assert state["stop"].startswith("no change to any layer") and graph is lenet5
+    state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
+    graph = run_loop(lenet5, state, cfg, _hooks(eyeriss))
+    assert state.stop.startswith("no change to any layer") and graph is lenet5
 
 
 def test_units_cover_every_prunable_group_and_layer(lenet5):
@@ -152,7 +163,8 @@ def test_units_cover_every_prunable_group_and_layer(lenet5):
 
 
 def test_tighten_keeps_the_users_limit_and_lowers_the_search_limit():
-    state = {"limits": {"latency_s": 1.0}}
-    new = tighten(state, "latency_s", 0.8)
-    assert new == pytest.approx(0.784) and state["limits"]["latency_s"] == new
-    assert state["user_limits"] == {"latency_s": 1.0}
+    state = SearchState.start({"latency_s": 1.0}, dict.fromkeys(("latency_s", "energy_j", "size_bytes"), 2.0),
+                              {}, None, initial_reduction=0.1, decay=0.96, max_iterations=40)
+    new = state.tighten("latency_s", 0.8)
+    assert new == pytest.approx(0.784) and state.limits["latency_s"] == new
+    assert state.user_limits == {"latency_s": 1.0}

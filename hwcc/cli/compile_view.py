@@ -12,36 +12,31 @@ import math
 import sys
 from typing import Any, TextIO
 
-from hwcc.search.budget import format_metric
 from hwcc.errors import HwccError
+from hwcc.ir.transform import resolve_search_passes
+from hwcc.search.budget import format_metric
+from hwcc.search.state import needed_reduction
 from hwcc.progress import Progress
 
 __all__ = ["Reporter", "format_result", "json_summary", "parse_accuracy_drop", "parse_passes"]
 
-PASS_ALIASES = {"prune": ("prune_channels", "prune_weights"), "lowrank": ("low_rank",), "low-rank": ("low_rank",)}
-SEARCH_PASSES = ("prune_channels", "prune_weights", "low_rank", "winograd")
-
-
 def parse_passes(text: str) -> tuple[str, ...]:
-    """``prune,lowrank`` -> the pass names the search drives.
+    """``prune,lowrank`` -> the pass names the search drives (names and aliases come from the
+    pass registry: a pass declares itself searchable).
 
     Raises:
         HwccError: an unknown name (``quantize`` is named: it is the target's legal form).
     """
-    out: list[str] = []
-    for word in (w.strip() for w in text.split(",") if w.strip()):
-        names = PASS_ALIASES.get(word, (word,))
-        for n in names:
-            if n not in SEARCH_PASSES:
-                hint = (" quantization is applied as the target's legal form (int8 on the TPU, fixed point on "
-                        "Eyeriss and EIE), not searched" if word.startswith("quant") else "")
-                raise HwccError(f"--passes: the search cannot drive {word!r}.{hint}",
-                                f"choose from: prune, {', '.join(SEARCH_PASSES)}, lowrank")
-            if n not in out:
-                out.append(n)
-    if not out:
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
         raise HwccError("--passes is empty", "e.g. --passes prune,lowrank")
-    return tuple(out)
+    try:
+        return resolve_search_passes(words)
+    except HwccError as e:
+        word = next((w for w in words if w.startswith("quant")), None)
+        hint = (" quantization is applied as the target's legal form (int8 on the TPU, fixed point on "
+                "Eyeriss and EIE), not searched" if word else "")
+        raise HwccError(f"--passes: {e.message}.{hint}", e.hint) from None
 
 
 def parse_accuracy_drop(text: str) -> float:
@@ -67,37 +62,47 @@ class Reporter:
         self.bar: Progress | None = None
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        if kind == "warning":
-            self._line(f"hwcc compile: warning: {info['message']}")
-        elif kind == "resumed":
-            self._line(f"hwcc compile: resuming after iteration {info['state']['iteration']}")
-        elif kind == "iteration":
-            state = info["state"]
-            if self.tty and self.bar is None:
-                self.bar = Progress(_expected_iterations(state), "searching", unit="iterations (expected)",
-                                    stream=self.stream, enabled=True)
-                self.bar.done = state["iteration"]
-                self.bar.__enter__()
-        elif kind == "proposal" and self.bar is not None:
-            p = info["proposal"]
-            self.bar.update(0, note=f"proposal {info['done']}/{info['total']}: {p.unit.id}")
-        elif kind == "picked":
-            p, state = info["proposal"], info["state"]
-            text = (f"iteration {state['iteration']}: "
-                    + "; ".join(f"{_short(m)} {format_metric(m, state['current'][m])}/{format_metric(m, lim)}"
-                                for m, lim in state["limits"].items())
-                    + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
-                    + f"; {p.unit.id} ({_settings(p.unit.settings(p.amount))})")
-            if self.bar is not None:
-                self.bar.log(f"hwcc compile: {text}")
-                self.bar.note = ""
-                self.bar.update(1)
-            else:
-                self._line(f"hwcc compile: {text}")
-        elif kind == "long_term":
-            self.close()
-            if info["steps"]:
-                self._line(f"hwcc compile: long-term fine-tune ({info['steps']} steps), legal form, final pricing")
+        handler = getattr(self, f"on_{kind}", None)  # one method per event; others are not shown
+        if handler is not None:
+            handler(info)
+
+    def on_warning(self, info: dict[str, Any]) -> None:
+        self._line(f"hwcc compile: warning: {info['message']}")
+
+    def on_resumed(self, info: dict[str, Any]) -> None:
+        self._line(f"hwcc compile: resuming after iteration {info['state'].iteration}")
+
+    def on_iteration(self, info: dict[str, Any]) -> None:
+        state = info["state"]
+        if self.tty and self.bar is None:
+            expected = state.schedule.iterations_for(needed_reduction(state.original, state.limits))
+            self.bar = Progress(expected, "searching", unit="iterations (expected)", stream=self.stream,
+                                enabled=True)
+            self.bar.done = state.iteration
+            self.bar.__enter__()
+
+    def on_proposal(self, info: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.update(0, note=f"proposal {info['done']}/{info['total']}: {info['proposal'].unit.id}")
+
+    def on_picked(self, info: dict[str, Any]) -> None:
+        p, state = info["proposal"], info["state"]
+        text = (f"iteration {state.iteration}: "
+                + "; ".join(f"{_short(m)} {format_metric(m, state.current[m])}/{format_metric(m, lim)}"
+                            for m, lim in state.limits.items())
+                + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
+                + f"; {p.unit.id} ({_settings(p.step.shown)})")
+        if self.bar is not None:
+            self.bar.log(f"hwcc compile: {text}")
+            self.bar.note = ""
+            self.bar.update(1)
+        else:
+            self._line(f"hwcc compile: {text}")
+
+    def on_long_term(self, info: dict[str, Any]) -> None:
+        self.close()
+        if info["steps"]:
+            self._line(f"hwcc compile: long-term fine-tune ({info['steps']} steps), legal form, final pricing")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -110,14 +115,6 @@ class Reporter:
         print(text, file=self.stream, flush=True)
 
 
-def _expected_iterations(state: dict[str, Any]) -> int:
-    """Iterations the schedule needs to bring the worst metric to its limit."""
-    from hwcc.search.loop import Schedule, needed_reduction
-
-    s = state["schedule"]
-    return Schedule(s["r0"], s["decay"]).iterations_for(needed_reduction(state["original"], state["limits"]))
-
-
 def _short(metric: str) -> str:
     return metric.split("_")[0]
 
@@ -128,7 +125,7 @@ def _settings(settings: dict[str, Any]) -> str:
 
 def format_result(result: Any, explain: bool = False) -> str:
     """The table ``hwcc compile`` prints: each metric before and after, the budgets, accuracy."""
-    s = result.summary
+    s = result.summary.to_json()
     budgets = {b["metric"]: b for b in s["budgets"]}
     rows = [("metric", "original", "final", "ratio", "budget", "status")]
     for m in ("latency_s", "energy_j", "size_bytes"):
@@ -187,7 +184,7 @@ def _input_line(graph: Any) -> str:
 
 def json_summary(result: Any) -> dict[str, Any]:
     """What ``--json`` prints: the headline numbers, not the full history (``hwcc.json`` has it)."""
-    s = result.summary
+    s = result.summary.to_json()
     keep = ("input", "target", "budgets", "original", "final", "measured", "budget_met", "accuracy_floor",
             "accuracy_floor_met", "exit_reason", "warnings", "legal_form", "timing", "accuracy_kind")
     out = {k: s.get(k) for k in keep}

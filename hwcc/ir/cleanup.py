@@ -8,7 +8,8 @@ onnxruntime on the same inputs, to the pass manager's tolerances).
 from __future__ import annotations
 
 from hwcc.ir.graph import Graph
-from hwcc.ir.transform import PassContext, PassManager
+from hwcc.ir.pass_manager import PassManager
+from hwcc.ir.transform import PassContext
 
 __all__ = ["CLEANUP", "cleanup"]
 

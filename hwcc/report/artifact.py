@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from hwcc.ir import onnx_io
-from hwcc.errors import HwccError, json_kind
+from hwcc.errors import HwccError, check_fields
 from hwcc.ir import Graph
 
-__all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock", "check_fields"]
+__all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock"]
 
 SUMMARY = "hwcc.json"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -185,11 +185,14 @@ def _siblings(folder: Path, kind: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- artifact
-def write_artifact(folder: str | os.PathLike, graph: Graph, summary: dict[str, Any], target: Any) -> Path:
-    """Write the artifact to ``folder`` atomically; ``summary["payload"]`` gets the payload's files.
+def write_artifact(folder: str | os.PathLike, graph: Graph, summary: Mapping[str, Any],
+                   target: Any) -> tuple[Path, dict[str, str]]:
+    """Write the artifact to ``folder`` atomically: the model, the target's payload, the
+    summary (``hwcc.json``: ``summary`` with the payload's files as ``payload``; ``summary``
+    itself is left as it is) and the report.
 
     Returns:
-        The artifact folder.
+        The artifact folder, and the payload's files (path -> what it is).
 
     Raises:
         HwccError: ``folder`` may not be overwritten, another process is writing it, or the
@@ -204,9 +207,10 @@ def write_artifact(folder: str | os.PathLike, graph: Graph, summary: dict[str, A
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
             onnx_io.save(graph, tmp / "model.onnx")
             writer = getattr(target, "write_payload", None)
-            summary["payload"] = dict(writer(graph, tmp)) if writer else {}
-            _write_json(tmp / SUMMARY, summary)
-            report.write(summary, tmp / "report.html")
+            payload = dict(writer(graph, tmp)) if writer else {}
+            written = {**summary, "payload": payload}
+            _write_json(tmp / SUMMARY, written)
+            report.write(written, tmp / "report.html")
             _publish_modes(tmp)
             _swap_in(tmp, folder)
         except BaseException as e:
@@ -215,7 +219,7 @@ def write_artifact(folder: str | os.PathLike, graph: Graph, summary: dict[str, A
             if isinstance(e, OSError):
                 raise _disk_error(e, "the artifact", folder) from None
             raise
-    return folder
+    return folder, payload
 
 
 def _swap_in(tmp: Path, folder: Path) -> None:
@@ -267,24 +271,6 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------- checkpoint
-def check_fields(obj: Any, types: Mapping[str, type | tuple[type, ...]], where: str) -> None:
-    """Check that ``obj`` is a JSON object holding every field of ``types`` with its type.
-
-    Raises:
-        ValueError: naming the first field missing or of the wrong type.
-    """
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where} is {json_kind(type(obj))}, not an object")
-    for key, want in types.items():
-        if key not in obj:
-            raise ValueError(f"{where} has no {key!r}")
-        v = obj[key]
-        if not isinstance(v, want) or (isinstance(v, bool) and want is not bool):
-            names = sorted({json_kind(t) for t in (want if isinstance(want, tuple) else (want,))})
-            raise ValueError(f"{where}: {key!r} is {json_kind(type(v))}, "
-                             f"not {' or '.join(names)}")
-
-
 _SAVED = {"fingerprint": dict, "graph": str, "graph_sha256": str, "state": dict}
 
 

@@ -14,7 +14,8 @@ import hwcc
 from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.ir.transform import PassContext, apply_by_hand, get_pass
+from hwcc.cli.apply_view import apply_by_hand
+from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import compare
 
 RTOL, ATOL = 1e-5, 1e-5

@@ -15,7 +15,8 @@ import hwcc
 from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.ir.transform import PassContext, apply_by_hand, get_pass
+from hwcc.cli.apply_view import apply_by_hand
+from hwcc.ir.transform import PassContext, get_pass
 from hwcc.passes.prune_weights import PruneWeights, keep_count, magnitude_prune
 from hwcc.ir.verify import run_onnx
 

@@ -1,0 +1,118 @@
+"""A whole search: the NetAdapt loop, the long-term fine-tune, and, where the target's
+device is this machine, the measurement that checks the prediction.
+
+On a measured target (:attr:`hwcc.targets.base.Target.measures`) the final model is timed
+beside the input model (:meth:`~hwcc.targets.base.Target.measure_latency`). A relative
+latency budget is held against the measured input (``50%`` of its measured latency), an
+absolute one as it is. If the measurement misses a latency budget that the prediction
+met, the search's limit is tightened by the ratio (:meth:`SearchState.tighten`) and the
+loop goes on, at most ``honesty_rounds`` times.
+
+Progress is reported as ``event(kind, info)``: ``iteration``, ``proposal``, ``picked``
+(from the loop), ``warning``, ``long_term``; ``info["state"]`` is the live state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hwcc.ir import Graph
+from hwcc.search.budget import Budget
+from hwcc.search.config import SearchConfig
+from hwcc.search.loop import Hooks, run_loop
+from hwcc.search.state import SearchState
+
+__all__ = ["Finish", "Measured", "Outcome", "search"]
+
+
+@dataclass
+class Finish:
+    """How a search ends, from outside: the long-term fine-tune and the legal form.
+
+    Attributes:
+        finetune: ``(graph, seed) -> graph``, the long-term fine-tune.
+        legalize: the graph in the target's legal form.
+        price: the final graph's metrics, priced as it is.
+    """
+
+    finetune: Callable[[Graph, int], Graph]
+    legalize: Callable[[Graph], Graph]
+    price: Callable[[Graph], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The input and final models timed side by side on the device.
+
+    Attributes:
+        original_latency_s: the input model's measured latency.
+        final_latency_s: the final model's.
+        limits_s: each latency budget's limit against the measurement.
+        budget_met: every latency budget met as measured.
+    """
+
+    original_latency_s: float
+    final_latency_s: float
+    limits_s: tuple[float, ...]
+    budget_met: bool
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"original_latency_s": self.original_latency_s,
+                               "final_latency_s": self.final_latency_s}
+        if self.limits_s:
+            out["limits_s"] = list(self.limits_s)
+        out["budget_met"] = self.budget_met
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a search returns: the best model, in the target's legal form, and its numbers."""
+
+    graph: Graph
+    metrics: dict[str, float]
+    measured: Measured | None
+
+
+def search(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks, finish: Finish, *,
+           target: Any, source: Graph, budgets: Sequence[Budget], honesty_rounds: int = 3) -> Outcome:
+    """Run the loop from ``state`` to its end, fine-tune and legalize the result; on a
+    measured target, check it on the device and go back to work while the measurement
+    misses what the prediction met. ``budgets`` are resolved (metric and limit set)."""
+    while True:
+        graph = run_loop(graph, state, config, hooks)
+        hooks.event("long_term", {"steps": config.long_term_steps})
+        seed = config.seed + 1_000_003 * (len(state.rounds) + 1)
+        final = finish.legalize(finish.finetune(graph, seed))
+        metrics = finish.price(final)
+        measured, miss = _measure(target, source, final, budgets) if target.measures else (None, None)
+        if miss is None or state.unmet() or len(state.rounds) >= honesty_rounds:
+            return Outcome(final, metrics, measured)
+        got, limit = miss
+        predicted = metrics["latency_s"]
+        new = state.tighten("latency_s", predicted * limit / got)
+        state.rounds.append({"after_iteration": state.iteration, "measured_s": got, "measured_limit_s": limit,
+                             "predicted_s": predicted, "new_search_limit_s": new})
+        hooks.event("warning", {"message": (
+            f"measured {got * 1e6:.1f} us misses the latency budget ({limit * 1e6:.1f} us) that the "
+            f"prediction ({predicted * 1e6:.1f} us) met; the search goes on with a predicted limit "
+            f"of {new * 1e6:.1f} us")})
+        hooks.checkpoint(graph, state)
+
+
+def _measure(target: Any, source: Graph, final: Graph,
+             budgets: Sequence[Budget]) -> tuple[Measured, tuple[float, float] | None]:
+    """The two models timed, and the first latency budget the measurement misses
+    (``(measured, limit)``) or None."""
+    t0, t1 = target.measure_latency([source, final])
+    limits, miss = [], None
+    for b in budgets:
+        if b.metric != "latency_s":
+            continue
+        limit = t0 * b.fraction if b.is_relative else b.limit  # relative: against the measured input
+        limits.append(limit)
+        if t1 > limit and miss is None:
+            miss = (t1, limit)
+    return Measured(t0, t1, tuple(limits), miss is None), miss

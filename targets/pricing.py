@@ -1,0 +1,87 @@
+"""Pricing a graph as a target runs it: in the target's legal form, prepared, then looked up.
+
+A search prices thousands of graphs. :class:`Pricer` keeps that cheap and honest:
+
+* every graph is priced in the target's legal form (int8 on the TPU, fixed point on
+  Eyeriss and EIE: :meth:`~hwcc.targets.base.Target.legalize`). When legalizing the
+  input leaves its latency and energy unchanged, float graphs are priced directly
+  (legalizing every proposal would cost far more than pricing it) and their size is
+  scaled by the legal form's bits per weight (the input's legal size over its float
+  size: the legal forms change every weight's width alike);
+* the target prepares each new graph (a measured target measures what its tables lack)
+  before :meth:`~hwcc.targets.base.Target.cost`, a pure lookup, prices it;
+* each graph is priced once (a cache keyed by the graph object, dropped with it).
+
+The input's legal form is made once and kept (:attr:`Pricer.source_legal`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from hwcc.ir import Graph
+from hwcc.targets.base import GraphCost, Target
+
+__all__ = ["Pricer", "metrics_of"]
+
+
+def metrics_of(cost: GraphCost) -> dict[str, float]:
+    """Latency, energy and size (weights of compute layers at their bit width) of a priced graph."""
+    size = sum(lc.layer.weight_bytes for lc in cost.layers)
+    return {"latency_s": float(cost.latency_s), "energy_j": float(cost.energy_j), "size_bytes": float(size)}
+
+
+class Pricer:
+    """Metrics of graphs as ``target`` prices them, in its legal form.
+
+    Args:
+        target: the target.
+        source: the input model (after cleanups or not: its legal form is the reference).
+        calib: calibration inputs for legal forms that need ranges; pricing needs the
+            form's types and shapes, not good ranges, so a few samples do.
+        seed: seeds the legalizing passes.
+    """
+
+    def __init__(self, target: Target, source: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0):
+        self.target, self.calib, self.seed = target, calib, seed
+        self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.source_legal = self.legalize(source)
+        self.size_scale, self.direct = 1.0, not target.legal_form
+        if target.legal_form:
+            raw, lawful = self.cost_metrics(source), self.cost_metrics(self.source_legal)
+            self.direct = all(raw[m] == lawful[m] for m in ("latency_s", "energy_j"))
+            self.size_scale = lawful["size_bytes"] / raw["size_bytes"] if raw["size_bytes"] else 1.0
+
+    def legalize(self, graph: Graph) -> Graph:
+        """``graph`` in the target's legal form (the graph itself when there is none)."""
+        return self.target.legalize(graph, self.calib, self.seed) if self.target.legal_form else graph
+
+    def cost(self, graph: Graph) -> GraphCost:
+        """``graph`` priced as it is: prepared, then looked up."""
+        self.target.prepare(graph)
+        return self.target.cost(graph)
+
+    def cost_metrics(self, graph: Graph) -> dict[str, float]:
+        """:func:`metrics_of` ``graph`` priced as it is (not legalized)."""
+        return metrics_of(self.cost(graph))
+
+    def __call__(self, graph: Graph) -> dict[str, float]:
+        """The metrics the search compares with the budgets (cached per graph)."""
+        if graph not in self.cache:
+            if self.direct:
+                m = self.cost_metrics(graph)
+                self.cache[graph] = {**m, "size_bytes": m["size_bytes"] * self.size_scale}
+            else:
+                self.cache[graph] = self.cost_metrics(self.legalize(graph))
+        return self.cache[graph]
+
+    def original(self) -> dict[str, float]:
+        """The input model's metrics, in the legal form: what relative budgets scale."""
+        return self.cost_metrics(self.source_legal)
+
+    def layer_energy(self, graph: Graph) -> dict[str, float]:
+        """Node name -> energy, for most-energy-first ordering."""
+        cost = self.cost(graph if self.direct else self.legalize(graph))
+        return {lc.layer.name: lc.cost.energy_j for lc in cost.layers}
