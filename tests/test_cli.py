@@ -169,12 +169,13 @@ def test_warnings_read_as_hwcc_lines(monkeypatch, capsys):
     import warnings
 
     from hwcc.cli import commands as cli
+    from hwcc.cli import subcommands
 
     def warn(args):
         warnings.warn("lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt")
         return 0
 
-    monkeypatch.setattr(cli, "cmd_targets", warn)
+    monkeypatch.setattr(subcommands, "cmd_targets", warn)
     assert cli.main(["targets"]) == 0
     err = capsys.readouterr().err
     assert err == "hwcc targets: warning: lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt\n"
