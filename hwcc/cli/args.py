@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hwcc.data.evaluate import load_dataset, zoo_dataset
 from hwcc.errors import HwccError
-from hwcc.ir.onnx_io import parse_input_shape
+from hwcc.ir.onnx_io import parse_input_shape, zoo_name
 
 
 def ranged(kind: Callable[[str], float], accepted: str,
@@ -72,7 +72,7 @@ def read_data(graph, text: str) -> dict:
     Read and checked before any work, as ``compile`` reads its data: a bad file is
     reported as such, not as a failure of the pass or the cost model that reads it.
     """
-    if text.startswith("zoo:"):
+    if zoo_name(text) is not None:
         return zoo_dataset(graph, text, "train").inputs
     return load_dataset(graph, text).inputs
 

@@ -17,6 +17,7 @@ from hwcc.cli.args import COUNT, POSITIVE, SEED, add_model_args, check_output, i
 from hwcc.cli.compile_view import (Reporter, format_result, json_summary, parse_accuracy_drop,
                                    parse_passes)
 from hwcc.errors import HwccError
+from hwcc.ir.onnx_io import zoo_name
 from hwcc.search.budget import is_split_budget, parse_budget
 
 COMPILE_EPILOG = (
@@ -146,5 +147,6 @@ def split_budget(argv: Sequence[str]) -> HwccError | None:
 
 def default_output(model: str, target: str) -> str:
     """The artifact folder when ``-o`` is not given: ``NAME.TARGET.hwcc``."""
-    stem = model[4:] if model.startswith("zoo:") else Path(model).stem
+    name = zoo_name(model)
+    stem = Path(model).stem if name is None else name
     return f"{stem}.{Path(target).stem}.hwcc"
