@@ -34,7 +34,8 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib.depgraph import Group, analyze, prunable_groups, prune_group, prune_groups
+from hwcc.passes.lib.channel_prune import prune_group, prune_groups
+from hwcc.passes.lib.depgraph import Group, analyze, prunable_groups
 from hwcc.passes.lib.importance import CRITERIA, keep_top, scores
 
 __all__ = ["PruneChannels", "kept_count", "prunable_groups", "prune_group", "prune_k"]

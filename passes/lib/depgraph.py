@@ -47,18 +47,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
-from hwcc.passes.lib.edits import set_constant_input
 
-__all__ = ["ChannelAnalysis", "Group", "Layout", "Site", "analyze", "prunable_groups", "prune_group",
-           "prune_groups", "rule"]
+__all__ = ["ChannelAnalysis", "Group", "Layout", "Site", "analyze", "constant_of", "prunable_groups", "rule"]
 
 FIXED = -1
 """Space id of a segment whose channels cannot be removed (they come from no space)."""
 
 _ONNX = ("", "ai.onnx")
-_FOLDED = ("Constant", "Identity", "Transpose")  # ops whose output is constant if their input is
+FOLDED = ("Constant", "Identity", "Transpose")  # ops whose output is constant if their input is
 
 
 @dataclass(frozen=True)
@@ -316,85 +313,6 @@ def prunable_groups(graph: Graph) -> list[Group]:
     return [g for g in analyze(graph).groups() if g.prunable]
 
 
-def prune_group(graph: Graph, group: Group, keep_indices: Iterable[int]) -> Graph:
-    """A copy of ``graph`` in which ``group`` keeps only the channels ``keep_indices``.
-
-    Args:
-        graph: the graph the group was found in (or one with a group of the same id).
-        group: a prunable group.
-        keep_indices: the channels to keep, indices in ``[0, group.channels)``.
-
-    Returns:
-        The pruned copy; ``graph`` is left unchanged.
-
-    Raises:
-        HwccError: the group is not prunable here, or the indices are not valid.
-    """
-    return prune_groups(graph, {group: keep_indices})
-
-
-def prune_groups(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> Graph:
-    """Prune several groups of ``graph`` at once (see :func:`prune_group`)."""
-    analysis, by_root = _resolve(graph, keep)
-    g = graph.copy()
-    tensors = list(dict.fromkeys(t for root in by_root for s in _members(analysis, root)
-                                 for t in analysis.space_tensors[s]))
-    positions = {t: analysis.keep_positions(t, by_root) for t in tensors}
-    for t, pos in positions.items():
-        lay, tensor = analysis.layout[t], g.tensors[t]
-        shape = list(tensor.shape)
-        shape[lay.axis] = len(pos)
-        tensor.shape = tuple(shape)
-    sites = dict.fromkeys(analysis.sites[i] for t in tensors for i in analysis.tensor_sites.get(t, ()))
-    replaced = [_apply(g, analysis, x, positions[x.tensor]) for x in sites]
-    _drop_dead_constants(g, [t for t in replaced if t])
-    return g
-
-
-def _members(analysis: ChannelAnalysis, root: int) -> list[int]:
-    return [s for s in range(len(analysis.size)) if analysis.find(s) == root]
-
-
-def _resolve(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> tuple[ChannelAnalysis, dict[int, np.ndarray]]:
-    """The analysis of ``graph`` and each group's kept indices by root, checked."""
-    analysis = next((g.analysis for g in keep if g.analysis is not None and g.analysis.graph is graph), None)
-    if analysis is None:
-        analysis = analyze(graph)
-    current = {g.id: g for g in analysis.groups()}
-    by_root: dict[int, np.ndarray] = {}
-    for group, indices in keep.items():
-        here = current.get(group.id)
-        if here is None or here.channels != group.channels:
-            raise HwccError(f"group {group.id!r} ({group.channels} channels) is not a group of this graph",
-                            "find the groups of the graph you prune with prunable_groups(graph)")
-        if not here.prunable:
-            raise HwccError(f"group {group.id!r} cannot be pruned: {here.reason}")
-        kept = np.asarray(sorted(set(int(i) for i in indices)), dtype=np.int64)
-        if kept.size == 0 or kept[0] < 0 or kept[-1] >= here.channels:
-            raise HwccError(f"group {group.id!r}: keep indices must be a non-empty subset of "
-                            f"0..{here.channels - 1}", "keep at least one channel")
-        by_root[here.root] = kept
-    return analysis, by_root
-
-
-def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> str | None:
-    """Rewrite one site; return the name of the input it replaced, if any."""
-    node = g.node(site.node)
-    if site.role == "group":
-        node.attrs["group"] = int(len(pos))
-        return None
-    old = node.inputs[site.index]
-    value = constant_of(g, old, analysis.overridable)
-    if site.role == "shape":
-        value = np.array(value, copy=True)
-        if value[site.axis] != -1:
-            value[site.axis] = len(pos)
-    else:
-        value = np.take(value, pos, axis=site.axis)
-    set_constant_input(g, node, site.index, value)
-    return old
-
-
 def constant_of(graph: Graph, tensor: str, overridable: set[str]) -> np.ndarray | None:
     """The value of ``tensor`` if it is constant: an initializer that is not in
     ``overridable`` (graph inputs a caller may feed), a Constant node's ``value``, or an
@@ -405,7 +323,7 @@ def constant_of(graph: Graph, tensor: str, overridable: set[str]) -> np.ndarray 
     if t is not None and t.data is not None:
         return t.data
     p = graph.producer(tensor)
-    if p is None or p.domain not in _ONNX or p.op_type not in _FOLDED:
+    if p is None or p.domain not in _ONNX or p.op_type not in FOLDED:
         return None
     if p.op_type == "Constant":
         value = p.attrs.get("value")
@@ -414,19 +332,3 @@ def constant_of(graph: Graph, tensor: str, overridable: set[str]) -> np.ndarray 
     if value is None or p.op_type == "Identity":
         return value
     return np.transpose(value, p.attrs.get("perm") or None)
-
-
-def _drop_dead_constants(g: Graph, names: list[str]) -> None:
-    """Erase the constant-computing nodes and initializers the rewrite left unread."""
-    for t in dict.fromkeys(names):
-        while t and not g.users(t) and t not in g.outputs:
-            p = g.producer(t)
-            if p is not None and p.op_type in _FOLDED and len(p.outputs) == 1:
-                src = p.inputs[0] if p.inputs else ""
-                g.erase_node(p)
-                t = src
-            elif p is None and g.initializer(t) is not None and t not in g.inputs:
-                del g.tensors[t]
-                t = ""
-            else:
-                t = ""

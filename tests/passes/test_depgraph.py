@@ -13,7 +13,8 @@ import hwcc
 from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.passes.lib.depgraph import analyze, prunable_groups, prune_group
+from hwcc.passes.lib.channel_prune import prune_group
+from hwcc.passes.lib.depgraph import analyze, prunable_groups
 
 def group_by_producer(graph: Graph, producer: str, *, prunable: bool | None = True):
     for g in analyze(graph).groups():

@@ -19,9 +19,11 @@ from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.passes.lib.depgraph import analyze, prunable_groups, prune_group, prune_groups
+from hwcc.passes.lib.channel_prune import prune_group, prune_groups
+from hwcc.passes.lib.depgraph import analyze, prunable_groups
 from hwcc.passes.prune_channels import kept_count, prune_k
 from hwcc.ir.verify import compare, random_feeds
+from hwcc.testing import assert_equivalent
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -224,7 +226,7 @@ CASES = ["residual", "depthwise", "concat", "flatten", "reshape", "se_conv", "se
 
 
 @pytest.mark.parametrize("kind", CASES)
-def test_removing_silent_channels_keeps_outputs(kind, export_torch, assert_equivalent):
+def test_removing_silent_channels_keeps_outputs(kind, export_torch):
     net, producer, blocks, x = build(kind)
     randomize_bn(net)
     zero = [1, 4]
@@ -240,7 +242,7 @@ def test_removing_silent_channels_keeps_outputs(kind, export_torch, assert_equiv
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
     # and removing the same channels by hand gives the same graph
     by_hand = prune_group(g, grp, [c for c in range(grp.channels) if c not in zero])
-    assert compare(result.graph, by_hand, rtol=0, atol=0).passed
+    assert_equivalent(result.graph, by_hand, rtol=0, atol=0, check_model=False)
     # removing the live channels instead changes the outputs: the test can fail
     live = prune_group(g, grp, zero)
     assert not compare(g, live, rtol=RTOL, atol=ATOL).passed
@@ -265,10 +267,8 @@ def test_a_dynamic_batch_dim_does_not_stop_pruning(kind):
     assert g.tensors["x0"].shape[0] == "N"
     grp = find_group(g, producer)
     after = prune_group(g, grp, range(1, grp.channels))
-    onnx.checker.check_model(onnx_io.to_proto(after), full_check=True)
     feeds = {"x0": np.random.default_rng(0).normal(size=(3, *x.shape[1:])).astype(np.float32)}
-    v = compare(g, after, rtol=RTOL, atol=ATOL, feeds=feeds)
-    assert v.passed, v.summary()
+    assert_equivalent(g, after, feeds, rtol=RTOL, atol=ATOL)
 
 
 def test_structure_of_each_coupling(export_torch):
@@ -505,7 +505,7 @@ class DeadChannel(nn.Module):
 
 
 @pytest.mark.parametrize("as_file", [False, True])
-def test_activation_criterion_removes_the_dead_channel(as_file, export_torch, assert_equivalent, tmp_path):
+def test_activation_criterion_removes_the_dead_channel(as_file, export_torch, tmp_path):
     torch.manual_seed(0)
     g = export_torch(DeadChannel(), torch.rand(4, 2, 3, 3))
     data = {"x0": np.random.default_rng(0).uniform(0, 1, (12, 2, 3, 3)).astype(np.float32)}
@@ -515,7 +515,7 @@ def test_activation_criterion_removes_the_dead_channel(as_file, export_torch, as
     by_data = prune(g, data=data, group="/a/Conv", k=1, criterion="activation").graph
     by_norm = prune(g, group="/a/Conv", k=1, criterion="l2").graph
     feeds = {"x0": np.random.default_rng(1).uniform(0, 1, (4, 2, 3, 3)).astype(np.float32)}
-    assert compare(g, by_data, rtol=RTOL, atol=ATOL, feeds=feeds).passed  # the dead one went
+    assert_equivalent(g, by_data, feeds, rtol=RTOL, atol=ATOL, check_model=False)  # the dead one went
     assert not compare(g, by_norm, rtol=RTOL, atol=ATOL, feeds=feeds).passed  # a live one went
 
 

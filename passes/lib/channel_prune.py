@@ -1,0 +1,115 @@
+"""Removing channels: a dependency group's kept positions applied at every site it touches.
+
+Given the groups of :mod:`hwcc.passes.lib.depgraph` and, for each group to prune, the
+channels it keeps, every producer's filters and bias, every consumer's input channels,
+BatchNormalization parameters, depthwise weights and channel Concats are cut to the kept
+positions (``W_p[K, …]``, ``W_c[:, K', …]``); constants left unused are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.passes.lib.depgraph import FOLDED, ChannelAnalysis, Group, Site, analyze, constant_of
+from hwcc.passes.lib.edits import set_constant_input
+
+__all__ = ["prune_group", "prune_groups"]
+
+
+def prune_group(graph: Graph, group: Group, keep_indices: Iterable[int]) -> Graph:
+    """A copy of ``graph`` in which ``group`` keeps only the channels ``keep_indices``.
+
+    Args:
+        graph: the graph the group was found in (or one with a group of the same id).
+        group: a prunable group.
+        keep_indices: the channels to keep, indices in ``[0, group.channels)``.
+
+    Returns:
+        The pruned copy; ``graph`` is left unchanged.
+
+    Raises:
+        HwccError: the group is not prunable here, or the indices are not valid.
+    """
+    return prune_groups(graph, {group: keep_indices})
+
+
+def prune_groups(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> Graph:
+    """Prune several groups of ``graph`` at once (see :func:`prune_group`)."""
+    analysis, by_root = _resolve(graph, keep)
+    g = graph.copy()
+    tensors = list(dict.fromkeys(t for root in by_root for s in _members(analysis, root)
+                                 for t in analysis.space_tensors[s]))
+    positions = {t: analysis.keep_positions(t, by_root) for t in tensors}
+    for t, pos in positions.items():
+        lay, tensor = analysis.layout[t], g.tensors[t]
+        shape = list(tensor.shape)
+        shape[lay.axis] = len(pos)
+        tensor.shape = tuple(shape)
+    sites = dict.fromkeys(analysis.sites[i] for t in tensors for i in analysis.tensor_sites.get(t, ()))
+    replaced = [_apply(g, analysis, x, positions[x.tensor]) for x in sites]
+    _drop_dead_constants(g, [t for t in replaced if t])
+    return g
+
+
+def _members(analysis: ChannelAnalysis, root: int) -> list[int]:
+    return [s for s in range(len(analysis.size)) if analysis.find(s) == root]
+
+
+def _resolve(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> tuple[ChannelAnalysis, dict[int, np.ndarray]]:
+    """The analysis of ``graph`` and each group's kept indices by root, checked."""
+    analysis = next((g.analysis for g in keep if g.analysis is not None and g.analysis.graph is graph), None)
+    if analysis is None:
+        analysis = analyze(graph)
+    current = {g.id: g for g in analysis.groups()}
+    by_root: dict[int, np.ndarray] = {}
+    for group, indices in keep.items():
+        here = current.get(group.id)
+        if here is None or here.channels != group.channels:
+            raise HwccError(f"group {group.id!r} ({group.channels} channels) is not a group of this graph",
+                            "find the groups of the graph you prune with prunable_groups(graph)")
+        if not here.prunable:
+            raise HwccError(f"group {group.id!r} cannot be pruned: {here.reason}")
+        kept = np.asarray(sorted(set(int(i) for i in indices)), dtype=np.int64)
+        if kept.size == 0 or kept[0] < 0 or kept[-1] >= here.channels:
+            raise HwccError(f"group {group.id!r}: keep indices must be a non-empty subset of "
+                            f"0..{here.channels - 1}", "keep at least one channel")
+        by_root[here.root] = kept
+    return analysis, by_root
+
+
+def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> str | None:
+    """Rewrite one site; return the name of the input it replaced, if any."""
+    node = g.node(site.node)
+    if site.role == "group":
+        node.attrs["group"] = int(len(pos))
+        return None
+    old = node.inputs[site.index]
+    value = constant_of(g, old, analysis.overridable)
+    if site.role == "shape":
+        value = np.array(value, copy=True)
+        if value[site.axis] != -1:
+            value[site.axis] = len(pos)
+    else:
+        value = np.take(value, pos, axis=site.axis)
+    set_constant_input(g, node, site.index, value)
+    return old
+
+
+def _drop_dead_constants(g: Graph, names: list[str]) -> None:
+    """Erase the constant-computing nodes and initializers the rewrite left unread."""
+    for t in dict.fromkeys(names):
+        while t and not g.users(t) and t not in g.outputs:
+            p = g.producer(t)
+            if p is not None and p.op_type in FOLDED and len(p.outputs) == 1:
+                src = p.inputs[0] if p.inputs else ""
+                g.erase_node(p)
+                t = src
+            elif p is None and g.initializer(t) is not None and t not in g.inputs:
+                del g.tensors[t]
+                t = ""
+            else:
+                t = ""
