@@ -60,7 +60,7 @@ KNOWN = [
     ("indented", 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]"'),
     ("", "hwcc inspect MODEL"),
     ("python", "import hwcc"),
-    ("python", "from hwcc.ir.transform import"),
+    ("python", "from hwcc.ir.search_space import"),
     ("python", "from hwcc.targets.base import"),
     ("toml", 'family = "mychip"'),
     ("", "hwcc/ "),
@@ -163,16 +163,23 @@ def test_the_python_example_runs(tmp_path):
 
 
 def test_the_pass_example_registers_and_runs():
-    code = _block("python", "from hwcc.ir.transform import")
+    code = _block("python", "from hwcc.ir.search_space import")
     code = code.replace("MyPass", "ReadmePass").replace('"my_pass"', '"readme_example_pass"')
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     import hwcc
-    from hwcc.ir import transform as pass_infra
+    from hwcc.cli import apply_view
 
-    report = pass_infra.apply_by_hand(hwcc.load("zoo:lenet5-digits"), "readme_example_pass", {"ratio": "0.25"},
+    report = apply_view.apply_by_hand(hwcc.load("zoo:lenet5-digits"), "readme_example_pass", {"ratio": "0.25"},
                                       verify=True, rtol=1e-4, atol=1e-5)
     assert report.modified
+    from hwcc.ir.transform import resolve_search_passes
+    from hwcc.search.space import units
+
+    assert resolve_search_passes(["readme_example_pass"]) == ("readme_example_pass",)
+    found = units(hwcc.load("zoo:lenet5-digits"), ["readme_example_pass"])
+    assert [u.id for u in found] == ["my change of /0/Conv", "my change of /2/Conv"]
+    assert [s.knobs["ratio"] for s in found[0].steps] == [0.25, 0.5]
 
 
 def test_the_target_example_loads_from_its_toml(tmp_path):
