@@ -1,6 +1,6 @@
-"""Fixtures shared by the pass tests: real models, torch exports, the digits data, and the
-two checks every pass test makes on a rewritten graph (onnx.checker, and numbers in
-onnxruntime)."""
+"""Fixtures shared by the pass tests: real models, torch exports and the digits data. The
+check every pass test makes on a rewritten graph (onnx.checker, and numbers in
+onnxruntime) is :func:`hwcc.testing.assert_equivalent`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 import hwcc
 from hwcc.ir import onnx_io
 from hwcc.ir import Graph
-from hwcc.ir.verify import Verification, compare
 from hwcc.models import digits, model_path
 
 LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
@@ -54,25 +53,17 @@ def export_torch():
     return export
 
 
-@pytest.fixture
-def assert_equivalent():
-    """Asserts that ``after`` is a valid model (``onnx.checker``, full check) computing
-    the same outputs as ``before`` in onnxruntime, within the given tolerances."""
-
-    def check(before: Graph, after: Graph, *, rtol: float, atol: float) -> Verification:
-        onnx.checker.check_model(onnx_io.to_proto(after), full_check=True)
-        v = compare(before, after, rtol=rtol, atol=atol)
-        assert v.passed, v.summary()
-        return v
-
-    return check
-
-
 # ---------------------------------------------------------------------- the digits models
 @pytest.fixture(scope="module")
 def train_x() -> np.ndarray:
     """The digits train split's images."""
     return digits.load_split("train")[0]
+
+
+@pytest.fixture(scope="module")
+def digits_test() -> tuple[np.ndarray, np.ndarray]:
+    """The digits test split: images and labels."""
+    return digits.load_split("test")
 
 
 @pytest.fixture(scope="module")

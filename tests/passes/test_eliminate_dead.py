@@ -8,12 +8,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-import hwcc
 from hwcc.ir import dtypes, onnx_io
 from hwcc.ir import Graph
 from hwcc.ir.transform import PassContext, get_pass
+from hwcc.testing import assert_equivalent, onnx_graph, op_counts
 
 RTOL, ATOL = 1e-5, 1e-5
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
@@ -21,10 +21,6 @@ NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, e
 
 def eliminate(graph: Graph):
     return get_pass("eliminate_dead")(graph, NO_VERIFY)
-
-
-def ops(graph: Graph) -> Counter:
-    return Counter(n.op_type for n in graph.nodes)
 
 
 def chain(*copies: tuple[str, dict], opset: int = 17, copy_writes_output: bool = False) -> Graph:
@@ -48,30 +44,30 @@ def chain(*copies: tuple[str, dict], opset: int = 17, copy_writes_output: bool =
 
 
 # ---------------------------------------------------------------------- bypassed
-def test_identity_chain_is_bypassed(assert_equivalent):
+def test_identity_chain_is_bypassed():
     g = chain(("Identity", {}), ("Identity", {}))
     result = eliminate(g)
     assert result.details["bypassed"] == 2
-    assert ops(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
+    assert op_counts(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
     assert result.graph.node("sigmoid").inputs == ("t0",)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_identity_writing_a_graph_output_keeps_the_output_name(assert_equivalent):
+def test_identity_writing_a_graph_output_keeps_the_output_name():
     g = chain(("Identity", {}), copy_writes_output=True)
     result = eliminate(g)
-    assert result.details["bypassed"] == 1 and ops(result.graph) == Counter({"Relu": 1})
+    assert result.details["bypassed"] == 1 and op_counts(result.graph) == Counter({"Relu": 1})
     assert result.graph.outputs == ["y"] and result.graph.producer("y").name == "relu"
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_identity_output_and_input_both_read_elsewhere(assert_equivalent):
+def test_identity_output_and_input_both_read_elsewhere():
     g = chain(("Identity", {}), copy_writes_output=True)
     g.add_node("Neg", ["t0"], ["z"], name="neg")
     g.outputs.append("z")
     onnx_io.infer_shapes(g)
     result = eliminate(g)
-    assert ops(result.graph) == Counter({"Relu": 1, "Neg": 1})
+    assert op_counts(result.graph) == Counter({"Relu": 1, "Neg": 1})
     assert result.graph.outputs == ["y", "z"] and result.graph.node("neg").inputs == ("y",)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
@@ -80,29 +76,30 @@ def test_identity_output_and_input_both_read_elsewhere(assert_equivalent):
     ("Dropout", {}),
     ("Dropout", {"inputs": ["ratio", "training"], "outputs": ["mask"]}),  # mask unused
 ])
-def test_inference_dropout_is_bypassed(copy, assert_equivalent):
+def test_inference_dropout_is_bypassed(copy):
     g = chain((copy[0], dict(copy[1])))
     if "ratio" in g.tensors:
         g.add_initializer("ratio", np.array(0.5, np.float32))
         g.add_initializer("training", np.array(False))
         onnx_io.infer_shapes(g)
     result = eliminate(g)
-    assert result.details["bypassed"] == 1 and ops(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
+    assert result.details["bypassed"] == 1
+    assert op_counts(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
     assert not {"ratio", "training"} & set(result.graph.tensors)  # dropped with the node
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("target,allowzero", [([2, 3, 4], 0), ([0, 3, -1], 0), ([2, 0, 4], 0), ([-1, 3, 4], 1)])
-def test_reshape_to_the_same_shape_is_bypassed(target, allowzero, assert_equivalent):
+def test_reshape_to_the_same_shape_is_bypassed(target, allowzero):
     g = chain(("Reshape", {"inputs": ["target"], "allowzero": allowzero}))
     g.add_initializer("target", np.array(target, np.int64))
     onnx_io.infer_shapes(g)
     result = eliminate(g)
-    assert result.details["bypassed"] == 1 and "Reshape" not in ops(result.graph)
+    assert result.details["bypassed"] == 1 and "Reshape" not in op_counts(result.graph)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_dead_nodes_and_unused_initializers_go_unused_inputs_stay(assert_equivalent):
+def test_dead_nodes_and_unused_initializers_go_unused_inputs_stay():
     g = chain(("Identity", {}))
     g.add_input("unused_input", dtypes.FLOAT, (1,))
     g.add_initializer("w", np.ones((2, 3, 4), np.float32))
@@ -113,27 +110,26 @@ def test_dead_nodes_and_unused_initializers_go_unused_inputs_stay(assert_equival
     result = eliminate(g)
     d = result.details
     assert (d["bypassed"], d["dead_nodes"], d["initializers_dropped"]) == (1, 2, 2)
-    assert ops(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
+    assert op_counts(result.graph) == Counter({"Relu": 1, "Sigmoid": 1})
     assert result.graph.initializers == {} and result.graph.inputs == ["x", "unused_input"]
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_light_alexnet_dropouts_with_unused_masks(light_model, assert_equivalent):
+def test_light_alexnet_dropouts_with_unused_masks(light_model):
     g = light_model("bvlc_alexnet")
     dropouts = g.find("Dropout")
     assert len(dropouts) == 2 and all(len(d.outputs) == 2 for d in dropouts)
     result = eliminate(g)
     assert result.details["bypassed"] == 2
-    assert ops(result.graph) == ops(g) - Counter({"Dropout": 2})
+    assert op_counts(result.graph) == op_counts(g) - Counter({"Dropout": 2})
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_ir_version_3_unused_initializers_leave_the_input_list(assert_equivalent):
-    inits = [numpy_helper.from_array(np.ones(3, np.float32), n) for n in ("w", "unused")]
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("x", "w", "unused")]
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", inputs,
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], initializer=inits)
-    g = hwcc.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3))
+def test_ir_version_3_unused_initializers_leave_the_input_list():
+    g = onnx_graph([helper.make_node("Add", ["x", "w"], ["y"])],
+                   {"x": [3], "w": [3], "unused": [3]}, {"y": [3]},
+                   initializers={n: np.ones(3, np.float32) for n in ("w", "unused")}, opset=9,
+                   ir_version=3)
     result = eliminate(g)
     assert result.details["initializers_dropped"] == 1 and result.graph.inputs == ["x", "w"]
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)

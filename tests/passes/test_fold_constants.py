@@ -6,17 +6,15 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import hwcc
-from hwcc.ir import dtypes, onnx_io
+from hwcc.ir import dtypes
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.cli.apply_view import apply_by_hand
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.ir.verify import compare
+from hwcc.testing import assert_equivalent, finish, onnx_graph, op_counts
 
 RTOL, ATOL = 1e-5, 1e-5
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
@@ -26,18 +24,8 @@ def fold(graph: Graph, ctx: PassContext = NO_VERIFY):
     return get_pass("fold_constants")(graph, ctx)
 
 
-def ops(graph: Graph) -> Counter:
-    return Counter(n.op_type for n in graph.nodes)
-
-
-def finish(g: Graph, *outputs: str) -> Graph:
-    g.outputs.extend(outputs)
-    onnx_io.infer_shapes(g)
-    return g
-
-
 # ---------------------------------------------------------------------- folds
-def test_constant_nodes_become_initializers(assert_equivalent):
+def test_constant_nodes_become_initializers():
     g = Graph("constants")
     g.add_input("x", dtypes.FLOAT, (2, 3))
     g.add_node("Constant", [], ["c_tensor"], {"value": np.arange(6, dtype=np.float32).reshape(2, 3)})
@@ -49,14 +37,14 @@ def test_constant_nodes_become_initializers(assert_equivalent):
     finish(g, "y")
     result = fold(g)
     assert result.details["folded"] == 3
-    assert ops(result.graph) == Counter({"Add": 1, "Mul": 1, "Reshape": 1})
+    assert op_counts(result.graph) == Counter({"Add": 1, "Mul": 1, "Reshape": 1})
     inits = result.graph.initializers
     assert inits["c_float"].dtype == np.float32 and inits["c_float"].shape == ()
     assert inits["c_ints"].tolist() == [3, 2] and inits["c_ints"].dtype == np.int64
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_a_chain_folds_in_one_run_to_the_same_bits(assert_equivalent):
+def test_a_chain_folds_in_one_run_to_the_same_bits():
     rng = np.random.default_rng(0)
     g = Graph("chain")
     g.add_input("x", dtypes.FLOAT, (3, 4))
@@ -72,13 +60,13 @@ def test_a_chain_folds_in_one_run_to_the_same_bits(assert_equivalent):
     finish(g, "y1", "y2")
     result = fold(g)
     assert result.details["folded"] == 5
-    assert ops(result.graph) == Counter({"MatMul": 2, "Add": 1})
+    assert op_counts(result.graph) == Counter({"MatMul": 2, "Add": 1})
     assert "w" not in result.graph.initializers  # only the folded value reads it
     v = assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
     assert v.max_abs_err == 0  # the same kernels computed the same values
 
 
-def test_shape_chain_of_a_torch_export_collapses(export_torch, assert_equivalent):
+def test_shape_chain_of_a_torch_export_collapses(export_torch):
     """``x.reshape(x.shape[0], -1)`` with a dynamic batch exports Shape -> Gather ->
     Unsqueeze -> Concat -> Reshape; once the batch is fixed the shape is a constant."""
     torch = pytest.importorskip("torch")
@@ -89,15 +77,15 @@ def test_shape_chain_of_a_torch_export_collapses(export_torch, assert_equivalent
 
     g = export_torch(Flatten(), torch.randn(1, 3, 4, 4), dynamic_axes={"x0": {0: "N"}},
                      input_shapes={"x0": (2, 3, 4, 4)})
-    assert {"Shape", "Gather", "Unsqueeze", "Concat"} <= set(ops(g))
+    assert {"Shape", "Gather", "Unsqueeze", "Concat"} <= set(op_counts(g))
     result = fold(g)
-    assert ops(result.graph) == Counter({"Reshape": 1, "Relu": 1})
+    assert op_counts(result.graph) == Counter({"Reshape": 1, "Relu": 1})
     reshape = result.graph.find("Reshape")[0]
     assert result.graph.initializer(reshape.inputs[1]).tolist() == [2, -1]
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_shape_with_start_end_and_size_of_a_static_tensor(assert_equivalent):
+def test_shape_with_start_end_and_size_of_a_static_tensor():
     g = Graph("shape")
     g.opset_imports = {"": 17}
     g.add_input("x", dtypes.FLOAT, (2, 3, 4, 5))
@@ -113,19 +101,19 @@ def test_shape_with_start_end_and_size_of_a_static_tensor(assert_equivalent):
     g.add_node("Div", ["x", "size_f"], ["y2"])
     finish(g, "y1", "y2")
     result = fold(g)
-    assert ops(result.graph) == Counter({"Reshape": 1, "Div": 1})
+    assert op_counts(result.graph) == Counter({"Reshape": 1, "Div": 1})
     assert result.graph.initializer("target").tolist() == [2, 3, 4, -1]
     assert result.graph.initializer("size_f") == np.float32(120)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_light_alexnet_folds_weights_under_the_size_cap(light_model, assert_equivalent):
+def test_light_alexnet_folds_weights_under_the_size_cap(light_model):
     g = light_model("bvlc_alexnet")
     sizes = {n.outputs[0]: 4 * int(np.prod(g.initializer(n.inputs[0]))) for n in g.find("ConstantOfShape")}
     result = fold(g)
     small = [t for t, size in sizes.items() if size <= 1 << 20]
     assert result.details["folded"] == len(small) > 0
-    assert ops(result.graph)["ConstantOfShape"] == len(sizes) - len(small)
+    assert op_counts(result.graph)["ConstantOfShape"] == len(sizes) - len(small)
     assert all("max_bytes" in why for why in result.details["skipped"].values())
     assert all(result.graph.initializer(t) is not None for t in small)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
@@ -141,13 +129,13 @@ def constant_of_shape(shape: tuple[int, ...]) -> Graph:
     return finish(g, "y")
 
 
-def test_not_above_the_size_cap_unless_the_knob_allows(assert_equivalent):
+def test_not_above_the_size_cap_unless_the_knob_allows():
     g = constant_of_shape((512, 1024))  # 2 MiB of float32
     result = fold(g)
     assert not result.modified and result.graph is g
     assert "max_bytes=1048576" in result.details["skipped"]["constantofshape"]
     bigger = fold(g, PassContext(verify=False, knobs={"fold_constants": {"max_bytes": 4 << 20}}))
-    assert bigger.details["folded"] == 1 and ops(bigger.graph) == Counter({"Add": 1})
+    assert bigger.details["folded"] == 1 and op_counts(bigger.graph) == Counter({"Add": 1})
     assert_equivalent(g, bigger.graph, rtol=RTOL, atol=ATOL)
 
 
@@ -163,7 +151,7 @@ def test_size_cap_through_apply_by_hand():
     assert "fold_constants" in str(err.value) and "max_bytes" in str(err.value) and ">= 0" in str(err.value)
 
 
-def test_not_nondeterministic_ops_though_their_neighbours_fold(assert_equivalent):
+def test_not_nondeterministic_ops_though_their_neighbours_fold():
     g = Graph("random")
     g.add_input("x", dtypes.FLOAT, (2, 3))
     g.add_node("RandomNormal", [], ["noise"], {"shape": [2, 3], "seed": 1.0, "dtype": dtypes.FLOAT})
@@ -174,7 +162,7 @@ def test_not_nondeterministic_ops_though_their_neighbours_fold(assert_equivalent
     finish(g, "y")
     result = fold(g)
     assert result.details["folded"] == 1  # the Constant only
-    assert ops(result.graph) == Counter({"RandomNormal": 1, "RandomUniformLike": 1, "Add": 2})
+    assert op_counts(result.graph) == Counter({"RandomNormal": 1, "RandomUniformLike": 1, "Add": 2})
     skipped = result.details["skipped"]
     assert {skipped[n.name] for n in result.graph.nodes if n.op_type.startswith("Random")} == {
         "it is nondeterministic"}
@@ -200,16 +188,13 @@ def test_not_nodes_with_subgraphs():
         f"b{v}", [], [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])])
     nodes = [helper.make_node("If", ["cond"], ["picked"], then_branch=branch(1.0), else_branch=branch(2.0)),
              helper.make_node("Add", ["x", "picked"], ["y"])]
-    graph = helper.make_graph(nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
-                              initializer=[numpy_helper.from_array(np.array(True), "cond")])
-    g = hwcc.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    g = onnx_graph(nodes, {"x": [3]}, {"y": [3]}, initializers={"cond": np.array(True)}, name="if")
     result = fold(g)
     assert not result.modified and "subgraph" in result.reason
-    assert ops(result.graph) == Counter({"If": 1, "Add": 1})
+    assert op_counts(result.graph) == Counter({"If": 1, "Add": 1})
 
 
-def test_not_nodes_writing_graph_outputs(assert_equivalent):
+def test_not_nodes_writing_graph_outputs():
     g = Graph("outputs")
     g.add_input("x", dtypes.FLOAT, (2,))
     g.add_node("Constant", [], ["c"], {"value": np.ones(2, np.float32)})
@@ -218,29 +203,27 @@ def test_not_nodes_writing_graph_outputs(assert_equivalent):
     finish(g, "y", "neg")
     result = fold(g)
     assert result.details["folded"] == 1  # the Constant; Neg writes a graph output
-    assert ops(result.graph) == Counter({"Neg": 1, "Add": 1})
+    assert op_counts(result.graph) == Counter({"Neg": 1, "Add": 1})
     assert "graph output" in result.details["skipped"]["neg"]
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-def test_not_overridable_initializers_but_yes_in_ir_version_3(assert_equivalent):
+def test_not_overridable_initializers_but_yes_in_ir_version_3():
     """From IR version 4 an initializer listed as a graph input is a default the caller
     may override; before, every initializer is listed so and none can be overridden."""
 
     def model(ir_version: int) -> Graph:
-        inits = [numpy_helper.from_array(np.full(3, 2.0, np.float32), "w")]
-        inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [3]) for n in ("x", "w")]
-        graph = helper.make_graph(
-            [helper.make_node("Neg", ["w"], ["nw"]), helper.make_node("Add", ["x", "nw"], ["y"])],
-            "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], initializer=inits)
-        return hwcc.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)],
-                                           ir_version=ir_version))
+        nodes = [helper.make_node("Neg", ["w"], ["nw"]),
+                 helper.make_node("Add", ["x", "nw"], ["y"])]
+        return onnx_graph(nodes, {"x": [3], "w": [3]}, {"y": [3]},
+                          initializers={"w": np.full(3, 2.0, np.float32)}, opset=9,
+                          ir_version=ir_version)
 
     modern = fold(model(7))
     assert not modern.modified and modern.reason == "no node has only constant inputs"
     g = model(3)
     legacy = fold(g)
-    assert legacy.details["folded"] == 1 and ops(legacy.graph) == Counter({"Add": 1})
+    assert legacy.details["folded"] == 1 and op_counts(legacy.graph) == Counter({"Add": 1})
     assert legacy.graph.inputs == ["x", "nw"]  # IR 3 lists every initializer as an input
     assert_equivalent(g, legacy.graph, rtol=RTOL, atol=ATOL)
 
@@ -265,5 +248,4 @@ def test_folded_value_is_the_kernel_output():
     finish(g, "y")
     result = fold(g)
     np.testing.assert_allclose(result.graph.initializer("e"), np.exp(g.initializer("c")), rtol=1e-6)
-    assert compare(g, result.graph, rtol=0, atol=0).passed
-    onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
+    assert_equivalent(g, result.graph, rtol=0, atol=0)

@@ -515,7 +515,8 @@ def test_activation_criterion_removes_the_dead_channel(as_file, export_torch, tm
     by_data = prune(g, data=data, group="/a/Conv", k=1, criterion="activation").graph
     by_norm = prune(g, group="/a/Conv", k=1, criterion="l2").graph
     feeds = {"x0": np.random.default_rng(1).uniform(0, 1, (4, 2, 3, 3)).astype(np.float32)}
-    assert_equivalent(g, by_data, feeds, rtol=RTOL, atol=ATOL, check_model=False)  # the dead one went
+    # the dead one went
+    assert_equivalent(g, by_data, feeds, rtol=RTOL, atol=ATOL, check_model=False)
     assert not compare(g, by_norm, rtol=RTOL, atol=ATOL, feeds=feeds).passed  # a live one went
 
 

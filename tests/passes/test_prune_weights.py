@@ -19,6 +19,7 @@ from hwcc.cli.apply_view import apply_by_hand
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.passes.prune_weights import PruneWeights, keep_count, magnitude_prune
 from hwcc.ir.verify import run_onnx
+from hwcc.testing import assert_equivalent, shared_weight_graph, weight_of
 
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
 
@@ -46,10 +47,6 @@ def conv_gemm(w_conv: np.ndarray | None = None, w_fc: np.ndarray | None = None, 
     g.outputs.append("y")
     onnx_io.infer_shapes(g)
     return g
-
-
-def weight_of(g: Graph, node: str) -> np.ndarray:
-    return g.initializer(g.node(node).inputs[1])
 
 
 def assert_magnitude_pruned(before: np.ndarray, after: np.ndarray, density: float) -> None:
@@ -154,24 +151,17 @@ def test_pruning_tiny_weights_gives_the_hand_made_sparse_model():
     assert result.modified
     for node, w in (("conv", "wc"), ("fc", "wf")):
         assert np.array_equal(weight_of(result.graph, node), sparse[w])
-    onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
     x = {"x": rng.normal(size=(1, 3, 6, 6)).astype(np.float32)}
-    np.testing.assert_allclose(run_onnx(result.graph, x)[0], run_onnx(a, x)[0], rtol=1e-6, atol=1e-6)
+    assert_equivalent(a, result.graph, x, rtol=1e-6, atol=1e-6)
     # A itself at its true density: nothing left to prune, outputs as they were.
     same = prune(a, 1.0, layer_density=json.dumps(d))
     assert not same.modified and "already" in same.reason
-    np.testing.assert_allclose(run_onnx(same.graph, x)[0], run_onnx(a, x)[0], rtol=1e-6, atol=1e-6)
+    assert_equivalent(a, same.graph, x, rtol=1e-6, atol=1e-6, check_model=False)
 
 
 def test_shared_weight_is_pruned_once_or_copied():
     rng = np.random.default_rng(4)
-    g = Graph("shared")
-    g.add_input("x", dtypes.FLOAT, (1, 6))
-    g.add_initializer("w", rng.normal(size=(6, 6)).astype(np.float32))
-    g.add_node("MatMul", ["x", "w"], ["h"], name="mm1")
-    g.add_node("MatMul", ["h", "w"], ["y"], name="mm2")
-    g.outputs.append("y")
-    onnx_io.infer_shapes(g)
+    g = shared_weight_graph(rng.normal(size=(6, 6)).astype(np.float32))
     same = prune(g, 0.5)
     assert [n.inputs[1] for n in same.graph.find("MatMul")] == ["w", "w"]
     assert np.count_nonzero(same.graph.initializer("w")) == 18

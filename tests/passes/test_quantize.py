@@ -12,10 +12,11 @@ import pytest
 import hwcc
 from hwcc.cli.apply_view import apply_by_hand
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, dtypes, onnx_io
+from hwcc.ir import Graph, dtypes
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.models import digits
 from hwcc.passes.quantize import Quantize
+from hwcc.testing import gemm_graph
 
 MODES = ("int8", "kmeans", "fixed16")
 # Every quantize pass: the alias in each mode, and each pass by its own name.
@@ -30,17 +31,6 @@ def quantize(graph: Graph, ctx_data=None, pass_=None, verify=False, **knobs):
 
 def run(name: str, graph: Graph, **knobs):
     return get_pass(name)(graph, PassContext(verify=False, knobs={name: knobs}))
-
-
-def gemm_model(w: np.ndarray, trans_b: int = 1, name: str = "fc") -> Graph:
-    g = Graph(name)
-    k = w.shape[1] if trans_b else w.shape[0]
-    g.add_input("x", dtypes.FLOAT, (2, k))
-    g.add_initializer("w", w.astype(np.float32))
-    g.add_node("Gemm", ["x", "w"], ["y"], {"transB": trans_b}, name=name)
-    g.outputs.append("y")
-    onnx_io.infer_shapes(g)
-    return g
 
 
 # ====================================================================== dispatch
@@ -132,7 +122,7 @@ def test_not_with_an_empty_layer_list(lenet5, name, knobs):
 
 @pytest.mark.parametrize("name, knobs", VARIANTS)
 def test_not_for_runtime_weights(name, knobs):
-    g = gemm_model(np.ones((3, 4)))
+    g = gemm_graph(np.ones((3, 4)))
     g.add_input("w_in", dtypes.FLOAT, (3, 4))
     g.set_input(g.node("fc"), 1, "w_in")
     result = run(name, g, **knobs)

@@ -9,18 +9,15 @@ import pytest
 
 import hwcc
 from hwcc.formats import fixed_point as _fixed_point
-from hwcc.ir import Graph, dtypes, onnx_io, workload
+from hwcc.ir import Graph, workload
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import run_onnx
+from hwcc.testing import shared_weight_graph, weight_of
 
 
 def fixed16(graph: Graph, ctx_data=None, verify=False, **knobs):
     ctx = PassContext(verify=verify, data=ctx_data, knobs={"quantize_fixed16": knobs})
     return get_pass("quantize_fixed16")(graph, ctx)
-
-
-def weight_of(g: Graph, node: str) -> np.ndarray:
-    return g.initializer(g.node(node).inputs[1])
 
 
 @pytest.mark.parametrize("lo,hi,f", [(-1.0, 1.0, 14), (-1.0, 0.5, 15), (0.0, 0.0, 15),
@@ -72,13 +69,7 @@ def test_fixed16_without_data_leaves_activations_unset():
 
 def test_fixed16_shared_weight_stays_shared():
     rng = np.random.default_rng(0)
-    g = Graph("shared")
-    g.add_input("x", dtypes.FLOAT, (1, 6))
-    g.add_initializer("w", rng.normal(size=(6, 6)).astype(np.float32))
-    g.add_node("MatMul", ["x", "w"], ["h"], name="mm1")
-    g.add_node("MatMul", ["h", "w"], ["y"], name="mm2")
-    g.outputs.append("y")
-    onnx_io.infer_shapes(g)
+    g = shared_weight_graph(rng.normal(size=(6, 6)).astype(np.float32))
     result = fixed16(g)
     assert [n.inputs[1] for n in result.graph.find("MatMul")] == ["w", "w"]
     x = rng.normal(size=(1, 6)).astype(np.float32)

@@ -17,6 +17,7 @@ from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import run_onnx
 from hwcc.models import digits
 from hwcc.passes.quantize_int8 import QuantizeInt8
+from hwcc.testing import weight_of
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
@@ -24,10 +25,6 @@ LAYER_OPS = ("Conv", "Gemm", "MatMul")
 def int8(graph: Graph, ctx_data=None, pass_=None, verify=False, **knobs):
     ctx = PassContext(verify=verify, data=ctx_data, knobs={"quantize_int8": knobs})
     return (pass_ or get_pass("quantize_int8"))(graph, ctx)
-
-
-def weight_of(g: Graph, node: str) -> np.ndarray:
-    return g.initializer(g.node(node).inputs[1])
 
 
 def qdq_neighbours(g: Graph) -> tuple[set[str], set[str]]:

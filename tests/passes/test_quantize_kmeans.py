@@ -15,33 +15,19 @@ from hypothesis import strategies as st
 
 from hwcc.errors import HwccError
 from hwcc.formats import huffman as _huffman
-from hwcc.ir import Graph, dtypes, onnx_io
+from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.models import digits
 from hwcc.passes.lib import kmeans as _kmeans
 from hwcc.passes.prune_weights import magnitude_prune
 from hwcc.passes.quantize_kmeans import QuantizeKmeans
 from hwcc.targets.base import load_target
+from hwcc.testing import gemm_graph, weight_of
 
 
 def share(graph: Graph, pass_=None, verify=False, **knobs):
     ctx = PassContext(verify=verify, knobs={"quantize_kmeans": knobs})
     return (pass_ or get_pass("quantize_kmeans"))(graph, ctx)
-
-
-def gemm_model(w: np.ndarray, trans_b: int = 1, name: str = "fc") -> Graph:
-    g = Graph(name)
-    k = w.shape[1] if trans_b else w.shape[0]
-    g.add_input("x", dtypes.FLOAT, (2, k))
-    g.add_initializer("w", w.astype(np.float32))
-    g.add_node("Gemm", ["x", "w"], ["y"], {"transB": trans_b}, name=name)
-    g.outputs.append("y")
-    onnx_io.infer_shapes(g)
-    return g
-
-
-def weight_of(g: Graph, node: str) -> np.ndarray:
-    return g.initializer(g.node(node).inputs[1])
 
 
 def test_linear_init_and_kmeans_on_a_hand_example():
@@ -81,7 +67,7 @@ def test_kmeans_dense_layer_storage_by_hand():
     """Values {-3, -1, 1, 3}: the linear init of 4 centroids hits them exactly. Index
     counts 1, 1, 5, 1 -> Huffman lengths 3, 3, 1, 2 = 13 bits against 8·2 = 16."""
     w = np.array([[-3, -1, 1, 1], [1, 1, 1, 3]], dtype=np.float32)
-    result = share(gemm_model(w), bits=2)
+    result = share(gemm_graph(w), bits=2)
     info = result.details["layers"]["fc"]
     assert info["sqnr_db"] == math.inf and info["format"] == "dense" and info["clusters"] == 4
     assert (info["index_bits"], info["index_huffman_bits"]) == (16, 13)
@@ -100,7 +86,7 @@ def test_kmeans_sparse_layer_storage_by_hand():
     {15: 2, 1: 2, 0: 1, 3: 1} -> 12 bits."""
     w = np.zeros((40, 2), dtype=np.float32)
     w[0, 0], w[36, 0], w[1, 1], w[3, 1] = 1.5, -2.0, 0.75, 3.0
-    result = share(gemm_model(w), bits=3)
+    result = share(gemm_graph(w), bits=3)
     info = result.details["layers"]["fc"]
     assert np.array_equal(weight_of(result.graph, "fc"), w)  # 4 values <= 7 centroids: exact
     assert info["sparse"] and info["format"] == "sparse" and info["clusters"] == 4
@@ -195,7 +181,7 @@ def test_kmeans_zero_slot_and_fixed_codebook_by_hand():
     codebook_bits=3 (q in [-4, 3]): f = 1, 1.25 -> round(2.5)/2 = 1 (half to even) and
     0.2 -> round(0.4)/2 = 0: those two weights become zero, the decoder's value for them."""
     w = np.array([[1.25, 0.3, -1.0], [0.1, 1.25, -1.0]], dtype=np.float32)
-    result = share(gemm_model(w), bits=2, zero_slot=True, codebook_bits=4)
+    result = share(gemm_graph(w), bits=2, zero_slot=True, codebook_bits=4)
     out = weight_of(result.graph, "fc")
     np.testing.assert_array_equal(out, [[1.25, 0.25, -1.0], [0.25, 1.25, -1.0]])
     np.testing.assert_array_equal(fixed_steps(out, 2), [[5, 1, -4], [1, 5, -4]])
@@ -212,7 +198,7 @@ def test_kmeans_zero_slot_and_fixed_codebook_by_hand():
     # Without the zero slot, 4 centroids hold the 4 values exactly: the slot costs one value.
     np.testing.assert_array_equal(_kmeans.share_weights(w, 2).values, w)
 
-    three = share(gemm_model(w), bits=2, zero_slot=True, codebook_bits=3)
+    three = share(gemm_graph(w), bits=2, zero_slot=True, codebook_bits=3)
     np.testing.assert_array_equal(weight_of(three.graph, "fc"), [[1, 0, -1], [0, 1, -1]])
     info = three.details["layers"]["fc"]
     assert (info["clusters"], info["codebook_frac_bits"], info["rounded_to_zero"]) == (2, 1, 2)
