@@ -23,6 +23,12 @@ supported ones with :meth:`Target.cost_layer` and the others on the declared hos
 returns a :class:`GraphCost`. A layer that is not supported and has no host is an error,
 never silently dropped.
 
+:meth:`Target.cost` is a pure lookup: it never measures and never writes a file. A target
+priced from tables measured on the device (the ``cpu``), and a target whose host is one,
+measure what a graph needs up front, in :meth:`Target.prepare`; a lookup that misses raises
+:class:`NotPrepared`, saying what is missing and what to do. :meth:`Target.price` is both
+steps, for callers that price a graph once.
+
 Two more things a compiler takes from a target: its *legal form*
 (:attr:`Target.legal_form`, the ``[legal_form.<pass>]`` tables: the passes and knob
 settings that turn a model into what the chip runs, e.g. int8 for the TPU), and its
@@ -38,123 +44,20 @@ import importlib
 import pkgutil
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.workload import Layer, Workload, analyze
+from hwcc.targets.costs import (ZERO, Cost, CostContext, GraphCost, LayerCost, NotPrepared,
+                                scale_batch)
 
-__all__ = ["Cost", "LayerCost", "GraphCost", "CostContext", "Target", "register_family",
-           "load_target", "list_targets", "scale_batch", "ZERO"]
+# The cost records are defined in .costs and exported here too: they are part of the contract.
+__all__ = ["Cost", "LayerCost", "GraphCost", "CostContext", "NotPrepared", "Target",
+           "register_family", "load_target", "list_targets", "scale_batch", "ZERO"]
 
 _TARGET_DIR = Path(__file__).parent
-
-
-@dataclass(frozen=True)
-class Cost:
-    """The price of one layer.
-
-    Attributes:
-        latency_s: seconds, for the whole batch.
-        energy_j: joules, for the whole batch.
-        breakdown: named parts (``compute_s``, ``memory_s``, ``dram_j``, ...). Keys ending in
-            ``_s`` are seconds and in ``_j`` joules; other keys are counts or ratios.
-        note: a short remark shown in tables (e.g. "split over 3 passes: exceeds SRAM").
-    """
-
-    latency_s: float
-    energy_j: float
-    breakdown: Mapping[str, float] = field(default_factory=dict)
-    note: str = ""
-
-
-ZERO = Cost(0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """A layer with its cost and where it runs (``on`` is the target or its host)."""
-
-    layer: Layer
-    cost: Cost
-    on: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.layer.name, "op_type": self.layer.op_type, "on": self.on,
-                "latency_s": self.cost.latency_s, "energy_j": self.cost.energy_j,
-                "breakdown": dict(self.cost.breakdown), "note": self.cost.note}
-
-
-@dataclass
-class GraphCost:
-    """Per-layer costs in graph order, with totals; host-run layers are counted apart."""
-
-    target: str
-    layers: list[LayerCost]
-    batch: int = 1
-
-    def _sum(self, attr: str, where: Callable[[LayerCost], bool] = lambda x: True) -> float:
-        return sum(getattr(x.cost, attr) for x in self.layers if where(x))
-
-    @property
-    def latency_s(self) -> float:
-        return self._sum("latency_s")
-
-    @property
-    def energy_j(self) -> float:
-        return self._sum("energy_j")
-
-    @property
-    def host_latency_s(self) -> float:
-        return self._sum("latency_s", lambda x: x.on != self.target)
-
-    @property
-    def host_energy_j(self) -> float:
-        return self._sum("energy_j", lambda x: x.on != self.target)
-
-    def layer(self, name: str) -> LayerCost:
-        for x in self.layers:
-            if x.layer.name == name:
-                return x
-        raise KeyError(f"no layer named {name!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "batch": self.batch,
-            "layers": [x.to_dict() for x in self.layers],
-            "total": {"latency_s": self.latency_s, "energy_j": self.energy_j},
-            "host": {"latency_s": self.host_latency_s, "energy_j": self.host_energy_j},
-        }
-
-
-@dataclass(frozen=True)
-class CostContext:
-    """Options for one pricing.
-
-    Attributes:
-        batch: inputs processed together; latency and energy are for the whole batch.
-        act_density: fraction of non-zero input activations, for all layers or per layer
-            name (measured on data by :func:`hwcc.data.activations.measure_density`).
-        activations: measured input activation vectors per layer name, for models that
-            simulate the actual sparsity pattern (EIE); see
-            :func:`hwcc.data.activations.capture_activations`.
-    """
-
-    batch: int = 1
-    act_density: float | Mapping[str, float] | None = None
-    activations: Mapping[str, Any] | None = None
-
-
-def scale_batch(layer: Layer, batch: int) -> Layer:
-    """The layer run on ``batch`` inputs at once: activations and work scale, weights don't."""
-    if batch == 1 or layer.N is None:
-        return layer
-    return dataclasses.replace(
-        layer, N=layer.N * batch, macs=layer.macs * batch, ops=layer.ops * batch,
-        input_bytes=layer.input_bytes * batch, output_bytes=layer.output_bytes * batch)
 
 
 class Target:
@@ -186,6 +89,7 @@ class Target:
         self.sources: list[str] = list(spec.get("sources", []))
         self.host: str | None = spec.get("host")
         self.source = source
+        self._host: Target | _HostRecorder | None = None  # loaded on first use: host_target
         if self.provenance not in ("measured", "model"):
             raise HwccError(f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}")
         self._legal_form = _parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
@@ -207,12 +111,47 @@ class Target:
             graph = PassManager([name], ctx).run(graph).graph
         return graph
 
+    @property
+    def host_target(self) -> Target | None:
+        """The target named by :attr:`host` (loaded once per instance), or None."""
+        if self._host is None and self.host is not None:
+            self._host = load_target(self.host)
+        return self._host
+
     def prepare(self, graph: Graph | Workload, ctx: CostContext | None = None) -> None:
         """Make :meth:`cost` able to price ``graph`` as a pure lookup. A model has nothing to
         do; a measured target (or a target whose host is one) measures here, up front,
         whatever its tables lack for the layers it or its host will run. Pricers call it
-        once per new graph; :meth:`cost` itself never measures."""
+        once per new graph; :meth:`cost` itself never measures.
+
+        The default, for models: the host (if any) prepares the layers this target sends
+        it (:meth:`prepare_layers`). They are found by pricing ``graph`` once with the
+        host's lookups recorded instead of made, so that the routing is exactly
+        :meth:`cost`'s, subclasses' included.
+        """
+        host = self.host_target
+        if host is None:
+            return
+        recorder = _HostRecorder(host)
+        self._host = recorder
+        try:
+            self.cost(graph, ctx)
+        finally:
+            self._host = host
+        if recorder.layers:
+            host.prepare_layers(recorder.layers, ctx or CostContext())
+
+    def prepare_layers(self, layers: list[Layer], ctx: CostContext) -> None:
+        """Make :meth:`cost_layer` a pure lookup for ``layers`` (already scaled to
+        ``ctx.batch``): what a host does for the target it serves. A model has nothing to
+        do; a measured target measures what its tables lack."""
         return None
+
+    def price(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
+        """:meth:`prepare`, then :meth:`cost`: for callers that price a graph once (the
+        command line, reports, tests), not for a search's inner loop."""
+        self.prepare(graph, ctx)
+        return self.cost(graph, ctx)
 
     # -- what subclasses provide ---------------------------------------------------
     def supports(self, layer: Layer) -> str | None:
@@ -243,13 +182,21 @@ class Target:
                         "profile a measured target, e.g. --target cpu")
 
     # -- shared machinery ------------------------------------------------------------
+    def workload(self, graph: Graph, ctx: CostContext) -> Workload:
+        """``graph`` analysed with ``ctx``'s activation densities and density memo."""
+        return analyze(graph, act_density=ctx.act_density, densities=ctx.densities)
+
     def cost(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
-        """Price every node of ``graph`` (or of an already analysed workload)."""
+        """Price every node of ``graph`` (or of an already analysed workload): a lookup.
+
+        Raises:
+            NotPrepared: a measured target's (or host's) tables lack what ``graph`` needs;
+                :meth:`prepare` first.
+        """
         ctx = ctx or CostContext()
         if ctx.batch < 1:
             raise HwccError(f"batch must be at least 1, got {ctx.batch}")
-        work = graph if isinstance(graph, Workload) else analyze(graph, act_density=ctx.act_density)
-        host: Target | None = None
+        work = graph if isinstance(graph, Workload) else self.workload(graph, ctx)
         out: list[LayerCost] = []
         for layer in work.layers:
             layer = scale_batch(layer, ctx.batch)
@@ -258,7 +205,8 @@ class Target:
                 continue
             # A layer the workload view could not read (unknown op or shapes) has no
             # dims for a model to price: it goes to the host, which may measure it.
-            reason = self.supports(layer) or (None if layer.known or self.host is None else layer.reason)
+            unread = None if layer.known or self.host is None else layer.reason
+            reason = self.supports(layer) or unread
             if reason is None and not layer.known and self.provenance == "model":
                 raise HwccError(f"target {self.name} cannot price {layer.name}: {layer.reason}",
                                 "fix the input shapes (--input-shape), or give this target a host")
@@ -266,13 +214,15 @@ class Target:
                 out.append(LayerCost(layer, self.cost_layer(layer, ctx), self.name))
                 continue
             if self.host is None:
-                raise HwccError(f"target {self.name} cannot run {layer.name} ({layer.op_type}): {reason}",
+                raise HwccError(f"target {self.name} cannot run {layer.name} ({layer.op_type}): "
+                                f"{reason}",
                                 "run it on a target that supports this op, or give this target a host")
-            host = host or load_target(self.host)
+            host = self.host_target
             if host.supports(layer) is not None:
-                raise HwccError(f"neither {self.name} nor its host {host.name} can run {layer.name}: {reason}")
+                raise HwccError(f"neither {self.name} nor its host {host.name} can run "
+                                f"{layer.name}: {reason}")
             c = host.cost_layer(layer, ctx)
-            note = f"{reason} [{c.note}]" if c.note else reason  # why it left the target comes first
+            note = f"{reason} [{c.note}]" if c.note else reason  # why it left comes first
             out.append(LayerCost(layer, dataclasses.replace(c, note=note), host.name))
         return GraphCost(self.name, out, ctx.batch)
 
@@ -282,6 +232,21 @@ class Target:
                 "provenance": self.provenance, "validated_against": self.validated_against,
                 "sources": self.sources, "host": self.host, "params": self.params,
                 "legal_form": self.legal_form}
+
+
+class _HostRecorder:
+    """Stands in for a host while :meth:`Target.prepare` prices a graph: it records the
+    layers sent to the host and prices them at zero, without a lookup."""
+
+    def __init__(self, host: Target):
+        self.host, self.name, self.layers = host, host.name, []
+
+    def supports(self, layer: Layer) -> str | None:
+        return self.host.supports(layer)
+
+    def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
+        self.layers.append(layer)
+        return ZERO
 
 
 def _parse_legal_form(table: Any, where: Path | str) -> dict[str, dict[str, Any]]:

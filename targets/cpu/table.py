@@ -24,12 +24,14 @@ and exactly where the configuration itself, or a grid point, was measured. Count
 ``step`` are measured exactly. NCHWc kernels store padded channel counts (multiples of
 the block), so they always fall on the grid: their staircase is measured, not smoothed.
 
-The table grows lazily: asking for configurations it lacks measures them (in one batch,
-interleaved) and saves the file after every batch, so a killed run loses at most the
-batch in flight. A save holds an exclusive lock on ``<file>.lock`` (``flock``) while it
-reads the file, merges what other processes saved meanwhile and writes the result
-atomically (temporary file + ``os.replace``): several processes measuring at once end
-with every entry any of them measured. A corrupt or truncated file is set aside as
+The table grows only when asked to: :meth:`KernelTable.ensure` measures the
+configurations it lacks (in batches, interleaved) and saves the file after every batch, so
+a killed run loses at most the batch in flight. :meth:`KernelTable.lookup` only reads: a
+configuration not measured is a :class:`~hwcc.targets.costs.NotPrepared` error. A save
+holds an exclusive lock on ``<file>.lock`` (``flock``) while it reads the file, merges what
+other processes saved meanwhile and writes the result atomically (temporary file +
+``os.replace``): several processes measuring at once end with every entry any of them
+measured. A corrupt or truncated file is set aside as
 ``<file>.corrupt-<time>`` with a warning and the table is rebuilt. Files live in
 ``$XDG_CACHE_HOME/hwcc/tables/`` (default ``~/.cache/hwcc/tables/``), one per device
 fingerprint (CPU model, core count, onnxruntime version, threads, NCHWc block, cache
@@ -55,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from hwcc.errors import HwccError
+from hwcc.targets.costs import NotPrepared
 from hwcc.targets.cpu.specs import spec_key
 
 __all__ = ["KernelTable", "REFERENCE", "spec_key", "tables_dir", "fingerprint_hash", "FORMAT"]
@@ -113,7 +116,8 @@ class KernelTable:
                  block: int = 0, path: Path | None = None):
         if step < 1:
             raise HwccError(f"channel_step must be at least 1, got {step}")
-        self.fingerprint, self.measure_fn, self.step, self.block = dict(fingerprint), measure, step, block
+        self.fingerprint, self.measure_fn = dict(fingerprint), measure
+        self.step, self.block = step, block
         self.path = path or tables_dir() / f"cpu-{fingerprint_hash(self.fingerprint)}.json"
         self.entries: dict[str, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}
@@ -135,7 +139,8 @@ class KernelTable:
             return {}
         except OSError as e:
             raise HwccError(f"lookup table {self.path} cannot be read: {e.strerror}",
-                            "check its permissions, or point XDG_CACHE_HOME at a folder of your own") from None
+                            "check its permissions, or point XDG_CACHE_HOME at a folder of "
+                            "your own") from None
         try:
             data = json.loads(text)
         except ValueError as e:
@@ -166,7 +171,8 @@ class KernelTable:
         try:
             return self._parse()
         except _Corrupt as e:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             os.replace(self.path, aside)
             warnings.warn(f"lookup table {self.path} is corrupt ({e}); set aside as {aside.name}, "
                           "the table is rebuilt by measuring again", stacklevel=2)
@@ -197,10 +203,12 @@ class KernelTable:
                              "entries": self.entries})
         except OSError as e:
             raise HwccError(f"cannot save lookup table {self.path}: {e.strerror}",
-                            "free space on that disk, or point XDG_CACHE_HOME at a writable folder") from None
+                            "free space on that disk, or point XDG_CACHE_HOME at a writable "
+                            "folder") from None
 
     def _write(self, doc: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=0, sort_keys=True)
@@ -256,7 +264,7 @@ class KernelTable:
         todo = self.missing(specs)
         for i in range(0, len(todo), batch):
             chunk = todo[i:i + batch]
-            if hasattr(self.measure_fn, "target_speed"):  # measure at the table's speed where it can
+            if hasattr(self.measure_fn, "target_speed"):  # measure at the table's speed
                 self.measure_fn.target_speed = self.speed()
             results = self.measure_fn(chunk)
             speed = getattr(self.measure_fn, "last_speed", None)
@@ -267,7 +275,8 @@ class KernelTable:
                 self.extra.setdefault("fastest", []).append(fastest)
             now = time.strftime("%Y-%m-%dT%H:%M:%S")
             for spec, (hot, cold) in zip(chunk, results):
-                self.entries[spec_key(spec)] = {"hot_s": float(hot), "cold_s": float(cold), "speed_s": speed, "at": now}
+                self.entries[spec_key(spec)] = {"hot_s": float(hot), "cold_s": float(cold),
+                                                "speed_s": speed, "at": now}
             self.measured += len(chunk)
             self.save()
             if progress:
@@ -289,16 +298,27 @@ class KernelTable:
         speeds, fastest = self.extra.get("speeds") or [], self.extra.get("fastest") or []
         # every lookup asks (the search prices thousands of graphs): recompute only when a
         # batch was added (the lists only grow, or are replaced by a merged file's)
-        key = (len(speeds), speeds[-1] if speeds else None, len(fastest), fastest[-1] if fastest else None)
+        key = (len(speeds), speeds[-1] if speeds else None,
+               len(fastest), fastest[-1] if fastest else None)
         if self._speed[0] != key:
             floor = min(speeds + fastest) if speeds else None
-            fast = floor and ([v for v in speeds if v < 1.4 * floor] or [v for v in fastest if v < 1.4 * floor])
+            fast = floor and ([v for v in speeds if v < 1.4 * floor]
+                              or [v for v in fastest if v < 1.4 * floor])
             self._speed = (key, float(np.median(fast)) if fast else None)
         return self._speed[1]
 
     def lookup(self, spec: dict[str, Any]) -> tuple[float, float]:
-        """``(hot_s, cold_s)`` of ``spec`` at the table's speed, measuring what is missing first."""
-        self.ensure([spec])
+        """``(hot_s, cold_s)`` of ``spec`` at the table's speed; reads, never measures.
+
+        Raises:
+            NotPrepared: ``spec`` or a grid neighbour it is interpolated from was not
+                measured (:meth:`ensure` measures them).
+        """
+        if self.missing([spec]):
+            raise NotPrepared(f"lookup table {self.path} has no measurement of kernel "
+                              f"{spec.get('op')!r} (or of a grid neighbour it is read from)",
+                              "measure it first: KernelTable.ensure, the target's prepare(), or "
+                              "`hwcc profile --target cpu --model MODEL`")
         typical = self.speed()
         hot = cold = 0.0
         for corner, w in self.corners(spec):
@@ -314,6 +334,6 @@ class _Corrupt(Exception):
 
 # The speed probe: a fixed, compute-bound kernel (a plain 3x3 conv, 32 -> 32 channels at
 # 16x16, 2.4 M MACs) timed after every visit of a kernel or a model.
-REFERENCE = {"op": "Conv", "N": 1, "C": 32, "M": 32, "group": 1, "x": [16, 16], "k": [3, 3], "y": [16, 16],
-             "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "bias": True, "act": "",
-             "act_params": [], "sum": False}
+REFERENCE = {"op": "Conv", "N": 1, "C": 32, "M": 32, "group": 1, "x": [16, 16], "k": [3, 3],
+             "y": [16, 16], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1],
+             "bias": True, "act": "", "act_params": [], "sum": False}

@@ -8,7 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
 from hwcc.errors import HwccError
-from hwcc.targets.base import Cost, CostContext, Target, list_targets, load_target, register_family
+from hwcc.targets import base
+from hwcc.targets.base import (Cost, CostContext, NotPrepared, Target, list_targets, load_target,
+                               register_family)
 
 
 @register_family("test_counting")
@@ -124,3 +126,51 @@ def test_a_layer_the_workload_view_cannot_read_is_never_priced_as_free(tmp_path,
     monkeypatch.setattr("hwcc.targets.base._target_files", lambda: {"myhost": host})
     gc = load_target(write_toml(tmp_path, "acc2", "test_everything", host="myhost")).cost(graph)
     assert gc.layer("frob").on == "myhost" and "unknown op" in gc.layer("frob").cost.note
+
+
+@register_family("test_measured_host")
+class MeasuredHost(Target):
+    """A host with a table: it prices only the layers it was prepared for."""
+
+    def __init__(self, name, spec, source=None):
+        super().__init__(name, spec, source)
+        self.measured: list[list[str]] = []
+
+    def prepare_layers(self, layers, ctx):
+        self.measured.append([x.name for x in layers])
+
+    def cost_layer(self, layer, ctx):
+        if not any(layer.name in batch for batch in self.measured):
+            raise NotPrepared(f"{layer.name} was not measured")
+        return Cost(1e-6, 1e-9, note="looked up")
+
+
+def test_prepare_readies_the_host_for_exactly_the_layers_it_will_run(tmp_path, monkeypatch):
+    """The accelerator runs the Gemm and sends the Relu to its host: cost() alone is a
+    lookup that misses; prepare() has the host measure the Relu, and only it; price() is
+    prepare() then cost()."""
+    host = write_toml(tmp_path, "myhost", "test_measured_host")
+    monkeypatch.setattr("hwcc.targets.base._target_files", lambda: {"myhost": host})
+    target = load_target(write_toml(tmp_path, "acc", "test_counting", host="myhost"))
+    graph = fc_relu_graph()
+    with pytest.raises(NotPrepared, match="relu was not measured"):
+        target.cost(graph)
+    target.prepare(graph)
+    assert target.host_target.measured == [["relu"]]
+    gc = target.cost(graph)
+    assert gc.layer("relu").on == "myhost" and gc.layer("relu").cost.note.endswith("[looked up]")
+    assert target.price(graph).to_dict() == gc.to_dict()
+    assert target.host_target.measured == [["relu"], ["relu"]]  # the host knows what it lacks
+
+
+def test_the_host_is_loaded_once_per_target(tmp_path, monkeypatch):
+    host = write_toml(tmp_path, "myhost", "test_host")
+    monkeypatch.setattr("hwcc.targets.base._target_files", lambda: {"myhost": host})
+    target = load_target(write_toml(tmp_path, "acc", "test_counting", host="myhost"))
+    loaded = []
+    real = base.load_target
+    monkeypatch.setattr(base, "load_target", lambda name: loaded.append(name) or real(name))
+    for _ in range(3):
+        target.price(fc_relu_graph())
+    assert loaded == ["myhost"]
+    assert target.host_target is target.host_target

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 import hwcc
 from hwcc.errors import HwccError
 from hwcc.progress import Progress, format_duration
-from hwcc.targets.base import CostContext, load_target
+from hwcc.targets.base import CostContext, NotPrepared, load_target
 from hwcc.targets.cpu.target import CpuTarget, measure_models, profile
 from hwcc.targets.cpu.kernels import plan_kernels, spec_key
 from hwcc.targets.cpu.kernel_model import kernel_graph
@@ -125,7 +125,7 @@ def test_conv_bn_relu_is_one_kernel(tmp_path):
     (k,) = compute
     assert (k.head, k.members) == ("conv", ("bn", "relu"))
     assert k.spec["op"] == "nchwc.Conv" and k.spec["act"] == "Relu" and k.spec["bias"]
-    cost = t.cost(g)
+    cost = t.price(g)
     assert cost.layer("bn").cost.latency_s == 0 and cost.layer("bn").cost.note == "fused into conv"
     assert cost.layer("relu").cost.latency_s == 0 and cost.layer("relu").cost.note == "fused into conv"
     assert "Relu" in cost.layer("conv").cost.note
@@ -144,7 +144,7 @@ def test_one_conv_cost_by_hand(tmp_path):
     g = hwcc.load(conv_bn_relu())
     plan = t.plan(g)
     assert plan.working_set == 768 + 1792 + 4096 + 4096
-    cost = t.cost(g)
+    cost = t.price(g)
     assert cost.latency_s == pytest.approx(25e-6, rel=1e-9)
     assert cost.energy_j == pytest.approx(73.0 * 25e-6, rel=1e-9)
     conv = cost.layer("conv").cost
@@ -166,6 +166,7 @@ def test_cache_blend_by_hand(tmp_path):
     g = hwcc.load(gemm(1024, 1024, "Relu"))
     (k,) = t.plan(g).kernels
     assert k.spec["op"] == "com.microsoft.FusedGemm" and k.members == ("act",)
+    t.prepare(g)
     ((sec, hot, cold, f),) = t.kernel_times(t.plan(g))
     assert f == pytest.approx(1048576 / 4206592, rel=1e-12)
     assert sec == pytest.approx(30e-6 - 1048576 / 4206592 * 20e-6, rel=1e-12)
@@ -230,10 +231,10 @@ def test_residual_add_relu_fuses_into_the_conv(tmp_path):
 def test_nchwc_staircase_shares_entries(tmp_path):
     """With 16-channel blocks, 17..32 output channels run the same padded kernel."""
     t, measure = fake_target(tmp_path)
-    t.cost(hwcc.load(conv_bn_relu(cout=32)))
+    t.price(hwcc.load(conv_bn_relu(cout=32)))
     before = len(measure.kernels)
     for cout in (17, 20, 25, 31):
-        t.cost(hwcc.load(conv_bn_relu(cout=cout)))
+        t.price(hwcc.load(conv_bn_relu(cout=cout)))
     convs = [s for s in measure.kernels[before:] if s["op"] == "nchwc.Conv"]
     assert convs == []  # all answered by the M = 32 entry
 
@@ -243,6 +244,7 @@ def test_measured_entry_is_reused(tmp_path):
     measure = FakeMeasure()
     table = KernelTable(FP, measure, path=tmp_path / "t.json")
     spec = {"op": "Relu", "inputs": [["x", 1, [1, 64]]], "outputs": [[1, [1, 64]]], "attrs": {}}
+    table.ensure([spec])
     assert table.lookup(spec) == pytest.approx((10e-6, 30e-6))
     assert table.lookup(spec) == pytest.approx((10e-6, 30e-6))
     assert measure.kernels == [spec]  # measured once
@@ -265,6 +267,7 @@ def test_interpolation_is_linear_between_grid_points(tmp_path):
     """
     measure = FakeMeasure(lambda s: (s["M"] ** 2 * 1e-6, s["M"] ** 2 * 1e-6))
     table = KernelTable(FP, measure, step=8, path=tmp_path / "t.json")
+    table.ensure([_gemm_spec(64, m) for m in (16, 20, 18)])
     assert table.lookup(_gemm_spec(64, 16))[0] == pytest.approx(256e-6)
     assert table.lookup(_gemm_spec(64, 20))[0] == pytest.approx(416e-6)
     assert table.lookup(_gemm_spec(64, 18))[0] == pytest.approx(336e-6)
@@ -280,6 +283,7 @@ def test_bilinear_in_both_channel_counts(tmp_path):
     measure = FakeMeasure(lambda s: (s["C"] ** 2 * s["M"] * 1e-6,) * 2)
     table = KernelTable(FP, measure, step=8, path=tmp_path / "t.json")
     spec = {**REFERENCE, "C": 20, "M": 12}
+    table.ensure([spec])
     assert table.lookup(spec)[0] == pytest.approx(4992e-6)
     assert sorted((s["C"], s["M"]) for s in measure.kernels) == [(16, 8), (16, 16), (24, 8), (24, 16)]
     assert table.lookup({**REFERENCE, "C": 16, "M": 8})[0] == pytest.approx(2048e-6)  # exact at a grid point
@@ -297,9 +301,9 @@ def test_json_cache_round_trip_keyed_by_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     spec = _gemm_spec(64, 16)
     a = KernelTable(FP, FakeMeasure())
-    a.lookup(spec)
+    a.ensure([spec])
     b = KernelTable({**FP, "onnxruntime": "0.0.0"}, FakeMeasure())
-    b.lookup(spec)
+    b.ensure([spec])
     assert a.path != b.path and a.path.parent == b.path.parent == tmp_path / "hwcc" / "tables"
     doc = json.loads(a.path.read_text())  # plain JSON, not a pickle
     assert doc["format"] == "hwcc-cpu-table/1" and doc["fingerprint"] == FP
@@ -328,8 +332,8 @@ def test_killed_run_keeps_finished_batches(tmp_path):
 def test_concurrent_saves_merge(tmp_path):
     a = KernelTable(FP, FakeMeasure(), path=tmp_path / "t.json")
     b = KernelTable(FP, FakeMeasure(), path=tmp_path / "t.json")
-    a.lookup(_gemm_spec(64, 8))
-    b.lookup(_gemm_spec(64, 16))
+    a.ensure([_gemm_spec(64, 8)])
+    b.ensure([_gemm_spec(64, 16)])
     assert len(KernelTable(FP, FakeMeasure(), path=tmp_path / "t.json").entries) == 2
 
 
@@ -368,6 +372,7 @@ def test_cost_layer_prices_any_kind_alone(tmp_path):
     inits = [numpy_helper.from_array(np.array([1, 64], np.int64), "shape")]
     work = analyze(hwcc.load(model(nodes, [vi("x", [1, 4, 16])], [vi("y", [1, 64])], inits)))
     reshape, softmax = work.layer("reshape"), work.layer("softmax")
+    t.prepare_layers([reshape, softmax], CostContext())
     c1 = t.cost_layer(reshape, CostContext())
     assert c1.latency_s == pytest.approx(10e-6) and "Reshape" in c1.note
     assert t.cost_layer(softmax, CostContext()).latency_s == pytest.approx(10e-6)
@@ -375,19 +380,20 @@ def test_cost_layer_prices_any_kind_alone(tmp_path):
     t.cost_layer(reshape, CostContext())
     assert len(measure.kernels) == n  # memoised
     conv = analyze(hwcc.load(conv_bn_relu())).layer("conv")
+    t.prepare_layers([conv], CostContext())
     assert t.cost_layer(conv, CostContext()).latency_s > 0
 
 
 def test_workload_without_graph_prices_layer_by_layer(tmp_path):
     t, _ = fake_target(tmp_path)
     work = analyze(hwcc.load(gemm(16, 8)))
-    cost = t.cost(work)
+    cost = t.price(work)
     assert cost.latency_s == pytest.approx(10e-6) and len(cost.layers) == 1
 
 
 def test_batch_scales_kernel_specs(tmp_path):
     t, measure = fake_target(tmp_path)
-    t.cost(hwcc.load(gemm(16, 8)), CostContext(batch=4))
+    t.price(hwcc.load(gemm(16, 8)), CostContext(batch=4))
     assert [s["N"] for s in measure.kernels if s["op"] == "Gemm"] == [4]  # K = 16, M = 8: one grid point
 
 
@@ -408,6 +414,61 @@ def test_unknown_shapes_are_an_error(tmp_path):
     g = hwcc.load(m, allow_dynamic=True)
     with pytest.raises(HwccError, match="input shapes"):
         t.cost(g)
+
+
+# ---------------------------------------------------------------------- prepare, then look up
+def test_cost_is_a_pure_lookup_and_a_miss_says_what_to_do(tmp_path):
+    """cost() never measures and never writes the table: an unprepared graph is an error
+    naming the kernels it lacks and how to measure them; prepare() measures them once."""
+    t, measure = fake_target(tmp_path)
+    g = hwcc.load(conv_bn_relu())
+    missing = (r"no measurement of 2 kernel configuration\(s\) that g at batch 1 needs "
+               r"\(nchwc.Conv, nchwc.ReorderOutput\)")
+    with pytest.raises(NotPrepared, match=missing) as e:
+        t.cost(g)
+    assert "prepare(graph)" in e.value.hint and "hwcc profile --target cpu" in e.value.hint
+    assert measure.calls == [] and not (tmp_path / "t.json").exists()
+    t.prepare(g)
+    assert len(measure.calls) == 2 and (tmp_path / "t.json").exists()
+    written = (tmp_path / "t.json").read_text()
+    t.prepare(g)  # nothing lacking: nothing measured
+    assert t.cost(g).latency_s == pytest.approx(25e-6)
+    assert len(measure.calls) == 2 and (tmp_path / "t.json").read_text() == written
+    with pytest.raises(NotPrepared, match="at batch 2"):  # another batch, other kernels
+        t.cost(g, CostContext(batch=2))
+    del t.table.extra["session"]
+    with pytest.raises(NotPrepared, match="no session overhead"):
+        t.cost(g)
+
+
+def test_cost_layer_is_a_lookup_too(tmp_path):
+    t, measure = fake_target(tmp_path)
+    fc = analyze(hwcc.load(gemm(16, 8))).layer("fc")
+    with pytest.raises(NotPrepared, match=r"fc \(Gemm, priced alone for an accelerator\)"):
+        t.cost_layer(fc, CostContext())
+    assert measure.calls == [] and not (tmp_path / "t.json").exists()
+    with pytest.raises(NotPrepared, match="Gemm"):  # the table refuses a lookup it cannot answer
+        t.table.lookup(_gemm_spec(16, 8))
+
+
+def test_an_accelerator_prepares_its_cpu_host_for_the_layers_it_sends_there(tmp_path):
+    """EIE runs the FC layer and sends the Softmax to its host, the cpu: its prepare()
+    measures the Softmax alone, nothing of the FC layer; then cost() prices both."""
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
+             helper.make_node("Softmax", ["g"], ["y"], name="softmax", axis=-1)]
+    inits = [const("w", 8, 16), const("b", 8)]
+    g = hwcc.load(model(nodes, [vi("x", [1, 16])], [vi("y", [1, 8])], inits))
+    cpu, measure = fake_target(tmp_path)
+    eie = load_target("eie")
+    eie.host_target.use_table(cpu.table)
+    with pytest.raises(NotPrepared, match="softmax"):
+        eie.cost(g)
+    eie.prepare(g)
+    assert [s["op"] for s in measure.calls] == ["Softmax"]
+    gc = eie.cost(g)
+    assert [(x.layer.name, x.on) for x in gc.layers] == [("fc", "eie"), ("softmax", "cpu")]
+    assert gc.layer("softmax").cost.latency_s == pytest.approx(10e-6)  # hot: its data fits L2
+    assert eie.price(g).to_dict() == gc.to_dict() and len(measure.calls) == 1
 
 
 # ---------------------------------------------------------------------- the progress bar
