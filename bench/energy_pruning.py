@@ -181,7 +181,7 @@ def _legalize(graph, target, calib):
 
 
 def _price(target, graph, ctx=None) -> dict[str, float]:
-    c = target.cost(graph, ctx)
+    c = target.price(graph, ctx)
     return {"energy_j": float(c.energy_j), "chip_energy_j": float(c.energy_j - c.host_energy_j)}
 
 

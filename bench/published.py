@@ -156,7 +156,7 @@ def fc_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         W.flat[nz] = rng.standard_normal(len(nz), dtype=np.float32)
         g = _fc(W)
         del W
-        c = eie.cost(g, CostContext(act_density=ad)).layer("fc").cost
+        c = eie.price(g, CostContext(act_density=ad)).layer("fc").cost
         values = {"actual time": (c.latency_s * 1e6, actual_us, "us"),
                   "theoretical time": (c.breakdown["theoretical_s"] * 1e6, theory_us, "us"),
                   "load balance": (c.breakdown["load_balance_efficiency"], theory_us / actual_us, "")}
@@ -164,8 +164,8 @@ def fc_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             eie_out.append(row("eie", name, q, unit, m, p, EIE_TOL[q],
                                flag="known miss" if (name, q) in EIE_KNOWN_MISSES else ""))
         one, sixty_four = TITAN_X[name]
-        b1 = gpu.cost(g).latency_s * 1e6
-        b64 = gpu.cost(g, CostContext(batch=64)).latency_s * 1e6 / 64
+        b1 = gpu.price(g).latency_s * 1e6
+        b64 = gpu.price(g, CostContext(batch=64)).latency_s * 1e6 / 64
         gpu_out.append(row("gpu", name, "batch 1", "us", b1, one, GPU_TOL,
                            flag="known miss" if name in GPU_KNOWN_MISSES else ""))
         gpu_out.append(row("gpu", name, "batch 64, per frame (lower bound)", "us", b64, sixty_four, None,
@@ -186,7 +186,7 @@ def eyeriss_rows() -> list[dict[str, Any]]:
         layer = scale_batch(analyze(g, act_density=dens).layer(name), BATCH)
         ctx = EyerissContext(batch=BATCH, act_density=dens, out_density={name: OFMAP_DENSITY[name]})
         paper = t.plan_with(layer, dict(zip("mnepqrt", mapping)), ctx)
-        mapped = t.cost(g, ctx).layer(name).cost
+        mapped = t.price(g, ctx).layer(name).cost
         chip_j = POWER_MW[name] * TOTAL_MS[name] * 1e-6
         out += [row("eyeriss", name, "active PEs, Table III mapping", "", paper.breakdown["active_pes"],
                     ACTIVE_PES[name], 0.0),
@@ -232,18 +232,18 @@ def tpu_rows() -> list[dict[str, Any]]:
     from bench.tpu_workloads import BUILDERS, qlinear_fc
 
     for name, build in BUILDERS.items():
-        gc = t.cost(build())
+        gc = t.price(build())
         macs = sum(x.layer.macs for x in gc.layers)
         tops = 2 * macs / gc.latency_s / 1e12
         flag = "not captured" if name in TPU_NOT_CAPTURED else ""
         out.append(row("tpu", name, "TOPS", "TOPS", tops, TPU_MEASURED_TOPS[name], TPU_TOL, flag=flag))
         if name == "CNN0":
             out.append(row("tpu", name, "busy power", "W", gc.energy_j / gc.latency_s, TPU_BUSY_W, TPU_POWER_TOL))
-    small = t.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
+    small = t.price(qlinear_fc(96, 600, 600)).layer("fc").cost
     out.append(row("tpu", "600x600, batch 96", "time, 256x256 unit", "us", small.latency_s * 1e6,
                    SECTION7["256x256 unit"], SECTION7_TOL))
     big = _tpu_variant(t, array_rows=512, array_cols=512, tile_shift_cycles=512, pipeline_fill_cycles=512)
-    large = big.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
+    large = big.price(qlinear_fc(96, 600, 600)).layer("fc").cost
     out.append(row("tpu", "600x600, batch 96", "time, 512x512 unit", "us", large.latency_s * 1e6,
                    SECTION7["512x512 unit"], SECTION7_TOL))
     return out

@@ -168,7 +168,7 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
 
     def measure(graphs):
         calls.append(len(graphs))
-        original, final = (target.cost(g).latency_s for g in graphs)
+        original, final = (target.price(g).latency_s for g in graphs)
         return [original, 1.3 * final]
 
     target.measure_latency = measure

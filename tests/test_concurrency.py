@@ -115,6 +115,7 @@ def test_a_corrupt_table_is_set_aside_with_a_warning_and_rebuilt(tmp_path, conte
     with pytest.warns(UserWarning, match=f"lookup table {path} is corrupt \\({why}.*set aside as t.json.corrupt-"):
         table = KernelTable(FP, _fake_measure, path=path)
     assert table.entries == {}
+    table.ensure([_gemm(8, 8)])
     assert table.lookup(_gemm(8, 8)) == pytest.approx((8e-6, 16e-6))
     doc = json.loads(path.read_text())
     assert list(doc["entries"]) == [spec_key(_gemm(8, 8))]

@@ -13,7 +13,7 @@ from hwcc.targets.base import load_target
 
 @pytest.fixture(scope="module")
 def alexnet_on_eyeriss():
-    return load_target("eyeriss").cost(hwcc.load("zoo:alexnet"))
+    return load_target("eyeriss").price(hwcc.load("zoo:alexnet"))
 
 
 @pytest.mark.parametrize("columns", [80, 100, 160])

@@ -367,11 +367,11 @@ def test_a_lookup_table_that_cannot_be_saved_is_an_error_and_the_file_is_kept(mo
     table = KernelTable({"cpu": "test"}, lambda specs: [(1e-6, 2e-6)] * len(specs), path=path)
     gemm = {"op": "Gemm", "N": 1, "K": 8, "M": 8, "transA": 0, "transB": 1, "alpha": 1.0, "beta": 1.0,
             "bias": True, "b_const": True, "act": "", "act_params": []}
-    table.lookup(gemm)
+    table.ensure([gemm])
     before = path.read_text()
     _fill(disk, 0)
     with pytest.raises(HwccError, match=f"cannot save lookup table {path}: No space left on device"):
-        table.lookup({**gemm, "M": 16})
+        table.ensure([{**gemm, "M": 16}])
     assert path.read_text() == before and sorted(os.listdir(disk)) == ["filler", "t.json", "t.json.lock"]
 
 

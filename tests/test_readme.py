@@ -192,7 +192,7 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     from hwcc.ir.workload import analyze
 
     graph = hwcc.load("zoo:lenet5-digits")
-    cost = load_target(str(tmp_path / "chip.toml")).cost(graph)
+    cost = load_target(str(tmp_path / "chip.toml")).price(graph)
     macs = sum(x.macs for x in analyze(graph).layers if x.kind in ("conv", "gemm"))
     on_chip = sum(x.cost.latency_s for x in cost.layers if x.on != "cpu")
     assert on_chip == pytest.approx(macs / 256 / 1e9, rel=1e-9)

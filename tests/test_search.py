@@ -77,7 +77,7 @@ def eyeriss():
 
 
 def _metrics(target, graph):
-    c = target.cost(graph)
+    c = target.price(graph)
     return {"latency_s": c.latency_s, "energy_j": c.energy_j,
             "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers))}
 
@@ -89,7 +89,7 @@ def _start(limits, r0, cfg):
 
 def _hooks(target, accuracy=lambda g: 0.9, events=None):
     return Hooks(price=lambda g: _metrics(target, g),
-                 layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.cost(g).layers},
+                 layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.price(g).layers},
                  finetune=lambda g, steps, seed: g, accuracy=accuracy,
                  event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None))
 
@@ -140,7 +140,7 @@ def test_energy_budget_visits_units_most_energy_first(lenet5, eyeriss):
     events: list = []
     state = _start({"energy_j": 0.97 * r0["energy_j"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, events=events))
-    energy = {lc.layer.name: lc.cost.energy_j for lc in eyeriss.cost(lenet5).layers}
+    energy = {lc.layer.name: lc.cost.energy_j for lc in eyeriss.price(lenet5).layers}
     hungriest = max((n for n in energy if n in {"/0/Conv", "/2/Conv", "/6/Gemm", "/8/Gemm"}), key=energy.get)
     tried = [r["layer"] for r in state.rejected] + [p["layer"] for p in state.proposals]
     assert tried == [f"weights of {hungriest}"]

@@ -49,7 +49,7 @@ def _inspect_target(graph, args: argparse.Namespace) -> int:
         density = measure_density(graph, data)
         if target.uses_activation_vectors:
             vectors = capture_activations(graph, data, max_samples=16)
-    gc = target.cost(graph, CostContext(batch=args.batch, act_density=density, activations=vectors))
+    gc = target.price(graph, CostContext(args.batch, density, vectors))
     if args.json:
         print(json.dumps(gc.to_dict(), indent=2))
     else:

@@ -161,7 +161,7 @@ def write_eie_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext 
     """Write ``eie/`` (module docstring) for ``target`` (an :class:`EIE`); returns the files."""
     out = Path(folder) / target.family
     out.mkdir(parents=True, exist_ok=True)
-    cost = target.cost(graph, ctx)
+    cost = target.price(graph, ctx)
     written: dict[str, str] = {}
     layers, host = [], []
     for node, lc in zip(graph.nodes, cost.layers):

@@ -57,7 +57,7 @@ def write_eyeriss_payload(target: Any, graph: Graph, folder: Path, ctx: CostCont
     ctx = ctx or CostContext()
     work = analyze(graph, act_density=ctx.act_density)
     ectx = target.graph_context(graph, work, ctx)
-    cost = target.cost(work, ectx)  # what cost(graph, ctx) computes, with the context kept
+    cost = target.price(work, ectx)  # what price(graph, ctx) computes, with the context kept
     layers, other, host = [], [], []
     for lc in cost.layers:
         if lc.layer.kind == "constant":

@@ -286,7 +286,7 @@ def write_tpu_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext 
     ctx = ctx or CostContext()
     out = Path(folder) / target.family
     out.mkdir(parents=True, exist_ok=True)
-    cost = target.cost(graph, ctx)
+    cost = target.price(graph, ctx)
     pairs = list(zip(graph.nodes, cost.layers))
     if any(n.name != lc.layer.name for n, lc in pairs):
         raise AssertionError("the cost's layers are not the graph's nodes in order")

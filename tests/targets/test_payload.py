@@ -132,9 +132,9 @@ def test_eie_legal_form_wider_than_the_codebook_index_is_an_error(tmp_path):
 
 def test_tpu_prices_a_float_graph_on_the_host_and_its_legal_form_on_the_tpu(lenet5_int8):
     tpu = load_target("tpu")
-    float_cost = tpu.cost(zoo("lenet5-digits"))
+    float_cost = tpu.price(zoo("lenet5-digits"))
     assert {x.on for x in float_cost.layers if x.layer.op_type in MATRIX_OPS} == {"cpu"}
-    int8_cost = tpu.cost(lenet5_int8)
+    int8_cost = tpu.price(lenet5_int8)
     matrix = [x for x in int8_cost.layers if x.layer.op_type in MATRIX_OPS]
     assert len(matrix) == 4 and {x.on for x in matrix} == {"tpu"}
     # Only the float input's QuantizeLinear is left to the host.
@@ -149,7 +149,7 @@ def test_eie_and_eyeriss_run_their_legal_forms(lenet300_eie):
     assert {x.layer.weight_bits for x in fc} == {4}
     eyeriss = load_target("eyeriss")
     fixed = get_pass("quantize")(zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "fixed16"}})).graph
-    layers = [x for x in eyeriss.cost(fixed).layers if x.layer.op_type in MATRIX_OPS]
+    layers = [x for x in eyeriss.price(fixed).layers if x.layer.op_type in MATRIX_OPS]
     assert len(layers) == 4 and {x.on for x in layers} == {"eyeriss"} and {x.layer.weight_bits for x in layers} == {16}
 
 

@@ -281,7 +281,7 @@ def test_float_graph_on_the_cpu_host(tpu):
         load_target("cpu")
     except HwccError:
         pytest.skip("no cpu target in this checkout")
-    gc = tpu.cost(float_mlp())
+    gc = tpu.price(float_mlp())
     assert {x.on for x in gc.layers} == {"cpu"} and "float32 is not legal" in gc.layer("fc").cost.note
 
 
