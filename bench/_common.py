@@ -76,6 +76,11 @@ def fmt_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def fmt_times(ratio: float) -> str:
+    """``2.13x``: a ratio such as a speed-up or an energy reduction."""
+    return f"{ratio:.2f}x"
+
+
 def fmt_count(n: float) -> str:
     """``50.6K``, ``1.2M``: parameters and MACs."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):

@@ -8,8 +8,9 @@ int8 kernels such as ``QLinearConv`` when it loads the model), with
 weights symmetric (``z = 0``), activations asymmetric with ``[min, max]`` from the same
 calibration images (MinMax). What differs, by construction:
 
-* **hwcc** (the ``quantize`` pass, ``mode=int8``, after the cleanups ``hwcc compile``
-  runs: BatchNormalization folded, constants folded, dead nodes removed) quantizes the
+* **hwcc** (the ``quantize_int8`` pass, after the cleanups ``hwcc compile`` runs,
+  :func:`hwcc.ir.cleanup.cleanup`: BatchNormalization folded, constants folded, dead
+  nodes removed) quantizes the
   weights and inputs of Conv, Gemm and MatMul only, weights per output channel; every
   other op (Add, pooling, Flatten) stays float between a DequantizeLinear and the next
   QuantizeLinear.
@@ -74,15 +75,16 @@ FULL = Settings(models=("lenet300-digits", "lenet5-digits", "mobilenet-digits", 
 
 # ---------------------------------------------------------------------- the models
 def _hwcc_int8(src, calib: np.ndarray) -> bytes:
-    from hwcc.api import CLEANUP
-    from hwcc.ir.onnx_io import to_proto
-    from hwcc.ir.transform import PassContext, PassManager, get_pass
+    # hwcc is imported when the section runs, not with its pure pieces (here and below).
+    from hwcc.ir.cleanup import cleanup
+    from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
+    from hwcc.ir.transform import PassContext, get_pass  # hwcc only when the section runs
 
-    graph = PassManager(list(CLEANUP), PassContext(seed=SEED, verify=True)).run(src).graph
+    graph = cleanup(src, seed=SEED)
     name = graph.real_inputs()[0]
-    ctx = PassContext(knobs={"quantize": {"mode": "int8", "calibration": "minmax", "samples": len(calib)}},
-                      data={name: calib}, seed=SEED, verify=False)
-    res = get_pass("quantize")(graph, ctx)
+    knobs = {"quantize_int8": {"calibration": "minmax", "samples": len(calib)}}
+    ctx = PassContext(knobs=knobs, data={name: calib}, seed=SEED, verify=False)
+    res = get_pass("quantize_int8")(graph, ctx)
     if not res.modified:
         raise RuntimeError(f"hwcc's int8 quantization did not apply: {res.reason}")
     return to_proto(res.graph).SerializeToString()
@@ -158,8 +160,8 @@ def int8_kernels(counts: dict[str, int]) -> int:
 
 def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
     import hwcc
-    from hwcc.models.digits import load_split
-    from hwcc.ir.onnx_io import to_proto
+    from hwcc.models.digits import load_split  # hwcc only when the section runs
+    from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
 
     src = hwcc.load(f"zoo:{name}")
     x_train, _ = load_split("train")
@@ -178,8 +180,8 @@ def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the section
 def run(quick: bool, out: Path) -> dict[str, Any]:
-    from hwcc.models.digits import load_split
-    from hwcc.targets.base import load_target
+    from hwcc.models.digits import load_split  # hwcc only when the section runs
+    from hwcc.targets.base import load_target  # hwcc only when the section runs
 
     s = QUICK if quick else FULL
     target = load_target("cpu")
@@ -219,8 +221,9 @@ def _what(s: Settings, target, n_test: int) -> str:
         f"the digits train split, one at a time (batch 1), the same for every method; MinMax ranges; int8 "
         f"activations (asymmetric, per tensor) and int8 weights (symmetric), QDQ format. *hwcc int8*: "
         f"BatchNormalization folded, constants folded, dead nodes removed (as `hwcc compile` does), then the "
-        f"`quantize` pass with `mode=int8, calibration=minmax, samples={s.calibration}`: weights per output "
-        f"channel, Conv/Gemm/MatMul only. *ORT int8 per-channel*: `quant_pre_process` (defaults: symbolic shape "
+        f"`quantize_int8` pass with `calibration=minmax, samples={s.calibration}`: weights per "
+        "output channel, Conv/Gemm/MatMul only. *ORT int8 per-channel*: `quant_pre_process` "
+        f"(defaults: symbolic shape "
         f"inference and onnxruntime's basic optimizations) then `quantize_static(quant_format=QDQ, "
         f"activation_type=QInt8, weight_type=QInt8, calibrate_method=MinMax, per_channel=True)` with its default "
         f"operator set (all it can quantize) and default `extra_options` (weights symmetric, activations "
@@ -288,6 +291,7 @@ _SHORT = dict(zip(METHODS, ("fp32", "hwcc", "ORT per-ch.", "ORT defaults", "ORT 
 
 
 def _plot(families: list[dict[str, Any]], out: Path) -> str:
+    # hwcc only when the section runs
     from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, count_labels, hbars, percent_labels
 
     names = [f["model"] for f in families]
