@@ -26,9 +26,9 @@ __all__ = ["session", "random_feeds", "Timer", "measure_models", "session_overhe
 PROTOCOL = 14  # bump when the timing protocol changes: old tables stop matching
 
 
-def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5, warmup: int = 5,
-                   speed: float | None = None, probes: list[float] | None = None, visit_s: float = 0.05,
-                   patience_s: float = 20.0) -> list[float]:
+def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5,
+                   warmup: int = 5, speed: float | None = None, probes: list[float] | None = None,
+                   visit_s: float = 0.05, patience_s: float = 20.0) -> list[float]:
     """Median latency of each model in onnxruntime, timed round-robin over the models.
 
     Each model runs with ``session.run`` on fixed random inputs, timed like the tables
@@ -129,13 +129,16 @@ def random_feeds(sess) -> dict[str, Any]:
     """Inputs for ``sess``: uniform [0, 1) floats, zeros for other types (valid indices)."""
     rng, out = np.random.default_rng(0), {}
     for i in sess.get_inputs():
-        dt = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}.get(i.type)
+        dt = _FLOAT_TYPES.get(i.type)
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
         kind = i.type[len("tensor("):-1]
-        out[i.name] = rng.random(shape).astype(dt) if dt else np.zeros(shape, _NP_TYPES.get(kind, np.int64))
+        out[i.name] = (rng.random(shape).astype(dt) if dt
+                       else np.zeros(shape, _NP_TYPES.get(kind, np.int64)))
     return out
 
 
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                "tensor(float16)": np.float16}
 _NP_TYPES = {"int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64", "bool": "bool"}
 
 
@@ -190,12 +193,14 @@ class Timer:
             is waited out rather than rescaled; the entries are then given at that speed.
     """
 
-    def __init__(self, threads: int, evict_bytes: int, block: int, *, l1_bytes: int = 32 << 10, warmup: int = 3,
-                 rounds: int = 20, hot: int = 3, cold: int = 2, budget_s: float = 0.02, patience_s: float = 5.0):
+    def __init__(self, threads: int, evict_bytes: int, block: int, *, l1_bytes: int = 32 << 10,
+                 warmup: int = 3, rounds: int = 20, hot: int = 3, cold: int = 2,
+                 budget_s: float = 0.02, patience_s: float = 5.0):
         self.target_speed: float | None = None
         self.patience_s = patience_s
         self.threads, self.block, self.l1_evict = threads, block, 2 * l1_bytes
-        self.warmup, self.rounds, self.hot, self.cold, self.budget_s = warmup, rounds, hot, cold, budget_s
+        self.warmup, self.rounds, self.hot, self.cold = warmup, rounds, hot, cold
+        self.budget_s = budget_s
         self._buf = np.ones(max(1, evict_bytes, self.l1_evict) // 4, np.float32)
         self.clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
 
@@ -325,7 +330,8 @@ def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> flo
     same way (the last resort: across the phases, memory-bound kernels and
     onnxruntime's own overhead change less than the compute-bound probe)."""
     same = [v for v in visits if all(_same_speed(p, speed) for p in v[2:])]
-    use = same if same and len(same) >= (need if need is not None else -(-len(visits) // 3)) else visits
+    enough = need if need is not None else -(-len(visits) // 3)
+    use = same if same and len(same) >= enough else visits
     scale = [speed / float(np.mean(v[2:])) for v in use]
     k = [t * f for v, f in zip(use, scale) for t in v[0]]
     z = [t * f for v, f in zip(use, scale) for t in v[1]]

@@ -100,7 +100,8 @@ def _fold_counts(s: Shape, m, p, t, q, r) -> dict[str, Any]:
     last = _folds(s.M - (mb - 1) * m, p * t, t, p)
     groups, sum_p, sets_t = ((mb - 1) * a + b for a, b in zip(full, last))
     chunks, sum_q, sets_r = _folds(s.C, q * r, r, q)
-    return dict(mb=mb, groups=groups, sum_p=sum_p, sets_t=sets_t, chunks=chunks, sum_q=sum_q, sets_r=sets_r)
+    return dict(mb=mb, groups=groups, sum_p=sum_p, sets_t=sets_t, chunks=chunks, sum_q=sum_q,
+                sets_r=sets_r)
 
 
 def _accesses(s: Shape, hw: Hardware, f: dict[str, Any], c: MappingABC[str, np.ndarray], nb, strips,
@@ -112,12 +113,14 @@ def _accesses(s: Shape, hw: Hardware, f: dict[str, Any], c: MappingABC[str, np.n
     filters = s.M * s.C * s.R * s.S
     ones = np.ones(np.shape(nb))
     loads = nb * strips * filters  # filter words all passes load from the GLB
+    filter_dram = filters if filters <= hw.glb_filter_words else loads
     return {
-        ("ifmaps", "dram"): s.N * s.C * f["mb"] * c["rows_real"] * s.W_real * rlc_ratio(d_in, hw.rlc),
+        ("ifmaps", "dram"): (s.N * s.C * f["mb"] * c["rows_real"] * s.W_real
+                             * rlc_ratio(d_in, hw.rlc)),
         ("ifmaps", "glb"): s.N * s.C * f["groups"] * c["rows_pad"] * s.W,
         ("ifmaps", "noc"): s.N * s.C * s.R * s.E * s.W * f["sets_t"],
         ("ifmaps", "rf"): macs * ones,
-        ("weights", "dram"): (filters if filters <= hw.glb_filter_words else loads) * rlc_ratio(d_w, hw.rlc) * ones,
+        ("weights", "dram"): filter_dram * rlc_ratio(d_w, hw.rlc) * ones,
         ("weights", "glb"): loads,
         ("weights", "noc"): nb * s.E * filters,
         ("weights", "rf"): macs * d_in * ones,
@@ -191,7 +194,8 @@ def check(s: Shape, mp: Mapping, hw: Hardware) -> str | None:
     """None if ``mp`` fits the scratchpads, the array and the GLB; else why not."""
     m, n, e, p, q, r, t = (getattr(mp, k) for k in "mnepqrt")
     if min(s.N, s.C, s.M, s.E, s.F, s.R, s.S, s.U) < 1:
-        return f"the layer has an empty dimension (N={s.N}, C={s.C}, M={s.M}, E={s.E}, F={s.F}, R={s.R}, S={s.S})"
+        return (f"the layer has an empty dimension (N={s.N}, C={s.C}, M={s.M}, E={s.E}, "
+                f"F={s.F}, R={s.R}, S={s.S})")
     if min(m, n, e, p, q, r, t) < 1 or n > s.N or e > s.E or p > s.M or q > s.C:
         return "parameters must be positive, with n <= N, e <= E, p <= M and q <= C"
     if t > _ceil(s.M, p) or r > _ceil(s.C, q):
@@ -292,8 +296,10 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
         fit = r_all <= sets
         p, q, r = p_all[fit], q_all[fit], r_all[fit]
         for n in batches:
-            free = (hw.glb_banks - _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw)) * hw.bank_words
-            t = np.minimum.reduce([sets // r, _ceil(s.M, p), hw.glb_filter_words // (p * q * r * s.R * s.S),
+            ifmap_banks = _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw)
+            free = (hw.glb_banks - ifmap_banks) * hw.bank_words
+            t = np.minimum.reduce([sets // r, _ceil(s.M, p),
+                                   hw.glb_filter_words // (p * q * r * s.R * s.S),
                                    free // (n * p * e * s.F)])
             ok = t >= 1
             pp, qq, rr, tt, ff = p[ok], q[ok], r[ok], t[ok], free[ok]
@@ -308,7 +314,8 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) if v else np.zeros(0, dtype=int) for k, v in cols.items()}
 
 
-def search(s: Shape, hw: Hardware, dens: tuple[float, float, float], objective: str = "edp") -> Plan | None:
+def search(s: Shape, hw: Hardware, dens: tuple[float, float, float],
+           objective: str = "edp") -> Plan | None:
     """The feasible mapping that minimises ``objective`` or None if none fits.
 
     ``"energy"``: least energy, ties broken by fewest cycles. ``"edp"``: least energy x
