@@ -48,9 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.ir import dtypes
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, Node
+from hwcc.ir import Graph, Node, dtypes
 from hwcc.ir.workload_ops import KINDS, STANDARD_DOMAINS, Unpriced, handler, handler_for, static
 
 __all__ = ["KINDS", "DensityMemo", "Layer", "Workload", "analyze", "constant_tensors", "handler"]

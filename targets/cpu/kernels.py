@@ -57,11 +57,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hwcc.ir import dtypes
-from hwcc.ir import Graph, Node
+from hwcc.ir import Graph, Node, dtypes
+from hwcc.ir.workload import Workload
 from hwcc.targets.cpu.nchwc import NchwcLayout
 from hwcc.targets.cpu.specs import STANDARD_DOMAINS, Kernel, op_kernel, reorder_kernel, spec_key
-from hwcc.ir.workload import Workload
 
 __all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
 
