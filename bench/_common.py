@@ -8,7 +8,6 @@ wall time, its peak memory and when each line of its stderr arrived.
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import json
 import os
@@ -36,8 +35,10 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str =
     """
     align = align.ljust(len(headers), "r")
     cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join(":---" if a == "l" else "---:" for a in align[: len(headers)]) + "|"]
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "|" + "|".join(":---" if a == "l" else "---:" for a in align[: len(headers)]) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -103,8 +104,15 @@ def machine() -> dict[str, Any]:
     except (ValueError, OSError, AttributeError):
         memory = None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_bytes": memory,
-            "os": platform.platform(), "python": platform.python_version(), "executable": sys.executable}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_bytes": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+    }
 
 
 def versions() -> dict[str, str]:
@@ -121,12 +129,22 @@ def versions() -> dict[str, str]:
 def git_revision() -> str | None:
     """``abc1234`` or ``abc1234 + local changes`` for the checkout, None outside one."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if head.returncode:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -182,8 +200,13 @@ with open(out, "w") as f:
 """
 
 
-def run_child(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-              timeout: float | None = None) -> ChildRun:
+def run_child(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> ChildRun:
     """Run ``argv`` to completion, alone, and measure it.
 
     Peak memory is the command's own ``ru_maxrss`` from ``wait4``, taken by a small
@@ -200,11 +223,22 @@ def run_child(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, st
         report, stdout_path = Path(tmp) / "usage.json", Path(tmp) / "stdout"
         with open(stdout_path, "w+", encoding="utf-8") as stdout:
             t0 = time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-S", "-c", _STARTER, str(report), *argv], cwd=cwd, env=env,
-                                    stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                    bufsize=1)
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _STARTER, str(report), *argv],
+                cwd=cwd,
+                env=env,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
             fired = threading.Event()
-            timer = threading.Timer(timeout, lambda: (fired.set(), proc.terminate())) if timeout else None
+            timer = (
+                threading.Timer(timeout, lambda: (fired.set(), proc.terminate()))
+                if timeout
+                else None
+            )
             lines = []
             try:
                 if timer:
@@ -227,15 +261,20 @@ def run_child(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, st
             usage = json.loads(report.read_text())
         except (OSError, ValueError):
             tail = "\n".join(line for _, line in lines[-5:])
-            raise RuntimeError(f"could not run {argv[0]} (exit {proc.returncode}): {tail}") from None
+            raise RuntimeError(
+                f"could not run {argv[0]} (exit {proc.returncode}): {tail}"
+            ) from None
     code = os.waitstatus_to_exitcode(usage["status"])
-    rss = usage["maxrss"] * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
+    rss = usage["maxrss"] * (
+        1 if sys.platform == "darwin" else 1024
+    )  # bytes on macOS, KiB elsewhere
     return ChildRun(argv, code, wall, rss, usage["cpu_s"], text, lines, timed_out=fired.is_set())
 
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Fine-tune on one thread: on this shared 2-core machine two threads run several times slower."""
+    """Fine-tune on one thread: on this shared 2-core machine two threads run several times
+    slower."""
     import torch
 
     before = torch.get_num_threads()

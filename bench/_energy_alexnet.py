@@ -13,14 +13,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from hwcc.passes.prune_weights import keep_count
+from hwcc.targets.base import CostContext
+
 import hwcc
 from bench._common import fmt_times, md_table
 from bench._energy_digits import WEIGHTED, price
 from bench.energy_pruning import PAPER_ENERGY_AWARE, PAPER_MAGNITUDE, Settings, greedy_allocation
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
-from hwcc.passes.prune_weights import keep_count
-from hwcc.targets.base import CostContext
 
 # Han, Pool, Tran, Dally, NIPS 2015, Table 4 (the pruning stage of Deep Compression, Han, Mao,
 # Dally, ICLR 2016, Table 4): AlexNet weights kept per layer, 61 M -> 6.7 M (9x). The FC

@@ -12,16 +12,23 @@ import time
 from typing import Any
 
 import numpy as np
+from hwcc.passes.prune_channels import prunable_groups
 
 import hwcc
-from bench.width import (SEED, Settings, accuracy_at_latency, first_meeting, latency_at_accuracy,
-                         measure, speedup_at_accuracy)
+from bench.width import (
+    SEED,
+    Settings,
+    accuracy_at_latency,
+    first_meeting,
+    latency_at_accuracy,
+    measure,
+    speedup_at_accuracy,
+)
 from hwcc.data.evaluate import Evaluator, resolve_data
 from hwcc.ir.cleanup import cleanup
 from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
-from hwcc.passes.prune_channels import prunable_groups
 from hwcc.train.finetune import finetune
 
 

@@ -165,9 +165,10 @@ def passes_label(passes: Sequence[str]) -> str:
 # ---------------------------------------------------------------------- the section
 def run(quick: bool, out: Path) -> dict[str, Any]:
     # The experiments import hwcc (and torch): when the section runs, not with its pure pieces.
+    from hwcc.targets.base import load_target  # hwcc only when the section runs
+
     from bench._energy_alexnet import alexnet, alexnet_markdown
     from bench._energy_digits import digits
-    from hwcc.targets.base import load_target  # hwcc only when the section runs
 
     s = QUICK if quick else FULL
     target = load_target("eyeriss")

@@ -47,8 +47,18 @@ TITLE = "hwcc int8 against onnxruntime's quantize_static on this CPU"
 ORDER = 50
 
 SEED = 0
-LAYER_OPS = ("Conv", "Gemm", "MatMul")   # the ops hwcc's int8 quantizes (hwcc.passes.lib.weights.LAYER_OPS)
-METHODS = ("fp32", "hwcc int8", "ORT int8 per-channel", "ORT int8 defaults", "ORT int8 per-channel, Conv/Gemm/MatMul")
+LAYER_OPS = (
+    "Conv",
+    "Gemm",
+    "MatMul",
+)  # the ops hwcc's int8 quantizes (hwcc.passes.lib.weights.LAYER_OPS)
+METHODS = (
+    "fp32",
+    "hwcc int8",
+    "ORT int8 per-channel",
+    "ORT int8 defaults",
+    "ORT int8 per-channel, Conv/Gemm/MatMul",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +79,12 @@ class Settings:
 
 
 QUICK = Settings(models=("lenet300-digits", "mobilenet-digits"), calibration=32, rounds=10, runs=30)
-FULL = Settings(models=("lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits"), calibration=256,
-                rounds=50, runs=50)
+FULL = Settings(
+    models=("lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits"),
+    calibration=256,
+    rounds=50,
+    runs=50,
+)
 
 
 # ---------------------------------------------------------------------- the models
@@ -90,20 +104,32 @@ def _hwcc_int8(src, calib: np.ndarray) -> bytes:
     return to_proto(res.graph).SerializeToString()
 
 
-def _ort_int8(fp32: bytes, calib: np.ndarray, input_name: str, per_channel: bool, folder: str,
-              op_types: tuple[str, ...] | None = None) -> bytes:
+def _ort_int8(
+    fp32: bytes,
+    calib: np.ndarray,
+    input_name: str,
+    per_channel: bool,
+    folder: str,
+    op_types: tuple[str, ...] | None = None,
+) -> bytes:
     """``quant_pre_process`` then ``quantize_static`` (QDQ, MinMax, int8 activations and weights);
     ``op_types``: quantize only these (None: every op it can)."""
     import contextlib
     import io
     import logging
 
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter({input_name: calib[i:i + 1]} for i in range(len(calib)))
+            self._it = iter({input_name: calib[i : i + 1]} for i in range(len(calib)))
 
         def get_next(self):
             return next(self._it, None)
@@ -119,8 +145,16 @@ def _ort_int8(fp32: bytes, calib: np.ndarray, input_name: str, per_channel: bool
             options: dict[str, Any] = {"per_channel": True} if per_channel else {}
             if op_types:
                 options["op_types_to_quantize"] = list(op_types)
-            quantize_static(pre, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, **options)
+            quantize_static(
+                pre,
+                dst,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                **options,
+            )
     finally:
         logging.disable(previous)
     return Path(dst).read_bytes()
@@ -140,7 +174,7 @@ def accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of a batch-1 classifier, run sample by sample in onnxruntime."""
     s = _session(model)
     name = s.get_inputs()[0].name
-    hits = sum(int(np.argmax(s.run(None, {name: x[i:i + 1]})[0]) == y[i]) for i in range(len(y)))
+    hits = sum(int(np.argmax(s.run(None, {name: x[i : i + 1]})[0]) == y[i]) for i in range(len(y)))
     return hits / len(y)
 
 
@@ -155,17 +189,22 @@ def kernels(model: bytes, folder: str) -> dict[str, int]:
 
 def int8_kernels(counts: dict[str, int]) -> int:
     """Kernels that compute in int8 (``QLinear*``, ``QGemm``, ``*Integer*``), counted."""
-    return sum(n for op, n in counts.items() if op.startswith("QLinear") or op == "QGemm" or "Integer" in op)
+    return sum(
+        n
+        for op, n in counts.items()
+        if op.startswith("QLinear") or op == "QGemm" or "Integer" in op
+    )
 
 
 def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
-    import hwcc
     from hwcc.models.digits import load_split  # hwcc only when the section runs
+
+    import hwcc
     from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
 
     src = hwcc.load(f"zoo:{name}")
     x_train, _ = load_split("train")
-    calib = x_train[:s.calibration]
+    calib = x_train[: s.calibration]
     fp32 = to_proto(src).SerializeToString()
     input_name = src.real_inputs()[0]
     t0 = time.monotonic()
@@ -175,7 +214,11 @@ def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
     models["ORT int8 defaults"] = _ort_int8(fp32, calib, input_name, False, folder)
     models[METHODS[4]] = _ort_int8(fp32, calib, input_name, True, folder, LAYER_OPS)
     t2 = time.monotonic()
-    return {"model": name, "models": models, "quantize_s": {"hwcc": t1 - t0, "onnxruntime (three models)": t2 - t1}}
+    return {
+        "model": name,
+        "models": models,
+        "quantize_s": {"hwcc": t1 - t0, "onnxruntime (three models)": t2 - t1},
+    }
 
 
 # ---------------------------------------------------------------------- the section
@@ -190,14 +233,29 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as folder:
         families = [_family(name, s, folder) for name in s.models]
         for f in families:
-            f["rows"] = {m: {"accuracy": accuracy(b, x_test, y_test), "bytes": len(b), "kernels": kernels(b, folder)}
-                         for m, b in f["models"].items()}
+            f["rows"] = {
+                m: {
+                    "accuracy": accuracy(b, x_test, y_test),
+                    "bytes": len(b),
+                    "kernels": kernels(b, folder),
+                }
+                for m, b in f["models"].items()
+            }
     every = [(f, m) for f in families for m in METHODS]
-    got = measure([f["models"][m] for f, m in every], target.threads, s.rounds, s.runs,
-                  reference=[i - i % len(METHODS) for i in range(len(every))])  # each family's fp32
+    got = measure(
+        [f["models"][m] for f, m in every],
+        target.threads,
+        s.rounds,
+        s.runs,
+        reference=[i - i % len(METHODS) for i in range(len(every))],
+    )  # each family's fp32
     for i, (f, m) in enumerate(every):
-        f["rows"][m].update(latency_s=got["latency_s"][i], speedup=got["speedup"][i], spread=got["spread"][i],
-                            rounds_s=[r[i] for r in got["rounds_s"]])
+        f["rows"][m].update(
+            latency_s=got["latency_s"][i],
+            speedup=got["speedup"][i],
+            spread=got["spread"][i],
+            rounds_s=[r[i] for r in got["rounds_s"]],
+        )
     for f in families:
         del f["models"]
         base = f["rows"]["fp32"]
@@ -205,41 +263,59 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             r["size_ratio"] = base["bytes"] / r["bytes"]
             r["accuracy_change"] = r["accuracy"] - base["accuracy"]
             r["int8_kernels"] = int8_kernels(r["kernels"])
-            r["qdq"] = r["kernels"].get("QuantizeLinear", 0) + r["kernels"].get("DequantizeLinear", 0)
+            r["qdq"] = r["kernels"].get("QuantizeLinear", 0) + r["kernels"].get(
+                "DequantizeLinear", 0
+            )
     plot = _plot(families, out)
-    spread = [x for (_, m), x in zip(every, got["spread"]) if m != "fp32"]   # fp32 is its own reference
+    spread = [
+        x for (_, m), x in zip(every, got["spread"]) if m != "fp32"
+    ]  # fp32 is its own reference
     noise = {"median": float(np.median(spread)), "max": max(spread), "rounds": s.rounds}
-    data = {"spread": noise, "settings": dataclasses.asdict(s), "families": families, "threads": target.threads,
-            "test_samples": len(y_test), "seconds": time.monotonic() - t0}
-    return {"title": TITLE, "what": _what(s, target, len(y_test)), "markdown": _markdown(families, plot, noise),
-            "data": data}
+    data = {
+        "spread": noise,
+        "settings": dataclasses.asdict(s),
+        "families": families,
+        "threads": target.threads,
+        "test_samples": len(y_test),
+        "seconds": time.monotonic() - t0,
+    }
+    return {
+        "title": TITLE,
+        "what": _what(s, target, len(y_test)),
+        "markdown": _markdown(families, plot, noise),
+        "data": data,
+    }
 
 
 def _what(s: Settings, target, n_test: int) -> str:
+    models = ", ".join(f"`{m}`" for m in s.models)
     return (
-        f"Digits models {', '.join(f'`{m}`' for m in s.models)}. Calibration: the first {s.calibration} images of "
-        f"the digits train split, one at a time (batch 1), the same for every method; MinMax ranges; int8 "
-        f"activations (asymmetric, per tensor) and int8 weights (symmetric), QDQ format. *hwcc int8*: "
-        f"BatchNormalization folded, constants folded, dead nodes removed (as `hwcc compile` does), then the "
-        f"`quantize_int8` pass with `calibration=minmax, samples={s.calibration}`: weights per "
-        "output channel, Conv/Gemm/MatMul only. *ORT int8 per-channel*: `quant_pre_process` "
-        f"(defaults: symbolic shape "
-        f"inference and onnxruntime's basic optimizations) then `quantize_static(quant_format=QDQ, "
-        f"activation_type=QInt8, weight_type=QInt8, calibrate_method=MinMax, per_channel=True)` with its default "
-        f"operator set (all it can quantize) and default `extra_options` (weights symmetric, activations "
-        f"asymmetric). *ORT int8 defaults*: the same with `per_channel=False` (its default). *ORT int8 per-channel, "
-        f"Conv/Gemm/MatMul*: per-channel with `op_types_to_quantize=['Conv', 'Gemm', 'MatMul']`, hwcc's scope, to "
-        f"tell the scope's effect from the rest. Accuracy: top-1 on the "
-        f"digits test split ({n_test} images) in onnxruntime. Latency: all {len(s.models) * len(METHODS)} models "
-        f"timed together in onnxruntime ({target.threads} thread, batch 1, `ORT_ENABLE_ALL`), round-robin: "
-        f"{s.rounds} rounds, each timing every model {s.runs} times in turn (`hwcc.targets.cpu.target.measure_models`, one "
-        f"round per call); a speed-up is the median over rounds of the fp32 model's latency over the int8 one's "
-        f"within the round, and a latency is the fp32 model's median latency over that speed-up (this shared "
-        f"machine switches between two speeds about 1.8x apart: absolute latencies are indicative, ratios are "
-        f"what is compared). *int8 kernels* counts "
-        f"the ops of the graph onnxruntime actually runs after its optimizations that compute in int8 (`QLinear*`, "
-        f"`QGemm`, `*Integer*`), *Q/DQ nodes* the QuantizeLinear and "
-        f"DequantizeLinear nodes left in it (conversions between float and int8 at run time).")
+        f"Digits models {models}. Calibration: the first {s.calibration} images of the digits "
+        "train split, one at a time (batch 1), the same for every method; MinMax ranges; int8 "
+        "activations (asymmetric, per tensor) and int8 weights (symmetric), QDQ format. *hwcc "
+        "int8*: BatchNormalization folded, constants folded, dead nodes removed (as `hwcc "
+        "compile` does), then the `quantize_int8` pass with `calibration=minmax, "
+        f"samples={s.calibration}`: weights per output channel, Conv/Gemm/MatMul only. *ORT int8 "
+        "per-channel*: `quant_pre_process` (defaults: symbolic shape inference and onnxruntime's "
+        "basic optimizations) then `quantize_static(quant_format=QDQ, activation_type=QInt8, "
+        "weight_type=QInt8, calibrate_method=MinMax, per_channel=True)` with its default "
+        "operator set (all it can quantize) and default `extra_options` (weights symmetric, "
+        "activations asymmetric). *ORT int8 defaults*: the same with `per_channel=False` (its "
+        "default). *ORT int8 per-channel, Conv/Gemm/MatMul*: per-channel with "
+        "`op_types_to_quantize=['Conv', 'Gemm', 'MatMul']`, hwcc's scope, to tell the scope's "
+        f"effect from the rest. Accuracy: top-1 on the digits test split ({n_test} images) in "
+        f"onnxruntime. Latency: all {len(s.models) * len(METHODS)} models timed together in "
+        f"onnxruntime ({target.threads} thread, batch 1, `ORT_ENABLE_ALL`), round-robin: "
+        f"{s.rounds} rounds, each timing every model {s.runs} times in turn "
+        "(`hwcc.targets.cpu.target.measure_models`, one round per call); a speed-up is the "
+        "median over rounds of the fp32 model's latency over the int8 one's within the round, "
+        "and a latency is the fp32 model's median latency over that speed-up (this shared "
+        "machine switches between two speeds about 1.8x apart: absolute latencies are "
+        "indicative, ratios are what is compared). *int8 kernels* counts the ops of the graph "
+        "onnxruntime actually runs after its optimizations that compute in int8 (`QLinear*`, "
+        "`QGemm`, `*Integer*`), *Q/DQ nodes* the QuantizeLinear and DequantizeLinear nodes left "
+        "in it (conversions between float and int8 at run time)."
+    )
 
 
 def _markdown(families: list[dict[str, Any]], plot: str, noise: dict[str, float]) -> str:
@@ -247,15 +323,45 @@ def _markdown(families: list[dict[str, Any]], plot: str, noise: dict[str, float]
     for f in families:
         for m in METHODS:
             r = f["rows"][m]
-            rows.append((f"`{f['model']}`", m, f"{r['latency_s'] * 1e6:.1f} us", f"{r['speedup']:.2f}x",
-                         f"{r['accuracy']:.2%}", f"{r['accuracy_change'] * 100:+.2f}", f"{r['bytes'] / 1024:.0f} KiB",
-                         r["int8_kernels"], r["qdq"], sum(r["kernels"].values())))
-    lines = [md_table(["model", "method", "measured latency", "speed-up vs fp32", "test accuracy",
-                       "accuracy change (points)", "model file", "int8 kernels", "Q/DQ nodes", "kernels in all"],
-                      rows, "llrrrrrrrr"), ""]
+            rows.append(
+                (
+                    f"`{f['model']}`",
+                    m,
+                    f"{r['latency_s'] * 1e6:.1f} us",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['accuracy']:.2%}",
+                    f"{r['accuracy_change'] * 100:+.2f}",
+                    f"{r['bytes'] / 1024:.0f} KiB",
+                    r["int8_kernels"],
+                    r["qdq"],
+                    sum(r["kernels"].values()),
+                )
+            )
+    lines = [
+        md_table(
+            [
+                "model",
+                "method",
+                "measured latency",
+                "speed-up vs fp32",
+                "test accuracy",
+                "accuracy change (points)",
+                "model file",
+                "int8 kernels",
+                "Q/DQ nodes",
+                "kernels in all",
+            ],
+            rows,
+            "llrrrrrrrr",
+        ),
+        "",
+    ]
     lines += _findings(families)
-    lines.append(f"- Noise: the interquartile range of a speed-up's {noise['rounds']} per-round values, relative "
-                 f"to it, is {noise['median']:.1%} for the median model and at most {noise['max']:.1%}.")
+    lines.append(
+        f"- Noise: the interquartile range of a speed-up's {noise['rounds']} per-round values, "
+        f"relative to it, is {noise['median']:.1%} for the median model and at most "
+        f"{noise['max']:.1%}."
+    )
     lines += ["", plot]
     return "\n".join(lines)
 
@@ -267,27 +373,36 @@ def _findings(families: list[dict[str, Any]]) -> list[str]:
         h, o, d, n = (r[m] for m in METHODS[1:])
         faster = "hwcc's" if h["latency_s"] < o["latency_s"] else "onnxruntime's"
         ratio = max(h["latency_s"], o["latency_s"]) / min(h["latency_s"], o["latency_s"])
-        out.append(f"- `{f['model']}`: hwcc int8 runs at {h['speedup']:.2f}x the fp32 speed, "
-                   f"{h['accuracy_change'] * 100:+.2f} points; ORT per-channel {o['speedup']:.2f}x, "
-                   f"{o['accuracy_change'] * 100:+.2f} points ({faster} model is {ratio:.2f}x faster; Q/DQ nodes "
-                   f"{h['qdq']} against {o['qdq']}); ORT defaults {d['speedup']:.2f}x, "
-                   f"{d['accuracy_change'] * 100:+.2f} points; ORT restricted to hwcc's ops {n['speedup']:.2f}x, "
-                   f"{n['accuracy_change'] * 100:+.2f} points.")
+        out.append(
+            f"- `{f['model']}`: hwcc int8 runs at {h['speedup']:.2f}x the fp32 speed, "
+            f"{h['accuracy_change'] * 100:+.2f} points; ORT per-channel {o['speedup']:.2f}x, "
+            f"{o['accuracy_change'] * 100:+.2f} points ({faster} model is {ratio:.2f}x faster; "
+            f"Q/DQ nodes {h['qdq']} against {o['qdq']}); ORT defaults {d['speedup']:.2f}x, "
+            f"{d['accuracy_change'] * 100:+.2f} points; ORT restricted to hwcc's ops "
+            f"{n['speedup']:.2f}x, {n['accuracy_change'] * 100:+.2f} points."
+        )
     slower = [f["model"] for f in families if all(f["rows"][m]["speedup"] < 1 for m in METHODS[1:])]
     if slower:
-        out.append(f"- int8 is slower than fp32 here for every method on {', '.join(f'`{m}`' for m in slower)}: at "
-                   "8x8 inputs the layers are so small that converting activations between float and int8 around "
-                   "the int8 kernels (and the layout changes onnxruntime inserts for them) costs more than the int8 "
-                   "arithmetic saves.")
-    out.append("- hwcc's int8 *is* `quantize_static` underneath (per-channel, MinMax, QDQ); what differs is what it "
-               "asks for: only Conv/Gemm/MatMul are quantized, after hwcc's own BatchNormalization folding, so every "
-               "op between them (ReLU, Add, pooling) runs in float behind a DequantizeLinear, where onnxruntime's "
-               "default operator set keeps those in int8 too. The restricted ORT row shows how much of the "
-               "difference that choice explains.")
+        out.append(
+            "- int8 is slower than fp32 here for every method on "
+            f"{', '.join(f'`{m}`' for m in slower)}: at 8x8 inputs the layers are so small that "
+            "converting activations between float and int8 around the int8 kernels (and the "
+            "layout changes onnxruntime inserts for them) costs more than the int8 arithmetic "
+            "saves."
+        )
+    out.append(
+        "- hwcc's int8 *is* `quantize_static` underneath (per-channel, MinMax, QDQ); what differs "
+        "is what it asks for: only Conv/Gemm/MatMul are quantized, after hwcc's own "
+        "BatchNormalization folding, so every op between them (ReLU, Add, pooling) runs in float "
+        "behind a DequantizeLinear, where onnxruntime's default operator set keeps those in int8 "
+        "too. The restricted ORT row shows how much of the difference that choice explains."
+    )
     return out
 
 
-_SHORT = dict(zip(METHODS, ("fp32", "hwcc", "ORT per-ch.", "ORT defaults", "ORT per-ch., hwcc ops")))
+_SHORT = dict(
+    zip(METHODS, ("fp32", "hwcc", "ORT per-ch.", "ORT defaults", "ORT per-ch., hwcc ops"))
+)
 
 
 def _plot(families: list[dict[str, Any]], out: Path) -> str:
@@ -296,12 +411,36 @@ def _plot(families: list[dict[str, Any]], out: Path) -> str:
 
     names = [f["model"] for f in families]
     colors = (RED, BLUE, ORANGE, GREEN, GREY)
-    latency = hbars("int8 on this CPU: measured latency relative to fp32 (lower is faster)", names,
-                    [(_SHORT[m], c, [f["rows"][m]["latency_s"] / f["rows"]["fp32"]["latency_s"] for f in families])
-                     for m, c in zip(METHODS, colors)], count_labels)
-    error = hbars("Test error (1 - top-1 accuracy, 359 images; one image = 0.28 %)", names,
-                  [(_SHORT[m], c, [1 - f["rows"][m]["accuracy"] for f in families]) for m, c in zip(METHODS, colors)],
-                  percent_labels)
-    return "\n\n".join((save_svg(out, "int8_latency.svg", latency, "int8 latency relative to fp32, per model and "
-                                  "method"),
-                         save_svg(out, "int8_error.svg", error, "test error per model and method")))
+    latency = hbars(
+        "int8 on this CPU: measured latency relative to fp32 (lower is faster)",
+        names,
+        [
+            (
+                _SHORT[m],
+                c,
+                [f["rows"][m]["latency_s"] / f["rows"]["fp32"]["latency_s"] for f in families],
+            )
+            for m, c in zip(METHODS, colors)
+        ],
+        count_labels,
+    )
+    error = hbars(
+        "Test error (1 - top-1 accuracy, 359 images; one image = 0.28 %)",
+        names,
+        [
+            (_SHORT[m], c, [1 - f["rows"][m]["accuracy"] for f in families])
+            for m, c in zip(METHODS, colors)
+        ],
+        percent_labels,
+    )
+    return "\n\n".join(
+        (
+            save_svg(
+                out,
+                "int8_latency.svg",
+                latency,
+                "int8 latency relative to fp32, per model and method",
+            ),
+            save_svg(out, "int8_error.svg", error, "test error per model and method"),
+        )
+    )

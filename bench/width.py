@@ -204,9 +204,10 @@ def first_meeting(points: Sequence[Mapping[str, Any]], limit: float) -> Mapping[
 def run(quick: bool, out: Path) -> dict[str, Any]:
     # The points and the page import hwcc (and torch): when the section runs, not with its pure
     # pieces.
+    from hwcc.targets.base import load_target  # hwcc only when the section runs
+
     from bench._width_points import model
     from bench._width_report import markdown, plot
-    from hwcc.targets.base import load_target  # hwcc only when the section runs
 
     s = QUICK if quick else FULL
     target = load_target("cpu")

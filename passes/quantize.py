@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
-from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.quantize_fixed16 import QuantizeFixed16
 from hwcc.passes.quantize_int8 import QuantizeInt8
 from hwcc.passes.quantize_kmeans import QuantizeKmeans
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 
 _BY_MODE: dict[str, type[Pass]] = {cls.name.removeprefix("quantize_"): cls
                                    for cls in (QuantizeInt8, QuantizeKmeans, QuantizeFixed16)}

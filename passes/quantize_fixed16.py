@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from hwcc.passes.lib import calibration
+from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
+from hwcc.passes.lib.weights import WeightedLayer, sqnr_db
 
 from hwcc.formats import fixed_point
 from hwcc.ir import Graph
 from hwcc.ir.transform import Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib import calibration
-from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
-from hwcc.passes.lib.weights import WeightedLayer, sqnr_db
 
 
 @register_pass

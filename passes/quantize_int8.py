@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hwcc.ir import Graph
-from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib import calibration, int8
 from hwcc.passes.lib.quantization import LAYERS, choose_layers
+
+from hwcc.ir import Graph
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 
 
 @register_pass

@@ -31,14 +31,19 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from hwcc.passes.lib import kmeans
+from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
+from hwcc.passes.lib.weights import (
+    WeightedLayer,
+    check_layer_names,
+    matrix_view,
+    parse_per_layer,
+    sqnr_db,
+)
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib import kmeans
-from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
-from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, matrix_view,
-                                     parse_per_layer, sqnr_db)
 
 
 @register_pass

@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from hwcc.ir import onnx_io
 from hwcc.data.activations import read_npz
-from hwcc.ir.dtypes import numpy_dtype
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
+from hwcc.ir import Graph, onnx_io
+from hwcc.ir.dtypes import numpy_dtype
 from hwcc.ir.transform import Knob, PassContext
 from hwcc.ir.verify import random_feeds
 

@@ -29,26 +29,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
-from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-from hwcc.ir import onnx_io
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
 from hwcc.passes.lib.calibration import Feeds, Runner
 from hwcc.passes.lib.weights import LAYER_OPS, WeightedLayer, sqnr_db
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph, onnx_io
 
 __all__ = ["METHODS", "quantize_int8", "int8_sqnr"]
 
-METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-           "entropy": CalibrationMethod.Entropy}
+METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 # quantize_static builds its entropy calibrator with 128 histogram bins for 128 quantized
 # bins, which leaves the KL search one candidate (the full range: minmax again), and has
 # no option to change it. So the ranges are computed here, with the 2048-bin histogram of
 # the TensorRT calibrator the method comes from (Migacz, GTC 2017), and handed to
 # quantize_static as its calibration cache.
-_CALIBRATOR = {"minmax": {}, "percentile": {}, "entropy": {"num_bins": 2048, "num_quantized_bins": 128}}
+_CALIBRATOR = {
+    "minmax": {},
+    "percentile": {},
+    "entropy": {"num_bins": 2048, "num_quantized_bins": 128},
+}
 _EXTERNAL_THRESHOLD = 1_800_000_000
 
 
@@ -72,7 +83,9 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def quantize_int8(graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence[Feeds], method: str) -> Graph:
+def quantize_int8(
+    graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence[Feeds], method: str
+) -> Graph:
     """The QDQ-quantized copy of ``graph``, with ``layers`` quantized (module docstring).
 
     Raises:
@@ -89,17 +102,27 @@ def quantize_int8(graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence
             with _quiet():
                 ranges = _calibrate(src, feeds, method, d, big)
                 quantize_static(
-                    src, dst, None, quant_format=QuantFormat.QDQ, calibration_cache_path=ranges,
-                    op_types_to_quantize=list(LAYER_OPS), nodes_to_quantize=[lay.name for lay in layers],
-                    per_channel=True, reduce_range=False, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=METHODS[method],
+                    src,
+                    dst,
+                    None,
+                    quant_format=QuantFormat.QDQ,
+                    calibration_cache_path=ranges,
+                    op_types_to_quantize=list(LAYER_OPS),
+                    nodes_to_quantize=[lay.name for lay in layers],
+                    per_channel=True,
+                    reduce_range=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=METHODS[method],
                     use_external_data_format=big,
-                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                )
         except Exception as e:  # the quantizer raises many kinds; say which model step failed
-            raise HwccError(f"quantize_int8: onnxruntime's quantize_static failed on this model: "
-                            f"{type(e).__name__}: {e}",
-                            "leave the failing layers out with --set layers=..., or use "
-                            "quantize_fixed16") from e
+            raise HwccError(
+                f"quantize_int8: onnxruntime's quantize_static failed on this model: "
+                f"{type(e).__name__}: {e}",
+                "leave the failing layers out with --set layers=..., or use quantize_fixed16",
+            ) from e
         quantized = onnx_io.load(dst)
     quantized.name = graph.name
     for node in quantized.nodes:
@@ -110,9 +133,14 @@ def quantize_int8(graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence
 
 def _calibrate(src: str, feeds: Sequence[Feeds], method: str, folder: str, big: bool) -> str:
     """Activation ranges of the model in ``src`` on ``feeds``, saved as a calibration cache."""
-    calibrator = create_calibrator(Path(src), list(LAYER_OPS), augmented_model_path=os.path.join(folder, "aug.onnx"),
-                                   calibrate_method=METHODS[method], use_external_data_format=big,
-                                   extra_options=_CALIBRATOR[method])
+    calibrator = create_calibrator(
+        Path(src),
+        list(LAYER_OPS),
+        augmented_model_path=os.path.join(folder, "aug.onnx"),
+        calibrate_method=METHODS[method],
+        use_external_data_format=big,
+        extra_options=_CALIBRATOR[method],
+    )
     calibrator.collect_data(_Reader(feeds))
     path = os.path.join(folder, "ranges.json")
     save_tensors_data(calibrator.compute_data(), path)
@@ -139,8 +167,9 @@ def dequantized_weight(quantized: Graph, layer: WeightedLayer) -> np.ndarray | N
     return (q.astype(np.float64) - zero) * s.astype(np.float64).reshape(shape if s.size > 1 else ())
 
 
-def int8_sqnr(graph: Graph, quantized: Graph, layers: Sequence[WeightedLayer],
-              feeds: Sequence[Feeds]) -> dict[str, Any]:
+def int8_sqnr(
+    graph: Graph, quantized: Graph, layers: Sequence[WeightedLayer], feeds: Sequence[Feeds]
+) -> dict[str, Any]:
     """Weight SQNR per layer, and output SQNR per layer and per graph output on ``feeds``.
 
     A layer's output is compared before any QuantizeLinear that follows it (the layer's
@@ -150,8 +179,11 @@ def int8_sqnr(graph: Graph, quantized: Graph, layers: Sequence[WeightedLayer],
     for layer in layers:
         deq = dequantized_weight(quantized, layer)
         weights[layer.name] = sqnr_db(layer.array, deq) if deq is not None else None
-    pairs = {lay.name: (lay.node.outputs[0], quantized.node(lay.name).outputs[0])
-             for lay in layers if quantized.has_node(lay.name)}
+    pairs = {
+        lay.name: (lay.node.outputs[0], quantized.node(lay.name).outputs[0])
+        for lay in layers
+        if quantized.has_node(lay.name)
+    }
     pairs.update({f"output:{o}": (o, o) for o in graph.outputs})
     ref = Runner(graph, [a for a, _ in pairs.values()])
     test = Runner(quantized, [b for _, b in pairs.values()])
@@ -164,9 +196,13 @@ def int8_sqnr(graph: Graph, quantized: Graph, layers: Sequence[WeightedLayer],
             signal[key] += float(np.sum(x * x))
             noise[key] += float(np.sum((x - y) ** 2))
     out = {k: _db(signal[k], noise[k]) for k in pairs}
-    return {"sqnr_db": weights,
-            "output_sqnr_db": {k: v for k, v in out.items() if not k.startswith("output:")},
-            "model_output_sqnr_db": {k[len("output:"):]: v for k, v in out.items() if k.startswith("output:")}}
+    return {
+        "sqnr_db": weights,
+        "output_sqnr_db": {k: v for k, v in out.items() if not k.startswith("output:")},
+        "model_output_sqnr_db": {
+            k[len("output:") :]: v for k, v in out.items() if k.startswith("output:")
+        },
+    }
 
 
 def _db(signal: float, noise: float) -> float:

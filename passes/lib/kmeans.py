@@ -65,13 +65,21 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.formats import sparse as eie_format
 from hwcc.errors import HwccError
 from hwcc.formats import fixed_point as _fixed_point
+from hwcc.formats import sparse as eie_format
 from hwcc.formats.huffman import stream_bits
 
-__all__ = ["SharedWeights", "assign", "centroids_for", "eie_codebook", "kmeans_1d", "linear_init", "share_weights",
-           "storage"]
+__all__ = [
+    "SharedWeights",
+    "assign",
+    "centroids_for",
+    "eie_codebook",
+    "kmeans_1d",
+    "linear_init",
+    "share_weights",
+    "storage",
+]
 
 _Z_BITS, _POINTER_BITS, _CODEBOOK_BITS = 4, 16, 32
 
@@ -88,7 +96,9 @@ def assign(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return np.searchsorted((c[1:] + c[:-1]) / 2, np.asarray(values, dtype=np.float64), side="left")
 
 
-def kmeans_1d(values: np.ndarray, k: int, max_iter: int = 300, *, presorted: bool = False) -> tuple[np.ndarray, int]:
+def kmeans_1d(
+    values: np.ndarray, k: int, max_iter: int = 300, *, presorted: bool = False
+) -> tuple[np.ndarray, int]:
     """Lloyd's k-means on scalars from a linear initialisation.
 
     Args:
@@ -106,12 +116,16 @@ def kmeans_1d(values: np.ndarray, k: int, max_iter: int = 300, *, presorted: boo
     cut = None
     for step in range(1, max_iter + 1):
         # Values up to a midpoint go to the lower centroid, as ``assign`` does.
-        new_cut = np.concatenate([[0], np.searchsorted(x, (c[1:] + c[:-1]) / 2, side="right"), [x.size]])
+        new_cut = np.concatenate(
+            [[0], np.searchsorted(x, (c[1:] + c[:-1]) / 2, side="right"), [x.size]]
+        )
         if cut is not None and np.array_equal(new_cut, cut):
             return c, step - 1  # the clusters no longer change: neither will the centroids
         cut = new_cut
         counts = np.diff(cut)
-        c = np.sort(np.where(counts > 0, (prefix[cut[1:]] - prefix[cut[:-1]]) / np.maximum(counts, 1), c))
+        c = np.sort(
+            np.where(counts > 0, (prefix[cut[1:]] - prefix[cut[:-1]]) / np.maximum(counts, 1), c)
+        )
     return c, max_iter
 
 
@@ -159,8 +173,14 @@ class SharedWeights:
     frac_bits: int | None = None
 
 
-def share_weights(w: np.ndarray, bits: int, max_iter: int = 300, *, zero_slot: bool = False,
-                  codebook_bits: int = 0) -> SharedWeights:
+def share_weights(
+    w: np.ndarray,
+    bits: int,
+    max_iter: int = 300,
+    *,
+    zero_slot: bool = False,
+    codebook_bits: int = 0,
+) -> SharedWeights:
     """Cluster the non-zero weights of ``w`` for a ``bits``-bit index (module docstring).
 
     Args:
@@ -176,7 +196,9 @@ def share_weights(w: np.ndarray, bits: int, max_iter: int = 300, *, zero_slot: b
     nz = w[nonzero]
     if nz.size == 0:  # all zero: nothing to cluster
         f = _fixed_point.frac_bits(0.0, 0.0, codebook_bits) if codebook_bits else None
-        return SharedWeights(w.copy(), np.zeros(w.shape, dtype=np.int64), np.zeros(1, w.dtype), True, 0, True, f)
+        return SharedWeights(
+            w.copy(), np.zeros(w.shape, dtype=np.int64), np.zeros(1, w.dtype), True, 0, True, f
+        )
     centroids, steps = centroids_for(nz, (1 << bits) - (1 if slot else 0), max_iter)
     f = None
     if codebook_bits:
@@ -185,8 +207,11 @@ def share_weights(w: np.ndarray, bits: int, max_iter: int = 300, *, zero_slot: b
         f = _fixed_point.frac_bits(centroids.min(), centroids.max(), codebook_bits)
     book = centroids.astype(w.dtype)
     if codebook_bits and not np.array_equal(book.astype(np.float64), centroids):
-        raise HwccError(f"k-means: {codebook_bits}-bit fixed-point values with {f} fraction bits do not fit "
-                        f"{w.dtype} weights exactly", "use fewer codebook_bits, or float32 weights")
+        raise HwccError(
+            f"k-means: {codebook_bits}-bit fixed-point values with {f} fraction bits do not fit "
+            f"{w.dtype} weights exactly",
+            "use fewer codebook_bits, or float32 weights",
+        )
     values = np.zeros_like(w)
     values[nonzero] = book[assign(nz, centroids)]
     slot = slot or bool((book == 0).any())
@@ -198,7 +223,9 @@ def share_weights(w: np.ndarray, bits: int, max_iter: int = 300, *, zero_slot: b
     return SharedWeights(values, index, codebook, not bool(kept.all()), steps, slot, f)
 
 
-def storage(shared: SharedWeights, view: np.ndarray, bits: int, codebook_bits: int = 0) -> dict[str, Any]:
+def storage(
+    shared: SharedWeights, view: np.ndarray, bits: int, codebook_bits: int = 0
+) -> dict[str, Any]:
     """Bits to store a shared layer, fixed-length and Huffman-coded (module docstring).
 
     Args:
@@ -214,21 +241,37 @@ def storage(shared: SharedWeights, view: np.ndarray, bits: int, codebook_bits: i
         the coded streams) and, for the sparse format, ``entries`` and ``padding``.
     """
     book_bits = len(shared.codebook) * (codebook_bits or _CODEBOOK_BITS)
-    dense = {"format": "dense", "index_bits": shared.index.size * bits,
-             "index_huffman_bits": stream_bits(shared.index), "overhead_bits": book_bits}
+    dense = {
+        "format": "dense",
+        "index_bits": shared.index.size * bits,
+        "index_huffman_bits": stream_bits(shared.index),
+        "overhead_bits": book_bits,
+    }
     best = dense
     if shared.sparse:
         # encode wants two entries at least; an all-zero layer (codebook [0]) uses none
         book = shared.codebook.astype(np.float64) if len(shared.codebook) > 1 else np.zeros(2)
-        m = eie_format.encode(view, 1, index_bits=bits, codebook=book, z_bits=_Z_BITS,
-                              pointer_bits=_POINTER_BITS)
+        m = eie_format.encode(
+            view, 1, index_bits=bits, codebook=book, z_bits=_Z_BITS, pointer_bits=_POINTER_BITS
+        )
         v, z = m.v[0], m.z[0]
-        sparse = {"format": "sparse", "index_bits": len(v) * (bits + _Z_BITS),
-                  "index_huffman_bits": stream_bits(v) + stream_bits(z),
-                  "overhead_bits": m.pointer_bits_per_pe + book_bits,
-                  "entries": len(v), "padding": int(m.padding_per_pe[0])}
-        if sparse["index_bits"] + sparse["overhead_bits"] < dense["index_bits"] + dense["overhead_bits"]:
+        sparse = {
+            "format": "sparse",
+            "index_bits": len(v) * (bits + _Z_BITS),
+            "index_huffman_bits": stream_bits(v) + stream_bits(z),
+            "overhead_bits": m.pointer_bits_per_pe + book_bits,
+            "entries": len(v),
+            "padding": int(m.padding_per_pe[0]),
+        }
+        if (
+            sparse["index_bits"] + sparse["overhead_bits"]
+            < dense["index_bits"] + dense["overhead_bits"]
+        ):
             best = sparse
     fixed, huff = best["index_bits"], best["index_huffman_bits"]
-    return {**best, "fixed_bits": fixed + best["overhead_bits"], "huffman_bits": huff + best["overhead_bits"],
-            "huffman_saving": 1.0 - huff / fixed if fixed else 0.0}
+    return {
+        **best,
+        "fixed_bits": fixed + best["overhead_bits"],
+        "huffman_bits": huff + best["overhead_bits"],
+        "huffman_saving": 1.0 - huff / fixed if fixed else 0.0,
+    }

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from hwcc.passes.lib.weights import WeightedLayer, check_layer_names, find_layers, replace_weights
 
 from hwcc.ir import Graph
 from hwcc.ir.transform import Knob, PassResult
-from hwcc.passes.lib.weights import WeightedLayer, check_layer_names, find_layers, replace_weights
 
 __all__ = ["LAYERS", "Choice", "annotated", "choose_layers", "sqnr_by_layer"]
 

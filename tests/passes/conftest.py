@@ -11,11 +11,10 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+from hwcc.models import digits, model_path
 
 import hwcc
-from hwcc.ir import onnx_io
-from hwcc.ir import Graph
-from hwcc.models import digits, model_path
+from hwcc.ir import Graph, onnx_io
 
 LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 

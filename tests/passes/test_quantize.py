@@ -8,14 +8,14 @@ import warnings
 
 import numpy as np
 import pytest
+from hwcc.models import digits
+from hwcc.passes.quantize import Quantize
 
 import hwcc
 from hwcc.cli.apply_view import apply_by_hand
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, dtypes
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.models import digits
-from hwcc.passes.quantize import Quantize
 from hwcc.testing import gemm_graph
 
 MODES = ("int8", "kmeans", "fixed16")

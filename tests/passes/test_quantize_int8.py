@@ -10,13 +10,13 @@ import math
 import numpy as np
 import onnx
 import pytest
+from hwcc.models import digits
+from hwcc.passes.quantize_int8 import QuantizeInt8
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, onnx_io, workload
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import run_onnx
-from hwcc.models import digits
-from hwcc.passes.quantize_int8 import QuantizeInt8
 from hwcc.testing import weight_of
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")

@@ -10,6 +10,11 @@ import math
 import numpy as np
 import onnx
 import pytest
+from hwcc.models import digits
+from hwcc.passes.lib import kmeans as _kmeans
+from hwcc.passes.prune_weights import magnitude_prune
+from hwcc.passes.quantize_kmeans import QuantizeKmeans
+from hwcc.targets.base import load_target
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,11 +22,6 @@ from hwcc.errors import HwccError
 from hwcc.formats import huffman as _huffman
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.models import digits
-from hwcc.passes.lib import kmeans as _kmeans
-from hwcc.passes.prune_weights import magnitude_prune
-from hwcc.passes.quantize_kmeans import QuantizeKmeans
-from hwcc.targets.base import load_target
 from hwcc.testing import gemm_graph, weight_of
 
 
