@@ -104,7 +104,8 @@ class Target:
         """``graph`` in the form this chip runs: its :attr:`legal_form` passes, in order,
         through the pass manager (shapes inferred, IR linted; not verified: the forms are
         lossy). ``calib`` is calibration data for the passes that need ranges."""
-        from hwcc.ir.transform import PassContext, PassManager  # the pass registry: only when a form needs it
+        from hwcc.ir.pass_manager import PassManager  # imports the pass registry: only when a form needs it
+        from hwcc.ir.transform import PassContext
 
         for name, knobs in self._legal_form.items():
             ctx = PassContext(knobs={name: dict(knobs)}, data=calib, seed=seed, verify=False)
@@ -180,6 +181,19 @@ class Target:
         """Measure ``graph``'s layers into this device's table (measured targets only)."""
         raise HwccError(f"target {self.name} is a {self.provenance} target: it has no table to profile",
                         "profile a measured target, e.g. --target cpu")
+
+    @property
+    def measures(self) -> bool:
+        """Whether :meth:`measure_latency` times models on this machine (a measured target
+        whose device is here), so a search can check its predictions against the device."""
+        timer = getattr(self.measure_latency, "__func__", self.measure_latency)
+        return self.provenance == "measured" and timer is not Target.measure_latency
+
+    def measure_latency(self, graphs: list[Graph], *, rounds: int = 5, runs: int = 50) -> list[float]:
+        """Each graph's latency measured whole on the device, side by side (measured targets
+        whose device is this machine)."""
+        raise HwccError(f"target {self.name} is a {self.provenance} target: it cannot time a model here",
+                        "measure on a measured target, e.g. --target cpu")
 
     # -- shared machinery ------------------------------------------------------------
     def workload(self, graph: Graph, ctx: CostContext) -> Workload:

@@ -8,9 +8,12 @@ A search prices thousands of graphs. :class:`Pricer` keeps that cheap and honest
   (legalizing every proposal would cost far more than pricing it) and their size is
   scaled by the legal form's bits per weight (the input's legal size over its float
   size: the legal forms change every weight's width alike);
-* the target prepares each new graph (a measured target measures what its tables lack)
-  before :meth:`~hwcc.targets.base.Target.cost`, a pure lookup, prices it;
-* each graph is priced once (a cache keyed by the graph object, dropped with it).
+* :meth:`~hwcc.targets.base.Target.cost` is a pure lookup; when it misses
+  (:class:`~hwcc.targets.costs.NotPrepared`: a measured target's table lacks a kernel the
+  graph needs) the target prepares the graph, measuring up front, and the lookup is
+  repeated. Preparing only on a miss keeps a model target's pricing to one pass;
+* each graph is priced once (a cache keyed by the graph object, dropped with it), and
+  weight densities are counted once per weight array (one :class:`DensityMemo` a pricer).
 
 The input's legal form is made once and kept (:attr:`Pricer.source_legal`).
 """
@@ -22,7 +25,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hwcc.ir import Graph
-from hwcc.targets.base import GraphCost, Target
+from hwcc.ir.workload import DensityMemo
+from hwcc.targets.base import CostContext, GraphCost, NotPrepared, Target
 
 __all__ = ["Pricer", "metrics_of"]
 
@@ -47,6 +51,7 @@ class Pricer:
     def __init__(self, target: Target, source: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0):
         self.target, self.calib, self.seed = target, calib, seed
         self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.ctx = CostContext(densities=DensityMemo())
         self.source_legal = self.legalize(source)
         self.size_scale, self.direct = 1.0, not target.legal_form
         if target.legal_form:
@@ -59,9 +64,12 @@ class Pricer:
         return self.target.legalize(graph, self.calib, self.seed) if self.target.legal_form else graph
 
     def cost(self, graph: Graph) -> GraphCost:
-        """``graph`` priced as it is: prepared, then looked up."""
-        self.target.prepare(graph)
-        return self.target.cost(graph)
+        """``graph`` priced as it is: looked up, prepared first if the lookup misses."""
+        try:
+            return self.target.cost(graph, self.ctx)
+        except NotPrepared:
+            self.target.prepare(graph, self.ctx)
+            return self.target.cost(graph, self.ctx)
 
     def cost_metrics(self, graph: Graph) -> dict[str, float]:
         """:func:`metrics_of` ``graph`` priced as it is (not legalized)."""

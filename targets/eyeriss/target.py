@@ -180,7 +180,7 @@ class Eyeriss(Target):
         ctx = ctx or CostContext()
         if isinstance(graph, Workload):
             return super().cost(graph, ctx)
-        work = analyze(graph, act_density=ctx.act_density)
+        work = self.workload(graph, ctx)
         return super().cost(work, self.graph_context(graph, work, ctx))
 
     def graph_context(self, graph: Graph, work: Workload, ctx: CostContext) -> EyerissContext:

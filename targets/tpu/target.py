@@ -212,7 +212,7 @@ class TPU(Target):
         ctx = ctx or CostContext()
         if ctx.batch < 1:
             raise HwccError(f"batch must be at least 1, got {ctx.batch}")
-        work = analyze(graph, act_density=ctx.act_density)
+        work = self.workload(graph, ctx)
         return super().cost(Workload(self._placed(graph, work), work.activation_bytes, work.name), ctx)
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
