@@ -32,9 +32,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hwcc.ir import onnx_io
 from hwcc.errors import HwccError, check_fields
-from hwcc.ir import Graph
+from hwcc.ir import Graph, onnx_io
 
 __all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock"]
 
@@ -56,10 +55,15 @@ def check_destination(folder: str | os.PathLike) -> Path:
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise HwccError(f"output {folder} exists and is not a folder", "name a folder for the artifact (-o OUT)")
+        raise HwccError(
+            f"output {folder} exists and is not a folder", "name a folder for the artifact (-o OUT)"
+        )
     if folder.is_dir() and any(folder.iterdir()) and not is_artifact(folder):
-        raise HwccError(f"output folder {folder} is not empty and holds no hwcc artifact; it will not be overwritten",
-                        "name a new or empty folder (-o OUT)")
+        raise HwccError(
+            f"output folder {folder} is not empty and holds no hwcc artifact; "
+            "it will not be overwritten",
+            "name a new or empty folder (-o OUT)",
+        )
     return folder
 
 
@@ -67,14 +71,20 @@ def _disk_error(e: OSError, what: str, path: Path) -> BaseException:
     """``e`` as an HwccError naming ``path`` when it is the disk's fault (full, read-only, a
     file where a folder should be), which the user can fix; ``e`` itself otherwise."""
     if e.errno in _FULL:
-        return HwccError(f"cannot write {what} {path}: the disk is full ({e.strerror})",
-                         "free some space there, or give -o a folder on another disk, and rerun "
-                         "(with --resume if a checkpoint was saved)")
+        return HwccError(
+            f"cannot write {what} {path}: the disk is full ({e.strerror})",
+            "free some space there, or give -o a folder on another disk, and rerun "
+            "(with --resume if a checkpoint was saved)",
+        )
     if e.errno in _NOT_WRITABLE:
-        return HwccError(f"cannot write {what} {path}: {e.strerror}", "give -o a folder you can write to")
+        return HwccError(
+            f"cannot write {what} {path}: {e.strerror}", "give -o a folder you can write to"
+        )
     if e.errno in _NOT_A_FOLDER:
-        return HwccError(f"cannot write {what} {path}: a part of that path is a file, not a folder",
-                         "give -o a path whose parent folders are folders")
+        return HwccError(
+            f"cannot write {what} {path}: a part of that path is a file, not a folder",
+            "give -o a path whose parent folders are folders",
+        )
     return e
 
 
@@ -111,7 +121,9 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         held.discard(folder)
-        path.unlink(missing_ok=True)  # still locked: a process that opened it meanwhile sees it gone and retries
+        path.unlink(
+            missing_ok=True
+        )  # still locked: a process that opened it meanwhile sees it gone and retries
         os.close(fd)
         for d in made:
             with contextlib.suppress(OSError):
@@ -128,7 +140,7 @@ def _missing_parents(folder: Path) -> list[Path]:
 
 
 def _acquire(path: Path, folder: Path) -> int:
-    """A descriptor of ``path`` holding its exclusive flock, with this process's pid written in it."""
+    """A descriptor of ``path`` holding its exclusive flock, this process's pid written in it."""
     while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,8 +154,10 @@ def _acquire(path: Path, folder: Path) -> int:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise HwccError(f"another hwcc compile is writing {folder} (pid {holder})",
-                            f"wait for it to end, or give -o another folder ({path} is its lock)") from None
+            raise HwccError(
+                f"another hwcc compile is writing {folder} (pid {holder})",
+                f"wait for it to end, or give -o another folder ({path} is its lock)",
+            ) from None
         if _is_current(fd, path):
             break
         os.close(fd)  # its last holder removed it after we opened it: lock the file now there
@@ -185,8 +199,9 @@ def _siblings(folder: Path, kind: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------- artifact
-def write_artifact(folder: str | os.PathLike, graph: Graph, summary: Mapping[str, Any],
-                   target: Any) -> tuple[Path, dict[str, str]]:
+def write_artifact(
+    folder: str | os.PathLike, graph: Graph, summary: Mapping[str, Any], target: Any
+) -> tuple[Path, dict[str, str]]:
     """Write the artifact to ``folder`` atomically: the model, the target's payload, the
     summary (``hwcc.json``: ``summary`` with the payload's files as ``payload``; ``summary``
     itself is left as it is) and the report.
@@ -241,7 +256,7 @@ def _swap_in(tmp: Path, folder: Path) -> None:
 
 
 def _publish_modes(folder: Path) -> None:
-    """Temporary files are private (0600/0700); the artifact gets the usual modes under the umask."""
+    """Temporary files are private (0600/0700); the artifact gets the umask's usual modes."""
     mask = os.umask(0)
     os.umask(mask)
     folder.chmod(0o777 & ~mask)
@@ -292,7 +307,7 @@ class Checkpoint:
         return (self.folder / "state.json").is_file()
 
     def save(self, graph: Graph, state: dict[str, Any]) -> None:
-        """Save ``graph`` and ``state``; a save that fails (a full disk) keeps the previous one whole.
+        """Save ``graph`` and ``state``; a failed save (a full disk) keeps the previous one whole.
 
         Raises:
             HwccError: the disk is full or not writable.
@@ -301,8 +316,15 @@ class Checkpoint:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             onnx_io.save(graph, self.folder / name)
-            _write_json(self.folder / "state.json", {"fingerprint": self.fingerprint, "graph": name,
-                                                     "graph_sha256": _sha256(self.folder / name), "state": state})
+            _write_json(
+                self.folder / "state.json",
+                {
+                    "fingerprint": self.fingerprint,
+                    "graph": name,
+                    "graph_sha256": _sha256(self.folder / name),
+                    "state": state,
+                },
+            )
         except OSError as e:
             if self.folder.is_dir():
                 self._prune(self._named_graph())
@@ -334,30 +356,45 @@ class Checkpoint:
         """
         path = self.folder / "state.json"
         if not path.is_file():
-            raise HwccError(f"--resume: no checkpoint at {self.folder}", "run without --resume to start afresh")
+            raise HwccError(
+                f"--resume: no checkpoint at {self.folder}", "run without --resume to start afresh"
+            )
         try:
             saved = json.loads(path.read_text())
             check_fields(saved, _SAVED, "state.json")
             graph_path = self.folder / saved["graph"]
             if graph_path.name != saved["graph"] or not graph_path.is_file():
-                raise ValueError(f"state.json names {saved['graph']!r}, which is not a file in the checkpoint")
+                raise ValueError(
+                    f"state.json names {saved['graph']!r}, which is not a file in the checkpoint"
+                )
             if _sha256(graph_path) != saved["graph_sha256"]:
-                raise ValueError(f"{saved['graph']} is not the graph that was saved (truncated or changed)")
+                raise ValueError(
+                    f"{saved['graph']} is not the graph that was saved (truncated or changed)"
+                )
             graph = onnx_io.load(graph_path)
         except (OSError, ValueError, HwccError) as e:
             raise self.unreadable(getattr(e, "message", str(e))) from None
         theirs = saved["fingerprint"]
-        differ = sorted(k for k in set(theirs) | set(self.fingerprint) if theirs.get(k) != self.fingerprint.get(k))
+        differ = sorted(
+            k
+            for k in set(theirs) | set(self.fingerprint)
+            if theirs.get(k) != self.fingerprint.get(k)
+        )
         if differ:
-            raise HwccError(f"--resume: the checkpoint at {self.folder} is of a different run "
-                            f"(it differs in: {', '.join(differ)})",
-                            f"rerun with the same model, data, target, budgets and options, or remove {self.folder}")
+            raise HwccError(
+                f"--resume: the checkpoint at {self.folder} is of a different run "
+                f"(it differs in: {', '.join(differ)})",
+                "rerun with the same model, data, target, budgets and options, "
+                f"or remove {self.folder}",
+            )
         return graph, saved["state"]
 
     def unreadable(self, why: str) -> HwccError:
         """The error for a checkpoint that cannot be resumed: ``why``, and what to do."""
-        return HwccError(f"--resume: the checkpoint at {self.folder} cannot be read: {why}",
-                         f"remove {self.folder} and run without --resume")
+        return HwccError(
+            f"--resume: the checkpoint at {self.folder} cannot be read: {why}",
+            f"remove {self.folder} and run without --resume",
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -74,16 +74,35 @@ class CompileSummary:
     payload: dict[str, str] | None = None
 
     @classmethod
-    def make(cls, *, inputs: RunInputs, target: Any, budgets: Sequence[Budget], state: SearchState,
-             outcome: Outcome, accuracy: float | None, accuracy_kind: str, config: SearchConfig,
-             layers_before: Sequence[Any], layers_after: Sequence[Any], wall_s: float) -> CompileSummary:
+    def make(
+        cls,
+        *,
+        inputs: RunInputs,
+        target: Any,
+        budgets: Sequence[Budget],
+        state: SearchState,
+        outcome: Outcome,
+        accuracy: float | None,
+        accuracy_kind: str,
+        config: SearchConfig,
+        layers_before: Sequence[Any],
+        layers_after: Sequence[Any],
+        wall_s: float,
+    ) -> CompileSummary:
         """The summary of a finished run. ``budgets`` are resolved; ``layers_*`` are the
         priced layers (``LayerCost``) of the input and final models in the legal form."""
         from hwcc import __version__  # the package's face imports the API, which imports this
 
         final = outcome.metrics
-        b_out = [{"text": b.text, "metric": b.metric, "limit": b.limit, "met": final[b.metric] <= b.limit}
-                 for b in budgets]
+        b_out = [
+            {
+                "text": b.text,
+                "metric": b.metric,
+                "limit": b.limit,
+                "met": final[b.metric] <= b.limit,
+            }
+            for b in budgets
+        ]
         predicted_met = all(x["met"] for x in b_out)
         measured_met = outcome.measured is None or outcome.measured.budget_met
         floor = state.floor(config.max_accuracy_drop)
@@ -93,22 +112,40 @@ class CompileSummary:
             hwcc_version=__version__,
             created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             input=inputs.to_json(),
-            target={"name": target.name, "provenance": target.provenance,
-                    "primary_metric": target.primary_metric, "description": target.description},
-            budgets=b_out, user_limits=dict(state.user_limits), search_limits=dict(state.limits),
+            target={
+                "name": target.name,
+                "provenance": target.provenance,
+                "primary_metric": target.primary_metric,
+                "description": target.description,
+            },
+            budgets=b_out,
+            user_limits=dict(state.user_limits),
+            search_limits=dict(state.limits),
             accuracy_kind=accuracy_kind,
             original={**state.original, "accuracy": state.accuracy0},
             final={**final, "accuracy": accuracy},
             measured=outcome.measured.to_json() if outcome.measured else None,
-            budget_met=met, accuracy_floor=floor, accuracy_floor_met=floor_met,
-            exit_reason=_reason(state, met, predicted_met, measured_met, floor_met, accuracy, floor),
-            warnings=list(state.warnings), legal_form=target.legal_form or None,
-            options=config.to_dict(), layers=_layers(layers_before, layers_after),
-            history=list(state.history), proposals=list(state.proposals), rejected=list(state.rejected),
-            honesty_rounds=list(state.rounds), cleanup=state.cleanup,
+            budget_met=met,
+            accuracy_floor=floor,
+            accuracy_floor_met=floor_met,
+            exit_reason=_reason(
+                state, met, predicted_met, measured_met, floor_met, accuracy, floor
+            ),
+            warnings=list(state.warnings),
+            legal_form=target.legal_form or None,
+            options=config.to_dict(),
+            layers=_layers(layers_before, layers_after),
+            history=list(state.history),
+            proposals=list(state.proposals),
+            rejected=list(state.rejected),
+            honesty_rounds=list(state.rounds),
+            cleanup=state.cleanup,
             timing={"wall_s": wall_s, "iterations": state.iteration},
-            metric_notes={"size_bytes": "weights of compute layers at their bit width, zeros included",
-                          "original": "the input model in the target's legal form"})
+            metric_notes={
+                "size_bytes": "weights of compute layers at their bit width, zeros included",
+                "original": "the input model in the target's legal form",
+            },
+        )
 
     def with_payload(self, files: Mapping[str, str]) -> CompileSummary:
         """This summary with the target payload's files (path -> what it is)."""
@@ -121,17 +158,29 @@ class CompileSummary:
         return {"summary_version": VERSION, **out}
 
 
-def _reason(state: SearchState, met: bool, predicted_met: bool, measured_met: bool, floor_met: bool,
-            accuracy: float | None, floor: float | None) -> str:
+def _reason(
+    state: SearchState,
+    met: bool,
+    predicted_met: bool,
+    measured_met: bool,
+    floor_met: bool,
+    accuracy: float | None,
+    floor: float | None,
+) -> str:
     reason = state.stop or ""
     if met and not floor_met:
         reason = f"budgets met, but accuracy {accuracy:.2%} is below the floor {floor:.2%}"
     elif predicted_met and not measured_met:
         reason = "the prediction meets the budget but the measured latency does not"
     elif not predicted_met and state.stop == "every budget met":
-        reason = "the search met every budget, but the final model in the target's legal form does not"
+        reason = (
+            "the search met every budget, but the final model in the target's legal form does not"
+        )
     if met and state.iteration == 0 and reason == "every budget met":
-        reason = f"every budget met by the exact cleanups alone ({', '.join(CLEANUP)}); no search step was needed"
+        reason = (
+            f"every budget met by the exact cleanups alone ({', '.join(CLEANUP)}); "
+            "no search step was needed"
+        )
     return reason
 
 
@@ -144,8 +193,15 @@ def _layers(before: Sequence[Any], after: Sequence[Any]) -> list[dict[str, Any]]
         ref = b or a
         if ref.layer.kind == "constant":
             continue
-        rows.append({"name": name, "op_type": ref.layer.op_type, "on": (a or b).on,
-                     "before": _cost(b), "after": _cost(a)})
+        rows.append(
+            {
+                "name": name,
+                "op_type": ref.layer.op_type,
+                "on": (a or b).on,
+                "before": _cost(b),
+                "after": _cost(a),
+            }
+        )
     return rows
 
 

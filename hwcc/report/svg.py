@@ -19,7 +19,16 @@ Formatter = Callable[[Sequence[float]], list[str]]
 
 BLUE, ORANGE, GREEN, RED, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#8c8c8c"
 
-_PREFIXES = [(1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")]
+_PREFIXES = [
+    (1e9, "G"),
+    (1e6, "M"),
+    (1e3, "k"),
+    (1.0, ""),
+    (1e-3, "m"),
+    (1e-6, "u"),
+    (1e-9, "n"),
+    (1e-12, "p"),
+]
 _TOP, _BOTTOM, _LEFT, _RIGHT = 52, 44, 74, 40
 
 
@@ -112,8 +121,10 @@ def _legend(entries: Sequence[tuple[str, str, bool]], y: float) -> list[str]:
     out, x = [], float(_LEFT)
     for label, color, dashed in entries:
         if dashed:
-            out.append(f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 14:.1f}" y2="{y - 4:.1f}" '
-                       f'stroke="{color}" stroke-width="2" stroke-dasharray="4 3"/>')
+            out.append(
+                f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 14:.1f}" y2="{y - 4:.1f}" '
+                f'stroke="{color}" stroke-width="2" stroke-dasharray="4 3"/>'
+            )
         else:
             out.append(f'<rect x="{x:.1f}" y="{y - 9:.1f}" width="12" height="10" fill="{color}"/>')
         out.append(_text(x + 18, y, label))
@@ -135,8 +146,18 @@ class Chart:
         height: in pixels.
     """
 
-    def __init__(self, title: str, xlabel: str, ylabel: str, xfmt: Formatter = count_labels,
-                 yfmt: Formatter = count_labels, *, xint: bool = False, width: int = 620, height: int = 360):
+    def __init__(
+        self,
+        title: str,
+        xlabel: str,
+        ylabel: str,
+        xfmt: Formatter = count_labels,
+        yfmt: Formatter = count_labels,
+        *,
+        xint: bool = False,
+        width: int = 620,
+        height: int = 360,
+    ):
         self.title, self.xlabel, self.ylabel = title, xlabel, ylabel
         self.xfmt, self.yfmt, self.xint = xfmt, yfmt, xint
         self.width, self.height = width, height
@@ -145,15 +166,29 @@ class Chart:
         self._refs: list[tuple[str, float, str, str]] = []
         self._legend: list[tuple[str, str, bool]] = []
 
-    def line(self, xs: Sequence[float], ys: Sequence[float], color: str, label: str | None = None,
-             dashed: bool = False) -> None:
+    def line(
+        self,
+        xs: Sequence[float],
+        ys: Sequence[float],
+        color: str,
+        label: str | None = None,
+        dashed: bool = False,
+    ) -> None:
         """A polyline through ``(xs[i], ys[i])``."""
         self._lines.append((list(xs), list(ys), color, dashed))
         if label:
             self._legend.append((label, color, dashed))
 
-    def points(self, xs: Sequence[float], ys: Sequence[float], color: str, tips: Sequence[str],
-               labels: Sequence[str] | None = None, label: str | None = None, r: float = 4.0) -> None:
+    def points(
+        self,
+        xs: Sequence[float],
+        ys: Sequence[float],
+        color: str,
+        tips: Sequence[str],
+        labels: Sequence[str] | None = None,
+        label: str | None = None,
+        r: float = 4.0,
+    ) -> None:
         """One circle per point, with ``tips[i]`` as its tooltip and ``labels[i]`` beside it."""
         self._points.append((list(xs), list(ys), color, list(tips), list(labels or []), r))
         if label:
@@ -180,39 +215,73 @@ class Chart:
         py = lambda v: _map(v, yt[0], yt[-1], y0, y1)  # noqa: E731
         out = _open(self.title, self.width, self.height) + _legend(self._legend, 38)
         for t, s in zip(xt, self.xfmt(xt)):
-            out.append(f'<line x1="{px(t):.1f}" y1="{y1}" x2="{px(t):.1f}" y2="{y0}" stroke="#e5e5e5"/>')
+            out.append(
+                f'<line x1="{px(t):.1f}" y1="{y1}" x2="{px(t):.1f}" y2="{y0}" stroke="#e5e5e5"/>'
+            )
             out.append(_text(px(t), y0 + 15, s, "middle"))
         for t, s in zip(yt, self.yfmt(yt)):
-            out.append(f'<line x1="{x0}" y1="{py(t):.1f}" x2="{x1}" y2="{py(t):.1f}" stroke="#e5e5e5"/>')
+            out.append(
+                f'<line x1="{x0}" y1="{py(t):.1f}" x2="{x1}" y2="{py(t):.1f}" stroke="#e5e5e5"/>'
+            )
             out.append(_text(x0 - 5, py(t) + 4, s, "end"))
-        out.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#444"/>')
+        out.append(
+            f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" '
+            'fill="none" stroke="#444"/>'
+        )
         out.append(_text((x0 + x1) / 2, self.height - 8, self.xlabel, "middle"))
-        out.append(_text(14, (y0 + y1) / 2, self.ylabel, "middle", f' transform="rotate(-90 14 {(y0 + y1) / 2:.1f})"'))
+        out.append(
+            _text(
+                14,
+                (y0 + y1) / 2,
+                self.ylabel,
+                "middle",
+                f' transform="rotate(-90 14 {(y0 + y1) / 2:.1f})"',
+            )
+        )
         for kind, v, color, text in self._refs:
             if kind == "v":
-                out.append(f'<line x1="{px(v):.1f}" y1="{y1}" x2="{px(v):.1f}" y2="{y0}" stroke="{color}" '
-                           f'stroke-width="1.5" stroke-dasharray="6 4"/>')
+                out.append(
+                    f'<line x1="{px(v):.1f}" y1="{y1}" x2="{px(v):.1f}" y2="{y0}" stroke="{color}" '
+                    f'stroke-width="1.5" stroke-dasharray="6 4"/>'
+                )
                 out.append(_text(px(v) + 3, y1 + 12, text, extra=f' fill="{color}"'))
             else:
-                out.append(f'<line x1="{x0}" y1="{py(v):.1f}" x2="{x1}" y2="{py(v):.1f}" stroke="{color}" '
-                           f'stroke-width="1.5" stroke-dasharray="6 4"/>')
+                out.append(
+                    f'<line x1="{x0}" y1="{py(v):.1f}" x2="{x1}" y2="{py(v):.1f}" stroke="{color}" '
+                    f'stroke-width="1.5" stroke-dasharray="6 4"/>'
+                )
                 out.append(_text(x1 - 3, py(v) - 4, text, "end", f' fill="{color}"'))
         for lx, ly, color, dashed in self._lines:
             pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(lx, ly))
             dash = ' stroke-dasharray="5 3"' if dashed else ""
-            out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+            out.append(
+                f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash}/>'
+            )
         for lx, ly, color, tips, labels, r in self._points:
             for i, (x, y) in enumerate(zip(lx, ly)):
-                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{r}" fill="{color}" stroke="#fff">'
-                           f"<title>{escape(tips[i] if i < len(tips) else '')}</title></circle>")
+                out.append(
+                    f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="{r}" '
+                    f'fill="{color}" stroke="#fff">'
+                    f"<title>{escape(tips[i] if i < len(tips) else '')}</title></circle>"
+                )
                 if i < len(labels) and labels[i]:
-                    out.append(_text(px(x) + r + 2, py(y) - r - 1, labels[i], extra=' font-size="10"'))
+                    out.append(
+                        _text(px(x) + r + 2, py(y) - r - 1, labels[i], extra=' font-size="10"')
+                    )
         out.append("</svg>")
         return "\n".join(out)
 
 
-def hbars(title: str, rows: Sequence[str], series: Sequence[tuple[str, str, Sequence[float | None]]],
-          fmt: Formatter, *, tips: Sequence[str] = (), missing: str = "removed", width: int = 620) -> str:
+def hbars(
+    title: str,
+    rows: Sequence[str],
+    series: Sequence[tuple[str, str, Sequence[float | None]]],
+    fmt: Formatter,
+    *,
+    tips: Sequence[str] = (),
+    missing: str = "removed",
+    width: int = 620,
+) -> str:
     """Grouped horizontal bars: one group per row, one bar per series.
 
     Args:
@@ -237,19 +306,33 @@ def hbars(title: str, rows: Sequence[str], series: Sequence[tuple[str, str, Sequ
     px = lambda v: _map(v, xt[0], xt[-1], x0, x1)  # noqa: E731
     out = _open(title, width, height) + _legend([(lab, c, False) for lab, c, _ in series], 38)
     for t, s in zip(xt, fmt(xt)):
-        out.append(f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{y0}" stroke="#e5e5e5"/>')
+        out.append(
+            f'<line x1="{px(t):.1f}" y1="{top}" x2="{px(t):.1f}" y2="{y0}" stroke="#e5e5e5"/>'
+        )
         out.append(_text(px(t), y0 + 15, s, "middle"))
     for i, row in enumerate(rows):
         gy = top + i * group + gap / 2
         tip = tips[i] if i < len(tips) else row
-        out.append(f"<g><title>{escape(tip)}</title>{_text(x0 - 5, gy + group / 2, _short(row), 'end')}</g>")
+        out.append(
+            f"<g><title>{escape(tip)}</title>"
+            f"{_text(x0 - 5, gy + group / 2, _short(row), 'end')}</g>"
+        )
         for j, (label, color, vs) in enumerate(series):
             y, v = gy + j * bar, vs[i] if i < len(vs) else None
             if v is None:
-                out.append(_text(x0 + 4, y + bar - 1, missing, extra=' font-style="italic" fill="#999" font-size="9"'))
+                out.append(
+                    _text(
+                        x0 + 4,
+                        y + bar - 1,
+                        missing,
+                        extra=' font-style="italic" fill="#999" font-size="9"',
+                    )
+                )
                 continue
-            out.append(f'<rect x="{x0}" y="{y:.1f}" width="{max(px(v) - x0, 0.5):.1f}" height="{bar - 1}" '
-                       f'fill="{color}"><title>{escape(f"{tip}: {label} {fmt([v])[0]}")}</title></rect>')
+            out.append(
+                f'<rect x="{x0}" y="{y:.1f}" width="{max(px(v) - x0, 0.5):.1f}" height="{bar - 1}" '
+                f'fill="{color}"><title>{escape(f"{tip}: {label} {fmt([v])[0]}")}</title></rect>'
+            )
     out.append(f'<line x1="{x0}" y1="{top}" x2="{x0}" y2="{y0}" stroke="#444"/>')
     out.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#444"/>')
     out.append("</svg>")
