@@ -10,4 +10,14 @@ from hwcc.ir import Graph, Node, Tensor
 from hwcc.ir.onnx_io import load, save
 
 __version__ = "0.1.0"
-__all__ = ["compile", "CompileResult", "Graph", "Node", "Tensor", "HwccError", "load", "save", "__version__"]
+__all__ = [
+    "compile",
+    "CompileResult",
+    "Graph",
+    "Node",
+    "Tensor",
+    "HwccError",
+    "load",
+    "save",
+    "__version__",
+]

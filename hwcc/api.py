@@ -39,7 +39,13 @@ from hwcc.ir import Graph
 from hwcc.ir.cleanup import CLEANUP, cleanup
 from hwcc.ir.onnx_io import load, to_proto
 from hwcc.ir.verify import Session
-from hwcc.report.artifact import Checkpoint, check_destination, is_artifact, output_lock, write_artifact
+from hwcc.report.artifact import (
+    Checkpoint,
+    check_destination,
+    is_artifact,
+    output_lock,
+    write_artifact,
+)
 from hwcc.report.summary import CompileSummary, RunInputs
 from hwcc.search.budget import Budget, parse_budget
 from hwcc.search.config import SearchConfig
@@ -105,13 +111,21 @@ def _one_writer(compile_fn: Callable[..., CompileResult]) -> Callable[..., Compi
 
 
 @_one_writer
-def compile(model: str | os.PathLike | Graph, target: str, budget: str | Budget | Sequence[str | Budget], *,
-            data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-            holdout: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
-            output: str | os.PathLike | None = None, resume: bool = False,
-            config: SearchConfig | None = None, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-            honesty_rounds: int = 3, progress: Callable[[str, dict[str, Any]], None] | None = None,
-            **options: Any) -> CompileResult:
+def compile(
+    model: str | os.PathLike | Graph,
+    target: str,
+    budget: str | Budget | Sequence[str | Budget],
+    *,
+    data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    holdout: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    output: str | os.PathLike | None = None,
+    resume: bool = False,
+    config: SearchConfig | None = None,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    honesty_rounds: int = 3,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> CompileResult:
     """Compile ``model`` for ``target`` so that it meets every ``budget``.
 
     Args:
@@ -158,27 +172,64 @@ def compile(model: str | os.PathLike | Graph, target: str, budget: str | Budget 
     else:
         graph = cleanup(src, config.seed)
         state = SearchState.start(
-            _limits(budgets), price.original(), price(graph), evaluator.accuracy(src),
-            initial_reduction=config.initial_reduction, decay=config.decay, max_iterations=config.max_iterations,
+            _limits(budgets),
+            price.original(),
+            price(graph),
+            evaluator.accuracy(src),
+            initial_reduction=config.initial_reduction,
+            decay=config.decay,
+            max_iterations=config.max_iterations,
             warnings=[data_warning] if data_warning else [],
-            cleanup={"passes": list(CLEANUP), "metrics": price(graph)})
+            cleanup={"passes": list(CLEANUP), "metrics": price(graph)},
+        )
         if ckpt:  # a run killed in its first iteration resumes after the cleanups
             ckpt.save(graph, state.to_json())
     for w in state.warnings:
         emit("warning", {"message": w})
-    hooks = Hooks(price=price, layer_energy=price.layer_energy, finetune=finetune, accuracy=evaluator.accuracy,
-                  checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
-                  event=emit)
-    finish = Finish(finetune=lambda g, seed: finetune(g, config.long_term_steps, seed),
-                    legalize=lambda g: tgt.legalize(g, calib, config.seed), price=price.cost_metrics)
-    outcome = search(graph, state, config, hooks, finish, target=tgt, source=src, budgets=budgets,
-                     honesty_rounds=honesty_rounds)
+    hooks = Hooks(
+        price=price,
+        layer_energy=price.layer_energy,
+        finetune=finetune,
+        accuracy=evaluator.accuracy,
+        checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
+        event=emit,
+    )
+    finish = Finish(
+        finetune=lambda g, seed: finetune(g, config.long_term_steps, seed),
+        legalize=lambda g: tgt.legalize(g, calib, config.seed),
+        price=price.cost_metrics,
+    )
+    outcome = search(
+        graph,
+        state,
+        config,
+        hooks,
+        finish,
+        target=tgt,
+        source=src,
+        budgets=budgets,
+        honesty_rounds=honesty_rounds,
+    )
     summary = CompileSummary.make(
-        inputs=RunInputs(str(model) if not isinstance(model, Graph) else "<graph>", _graph_hash(src),
-                         tune.source, tune.sha256, held.source, held.sha256),
-        target=tgt, budgets=budgets, state=state, outcome=outcome, accuracy=evaluator.accuracy(outcome.graph),
-        accuracy_kind=evaluator.kind, config=config, layers_before=price.cost(price.source_legal).layers,
-        layers_after=price.cost(outcome.graph).layers, wall_s=time.monotonic() - start)
+        inputs=RunInputs(
+            str(model) if not isinstance(model, Graph) else "<graph>",
+            _graph_hash(src),
+            tune.source,
+            tune.sha256,
+            held.source,
+            held.sha256,
+        ),
+        target=tgt,
+        budgets=budgets,
+        state=state,
+        outcome=outcome,
+        accuracy=evaluator.accuracy(outcome.graph),
+        accuracy_kind=evaluator.kind,
+        config=config,
+        layers_before=price.cost(price.source_legal).layers,
+        layers_after=price.cost(outcome.graph).layers,
+        wall_s=time.monotonic() - start,
+    )
     result = CompileResult(outcome.graph, summary, tgt)
     if output is not None:
         result.save(output)
@@ -199,7 +250,9 @@ def _check_output(output: str | os.PathLike | None, resume: bool) -> None:
     if output is not None:
         check_destination(output)
     if resume and output is None:
-        raise HwccError("resume needs the output folder of the run to continue", "give -o OUT with --resume")
+        raise HwccError(
+            "resume needs the output folder of the run to continue", "give -o OUT with --resume"
+        )
 
 
 def _limits(budgets: Sequence[Budget]) -> dict[str, float]:
@@ -210,18 +263,34 @@ def _limits(budgets: Sequence[Budget]) -> dict[str, float]:
     return limits
 
 
-def _checkpoint(output: str | os.PathLike | None, resume: bool, src: Graph, tune: Dataset, held: Dataset,
-                tgt: Any, budgets: Sequence[Budget], config: SearchConfig) -> Checkpoint | None:
+def _checkpoint(
+    output: str | os.PathLike | None,
+    resume: bool,
+    src: Graph,
+    tune: Dataset,
+    held: Dataset,
+    tgt: Any,
+    budgets: Sequence[Budget],
+    config: SearchConfig,
+) -> Checkpoint | None:
     """The run's checkpoint (None without ``output``); one left by a killed run is refused
     unless ``resume`` asks to continue it."""
     if output is None:
         return None
-    fingerprint = {"model": _graph_hash(src), "data": tune.sha256, "holdout": held.sha256, "target": tgt.name,
-                   "budgets": [b.text for b in budgets], "config": config.to_dict()}
+    fingerprint = {
+        "model": _graph_hash(src),
+        "data": tune.sha256,
+        "holdout": held.sha256,
+        "target": tgt.name,
+        "budgets": [b.text for b in budgets],
+        "config": config.to_dict(),
+    }
     ckpt = Checkpoint(f"{output}.checkpoint", fingerprint)
     if ckpt.exists and not resume:
-        raise HwccError(f"an interrupted run left a checkpoint at {ckpt.folder}",
-                        "add --resume to continue it, or remove that folder to start afresh")
+        raise HwccError(
+            f"an interrupted run left a checkpoint at {ckpt.folder}",
+            "add --resume to continue it, or remove that folder to start afresh",
+        )
     return ckpt
 
 
@@ -233,8 +302,10 @@ def _resumed(ckpt: Checkpoint, output: str | os.PathLike) -> tuple[Graph, Search
             that cannot be read.
     """
     if not ckpt.exists and is_artifact(Path(output)):
-        raise HwccError(f"--resume: {output} is already complete; no checkpoint is left at {ckpt.folder}",
-                        "nothing to resume; run without --resume to compile it afresh")
+        raise HwccError(
+            f"--resume: {output} is already complete; no checkpoint is left at {ckpt.folder}",
+            "nothing to resume; run without --resume to compile it afresh",
+        )
     graph, saved = ckpt.load()
     try:
         return graph, SearchState.from_json(saved)
@@ -246,14 +317,18 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(SearchConfig)}
     bad = sorted(set(options) - known)
     if bad:
-        raise HwccError(f"unknown compile option(s): {', '.join(bad)}", f"known: {', '.join(sorted(known))}")
+        raise HwccError(
+            f"unknown compile option(s): {', '.join(bad)}", f"known: {', '.join(sorted(known))}"
+        )
     out = dict(options)
     if "passes" in out:
         out["passes"] = tuple(out["passes"])
     return out
 
 
-def _finetuner(src: Graph, tune: Dataset, config: SearchConfig) -> Callable[[Graph, int, int], Graph]:
+def _finetuner(
+    src: Graph, tune: Dataset, config: SearchConfig
+) -> Callable[[Graph, int, int], Graph]:
     """``(graph, steps, seed) -> graph`` fine-tuned on ``tune``; distilled from the input's
     outputs when there are no labels. An op the fine-tuner cannot run fails now, not mid-search."""
     if config.short_term_steps <= 0 and config.long_term_steps <= 0:
@@ -266,8 +341,17 @@ def _finetuner(src: Graph, tune: Dataset, config: SearchConfig) -> Callable[[Gra
     def run(g: Graph, steps: int, seed: int) -> Graph:
         if steps <= 0:
             return g
-        return finetune(g, tune.inputs, tune.labels, teacher=teacher, steps=steps, lr=config.lr,
-                        batch_size=config.batch_size, seed=seed, optimizer=config.optimizer).graph
+        return finetune(
+            g,
+            tune.inputs,
+            tune.labels,
+            teacher=teacher,
+            steps=steps,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            seed=seed,
+            optimizer=config.optimizer,
+        ).graph
 
     return run
 
@@ -279,4 +363,3 @@ def _outputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _graph_hash(graph: Graph) -> str:
     return hashlib.sha256(to_proto(graph).SerializeToString(deterministic=True)).hexdigest()
-

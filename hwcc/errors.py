@@ -10,9 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-
-_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def json_kind(kind: type) -> str:
@@ -65,5 +71,4 @@ def check_fields(obj: Any, types: Mapping[str, type | tuple[type, ...]], where: 
         v = obj[key]
         if not isinstance(v, want) or (isinstance(v, bool) and want is not bool):
             names = sorted({json_kind(t) for t in (want if isinstance(want, tuple) else (want,))})
-            raise ValueError(f"{where}: {key!r} is {json_kind(type(v))}, "
-                             f"not {' or '.join(names)}")
+            raise ValueError(f"{where}: {key!r} is {json_kind(type(v))}, not {' or '.join(names)}")

@@ -60,10 +60,25 @@ class Progress:
         done: steps completed so far.
     """
 
-    def __init__(self, total: int, label: str = "", *, unit: str = "", stream: TextIO | None = None,
-                 enabled: bool | None = None, width: int = 24, min_interval: float = 0.1,
-                 columns: int | None = None):
-        self.total, self.label, self.unit, self.width, self.min_interval = int(total), label, unit, width, min_interval
+    def __init__(
+        self,
+        total: int,
+        label: str = "",
+        *,
+        unit: str = "",
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        width: int = 24,
+        min_interval: float = 0.1,
+        columns: int | None = None,
+    ):
+        self.total, self.label, self.unit, self.width, self.min_interval = (
+            int(total),
+            label,
+            unit,
+            width,
+            min_interval,
+        )
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = enabled if enabled is not None else bool(isatty and isatty())
@@ -122,9 +137,15 @@ class Progress:
         unit = f" {self.unit}" if self.unit else ""
         if self.total > 0:
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
-            tail = [f"{self.done}/{self.total}{unit}",
-                    f"{rate:.2g}/s" + (f" ETA {format_duration(left)}" if self.done < self.total else
-                                       f" in {format_duration(elapsed)}")]
+            tail = [
+                f"{self.done}/{self.total}{unit}",
+                f"{rate:.2g}/s"
+                + (
+                    f" ETA {format_duration(left)}"
+                    if self.done < self.total
+                    else f" in {format_duration(elapsed)}"
+                ),
+            ]
         else:
             tail = [f"{self.done}{unit} done, {rate:.2g}/s, {format_duration(elapsed)}"]
         bar_width = min(self.width, fit - len("  ".join(head + tail)) - 4) if self.total > 0 else 0
@@ -134,7 +155,7 @@ class Progress:
         text = "  ".join(head + tail)
         room = fit - len(text) - 2
         if self.note and room >= 8:
-            note = self.note if len(self.note) <= room else self.note[:room - 1] + "…"
+            note = self.note if len(self.note) <= room else self.note[: room - 1] + "…"
             text += "  " + note
         return text[:fit]
 

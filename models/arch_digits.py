@@ -15,17 +15,15 @@ ONNX so that BN folding has real test cases.
 
 from __future__ import annotations
 
-from torch import nn
-
 from hwcc.models.arch_mobile import InvertedResidual, conv_bn, resnet
 from hwcc.models.registry import register
+from torch import nn
 
 _DIGITS_INPUT = {"input": (1, 1, 8, 8)}
 _TRAINED = {"kind": "trained", "input_shapes": _DIGITS_INPUT, "output_names": ("logits",)}
 
 
-@register("lenet300-digits", description="LeNet-300-100 MLP trained on 8x8 digits",
-          **_TRAINED)
+@register("lenet300-digits", description="LeNet-300-100 MLP trained on 8x8 digits", **_TRAINED)
 def lenet300_digits() -> nn.Module:
     """Flatten 64 -> 300 -> 100 -> 10 with ReLU."""
     return nn.Sequential(
@@ -38,9 +36,11 @@ def lenet300_digits() -> nn.Module:
     )
 
 
-@register("lenet5-digits",
-          description="LeNet-5 style CNN (conv20-conv50-pool-fc500) trained on 8x8 digits",
-          **_TRAINED)
+@register(
+    "lenet5-digits",
+    description="LeNet-5 style CNN (conv20-conv50-pool-fc500) trained on 8x8 digits",
+    **_TRAINED,
+)
 def lenet5_digits() -> nn.Module:
     """conv 20@5x5 pad 2, conv 50@5x5 pad 2, max-pool 2, FC 500, FC 10 (ReLU between)."""
     return nn.Sequential(
@@ -56,9 +56,11 @@ def lenet5_digits() -> nn.Module:
     )
 
 
-@register("mobilenet-digits",
-          description="MobileNetV2-style CNN (BN, depthwise, residual Adds) on 8x8 digits",
-          **_TRAINED)
+@register(
+    "mobilenet-digits",
+    description="MobileNetV2-style CNN (BN, depthwise, residual Adds) on 8x8 digits",
+    **_TRAINED,
+)
 def mobilenet_digits() -> nn.Module:
     """3x3 stem (32), four inverted-residual blocks (t=2, ReLU), pool, FC 10."""
     return nn.Sequential(
@@ -73,9 +75,11 @@ def mobilenet_digits() -> nn.Module:
     )
 
 
-@register("resnet-digits",
-          description="Small ResNet (BN, basic blocks, 1x1 projection) on 8x8 digits",
-          **_TRAINED)
+@register(
+    "resnet-digits",
+    description="Small ResNet (BN, basic blocks, 1x1 projection) on 8x8 digits",
+    **_TRAINED,
+)
 def resnet_digits() -> nn.Module:
     """3x3 stem (32), two basic blocks at 32, one stride-2 block to 64, pool, FC 10."""
     return resnet((2, 1), (32, 64), 32, conv_bn(1, 32, 3), num_classes=10)

@@ -11,13 +11,18 @@ digits models keep their BatchNormalization nodes instead.
 
 from __future__ import annotations
 
+from hwcc.models.registry import register
 from torch import nn
 
-from hwcc.models.registry import register
 
-
-def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
-            act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+def conv_bn(
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
     """Conv (no bias, "same" padding for odd kernels) + BatchNorm (+ activation)."""
     layers = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
@@ -43,12 +48,12 @@ def mobilenet_v1() -> nn.Module:
     layers = [conv_bn(3, 32, 3, 2)]
     channels = 32
     for cout, stride in _V1_BLOCKS:
-        layers += [conv_bn(channels, channels, 3, stride, groups=channels),
-                   conv_bn(channels, cout, 1)]
+        layers += [
+            conv_bn(channels, channels, 3, stride, groups=channels),
+            conv_bn(channels, cout, 1),
+        ]
         channels = cout
-    return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1000)
-    )
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 1000))
 
 
 class InvertedResidual(nn.Module):
@@ -62,8 +67,9 @@ class InvertedResidual(nn.Module):
         act: activation after the expand and depthwise convs (the paper's ReLU6).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int,
-                 act: type[nn.Module] = nn.ReLU6):
+    def __init__(
+        self, cin: int, cout: int, stride: int, expand: int, act: type[nn.Module] = nn.ReLU6
+    ):
         super().__init__()
         hidden = cin * expand
         layers = [conv_bn(cin, hidden, 1, act=act)] if expand != 1 else []
@@ -117,13 +123,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
-        self.body = nn.Sequential(
-            conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, act=None)
-        )
+        self.body = nn.Sequential(conv_bn(cin, cout, 3, stride), conv_bn(cout, cout, 3, act=None))
         self.shortcut = (
-            conv_bn(cin, cout, 1, stride, act=None)
-            if stride != 1 or cin != cout
-            else nn.Identity()
+            conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
         )
         self.relu = nn.ReLU()
 
@@ -131,8 +133,13 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-def resnet(stage_blocks: tuple[int, ...], widths: tuple[int, ...], in_channels: int,
-           stem: nn.Module, num_classes: int) -> nn.Sequential:
+def resnet(
+    stage_blocks: tuple[int, ...],
+    widths: tuple[int, ...],
+    in_channels: int,
+    stem: nn.Module,
+    num_classes: int,
+) -> nn.Sequential:
     """A basic-block ResNet.
 
     Args:

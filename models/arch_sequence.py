@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
-
 from hwcc.models.registry import register
+from torch import nn
 
 _TPU_WIDTH = 2048
 _LM_VOCAB, _LM_HIDDEN, _LM_STEPS = 10_000, 200, 35
@@ -136,8 +135,9 @@ class TransformerEncoder(nn.Module):
         layers: number of encoder layers.
     """
 
-    def __init__(self, vocab=_TF_VOCAB, dim=_TF_DIM, heads=_TF_HEADS, mlp=_TF_MLP,
-                 seq=_TF_SEQ, layers=2):
+    def __init__(
+        self, vocab=_TF_VOCAB, dim=_TF_DIM, heads=_TF_HEADS, mlp=_TF_MLP, seq=_TF_SEQ, layers=2
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.position = nn.Parameter(torch.randn(1, seq, dim) * 0.02)

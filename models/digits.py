@@ -38,8 +38,9 @@ def load_raw() -> tuple[np.ndarray, np.ndarray]:
         return data["images"], data["labels"].astype(np.int64)
 
 
-def split_indices(labels: np.ndarray, seed: int = SPLIT_SEED,
-                  test_fraction: float = TEST_FRACTION) -> dict[str, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION
+) -> dict[str, np.ndarray]:
     """Computes the stratified train/test split.
 
     Args:
@@ -73,9 +74,7 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         HwccError: ``split`` is not one of the two splits.
     """
     if split not in SPLITS:
-        raise HwccError(
-            f"unknown digits split {split!r}", hint=f"use one of: {', '.join(SPLITS)}"
-        )
+        raise HwccError(f"unknown digits split {split!r}", hint=f"use one of: {', '.join(SPLITS)}")
     images, labels = load_raw()
     index = split_indices(labels)[split]
     x = (images[index].astype(np.float32) / PIXEL_MAX)[:, None, :, :]
@@ -125,9 +124,7 @@ def onnx_accuracy(onnx_path: str | os.PathLike, split: str = "test") -> float:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(onnx_path), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
     x, y = load_split(split)
     correct = sum(

@@ -34,8 +34,7 @@ class LRN(nn.Module):
         k: additive bias.
     """
 
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                 k: float = 1.0):
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from hwcc.models.digits import DIGITS_FILE
 
 
@@ -31,9 +30,7 @@ def make(path: Path = DIGITS_FILE) -> Path:
     if images.min() < 0 or images.max() > 16 or not np.all(images == np.round(images)):
         raise ValueError("expected integer pixels on a 0..16 scale")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path, images=images.astype(np.uint8), labels=bunch.target.astype(np.int64)
-    )
+    np.savez_compressed(path, images=images.astype(np.uint8), labels=bunch.target.astype(np.int64))
     return path
 
 

@@ -12,9 +12,9 @@ fixed shapes (no dynamic axes), with the inputs and outputs named as the model's
 Cached files live in ``$XDG_CACHE_HOME/hwcc/zoo/`` (``~/.cache/hwcc/zoo/`` by default) as
 ``<name>-<hash>.onnx``. The hash covers the source of the modules that define the model,
 the source of this module (the export settings), the torch version and the opset, so a
-changed definition re-exports (and the superseded file is deleted). Files are written under a temporary name in the same
-folder and renamed into place, so a crash or a concurrent export never leaves a
-half-written model.
+changed definition re-exports (and the superseded file is deleted). Files are written
+under a temporary name in the same folder and renamed into place, so a crash or a
+concurrent export never leaves a half-written model.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from hwcc.models.registry import ModelSpec
+from torch import nn
 
 OPSET = 17
 _LOG = logging.getLogger(__name__)
@@ -118,8 +117,14 @@ def _drop_initializer_inputs(graph) -> None:
     graph.input.extend(real)
 
 
-def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], spec: ModelSpec,
-                path: Path, *, keep_batchnorm: bool = False) -> Path:
+def export_onnx(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    spec: ModelSpec,
+    path: Path,
+    *,
+    keep_batchnorm: bool = False,
+) -> Path:
     """Exports ``module`` to ``path`` atomically, batch 1, fixed shapes, opset 17.
 
     Every parameter becomes its own initializer, named as in the ``state_dict`` where no

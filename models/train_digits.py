@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from hwcc.models import digits, onnx_export
 from hwcc.models.registry import all_specs, get_spec
+from torch import nn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +90,7 @@ def _shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarra
     n, _, h, w = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)))
     dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
-    return np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return np.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 def train(name: str, settings: TrainSettings | None = None) -> nn.Module:
@@ -158,9 +157,7 @@ def export_trained(model: nn.Module, name: str, path: Path) -> Path:
 
     spec = get_spec(name)
     x, _ = digits.load_split("test")
-    onnx_export.export_onnx(
-        model, (torch.from_numpy(x[:1]),), spec, path, keep_batchnorm=True
-    )
+    onnx_export.export_onnx(model, (torch.from_numpy(x[:1]),), spec, path, keep_batchnorm=True)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
 
@@ -202,8 +199,12 @@ def main(argv: list[str] | None = None) -> None:
     trained = [s.name for s in all_specs() if s.kind == "trained"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=trained, help="train just this model")
-    parser.add_argument("--out-dir", type=Path, default=digits.DATA_DIR,
-                        help="where the .onnx files and zoo_digits.json go")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=digits.DATA_DIR,
+        help="where the .onnx files and zoo_digits.json go",
+    )
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -212,16 +213,25 @@ def main(argv: list[str] | None = None) -> None:
     models = record.get("models", {})
     for name in [args.only] if args.only else trained:
         models[name] = train_and_export(name, args.out_dir)
-        print(f"{name}: test accuracy {models[name]['test_accuracy']:.4f} "
-              f"({models[name]['train_seconds']} s)")
+        print(
+            f"{name}: test accuracy {models[name]['test_accuracy']:.4f} "
+            f"({models[name]['train_seconds']} s)"
+        )
     x_train, _ = digits.load_split("train")
     x_test, _ = digits.load_split("test")
     record = {
-        "data": {"file": "digits.npz", "split_seed": digits.SPLIT_SEED,
-                 "test_fraction": digits.TEST_FRACTION,
-                 "train_samples": len(x_train), "test_samples": len(x_test)},
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "opset": onnx_export.OPSET},
+        "data": {
+            "file": "digits.npz",
+            "split_seed": digits.SPLIT_SEED,
+            "test_fraction": digits.TEST_FRACTION,
+            "train_samples": len(x_train),
+            "test_samples": len(x_test),
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "opset": onnx_export.OPSET,
+        },
         "models": dict(sorted(models.items())),
     }
     with onnx_export.atomic_target(record_path) as tmp:

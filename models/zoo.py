@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hwcc.models import digits, onnx_export
+from hwcc.models.registry import ModelSpec, all_specs, get_spec
 from torch import nn
 
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
-from hwcc.models import digits, onnx_export
-from hwcc.models.registry import ModelSpec, all_specs, get_spec
 
 ZOO_JSON = digits.DATA_DIR / "zoo_digits.json"
 _RETRAIN_HINT = "re-create it with `python -m hwcc.models.train_digits --only {name}`"
@@ -93,8 +93,10 @@ def list_models() -> list[ZooEntry]:
 def _trained_path(spec: ModelSpec) -> Path:
     path = digits.DATA_DIR / spec.onnx_file
     if not path.exists():
-        raise HwccError(f"the trained zoo model file {path} is missing",
-                        hint=_RETRAIN_HINT.format(name=spec.name))
+        raise HwccError(
+            f"the trained zoo model file {path} is missing",
+            hint=_RETRAIN_HINT.format(name=spec.name),
+        )
     return path
 
 
@@ -110,8 +112,10 @@ def _load_trained_weights(module: nn.Module, spec: ModelSpec) -> None:
         if key.endswith("num_batches_tracked"):
             continue
         if key not in weights:
-            raise HwccError(f"{path} has no initializer named {key!r} for {spec.name}",
-                            hint=_RETRAIN_HINT.format(name=spec.name))
+            raise HwccError(
+                f"{path} has no initializer named {key!r} for {spec.name}",
+                hint=_RETRAIN_HINT.format(name=spec.name),
+            )
         array = torch.from_numpy(numpy_helper.to_array(weights[key]).copy())
         if array.shape != value.shape:
             raise HwccError(
@@ -215,7 +219,11 @@ def export(name: str, out_path: str | os.PathLike) -> Path:
     return onnx_export.copy_atomic(model_path(name), out_path)
 
 
-DATA_SETS = {"digits": "the UCI 8x8 handwritten digits, 10 classes: train split to fine-tune, test split held out"}
+DATA_SETS = {
+    "digits": (
+        "the UCI 8x8 handwritten digits, 10 classes: train split to fine-tune, test split held out"
+    )
+}
 
 
 def data_set(name: str) -> str:

@@ -17,13 +17,21 @@ SAMPLES = np.array([[[1, -2, 0, 3]], [[0, 0, 0, 1]]], dtype=np.float32)  # 2 sam
 
 def mlp(batch: int = 1) -> hwcc.Graph:
     """x[batch,4] -> MatMul fc1 -> Relu -> Gemm fc2 -> y[batch,2]."""
-    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
-             helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Gemm", ["r", "W2"], ["y"], name="fc2")]
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])],
-                          [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2")])
-    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "W2"], ["y"], name="fc2"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])],
+        [numpy_helper.from_array(W1, "W1"), numpy_helper.from_array(W2, "W2")],
+    )
+    return hwcc.load(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    )
 
 
 def test_compute_layers_and_their_inputs():
@@ -31,8 +39,10 @@ def test_compute_layers_and_their_inputs():
 
 
 def test_density_by_hand():
-    # sample 1: x = [1,-2,0,3] (3 of 4 non-zero); h = x·W1 = [1+3, -2-3, -1] = [4,-5,-1] -> relu [4,0,0]
-    # sample 2: x = [0,0,0,1] (1 of 4);            h = [1, -1, 0]                     -> relu [1,0,0]
+    # sample 1: x = [1,-2,0,3] (3 of 4 non-zero)
+    #           h = x·W1 = [1+3, -2-3, -1] = [4,-5,-1] -> relu [4,0,0]
+    # sample 2: x = [0,0,0,1] (1 of 4)
+    #           h = [1, -1, 0]                     -> relu [1,0,0]
     # fc1 input: (3 + 1) / 8 = 0.5; fc2 input: (1 + 1) / 6 = 1/3
     d = measure_density(mlp(), {"x": SAMPLES.reshape(2, 4)})
     assert d == pytest.approx({"fc1": 0.5, "fc2": 1 / 3}, abs=1e-12)

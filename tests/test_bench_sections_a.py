@@ -35,25 +35,37 @@ def test_greedy_looks_past_a_flat_stretch():
 
 def test_greedy_respects_the_floor_and_stops_there():
     sizes = {"a": 100, "b": 100}
-    dens = greedy_allocation(sizes, lambda n, d: (3.0 if n == "a" else 1.0) * 100 * d, keep=20, floor=0.3)
-    assert dens == {"a": pytest.approx(0.3), "b": pytest.approx(0.3)}  # the floor binds before 20 weights
+    dens = greedy_allocation(
+        sizes, lambda n, d: (3.0 if n == "a" else 1.0) * 100 * d, keep=20, floor=0.3
+    )
+    assert dens == {
+        "a": pytest.approx(0.3),
+        "b": pytest.approx(0.3),
+    }  # the floor binds before 20 weights
 
 
 def test_best_at_floor():
-    points = [{"accuracy": 0.99, "reduction_energy_j": 1.0}, {"accuracy": 0.985, "reduction_energy_j": 2.0},
-              {"accuracy": 0.97, "reduction_energy_j": 5.0}]
+    points = [
+        {"accuracy": 0.99, "reduction_energy_j": 1.0},
+        {"accuracy": 0.985, "reduction_energy_j": 2.0},
+        {"accuracy": 0.97, "reduction_energy_j": 5.0},
+    ]
     assert best_at_floor(points, 0.98, "energy_j")["reduction_energy_j"] == 2.0
     assert best_at_floor(points, 0.995, "energy_j") is None
 
 
 def test_rows_and_summary():
-    rows = [row("t", "a", "time", "us", 11.0, 10.0, 0.15),           # +10 %: within 15 %
-            row("t", "b", "time", "us", 13.0, 10.0, 0.15),           # +30 %: outside
-            row("t", "c", "share", "", 0.30, 0.25, 0.10, absolute=True),  # 5 points: within 10 points
-            row("t", "d", "bound", "us", 9.0, 10.0, None, bound=True)]
+    rows = [
+        row("t", "a", "time", "us", 11.0, 10.0, 0.15),  # +10 %: within 15 %
+        row("t", "b", "time", "us", 13.0, 10.0, 0.15),  # +30 %: outside
+        row("t", "c", "share", "", 0.30, 0.25, 0.10, absolute=True),  # 5 points: within 10 points
+        row("t", "d", "bound", "us", 9.0, 10.0, None, bound=True),
+    ]
     assert [r["within"] for r in rows] == [True, False, True, True]
     assert rows[1]["error"] == pytest.approx(0.3)
     s = summarize(rows)
-    assert s["rows"] == 3 and s["bounds"] == 1 and s["bounds_hold"] == 1   # the bound is not an estimate
+    assert (
+        s["rows"] == 3 and s["bounds"] == 1 and s["bounds_hold"] == 1
+    )  # the bound is not an estimate
     assert s["within_10"] == pytest.approx(1 / 3) and s["within_25"] == pytest.approx(2 / 3)
     assert s["median_abs"] == pytest.approx(0.2) and s["within_tolerance"] == 2

@@ -24,8 +24,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # folder -> the package it ships as
-PACKAGES = {"hwcc": "hwcc", "passes": "hwcc.passes", "targets": "hwcc.targets", "models": "hwcc.models",
-            "bench": "bench"}
+PACKAGES = {
+    "hwcc": "hwcc",
+    "passes": "hwcc.passes",
+    "targets": "hwcc.targets",
+    "models": "hwcc.models",
+    "bench": "bench",
+}
 MAX_LINES = 400
 
 
@@ -53,22 +58,33 @@ def _imports() -> list[Import]:
         text = path.read_text()
         lines = text.splitlines()
         tree = ast.parse(text)
-        nested_lines = {n.lineno for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                        for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        nested_lines = {
+            n.lineno
+            for f in ast.walk(tree)
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for n in ast.walk(f)
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    anchor = module.split(".")[: len(module.split(".")) - node.level + (path.name == "__init__.py")]
+                    anchor = module.split(".")[
+                        : len(module.split(".")) - node.level + (path.name == "__init__.py")
+                    ]
                     base = ".".join([*anchor, *([base] if base else [])])
                 names = [base] + [f"{base}.{a.name}" for a in node.names]
             else:
                 continue
             here = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
             for name in names:
-                out.append(Import(module, path, node.lineno, name, node.lineno in nested_lines, "#" in here))
+                out.append(
+                    Import(
+                        module, path, node.lineno, name, node.lineno in nested_lines, "#" in here
+                    )
+                )
     return out
 
 
@@ -84,12 +100,21 @@ def _under(name: str, prefix: str) -> bool:
 
 
 def _violations(importer: str, imported: str, allowed: tuple[str, ...] = ()) -> list[str]:
-    return [_where(i) for i in IMPORTS if _under(i.module, importer) and _under(i.target, imported)
-            and not any(_under(i.module, a) for a in allowed)]
+    return [
+        _where(i)
+        for i in IMPORTS
+        if _under(i.module, importer)
+        and _under(i.target, imported)
+        and not any(_under(i.module, a) for a in allowed)
+    ]
 
 
 def _users(imported: str, allowed: tuple[str, ...]) -> list[str]:
-    return [_where(i) for i in IMPORTS if _under(i.target, imported) and not any(_under(i.module, a) for a in allowed)]
+    return [
+        _where(i)
+        for i in IMPORTS
+        if _under(i.target, imported) and not any(_under(i.module, a) for a in allowed)
+    ]
 
 
 def test_the_reader_sees_the_imports():
@@ -97,7 +122,9 @@ def test_the_reader_sees_the_imports():
     edges = {(i.module, i.target) for i in IMPORTS}
     assert ("hwcc.ir.graph", "networkx") in edges
     assert any(m.startswith("hwcc.train") and t == "torch" for m, t in edges)
-    assert any(m == "hwcc.passes.prune_channels" and t.startswith("hwcc.passes.lib") for m, t in edges)
+    assert any(
+        m == "hwcc.passes.prune_channels" and t.startswith("hwcc.passes.lib") for m, t in edges
+    )
 
 
 def test_networkx_only_in_the_ir_graph():
@@ -123,8 +150,12 @@ def test_targets_never_import_the_passes_helpers():
 def test_the_core_never_imports_a_target_family_by_name():
     families = sorted(p.name for p in (ROOT / "targets").iterdir() if (p / "__init__.py").is_file())
     assert families, "no target family found"
-    bad = [v for fam in families for v in _violations("hwcc", f"hwcc.targets.{fam}")
-           if not v.split(":")[0].startswith(("targets/", "passes/", "models/"))]
+    bad = [
+        v
+        for fam in families
+        for v in _violations("hwcc", f"hwcc.targets.{fam}")
+        if not v.split(":")[0].startswith(("targets/", "passes/", "models/"))
+    ]
     assert bad == []
 
 
@@ -139,13 +170,26 @@ def _package(module: str) -> str:
 
 
 def test_an_import_inside_a_function_that_crosses_a_package_says_why():
-    silent = [_where(i) for i in IMPORTS
-              if i.nested and i.target.startswith("hwcc.") and i.target.count(".") >= 1 and not i.commented
-              and _package(i.module) != _package(i.target) and i.target != "hwcc"]
-    assert silent == [], "say why the import is not at the top of the module (a comment on its line)"
+    silent = [
+        _where(i)
+        for i in IMPORTS
+        if i.nested
+        and i.target.startswith("hwcc.")
+        and i.target.count(".") >= 1
+        and not i.commented
+        and _package(i.module) != _package(i.target)
+        and i.target != "hwcc"
+    ]
+    assert silent == [], (
+        "say why the import is not at the top of the module (a comment on its line)"
+    )
 
 
-@pytest.mark.parametrize("module,path", list(_modules()), ids=lambda x: str(x) if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "module,path", list(_modules()), ids=lambda x: str(x) if isinstance(x, str) else ""
+)
 def test_no_module_is_over_400_lines(module, path):
     n = len(path.read_text().splitlines())
-    assert n <= MAX_LINES, f"{path.relative_to(ROOT)} has {n} lines (at most {MAX_LINES}): split it by concern"
+    assert n <= MAX_LINES, (
+        f"{path.relative_to(ROOT)} has {n} lines (at most {MAX_LINES}): split it by concern"
+    )

@@ -1,7 +1,7 @@
 import pytest
 
-from hwcc.search.budget import Budget, format_metric, parse_budget
 from hwcc.errors import BudgetError
+from hwcc.search.budget import Budget, format_metric, parse_budget
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,9 @@ def test_relative_budget_resolves_against_the_input_model():
     assert b.is_relative and b.metric is None and b.fraction == 0.5
     r = b.resolve({"latency_s": 0.010, "energy_j": 2.0}, primary_metric="latency_s")
     assert r.metric == "latency_s" and r.limit == pytest.approx(0.005)
-    e = parse_budget("40%energy").resolve({"latency_s": 0.010, "energy_j": 2.0}, primary_metric="latency_s")
+    e = parse_budget("40%energy").resolve(
+        {"latency_s": 0.010, "energy_j": 2.0}, primary_metric="latency_s"
+    )
     assert e.metric == "energy_j" and e.limit == pytest.approx(0.8)
 
 
@@ -43,11 +45,17 @@ def test_is_met_compares_the_right_metric():
         parse_budget("50%").is_met({"latency_s": 1})
 
 
-@pytest.mark.parametrize("text", ["", "5", "fast", "5 parsecs", "-3ms", "0ms", "150%", "0%", "50%speed", "5m s", "ms"])
+@pytest.mark.parametrize(
+    "text", ["", "5", "fast", "5 parsecs", "-3ms", "0ms", "150%", "0%", "50%speed", "5m s", "ms"]
+)
 def test_malformed_budgets_list_the_accepted_forms(text):
     with pytest.raises(BudgetError) as e:
         parse_budget(text)
-    assert "accepted forms" in str(e.value) or "between 0% and 100%" in str(e.value) or "positive" in str(e.value)
+    assert (
+        "accepted forms" in str(e.value)
+        or "between 0% and 100%" in str(e.value)
+        or "positive" in str(e.value)
+    )
 
 
 def test_format_metric():

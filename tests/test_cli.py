@@ -19,7 +19,9 @@ LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hwcc", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hwcc", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def small_model(tmp_path: Path, dynamic: bool = False, custom: bool = False) -> Path:
@@ -30,9 +32,16 @@ def small_model(tmp_path: Path, dynamic: bool = False, custom: bool = False) -> 
         nodes.append(helper.make_node("Frobnicate", ["y"], ["z"], domain="com.example"))
         outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 6, 6])]
     shape = ["N", 3, 6, 6] if dynamic else [1, 3, 6, 6]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)], outputs,
-                          initializer=[w])
-    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if custom else [])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        outputs,
+        initializer=[w],
+    )
+    opsets = [helper.make_opsetid("", 17)] + (
+        [helper.make_opsetid("com.example", 1)] if custom else []
+    )
     path = tmp_path / "small.onnx"
     onnx.save_model(helper.make_model(g, opset_imports=opsets, ir_version=10), str(path))
     return path
@@ -83,13 +92,19 @@ def test_dynamic_dim_needs_input_shape(tmp_path):
 
 def test_external_data_outside_the_folder(tmp_path):
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=[w],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     d = tmp_path / "m"
     d.mkdir()
-    onnx.save_model(model, str(d / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    onnx.save_model(
+        model, str(d / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0
+    )
     os.replace(d / "m.data", tmp_path / "m.data")
     m = onnx.load(str(d / "m.onnx"), load_external_data=False)
     for e in m.graph.initializer[0].external_data:
@@ -124,7 +139,9 @@ def test_apply_bad_knob_and_unknown_pass(tmp_path):
     path = small_model(tmp_path)
     out = tmp_path / "o.onnx"
     assert_clean_error(run("apply", "no_such_pass", str(path), "-o", str(out)), "no_such_pass")
-    assert_clean_error(run("apply", "fold_constants", str(path), "-o", str(out), "--set", "nonsense"), "knob=value")
+    assert_clean_error(
+        run("apply", "fold_constants", str(path), "-o", str(out), "--set", "nonsense"), "knob=value"
+    )
     assert not out.exists()
 
 
@@ -134,7 +151,16 @@ def test_zoo_unknown_name(tmp_path):
 
 def test_compile_checks_its_budget_before_any_work(tmp_path):
     path = small_model(tmp_path)
-    r = run("compile", str(path), "--target", "cpu", "--budget", "5 furlongs", "-o", str(tmp_path / "art"))
+    r = run(
+        "compile",
+        str(path),
+        "--target",
+        "cpu",
+        "--budget",
+        "5 furlongs",
+        "-o",
+        str(tmp_path / "art"),
+    )
     assert_clean_error(r, "cannot read budget")
     assert not (tmp_path / "art").exists()
 
@@ -158,7 +184,7 @@ def test_targets_lists_provenance_and_the_legal_form(capsys):
     for name in ("cpu", "gpu", "tpu", "eie", "eyeriss"):
         assert f"\n{name}  (" in "\n" + out
     assert "cpu  (cpu family, measured)" in out and "tpu  (tpu family, model)" in out
-    tpu = out[out.index("\ntpu  ("):]
+    tpu = out[out.index("\ntpu  (") :]
     form = "legal form (what hwcc compile produces for it): quantize_int8 calibration=minmax"
     assert form in tpu.split("\n\n")[0]
 
@@ -178,4 +204,7 @@ def test_warnings_read_as_hwcc_lines(monkeypatch, capsys):
     monkeypatch.setattr(subcommands, "cmd_targets", warn)
     assert cli.main(["targets"]) == 0
     err = capsys.readouterr().err
-    assert err == "hwcc targets: warning: lookup table t.json is corrupt; set aside as t.json.corrupt-1 and rebuilt\n"
+    assert err == (
+        "hwcc targets: warning: lookup table t.json is corrupt; "
+        "set aside as t.json.corrupt-1 and rebuilt\n"
+    )

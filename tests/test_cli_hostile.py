@@ -54,7 +54,7 @@ def _write_data(folder: Path) -> None:
 
 C = ["compile", MODEL, "--target", "eie", "-o", "{out}/art"]
 COMPILE = [*C, "--budget", "50%"]
-I = ["inspect", MODEL, "--target", "eie"]
+INSPECT = ["inspect", MODEL, "--target", "eie"]
 A = ["apply", "quantize", MODEL, "-o", "{out}/q.onnx"]
 PROC = "/proc/hwcc-test/x.onnx"
 
@@ -73,9 +73,19 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("budget-no-unit", [*C, "--budget", "5"], 2, ("no unit", "accepted forms")),
     ("budget-split-ms", [*C, "--budget", "5", "ms"], 2, ("two words", "--budget 5ms")),
     ("budget-split-percent", [*C, "--budget", "50", "%"], 2, ("two words", "--budget 50%")),
-    ("budget-split-before-model", ["compile", "--budget", "2", "mJ", MODEL, "--target", "eie"], 2, ("two words",)),
+    (
+        "budget-split-before-model",
+        ["compile", "--budget", "2", "mJ", MODEL, "--target", "eie"],
+        2,
+        ("two words",),
+    ),
     ("budget-split-equals", [*C, "--budget=5", "ms"], 2, ("two words",)),
-    ("budget-split-energy", [*C, "--budget", "40", "%energy"], 2, ("two words", "--budget 40%energy")),
+    (
+        "budget-split-energy",
+        [*C, "--budget", "40", "%energy"],
+        2,
+        ("two words", "--budget 40%energy"),
+    ),
     # numeric flags, refused by argparse with the accepted range
     ("seed-negative", [*COMPILE, "--seed", "-1"], 2, ("--seed", "0 to 4294967295")),
     ("seed-2**32", [*COMPILE, "--seed", str(2**32)], 2, ("--seed", "0 to 4294967295")),
@@ -85,15 +95,30 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("decay-nan", [*COMPILE, "--decay", "nan"], 2, ("--decay", "(0, 1]")),
     ("decay-zero", [*COMPILE, "--decay", "0"], 2, ("--decay", "(0, 1]")),
     ("decay-above-1", [*COMPILE, "--decay", "1.5"], 2, ("--decay",)),
-    ("initial-reduction-negative", [*COMPILE, "--initial-reduction", "-1"], 2, ("--initial-reduction", "(0, 1)")),
+    (
+        "initial-reduction-negative",
+        [*COMPILE, "--initial-reduction", "-1"],
+        2,
+        ("--initial-reduction", "(0, 1)"),
+    ),
     ("initial-reduction-1", [*COMPILE, "--initial-reduction", "1"], 2, ("--initial-reduction",)),
-    ("short-term-steps-negative", [*COMPILE, "--short-term-steps", "-5"], 2, ("--short-term-steps", "0 or more")),
+    (
+        "short-term-steps-negative",
+        [*COMPILE, "--short-term-steps", "-5"],
+        2,
+        ("--short-term-steps", "0 or more"),
+    ),
     ("long-term-steps-negative", [*COMPILE, "--long-term-steps", "-1"], 2, ("--long-term-steps",)),
-    ("max-accuracy-drop-nan", [*COMPILE, "--max-accuracy-drop", "nan"], 2, ("--max-accuracy-drop",)),
-    ("batch-0", [*I, "--batch", "0"], 2, ("--batch", "1 to 4096")),
-    ("batch-absurd", [*I, "--batch", str(10**18)], 2, ("--batch",)),
-    ("act-density-nan", [*I, "--act-density", "nan"], 2, ("--act-density", "[0, 1]")),
-    ("act-density-above-1", [*I, "--act-density", "1.5"], 2, ("--act-density",)),
+    (
+        "max-accuracy-drop-nan",
+        [*COMPILE, "--max-accuracy-drop", "nan"],
+        2,
+        ("--max-accuracy-drop",),
+    ),
+    ("batch-0", [*INSPECT, "--batch", "0"], 2, ("--batch", "1 to 4096")),
+    ("batch-absurd", [*INSPECT, "--batch", str(10**18)], 2, ("--batch",)),
+    ("act-density-nan", [*INSPECT, "--act-density", "nan"], 2, ("--act-density", "[0, 1]")),
+    ("act-density-above-1", [*INSPECT, "--act-density", "1.5"], 2, ("--act-density",)),
     ("weight-bits-0", ["inspect", MODEL, "--weight-bits", "0"], 2, ("--weight-bits", "1 to 64")),
     ("act-bits-absurd", ["inspect", MODEL, "--act-bits", "1000000"], 2, ("--act-bits",)),
     ("rtol-nan", [*A, "--verify", "--rtol", "nan"], 2, ("--rtol",)),
@@ -111,40 +136,99 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("labels-negative", [*COMPILE, "--data", "{data}/negative.npz"], 2, ("label -5", "0 to 9")),
     ("labels-too-large", [*COMPILE, "--data", "{data}/class10.npz"], 2, ("label 10", "0 to 9")),
     ("labels-huge", [*COMPILE, "--data", "{data}/huge.npz"], 2, ("out of range",)),
-    ("data-counts-disagree", [*COMPILE, "--data", "{data}/counts.npz"], 2, ("different numbers of samples",)),
+    (
+        "data-counts-disagree",
+        [*COMPILE, "--data", "{data}/counts.npz"],
+        2,
+        ("different numbers of samples",),
+    ),
     ("data-wrong-shape", [*COMPILE, "--data", "{data}/shape.npz"], 2, ("samples of shape",)),
     ("data-npy", [*COMPILE, "--data", "{data}/single.npz"], 2, (".npy",)),
     ("data-folder", [*COMPILE, "--data", "{data}/folder.npz"], 2, ("is a folder",)),
     ("data-missing", [*COMPILE, "--data", "{data}/missing.npz"], 2, ("not found",)),
     ("data-zoo-unknown", [*COMPILE, "--data", "zoo:nope"], 2, ("zoo:nope", "zoo:digits")),
-    ("holdout-crc", [*COMPILE, "--data", "{data}/good.npz", "--holdout", "{data}/crc.npz"], 2, ("CRC",)),
-    ("holdout-zoo-unknown", [*COMPILE, "--data", "{data}/good.npz", "--holdout", "zoo:nope"], 2, ("zoo:digits",)),
-    ("inspect-data-truncated", [*I, "--data", "{data}/truncated.npz"], 2, ("not a readable .npz",)),
-    ("inspect-data-strings", [*I, "--data", "{data}/strings.npz"], 2, ("not numbers",)),
-    ("inspect-data-scalar", [*I, "--data", "{data}/scalar.npz"], 2, ("single value",)),
-    ("inspect-data-folder", [*I, "--data", "{data}/folder.npz"], 2, ("is a folder",)),
-    ("inspect-data-zoo-unknown", [*I, "--data", "zoo:nope"], 2, ("zoo:digits",)),
-    ("inspect-labels-huge", [*I, "--data", "{data}/huge.npz"], 2, ("out of range",)),
+    (
+        "holdout-crc",
+        [*COMPILE, "--data", "{data}/good.npz", "--holdout", "{data}/crc.npz"],
+        2,
+        ("CRC",),
+    ),
+    (
+        "holdout-zoo-unknown",
+        [*COMPILE, "--data", "{data}/good.npz", "--holdout", "zoo:nope"],
+        2,
+        ("zoo:digits",),
+    ),
+    (
+        "inspect-data-truncated",
+        [*INSPECT, "--data", "{data}/truncated.npz"],
+        2,
+        ("not a readable .npz",),
+    ),
+    ("inspect-data-strings", [*INSPECT, "--data", "{data}/strings.npz"], 2, ("not numbers",)),
+    ("inspect-data-scalar", [*INSPECT, "--data", "{data}/scalar.npz"], 2, ("single value",)),
+    ("inspect-data-folder", [*INSPECT, "--data", "{data}/folder.npz"], 2, ("is a folder",)),
+    ("inspect-data-zoo-unknown", [*INSPECT, "--data", "zoo:nope"], 2, ("zoo:digits",)),
+    ("inspect-labels-huge", [*INSPECT, "--data", "{data}/huge.npz"], 2, ("out of range",)),
     ("apply-data-crc", [*A, "--data", "{data}/crc.npz"], 2, ("CRC",)),
     ("apply-data-scalar", [*A, "--data", "{data}/scalar.npz"], 2, ("single value",)),
-    ("apply-data-counts", [*A, "--data", "{data}/counts.npz"], 2, ("different numbers of samples",)),
+    (
+        "apply-data-counts",
+        [*A, "--data", "{data}/counts.npz"],
+        2,
+        ("different numbers of samples",),
+    ),
     ("apply-data-folder", [*A, "--data", "{data}/folder.npz"], 2, ("is a folder",)),
     ("apply-data-zoo-unknown", [*A, "--data", "zoo:nope"], 2, ("zoo:digits",)),
     # outputs
-    ("compile-output-under-a-file", [*COMPILE[:4], "--budget", "50%", "-o", "{data}/afile/art"], 2, ("is a file",)),
+    (
+        "compile-output-under-a-file",
+        [*COMPILE[:4], "--budget", "50%", "-o", "{data}/afile/art"],
+        2,
+        ("is a file",),
+    ),
     ("compile-output-in-proc", [*COMPILE[:4], "--budget", "50%", "-o", PROC], 2, ("cannot write",)),
-    ("compile-output-is-a-file", [*COMPILE[:4], "--budget", "50%", "-o", "{data}/afile"], 2, ("not a folder",)),
-    ("apply-output-under-a-file", ["apply", "quantize", MODEL, "-o", "{data}/afile/q.onnx"], 2, ("is a file",)),
+    (
+        "compile-output-is-a-file",
+        [*COMPILE[:4], "--budget", "50%", "-o", "{data}/afile"],
+        2,
+        ("not a folder",),
+    ),
+    (
+        "apply-output-under-a-file",
+        ["apply", "quantize", MODEL, "-o", "{data}/afile/q.onnx"],
+        2,
+        ("is a file",),
+    ),
     ("apply-output-in-proc", ["apply", "quantize", MODEL, "-o", PROC], 2, ("cannot write",)),
-    ("apply-output-is-a-folder", ["apply", "quantize", MODEL, "-o", "{data}/existing"], 2, ("is a folder",)),
+    (
+        "apply-output-is-a-folder",
+        ["apply", "quantize", MODEL, "-o", "{data}/existing"],
+        2,
+        ("is a folder",),
+    ),
     ("apply-output-empty", ["apply", "quantize", MODEL, "-o", ""], 2, ("empty",)),
-    ("export-output-is-a-folder", ["zoo", "export", "lenet5-digits", "-o", "{data}/existing"], 2, ("is a folder",)),
+    (
+        "export-output-is-a-folder",
+        ["zoo", "export", "lenet5-digits", "-o", "{data}/existing"],
+        2,
+        ("is a folder",),
+    ),
     ("export-output-in-proc", ["zoo", "export", "lenet5-digits", "-o", PROC], 2, ("cannot write",)),
-    ("export-output-under-a-file", ["zoo", "export", "lenet5-digits", "-o", "{data}/afile/m.onnx"], 2, ("is a file",)),
+    (
+        "export-output-under-a-file",
+        ["zoo", "export", "lenet5-digits", "-o", "{data}/afile/m.onnx"],
+        2,
+        ("is a file",),
+    ),
     ("export-unknown-model", ["zoo", "export", "nope", "-o", "{out}/m.onnx"], 2, ("nope",)),
     # a failed check is not bad input: exit 3, nothing written
-    ("apply-verify-fails", ["apply", "prune_weights", MODEL, "-o", "{out}/p.onnx", "--verify"], 3,
-     ("changed the model's outputs", "nothing written")),
+    (
+        "apply-verify-fails",
+        ["apply", "prune_weights", MODEL, "-o", "{out}/p.onnx", "--verify"],
+        3,
+        ("changed the model's outputs", "nothing written"),
+    ),
     # other commands
     ("profile-unknown-model", ["profile", "--model", "zoo:nope"], 2, ("nope",)),
     ("profile-unknown-target", ["profile", "--model", MODEL, "--target", "nope"], 2, ("nope",)),
@@ -198,21 +282,28 @@ def test_a_bad_command_line_ends_cleanly(case, argv, expected, words, data_dir, 
     assert not Path(PROC).parent.exists()
 
 
-@pytest.mark.parametrize("argv, words", [
-    ([*C, "--budget", "5", "ms"], ("two words",)),
-    ([*COMPILE, "--decay", "nan"], ("argument --decay",)),
-    ([*COMPILE, "--data", "{data}/crc.npz"], ("CRC",)),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ([*C, "--budget", "5", "ms"], ("two words",)),
+        ([*COMPILE, "--decay", "nan"], ("argument --decay",)),
+        ([*COMPILE, "--data", "{data}/crc.npz"], ("CRC",)),
+    ],
+)
 def test_as_a_process(argv, words, data_dir, tmp_path):
-    argv = [a.replace("{data}", str(data_dir)).replace("{out}", str(tmp_path / "out")) for a in argv]
-    r = subprocess.run([sys.executable, "-m", "hwcc", *argv], capture_output=True, text=True, timeout=300)
+    argv = [
+        a.replace("{data}", str(data_dir)).replace("{out}", str(tmp_path / "out")) for a in argv
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "hwcc", *argv], capture_output=True, text=True, timeout=300
+    )
     assert _outcome(r.returncode, r.stderr, 2, words) == "ok", r.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_bundled_data_feeds_inspect_and_apply(tmp_path, capsys):
     """zoo:digits, which the errors above list, works where --data is taken."""
-    assert main([*I, "--data", "zoo:digits"]) == 0
+    assert main([*INSPECT, "--data", "zoo:digits"]) == 0
     out = tmp_path / "q.onnx"
     assert main(["apply", "quantize", MODEL, "-o", str(out), "--data", "zoo:digits"]) == 0
     assert out.is_file()
@@ -227,12 +318,16 @@ def test_summary_of_outcomes(data_dir, tmp_path_factory, capsys, report_line):
             ok = _outcome(code, err, expected, words) == "ok" and not out.exists()
             OUTCOMES[case] = f"exit {code}" if ok else "bad"
     counts = Counter(OUTCOMES.values())
-    report_line(f"hostile command lines: {len(CASES)} tried; "
-                + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    report_line(
+        f"hostile command lines: {len(CASES)} tried; "
+        + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+    )
     assert len(CASES) >= 40 and counts["bad"] == 0
 
 
-def test_an_exact_pass_that_fails_verification_exits_3_and_writes_nothing(tmp_path, capsys, monkeypatch):
+def test_an_exact_pass_that_fails_verification_exits_3_and_writes_nothing(
+    tmp_path, capsys, monkeypatch
+):
     """An exact pass whose rewrite changes the outputs is stopped by the pass manager; the
     exit code is still 3 (a failed check), not 2 (bad input)."""
     from hwcc.ir import pass_manager

@@ -38,7 +38,9 @@ def _summary(folder: Path) -> dict:
 def reference(tmp_path_factory):
     """An uninterrupted run: lenet300-digits on Eyeriss to 80 % of its energy."""
     out = tmp_path_factory.mktemp("ref") / "art"
-    result = hwcc.compile("zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3, **FAST)
+    result = hwcc.compile(
+        "zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3, **FAST
+    )
     return result, out
 
 
@@ -51,7 +53,17 @@ def test_compile_meets_the_budget_and_writes_the_artifact(reference):
     assert limit == pytest.approx(0.8 * s["original"]["energy_j"], rel=1e-12)
     assert s["final"]["energy_j"] <= limit
     assert s["timing"]["iterations"] == len(s["history"]) >= 1
-    for key in ("input", "target", "budgets", "original", "final", "layers", "history", "proposals", "payload"):
+    for key in (
+        "input",
+        "target",
+        "budgets",
+        "original",
+        "final",
+        "layers",
+        "history",
+        "proposals",
+        "payload",
+    ):
         assert key in s
     assert s["input"]["sha256"] and len(s["input"]["data_sha256"]) == 64
     for h in s["history"]:
@@ -61,7 +73,7 @@ def test_compile_meets_the_budget_and_writes_the_artifact(reference):
 
     x, y = load_split("test")
     graph = hwcc.load(out / "model.onnx")
-    pred = [int(np.argmax(run_onnx(graph, {"input": x[i:i + 1]})[0])) for i in range(len(y))]
+    pred = [int(np.argmax(run_onnx(graph, {"input": x[i : i + 1]})[0])) for i in range(len(y))]
     assert np.mean(np.array(pred) == y) == pytest.approx(s["final"]["accuracy"], abs=1e-12)
     # the payload is there, and the report names it; nothing temporary is left behind
     assert s["payload"] and all((out / f).is_file() for f in s["payload"])
@@ -74,8 +86,23 @@ def test_compile_meets_the_budget_and_writes_the_artifact(reference):
 def test_the_cli_gives_the_same_result_as_the_api(reference, tmp_path, capsys):
     _, ref = reference
     out = tmp_path / "cli"
-    code = main(["compile", "zoo:lenet300-digits", "--target", "eyeriss", "--budget", "80%", "--data", "zoo:digits",
-                 "-o", str(out), "--seed", "3", *FAST_FLAGS])
+    code = main(
+        [
+            "compile",
+            "zoo:lenet300-digits",
+            "--target",
+            "eyeriss",
+            "--budget",
+            "80%",
+            "--data",
+            "zoo:digits",
+            "-o",
+            str(out),
+            "--seed",
+            "3",
+            *FAST_FLAGS,
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert _sha(out / "model.onnx") == _sha(ref / "model.onnx")
@@ -97,15 +124,33 @@ def test_a_killed_run_resumes_to_the_same_result(reference, tmp_path):
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        hwcc.compile("zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3,
-                     progress=stop_after_two, **FAST)
+        hwcc.compile(
+            "zoo:lenet300-digits",
+            "eyeriss",
+            "80%",
+            data="zoo:digits",
+            output=out,
+            seed=3,
+            progress=stop_after_two,
+            **FAST,
+        )
     ckpt = Path(f"{out}.checkpoint")
     assert (ckpt / "state.json").is_file() and not out.exists()
     assert json.loads((ckpt / "state.json").read_text())["state"]["iteration"] == 2
     with pytest.raises(hwcc.HwccError, match="--resume"):  # not silently restarted
-        hwcc.compile("zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3, **FAST)
-    resumed = hwcc.compile("zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3,
-                           resume=True, **FAST)
+        hwcc.compile(
+            "zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, seed=3, **FAST
+        )
+    resumed = hwcc.compile(
+        "zoo:lenet300-digits",
+        "eyeriss",
+        "80%",
+        data="zoo:digits",
+        output=out,
+        seed=3,
+        resume=True,
+        **FAST,
+    )
     assert resumed.exit_code == 0
     assert _sha(out / "model.onnx") == _sha(ref / "model.onnx")
     assert _summary(out)["history"] == _summary(ref)["history"]
@@ -120,16 +165,45 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        hwcc.compile("zoo:lenet300-digits", "eyeriss", "80%", data="zoo:digits", output=out, progress=stop, **FAST)
+        hwcc.compile(
+            "zoo:lenet300-digits",
+            "eyeriss",
+            "80%",
+            data="zoo:digits",
+            output=out,
+            progress=stop,
+            **FAST,
+        )
     with pytest.raises(hwcc.HwccError, match="different run.*budgets"):
-        hwcc.compile("zoo:lenet300-digits", "eyeriss", "70%", data="zoo:digits", output=out, resume=True, **FAST)
+        hwcc.compile(
+            "zoo:lenet300-digits",
+            "eyeriss",
+            "70%",
+            data="zoo:digits",
+            output=out,
+            resume=True,
+            **FAST,
+        )
 
 
 def test_an_unreachable_budget_saves_the_best_model_and_exits_3(tmp_path, capsys):
     out = tmp_path / "art"
     # the GPU model charges a launch per kernel: pruning cannot take 90 % of the latency away
-    code = main(["compile", "zoo:lenet300-digits", "--target", "gpu", "--budget", "10%", "--data", "zoo:digits",
-                 "-o", str(out), *FAST_FLAGS])
+    code = main(
+        [
+            "compile",
+            "zoo:lenet300-digits",
+            "--target",
+            "gpu",
+            "--budget",
+            "10%",
+            "--data",
+            "zoo:digits",
+            "-o",
+            str(out),
+            *FAST_FLAGS,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 3
     s = _summary(out)
@@ -139,8 +213,20 @@ def test_an_unreachable_budget_saves_the_best_model_and_exits_3(tmp_path, capsys
 
 
 def test_without_data_it_warns_that_accuracy_is_fidelity_on_noise(tmp_path, capsys):
-    code = main(["compile", "zoo:lenet300-digits", "--target", "eie", "--budget", "90%", "-o", str(tmp_path / "a"),
-                 "--json", *FAST_FLAGS])
+    code = main(
+        [
+            "compile",
+            "zoo:lenet300-digits",
+            "--target",
+            "eie",
+            "--budget",
+            "90%",
+            "-o",
+            str(tmp_path / "a"),
+            "--json",
+            *FAST_FLAGS,
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "warning: no --data given" in captured.err
@@ -150,7 +236,9 @@ def test_without_data_it_warns_that_accuracy_is_fidelity_on_noise(tmp_path, caps
 
 
 def test_two_budgets_must_both_hold(tmp_path):
-    r = hwcc.compile("zoo:lenet300-digits", "eie", ["90%latency", "60%size"], data="zoo:digits", **FAST)
+    r = hwcc.compile(
+        "zoo:lenet300-digits", "eie", ["90%latency", "60%size"], data="zoo:digits", **FAST
+    )
     s = r.summary.to_json()
     assert {b["metric"] for b in s["budgets"]} == {"latency_s", "size_bytes"}
     assert all(b["met"] for b in s["budgets"])
@@ -173,23 +261,31 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
 
     target.measure_latency = measure
     monkeypatch.setattr("hwcc.api.load_target", lambda name: target)
-    r = hwcc.compile("zoo:lenet300-digits", "eyeriss", "70%latency", data="zoo:digits",
-                     **{**FAST, "max_iterations": 20})
+    r = hwcc.compile(
+        "zoo:lenet300-digits",
+        "eyeriss",
+        "70%latency",
+        data="zoo:digits",
+        **{**FAST, "max_iterations": 20},
+    )
     s = r.summary.to_json()
     assert calls and s["honesty_rounds"], "the first final model missed when measured"
     assert s["measured"]["final_latency_s"] <= 0.7 * s["measured"]["original_latency_s"]
     assert s["budget_met"] and r.exit_code == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--target", "eie"], "no budget given"),
-    (["--target", "eie", "--budget", "5 parsecs"], "cannot read budget"),
-    (["--target", "eie", "--budget", "50%", "--passes", "quantize"], "legal form"),
-    (["--target", "eie", "--budget", "50%", "--max-accuracy-drop", "lots"], "not a number"),
-    (["--target", "eie", "--budget", "50%", "--data", "missing.npz"], "not found"),
-    (["--target", "nope", "--budget", "50%"], "nope"),
-    (["--target", "eie", "--budget", "50%", "--resume"], "no checkpoint"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--target", "eie"], "no budget given"),
+        (["--target", "eie", "--budget", "5 parsecs"], "cannot read budget"),
+        (["--target", "eie", "--budget", "50%", "--passes", "quantize"], "legal form"),
+        (["--target", "eie", "--budget", "50%", "--max-accuracy-drop", "lots"], "not a number"),
+        (["--target", "eie", "--budget", "50%", "--data", "missing.npz"], "not found"),
+        (["--target", "nope", "--budget", "50%"], "nope"),
+        (["--target", "eie", "--budget", "50%", "--resume"], "no checkpoint"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(["compile", "zoo:lenet300-digits", "-o", str(tmp_path / "out"), *argv])
@@ -201,14 +297,26 @@ def test_bad_input_exits_2_with_a_message(argv, message, tmp_path, capsys, monke
 def test_an_output_folder_that_is_not_an_artifact_is_never_overwritten(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep me")
-    code = main(["compile", "zoo:lenet300-digits", "--target", "eie", "--budget", "50%", "-o", str(tmp_path / "out")])
+    code = main(
+        [
+            "compile",
+            "zoo:lenet300-digits",
+            "--target",
+            "eie",
+            "--budget",
+            "50%",
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2 and "will not be overwritten" in capsys.readouterr().err
     assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
 
 
 def test_labelled_data_is_split_with_the_seed(tmp_path):
-    from hwcc.data.evaluate import load_dataset, split_dataset
     from hwcc.models.digits import load_split
+
+    from hwcc.data.evaluate import load_dataset, split_dataset
 
     g = hwcc.load("zoo:lenet300-digits")
     x, y = load_split("train")
@@ -216,7 +324,9 @@ def test_labelled_data_is_split_with_the_seed(tmp_path):
     a1, h1 = split_dataset(data, 0.2, seed=1)
     a2, h2 = split_dataset(data, 0.2, seed=1)
     _, h3 = split_dataset(data, 0.2, seed=2)
-    assert np.array_equal(h1.labels, h2.labels) and h1.sha256 == h2.sha256 and h1.sha256 != h3.sha256
+    assert (
+        np.array_equal(h1.labels, h2.labels) and h1.sha256 == h2.sha256 and h1.sha256 != h3.sha256
+    )
     assert len(a1) + len(h1) == len(data) and abs(len(h1) - 0.2 * len(data)) <= 10
     for c in range(10):  # stratified: every class keeps its share
         assert abs(np.mean(h1.labels == c) - np.mean(y == c)) < 0.02
@@ -243,11 +353,14 @@ def test_lenet5_on_this_cpu_halves_the_measured_latency_within_one_point(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, target, metric", [
-    ("zoo:lenet300-digits", "eie", "latency_s"),
-    ("zoo:lenet5-digits", "eyeriss", "energy_j"),
-    ("zoo:lenet5-digits", "tpu", "latency_s"),
-])
+@pytest.mark.parametrize(
+    "model, target, metric",
+    [
+        ("zoo:lenet300-digits", "eie", "latency_s"),
+        ("zoo:lenet5-digits", "eyeriss", "energy_j"),
+        ("zoo:lenet5-digits", "tpu", "latency_s"),
+    ],
+)
 def test_half_the_target_cost_with_its_payload(tmp_path, model, target, metric):
     code, s = _run_cli(tmp_path, model, "--target", target, "--budget", "50%")
     assert code == 0 and s["budget_met"]
@@ -265,8 +378,21 @@ def test_lenet5_on_the_gpu_model(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_killed_by_a_signal_resumes_to_the_same_result(tmp_path):
-    args = ["zoo:lenet300-digits", "--target", "eie", "--budget", "50%", "--data", "zoo:digits", "--seed", "5",
-            "--short-term-steps", "10", "--long-term-steps", "10"]
+    args = [
+        "zoo:lenet300-digits",
+        "--target",
+        "eie",
+        "--budget",
+        "50%",
+        "--data",
+        "zoo:digits",
+        "--seed",
+        "5",
+        "--short-term-steps",
+        "10",
+        "--long-term-steps",
+        "10",
+    ]
     ref = tmp_path / "ref"
     assert main(["compile", *args, "-o", str(ref)]) == 0
     out = tmp_path / "killed"
@@ -308,8 +434,15 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
     from hwcc.search.space import Step, Unit
     from hwcc.search.state import SearchState
 
-    state = SearchState.start({"latency_s": 5e-4}, {"latency_s": 1e-3, "energy_j": 1.0, "size_bytes": 1.0},
-                              {"latency_s": 1e-3}, None, initial_reduction=0.1, decay=0.96, max_iterations=40)
+    state = SearchState.start(
+        {"latency_s": 5e-4},
+        {"latency_s": 1e-3, "energy_j": 1.0, "size_bytes": 1.0},
+        {"latency_s": 1e-3},
+        None,
+        initial_reduction=0.1,
+        decay=0.96,
+        max_iterations=40,
+    )
     steps = tuple(Step({"group": "/0/Conv", "k": k}, {"k": k}) for k in range(1, 8))
     unit = Unit("channels of /0/Conv", "prune_channels", ("/0/Conv",), steps)
     stream = _Terminal(tty)
@@ -321,9 +454,14 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
         state.iteration, state.current = i, dict(p.metrics)
         r("picked", {"proposal": p, "state": state})
     r.close()
-    assert "iteration 3: latency 700 us/500 us; accuracy 98.00%; channels of /0/Conv (k=2)" in stream.text
+    assert (
+        "iteration 3: latency 700 us/500 us; accuracy 98.00%; channels of /0/Conv (k=2)"
+        in stream.text
+    )
     if tty:
-        assert "\r" in stream.text and "searching" in stream.text and "3/6" in stream.text  # 6: 0.1*(1+.96+...)>=.5
+        assert (
+            "\r" in stream.text and "searching" in stream.text and "3/6" in stream.text
+        )  # 6: 0.1*(1+.96+...)>=.5
     else:
         assert "\r" not in stream.text and stream.text.count("\n") == 3
 
@@ -331,12 +469,23 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_iteration_in_a_log(tty):
 def test_user_data_files_with_and_without_a_holdout(tmp_path):
     from hwcc.models.digits import write_npz
 
-    train, test = write_npz("train", tmp_path / "train.npz"), write_npz("test", tmp_path / "test.npz")
+    train, test = (
+        write_npz("train", tmp_path / "train.npz"),
+        write_npz("test", tmp_path / "test.npz"),
+    )
     split = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, **FAST).summary.to_json()
-    assert split["input"]["data"].endswith("(fine-tune part)") and split["input"]["holdout"].endswith("(held-out part)")
+    assert split["input"]["data"].endswith("(fine-tune part)") and split["input"][
+        "holdout"
+    ].endswith("(held-out part)")
     held = int(split["accuracy_kind"].split(" on ")[1].split()[0])
     assert abs(held - 0.2 * 1438) <= 5  # 20 % of the train split, rounded per class
-    given = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data=train, holdout=test, **FAST).summary.to_json()
+    given = hwcc.compile(
+        "zoo:lenet300-digits", "eie", "90%", data=train, holdout=test, **FAST
+    ).summary.to_json()
     assert "359 held-out" in given["accuracy_kind"]
-    zoo = hwcc.compile("zoo:lenet300-digits", "eie", "90%", data="zoo:digits", **FAST).summary.to_json()
-    assert given["final"] == zoo["final"] and given["history"] == zoo["history"]  # same arrays, same run
+    zoo = hwcc.compile(
+        "zoo:lenet300-digits", "eie", "90%", data="zoo:digits", **FAST
+    ).summary.to_json()
+    assert (
+        given["final"] == zoo["final"] and given["history"] == zoo["history"]
+    )  # same arrays, same run

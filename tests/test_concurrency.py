@@ -17,22 +17,42 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
-
-import hwcc
-from hwcc.report.artifact import is_artifact, output_lock, write_artifact
-from hwcc.errors import HwccError
 from hwcc.targets.cpu.table import FORMAT, KernelTable, spec_key
 
-FP = {"cpu": "test cpu", "cores": 2, "onnxruntime": ort.__version__, "threads": 1, "nchwc_block": 16,
-      "l2_bytes": 1 << 20, "l3_bytes": 32 << 20, "protocol": 0}
+import hwcc
+from hwcc.errors import HwccError
+from hwcc.report.artifact import is_artifact, output_lock, write_artifact
+
+FP = {
+    "cpu": "test cpu",
+    "cores": 2,
+    "onnxruntime": ort.__version__,
+    "threads": 1,
+    "nchwc_block": 16,
+    "l2_bytes": 1 << 20,
+    "l3_bytes": 32 << 20,
+    "protocol": 0,
+}
 WRITERS, RUNS, SPECS = 5, 10, 12
 DEADLINE_S = 60
 FORK = multiprocessing.get_context("fork")
 
 
 def _gemm(k: int, m: int) -> dict:
-    return {"op": "Gemm", "N": 1, "K": k, "M": m, "transA": 0, "transB": 1, "alpha": 1.0, "beta": 1.0,
-            "bias": True, "b_const": True, "act": "", "act_params": []}
+    return {
+        "op": "Gemm",
+        "N": 1,
+        "K": k,
+        "M": m,
+        "transA": 0,
+        "transB": 1,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "bias": True,
+        "b_const": True,
+        "act": "",
+        "act_params": [],
+    }
 
 
 def _writer_specs(w: int) -> list[dict]:
@@ -83,9 +103,13 @@ def test_concurrent_writers_end_with_the_union_of_their_entries(tmp_path, report
         codes = _run_together(_write_table, lambda w: (path, w), WRITERS)
         assert codes == [0] * WRITERS, f"run {run}: writer exit codes {codes}"
         whole += _table_is_whole(path)
-        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left"
-    report_line(f"lookup table, {WRITERS} concurrent writers x {RUNS} runs: {whole}/{RUNS} valid tables "
-                f"holding all {WRITERS * SPECS} entries")
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], (
+            "a temporary file was left"
+        )
+    report_line(
+        f"lookup table, {WRITERS} concurrent writers x {RUNS} runs: {whole}/{RUNS} valid tables "
+        f"holding all {WRITERS * SPECS} entries"
+    )
     assert whole == RUNS
 
 
@@ -101,18 +125,25 @@ def test_writers_that_find_a_corrupt_table_set_it_aside_once(tmp_path):
     assert len(aside) == 1 and aside[0].read_text().endswith('{"a')
 
 
-@pytest.mark.parametrize("content, why", [
-    ('{"format": "hwcc-cpu-table/1", "fingerprint": {"cpu": "test', "not JSON"),
-    ("", "not JSON"),
-    ("[1, 2]", "not a JSON object"),
-    (None, "its entries"),  # a whole JSON object whose entries are not entries
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ('{"format": "hwcc-cpu-table/1", "fingerprint": {"cpu": "test', "not JSON"),
+        ("", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (None, "its entries"),  # a whole JSON object whose entries are not entries
+    ],
+)
 def test_a_corrupt_table_is_set_aside_with_a_warning_and_rebuilt(tmp_path, content, why):
     path = tmp_path / "t.json"
     if content is None:
-        content = json.dumps({"format": FORMAT, "fingerprint": FP, "extra": {}, "entries": {"k": 3}})
+        content = json.dumps(
+            {"format": FORMAT, "fingerprint": FP, "extra": {}, "entries": {"k": 3}}
+        )
     path.write_text(content)
-    with pytest.warns(UserWarning, match=f"lookup table {path} is corrupt \\({why}.*set aside as t.json.corrupt-"):
+    with pytest.warns(
+        UserWarning, match=f"lookup table {path} is corrupt \\({why}.*set aside as t.json.corrupt-"
+    ):
         table = KernelTable(FP, _fake_measure, path=path)
     assert table.entries == {}
     table.ensure([_gemm(8, 8)])
@@ -146,7 +177,9 @@ def test_the_output_lock_names_its_holder_and_is_removed_after(tmp_path):
     holder.start()
     try:
         barrier.wait(DEADLINE_S)
-        with pytest.raises(HwccError, match=f"another hwcc compile is writing {out} \\(pid {holder.pid}\\)"):
+        with pytest.raises(
+            HwccError, match=f"another hwcc compile is writing {out} \\(pid {holder.pid}\\)"
+        ):
             with output_lock(out):
                 pass
         barrier.wait(DEADLINE_S)
@@ -161,8 +194,15 @@ def test_the_output_lock_names_its_holder_and_is_removed_after(tmp_path):
 
 def test_a_killed_holder_never_blocks_the_next_writer(tmp_path):
     out = tmp_path / "art"
-    code = subprocess.run([sys.executable, "-c", "import os, sys\nfrom hwcc.report.artifact import output_lock\n"
-                           f"with output_lock({str(out)!r}):\n    os._exit(9)"], timeout=DEADLINE_S).returncode
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys\nfrom hwcc.report.artifact import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    os._exit(9)",
+        ],
+        timeout=DEADLINE_S,
+    ).returncode
     assert code == 9 and Path(f"{out}.lock").exists()  # left behind, but no longer locked
     with output_lock(out):
         pass
@@ -193,10 +233,31 @@ def test_racing_artifact_writers_leave_one_whole_artifact(tmp_path):
 
 def test_two_compiles_told_to_write_one_folder_one_wins_whole(tmp_path):
     out = tmp_path / "art"
-    cmd = [sys.executable, "-m", "hwcc", "compile", "zoo:lenet300-digits", "--target", "eie", "--budget", "50%",
-           "--data", "zoo:digits", "-o", str(out), "--max-iterations", "2", "--short-term-steps", "4",
-           "--long-term-steps", "100"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hwcc",
+        "compile",
+        "zoo:lenet300-digits",
+        "--target",
+        "eie",
+        "--budget",
+        "50%",
+        "--data",
+        "zoo:digits",
+        "-o",
+        str(out),
+        "--max-iterations",
+        "2",
+        "--short-term-steps",
+        "4",
+        "--long-term-steps",
+        "100",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = []
     for p in procs:
         try:
@@ -208,6 +269,9 @@ def test_two_compiles_told_to_write_one_folder_one_wins_whole(tmp_path):
     assert codes == [0, 2], results
     loser = next(err for code, err in results if code == 2)
     winner_pid = next(p.pid for p, (code, _) in zip(procs, results) if code == 0)
-    assert f"another hwcc compile is writing {out} (pid {winner_pid})" in loser and "Traceback" not in loser
+    assert (
+        f"another hwcc compile is writing {out} (pid {winner_pid})" in loser
+        and "Traceback" not in loser
+    )
     assert is_artifact(out) and hwcc.load(out / "model.onnx").nodes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

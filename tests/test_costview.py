@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from hwcc.targets.base import load_target
 
 import hwcc
 from hwcc.cli.costview import format_cost_table
-from hwcc.targets.base import load_target
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,9 @@ def alexnet_on_eyeriss():
 
 @pytest.mark.parametrize("columns", [80, 100, 160])
 @pytest.mark.parametrize("breakdown", [False, True])
-def test_fits_the_width_and_keeps_every_note_and_entry_whole(alexnet_on_eyeriss, columns, breakdown):
+def test_fits_the_width_and_keeps_every_note_and_entry_whole(
+    alexnet_on_eyeriss, columns, breakdown
+):
     gc = alexnet_on_eyeriss
     text = format_cost_table(gc, breakdown=breakdown, columns=columns)
     assert "…" not in text
@@ -39,5 +41,5 @@ def test_fits_the_width_and_keeps_every_note_and_entry_whole(alexnet_on_eyeriss,
 def test_breakdown_rows_follow_their_layer(alexnet_on_eyeriss):
     lines = format_cost_table(alexnet_on_eyeriss, breakdown=True, columns=100).splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("/features/features.0/Conv"))
-    following = lines[first + 1:first + 12]
+    following = lines[first + 1 : first + 12]
     assert any(line.startswith("    ") and "ifmaps_dram_j" in line for line in following)

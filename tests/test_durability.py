@@ -25,17 +25,55 @@ from pathlib import Path
 import pytest
 
 import hwcc
-from hwcc.report.artifact import Checkpoint, is_artifact, output_lock, write_artifact
 from hwcc.cli.commands import main
 from hwcc.errors import HwccError
+from hwcc.report.artifact import Checkpoint, is_artifact, output_lock, write_artifact
 
-QUICK = ["zoo:lenet300-digits", "--target", "eie", "--budget", "50%", "--data", "zoo:digits", "--seed", "5",
-         "--max-iterations", "3", "--short-term-steps", "8", "--long-term-steps", "8"]
-QUICK_API = {"model": "zoo:lenet300-digits", "target": "eie", "budget": "50%", "data": "zoo:digits", "seed": 5,
-             "max_iterations": 3, "short_term_steps": 8, "long_term_steps": 8}
+QUICK = [
+    "zoo:lenet300-digits",
+    "--target",
+    "eie",
+    "--budget",
+    "50%",
+    "--data",
+    "zoo:digits",
+    "--seed",
+    "5",
+    "--max-iterations",
+    "3",
+    "--short-term-steps",
+    "8",
+    "--long-term-steps",
+    "8",
+]
+QUICK_API = {
+    "model": "zoo:lenet300-digits",
+    "target": "eie",
+    "budget": "50%",
+    "data": "zoo:digits",
+    "seed": 5,
+    "max_iterations": 3,
+    "short_term_steps": 8,
+    "long_term_steps": 8,
+}
 # about 10 s on an idle 2-core machine: a search of ~8 iterations, then a long fine-tune
-LONG = ["zoo:lenet300-digits", "--target", "eie", "--budget", "25%", "--data", "zoo:digits", "--seed", "5",
-        "--max-iterations", "10", "--short-term-steps", "150", "--long-term-steps", "8000"]
+LONG = [
+    "zoo:lenet300-digits",
+    "--target",
+    "eie",
+    "--budget",
+    "25%",
+    "--data",
+    "zoo:digits",
+    "--seed",
+    "5",
+    "--max-iterations",
+    "10",
+    "--short-term-steps",
+    "150",
+    "--long-term-steps",
+    "8000",
+]
 TIMEOUT_S = 600
 
 
@@ -68,12 +106,17 @@ def _outcome(out: Path) -> str:
 
 def _leftovers(out: Path) -> list[str]:
     """Whatever of this run is beside ``out`` other than ``out`` itself."""
-    return sorted(p.name for p in out.parent.iterdir()
-                  if p.name != out.name and (p.name.startswith(out.name + ".") or p.name.startswith(f".{out.name}.")))
+    return sorted(
+        p.name
+        for p in out.parent.iterdir()
+        if p.name != out.name
+        and (p.name.startswith(out.name + ".") or p.name.startswith(f".{out.name}."))
+    )
 
 
 def _assert_same_as(out: Path, ref: Path) -> None:
-    """``out`` is complete, nothing of its run is left beside it, and it is ``ref``'s result exactly."""
+    """``out`` is complete, nothing of its run is left beside it, and it is ``ref``'s result
+    exactly."""
     assert _outcome(out) == "complete" and _leftovers(out) == []
     a, b = _summary(out), _summary(ref)
     assert a["final"] == b["final"] and a["history"] == b["history"]
@@ -123,15 +166,20 @@ import os, signal, sys
 from hwcc.report import html as report
 from hwcc.cli.commands import main
 
-report.write = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # model.onnx is written, the rest is not
+# model.onnx is written, the rest is not
+report.write = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 main(sys.argv[1:])
 """
 
 
-def test_a_run_killed_while_writing_its_artifact_resumes_and_leaves_no_temporary(quick_ref, tmp_path):
+def test_a_run_killed_while_writing_its_artifact_resumes_and_leaves_no_temporary(
+    quick_ref, tmp_path
+):
     out = tmp_path / "art"
     argv = [sys.executable, "-c", _KILLED_WRITING, "compile", *QUICK, "-o", str(out)]
-    assert subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S).returncode == -signal.SIGKILL
+    assert (
+        subprocess.run(argv, capture_output=True, timeout=TIMEOUT_S).returncode == -signal.SIGKILL
+    )
     assert _outcome(out) == "absent"
     assert [n for n in _leftovers(out) if n.startswith(".art.tmp-")]  # what the kill left
     assert _finish(QUICK, out) == "resumed"
@@ -156,9 +204,14 @@ def test_sigkill_at_ten_random_moments_leaves_nothing_half_written(tmp_path, rep
         seen = _outcome(out)
         how = _finish(LONG, out)
         _assert_same_as(out, ref)
-        lines.append(f"  {delay:5.2f} s into stretch {stretch} ({phase}): OUT {seen}; {how}; identical result")
-    report_line(f"SIGKILL at 10 seeded moments of a {sum(stretches):.1f} s compile "
-                f"({len(stretches)} stretches between progress lines):\n" + "\n".join(lines))
+        lines.append(
+            f"  {delay:5.2f} s into stretch {stretch} ({phase}): OUT {seen}; {how}; "
+            "identical result"
+        )
+    report_line(
+        f"SIGKILL at 10 seeded moments of a {sum(stretches):.1f} s compile "
+        f"({len(stretches)} stretches between progress lines):\n" + "\n".join(lines)
+    )
 
 
 def _stretches(cmd: list[str]) -> list[float]:
@@ -244,6 +297,7 @@ def checkpoint(tmp_path_factory):
 
 def _edit(key: str, value=None, delete: bool = False):
     """An edit of state.json: ``key`` is a path such as ``state.limits``."""
+
     def edit(folder: Path) -> None:
         doc = json.loads((folder / "state.json").read_text())
         *parents, last = key.split(".")
@@ -255,6 +309,7 @@ def _edit(key: str, value=None, delete: bool = False):
         else:
             obj[last] = value
         (folder / "state.json").write_text(json.dumps(doc))
+
     return edit
 
 
@@ -262,6 +317,7 @@ def _truncate(name: str):
     def edit(folder: Path) -> None:
         path = folder / name if name == "state.json" else next(folder.glob("graph-*.onnx"))
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
     return edit
 
 
@@ -273,30 +329,79 @@ def _remove_graph(folder: Path) -> None:
     next(folder.glob("graph-*.onnx")).unlink()
 
 
-@pytest.mark.parametrize("damage, why", [
-    pytest.param(_truncate("state.json"), "cannot be read: (Unterminated|Expecting)", id="truncated state"),
-    pytest.param(_write(""), "cannot be read: Expecting value", id="empty state"),
-    pytest.param(_write("[1, 2]"), "state.json is an array, not an object", id="a list"),
-    pytest.param(_edit("graph_sha256", delete=True), "state.json has no 'graph_sha256'", id="no graph hash"),
-    pytest.param(_edit("state", "resume me"), "state.json: 'state' is a string, not an object", id="state a string"),
-    pytest.param(_edit("state.iteration", delete=True), "the state has no 'iteration'", id="no iteration"),
-    pytest.param(_edit("state.iteration", "2"), "the state: 'iteration' is a string, not a number",
-                 id="iteration a string"),
-    pytest.param(_edit("state.iteration", True), "the state: 'iteration' is a boolean, not a number",
-                 id="iteration a boolean"),
-    pytest.param(_edit("state.limits", [1]), "the state: 'limits' is an array, not an object", id="limits a list"),
-    pytest.param(_edit("state.current.energy_j", delete=True), "the state's 'current' has no 'energy_j'",
-                 id="a metric missing"),
-    pytest.param(_edit("state.limits.speed", 1.0), "'limits' name unknown metrics", id="an unknown limit"),
-    pytest.param(_edit("state.schedule.r0", None), "the state's schedule: 'r0' is null, not a number",
-                 id="schedule null"),
-    pytest.param(_edit("state.history", [3]), "'history' holds something other than objects", id="history of numbers"),
-    pytest.param(_edit("graph", "../art.onnx"), "names '../art.onnx', which is not a file in the checkpoint",
-                 id="graph outside"),
-    pytest.param(_remove_graph, "names 'graph-1-0.onnx', which is not a file in the checkpoint", id="graph missing"),
-    pytest.param(_truncate("graph"), "graph-1-0.onnx is not the graph that was saved \\(truncated or changed\\)",
-                 id="graph truncated"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        pytest.param(
+            _truncate("state.json"),
+            "cannot be read: (Unterminated|Expecting)",
+            id="truncated state",
+        ),
+        pytest.param(_write(""), "cannot be read: Expecting value", id="empty state"),
+        pytest.param(_write("[1, 2]"), "state.json is an array, not an object", id="a list"),
+        pytest.param(
+            _edit("graph_sha256", delete=True),
+            "state.json has no 'graph_sha256'",
+            id="no graph hash",
+        ),
+        pytest.param(
+            _edit("state", "resume me"),
+            "state.json: 'state' is a string, not an object",
+            id="state a string",
+        ),
+        pytest.param(
+            _edit("state.iteration", delete=True), "the state has no 'iteration'", id="no iteration"
+        ),
+        pytest.param(
+            _edit("state.iteration", "2"),
+            "the state: 'iteration' is a string, not a number",
+            id="iteration a string",
+        ),
+        pytest.param(
+            _edit("state.iteration", True),
+            "the state: 'iteration' is a boolean, not a number",
+            id="iteration a boolean",
+        ),
+        pytest.param(
+            _edit("state.limits", [1]),
+            "the state: 'limits' is an array, not an object",
+            id="limits a list",
+        ),
+        pytest.param(
+            _edit("state.current.energy_j", delete=True),
+            "the state's 'current' has no 'energy_j'",
+            id="a metric missing",
+        ),
+        pytest.param(
+            _edit("state.limits.speed", 1.0), "'limits' name unknown metrics", id="an unknown limit"
+        ),
+        pytest.param(
+            _edit("state.schedule.r0", None),
+            "the state's schedule: 'r0' is null, not a number",
+            id="schedule null",
+        ),
+        pytest.param(
+            _edit("state.history", [3]),
+            "'history' holds something other than objects",
+            id="history of numbers",
+        ),
+        pytest.param(
+            _edit("graph", "../art.onnx"),
+            "names '../art.onnx', which is not a file in the checkpoint",
+            id="graph outside",
+        ),
+        pytest.param(
+            _remove_graph,
+            "names 'graph-1-0.onnx', which is not a file in the checkpoint",
+            id="graph missing",
+        ),
+        pytest.param(
+            _truncate("graph"),
+            "graph-1-0.onnx is not the graph that was saved \\(truncated or changed\\)",
+            id="graph truncated",
+        ),
+    ],
+)
 def test_a_damaged_checkpoint_is_a_clear_error(checkpoint, tmp_path, damage, why):
     out = tmp_path / "art"
     shutil.copytree(checkpoint, f"{out}.checkpoint")
@@ -330,8 +435,12 @@ def mount_tmpfs(tmp_path):
     def mount(options: str) -> Path:
         where = tmp_path / f"disk{len(mounted)}"
         where.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True,
-                           text=True, timeout=30)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if r.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
         mounted.append(where)
@@ -353,7 +462,9 @@ def _fill(disk: Path, leave: int) -> Path:
 def test_an_artifact_that_does_not_fit_is_an_error_and_leaves_nothing(mount_tmpfs):
     disk = mount_tmpfs("size=100k")
     graph = hwcc.load("zoo:lenet300-digits")  # 200 KB of weights: the disk fills up mid-write
-    with pytest.raises(HwccError, match=f"cannot write the artifact {disk / 'art'}: the disk is full") as e:
+    with pytest.raises(
+        HwccError, match=f"cannot write the artifact {disk / 'art'}: the disk is full"
+    ) as e:
         write_artifact(disk / "art", graph, {}, None)
     assert "free some space" in e.value.hint
     assert os.listdir(disk) == []
@@ -365,17 +476,37 @@ def test_a_lookup_table_that_cannot_be_saved_is_an_error_and_the_file_is_kept(mo
     disk = mount_tmpfs("size=64k")
     path = disk / "t.json"
     table = KernelTable({"cpu": "test"}, lambda specs: [(1e-6, 2e-6)] * len(specs), path=path)
-    gemm = {"op": "Gemm", "N": 1, "K": 8, "M": 8, "transA": 0, "transB": 1, "alpha": 1.0, "beta": 1.0,
-            "bias": True, "b_const": True, "act": "", "act_params": []}
+    gemm = {
+        "op": "Gemm",
+        "N": 1,
+        "K": 8,
+        "M": 8,
+        "transA": 0,
+        "transB": 1,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "bias": True,
+        "b_const": True,
+        "act": "",
+        "act_params": [],
+    }
     table.ensure([gemm])
     before = path.read_text()
     _fill(disk, 0)
-    with pytest.raises(HwccError, match=f"cannot save lookup table {path}: No space left on device"):
+    with pytest.raises(
+        HwccError, match=f"cannot save lookup table {path}: No space left on device"
+    ):
         table.ensure([{**gemm, "M": 16}])
-    assert path.read_text() == before and sorted(os.listdir(disk)) == ["filler", "t.json", "t.json.lock"]
+    assert path.read_text() == before and sorted(os.listdir(disk)) == [
+        "filler",
+        "t.json",
+        "t.json.lock",
+    ]
 
 
-def test_a_disk_that_fills_up_mid_compile_keeps_the_checkpoint_and_resume_finishes(mount_tmpfs, quick_ref):
+def test_a_disk_that_fills_up_mid_compile_keeps_the_checkpoint_and_resume_finishes(
+    mount_tmpfs, quick_ref
+):
     """The disk fills up twice: before the checkpoint of iteration 2 and before the artifact.
     Each time the compile stops with a clear error, the last checkpoint whole; once there
     is room again, --resume finishes with the uninterrupted run's result."""
@@ -386,13 +517,18 @@ def test_a_disk_that_fills_up_mid_compile_keeps_the_checkpoint_and_resume_finish
         def progress(kind, info):
             if kind == event and not (disk / "filler").exists():
                 _fill(disk, 8192)
+
         return progress
 
-    with pytest.raises(HwccError, match=f"cannot write the checkpoint {out}.checkpoint: the disk is full"):
+    with pytest.raises(
+        HwccError, match=f"cannot write the checkpoint {out}.checkpoint: the disk is full"
+    ):
         hwcc.compile(**QUICK_API, output=out, progress=fill_on("picked"))
     saved = _state(out)
-    assert saved["state"]["iteration"] == 1 and sorted(os.listdir(f"{out}.checkpoint")) == ["graph-1-0.onnx",
-                                                                                          "state.json"]
+    assert saved["state"]["iteration"] == 1 and sorted(os.listdir(f"{out}.checkpoint")) == [
+        "graph-1-0.onnx",
+        "state.json",
+    ]
     assert sorted(os.listdir(disk)) == ["art.checkpoint", "filler"]
     (disk / "filler").unlink()
 
@@ -407,7 +543,9 @@ def test_a_disk_that_fills_up_mid_compile_keeps_the_checkpoint_and_resume_finish
 
 def test_a_read_only_disk_is_a_clear_error(mount_tmpfs, capsys):
     disk = mount_tmpfs("size=1m,ro")
-    with pytest.raises(HwccError, match=f"cannot write the lock file {disk / 'art.lock'}: Read-only file system") as e:
+    with pytest.raises(
+        HwccError, match=f"cannot write the lock file {disk / 'art.lock'}: Read-only file system"
+    ) as e:
         hwcc.compile(**QUICK_API, output=disk / "art")
     assert e.value.hint == "give -o a folder you can write to"
     with pytest.raises(HwccError, match="Read-only file system"):
@@ -420,9 +558,14 @@ def test_a_read_only_disk_is_a_clear_error(mount_tmpfs, capsys):
 def test_a_file_where_a_folder_should_be_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     out = tmp_path / "file" / "art"
-    with pytest.raises(HwccError, match=f"cannot write the lock file {out}.lock: a part of that path is a file"):
+    with pytest.raises(
+        HwccError, match=f"cannot write the lock file {out}.lock: a part of that path is a file"
+    ):
         hwcc.compile(**QUICK_API, output=out)
-    with pytest.raises(HwccError, match=f"cannot write the checkpoint {out}.checkpoint: a part of that path is a file"):
+    with pytest.raises(
+        HwccError,
+        match=f"cannot write the checkpoint {out}.checkpoint: a part of that path is a file",
+    ):
         Checkpoint(f"{out}.checkpoint", {}).save(hwcc.load("zoo:lenet300-digits"), {"iteration": 0})
     assert main(["compile", *QUICK, "-o", str(out)]) == 2
     err = capsys.readouterr().err

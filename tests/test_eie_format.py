@@ -5,16 +5,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwcc.formats.sparse import (decode, decode_column, encode, encode_column, make_codebook, quantize,
-                             work_counts)
+from hwcc.formats.sparse import (
+    decode,
+    decode_column,
+    encode,
+    encode_column,
+    make_codebook,
+    quantize,
+    work_counts,
+)
 
 # Figure 2 of the paper: a 16×8 matrix over 4 PEs, written by position as printed (a few
 # subscripts in the figure do not match their position, e.g. "w5,4" sits in column 3; the
 # rows of PE 0, which Figure 3 lays out, are consistent).
 FIG2_NONZEROS = {
-    0: [0, 2, 4, 5, 6], 1: [1, 3, 6], 2: [2, 4, 7], 3: [1, 5], 4: [1, 4], 5: [3, 7], 6: [4, 6],
-    7: [0, 3, 6], 8: [0, 7], 9: [0, 6, 7], 10: [4], 11: [2, 7], 12: [0, 2, 5, 7], 13: [0, 1, 6],
-    14: [2, 3, 4, 5], 15: [2, 3, 5],
+    0: [0, 2, 4, 5, 6],
+    1: [1, 3, 6],
+    2: [2, 4, 7],
+    3: [1, 5],
+    4: [1, 4],
+    5: [3, 7],
+    6: [4, 6],
+    7: [0, 3, 6],
+    8: [0, 7],
+    9: [0, 6, 7],
+    10: [4],
+    11: [2, 7],
+    12: [0, 2, 5, 7],
+    13: [0, 1, 6],
+    14: [2, 3, 4, 5],
+    15: [2, 3, 5],
 }
 
 
@@ -39,12 +59,15 @@ def test_paper_column_example():
     assert decode_column(v, z, len(col)).tolist() == col.tolist()
 
 
-@pytest.mark.parametrize("zeros, v, z", [
-    (15, [7], [15]),             # 15 zeros fit in 4 bits: no padding
-    (16, [0, 7], [15, 0]),       # 16: one padding entry (15 zeros + itself), then z = 0
-    (31, [0, 7], [15, 15]),      # 31 = 16 + 15
-    (32, [0, 0, 7], [15, 15, 0]),
-])
+@pytest.mark.parametrize(
+    "zeros, v, z",
+    [
+        (15, [7], [15]),  # 15 zeros fit in 4 bits: no padding
+        (16, [0, 7], [15, 0]),  # 16: one padding entry (15 zeros + itself), then z = 0
+        (31, [0, 7], [15, 15]),  # 31 = 16 + 15
+        (32, [0, 0, 7], [15, 15, 0]),
+    ],
+)
 def test_padding_rule(zeros, v, z):
     col = np.array([0] * zeros + [7])
     got_v, got_z = encode_column(col)
@@ -63,8 +86,21 @@ def test_figure3_layout_of_pe0():
     m = encode(fig2_matrix(), 4, codebook=IDENTITY_BOOK)
     W = fig2_matrix()
     # Figure 3, PE 0 holds rows 0, 4, 8, 12 (local rows 0..3):
-    order = [(0, 0), (8, 0), (12, 0), (4, 1), (0, 2), (12, 2), (0, 4), (4, 4), (0, 5), (12, 5),
-             (0, 6), (8, 7), (12, 7)]
+    order = [
+        (0, 0),
+        (8, 0),
+        (12, 0),
+        (4, 1),
+        (0, 2),
+        (12, 2),
+        (0, 4),
+        (4, 4),
+        (0, 5),
+        (12, 5),
+        (0, 6),
+        (8, 7),
+        (12, 7),
+    ]
     assert m.v[0].tolist() == [W[i, j] for i, j in order]
     assert m.z[0].tolist() == [0, 1, 0, 1, 0, 2, 0, 0, 0, 2, 0, 2, 0]
     assert m.p[0].tolist() == [0, 3, 4, 6, 6, 8, 10, 11, 13]
@@ -141,13 +177,16 @@ def test_work_counts_match_the_encoding(n_pes):
         np.testing.assert_array_equal(nnz.sum(axis=1), m.nnz_per_pe)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(W=np.zeros(5), n_pes=2), "2-D"),
-    (dict(W=np.eye(3), n_pes=0), "n_pes"),
-    (dict(W=np.eye(3), n_pes=2, index_bits=0), "index_bits"),
-    (dict(W=np.eye(3), n_pes=2, codebook=np.array([1.0, 2.0])), "codebook"),
-    (dict(W=np.eye(3), n_pes=2, codebook=np.zeros(17)), "codebook"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(W=np.zeros(5), n_pes=2), "2-D"),
+        (dict(W=np.eye(3), n_pes=0), "n_pes"),
+        (dict(W=np.eye(3), n_pes=2, index_bits=0), "index_bits"),
+        (dict(W=np.eye(3), n_pes=2, codebook=np.array([1.0, 2.0])), "codebook"),
+        (dict(W=np.eye(3), n_pes=2, codebook=np.zeros(17)), "codebook"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         encode(**kwargs)

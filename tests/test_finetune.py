@@ -9,17 +9,16 @@ import time
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-from hwcc.ir import onnx_io
-from hwcc.errors import HwccError
-from hwcc.train.finetune import FinetuneResult, finetune
-from hwcc.train.graph_module import to_torch, torch_outputs, write_back
-from hwcc.ir import Graph
 from hwcc.models import build_torch, model_path
 from hwcc.models.digits import load_split
+from onnx import TensorProto, helper, numpy_helper
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import Session, run_onnx
+from hwcc.train.finetune import FinetuneResult, finetune
+from hwcc.train.graph_module import to_torch, torch_outputs, write_back
 
 torch = pytest.importorskip("torch")
 
@@ -51,7 +50,7 @@ def ort_per_sample(graph: Graph, x: np.ndarray) -> np.ndarray:
     """The first output of ``graph`` in onnxruntime, one sample at a time (batch 1)."""
     session = Session(graph)
     name = graph.real_inputs()[0]
-    return np.concatenate([session.run({name: x[i:i + 1]})[0] for i in range(len(x))])
+    return np.concatenate([session.run({name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
 def accuracy(graph: Graph, x: np.ndarray, y: np.ndarray) -> float:
@@ -62,7 +61,9 @@ def perturbed(graph: Graph, scale: float, seed: int = 0) -> Graph:
     """A copy with Gaussian noise of ``scale`` times each initializer's std added."""
     out, rng = graph.copy(), np.random.default_rng(seed)
     for name, a in graph.initializers.items():
-        out.add_initializer(name, (a + scale * a.std() * rng.standard_normal(a.shape)).astype(a.dtype))
+        out.add_initializer(
+            name, (a + scale * a.std() * rng.standard_normal(a.shape)).astype(a.dtype)
+        )
     return out
 
 
@@ -99,10 +100,12 @@ def _rand(rng, *shape, dtype=np.float32):
 
 def _model(nodes, inputs: dict, inits: dict, outputs: list[str], opset: int = 17) -> Graph:
     g = helper.make_graph(
-        nodes, "case",
+        nodes,
+        "case",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     return onnx_io.from_proto(model)  # onnxruntime, the reference, checks the model itself
 
@@ -114,77 +117,215 @@ def _cases() -> dict[str, tuple]:
     i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
     return {
         "conv_group_asym_pads_strides_dilations": (
-            [N("Conv", ["x", "w", "b"], ["y"], group=2, pads=[1, 0, 2, 1], strides=[2, 1], dilations=[1, 2])],
-            {"x": [2, 4, 9, 9]}, {"w": _rand(r, 6, 2, 3, 3), "b": _rand(r, 6)}, ["y"]),
+            [
+                N(
+                    "Conv",
+                    ["x", "w", "b"],
+                    ["y"],
+                    group=2,
+                    pads=[1, 0, 2, 1],
+                    strides=[2, 1],
+                    dilations=[1, 2],
+                )
+            ],
+            {"x": [2, 4, 9, 9]},
+            {"w": _rand(r, 6, 2, 3, 3), "b": _rand(r, 6)},
+            ["y"],
+        ),
         "conv_same_upper_and_1d": (
-            [N("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2]),
-             N("Conv", ["x1", "w1"], ["y1"], pads=[1, 2])],
-            {"x": [2, 3, 7, 7], "x1": [2, 3, 10]}, {"w": _rand(r, 4, 3, 4, 4), "w1": _rand(r, 4, 3, 3)},
-            ["y", "y1"]),
+            [
+                N("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2]),
+                N("Conv", ["x1", "w1"], ["y1"], pads=[1, 2]),
+            ],
+            {"x": [2, 3, 7, 7], "x1": [2, 3, 10]},
+            {"w": _rand(r, 4, 3, 4, 4), "w1": _rand(r, 4, 3, 3)},
+            ["y", "y1"],
+        ),
         "conv_transpose": (
-            [N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 0, 1, 0], output_padding=[1, 1])],
-            {"x": [2, 4, 5, 5]}, {"w": _rand(r, 4, 3, 3, 3), "b": _rand(r, 3)}, ["y"]),
+            [
+                N(
+                    "ConvTranspose",
+                    ["x", "w", "b"],
+                    ["y"],
+                    strides=[2, 2],
+                    pads=[1, 0, 1, 0],
+                    output_padding=[1, 1],
+                )
+            ],
+            {"x": [2, 4, 5, 5]},
+            {"w": _rand(r, 4, 3, 3, 3), "b": _rand(r, 3)},
+            ["y"],
+        ),
         "gemm_matmul": (
-            [N("Gemm", ["a", "w", "c"], ["y"], alpha=0.5, beta=2.0, transA=1, transB=1),
-             N("MatMul", ["m", "w2"], ["z"])],
-            {"a": [4, 2], "m": [2, 3, 4]}, {"w": _rand(r, 3, 4), "c": _rand(r, 3), "w2": _rand(r, 4, 5)},
-            ["y", "z"]),
+            [
+                N("Gemm", ["a", "w", "c"], ["y"], alpha=0.5, beta=2.0, transA=1, transB=1),
+                N("MatMul", ["m", "w2"], ["z"]),
+            ],
+            {"a": [4, 2], "m": [2, 3, 4]},
+            {"w": _rand(r, 3, 4), "c": _rand(r, 3), "w2": _rand(r, 4, 5)},
+            ["y", "z"],
+        ),
         "elementwise_activations": (
-            [N("Add", ["x", "k"], ["a"]), N("Sub", ["a", "x"], ["b"]), N("Mul", ["b", "x"], ["c"]),
-             N("Div", ["c", "k2"], ["d"]), N("LeakyRelu", ["d"], ["e"], alpha=0.1),
-             N("Clip", ["e", "lo", "hi"], ["f"]), N("Sigmoid", ["f"], ["g"]), N("Tanh", ["x"], ["h"]),
-             N("HardSigmoid", ["x"], ["i"], alpha=0.3, beta=0.4), N("HardSwish", ["x"], ["j"]),
-             N("Relu", ["x"], ["rl"]), N("Erf", ["x"], ["er"]), N("Softmax", ["x"], ["s"], axis=1),
-             N("Concat", ["g", "h", "i", "j", "rl", "er", "s"], ["y"], axis=1)],
+            [
+                N("Add", ["x", "k"], ["a"]),
+                N("Sub", ["a", "x"], ["b"]),
+                N("Mul", ["b", "x"], ["c"]),
+                N("Div", ["c", "k2"], ["d"]),
+                N("LeakyRelu", ["d"], ["e"], alpha=0.1),
+                N("Clip", ["e", "lo", "hi"], ["f"]),
+                N("Sigmoid", ["f"], ["g"]),
+                N("Tanh", ["x"], ["h"]),
+                N("HardSigmoid", ["x"], ["i"], alpha=0.3, beta=0.4),
+                N("HardSwish", ["x"], ["j"]),
+                N("Relu", ["x"], ["rl"]),
+                N("Erf", ["x"], ["er"]),
+                N("Softmax", ["x"], ["s"], axis=1),
+                N("Concat", ["g", "h", "i", "j", "rl", "er", "s"], ["y"], axis=1),
+            ],
             {"x": [2, 3, 4, 4]},
-            {"k": _rand(r, 3, 1, 1), "k2": np.float32(1.5) + np.abs(_rand(r, 4)),
-             "lo": np.float32(-0.5), "hi": np.float32(0.7)}, ["y"]),
+            {
+                "k": _rand(r, 3, 1, 1),
+                "k2": np.float32(1.5) + np.abs(_rand(r, 4)),
+                "lo": np.float32(-0.5),
+                "hi": np.float32(0.7),
+            },
+            ["y"],
+        ),
         "pooling": (
-            [N("MaxPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),
-             N("MaxPool", ["x"], ["b"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
-             N("AveragePool", ["x"], ["c"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-             N("AveragePool", ["x"], ["d"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
-               count_include_pad=1),
-             N("AveragePool", ["x"], ["e"], kernel_shape=[2, 3], strides=[1, 2], pads=[1, 0, 0, 2]),
-             N("AveragePool", ["x"], ["f"], kernel_shape=[2, 3], strides=[1, 2], pads=[1, 0, 0, 2],
-               count_include_pad=1),
-             N("GlobalAveragePool", ["x"], ["g"])],
-            {"x": [2, 3, 7, 7]}, {}, ["a", "b", "c", "d", "e", "f", "g"]),
+            [
+                N("MaxPool", ["x"], ["a"], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),
+                N(
+                    "MaxPool",
+                    ["x"],
+                    ["b"],
+                    kernel_shape=[3, 3],
+                    strides=[2, 2],
+                    pads=[1, 1, 1, 1],
+                    ceil_mode=1,
+                ),
+                N(
+                    "AveragePool",
+                    ["x"],
+                    ["c"],
+                    kernel_shape=[3, 3],
+                    strides=[2, 2],
+                    pads=[1, 1, 1, 1],
+                ),
+                N(
+                    "AveragePool",
+                    ["x"],
+                    ["d"],
+                    kernel_shape=[3, 3],
+                    strides=[2, 2],
+                    pads=[1, 1, 1, 1],
+                    count_include_pad=1,
+                ),
+                N(
+                    "AveragePool",
+                    ["x"],
+                    ["e"],
+                    kernel_shape=[2, 3],
+                    strides=[1, 2],
+                    pads=[1, 0, 0, 2],
+                ),
+                N(
+                    "AveragePool",
+                    ["x"],
+                    ["f"],
+                    kernel_shape=[2, 3],
+                    strides=[1, 2],
+                    pads=[1, 0, 0, 2],
+                    count_include_pad=1,
+                ),
+                N("GlobalAveragePool", ["x"], ["g"]),
+            ],
+            {"x": [2, 3, 7, 7]},
+            {},
+            ["a", "b", "c", "d", "e", "f", "g"],
+        ),
         "batchnorm_lrn_layernorm": (
-            [N("BatchNormalization", ["x", "s", "bb", "m", "v"], ["a"], epsilon=1e-3),
-             N("LRN", ["a"], ["b"], size=5, alpha=1e-2, beta=0.75, bias=2.0),
-             N("LRN", ["a"], ["c"], size=3),
-             N("LayerNormalization", ["x", "ls", "lb"], ["d"], axis=-2)],
+            [
+                N("BatchNormalization", ["x", "s", "bb", "m", "v"], ["a"], epsilon=1e-3),
+                N("LRN", ["a"], ["b"], size=5, alpha=1e-2, beta=0.75, bias=2.0),
+                N("LRN", ["a"], ["c"], size=3),
+                N("LayerNormalization", ["x", "ls", "lb"], ["d"], axis=-2),
+            ],
             {"x": [2, 6, 4, 4]},
-            {"s": _rand(r, 6), "bb": _rand(r, 6), "m": _rand(r, 6), "v": np.abs(_rand(r, 6)) + 0.1,
-             "ls": _rand(r, 4, 4), "lb": _rand(r, 4, 4)}, ["b", "c", "d"]),
+            {
+                "s": _rand(r, 6),
+                "bb": _rand(r, 6),
+                "m": _rand(r, 6),
+                "v": np.abs(_rand(r, 6)) + 0.1,
+                "ls": _rand(r, 4, 4),
+                "lb": _rand(r, 4, 4),
+            },
+            ["b", "c", "d"],
+        ),
         "shape_ops": (
-            [N("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]), N("Identity", ["t"], ["i"]),
-             N("Dropout", ["i"], ["dr"]), N("Unsqueeze", ["dr", "ax"], ["u"]),
-             N("Squeeze", ["u", "ax"], ["sq"]), N("Flatten", ["sq"], ["fl"], axis=2),
-             N("Pad", ["x", "pads", "pv"], ["pc"]), N("Pad", ["x", "pads"], ["pr"], mode="reflect"),
-             N("Pad", ["x", "pads"], ["pe"], mode="edge"),
-             N("Split", ["x", "sp"], ["s1", "s2"], axis=1),
-             N("Slice", ["x", "st", "en", "sa", "ss"], ["sl"]),
-             N("ReduceMean", ["x"], ["rm"], axes=[2, 3], keepdims=0)],
+            [
+                N("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                N("Identity", ["t"], ["i"]),
+                N("Dropout", ["i"], ["dr"]),
+                N("Unsqueeze", ["dr", "ax"], ["u"]),
+                N("Squeeze", ["u", "ax"], ["sq"]),
+                N("Flatten", ["sq"], ["fl"], axis=2),
+                N("Pad", ["x", "pads", "pv"], ["pc"]),
+                N("Pad", ["x", "pads"], ["pr"], mode="reflect"),
+                N("Pad", ["x", "pads"], ["pe"], mode="edge"),
+                N("Split", ["x", "sp"], ["s1", "s2"], axis=1),
+                N("Slice", ["x", "st", "en", "sa", "ss"], ["sl"]),
+                N("ReduceMean", ["x"], ["rm"], axes=[2, 3], keepdims=0),
+            ],
             {"x": [2, 3, 4, 5]},
-            {"ax": i64(1), "pads": i64(0, 0, 1, 2, 0, 0, 2, 1), "pv": np.float32(0.25), "sp": i64(1, 2),
-             "st": i64(3, 0), "en": i64(-100, 10), "sa": i64(3, 1), "ss": i64(-2, 2)},
-            ["fl", "pc", "pr", "pe", "s1", "s2", "sl", "rm"]),
+            {
+                "ax": i64(1),
+                "pads": i64(0, 0, 1, 2, 0, 0, 2, 1),
+                "pv": np.float32(0.25),
+                "sp": i64(1, 2),
+                "st": i64(3, 0),
+                "en": i64(-100, 10),
+                "sa": i64(3, 1),
+                "ss": i64(-2, 2),
+            },
+            ["fl", "pc", "pr", "pe", "s1", "s2", "sl", "rm"],
+        ),
         "dynamic_shape_reshape": (
-            [N("Constant", [], ["minus1"], value=numpy_helper.from_array(np.array(-1, np.int64))),
-             N("Shape", ["x"], ["shp"]), N("Gather", ["shp", "zero"], ["n"], axis=0),
-             N("Unsqueeze", ["n", "zero1"], ["n1"]), N("Unsqueeze", ["minus1", "zero1"], ["m1"]),
-             N("Concat", ["n1", "m1"], ["target"], axis=0), N("Reshape", ["x", "target"], ["y"]),
-             N("Gather", ["y", "idx"], ["z"], axis=1)],
-            {"x": [2, 3, 4]}, {"zero": np.array(0, np.int64), "zero1": i64(0), "idx": i64(2, -1, 0)}, ["y", "z"]),
+            [
+                N(
+                    "Constant",
+                    [],
+                    ["minus1"],
+                    value=numpy_helper.from_array(np.array(-1, np.int64)),
+                ),
+                N("Shape", ["x"], ["shp"]),
+                N("Gather", ["shp", "zero"], ["n"], axis=0),
+                N("Unsqueeze", ["n", "zero1"], ["n1"]),
+                N("Unsqueeze", ["minus1", "zero1"], ["m1"]),
+                N("Concat", ["n1", "m1"], ["target"], axis=0),
+                N("Reshape", ["x", "target"], ["y"]),
+                N("Gather", ["y", "idx"], ["z"], axis=1),
+            ],
+            {"x": [2, 3, 4]},
+            {"zero": np.array(0, np.int64), "zero1": i64(0), "idx": i64(2, -1, 0)},
+            ["y", "z"],
+        ),
         "quantize_dequantize": (
-            [N("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), N("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-             N("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0), N("Conv", ["xd", "w"], ["y"])],
+            [
+                N("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                N("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+                N("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+                N("Conv", ["xd", "w"], ["y"]),
+            ],
             {"x": [2, 3, 5, 5]},
-            {"xs": np.float32(0.02), "xz": np.uint8(128), "ws": np.abs(_rand(r, 4)) * 0.01,
-             "wq": r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "wz": np.zeros(4, np.int8)},
-            ["y", "xd"]),
+            {
+                "xs": np.float32(0.02),
+                "xz": np.uint8(128),
+                "ws": np.abs(_rand(r, 4)) * 0.01,
+                "wq": r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8),
+                "wz": np.zeros(4, np.int8),
+            },
+            ["y", "xd"],
+        ),
     }
 
 
@@ -205,8 +346,15 @@ def test_op_families_match_onnxruntime(case):
 def test_fake_quantization_passes_gradients_straight_through():
     """d(dequantize(quantize(x)))/dx is 1 where x is inside the int8 range, 0 where it saturates."""
     N = helper.make_node
-    graph = _model([N("QuantizeLinear", ["x", "s", "z"], ["q"]), N("DequantizeLinear", ["q", "s", "z"], ["y"])],
-                   {"x": [1, 5]}, {"s": np.float32(0.1), "z": np.int8(0)}, ["y"])
+    graph = _model(
+        [
+            N("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            N("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        {"x": [1, 5]},
+        {"s": np.float32(0.1), "z": np.int8(0)},
+        ["y"],
+    )
     x = torch.tensor([[-20.0, -0.33, 0.04, 0.26, 13.0]], requires_grad=True)
     (y,) = to_torch(graph)(x)
     y.sum().backward()
@@ -220,11 +368,21 @@ def test_fixed_batch_graph_runs_any_batch():
     r = np.random.default_rng(3)
     N = helper.make_node
     graph = _model(
-        [N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), N("Relu", ["c"], ["r"]),
-         N("Reshape", ["r", "shape"], ["f"]), N("Gemm", ["f", "fc", "fb"], ["y"], transB=1)],
+        [
+            N("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            N("Relu", ["c"], ["r"]),
+            N("Reshape", ["r", "shape"], ["f"]),
+            N("Gemm", ["f", "fc", "fb"], ["y"], transB=1),
+        ],
         {"x": [1, 2, 4, 4]},
-        {"w": _rand(r, 3, 2, 3, 3), "shape": np.array([1, 48], np.int64), "fc": _rand(r, 7, 48),
-         "fb": _rand(r, 7)}, ["y"])
+        {
+            "w": _rand(r, 3, 2, 3, 3),
+            "shape": np.array([1, 48], np.int64),
+            "fc": _rand(r, 7, 48),
+            "fb": _rand(r, 7),
+        },
+        ["y"],
+    )
     x = _rand(r, 5, 2, 4, 4)
     out = torch_outputs(graph, x, batch_size=5)[0]
     np.testing.assert_allclose(out, ort_per_sample(graph, x), rtol=RTOL, atol=ATOL)
@@ -232,8 +390,12 @@ def test_fixed_batch_graph_runs_any_batch():
 
 def test_several_inputs_and_outputs_in_graph_order():
     N = helper.make_node
-    graph = _model([N("Sub", ["a", "b"], ["d"]), N("Mul", ["a", "b"], ["p"])],
-                   {"a": [2, 3], "b": [2, 3]}, {}, ["p", "d"])
+    graph = _model(
+        [N("Sub", ["a", "b"], ["d"]), N("Mul", ["a", "b"], ["p"])],
+        {"a": [2, 3], "b": [2, 3]},
+        {},
+        ["p", "d"],
+    )
     a, b = np.ones((2, 3), np.float32) * 3, np.ones((2, 3), np.float32)
     module = to_torch(graph)
     for out in (module(a, b), module(b=b, a=a), module(a, b=b)):
@@ -245,11 +407,15 @@ def test_several_inputs_and_outputs_in_graph_order():
 # ---------------------------------------------------------------------- errors
 def test_unsupported_op_is_named_at_construction():
     N = helper.make_node
-    graph = _model([N("Relu", ["x"], ["r"]), N("Hardmax", ["r"], ["y"], name="head")], {"x": [1, 4]}, {}, ["y"])
+    graph = _model(
+        [N("Relu", ["x"], ["r"]), N("Hardmax", ["r"], ["y"], name="head")], {"x": [1, 4]}, {}, ["y"]
+    )
     with pytest.raises(HwccError) as err:
         to_torch(graph)
     text = str(err.value)
-    assert "Hardmax" in text and "'head'" in text and "hint" in text and "Conv" in text  # what, where, what to do
+    assert (
+        "Hardmax" in text and "'head'" in text and "hint" in text and "Conv" in text
+    )  # what, where, what to do
     with pytest.raises(HwccError, match="Hardmax"):  # before any training step
         finetune(graph, np.zeros((4, 4), np.float32), np.zeros(4, np.int64), steps=5)
 
@@ -257,11 +423,17 @@ def test_unsupported_op_is_named_at_construction():
 def test_unsupported_attribute_and_output_are_refused_at_construction():
     N = helper.make_node
     r = np.random.default_rng(0)
-    shaped = _model([N("ConvTranspose", ["x", "w"], ["y"], name="up", output_shape=[6, 6], strides=[2, 2])],
-                    {"x": [1, 2, 3, 3]}, {"w": _rand(r, 2, 2, 2, 2)}, ["y"])
+    shaped = _model(
+        [N("ConvTranspose", ["x", "w"], ["y"], name="up", output_shape=[6, 6], strides=[2, 2])],
+        {"x": [1, 2, 3, 3]},
+        {"w": _rand(r, 2, 2, 2, 2)},
+        ["y"],
+    )
     with pytest.raises(HwccError, match="'up'.*output_shape"):
         to_torch(shaped)
-    masked_only = _model([N("Dropout", ["x"], ["y", "mask"], name="drop")], {"x": [1, 4]}, {}, ["y", "mask"])
+    masked_only = _model(
+        [N("Dropout", ["x"], ["y", "mask"], name="drop")], {"x": [1, 4]}, {}, ["y", "mask"]
+    )
     with pytest.raises(HwccError, match="'drop'.*mask"):
         to_torch(masked_only)
 
@@ -289,8 +461,10 @@ def test_training_lowers_loss_and_raises_accuracy(digits, report_line):
     assert isinstance(result, FinetuneResult) and result.steps == 60 and len(result.losses) == 60
     assert np.mean(result.losses[-10:]) < 0.25 * np.mean(result.losses[:10])
     assert after > before + 0.1 and after > 0.9
-    report_line(f"finetune lenet5-digits (noise 1.0 std): test accuracy {before:.3f} -> {after:.3f} "
-                f"in 60 steps, loss {np.mean(result.losses[:10]):.3f} -> {np.mean(result.losses[-10:]):.4f}")
+    report_line(
+        f"finetune lenet5-digits (noise 1.0 std): test accuracy {before:.3f} -> {after:.3f} "
+        f"in 60 steps, loss {np.mean(result.losses[:10]):.3f} -> {np.mean(result.losses[-10:]):.4f}"
+    )
 
 
 def _kl_and_agreement(student: Graph, teacher_out: np.ndarray, x: np.ndarray, t: float = 4.0):
@@ -313,8 +487,10 @@ def test_distillation_moves_student_toward_teacher(digits, report_line):
     # precomputed teacher outputs are the same target as the teacher graph
     again = finetune(student, x, teacher=torch_outputs(teacher, x)[0], steps=60)
     assert _same_weights(again.graph, result.graph)
-    report_line(f"distil lenet5-digits: KL(teacher||student) {kl0:.3f} -> {kl1:.4f}, "
-                f"top-1 agreement {agree0:.3f} -> {agree1:.3f}")
+    report_line(
+        f"distil lenet5-digits: KL(teacher||student) {kl0:.3f} -> {kl1:.4f}, "
+        f"top-1 agreement {agree0:.3f} -> {agree1:.3f}"
+    )
 
 
 def _same_weights(a: Graph, b: Graph) -> bool:
@@ -335,7 +511,9 @@ def test_weight_pruned_model_keeps_its_zeros(digits):
     (x, y), _ = digits
     ctx = PassContext(verify=False, knobs={"prune_weights": {"density": 0.1}})
     sparse = get_pass("prune_weights")(zoo("lenet5-digits"), ctx).graph
-    weights = [sparse.initializer(n.inputs[1]) for n in sparse.nodes if n.op_type in ("Conv", "Gemm")]
+    weights = [
+        sparse.initializer(n.inputs[1]) for n in sparse.nodes if n.op_type in ("Conv", "Gemm")
+    ]
     assert all(np.count_nonzero(w) <= 0.11 * w.size for w in weights)
     for optimizer in ("sgd", "adam"):
         result = finetune(sparse, x, y, steps=15, optimizer=optimizer)
@@ -347,7 +525,9 @@ def test_channel_pruned_model_keeps_its_zeros(digits):
     ctx = PassContext(verify=False, knobs={"prune_channels": {"ratio": 0.5}})
     original = zoo("resnet-digits")
     pruned = get_pass("prune_channels")(original, ctx).graph
-    assert sum(a.size for a in pruned.initializers.values()) < sum(a.size for a in original.initializers.values())
+    assert sum(a.size for a in pruned.initializers.values()) < sum(
+        a.size for a in original.initializers.values()
+    )
     # and structured zeros on top: a quarter of each convolution's filters, with their biases
     for node in pruned.find("Conv"):
         w = pruned.initializer(node.inputs[1]).copy()
@@ -355,8 +535,12 @@ def test_channel_pruned_model_keeps_its_zeros(digits):
         pruned.add_initializer(node.inputs[1], w)
     result = finetune(pruned, x, y, steps=15, optimizer="adam", lr=1e-2)
     assert _assert_zero_pattern_kept(pruned, result.graph) >= 4
-    np.testing.assert_allclose(torch_outputs(result.graph, xt[:8])[0], ort_per_sample(result.graph, xt[:8]),
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        torch_outputs(result.graph, xt[:8])[0],
+        ort_per_sample(result.graph, xt[:8]),
+        rtol=RTOL,
+        atol=ATOL,
+    )
 
 
 def test_same_seed_same_weights_and_no_global_state_leaks(digits):
@@ -364,7 +548,9 @@ def test_same_seed_same_weights_and_no_global_state_leaks(digits):
     graph = perturbed(zoo("lenet300-digits"), 0.5)
     rng_state, deterministic = torch.get_rng_state(), torch.are_deterministic_algorithms_enabled()
     seen: list[tuple[int, float]] = []
-    first = finetune(graph, x, y, steps=20, seed=0, progress=lambda step, loss: seen.append((step, loss)))
+    first = finetune(
+        graph, x, y, steps=20, seed=0, progress=lambda step, loss: seen.append((step, loss))
+    )
     assert seen == list(enumerate(first.losses, 1))
     assert torch.equal(torch.get_rng_state(), rng_state)
     assert torch.are_deterministic_algorithms_enabled() == deterministic
@@ -424,7 +610,7 @@ def test_speed_close_to_plain_torch(digits, report_line):
         order = np.random.default_rng(0).permutation(len(x))
         start = time.perf_counter()
         for step in range(steps):
-            idx = torch.from_numpy(order[step * 32 % 1408:][:32])
+            idx = torch.from_numpy(order[step * 32 % 1408 :][:32])
             loss = torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx])
             opt.zero_grad()
             loss.backward()
@@ -434,6 +620,8 @@ def test_speed_close_to_plain_torch(digits, report_line):
     ours(5), plain(5)
     runs = [(ours(), plain()) for _ in range(2)]
     t_ours, t_plain = min(r[0] for r in runs), min(r[1] for r in runs)
-    report_line(f"finetune lenet5-digits 100 steps x 32 on 1 thread: {t_ours:.2f} s "
-                f"(the same loop in plain torch: {t_plain:.2f} s)")
+    report_line(
+        f"finetune lenet5-digits 100 steps x 32 on 1 thread: {t_ours:.2f} s "
+        f"(the same loop in plain torch: {t_plain:.2f} s)"
+    )
     assert t_ours < 1.5 * t_plain + 0.2  # generous: the machine is shared and timings are noisy

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import hwcc.targets
 import numpy as np
 import onnx
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 import hwcc
-import hwcc.targets
 from hwcc.errors import HwccError
 
 HANG_S = 20
@@ -80,59 +80,104 @@ def _vi(name, shape, elem=TensorProto.FLOAT):
 
 
 def _const(name, value, elem=TensorProto.INT64):
-    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name + "_v", elem, [], [value]))
+    return helper.make_node(
+        "Constant", [], [name], value=helper.make_tensor(name + "_v", elem, [], [value])
+    )
 
 
 def _loop_model() -> onnx.ModelProto:
     """A Loop whose body reads ``w`` from the outer graph, then a Conv."""
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "w"], ["v_out"])],
-        "body", [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("v_in", [1, 2, 4, 4])],
-        [_vi("cond_out", [], TensorProto.BOOL), _vi("v_out", [1, 2, 4, 4])])
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["v_in", "w"], ["v_out"]),
+        ],
+        "body",
+        [
+            _vi("i", [], TensorProto.INT64),
+            _vi("cond_in", [], TensorProto.BOOL),
+            _vi("v_in", [1, 2, 4, 4]),
+        ],
+        [_vi("cond_out", [], TensorProto.BOOL), _vi("v_out", [1, 2, 4, 4])],
+    )
     w = numpy_helper.from_array(np.full((1, 2, 4, 4), 0.5, np.float32), "w")
     k = numpy_helper.from_array(np.ones((3, 2, 3, 3), np.float32), "k")
-    nodes = [_const("n", 3), _const("c", True, TensorProto.BOOL),
-             helper.make_node("Loop", ["n", "c", "x"], ["l"], name="loop", body=body),
-             helper.make_node("Conv", ["l", "k"], ["y"], name="conv")]
+    nodes = [
+        _const("n", 3),
+        _const("c", True, TensorProto.BOOL),
+        helper.make_node("Loop", ["n", "c", "x"], ["l"], name="loop", body=body),
+        helper.make_node("Conv", ["l", "k"], ["y"], name="conv"),
+    ]
     return _model(nodes, [_vi("x", [1, 2, 4, 4])], [_vi("y", [1, 3, 2, 2])], initializer=[w, k])
 
 
 def _if_model() -> onnx.ModelProto:
-    then = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [_vi("t", [2, 3])])
-    other = helper.make_graph([helper.make_node("Neg", ["x"], ["e"]), helper.make_node("Abs", ["e"], ["e2"])],
-                              "else", [], [_vi("e2", [2, 3])])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"]),
-             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=other)]
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["t"])], "then", [], [_vi("t", [2, 3])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"]), helper.make_node("Abs", ["e"], ["e2"])],
+        "else",
+        [],
+        [_vi("e2", [2, 3])],
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then, else_branch=other),
+    ]
     zero = numpy_helper.from_array(np.array(0.0, np.float32), "zero")
     return _model(nodes, [_vi("x", [2, 3])], [_vi("y", [2, 3])], initializer=[zero])
 
 
 def _sparse_model() -> onnx.ModelProto:
-    flat = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "s1"),
-                                     numpy_helper.from_array(np.array([1, 5], np.int64), ""), [2, 3])
-    coo = helper.make_sparse_tensor(numpy_helper.from_array(np.array([3.0], np.float32), "s2"),
-                                    numpy_helper.from_array(np.array([[1, 2]], np.int64), ""), [2, 3])
-    nodes = [helper.make_node("Add", ["x", "s1"], ["a"]), helper.make_node("Mul", ["a", "s2"], ["y"])]
+    flat = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "s1"),
+        numpy_helper.from_array(np.array([1, 5], np.int64), ""),
+        [2, 3],
+    )
+    coo = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([3.0], np.float32), "s2"),
+        numpy_helper.from_array(np.array([[1, 2]], np.int64), ""),
+        [2, 3],
+    )
+    nodes = [
+        helper.make_node("Add", ["x", "s1"], ["a"]),
+        helper.make_node("Mul", ["a", "s2"], ["y"]),
+    ]
     return _model(nodes, [_vi("x", [2, 3])], [_vi("y", [2, 3])], sparse_initializer=[flat, coo])
 
 
 def _function_model() -> onnx.ModelProto:
     """A model-local function with a Constant inside, called twice."""
-    body = [helper.make_node("Constant", [], ["two"], value=numpy_helper.from_array(np.array(2.0, np.float32))),
-            helper.make_node("Mul", ["a", "two"], ["b"])]
+    body = [
+        helper.make_node(
+            "Constant", [], ["two"], value=numpy_helper.from_array(np.array(2.0, np.float32))
+        ),
+        helper.make_node("Mul", ["a", "two"], ["b"]),
+    ]
     f = helper.make_function("local", "Double", ["a"], ["b"], body, [helper.make_opsetid("", 17)])
-    nodes = [helper.make_node("Double", ["x"], ["d"], domain="local", name="d1"),
-             helper.make_node("Double", ["d"], ["y"], domain="local", name="d2")]
+    nodes = [
+        helper.make_node("Double", ["x"], ["d"], domain="local", name="d1"),
+        helper.make_node("Double", ["d"], ["y"], domain="local", name="d2"),
+    ]
     return _model(nodes, [_vi("x", [4])], [_vi("y", [4])], opsets={"local": 1}, functions=[f])
 
 
 def _annotated_model() -> onnx.ModelProto:
     """Named nodes with annotations, doc strings, declared intermediate types, metadata."""
     w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="fc", doc_string="the layer"),
-             helper.make_node("Relu", ["m"], ["y"], name="act")]
-    m = _model(nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 3])], initializer=[w], value_info=[_vi("m", ["N", 3])])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="fc", doc_string="the layer"),
+        helper.make_node("Relu", ["m"], ["y"], name="act"),
+    ]
+    m = _model(
+        nodes,
+        [_vi("x", ["N", 4])],
+        [_vi("y", ["N", 3])],
+        initializer=[w],
+        value_info=[_vi("m", ["N", 3])],
+    )
     m.metadata_props.add(key=ANNOTATIONS_KEY, value=json.dumps({"fc": {"low_rank": {"rank": 2}}}))
     m.metadata_props.add(key="author", value="hwcc tests")
     m.doc_string = "annotated"
@@ -146,14 +191,19 @@ def _dynamic_model() -> onnx.ModelProto:
     for d in (-1, 3, -1, -1):
         x.type.tensor_type.shape.dim.add().dim_value = d
     k = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "k")
-    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.0], np.float32), "sv"),
-                                       numpy_helper.from_array(np.array([0], np.int64), ""), [2])
-    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0]),
-             helper.make_node("Constant", [], ["sp"], sparse_value=sparse),
-             helper.make_node("Add", ["f", "sp"], ["fs"]),
-             helper.make_node("Unsqueeze", ["fs", "axes"], ["fs4"]),
-             helper.make_node("Add", ["c", "fs4"], ["y"])]
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array([1.0], np.float32), "sv"),
+        numpy_helper.from_array(np.array([0], np.int64), ""),
+        [2],
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0]),
+        helper.make_node("Constant", [], ["sp"], sparse_value=sparse),
+        helper.make_node("Add", ["f", "sp"], ["fs"]),
+        helper.make_node("Unsqueeze", ["fs", "axes"], ["fs4"]),
+        helper.make_node("Add", ["c", "fs4"], ["y"]),
+    ]
     axes = numpy_helper.from_array(np.array([0, 2, 3], np.int64), "axes")
     return _model(nodes, [x], [_vi("y", None)], initializer=[k, axes])
 
@@ -161,19 +211,29 @@ def _dynamic_model() -> onnx.ModelProto:
 def _shape_ops_model() -> onnx.ModelProto:
     """Ops whose output shape comes from tensor values, which shape inference computes:
     a mutated value is a size for it."""
-    ints = {"shape": [2, 6], "start": 0, "limit": 6, "delta": 1, "reps": [1, 2], "starts": [0], "ends": [2],
-            "full": [2, 12]}
+    ints = {
+        "shape": [2, 6],
+        "start": 0,
+        "limit": 6,
+        "delta": 1,
+        "reps": [1, 2],
+        "starts": [0],
+        "ends": [2],
+        "full": [2, 12],
+    }
     inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in ints.items()]
-    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]),
-             helper.make_node("Range", ["start", "limit", "delta"], ["rng"]),
-             helper.make_node("Cast", ["rng"], ["rngf"], to=TensorProto.FLOAT),
-             helper.make_node("Add", ["r", "rngf"], ["a"]),
-             helper.make_node("Tile", ["a", "reps"], ["t"]),
-             helper.make_node("ConstantOfShape", ["full"], ["zeros"]),
-             helper.make_node("Add", ["t", "zeros"], ["z"]),
-             helper.make_node("Shape", ["z"], ["zs"]),
-             helper.make_node("Expand", ["z", "zs"], ["e"]),
-             helper.make_node("Slice", ["e", "starts", "ends"], ["y"])]
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),
+        helper.make_node("Range", ["start", "limit", "delta"], ["rng"]),
+        helper.make_node("Cast", ["rng"], ["rngf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["r", "rngf"], ["a"]),
+        helper.make_node("Tile", ["a", "reps"], ["t"]),
+        helper.make_node("ConstantOfShape", ["full"], ["zeros"]),
+        helper.make_node("Add", ["t", "zeros"], ["z"]),
+        helper.make_node("Shape", ["z"], ["zs"]),
+        helper.make_node("Expand", ["z", "zs"], ["e"]),
+        helper.make_node("Slice", ["e", "starts", "ends"], ["y"]),
+    ]
     return _model(nodes, [_vi("x", [3, 4])], [_vi("y", None)], initializer=inits)
 
 
@@ -181,7 +241,10 @@ def _external_base() -> Base:
     """A model whose weights are in ``m.data`` beside it."""
     w = numpy_helper.from_array(np.arange(32, dtype=np.float32).reshape(8, 4), "w")
     b = numpy_helper.from_array(np.ones(4, np.float32), "b")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y"]),
+    ]
     m = _model(nodes, [_vi("x", [1, 8])], [_vi("y", [1, 4])], initializer=[w, b])
     data = b""
     for t in m.graph.initializer:
@@ -195,8 +258,15 @@ def _external_base() -> Base:
 
 
 def base_models() -> list[Base]:
-    built = {"loop": _loop_model, "if": _if_model, "sparse": _sparse_model, "function": _function_model,
-             "annotated": _annotated_model, "dynamic": _dynamic_model, "shape-ops": _shape_ops_model}
+    built = {
+        "loop": _loop_model,
+        "if": _if_model,
+        "sparse": _sparse_model,
+        "function": _function_model,
+        "annotated": _annotated_model,
+        "dynamic": _dynamic_model,
+        "shape-ops": _shape_ops_model,
+    }
     bases = [Base(p.stem, p.read_bytes()) for p in sorted(BUNDLED.glob("*.onnx"))]
     bases += [Base(name, make().SerializeToString()) for name, make in built.items()]
     return bases + [_external_base()]
@@ -220,11 +290,52 @@ class Case:
 
 
 INTS = [-(2**62), -(2**40), -7, -1, 0, 1, 2, 3, 5, 64, 2**31 - 1, 2**31, 2**40, 2**62]
-LOCATIONS = ["../" + SECRET, SECRET, "sub/../../" + SECRET, "/etc/passwd", "/dev/zero", "/proc/self/environ",
-             "", ".", "..", "nope.data", DATA + "\0.x", "a" * 300, "a/" * 3000 + DATA, DATA, "./" + DATA]
-OPS = ["Conv", "Gemm", "MatMul", "Relu", "Add", "Reshape", "Loop", "If", "Scan", "Concat", "Constant", "Range",
-       "ConstantOfShape", "Expand", "Tile", "Split", "Custom", ""]
-DOMAINS = ["", "ai.onnx", "ai.onnx.ml", "com.microsoft", "local", "nope", "ai.onnx.preview.training"]
+LOCATIONS = [
+    "../" + SECRET,
+    SECRET,
+    "sub/../../" + SECRET,
+    "/etc/passwd",
+    "/dev/zero",
+    "/proc/self/environ",
+    "",
+    ".",
+    "..",
+    "nope.data",
+    DATA + "\0.x",
+    "a" * 300,
+    "a/" * 3000 + DATA,
+    DATA,
+    "./" + DATA,
+]
+OPS = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Relu",
+    "Add",
+    "Reshape",
+    "Loop",
+    "If",
+    "Scan",
+    "Concat",
+    "Constant",
+    "Range",
+    "ConstantOfShape",
+    "Expand",
+    "Tile",
+    "Split",
+    "Custom",
+    "",
+]
+DOMAINS = [
+    "",
+    "ai.onnx",
+    "ai.onnx.ml",
+    "com.microsoft",
+    "local",
+    "nope",
+    "ai.onnx.preview.training",
+]
 
 
 def _copy(msg):
@@ -257,7 +368,9 @@ def _value_infos(m: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def _tensors(m: onnx.ModelProto) -> list[TensorProto]:
     out = []
     for g in _graphs(m):
-        out += list(g.initializer) + [t for s in g.sparse_initializer for t in (s.values, s.indices)]
+        out += list(g.initializer) + [
+            t for s in g.sparse_initializer for t in (s.values, s.indices)
+        ]
     for n in _nodes(m):
         for a in n.attribute:
             out += ([a.t] if a.HasField("t") else []) + list(a.tensors)
@@ -306,7 +419,9 @@ def m_type(m, rng):
     v = rng.choice(vis)
     how = rng.choice(["elem", "elem", "sequence", "optional", "map", "clear"])
     if how == "elem":
-        v.type.tensor_type.elem_type = rng.choice([0, 1, 2, 7, 8, 9, 10, 11, 16, 17, 21, 23, 25, 99, -1, 2**31 - 1])
+        v.type.tensor_type.elem_type = rng.choice(
+            [0, 1, 2, 7, 8, 9, 10, 11, 16, 17, 21, 23, 25, 99, -1, 2**31 - 1]
+        )
     elif how == "sequence":
         v.type.sequence_type.elem_type.tensor_type.elem_type = TensorProto.FLOAT
     elif how == "optional":
@@ -338,12 +453,18 @@ def m_tensor_type(m, rng):
     if not ts:
         return "tensor type: none"
     t = rng.choice(ts)
-    t.data_type = rng.choice([0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 13, 16, 17, 19, 21, 22, 23, 24, 25, 26, 99, -3])
+    t.data_type = rng.choice(
+        [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 13, 16, 17, 19, 21, 22, 23, 24, 25, 26, 99, -3]
+    )
     return f"tensor type of {t.name!r} -> {t.data_type}"
 
 
 def m_tensor_values(m, rng):
-    ts = [t for t in _tensors(m) if t.data_type == TensorProto.INT64 and t.raw_data and not _external(t)]
+    ts = [
+        t
+        for t in _tensors(m)
+        if t.data_type == TensorProto.INT64 and t.raw_data and not _external(t)
+    ]
     if not ts:
         return "tensor values: none"
     t = rng.choice(ts)
@@ -385,7 +506,9 @@ def m_external(m, rng):
     t.external_data.add(key="location", value=loc)
     for key in ("offset", "length"):
         if rng.random() < 0.4:
-            t.external_data.add(key=key, value=rng.choice(["0", "4", "-1", "x", str(2**62), "1e3", ""]))
+            t.external_data.add(
+                key=key, value=rng.choice(["0", "4", "-1", "x", str(2**62), "1e3", ""])
+            )
     if rng.random() < 0.1:
         t.external_data.add(key="unknown", value="?")
     return f"external: {t.name!r} at {loc[:40]!r} {[(e.key, e.value) for e in t.external_data][1:]}"
@@ -397,7 +520,9 @@ def m_rename(m, rng):
         return "rename: none"
     n = rng.choice(nodes)
     new = rng.choice(names + ["", "nope", "x", "y"])
-    ios = [("input", i) for i in range(len(n.input))] + [("output", i) for i in range(len(n.output))]
+    ios = [("input", i) for i in range(len(n.input))] + [
+        ("output", i) for i in range(len(n.output))
+    ]
     if not ios:
         n.output.append(new)
         return f"rename: add output {new!r} to {n.op_type}"
@@ -408,7 +533,16 @@ def m_rename(m, rng):
 
 def m_graph_io(m, rng):
     g = rng.choice(_graphs(m))
-    how = rng.choice(["dup-input", "dup-output", "drop-outputs", "drop-inputs", "undefined-output", "input-is-init"])
+    how = rng.choice(
+        [
+            "dup-input",
+            "dup-output",
+            "drop-outputs",
+            "drop-inputs",
+            "undefined-output",
+            "input-is-init",
+        ]
+    )
     if how == "dup-input" and g.input:
         g.input.append(_copy(g.input[0]))
     elif how == "dup-output" and g.output:
@@ -428,7 +562,9 @@ def m_nodes(m, rng):
     g = rng.choice(_graphs(m))
     if not g.node:
         return "nodes: none"
-    how = rng.choice(["dup", "drop", "shuffle", "reverse", "self-loop", "cycle", "op", "domain", "name"])
+    how = rng.choice(
+        ["dup", "drop", "shuffle", "reverse", "self-loop", "cycle", "op", "domain", "name"]
+    )
     i = rng.randrange(len(g.node))
     n = g.node[i]
     if how == "dup":
@@ -488,7 +624,9 @@ def m_subgraph(m, rng):
     if not holders:
         return "subgraph: none"
     n, a = rng.choice(holders)
-    how = rng.choice(["drop", "clear-nodes", "clear-outputs", "clear-inputs", "main", "nest", "clear-g"])
+    how = rng.choice(
+        ["drop", "clear-nodes", "clear-outputs", "clear-inputs", "main", "nest", "clear-g"]
+    )
     sub = a.g if a.type == AttributeProto.GRAPH else (a.graphs[0] if a.graphs else a.g)
     if how == "drop":
         n.attribute.remove(a)
@@ -501,8 +639,15 @@ def m_subgraph(m, rng):
     elif how == "main":
         sub.CopyFrom(_copy(m.graph))
     elif how == "nest":
-        sub.node.append(helper.make_node("If", ["cond_in" if sub.input else "x"], ["nested"],
-                                         then_branch=_copy(sub), else_branch=_copy(sub)))
+        sub.node.append(
+            helper.make_node(
+                "If",
+                ["cond_in" if sub.input else "x"],
+                ["nested"],
+                then_branch=_copy(sub),
+                else_branch=_copy(sub),
+            )
+        )
     else:
         a.ClearField("g")
     return f"subgraph: {how} {a.name!r} of {n.op_type}"
@@ -532,7 +677,11 @@ def m_sparse(m, rng):
         return "sparse: none"
     s = rng.choice(sps)
     how = rng.choice(["index", "dims", "drop-indices", "float-indices", "values-shape", "rank"])
-    idx = numpy_helper.to_array(s.indices) if s.indices.dims and not _external(s.indices) else np.zeros(0, np.int64)
+    idx = (
+        numpy_helper.to_array(s.indices)
+        if s.indices.dims and not _external(s.indices)
+        else np.zeros(0, np.int64)
+    )
     if how == "index" and idx.size:
         idx = idx.copy()
         idx.flat[rng.randrange(idx.size)] = rng.choice(INTS)
@@ -577,9 +726,22 @@ def m_function(m, rng):
 
 
 def m_metadata(m, rng):
-    value = rng.choice(["5", '"text"', "[1, 2]", '{"fc": 3}', '{"fc": [1]}', '{"fc": {"onnx_name": 1}}',
-                        '{"fc": {"doc_string": null}}', "{", "[" * 5000, "1" * 5000, '{"fc": {"winograd": 1}}',
-                        '{"act": {"low_rank": "x"}}'])
+    value = rng.choice(
+        [
+            "5",
+            '"text"',
+            "[1, 2]",
+            '{"fc": 3}',
+            '{"fc": [1]}',
+            '{"fc": {"onnx_name": 1}}',
+            '{"fc": {"doc_string": null}}',
+            "{",
+            "[" * 5000,
+            "1" * 5000,
+            '{"fc": {"winograd": 1}}',
+            '{"act": {"low_rank": "x"}}',
+        ]
+    )
     for p in list(m.metadata_props):
         if p.key == ANNOTATIONS_KEY:
             m.metadata_props.remove(p)
@@ -589,10 +751,27 @@ def m_metadata(m, rng):
     return f"metadata: annotations = {value[:30]!r}"
 
 
-PROTO_MUTATIONS: dict[str, Callable] = {f.__name__[2:]: f for f in (
-    m_dim, m_type, m_tensor_dims, m_tensor_type, m_tensor_values, m_tensor_data, m_external, m_rename, m_graph_io,
-    m_nodes,
-    m_attribute, m_subgraph, m_opset, m_sparse, m_function, m_metadata)}
+PROTO_MUTATIONS: dict[str, Callable] = {
+    f.__name__[2:]: f
+    for f in (
+        m_dim,
+        m_type,
+        m_tensor_dims,
+        m_tensor_type,
+        m_tensor_values,
+        m_tensor_data,
+        m_external,
+        m_rename,
+        m_graph_io,
+        m_nodes,
+        m_attribute,
+        m_subgraph,
+        m_opset,
+        m_sparse,
+        m_function,
+        m_metadata,
+    )
+}
 
 
 def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
@@ -609,13 +788,17 @@ def mutate_bytes(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     if how == "truncate":
         return bytes(b[:i]), f"bytes: truncate at {i}"
     if how == "insert":
-        return bytes(b[:i]) + rng.randbytes(rng.randint(1, 16)) + bytes(b[i:]), f"bytes: insert at {i}"
+        return bytes(b[:i]) + rng.randbytes(rng.randint(1, 16)) + bytes(
+            b[i:]
+        ), f"bytes: insert at {i}"
     if how == "delete":
-        return bytes(b[:i] + b[i + rng.randint(1, 16):]), f"bytes: delete at {i}"
+        return bytes(b[:i] + b[i + rng.randint(1, 16) :]), f"bytes: delete at {i}"
     if how == "duplicate":
         j = min(len(b), i + rng.randint(1, 64))
         return bytes(b[:j] + b[i:j] + b[j:]), f"bytes: duplicate {i}:{j}"
-    printable = [k for k in range(len(b) - 1) if 0x61 <= b[k] <= 0x7A]  # inside some text, most likely
+    printable = [
+        k for k in range(len(b) - 1) if 0x61 <= b[k] <= 0x7A
+    ]  # inside some text, most likely
     k = rng.choice(printable) if printable else i
     b[k] = 0xFF
     return bytes(b), f"bytes: 0xff at {k}"
@@ -663,8 +846,10 @@ def _load_kwargs(model: bytes, rng: random.Random) -> dict:
         return {}
     if not isinstance(x.name, str):  # not UTF-8: protobuf gives bytes, which JSON cannot carry
         return {}
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else rng.randint(1, 4)
-            for d in x.type.tensor_type.shape.dim]
+    dims = [
+        d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else rng.randint(1, 4)
+        for d in x.type.tensor_type.shape.dim
+    ]
     return {"input_shapes": {x.name: dims}}
 
 
@@ -689,13 +874,23 @@ def _worker() -> None:
     """
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))  # a runaway allocation fails here
+    resource.setrlimit(
+        resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30)
+    )  # a runaway allocation fails here
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     opened: list[str] = []
     _audit_opens(opened)
-    installed = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, *hwcc.__path__,
-                                                *hwcc.targets.__path__)]
+    installed = [
+        os.path.realpath(p)
+        for p in (
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            *hwcc.__path__,
+            *hwcc.targets.__path__,
+        )
+    ]
     answers.write("ready\n")
     answers.flush()
     for line in sys.stdin:
@@ -754,7 +949,11 @@ def _outcome(error: Exception | None) -> dict:
         memory = "MemoryError" in str(error) or "bad_alloc" in str(error)
         return {"outcome": "memory" if memory else "clean", "error": str(error)[:300]}
     where = "".join(traceback.format_exception(error)[-4:])
-    return {"outcome": "foreign", "error": f"{type(error).__name__}: {str(error)[:300]}", "where": where}
+    return {
+        "outcome": "foreign",
+        "error": f"{type(error).__name__}: {str(error)[:300]}",
+        "where": where,
+    }
 
 
 # ---------------------------------------------------------------------- the parent
@@ -775,8 +974,13 @@ class Harness:
 
     def _start(self) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=log, env={**os.environ, "PYTHONHASHSEED": "0"})
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env={**os.environ, "PYTHONHASHSEED": "0"},
+            )
         if self._read_line(120) != "ready":
             raise RuntimeError(f"the fuzz worker did not start; see {self.log}")
 
@@ -799,7 +1003,9 @@ class Harness:
         path = write_case(case, self.root / "case")
         start = time.perf_counter()
         try:
-            self.proc.stdin.write((json.dumps({"path": str(path), "kwargs": case.kwargs}) + "\n").encode())
+            self.proc.stdin.write(
+                (json.dumps({"path": str(path), "kwargs": case.kwargs}) + "\n").encode()
+            )
             self.proc.stdin.flush()
             line = self._read_line(HANG_S)
         except BrokenPipeError:  # the worker died before it could take the case
@@ -809,7 +1015,11 @@ class Harness:
             code = self.proc.poll()
             self._stop()
             outcome = "hang" if line is None else "crash"
-            return {"outcome": outcome, "error": f"after {seconds:.1f} s, exit code {code}", "seconds": seconds}
+            return {
+                "outcome": outcome,
+                "error": f"after {seconds:.1f} s, exit code {code}",
+                "seconds": seconds,
+            }
         return {**json.loads(line), "seconds": seconds}
 
 
@@ -825,7 +1035,9 @@ def fuzz(root: Path, seeds: range) -> tuple[Counter, list[str]]:
             counts[answer["outcome"]] += 1
             if answer.get("escapes"):
                 counts["escapes"] += 1
-                bad.append(f"opened outside the model's folder {answer['escapes']}: {case.describe()}")
+                bad.append(
+                    f"opened outside the model's folder {answer['escapes']}: {case.describe()}"
+                )
             if answer["outcome"] not in ("ok", "clean"):
                 error, where = answer.get("error"), answer.get("where", "")
                 bad.append(f"{answer['outcome']}: {error}\n{where}    {case.describe()}")
@@ -833,10 +1045,12 @@ def fuzz(root: Path, seeds: range) -> tuple[Counter, list[str]]:
 
 
 def _summary(counts: Counter, n: int, seconds: float) -> str:
-    return (f"loader fuzz: {n} mutated models in {seconds:.0f} s: {counts['clean']} clean errors, "
-            f"{counts['ok']} loaded, {counts['foreign']} foreign exceptions, {counts['hang']} hangs, "
-            f"{counts['crash']} worker crashes, {counts['memory']} out of memory, "
-            f"{counts['escapes']} opens outside the model's folder")
+    return (
+        f"loader fuzz: {n} mutated models in {seconds:.0f} s: {counts['clean']} clean errors, "
+        f"{counts['ok']} loaded, {counts['foreign']} foreign exceptions, {counts['hang']} hangs, "
+        f"{counts['crash']} worker crashes, {counts['memory']} out of memory, "
+        f"{counts['escapes']} opens outside the model's folder"
+    )
 
 
 def _check(tmp_path: Path, seeds: range, report_line) -> None:
@@ -845,7 +1059,10 @@ def _check(tmp_path: Path, seeds: range, report_line) -> None:
     line = _summary(counts, len(seeds), time.perf_counter() - start)
     print(line)
     report_line(line)
-    assert not bad, f"{len(bad)} bad cases (reproduce: tests/test_fuzz_loader.py --case SEED):\n" + "\n".join(bad[:20])
+    assert not bad, (
+        f"{len(bad)} bad cases (reproduce: tests/test_fuzz_loader.py --case SEED):\n"
+        + "\n".join(bad[:20])
+    )
     assert counts["ok"] + counts["clean"] == len(seeds)
 
 

@@ -17,15 +17,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc.ir import onnx_io
 from hwcc.errors import ModelLoadError
+from hwcc.ir import onnx_io
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 
 def make_model(graph: onnx.GraphProto, **opsets: int) -> onnx.ModelProto:
     """A model onnxruntime accepts (IR version 10) with opset 17 unless told otherwise."""
-    imports = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d.replace("_", "."), v) for d, v in opsets.items()]
+    imports = [helper.make_opsetid("", 17)] + [
+        helper.make_opsetid(d.replace("_", "."), v) for d, v in opsets.items()
+    ]
     return helper.make_model(graph, opset_imports=imports, ir_version=10)
 
 
@@ -43,13 +45,17 @@ def random_feeds(sess: ort.InferenceSession, seed: int = 0) -> dict:
     for i in sess.get_inputs():
         dt = types[i.type]
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        feeds[i.name] = (rng.standard_normal(shape) if dt == np.float32 else rng.integers(0, 10, shape)).astype(dt)
+        feeds[i.name] = (
+            rng.standard_normal(shape) if dt == np.float32 else rng.integers(0, 10, shape)
+        ).astype(dt)
     return feeds
 
 
 def identical(a, b) -> bool:
     if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+        return (
+            isinstance(b, list) and len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b))
+        )
     if a is None or b is None:
         return a is None and b is None
     a, b = np.asarray(a), np.asarray(b)
@@ -58,7 +64,9 @@ def identical(a, b) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
-def assert_round_trip(model: onnx.ModelProto | Path, tmp_path: Path, feeds=None, **load_kw) -> hwcc.Graph:
+def assert_round_trip(
+    model: onnx.ModelProto | Path, tmp_path: Path, feeds=None, **load_kw
+) -> hwcc.Graph:
     graph = hwcc.load(model, **load_kw)
     out = tmp_path / "rt.onnx"
     hwcc.save(graph, out)
@@ -113,9 +121,9 @@ def test_onnx_node_test_suite_round_trips(report_line):
     failed = {k: v[1] for k, v in runnable.items() if not v[0]}
     passed = len(runnable) - len(failed)
     report_line(
-        f"ONNX node tests: {passed} of {len(runnable)} that onnxruntime runs round-trip identically "
-        f"({len(cases)} cases in onnx {onnx.__version__}; {len(cases) - len(runnable)} not runnable by "
-        f"onnxruntime {ort.__version__})"
+        f"ONNX node tests: {passed} of {len(runnable)} that onnxruntime runs round-trip "
+        f"identically ({len(cases)} cases in onnx {onnx.__version__}; "
+        f"{len(cases) - len(runnable)} not runnable by onnxruntime {ort.__version__})"
     )
     assert len(runnable) > 1000
     assert not failed, f"{len(failed)} of {len(runnable)} node tests fail the round trip: {failed}"
@@ -163,7 +171,9 @@ def test_torch_exports_round_trip(dynamo, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kw = {} if dynamo else {"do_constant_folding": False}  # keep BatchNormalization nodes
-        torch.onnx.export(net, args, str(path), dynamo=dynamo, input_names=["x"], output_names=["y"], **kw)
+        torch.onnx.export(
+            net, args, str(path), dynamo=dynamo, input_names=["x"], output_names=["y"], **kw
+        )
     graph = assert_round_trip(path, tmp_path, feeds={"x": args[0].numpy()})
     ops = {n.op_type for n in graph.nodes}
     assert {"Conv"} <= ops
@@ -184,7 +194,10 @@ def _zoo_names():
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet", "googlenet") else n for n in _zoo_names()],
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet", "googlenet") else n
+        for n in _zoo_names()
+    ],
 )
 def test_zoo_models_round_trip(name, tmp_path):
     assert_round_trip(Path(onnx_io.resolve_model_path(f"zoo:{name}")), tmp_path)
@@ -196,22 +209,42 @@ def _model_with_if_and_custom_op() -> onnx.ModelProto:
     one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
     then_g = helper.make_graph(
-        [helper.make_node("Constant", [], ["k1"], value=one), helper.make_node("Add", ["outer_a", "k1"], ["t"])],
-        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+        [
+            helper.make_node("Constant", [], ["k1"], value=one),
+            helper.make_node("Add", ["outer_a", "k1"], ["t"]),
+        ],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
     else_g = helper.make_graph(
-        [helper.make_node("Constant", [], ["k2"], value=two), helper.make_node("Mul", ["outer_a", "k2"], ["e"])],
-        "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+        [
+            helper.make_node("Constant", [], ["k2"], value=two),
+            helper.make_node("Mul", ["outer_a", "k2"], ["e"]),
+        ],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
     nodes = [
         helper.make_node("Relu", ["x"], ["outer_a"], name="relu"),
         helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="if"),
-        helper.make_node("Frobnicate", ["x"], ["side"], domain="com.example", name="custom", level=3),
+        helper.make_node(
+            "Frobnicate", ["x"], ["side"], domain="com.example", name="custom", level=3
+        ),
     ]
     g = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
-         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
-         helper.make_tensor_value_info("side", TensorProto.FLOAT, [2])])
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("side", TensorProto.FLOAT, [2]),
+        ],
+    )
     return make_model(g, com_example=1)
 
 
@@ -238,10 +271,16 @@ def test_subgraphs_and_custom_ops_pass_through_untouched():
 
 
 def test_untouched_initializers_are_written_back_bit_for_bit(tmp_path):
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=[w])
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "w"
+    )
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[w],
+    )
     model = make_model(g)
     back = onnx_io.to_proto(hwcc.load(model))
     assert back.graph.initializer[0] == w
@@ -250,9 +289,11 @@ def test_untouched_initializers_are_written_back_bit_for_bit(tmp_path):
 # ---------------------------------------------------------------- shapes and bad input
 def _dynamic_model() -> onnx.ModelProto:
     g = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])], "g",
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Flatten", ["r"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     return make_model(g)
 
 
@@ -268,7 +309,11 @@ def test_dynamic_dims_must_be_fixed():
 
 @pytest.mark.parametrize(
     "shapes, words",
-    [({"nope": (1, 3, 1, 4)}, "not an input"), ({"x": (1, 3, 4)}, "rank"), ({"x": (1, 2, 1, 4)}, "fixed shape")],
+    [
+        ({"nope": (1, 3, 1, 4)}, "not an input"),
+        ({"x": (1, 3, 4)}, "rank"),
+        ({"x": (1, 2, 1, 4)}, "fixed shape"),
+    ],
 )
 def test_bad_input_shapes(shapes, words):
     with pytest.raises(ModelLoadError, match=words):
@@ -285,13 +330,19 @@ def test_parse_input_shape():
 
 def _external_model(tmp_path: Path) -> Path:
     w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], initializer=[w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=[w],
+    )
     model = make_model(g)
     d = tmp_path / "m"
     d.mkdir()
-    onnx.save_model(model, str(d / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    onnx.save_model(
+        model, str(d / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0
+    )
     return d / "m.onnx"
 
 
@@ -345,18 +396,30 @@ def test_large_models_are_saved_with_external_data(tmp_path, monkeypatch):
     out = tmp_path / "out" / "big.onnx"
     hwcc.save(graph, out)
     assert (out.parent / "big.onnx.data").is_file()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["big.onnx", "big.onnx.data"]  # no temp files left
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "big.onnx",
+        "big.onnx.data",
+    ]  # no temp files left
     x = np.ones((1, 64), np.float32)
-    np.testing.assert_array_equal(session(out).run(None, {"x": x})[0], session(path).run(None, {"x": x})[0])
+    np.testing.assert_array_equal(
+        session(out).run(None, {"x": x})[0], session(path).run(None, {"x": x})[0]
+    )
 
 
 def test_replaced_initializers_are_written_with_their_new_values():
     w = numpy_helper.from_array(np.ones(2, np.float32), "w")
-    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], initializer=[w])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        initializer=[w],
+    )
     graph = hwcc.load(make_model(g))
-    for factor in (2, 5):  # a new array may reuse a freed array's address: values must still be fresh
+    for factor in (
+        2,
+        5,
+    ):  # a new array may reuse a freed array's address: values must still be fresh
         graph.tensors["w"].data = graph.initializer("w") * factor
     back = onnx_io.to_proto(graph)
     np.testing.assert_array_equal(numpy_helper.to_array(back.graph.initializer[0]), [10.0, 10.0])
@@ -374,19 +437,29 @@ def test_node_annotations_survive_save_and_load(tmp_path):
     meta_keys = [p.key for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props]
     assert meta_keys.count("hwcc.node_annotations") == 1
     hwcc.save(back, tmp_path / "m2.onnx")  # a second round trip does not duplicate it
-    assert [p.key for p in onnx.load(str(tmp_path / "m2.onnx")).metadata_props].count("hwcc.node_annotations") == 1
+    assert [p.key for p in onnx.load(str(tmp_path / "m2.onnx")).metadata_props].count(
+        "hwcc.node_annotations"
+    ) == 1
 
 
 def test_to_proto_without_weights_keeps_shapes_and_small_tensors():
     """The data-propagation probe: weights become typed inputs, shape-sized tensors stay."""
     g = onnx_io.load("zoo:resnet-digits")
-    full, light = onnx_io.to_proto(g, value_info=False), onnx_io.to_proto(g, value_info=False, weights=False)
+    full, light = (
+        onnx_io.to_proto(g, value_info=False),
+        onnx_io.to_proto(g, value_info=False, weights=False),
+    )
     small = {t.name for t in full.graph.initializer if np.prod(t.dims) <= 1024}
     assert {t.name for t in light.graph.initializer} == small
-    inputs = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in light.graph.input}
+    inputs = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in light.graph.input
+    }
     for t in full.graph.initializer:
         if t.name not in small:
             assert inputs[t.name] == list(t.dims)
     assert light.ByteSize() < full.ByteSize() / 10
-    shapes = [onnx.shape_inference.infer_shapes(m).graph.output[0].type.tensor_type.shape for m in (full, light)]
+    shapes = [
+        onnx.shape_inference.infer_shapes(m).graph.output[0].type.tensor_type.shape
+        for m in (full, light)
+    ]
     assert shapes[0] == shapes[1]

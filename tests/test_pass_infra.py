@@ -6,18 +6,26 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import hwcc.passes
 import numpy as np
 import pytest
-
-import hwcc.passes
-from hwcc.ir import dtypes, onnx_io, transform as pass_infra
-from hwcc.errors import HwccError, PassError
-from hwcc.ir import Graph
-from hwcc.cli.apply_view import apply_by_hand
-from hwcc.ir.pass_manager import PassManager
-from hwcc.ir.transform import (Knob, Pass, PassContext, PassResult, PassTimer,
-                             get_pass, list_passes, register_pass)
 from hwcc.passes.lib.edits import set_constant_input
+
+from hwcc.cli.apply_view import apply_by_hand
+from hwcc.errors import HwccError, PassError
+from hwcc.ir import Graph, dtypes, onnx_io
+from hwcc.ir import transform as pass_infra
+from hwcc.ir.pass_manager import PassManager
+from hwcc.ir.transform import (
+    Knob,
+    Pass,
+    PassContext,
+    PassResult,
+    PassTimer,
+    get_pass,
+    list_passes,
+    register_pass,
+)
 from hwcc.ir.verify import compare, random_feeds, run_onnx
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -43,8 +51,12 @@ def conv_bn() -> Graph:
     g.add_input("x", dtypes.FLOAT, (1, 2, 5, 5))
     g.add_initializer("w", rng.normal(size=(3, 2, 3, 3)).astype(np.float32))
     g.add_node("Conv", ["x", "w"], ["c"], name="conv")
-    for name, value in (("scale", rng.uniform(0.5, 2, 3)), ("bias", rng.normal(size=3)),
-                        ("mean", rng.normal(size=3)), ("var", rng.uniform(0.5, 2, 3))):
+    for name, value in (
+        ("scale", rng.uniform(0.5, 2, 3)),
+        ("bias", rng.normal(size=3)),
+        ("mean", rng.normal(size=3)),
+        ("var", rng.uniform(0.5, 2, 3)),
+    ):
         g.add_initializer(name, value.astype(np.float32))
     g.add_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"], name="bn")
     g.outputs.append("y")
@@ -91,8 +103,16 @@ class Boom(Pass):
 
 def simple_pass(name_: str, body, *, in_place: bool = False) -> Pass:
     """A one-off pass whose ``call`` is ``body(graph) -> PassResult``."""
-    cls = type(name_, (Pass,), {"name": name_, "in_place": in_place, "__doc__": "Test.\n\n1. Case.",
-                                "call": lambda self, graph, ctx: body(graph)})
+    cls = type(
+        name_,
+        (Pass,),
+        {
+            "name": name_,
+            "in_place": in_place,
+            "__doc__": "Test.\n\n1. Case.",
+            "call": lambda self, graph, ctx: body(graph),
+        },
+    )
     return cls()
 
 
@@ -113,7 +133,8 @@ def test_discovery_finds_the_cleanup_passes():
 
 
 def test_adding_a_pass_is_adding_a_file(tmp_path, monkeypatch, registry):
-    (tmp_path / "zz_extra_pass.py").write_text(textwrap.dedent('''
+    (tmp_path / "zz_extra_pass.py").write_text(
+        textwrap.dedent('''
         from hwcc.ir.transform import Pass, PassResult, register_pass
 
         @register_pass
@@ -126,7 +147,8 @@ def test_adding_a_pass_is_adding_a_file(tmp_path, monkeypatch, registry):
 
             def call(self, graph, ctx):
                 return PassResult(graph, False, "it never fires")
-    '''))
+    ''')
+    )
     monkeypatch.setattr(hwcc.passes, "__path__", [*hwcc.passes.__path__, str(tmp_path)])
     try:
         assert "zz_extra" in list_passes()
@@ -166,7 +188,11 @@ def test_register_pass_checks_the_declaration(registry):
 
         name = "fold_constants"
 
-    for cls, words in ((NoCases, "numbered"), (BadDefault, "default of knob 'k'"), (Clash, "two passes")):
+    for cls, words in (
+        (NoCases, "numbered"),
+        (BadDefault, "default of knob 'k'"),
+        (Clash, "two passes"),
+    ):
         with pytest.raises(TypeError, match=words):
             register_pass(cls)
     register_pass(FlipSign)
@@ -174,28 +200,34 @@ def test_register_pass_checks_the_declaration(registry):
 
 
 # ---------------------------------------------------------------------- knobs
-@pytest.mark.parametrize("knob,text,value", [
-    (Knob("n", int, 1, "", range=(0, 10)), "7", 7),
-    (Knob("n", int, 1, "", range=(0, None)), "1_000_000", 1_000_000),
-    (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "0.25", 0.25),
-    (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "1", 1.0),
-    (Knob("b", bool, False, ""), "Yes", True),
-    (Knob("b", bool, True, ""), "off", False),
-    (Knob("s", str, "l2", "", choices=("l1", "l2")), "l1", "l1"),
-])
+@pytest.mark.parametrize(
+    "knob,text,value",
+    [
+        (Knob("n", int, 1, "", range=(0, 10)), "7", 7),
+        (Knob("n", int, 1, "", range=(0, None)), "1_000_000", 1_000_000),
+        (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "0.25", 0.25),
+        (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "1", 1.0),
+        (Knob("b", bool, False, ""), "Yes", True),
+        (Knob("b", bool, True, ""), "off", False),
+        (Knob("s", str, "l2", "", choices=("l1", "l2")), "l1", "l1"),
+    ],
+)
 def test_knob_parses_accepted_values(knob, text, value):
     got = knob.parse(text, "some_pass")
     assert got == value and type(got) is type(value)
 
 
-@pytest.mark.parametrize("knob,text,accepts", [
-    (Knob("n", int, 1, "", range=(0, 10)), "11", "an int in [0, 10]"),
-    (Knob("n", int, 1, "", range=(0, 10)), "2.5", "an int in [0, 10]"),
-    (Knob("n", int, 1, "", range=(0, None)), "-1", "an int >= 0"),
-    (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "nan", "a float in [0.0, 1.0]"),
-    (Knob("b", bool, False, ""), "maybe", "true or false"),
-    (Knob("s", str, "l2", "", choices=("l1", "l2")), "l3", "one of 'l1', 'l2'"),
-])
+@pytest.mark.parametrize(
+    "knob,text,accepts",
+    [
+        (Knob("n", int, 1, "", range=(0, 10)), "11", "an int in [0, 10]"),
+        (Knob("n", int, 1, "", range=(0, 10)), "2.5", "an int in [0, 10]"),
+        (Knob("n", int, 1, "", range=(0, None)), "-1", "an int >= 0"),
+        (Knob("r", float, 0.5, "", range=(0.0, 1.0)), "nan", "a float in [0.0, 1.0]"),
+        (Knob("b", bool, False, ""), "maybe", "true or false"),
+        (Knob("s", str, "l2", "", choices=("l1", "l2")), "l3", "one of 'l1', 'l2'"),
+    ],
+)
 def test_knob_errors_name_pass_knob_and_accepted_values(knob, text, accepts):
     with pytest.raises(HwccError) as err:
         knob.parse(text, "some_pass")
@@ -206,23 +238,31 @@ def test_knob_errors_name_pass_knob_and_accepted_values(knob, text, accepts):
 def test_knob_values_from_the_context_are_checked_before_any_pass_runs():
     ran = []
     spy = simple_pass("spy", lambda g: ran.append(1) or PassResult(g, False, "spy"))
-    for knobs, words in (({"max_bytes": "big"}, "knob 'max_bytes' cannot be 'big'"),
-                         ({"max_byte": 1}, "has no knob 'max_byte'")):
+    for knobs, words in (
+        ({"max_bytes": "big"}, "knob 'max_bytes' cannot be 'big'"),
+        ({"max_byte": 1}, "has no knob 'max_byte'"),
+    ):
         with pytest.raises(HwccError, match=words):
-            PassManager([spy, "fold_constants"], PassContext(knobs={"fold_constants": knobs})).run(mul_relu())
+            PassManager([spy, "fold_constants"], PassContext(knobs={"fold_constants": knobs})).run(
+                mul_relu()
+            )
     assert ran == []
 
 
 def test_unknown_knob_in_settings():
     with pytest.raises(HwccError) as err:
-        apply_by_hand(mul_relu(), "fold_constants", {"max_megabytes": "3"}, verify=False, rtol=RTOL, atol=ATOL)
+        apply_by_hand(
+            mul_relu(), "fold_constants", {"max_megabytes": "3"}, verify=False, rtol=RTOL, atol=ATOL
+        )
     assert "no knob 'max_megabytes'" in err.value.message and "max_bytes" in err.value.hint
 
 
 # ---------------------------------------------------------------------- manager
 def test_manager_names_the_failing_pass_and_every_pass_before_it():
     with pytest.raises(PassError) as err:
-        PassManager(["fold_constants", "eliminate_dead", Boom()], PassContext(verify=False)).run(mul_relu())
+        PassManager(["fold_constants", "eliminate_dead", Boom()], PassContext(verify=False)).run(
+            mul_relu()
+        )
     e = err.value
     assert "pass 'boom' failed" in e.message and "'fold_constants', 'eliminate_dead'" in e.message
     assert "ValueError: kaboom" in e.message
@@ -237,7 +277,11 @@ def test_manager_runs_in_sequence_and_collects_results():
     result = PassManager(["fold_constants", "eliminate_dead"], ctx).run(g)
     assert result.modified and len(result.graph) == 2 and len(g) == 3
     (n1, r1), (n2, r2) = result.details["results"]
-    assert (n1, r1.modified, r1.reason) == ("fold_constants", False, "no node has only constant inputs")
+    assert (n1, r1.modified, r1.reason) == (
+        "fold_constants",
+        False,
+        "no node has only constant inputs",
+    )
     assert (n2, r2.modified) == ("eliminate_dead", True) and r2.details["verification"].passed
     assert [name for name, _ in timer.timings] == ["fold_constants", "eliminate_dead"]
     assert all(sec >= 0 for _, sec in timer.timings) and "eliminate_dead" in timer.summary()
@@ -246,8 +290,10 @@ def test_manager_runs_in_sequence_and_collects_results():
 def test_nothing_applied_gives_every_reason():
     result = PassManager(["fold_batchnorm", "fold_constants"], PassContext()).run(mul_relu())
     assert not result.modified
-    assert result.reason == ("fold_batchnorm: the graph has no BatchNormalization; "
-                             "fold_constants: no node has only constant inputs")
+    assert result.reason == (
+        "fold_batchnorm: the graph has no BatchNormalization; "
+        "fold_constants: no node has only constant inputs"
+    )
 
 
 def test_shapes_are_refreshed_after_a_modifying_pass():
@@ -257,7 +303,9 @@ def test_shapes_are_refreshed_after_a_modifying_pass():
         g.outputs.append("yt")
         return PassResult(g, True)
 
-    result = PassManager([simple_pass("add_transpose", add_transpose)], PassContext(verify=False)).run(mul_relu())
+    result = PassManager(
+        [simple_pass("add_transpose", add_transpose)], PassContext(verify=False)
+    ).run(mul_relu())
     assert result.graph.tensors["yt"].shape == (3, 2)
 
 
@@ -268,18 +316,37 @@ def test_an_invalid_graph_is_caught_after_the_pass_that_made_it():
         return PassResult(g, True)
 
     with pytest.raises(PassError, match="pass 'dangle' failed"):
-        PassManager(["eliminate_dead", simple_pass("dangle", dangle)], PassContext(verify=False)).run(mul_relu())
+        PassManager(
+            ["eliminate_dead", simple_pass("dangle", dangle)], PassContext(verify=False)
+        ).run(mul_relu())
 
 
-@pytest.mark.parametrize("body,in_place,words", [
-    (lambda g: (g.erase_node(g.node("relu"), force=True), PassResult(g.copy(), True))[1], False,
-     "declared not in_place but changed its input graph"),
-    (lambda g: PassResult(g, True), False, "declared not in_place but returned its input graph as modified"),
-    (lambda g: PassResult(g.copy(), True), True, "declared in_place but returned a different graph"),
-    (lambda g: (g.node("relu").attrs.update(alpha=1.0), PassResult(g, False))[1], True,
-     "reported modified=False but changed the graph"),
-    (lambda g: "not a result", False, "returned str, not a PassResult"),
-])
+@pytest.mark.parametrize(
+    "body,in_place,words",
+    [
+        (
+            lambda g: (g.erase_node(g.node("relu"), force=True), PassResult(g.copy(), True))[1],
+            False,
+            "declared not in_place but changed its input graph",
+        ),
+        (
+            lambda g: PassResult(g, True),
+            False,
+            "declared not in_place but returned its input graph as modified",
+        ),
+        (
+            lambda g: PassResult(g.copy(), True),
+            True,
+            "declared in_place but returned a different graph",
+        ),
+        (
+            lambda g: (g.node("relu").attrs.update(alpha=1.0), PassResult(g, False))[1],
+            True,
+            "reported modified=False but changed the graph",
+        ),
+        (lambda g: "not a result", False, "returned str, not a PassResult"),
+    ],
+)
 def test_the_in_place_promise_is_enforced(body, in_place, words):
     with pytest.raises(PassError) as err:
         simple_pass("liar", body, in_place=in_place)(mul_relu(), PassContext(verify=False))
@@ -303,7 +370,10 @@ def test_initializers_are_read_only_while_a_pass_runs():
 def test_verification_catches_a_wrong_rewrite():
     with pytest.raises(PassError) as err:
         FlipSign()(mul_relu(), PassContext(rtol=RTOL, atol=ATOL))
-    assert "pass 'flip_sign' failed" in err.value.message and "verification FAILED" in err.value.message
+    assert (
+        "pass 'flip_sign' failed" in err.value.message
+        and "verification FAILED" in err.value.message
+    )
     assert "output 'y'" in err.value.message
 
 
@@ -409,5 +479,7 @@ def test_run_onnx_explains_what_it_cannot_run():
 def test_compare_takes_files_and_graphs(tmp_path):
     g = mul_relu()
     path = onnx_io.save(g, tmp_path / "m.onnx")
-    v = compare(str(path), get_pass("eliminate_dead")(g, PassContext(verify=False)).graph, rtol=0, atol=0)
+    v = compare(
+        str(path), get_pass("eliminate_dead")(g, PassContext(verify=False)).graph, rtol=0, atol=0
+    )
     assert v.passed and v.samples == 2

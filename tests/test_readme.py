@@ -31,7 +31,7 @@ def _blocks() -> list[tuple[str, str]]:
         m = re.match(r"^```(\w*)\s*$", lines[i])
         if m:
             j = lines.index("```", i + 1)
-            out.append((m.group(1), "\n".join(lines[i + 1:j])))
+            out.append((m.group(1), "\n".join(lines[i + 1 : j])))
             i = j + 1
             continue
         if lines[i].startswith("    ") and (i == 0 or not lines[i - 1].strip()):
@@ -50,7 +50,9 @@ BLOCKS = _blocks()
 
 def _block(kind: str, starts: str) -> str:
     found = [t for k, t in BLOCKS if k == kind and t.startswith(starts)]
-    assert len(found) == 1, f"README: expected one {kind or 'bare'} block starting {starts!r}, found {len(found)}"
+    assert len(found) == 1, (
+        f"README: expected one {kind or 'bare'} block starting {starts!r}, found {len(found)}"
+    )
     return found[0]
 
 
@@ -83,8 +85,14 @@ def _hwcc(line: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run a README ``hwcc ...`` line with this interpreter's hwcc."""
     argv = shlex.split(line)
     assert argv[0] == "hwcc", line
-    return subprocess.run([sys.executable, "-m", "hwcc", *argv[1:]], cwd=cwd, env=_env(cwd),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "hwcc", *argv[1:]],
+        cwd=cwd,
+        env=_env(cwd),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_opening_example_compiles_a_model_file(tmp_path):
@@ -95,7 +103,9 @@ def test_the_opening_example_compiles_a_model_file(tmp_path):
     assert "every budget met" in r.stdout
 
 
-@pytest.mark.slow  # a full compile (seconds quiet, a minute or more on a busy machine); test_compile.py covers the path
+# a full compile (seconds quiet, a minute or more on a busy machine); test_compile.py covers
+# the path
+@pytest.mark.slow
 def test_the_main_job_as_the_readme_gives_it(tmp_path):
     """The hwcc part of the set-up line, with this environment's hwcc (the whole line, venv
     and install included, runs in the slow suite)."""
@@ -111,12 +121,21 @@ def test_the_main_job_as_the_readme_gives_it(tmp_path):
 def test_the_set_up_line_works_in_a_fresh_copy(tmp_path):
     """venv, install and main job, literally, in a copy of the tracked files."""
     copy = tmp_path / "hwcc"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for f in files:
         (copy / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, copy / f)
     setup = _block("indented", "python3 -m venv .venv && .venv/bin/pip install -q -e . &&")
-    r = subprocess.run(["bash", "-c", setup], cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(
+        ["bash", "-c", setup],
+        cwd=copy,
+        env=_env(copy),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (copy / "out" / "lenet300-eie" / "report.html").is_file()
 
@@ -148,14 +167,22 @@ def test_the_command_synopsis_matches_each_commands_help():
             sub = sub._subparsers._group_actions[0].choices[command[1]]
         flags = {s for a in sub._actions for s in a.option_strings}
         for flag in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
-            assert flag in flags, f"README synopsis {line!r}: {flag} is not an option of 'hwcc {' '.join(command)}'"
+            assert flag in flags, (
+                f"README synopsis {line!r}: {flag} is not an option of 'hwcc {' '.join(command)}'"
+            )
 
 
 @pytest.mark.slow  # a full-length search: 10 s on a quiet machine, minutes on a busy one
 def test_the_python_example_runs(tmp_path):
     code = _block("python", "import hwcc")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "latency_s" in r.stdout and "TOTAL" in r.stdout.upper()
     assert (tmp_path / "out" / "lenet5-eyeriss" / "hwcc.json").is_file()
@@ -170,8 +197,14 @@ def test_the_pass_example_registers_and_runs():
     import hwcc
     from hwcc.cli import apply_view
 
-    report = apply_view.apply_by_hand(hwcc.load("zoo:lenet5-digits"), "readme_example_pass", {"ratio": "0.25"},
-                                      verify=True, rtol=1e-4, atol=1e-5)
+    report = apply_view.apply_by_hand(
+        hwcc.load("zoo:lenet5-digits"),
+        "readme_example_pass",
+        {"ratio": "0.25"},
+        verify=True,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert report.modified
     from hwcc.ir.transform import resolve_search_passes
     from hwcc.search.space import units
@@ -187,8 +220,9 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     exec(compile(code.replace('"mychip"', '"readme_example_chip"'), "README.md", "exec"), {})
     toml = _block("toml", 'family = "mychip"').replace('"mychip"', '"readme_example_chip"')
     (tmp_path / "chip.toml").write_text(toml)
-    import hwcc
     from hwcc.targets.base import load_target
+
+    import hwcc
     from hwcc.ir.workload import analyze
 
     graph = hwcc.load("zoo:lenet5-digits")
@@ -198,9 +232,13 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     assert on_chip == pytest.approx(macs / 256 / 1e9, rel=1e-9)
 
 
-LAYOUT_ROOTS = (("hwcc", "the compiler: the import package hwcc"), ("passes", "the passes (hwcc.passes)"),
-                ("targets", "the cost models, one folder per family (hwcc.targets)"),
-                ("models", "the model zoo (hwcc.models)"), ("bench", "the benchmarks behind BENCHMARKS.md"))
+LAYOUT_ROOTS = (
+    ("hwcc", "the compiler: the import package hwcc"),
+    ("passes", "the passes (hwcc.passes)"),
+    ("targets", "the cost models, one folder per family (hwcc.targets)"),
+    ("models", "the model zoo (hwcc.models)"),
+    ("bench", "the benchmarks behind BENCHMARKS.md"),
+)
 
 
 def layout() -> str:
@@ -211,13 +249,17 @@ def layout() -> str:
     lines = []
     for top, what in LAYOUT_ROOTS:
         lines.append(f"{top + '/':<34}{what}")
-        for path in sorted((ROOT / top).rglob("*.py"), key=lambda q: (q.parent.parts, q.name != "__init__.py", q.name)):
+        for path in sorted(
+            (ROOT / top).rglob("*.py"),
+            key=lambda q: (q.parent.parts, q.name != "__init__.py", q.name),
+        ):
             rel = path.relative_to(ROOT / top)
             doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
             first = doc.splitlines()[0].rstrip(":") if doc else ""
             if rel.name == "__init__.py":
                 if rel.parent != Path("."):
-                    lines.append(f"{'  ' * len(rel.parts[:-1]) + str(rel.parent.name) + '/':<34}{first}".rstrip())
+                    name = "  " * len(rel.parts[:-1]) + str(rel.parent.name) + "/"
+                    lines.append(f"{name:<34}{first}".rstrip())
             else:
                 lines.append(f"{'  ' * len(rel.parts) + rel.name:<34}{first}".rstrip())
     return "\n".join(lines)
@@ -229,7 +271,9 @@ def _layout_block() -> str:
 
 def test_the_layout_is_the_tree():
     """The README's layout section is generated from the code: every module, one line each."""
-    assert _layout_block() == layout(), "the README's layout is out of date: run python tests/test_readme.py --write"
+    assert _layout_block() == layout(), (
+        "the README's layout is out of date: run python tests/test_readme.py --write"
+    )
 
 
 def test_every_module_says_what_it_is():

@@ -10,15 +10,37 @@ from html.parser import HTMLParser
 import pytest
 
 from hwcc.report import html as report
-from hwcc.report.svg import si_labels
 from hwcc.report.html import nice_ticks, pareto_front
+from hwcc.report.svg import si_labels
 
-_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+_VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "track",
+    "wbr",
+}
 
 # (latency_s, accuracy) of the proposals in the fixture; the front, by hand, is
 # (1e-4, .90) -> (2e-4, .95) -> (4e-4, .97): (2e-4, .93) and (3e-4, .94) are beaten by
 # (2e-4, .95), (5e-4, .96) by (4e-4, .97), and the second (4e-4, .97) is a duplicate.
-_PROPOSALS = [(2e-4, 0.93), (1e-4, 0.90), (3e-4, 0.94), (2e-4, 0.95), (4e-4, 0.97), (5e-4, 0.96), (4e-4, 0.97)]
+_PROPOSALS = [
+    (2e-4, 0.93),
+    (1e-4, 0.90),
+    (3e-4, 0.94),
+    (2e-4, 0.95),
+    (4e-4, 0.97),
+    (5e-4, 0.96),
+    (4e-4, 0.97),
+]
 _FRONT = [(1e-4, 0.90), (2e-4, 0.95), (4e-4, 0.97)]
 
 
@@ -27,46 +49,119 @@ def summary():
     history = []
     lat, acc = 3e-4, 0.989
     for i, (layer, pass_, settings) in enumerate(
-            [("group /0/Conv", "prune_channels", {"k": 4}), ("/fc1/Gemm", "prune_weights", {"density": 0.3}),
-             ("/fc2/Gemm", "quantize", {"mode": "int8", "per_channel": True})], start=1):
+        [
+            ("group /0/Conv", "prune_channels", {"k": 4}),
+            ("/fc1/Gemm", "prune_weights", {"density": 0.3}),
+            ("/fc2/Gemm", "quantize", {"mode": "int8", "per_channel": True}),
+        ],
+        start=1,
+    ):
         lat, acc = lat - 4e-5, acc - 0.002
-        history.append({"iteration": i, "layer": layer, "pass": pass_, "settings": settings, "metric": "latency_s",
-                        "target": lat + 1e-6, "delta_latency_s": -4e-5, "delta_energy_j": -2e-4,
-                        "delta_size_bytes": -30000, "delta_accuracy": -0.002,
-                        "metrics": {"latency_s": lat, "energy_j": 2e-3 - 2e-4 * i, "size_bytes": 250000 - 30000 * i,
-                                    "accuracy": acc}})
-    proposals = [{"iteration": 1 + i // 3, "layer": f"/L{i}", "pass": "prune_channels", "settings": {"k": i},
-                  "latency_s": x, "energy_j": 1e-3, "size_bytes": 1e5, "accuracy": y, "picked": i in (3, 4)}
-                 for i, (x, y) in enumerate(_PROPOSALS)]
+        history.append(
+            {
+                "iteration": i,
+                "layer": layer,
+                "pass": pass_,
+                "settings": settings,
+                "metric": "latency_s",
+                "target": lat + 1e-6,
+                "delta_latency_s": -4e-5,
+                "delta_energy_j": -2e-4,
+                "delta_size_bytes": -30000,
+                "delta_accuracy": -0.002,
+                "metrics": {
+                    "latency_s": lat,
+                    "energy_j": 2e-3 - 2e-4 * i,
+                    "size_bytes": 250000 - 30000 * i,
+                    "accuracy": acc,
+                },
+            }
+        )
+    proposals = [
+        {
+            "iteration": 1 + i // 3,
+            "layer": f"/L{i}",
+            "pass": "prune_channels",
+            "settings": {"k": i},
+            "latency_s": x,
+            "energy_j": 1e-3,
+            "size_bytes": 1e5,
+            "accuracy": y,
+            "picked": i in (3, 4),
+        }
+        for i, (x, y) in enumerate(_PROPOSALS)
+    ]
     return {
-        "hwcc_version": "0.1.0", "created": "2026-11-22T10:00:00Z",
-        "input": {"model": "zoo:lenet5-digits", "sha256": "ab" * 32, "data": "digits.npz", "data_sha256": "cd" * 32},
-        "target": {"name": "eie", "provenance": "model", "primary_metric": "latency_s",
-                   "description": "EIE sparse engine, 64 PEs"},
-        "budgets": [{"text": "50%", "metric": "latency_s", "limit": 1.5e-4, "met": True},
-                    {"text": "200KB", "metric": "size_bytes", "limit": 2e5, "met": True}],
+        "hwcc_version": "0.1.0",
+        "created": "2026-11-22T10:00:00Z",
+        "input": {
+            "model": "zoo:lenet5-digits",
+            "sha256": "ab" * 32,
+            "data": "digits.npz",
+            "data_sha256": "cd" * 32,
+        },
+        "target": {
+            "name": "eie",
+            "provenance": "model",
+            "primary_metric": "latency_s",
+            "description": "EIE sparse engine, 64 PEs",
+        },
+        "budgets": [
+            {"text": "50%", "metric": "latency_s", "limit": 1.5e-4, "met": True},
+            {"text": "200KB", "metric": "size_bytes", "limit": 2e5, "met": True},
+        ],
         "accuracy_kind": "top-1 accuracy on labels",
         "original": {"latency_s": 3e-4, "energy_j": 2e-3, "size_bytes": 250000, "accuracy": 0.989},
         "final": {"latency_s": 1.4e-4, "energy_j": 1e-3, "size_bytes": 90000, "accuracy": 0.983},
         "measured": {"original_latency_s": 1.2e-3, "final_latency_s": 7e-4},
-        "budget_met": True, "exit_reason": "every budget met",
+        "budget_met": True,
+        "exit_reason": "every budget met",
         "warnings": ["fc3 runs on the host: EIE has no Softmax"],
         "legal_form": {"quantize": {"mode": "int8"}},
         "layers": [
-            {"name": "/0/Conv", "op_type": "Conv", "on": "eie", "before": {"latency_s": 1e-4, "energy_j": 8e-4},
-             "after": {"latency_s": 5e-5, "energy_j": 4e-4}},
-            {"name": "/fc1/Gemm", "op_type": "Gemm", "on": "eie", "before": {"latency_s": 1.5e-4, "energy_j": 1e-3},
-             "after": {"latency_s": 8e-5, "energy_j": 5e-4}},
-            {"name": "/dead/Relu", "op_type": "Relu", "on": "eie", "before": {"latency_s": 1e-6, "energy_j": 1e-6},
-             "after": None},
-            {"name": "/Softmax", "op_type": "Softmax", "on": "cpu(host)",
-             "before": {"latency_s": 2e-6, "energy_j": 0.0},
-             "after": {"latency_s": 2e-6, "energy_j": 0.0}},
+            {
+                "name": "/0/Conv",
+                "op_type": "Conv",
+                "on": "eie",
+                "before": {"latency_s": 1e-4, "energy_j": 8e-4},
+                "after": {"latency_s": 5e-5, "energy_j": 4e-4},
+            },
+            {
+                "name": "/fc1/Gemm",
+                "op_type": "Gemm",
+                "on": "eie",
+                "before": {"latency_s": 1.5e-4, "energy_j": 1e-3},
+                "after": {"latency_s": 8e-5, "energy_j": 5e-4},
+            },
+            {
+                "name": "/dead/Relu",
+                "op_type": "Relu",
+                "on": "eie",
+                "before": {"latency_s": 1e-6, "energy_j": 1e-6},
+                "after": None,
+            },
+            {
+                "name": "/Softmax",
+                "op_type": "Softmax",
+                "on": "cpu(host)",
+                "before": {"latency_s": 2e-6, "energy_j": 0.0},
+                "after": {"latency_s": 2e-6, "energy_j": 0.0},
+            },
         ],
         "history": history,
         "proposals": proposals,
-        "rejected": [{"iteration": 2, "layer": "/fc2/Gemm", "pass": "low_rank", "reason": "rank 64 saves nothing"}],
-        "payload": {"eie/fc1.npz": "per-PE compressed weights of fc1", "eie/codebook.npz": "4-bit codebooks"},
+        "rejected": [
+            {
+                "iteration": 2,
+                "layer": "/fc2/Gemm",
+                "pass": "low_rank",
+                "reason": "rank 64 saves nothing",
+            }
+        ],
+        "payload": {
+            "eie/fc1.npz": "per-PE compressed weights of fc1",
+            "eie/codebook.npz": "4-bit codebooks",
+        },
         "timing": {"wall_s": 42.0, "iterations": 3},
     }
 
@@ -116,18 +211,32 @@ def test_full_report_is_wellformed_and_selfcontained(summary):
     # accuracy-against-latency and -size panels, latency and energy bars, the front
     assert len(svgs) == 5
     titles = [svg.findtext("title") for svg in svgs]
-    assert titles[0].startswith("Accuracy against latency") and titles[1].startswith("Accuracy against size")
-    assert "latency" in titles[2] and "energy" in titles[3] and titles[4].startswith("Every proposal")
-    for text in ("zoo:lenet5-digits", "eie", "an analytic model", "every budget met", "EIE has no Softmax",
-                 "digits.npz", "rank 64 saves nothing", "quantize(mode=int8)", "eie/fc1.npz",
-                 "per-PE compressed weights of fc1", "<details>"):
+    assert titles[0].startswith("Accuracy against latency") and titles[1].startswith(
+        "Accuracy against size"
+    )
+    assert (
+        "latency" in titles[2] and "energy" in titles[3] and titles[4].startswith("Every proposal")
+    )
+    for text in (
+        "zoo:lenet5-digits",
+        "eie",
+        "an analytic model",
+        "every budget met",
+        "EIE has no Softmax",
+        "digits.npz",
+        "rank 64 saves nothing",
+        "quantize(mode=int8)",
+        "eie/fc1.npz",
+        "per-PE compressed weights of fc1",
+        "<details>",
+    ):
         assert text in page
     assert "not met" not in page
 
 
 def test_summary_table_formats_units_ratios_and_percent(summary):
     page = report.render(summary)
-    table = page[page.index("Original and final"):page.index("Plots")]
+    table = page[page.index("Original and final") : page.index("Plots")]
     assert "300 us" in table and "140 us" in table and "0.467×" in table  # latency 3e-4 -> 1.4e-4
     assert "2 mJ" in table and "1 mJ" in table and "0.5×" in table
     assert "250 KB" in table and "90 KB" in table and "0.36×" in table
@@ -152,7 +261,9 @@ def test_layer_bars_mark_removed_layers(summary):
     svgs = _check_page(report.render(summary))
     for svg in svgs[2:4]:
         assert _circles(svg) == []
-        assert len(svg.findall("rect[title]")) == 2 * 4 - 1  # before for each layer, after for the kept ones
+        assert (
+            len(svg.findall("rect[title]")) == 2 * 4 - 1
+        )  # before for each layer, after for the kept ones
         assert [t.text for t in svg.iter("text")].count("removed") == 1
 
 
@@ -171,7 +282,10 @@ def test_pareto_front_by_hand():
     assert pareto_front([(1.0, 0.5)]) == [(1.0, 0.5)]
     assert pareto_front([(1.0, 0.5), (1.0, 0.5)]) == [(1.0, 0.5)]
     assert pareto_front([(1.0, 0.9), (2.0, 0.8), (3.0, 0.7)]) == [(1.0, 0.9)]  # one point beats all
-    assert pareto_front([(1.0, 0.5), (2.0, None), (math.nan, 0.9), (3.0, 0.6)]) == [(1.0, 0.5), (3.0, 0.6)]
+    assert pareto_front([(1.0, 0.5), (2.0, None), (math.nan, 0.9), (3.0, 0.6)]) == [
+        (1.0, 0.5),
+        (3.0, 0.6),
+    ]
 
 
 def test_strings_from_the_model_are_escaped(summary):
@@ -190,13 +304,28 @@ def test_strings_from_the_model_are_escaped(summary):
 
 def test_missing_optional_keys_still_render():
     minimal = {
-        "input": {"model": "m.onnx"}, "target": {"name": "tpu"},
+        "input": {"model": "m.onnx"},
+        "target": {"name": "tpu"},
         "budgets": [{"text": "1ms", "metric": "latency_s", "limit": 1e-3, "met": False}],
-        "original": {"latency_s": 2e-3, "accuracy": None}, "final": {"latency_s": 1.5e-3, "accuracy": None},
-        "measured": None, "history": [], "proposals": [], "rejected": [], "payload": None, "legal_form": None,
-        "budget_met": False, "exit_reason": "no pass can cut latency further",
-        "layers": [{"name": "/a", "op_type": "Conv", "on": "tpu", "before": {"latency_s": 2e-3, "energy_j": 1e-3},
-                    "after": None}],
+        "original": {"latency_s": 2e-3, "accuracy": None},
+        "final": {"latency_s": 1.5e-3, "accuracy": None},
+        "measured": None,
+        "history": [],
+        "proposals": [],
+        "rejected": [],
+        "payload": None,
+        "legal_form": None,
+        "budget_met": False,
+        "exit_reason": "no pass can cut latency further",
+        "layers": [
+            {
+                "name": "/a",
+                "op_type": "Conv",
+                "on": "tpu",
+                "before": {"latency_s": 2e-3, "energy_j": 1e-3},
+                "after": None,
+            }
+        ],
     }
     page = report.render(minimal)
     svgs = _check_page(page)
@@ -209,7 +338,9 @@ def test_missing_optional_keys_still_render():
 
 
 def test_accuracy_not_measured_plots_resource_per_iteration(summary):
-    for part in [summary["original"], summary["final"]] + [h["metrics"] for h in summary["history"]]:
+    for part in [summary["original"], summary["final"]] + [
+        h["metrics"] for h in summary["history"]
+    ]:
         part["accuracy"] = None
     for p in summary["proposals"]:
         p["accuracy"] = None
@@ -218,7 +349,9 @@ def test_accuracy_not_measured_plots_resource_per_iteration(summary):
     assert len(svgs) == 5
     assert "not measured" in svgs[0].findtext("title")
     assert len(_circles(svgs[0])) == len(summary["history"]) + 2
-    assert svgs[0].find(".//line[@stroke-dasharray='6 4']") is not None  # the budget, now horizontal
+    assert (
+        svgs[0].find(".//line[@stroke-dasharray='6 4']") is not None
+    )  # the budget, now horizontal
     assert len(_circles(svgs[4])) == len(summary["proposals"]) and svgs[4].find("polyline") is None
 
 
@@ -242,16 +375,19 @@ def test_write_is_atomic_and_replaces(summary, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-@pytest.mark.parametrize("lo, hi, ticks", [
-    (0, 1, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
-    (0, 100, [0, 20, 40, 60, 80, 100]),
-    (1.4e-4, 3e-4, [1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4]),
-    (0.97, 0.99, [0.97, 0.975, 0.98, 0.985, 0.99]),
-    (7, -3, [-4, -2, 0, 2, 4, 6, 8]),
-    (5, 5, [4, 4.5, 5, 5.5, 6]),
-    (0, 0, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
-    (2e-3, 2e-3, [1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3]),
-])
+@pytest.mark.parametrize(
+    "lo, hi, ticks",
+    [
+        (0, 1, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        (0, 100, [0, 20, 40, 60, 80, 100]),
+        (1.4e-4, 3e-4, [1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4]),
+        (0.97, 0.99, [0.97, 0.975, 0.98, 0.985, 0.99]),
+        (7, -3, [-4, -2, 0, 2, 4, 6, 8]),
+        (5, 5, [4, 4.5, 5, 5.5, 6]),
+        (0, 0, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        (2e-3, 2e-3, [1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3]),
+    ],
+)
 def test_nice_ticks_by_hand(lo, hi, ticks):
     assert nice_ticks(lo, hi) == ticks
 

@@ -5,23 +5,23 @@ from __future__ import annotations
 import math
 
 import pytest
+from hwcc.targets.base import load_target
 
 import hwcc
 from hwcc.search.config import SearchConfig
 from hwcc.search.loop import Hooks, run_loop
 from hwcc.search.space import smallest_meeting, units
 from hwcc.search.state import Schedule, SearchState
-from hwcc.targets.base import load_target
 
 
 # ---------------------------------------------------------------------- schedule
 def test_schedule_reference_defaults_cannot_reach_a_quarter_and_are_adapted():
     # ALGORITHMS.md: r0 = 0.025, d = 0.96 removes at most 62.5 % of R0 (infinitely many steps).
-    reach_40 = 0.025 * (1 - 0.96 ** 40) / (1 - 0.96)  # 50.3 % in 40 iterations
+    reach_40 = 0.025 * (1 - 0.96**40) / (1 - 0.96)  # 50.3 % in 40 iterations
     assert reach_40 == pytest.approx(0.5029, abs=1e-4)
     s = Schedule.fit(0.025, 0.96, needed=0.75, iterations=40)
     assert s.warning is not None and "0.025" in s.warning
-    assert s.r0 * (1 - 0.96 ** 40) / (1 - 0.96) >= 0.75  # the adapted schedule gets there
+    assert s.r0 * (1 - 0.96**40) / (1 - 0.96) >= 0.75  # the adapted schedule gets there
     assert s.decay == 0.96
 
 
@@ -29,15 +29,17 @@ def test_schedule_left_alone_when_reachable():
     s = Schedule.fit(0.1, 0.96, needed=0.5, iterations=40)
     assert s.warning is None and s.r0 == 0.1
     assert s.step(2.0, 0) == pytest.approx(0.2)
-    assert s.step(2.0, 3) == pytest.approx(0.2 * 0.96 ** 3)
+    assert s.step(2.0, 3) == pytest.approx(0.2 * 0.96**3)
 
 
 # ---------------------------------------------------------------------- amount search
 def _toy(prices: list[float], log: list[int]):
     """Steps 0..n-1 priced ``prices[i]``; ``log`` records each step tried."""
+
     def at(k):
         log.append(k)
         return ("graph", k), prices[k]
+
     return list(range(len(prices))), at
 
 
@@ -62,10 +64,13 @@ def test_smallest_meeting_says_why_when_even_the_largest_change_misses():
 
 
 def test_smallest_meeting_passes_on_the_pass_reason():
-    assert smallest_meeting([1, 2], lambda s: "layer is already factored", 1.0) == "layer is already factored"
+    assert (
+        smallest_meeting([1, 2], lambda s: "layer is already factored", 1.0)
+        == "layer is already factored"
+    )
 
 
-# ---------------------------------------------------------------------- the loop, on lenet5 priced by Eyeriss
+# ---------------------------------------------------------------------- the loop, lenet5 on Eyeriss
 @pytest.fixture(scope="module")
 def lenet5():
     return hwcc.load("zoo:lenet5-digits")
@@ -78,20 +83,33 @@ def eyeriss():
 
 def _metrics(target, graph):
     c = target.price(graph)
-    return {"latency_s": c.latency_s, "energy_j": c.energy_j,
-            "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers))}
+    return {
+        "latency_s": c.latency_s,
+        "energy_j": c.energy_j,
+        "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers)),
+    }
 
 
 def _start(limits, r0, cfg):
-    return SearchState.start(limits, r0, r0, 0.9, initial_reduction=cfg.initial_reduction, decay=cfg.decay,
-                             max_iterations=cfg.max_iterations)
+    return SearchState.start(
+        limits,
+        r0,
+        r0,
+        0.9,
+        initial_reduction=cfg.initial_reduction,
+        decay=cfg.decay,
+        max_iterations=cfg.max_iterations,
+    )
 
 
 def _hooks(target, accuracy=lambda g: 0.9, events=None):
-    return Hooks(price=lambda g: _metrics(target, g),
-                 layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.price(g).layers},
-                 finetune=lambda g, steps, seed: g, accuracy=accuracy,
-                 event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None))
+    return Hooks(
+        price=lambda g: _metrics(target, g),
+        layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.price(g).layers},
+        finetune=lambda g, steps, seed: g,
+        accuracy=accuracy,
+        event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None),
+    )
 
 
 def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeriss):
@@ -112,10 +130,12 @@ def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeris
 
 def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
+
     # accuracy falls with the number of conv1 filters removed, not with the others
     def acc(g):
         w = g.initializer("0.weight")
         return 0.9 - 0.01 * (20 - w.shape[0])
+
     cfg = SearchConfig(passes=("prune_channels",), max_iterations=1)
     state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
@@ -141,7 +161,9 @@ def test_energy_budget_visits_units_most_energy_first(lenet5, eyeriss):
     state = _start({"energy_j": 0.97 * r0["energy_j"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, events=events))
     energy = {lc.layer.name: lc.cost.energy_j for lc in eyeriss.price(lenet5).layers}
-    hungriest = max((n for n in energy if n in {"/0/Conv", "/2/Conv", "/6/Gemm", "/8/Gemm"}), key=energy.get)
+    hungriest = max(
+        (n for n in energy if n in {"/0/Conv", "/2/Conv", "/6/Gemm", "/8/Gemm"}), key=energy.get
+    )
     tried = [r["layer"] for r in state.rejected] + [p["layer"] for p in state.proposals]
     assert tried == [f"weights of {hungriest}"]
 
@@ -163,8 +185,15 @@ def test_units_cover_every_prunable_group_and_layer(lenet5):
 
 
 def test_tighten_keeps_the_users_limit_and_lowers_the_search_limit():
-    state = SearchState.start({"latency_s": 1.0}, dict.fromkeys(("latency_s", "energy_j", "size_bytes"), 2.0),
-                              {}, None, initial_reduction=0.1, decay=0.96, max_iterations=40)
+    state = SearchState.start(
+        {"latency_s": 1.0},
+        dict.fromkeys(("latency_s", "energy_j", "size_bytes"), 2.0),
+        {},
+        None,
+        initial_reduction=0.1,
+        decay=0.96,
+        max_iterations=40,
+    )
     new = state.tighten("latency_s", 0.8)
     assert new == pytest.approx(0.784) and state.limits["latency_s"] == new
     assert state.user_limits == {"latency_s": 1.0}

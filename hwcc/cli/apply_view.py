@@ -59,12 +59,15 @@ class ApplyReport:
         if not self.modified:
             return f"{head}: did not apply: {self.result.reason or 'nothing to change'}"
         n0, n1 = sum(self.ops_before.values()), sum(self.ops_after.values())
-        delta = {op: self.ops_after[op] - self.ops_before[op] for op in self.ops_before | self.ops_after}
+        delta = {
+            op: self.ops_after[op] - self.ops_before[op] for op in self.ops_before | self.ops_after
+        }
         changes = ", ".join(f"{op} {d:+d}" for op, d in sorted(delta.items()) if d)
         lines = [
             f"{head}: applied",
             f"  nodes: {n0} -> {n1}" + (f" ({changes})" if changes else ""),
-            f"  initializer bytes: {_bytes(self.init_bytes_before)} -> {_bytes(self.init_bytes_after)}",
+            f"  initializer bytes: {_bytes(self.init_bytes_before)} -> "
+            f"{_bytes(self.init_bytes_after)}",
         ]
         if self.verification is None:
             lines.append("  not verified (use --verify to compare outputs in onnxruntime)")
@@ -116,15 +119,31 @@ def apply_by_hand(
             pass fails verification (a lossy one's failure is in the report).
     """
     p = get_pass(pass_name)
-    ctx = PassContext(knobs={p.name: p.parse_settings(settings)}, seed=seed, verify=verify,
-                      rtol=rtol, atol=atol, data=data)
+    ctx = PassContext(
+        knobs={p.name: p.parse_settings(settings)},
+        seed=seed,
+        verify=verify,
+        rtol=rtol,
+        atol=atol,
+        data=data,
+    )
     options = p.options(ctx)
     ops_before, bytes_before = _census(graph)
     result = p(graph.copy() if p.in_place else graph, ctx)
     ops_after, bytes_after = _census(result.graph)
-    return ApplyReport(p.name, options, result, ops_before, ops_after, bytes_before, bytes_after,
-                       result.details.get("verification"))
+    return ApplyReport(
+        p.name,
+        options,
+        result,
+        ops_before,
+        ops_after,
+        bytes_before,
+        bytes_after,
+        result.details.get("verification"),
+    )
 
 
 def _census(graph: Graph) -> tuple[Counter, int]:
-    return Counter(n.op_type for n in graph.nodes), sum(a.nbytes for a in graph.initializers.values())
+    return Counter(n.op_type for n in graph.nodes), sum(
+        a.nbytes for a in graph.initializers.values()
+    )

@@ -17,8 +17,9 @@ from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import parse_input_shape, zoo_name
 
 
-def ranged(kind: Callable[[str], float], accepted: str,
-           ok: Callable[[float], bool]) -> Callable[[str], float]:
+def ranged(
+    kind: Callable[[str], float], accepted: str, ok: Callable[[float], bool]
+) -> Callable[[str], float]:
     """An argparse ``type`` that reads a number and refuses it outside ``ok`` (nan included).
 
     argparse then says ``argument --decay: must be a number in (0, 1], got 'nan'``.
@@ -62,8 +63,12 @@ def input_shapes(specs: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Add MODEL and ``--input-shape`` to the parser of a command that loads a model."""
     p.add_argument("model", metavar="MODEL", help="an .onnx file, or zoo:NAME")
-    p.add_argument("--input-shape", action="append", metavar="NAME:DIMS",
-                   help="fix a dynamic input, e.g. input:1x3x224x224 (repeatable)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="NAME:DIMS",
+        help="fix a dynamic input, e.g. input:1x3x224x224 (repeatable)",
+    )
 
 
 def read_data(graph, text: str) -> dict:
@@ -92,17 +97,21 @@ def check_output(output: str, *, folder: bool) -> None:
     if not output.strip():
         raise HwccError("the output path (-o) is empty", "name the file or folder to write")
     if path.is_dir() and not folder:
-        raise HwccError(f"output {output} is a folder",
-                        f"name the file to write, e.g. -o {path / 'model.onnx'}")
+        raise HwccError(
+            f"output {output} is a folder", f"name the file to write, e.g. -o {path / 'model.onnx'}"
+        )
     parent = path.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise HwccError(f"cannot write {output}: {parent} is a file, not a folder",
-                        "choose another output path")
+        raise HwccError(
+            f"cannot write {output}: {parent} is a file, not a folder", "choose another output path"
+        )
     try:
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as e:
-        raise HwccError(f"cannot write {output}: {parent} does not accept new files ({e.strerror})",
-                        "choose an output path in a folder you can write") from None
+        raise HwccError(
+            f"cannot write {output}: {parent} does not accept new files ({e.strerror})",
+            "choose an output path in a folder you can write",
+        ) from None

@@ -74,8 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     if extras:
-        return _report(args.command, HwccError(f"unrecognized arguments: {' '.join(extras)}",
-                                               f"see 'hwcc {args.command} --help'"))
+        return _report(
+            args.command,
+            HwccError(
+                f"unrecognized arguments: {' '.join(extras)}", f"see 'hwcc {args.command} --help'"
+            ),
+        )
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warn_as(args.command)
@@ -87,15 +91,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compile":
             out = args.output or compile_command.default_output(args.model, args.target)
             if Path(f"{out}.checkpoint", "state.json").is_file():
-                print(f"  the search is checkpointed in {out}.checkpoint: add --resume to the same "
-                      "command to continue it", file=sys.stderr)
+                print(
+                    f"  the search is checkpointed in {out}.checkpoint: add --resume to the same "
+                    "command to continue it",
+                    file=sys.stderr,
+                )
         return 130
 
 
 def _warn_as(command: str):
     """Warnings as ``hwcc COMMAND: warning: ...`` lines, not Python's file:line format."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"hwcc {command}: warning: {message}", file=file or sys.stderr)
+
     return show
 
 

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import hwcc
 from hwcc.cli.args import COUNT, POSITIVE, SEED, add_model_args, check_output, input_shapes, ranged
-from hwcc.cli.compile_view import (Reporter, format_result, json_summary, parse_accuracy_drop,
-                                   parse_passes)
+from hwcc.cli.compile_view import (
+    Reporter,
+    format_result,
+    json_summary,
+    parse_accuracy_drop,
+    parse_passes,
+)
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
 from hwcc.search.budget import is_split_budget, parse_budget
@@ -35,13 +40,19 @@ COMPILE_EPILOG = (
 def cmd_compile(args: argparse.Namespace) -> int:
     """Run ``hwcc compile``: check the budgets and the output, then :func:`hwcc.compile`."""
     if not args.budget:
-        raise HwccError("no budget given",
-                        "add --budget, e.g. --budget 5ms, --budget 2mJ or --budget 50%")
+        raise HwccError(
+            "no budget given", "add --budget, e.g. --budget 5ms, --budget 2mJ or --budget 50%"
+        )
     for b in args.budget:
         parse_budget(b)  # bad budgets are reported before anything else happens
     options = {"seed": args.seed}
-    for key in ("max_iterations", "short_term_steps", "long_term_steps", "initial_reduction",
-                "decay"):
+    for key in (
+        "max_iterations",
+        "short_term_steps",
+        "long_term_steps",
+        "initial_reduction",
+        "decay",
+    ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.passes:
@@ -52,10 +63,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     check_output(output, folder=True)
     reporter = Reporter(sys.stderr)
     try:
-        result = hwcc.compile(args.model, args.target, args.budget, data=args.data,
-                              holdout=args.holdout, output=output, resume=args.resume,
-                              input_shapes=input_shapes(args.input_shape), progress=reporter,
-                              **options)
+        result = hwcc.compile(
+            args.model,
+            args.target,
+            args.budget,
+            data=args.data,
+            holdout=args.holdout,
+            output=output,
+            resume=args.resume,
+            input_shapes=input_shapes(args.input_shape),
+            progress=reporter,
+            **options,
+        )
     finally:
         reporter.close()
     if args.json:
@@ -68,7 +87,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``compile`` and its flags to the subcommands ``sub``."""
     p = sub.add_parser(
-        "compile", help="compile a model for a target to a budget",
+        "compile",
+        help="compile a model for a target to a budget",
         description="Compile MODEL for TARGET so that it meets every BUDGET with the least "
         "accuracy lost: a NetAdapt search over the passes, priced by the target's cost model, "
         "each proposal fine-tuned and evaluated on held-out data. Writes the artifact folder "
@@ -76,49 +96,94 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "met; 3: a budget or the accuracy floor was not met (the best model found is still "
         "written); 2: bad input (flags, budgets, model, data, an output that cannot be "
         "written), and nothing is written.",
-        epilog=COMPILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=COMPILE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_args(p)
-    p.add_argument("--target", required=True,
-                   help="cpu, gpu, tpu, eie, eyeriss (see 'hwcc targets'), or a .toml")
-    p.add_argument("--budget", action="append", metavar="BUDGET",
-                   help="one word: 5ms, 2mJ, 1.5MB, 50%% (of the input's primary metric), "
-                   "40%%energy; at least 0.001ns, 1pJ, 1B or 0.01%%; repeatable: all must hold")
-    p.add_argument("--data", metavar="D.npz",
-                   help="one array per model input and optionally 'labels'; split with the seed "
-                   "into fine-tune and held-out sets. zoo:digits: the bundled digits (train split "
-                   "to fine-tune, test split held out). Without it: random inputs, and accuracy "
-                   "means agreement with the original model on noise")
-    p.add_argument("--holdout", metavar="H.npz",
-                   help="a held-out set of its own (then --data is all fine-tune data; "
-                   "zoo:digits: its test split)")
-    p.add_argument("--max-accuracy-drop", metavar="DROP",
-                   help="stop before accuracy falls more than this: 1%% or 0.01 (one point)")
-    p.add_argument("--passes", metavar="LIST",
-                   help="comma list of what the search may change: prune (channels and weights), "
-                   "prune_channels, prune_weights, lowrank, winograd (default: prune,lowrank)")
-    p.add_argument("-o", "--output", metavar="OUT",
-                   help="artifact folder (default: NAME.TARGET.hwcc)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run that writes OUT")
-    p.add_argument("--seed", metavar="N", type=SEED, default=0,
-                   help="seeds the data split, fine-tuning and everything random; 0 to 2**32-1 "
-                   "(default 0)")
-    p.add_argument("--max-iterations", metavar="N", type=POSITIVE,
-                   help="most search iterations, 1 or more (default 40)")
-    p.add_argument("--initial-reduction", metavar="R",
-                   type=ranged(float, "a number in (0, 1)", lambda v: 0 < v < 1),
-                   help="first step as a fraction of the input's cost, in (0, 1) (default 0.1)")
-    p.add_argument("--decay", metavar="D",
-                   type=ranged(float, "a number in (0, 1]", lambda v: 0 < v <= 1),
-                   help="each step is this times the previous one, in (0, 1] (default 0.96)")
-    p.add_argument("--short-term-steps", metavar="N", type=COUNT,
-                   help="fine-tune steps per proposal, 0 or more (default 30)")
-    p.add_argument("--long-term-steps", metavar="N", type=COUNT,
-                   help="fine-tune steps after the search, 0 or more (default 200)")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON summary on stdout instead of the table")
-    p.add_argument("--explain", action="store_true",
-                   help="also list why proposals were rejected")
+    p.add_argument(
+        "--target",
+        required=True,
+        help="cpu, gpu, tpu, eie, eyeriss (see 'hwcc targets'), or a .toml",
+    )
+    p.add_argument(
+        "--budget",
+        action="append",
+        metavar="BUDGET",
+        help="one word: 5ms, 2mJ, 1.5MB, 50%% (of the input's primary metric), "
+        "40%%energy; at least 0.001ns, 1pJ, 1B or 0.01%%; repeatable: all must hold",
+    )
+    p.add_argument(
+        "--data",
+        metavar="D.npz",
+        help="one array per model input and optionally 'labels'; split with the seed "
+        "into fine-tune and held-out sets. zoo:digits: the bundled digits (train split "
+        "to fine-tune, test split held out). Without it: random inputs, and accuracy "
+        "means agreement with the original model on noise",
+    )
+    p.add_argument(
+        "--holdout",
+        metavar="H.npz",
+        help="a held-out set of its own (then --data is all fine-tune data; "
+        "zoo:digits: its test split)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        metavar="DROP",
+        help="stop before accuracy falls more than this: 1%% or 0.01 (one point)",
+    )
+    p.add_argument(
+        "--passes",
+        metavar="LIST",
+        help="comma list of what the search may change: prune (channels and weights), "
+        "prune_channels, prune_weights, lowrank, winograd (default: prune,lowrank)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="OUT", help="artifact folder (default: NAME.TARGET.hwcc)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run that writes OUT"
+    )
+    p.add_argument(
+        "--seed",
+        metavar="N",
+        type=SEED,
+        default=0,
+        help="seeds the data split, fine-tuning and everything random; 0 to 2**32-1 (default 0)",
+    )
+    p.add_argument(
+        "--max-iterations",
+        metavar="N",
+        type=POSITIVE,
+        help="most search iterations, 1 or more (default 40)",
+    )
+    p.add_argument(
+        "--initial-reduction",
+        metavar="R",
+        type=ranged(float, "a number in (0, 1)", lambda v: 0 < v < 1),
+        help="first step as a fraction of the input's cost, in (0, 1) (default 0.1)",
+    )
+    p.add_argument(
+        "--decay",
+        metavar="D",
+        type=ranged(float, "a number in (0, 1]", lambda v: 0 < v <= 1),
+        help="each step is this times the previous one, in (0, 1] (default 0.96)",
+    )
+    p.add_argument(
+        "--short-term-steps",
+        metavar="N",
+        type=COUNT,
+        help="fine-tune steps per proposal, 0 or more (default 30)",
+    )
+    p.add_argument(
+        "--long-term-steps",
+        metavar="N",
+        type=COUNT,
+        help="fine-tune steps after the search, 0 or more (default 200)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON summary on stdout instead of the table"
+    )
+    p.add_argument("--explain", action="store_true", help="also list why proposals were rejected")
     p.set_defaults(func=cmd_compile)
 
 
@@ -136,12 +201,14 @@ def split_budget(argv: Sequence[str]) -> HwccError | None:
         if len(flag) < 3 or not "--budget".startswith(flag):
             continue
         if eq:
-            number, after = value, words[i + 1:i + 2]
+            number, after = value, words[i + 1 : i + 2]
         else:
-            number, after = (words[i + 1] if i + 1 < len(words) else ""), words[i + 2:i + 3]
+            number, after = (words[i + 1] if i + 1 < len(words) else ""), words[i + 2 : i + 3]
         if after and is_split_budget(number, after[0]):
-            return HwccError(f"budget '{number} {after[0]}' is two words: the shell split it at "
-                             "the space", f"a budget is one word: --budget {number}{after[0]}")
+            return HwccError(
+                f"budget '{number} {after[0]}' is two words: the shell split it at the space",
+                f"a budget is one word: --budget {number}{after[0]}",
+            )
     return None
 
 

@@ -14,11 +14,12 @@ from typing import Any, TextIO
 
 from hwcc.errors import HwccError
 from hwcc.ir.transform import resolve_search_passes
+from hwcc.progress import Progress
 from hwcc.search.budget import format_metric
 from hwcc.search.state import needed_reduction
-from hwcc.progress import Progress
 
 __all__ = ["Reporter", "format_result", "json_summary", "parse_accuracy_drop", "parse_passes"]
+
 
 def parse_passes(text: str) -> tuple[str, ...]:
     """``prune,lowrank`` -> the pass names the search drives (names and aliases come from the
@@ -34,8 +35,12 @@ def parse_passes(text: str) -> tuple[str, ...]:
         return resolve_search_passes(words)
     except HwccError as e:
         word = next((w for w in words if w.startswith("quant")), None)
-        hint = (" quantization is applied as the target's legal form (int8 on the TPU, fixed point on "
-                "Eyeriss and EIE), not searched" if word else "")
+        hint = (
+            " quantization is applied as the target's legal form (int8 on the TPU, fixed point on "
+            "Eyeriss and EIE), not searched"
+            if word
+            else ""
+        )
         raise HwccError(f"--passes: {e.message}.{hint}", e.hint) from None
 
 
@@ -45,8 +50,10 @@ def parse_accuracy_drop(text: str) -> float:
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise HwccError(f"--max-accuracy-drop {text!r} is not a number",
-                        "e.g. --max-accuracy-drop 1% (or 0.01): one point of accuracy") from None
+        raise HwccError(
+            f"--max-accuracy-drop {text!r} is not a number",
+            "e.g. --max-accuracy-drop 1% (or 0.01): one point of accuracy",
+        ) from None
     if not 0 <= value < 1:
         raise HwccError(f"--max-accuracy-drop {text!r} must be between 0 and 100%")
     return value
@@ -76,22 +83,33 @@ class Reporter:
         state = info["state"]
         if self.tty and self.bar is None:
             expected = state.schedule.iterations_for(needed_reduction(state.original, state.limits))
-            self.bar = Progress(expected, "searching", unit="iterations (expected)", stream=self.stream,
-                                enabled=True)
+            self.bar = Progress(
+                expected,
+                "searching",
+                unit="iterations (expected)",
+                stream=self.stream,
+                enabled=True,
+            )
             self.bar.done = state.iteration
             self.bar.__enter__()
 
     def on_proposal(self, info: dict[str, Any]) -> None:
         if self.bar is not None:
-            self.bar.update(0, note=f"proposal {info['done']}/{info['total']}: {info['proposal'].unit.id}")
+            self.bar.update(
+                0, note=f"proposal {info['done']}/{info['total']}: {info['proposal'].unit.id}"
+            )
 
     def on_picked(self, info: dict[str, Any]) -> None:
         p, state = info["proposal"], info["state"]
-        text = (f"iteration {state.iteration}: "
-                + "; ".join(f"{_short(m)} {format_metric(m, state.current[m])}/{format_metric(m, lim)}"
-                            for m, lim in state.limits.items())
-                + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
-                + f"; {p.unit.id} ({_settings(p.step.shown)})")
+        text = (
+            f"iteration {state.iteration}: "
+            + "; ".join(
+                f"{_short(m)} {format_metric(m, state.current[m])}/{format_metric(m, lim)}"
+                for m, lim in state.limits.items()
+            )
+            + (f"; accuracy {p.accuracy:.2%}" if p.accuracy is not None else "")
+            + f"; {p.unit.id} ({_settings(p.step.shown)})"
+        )
         if self.bar is not None:
             self.bar.log(f"hwcc compile: {text}")
             self.bar.note = ""
@@ -102,7 +120,10 @@ class Reporter:
     def on_long_term(self, info: dict[str, Any]) -> None:
         self.close()
         if info["steps"]:
-            self._line(f"hwcc compile: long-term fine-tune ({info['steps']} steps), legal form, final pricing")
+            self._line(
+                f"hwcc compile: long-term fine-tune ({info['steps']} steps), legal form, "
+                "final pricing"
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -131,32 +152,57 @@ def format_result(result: Any, explain: bool = False) -> str:
     for m in ("latency_s", "energy_j", "size_bytes"):
         o, f = s["original"][m], s["final"][m]
         b = budgets.get(m)
-        rows.append((m, format_metric(m, o), format_metric(m, f), f"{f / o:.2f}x" if o else "-",
-                     format_metric(m, b["limit"]) if b else "", ("met" if b["met"] else "NOT MET") if b else ""))
+        rows.append(
+            (
+                m,
+                format_metric(m, o),
+                format_metric(m, f),
+                f"{f / o:.2f}x" if o else "-",
+                format_metric(m, b["limit"]) if b else "",
+                ("met" if b["met"] else "NOT MET") if b else "",
+            )
+        )
     if s.get("measured"):
         me = s["measured"]
         ok = "met" if me.get("budget_met") else "NOT MET"
         limit = min(me["limits_s"]) if me.get("limits_s") else None
-        rows.append(("latency measured", format_metric("latency_s", me["original_latency_s"]),
-                     format_metric("latency_s", me["final_latency_s"]),
-                     f"{me['final_latency_s'] / me['original_latency_s']:.2f}x",
-                     format_metric("latency_s", limit) if limit else "", ok if limit else ""))
+        rows.append(
+            (
+                "latency measured",
+                format_metric("latency_s", me["original_latency_s"]),
+                format_metric("latency_s", me["final_latency_s"]),
+                f"{me['final_latency_s'] / me['original_latency_s']:.2f}x",
+                format_metric("latency_s", limit) if limit else "",
+                ok if limit else "",
+            )
+        )
     a0, a1 = s["original"]["accuracy"], s["final"]["accuracy"]
     if a0 is not None and a1 is not None:
         floor = s.get("accuracy_floor")
-        rows.append(("accuracy", f"{a0:.2%}", f"{a1:.2%}", f"{(a1 - a0) * 100:+.2f} pp",
-                     f">= {floor:.2%}" if floor is not None else "",
-                     ("met" if s["accuracy_floor_met"] else "NOT MET") if floor is not None else ""))
+        rows.append(
+            (
+                "accuracy",
+                f"{a0:.2%}",
+                f"{a1:.2%}",
+                f"{(a1 - a0) * 100:+.2f} pp",
+                f">= {floor:.2%}" if floor is not None else "",
+                ("met" if s["accuracy_floor_met"] else "NOT MET") if floor is not None else "",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     t = s["target"]
-    head = (f"{s['input']['model']} for {t['name']} ({t['provenance']}): {s['exit_reason']}; "
-            f"{s['timing']['iterations']} iterations in {s['timing']['wall_s']:.0f} s")
+    head = (
+        f"{s['input']['model']} for {t['name']} ({t['provenance']}): {s['exit_reason']}; "
+        f"{s['timing']['iterations']} iterations in {s['timing']['wall_s']:.0f} s"
+    )
     out = [head, "", *lines, "", f"accuracy: {s['accuracy_kind']}"]
     out.append(_input_line(result.graph))
     if s.get("legal_form"):
-        out.append("legal form: " + ", ".join(f"{p} {_settings(k)}" for p, k in s["legal_form"].items()))
+        out.append(
+            "legal form: " + ", ".join(f"{p} {_settings(k)}" for p, k in s["legal_form"].items())
+        )
     for w in s["warnings"]:
         out.append(f"warning: {w}")
     if result.path is not None:
@@ -185,9 +231,25 @@ def _input_line(graph: Any) -> str:
 def json_summary(result: Any) -> dict[str, Any]:
     """What ``--json`` prints: the headline numbers, not the full history (``hwcc.json`` has it)."""
     s = result.summary.to_json()
-    keep = ("input", "target", "budgets", "original", "final", "measured", "budget_met", "accuracy_floor",
-            "accuracy_floor_met", "exit_reason", "warnings", "legal_form", "timing", "accuracy_kind")
+    keep = (
+        "input",
+        "target",
+        "budgets",
+        "original",
+        "final",
+        "measured",
+        "budget_met",
+        "accuracy_floor",
+        "accuracy_floor_met",
+        "exit_reason",
+        "warnings",
+        "legal_form",
+        "timing",
+        "accuracy_kind",
+    )
     out = {k: s.get(k) for k in keep}
     out["artifact"] = str(result.path) if result.path else None
     out["exit_code"] = result.exit_code
-    return json.loads(json.dumps(out, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))
+    return json.loads(
+        json.dumps(out, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
+    )

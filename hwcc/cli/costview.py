@@ -17,8 +17,9 @@ def _columns() -> int:
     return max(60, shutil.get_terminal_size((100, 24)).columns)
 
 
-def format_cost_table(gc: Any, *, breakdown: bool = False, show_all: bool = False,
-                      columns: int | None = None) -> str:
+def format_cost_table(
+    gc: Any, *, breakdown: bool = False, show_all: bool = False, columns: int | None = None
+) -> str:
     """A per-layer table of a ``GraphCost`` with a totals line, ``columns`` wide at most
     where it can be (default: the terminal's width).
 
@@ -29,14 +30,26 @@ def format_cost_table(gc: Any, *, breakdown: bool = False, show_all: bool = Fals
     each (a table 500 characters wide is read by no one).
     """
     width = columns or _columns()
-    rows = [x for x in gc.layers if show_all or not (x.layer.kind in _HIDE and x.cost.latency_s == 0
-                                                     and x.cost.energy_j == 0)]
+    rows = [
+        x
+        for x in gc.layers
+        if show_all
+        or not (x.layer.kind in _HIDE and x.cost.latency_s == 0 and x.cost.energy_j == 0)
+    ]
     hidden = len(gc.layers) - len(rows)
     total_e = gc.energy_j or 1.0
     head = ["layer", "op", "on", "latency", "energy", "%E"]
-    table = [head] + [[x.layer.name, x.layer.op_type, x.on, format_metric("latency_s", x.cost.latency_s),
-                       format_metric("energy_j", x.cost.energy_j), f"{100 * x.cost.energy_j / total_e:.1f}"]
-                      for x in rows]
+    table = [head] + [
+        [
+            x.layer.name,
+            x.layer.op_type,
+            x.on,
+            format_metric("latency_s", x.cost.latency_s),
+            format_metric("energy_j", x.cost.energy_j),
+            f"{100 * x.cost.energy_j / total_e:.1f}",
+        ]
+        for x in rows
+    ]
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     lines = [_row(head, widths) + "note"]
     note_at = len(lines[0]) - len("note")
@@ -45,22 +58,36 @@ def format_cost_table(gc: Any, *, breakdown: bool = False, show_all: bool = Fals
     for cells, x in zip(table[1:], rows):
         lines += _with_note(_row(cells, widths), x.cost.note, note_at, width)
         if breakdown and x.cost.breakdown:
-            lines += _packed([f"{k} {_fmt_breakdown(k, v)}" for k, v in x.cost.breakdown.items()], width - 1)
+            lines += _packed(
+                [f"{k} {_fmt_breakdown(k, v)}" for k, v in x.cost.breakdown.items()], width - 1
+            )
     lines.append(rule)
-    total = (f"TOTAL on {gc.target} (batch {gc.batch}): latency {format_metric('latency_s', gc.latency_s)}, "
-             f"energy {format_metric('energy_j', gc.energy_j)}")
+    total = (
+        f"TOTAL on {gc.target} (batch {gc.batch}): "
+        f"latency {format_metric('latency_s', gc.latency_s)}, "
+        f"energy {format_metric('energy_j', gc.energy_j)}"
+    )
     if gc.host_latency_s or gc.host_energy_j:
-        total += (f"; of which on the host: {format_metric('latency_s', gc.host_latency_s)}, "
-                  f"{format_metric('energy_j', gc.host_energy_j)}")
+        total += (
+            f"; of which on the host: {format_metric('latency_s', gc.host_latency_s)}, "
+            f"{format_metric('energy_j', gc.host_energy_j)}"
+        )
     lines += textwrap.wrap(total, width - 1, subsequent_indent="  ")
     if hidden:
-        lines.append(f"({hidden} data-movement or constant nodes at no cost hidden; --all shows them)")
+        lines.append(
+            f"({hidden} data-movement or constant nodes at no cost hidden; --all shows them)"
+        )
     return "\n".join(lines)
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
     right = {3, 4, 5}
-    return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))) + "  "
+    return (
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+        + "  "
+    )
 
 
 def _packed(entries: Sequence[str], width: int, indent: str = "    ") -> list[str]:
@@ -83,8 +110,9 @@ def _with_note(row: str, note: str, at: int, width: int) -> list[str]:
     if room >= 24:
         parts = textwrap.wrap(note, room, break_on_hyphens=False) or [""]
         return [row + parts[0]] + [" " * at + p for p in parts[1:]]
-    return [row.rstrip()] + textwrap.wrap(note, width - 1, initial_indent="    ", subsequent_indent="    ",
-                                          break_on_hyphens=False)
+    return [row.rstrip()] + textwrap.wrap(
+        note, width - 1, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+    )
 
 
 def _fmt_breakdown(key: str, value: float | None) -> str:
@@ -106,7 +134,9 @@ def format_targets(targets: Sequence[Any]) -> str:
         if d["description"]:
             out.append(f"  {d['description']}")
         if d["provenance"] == "measured":
-            out.append("  numbers: measured on this device (lookup table built with 'hwcc profile')")
+            out.append(
+                "  numbers: measured on this device (lookup table built with 'hwcc profile')"
+            )
         if d["validated_against"]:
             out.append("  validated against: " + "; ".join(d["validated_against"]))
         if d["sources"]:
@@ -114,8 +144,10 @@ def format_targets(targets: Sequence[Any]) -> str:
         if d["host"]:
             out.append(f"  host for unsupported nodes: {d['host']}")
         if d.get("legal_form"):
-            form = "; ".join(f"{p} {', '.join(f'{k}={v}' for k, v in knobs.items())}"
-                             for p, knobs in d["legal_form"].items())
+            form = "; ".join(
+                f"{p} {', '.join(f'{k}={v}' for k, v in knobs.items())}"
+                for p, knobs in d["legal_form"].items()
+            )
             out.append(f"  legal form (what hwcc compile produces for it): {form}")
         params = ", ".join(f"{k}={_short(v)}" for k, v in d["params"].items())
         if params:

@@ -60,7 +60,7 @@ def _cut(text: str, width: int) -> str:
     """``text`` shortened to ``width`` by an ellipsis in its middle."""
     if len(text) <= width:
         return text
-    return text[: width // 2 - 1] + "…" + text[-(width - width // 2):]
+    return text[: width // 2 - 1] + "…" + text[-(width - width // 2) :]
 
 
 def format_table(workload: Workload, *, top: int | None = None, show_all: bool = False) -> str:
@@ -77,43 +77,74 @@ def format_table(workload: Workload, *, top: int | None = None, show_all: bool =
         The table; its TOTAL line sums every layer, shown or not.
     """
     w = workload
-    listed = [x for x in w.layers
-              if show_all or not x.known or x.params or x.kind not in _HIDDEN_KINDS]
+    listed = [
+        x for x in w.layers if show_all or not x.known or x.params or x.kind not in _HIDDEN_KINDS
+    ]
     hidden = Counter(x.op_type for x in set(w.layers) - set(listed))
     cut: set[Layer] = set()
     if top is not None:
-        ranked = sorted((x for x in listed if x.known), key=lambda x: (x.macs, x.ops),
-                        reverse=True)
-        cut = set(ranked[max(0, top):])
+        ranked = sorted((x for x in listed if x.known), key=lambda x: (x.macs, x.ops), reverse=True)
+        cut = set(ranked[max(0, top) :])
         listed = [x for x in listed if x not in cut]
-    rows = [(x.name, x.op_type if x.domain in STANDARD_DOMAINS else f"{x.domain}::{x.op_type}",
-             _describe(x), format_si(x.macs) if x.known else "?",
-             format_si(x.ops) if x.known else "?", format_si(x.params),
-             format_bytes(x.weight_bytes), format_bytes(x.input_bytes + x.output_bytes),
-             f"{x.weight_density:.2f}" if x.params else "-", f"{x.act_density:.2f}")
-            for x in listed]
-    total = ("TOTAL", f"{len(w.layers)} nodes", "", format_si(w.macs), format_si(w.ops),
-             format_si(w.params), format_bytes(w.weight_bytes),
-             format_bytes(sum(x.input_bytes + x.output_bytes for x in w.layers)), "", "")
+    rows = [
+        (
+            x.name,
+            x.op_type if x.domain in STANDARD_DOMAINS else f"{x.domain}::{x.op_type}",
+            _describe(x),
+            format_si(x.macs) if x.known else "?",
+            format_si(x.ops) if x.known else "?",
+            format_si(x.params),
+            format_bytes(x.weight_bytes),
+            format_bytes(x.input_bytes + x.output_bytes),
+            f"{x.weight_density:.2f}" if x.params else "-",
+            f"{x.act_density:.2f}",
+        )
+        for x in listed
+    ]
+    total = (
+        "TOTAL",
+        f"{len(w.layers)} nodes",
+        "",
+        format_si(w.macs),
+        format_si(w.ops),
+        format_si(w.params),
+        format_bytes(w.weight_bytes),
+        format_bytes(sum(x.input_bytes + x.output_bytes for x in w.layers)),
+        "",
+        "",
+    )
     head = ("layer", "op", "shape", "MACs", "ops", "params", "weights", "acts", "w-dens", "a-dens")
     caps = (32, 24, 44) + (9,) * 7
     widths = [min(cap, max(len(r[k]) for r in rows + [head, total])) for k, cap in enumerate(caps)]
-    fmt = lambda r: "  ".join(_cut(c, wd).ljust(wd) if k < 3 else c.rjust(wd)  # noqa: E731
-                               for k, (c, wd) in enumerate(zip(r, widths))).rstrip()
+
+    def fmt(r: tuple[str, ...]) -> str:
+        cells = (
+            _cut(c, wd).ljust(wd) if k < 3 else c.rjust(wd)
+            for k, (c, wd) in enumerate(zip(r, widths))
+        )
+        return "  ".join(cells).rstrip()
+
     rule = "-" * len(fmt(head))
     lines = [fmt(head), rule, *map(fmt, rows), rule, fmt(total)]
-    lines.append(f"MACs {w.macs:,} · params {w.params:,} · "
-                 f"weights {format_bytes(w.weight_bytes)} · "
-                 f"activation tensors {format_bytes(w.activation_bytes)} (each counted once)")
+    lines.append(
+        f"MACs {w.macs:,} · params {w.params:,} · "
+        f"weights {format_bytes(w.weight_bytes)} · "
+        f"activation tensors {format_bytes(w.activation_bytes)} (each counted once)"
+    )
     if hidden:
-        lines.append(f"{sum(hidden.values())} data-movement/constant nodes not listed: "
-                     + ", ".join(f"{n} {op}" for op, n in hidden.most_common()))
+        lines.append(
+            f"{sum(hidden.values())} data-movement/constant nodes not listed: "
+            + ", ".join(f"{n} {op}" for op, n in hidden.most_common())
+        )
     if cut:
-        lines.append(f"{len(cut)} smaller layers not listed (top={top}): "
-                     f"{format_si(sum(x.macs for x in cut))} MACs")
+        lines.append(
+            f"{len(cut)} smaller layers not listed (top={top}): "
+            f"{format_si(sum(x.macs for x in cut))} MACs"
+        )
     if w.unknown:
-        lines.append(f"{len(w.unknown)} node(s) marked ? could not be priced; "
-                     "their MACs count as 0")
+        lines.append(
+            f"{len(w.unknown)} node(s) marked ? could not be priced; their MACs count as 0"
+        )
     return "\n".join(lines)
 
 
@@ -123,5 +154,8 @@ def summary_json(workload: Workload) -> dict[str, Any]:
     for x in workload.layers:
         by_kind[x.kind] += x.macs
     unknown = [{"name": x.name, "op_type": x.op_type, "reason": x.reason} for x in workload.unknown]
-    return {**workload.to_dict(), "macs_by_kind": {k: v for k, v in by_kind.items() if v},
-            "unknown": unknown}
+    return {
+        **workload.to_dict(),
+        "macs_by_kind": {k: v for k, v in by_kind.items() if v},
+        "unknown": unknown,
+    }

@@ -31,11 +31,28 @@ from hwcc.ir import Graph
 from hwcc.ir.verify import run_onnx
 from hwcc.ir.workload import analyze, constant_tensors
 
-__all__ = ["COMPUTE_KINDS", "read_npz", "check_data_array", "load_feeds", "split_batches", "compute_inputs",
-           "capture_activations", "measure_density"]
+__all__ = [
+    "COMPUTE_KINDS",
+    "read_npz",
+    "check_data_array",
+    "load_feeds",
+    "split_batches",
+    "compute_inputs",
+    "capture_activations",
+    "measure_density",
+]
 
-COMPUTE_KINDS = ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "gemm", "matmul",
-                 "lstm", "gru", "rnn")
+COMPUTE_KINDS = (
+    "conv",
+    "depthwise_conv",
+    "grouped_conv",
+    "conv_transpose",
+    "gemm",
+    "matmul",
+    "lstm",
+    "gru",
+    "rnn",
+)
 Feeds = Mapping[str, np.ndarray] | str | os.PathLike
 
 
@@ -57,8 +74,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         from hwcc.models import data_set
 
         data_set(os.fspath(path))  # an unknown name lists the bundled ones
-        raise HwccError(f"{os.fspath(path)} is bundled data, not an .npz file",
-                        "the command line reads it (--data zoo:NAME); in Python, use hwcc.models.load_data")
+        raise HwccError(
+            f"{os.fspath(path)} is bundled data, not an .npz file",
+            "the command line reads it (--data zoo:NAME); in Python, use hwcc.models.load_data",
+        )
     path = Path(path)
     if path.is_dir():
         raise HwccError(f"{path} is a folder, not an .npz data file", "give the .npz file itself")
@@ -70,8 +89,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     counts = {name: len(a) for name, a in arrays.items()}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{k} {v}" for k, v in counts.items())
-        raise HwccError(f"{path}: the arrays hold different numbers of samples ({listed})",
-                        "every array holds one entry per sample on axis 0")
+        raise HwccError(
+            f"{path}: the arrays hold different numbers of samples ({listed})",
+            "every array holds one entry per sample on axis 0",
+        )
     return arrays
 
 
@@ -79,8 +100,19 @@ _NPZ_HINT = "save the data with numpy.savez(path, input_name=array, ..., labels=
 # How reading a damaged or hostile zip, or one of its members, fails: a bad CRC or header, a cut
 # stream, pickled objects, an encrypted member, a compression numpy cannot read, an
 # unparsable array header, a header that declares more data than memory holds.
-_BROKEN = (ValueError, OSError, EOFError, KeyError, MemoryError, RuntimeError, NotImplementedError,
-          SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error)
+_BROKEN = (
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    MemoryError,
+    RuntimeError,
+    NotImplementedError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -97,8 +129,10 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
             try:
                 arrays[name] = z[name]
             except _BROKEN as e:
-                raise HwccError(f"{path}: array {name!r} cannot be read ({_reason(e)})",
-                                "the file is damaged or holds Python objects; " + _NPZ_HINT) from None
+                raise HwccError(
+                    f"{path}: array {name!r} cannot be read ({_reason(e)})",
+                    "the file is damaged or holds Python objects; " + _NPZ_HINT,
+                ) from None
             if not isinstance(arrays[name], np.ndarray):
                 raise HwccError(f"{path}: member {name!r} is not a numpy array", _NPZ_HINT)
     if not arrays:
@@ -113,16 +147,22 @@ def check_data_array(source: str | os.PathLike, name: str, a: np.ndarray) -> Non
         HwccError: naming ``source`` and the array.
     """
     if a.dtype.kind not in "biuf":
-        raise HwccError(f"{source}: array {name!r} holds {a.dtype} values, not numbers",
-                        "data arrays hold numbers (bool, integer or float)")
+        raise HwccError(
+            f"{source}: array {name!r} holds {a.dtype} values, not numbers",
+            "data arrays hold numbers (bool, integer or float)",
+        )
     if a.ndim == 0:
-        raise HwccError(f"{source}: array {name!r} is a single value, not samples",
-                        "put the samples on axis 0, e.g. shape [N, ...]")
+        raise HwccError(
+            f"{source}: array {name!r} is a single value, not samples",
+            "put the samples on axis 0, e.g. shape [N, ...]",
+        )
 
 
 def _reason(e: BaseException) -> str:
     """An exception's text, short and printable: broken files put raw bytes in messages."""
-    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in str(e)) or type(e).__name__
+    text = (
+        "".join(c if c.isascii() and c.isprintable() else "?" for c in str(e)) or type(e).__name__
+    )
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -136,8 +176,10 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
         data = read_npz(data)
     missing = [n for n in graph.real_inputs() if n not in data]
     if missing:
-        raise HwccError(f"the data has no array for model input(s) {', '.join(missing)}",
-                        f"name the arrays after the model's inputs: {', '.join(graph.real_inputs())}")
+        raise HwccError(
+            f"the data has no array for model input(s) {', '.join(missing)}",
+            f"name the arrays after the model's inputs: {', '.join(graph.real_inputs())}",
+        )
     return {n: np.asarray(data[n]) for n in graph.real_inputs()}
 
 
@@ -153,8 +195,9 @@ def compute_inputs(graph: Graph) -> dict[str, str]:
     return out
 
 
-def split_batches(graph: Graph, feeds: Mapping[str, np.ndarray],
-                  max_samples: int | None = None) -> list[dict[str, np.ndarray]]:
+def split_batches(
+    graph: Graph, feeds: Mapping[str, np.ndarray], max_samples: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """The samples cut into runs the model's declared batch accepts, cast to the input types.
 
     Raises:
@@ -165,17 +208,27 @@ def split_batches(graph: Graph, feeds: Mapping[str, np.ndarray],
     n = min(len(a) if a.ndim else 1 for a in feeds.values())
     if max_samples is not None:
         n = min(n, max_samples)
-    declared = {graph.tensors[k].shape[0] for k in feeds
-                if graph.tensors[k].shape and isinstance(graph.tensors[k].shape[0], int)}
+    declared = {
+        graph.tensors[k].shape[0]
+        for k in feeds
+        if graph.tensors[k].shape and isinstance(graph.tensors[k].shape[0], int)
+    }
     step = declared.pop() if len(declared) == 1 else n
     if n == 0 or step < 1 or n % step:
-        raise HwccError(f"{n} samples do not split into runs of the model's batch {step}",
-                        f"give a positive multiple of {step} samples")
+        raise HwccError(
+            f"{n} samples do not split into runs of the model's batch {step}",
+            f"give a positive multiple of {step} samples",
+        )
     types = {k: numpy_dtype(graph.tensors[k].elem_type) for k in feeds}
-    return [{k: a[i:i + step].astype(types[k], copy=False) for k, a in feeds.items()} for i in range(0, n, step)]
+    return [
+        {k: a[i : i + step].astype(types[k], copy=False) for k, a in feeds.items()}
+        for i in range(0, n, step)
+    ]
 
 
-def capture_activations(graph: Graph, data: Feeds, *, max_samples: int | None = None) -> dict[str, np.ndarray]:
+def capture_activations(
+    graph: Graph, data: Feeds, *, max_samples: int | None = None
+) -> dict[str, np.ndarray]:
     """Every compute layer's input activation on ``data``, samples stacked on axis 0.
 
     Args:
@@ -201,11 +254,15 @@ def capture_activations(graph: Graph, data: Feeds, *, max_samples: int | None = 
     return {name: stacked[t] for name, t in wanted.items()}
 
 
-def measure_density(graph: Graph, data: Feeds, *, max_samples: int | None = None) -> dict[str, float]:
+def measure_density(
+    graph: Graph, data: Feeds, *, max_samples: int | None = None
+) -> dict[str, float]:
     """Fraction of non-zero elements of each compute layer's input activation on ``data``.
 
     Returns:
         Layer name -> density in [0, 1], for ``CostContext(act_density=...)``.
     """
     acts = capture_activations(graph, data, max_samples=max_samples)
-    return {name: float(np.count_nonzero(a)) / a.size if a.size else 1.0 for name, a in acts.items()}
+    return {
+        name: float(np.count_nonzero(a)) / a.size if a.size else 1.0 for name, a in acts.items()
+    }

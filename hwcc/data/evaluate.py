@@ -32,8 +32,15 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.verify import Session
 
-__all__ = ["Dataset", "Evaluator", "load_dataset", "random_dataset", "split_dataset", "resolve_data",
-           "zoo_dataset"]
+__all__ = [
+    "Dataset",
+    "Evaluator",
+    "load_dataset",
+    "random_dataset",
+    "split_dataset",
+    "resolve_data",
+    "zoo_dataset",
+]
 
 
 @dataclass
@@ -95,19 +102,25 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise HwccError(f"{source}: 'labels' must be a 1-D integer array (one class per sample), "
-                            f"got {labels.dtype} of shape {labels.shape}")
+            raise HwccError(
+                f"{source}: 'labels' must be a 1-D integer array (one class per sample), "
+                f"got {labels.dtype} of shape {labels.shape}"
+            )
         _check_classes(source, labels, graph)
         lengths["labels"] = len(labels)
     if len(set(lengths.values())) != 1:
-        raise HwccError(f"{source}: arrays hold different numbers of samples: {lengths}",
-                        "give every input and the labels the same length on axis 0")
+        raise HwccError(
+            f"{source}: arrays hold different numbers of samples: {lengths}",
+            "give every input and the labels the same length on axis 0",
+        )
     for name, a in feeds.items():
         want = graph.tensors[name].shape
         if want and tuple(a.shape[1:]) != tuple(want[1:]):
-            raise HwccError(f"{source}: array {name!r} has samples of shape {tuple(a.shape[1:])}, "
-                            f"the model's input takes {tuple(want[1:])}",
-                            "samples go on axis 0; the other axes must match the model's input")
+            raise HwccError(
+                f"{source}: array {name!r} has samples of shape {tuple(a.shape[1:])}, "
+                f"the model's input takes {tuple(want[1:])}",
+                "samples go on axis 0; the other axes must match the model's input",
+            )
     if min(lengths.values(), default=0) == 0:
         raise HwccError(f"{source}: the data holds no samples")
     return Dataset(feeds, labels, source)
@@ -126,8 +139,11 @@ def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
     if low < 0 or (classes is not None and high >= classes):
         bad = low if low < 0 else high
         which = f"0 to {classes - 1}" if classes is not None else "0 or more"
-        raise HwccError(f"{source}: label {bad} is out of range: the model's output {graph.outputs[0]!r} "
-                        f"has classes {which}", "labels are class indices, one per sample")
+        raise HwccError(
+            f"{source}: label {bad} is out of range: the model's output {graph.outputs[0]!r} "
+            f"has classes {which}",
+            "labels are class indices, one per sample",
+        )
 
 
 def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
@@ -156,15 +172,19 @@ def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Da
         for c in np.unique(data.labels):
             idx = np.flatnonzero(data.labels == c)
             rng.shuffle(idx)
-            held.append(idx[:int(round(holdout * len(idx)))])
+            held.append(idx[: int(round(holdout * len(idx)))])
         held_idx = np.sort(np.concatenate(held))
     else:
-        held_idx = np.sort(rng.permutation(n)[:int(round(holdout * n))])
+        held_idx = np.sort(rng.permutation(n)[: int(round(holdout * n))])
     tune_idx = np.setdiff1d(np.arange(n), held_idx)
     if len(held_idx) == 0 or len(tune_idx) == 0:
-        raise HwccError(f"{data.source}: {n} samples cannot be split into fine-tune and held-out sets",
-                        "give more samples, or a held-out set of its own (--holdout)")
-    return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(held_idx, f"{data.source} (held-out part)")
+        raise HwccError(
+            f"{data.source}: {n} samples cannot be split into fine-tune and held-out sets",
+            "give more samples, or a held-out set of its own (--holdout)",
+        )
+    return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(
+        held_idx, f"{data.source} (held-out part)"
+    )
 
 
 def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
@@ -188,8 +208,9 @@ def _is_zoo(data) -> bool:
     return isinstance(data, str) and data.startswith("zoo:")
 
 
-def resolve_data(graph: Graph, data, holdout_data, seed: int, *, holdout: float = 0.2,
-                 random_samples: int = 512) -> tuple[Dataset, Dataset, str | None]:
+def resolve_data(
+    graph: Graph, data, holdout_data, seed: int, *, holdout: float = 0.2, random_samples: int = 512
+) -> tuple[Dataset, Dataset, str | None]:
     """The fine-tune and held-out sets a compile run uses, and a warning if any.
 
     ``data`` is a path, a mapping, bundled data such as ``zoo:digits`` (its train split
@@ -201,11 +222,21 @@ def resolve_data(graph: Graph, data, holdout_data, seed: int, *, holdout: float 
             raise HwccError("--holdout needs --data (the fine-tune set)")
         full = random_dataset(graph, random_samples, seed)
         tune, held = split_dataset(full, holdout, seed)
-        return tune, held, ("no --data given: fine-tuning distils the original model on random inputs, and "
-                            "'accuracy' is only agreement with the original model on noise, not accuracy on "
-                            "real inputs; give --data D.npz for a meaningful number")
+        return (
+            tune,
+            held,
+            (
+                "no --data given: fine-tuning distils the original model on random inputs, and "
+                "'accuracy' is only agreement with the original model on noise, not accuracy on "
+                "real inputs; give --data D.npz for a meaningful number"
+            ),
+        )
     if holdout_data is not None:
-        held = zoo_dataset(graph, holdout_data, "test") if _is_zoo(holdout_data) else load_dataset(graph, holdout_data)
+        held = (
+            zoo_dataset(graph, holdout_data, "test")
+            if _is_zoo(holdout_data)
+            else load_dataset(graph, holdout_data)
+        )
         full = zoo_dataset(graph, data, "train") if _is_zoo(data) else load_dataset(graph, data)
         return full, held, None
     if _is_zoo(data):
@@ -227,7 +258,9 @@ class Evaluator:
         self.batches = split_batches(original, held_out.inputs)
         self.reference = None if held_out.labels is not None else self.outputs(original)
         ref = self.reference
-        self.classifier = ref is None or (ref.shape[1] > 1 and len(self._first_shape(original)) == 2)
+        self.classifier = ref is None or (
+            ref.shape[1] > 1 and len(self._first_shape(original)) == 2
+        )
 
     @staticmethod
     def _first_shape(graph: Graph) -> tuple:
@@ -239,7 +272,9 @@ class Evaluator:
             return f"top-1 accuracy on {len(self.data)} held-out labelled samples"
         if self.classifier:
             return f"top-1 agreement with the original model on {len(self.data)} held-out samples"
-        return f"cosine similarity to the original model's output on {len(self.data)} held-out samples"
+        return (
+            f"cosine similarity to the original model's output on {len(self.data)} held-out samples"
+        )
 
     def outputs(self, graph: Graph) -> np.ndarray:
         """The first output of ``graph`` on every held-out sample, stacked ``[N, ...]``."""

@@ -44,14 +44,17 @@ def frac_bits(lo: float, hi: float, total_bits: int = TOTAL_BITS) -> int:
         return total_bits - 1
     qmax, qmin = 2 ** (total_bits - 1) - 1, -(2 ** (total_bits - 1))
     f = total_bits - math.ceil(math.log2(m))  # one above the estimate; step down until it fits
-    while np.round(float(hi) * 2.0 ** f) > qmax or np.round(float(lo) * 2.0 ** f) < qmin:
+    while np.round(float(hi) * 2.0**f) > qmax or np.round(float(lo) * 2.0**f) < qmin:
         f -= 1
     return f
 
 
 def to_fixed(x: np.ndarray, f: int, total_bits: int = TOTAL_BITS) -> np.ndarray:
     """``x`` rounded to ``Q(total_bits−1−f).f``, in ``x``'s dtype (a new array)."""
-    scale = 2.0 ** f
-    q = np.clip(np.round(np.asarray(x, dtype=np.float64) * scale), -(2 ** (total_bits - 1)),
-                2 ** (total_bits - 1) - 1)
+    scale = 2.0**f
+    q = np.clip(
+        np.round(np.asarray(x, dtype=np.float64) * scale),
+        -(2 ** (total_bits - 1)),
+        2 ** (total_bits - 1) - 1,
+    )
     return (q / scale).astype(np.asarray(x).dtype)

@@ -34,8 +34,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EIEMatrix", "encode_column", "decode_column", "work_counts", "make_codebook",
-           "quantize", "encode", "decode"]
+__all__ = [
+    "EIEMatrix",
+    "encode_column",
+    "decode_column",
+    "work_counts",
+    "make_codebook",
+    "quantize",
+    "encode",
+    "decode",
+]
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,9 @@ def _interleaved_nonzeros(mask: np.ndarray, n_pes: int) -> tuple[np.ndarray, ...
     return np.nonzero(by_pe)
 
 
-def _gaps(pe: np.ndarray, col: np.ndarray, local: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
+def _gaps(
+    pe: np.ndarray, col: np.ndarray, local: np.ndarray, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Zeros before each non-zero within its PE's column, and the (pe, column) group id."""
     group = pe.astype(np.int64) * cols + col
     gaps = local.astype(np.int64).copy()
@@ -190,7 +200,7 @@ def work_counts(W: np.ndarray, n_pes: int, z_bits: int = 4) -> tuple[np.ndarray,
     last = np.full(shape, -1, dtype=np.int32)  # int32: half the memory traffic of int64
     nnz, pads, gap = (np.zeros(shape, dtype=np.int32) for _ in range(3))
     for local, r0 in enumerate(range(0, mask.shape[0], n_pes)):
-        hit = src[:, r0:r0 + n_pes] if flip else src[r0:r0 + n_pes]
+        hit = src[:, r0 : r0 + n_pes] if flip else src[r0 : r0 + n_pes]
         part = (slice(None), slice(0, hit.shape[1])) if flip else (slice(0, hit.shape[0]),)
         g = gap[part]
         np.subtract(local - 1, last[part], out=g)
@@ -200,7 +210,9 @@ def work_counts(W: np.ndarray, n_pes: int, z_bits: int = 4) -> tuple[np.ndarray,
         nnz[part] += hit
         np.copyto(last[part], local, where=hit)
     entries, nnz = (nnz + pads).astype(np.int64), nnz.astype(np.int64)
-    return (np.ascontiguousarray(entries.T), np.ascontiguousarray(nnz.T)) if flip else (entries, nnz)
+    return (
+        (np.ascontiguousarray(entries.T), np.ascontiguousarray(nnz.T)) if flip else (entries, nnz)
+    )
 
 
 def make_codebook(values: np.ndarray, index_bits: int = 4, iters: int = 20) -> np.ndarray:
@@ -240,8 +252,15 @@ def quantize(values: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return np.where(values != 0, idx, 0).astype(np.uint8)
 
 
-def encode(W: np.ndarray, n_pes: int, index_bits: int = 4, codebook: np.ndarray | None = None,
-           *, z_bits: int = 4, pointer_bits: int = 16) -> EIEMatrix:
+def encode(
+    W: np.ndarray,
+    n_pes: int,
+    index_bits: int = 4,
+    codebook: np.ndarray | None = None,
+    *,
+    z_bits: int = 4,
+    pointer_bits: int = 16,
+) -> EIEMatrix:
     """Encode ``W`` (``rows × cols``, rows are outputs) for ``n_pes`` PEs.
 
     Args:
@@ -264,11 +283,19 @@ def encode(W: np.ndarray, n_pes: int, index_bits: int = 4, codebook: np.ndarray 
         raise ValueError(f"W must be 2-D, got shape {W.shape}")
     if not isinstance(n_pes, (int, np.integer)) or n_pes < 1:
         raise ValueError(f"n_pes must be a positive integer, got {n_pes!r}")
-    for name, bits in (("index_bits", index_bits), ("z_bits", z_bits), ("pointer_bits", pointer_bits)):
+    for name, bits in (
+        ("index_bits", index_bits),
+        ("z_bits", z_bits),
+        ("pointer_bits", pointer_bits),
+    ):
         _check_bits(name, bits)
-    book = make_codebook(W, index_bits) if codebook is None else np.asarray(codebook, dtype=np.float64)
+    book = (
+        make_codebook(W, index_bits) if codebook is None else np.asarray(codebook, dtype=np.float64)
+    )
     if book.ndim != 1 or not 1 < len(book) <= 1 << index_bits or book[0] != 0:
-        raise ValueError(f"codebook must be 1-D with 2..{1 << index_bits} entries and codebook[0] == 0")
+        raise ValueError(
+            f"codebook must be 1-D with 2..{1 << index_bits} entries and codebook[0] == 0"
+        )
     cols = W.shape[1]
     pe, col, local = _interleaved_nonzeros(W != 0, n_pes)
     gaps, group = _gaps(pe, col, local, cols)
@@ -284,10 +311,17 @@ def encode(W: np.ndarray, n_pes: int, index_bits: int = 4, codebook: np.ndarray 
     entries = entries.reshape(n_pes, cols)
     bounds = np.concatenate([[0], np.cumsum(entries.sum(axis=1))])
     ptrs = [np.concatenate([[0], np.cumsum(e)]) for e in entries]
-    return EIEMatrix(shape=(W.shape[0], cols), n_pes=int(n_pes), codebook=book,
-                     v=[v[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-                     z=[z[a:b] for a, b in zip(bounds[:-1], bounds[1:])], p=ptrs,
-                     index_bits=index_bits, z_bits=z_bits, pointer_bits=pointer_bits)
+    return EIEMatrix(
+        shape=(W.shape[0], cols),
+        n_pes=int(n_pes),
+        codebook=book,
+        v=[v[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        z=[z[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        p=ptrs,
+        index_bits=index_bits,
+        z_bits=z_bits,
+        pointer_bits=pointer_bits,
+    )
 
 
 def decode(m: EIEMatrix) -> np.ndarray:
@@ -300,7 +334,9 @@ def decode(m: EIEMatrix) -> np.ndarray:
         col = np.repeat(np.arange(cols), np.diff(p))
         step = z.astype(np.int64) + 1
         run = np.cumsum(step)
-        start = np.repeat(run[p[:-1] - 1] * (p[:-1] > 0), np.diff(p))  # running sum before the column
+        start = np.repeat(
+            run[p[:-1] - 1] * (p[:-1] > 0), np.diff(p)
+        )  # running sum before the column
         row = pe + m.n_pes * (run - start - 1)
         keep = v != 0
         if np.any(row[keep] >= rows):

@@ -34,8 +34,23 @@ _FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
 FIXED_SIZE = frozenset(_TO_NUMPY) - {STRING}
 
 # Bytes per element, for workload and memory accounting.
-BYTES = {FLOAT: 4, UINT8: 1, INT8: 1, UINT16: 2, INT16: 2, INT32: 4, INT64: 8, BOOL: 1,
-         FLOAT16: 2, DOUBLE: 8, UINT32: 4, UINT64: 8, COMPLEX64: 8, COMPLEX128: 16, BFLOAT16: 2}
+BYTES = {
+    FLOAT: 4,
+    UINT8: 1,
+    INT8: 1,
+    UINT16: 2,
+    INT16: 2,
+    INT32: 4,
+    INT64: 8,
+    BOOL: 1,
+    FLOAT16: 2,
+    DOUBLE: 8,
+    UINT32: 4,
+    UINT64: 8,
+    COMPLEX64: 8,
+    COMPLEX128: 16,
+    BFLOAT16: 2,
+}
 
 
 def numpy_dtype(elem_type: int) -> np.dtype:

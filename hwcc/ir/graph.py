@@ -300,8 +300,9 @@ class Graph(GraphEdits):
         """Re-establish topological order, keeping the current order where it is valid."""
         rank = {n: i for i, n in enumerate(self._order)}
         try:
-            order = list(nx.lexicographical_topological_sort(self._dg,
-                                                             key=lambda n: rank.get(n, 0)))
+            order = list(
+                nx.lexicographical_topological_sort(self._dg, key=lambda n: rank.get(n, 0))
+            )
         except nx.NetworkXUnfeasible as e:
             raise IRError("the graph has a cycle") from e
         self._order = order

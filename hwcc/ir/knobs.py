@@ -110,11 +110,20 @@ class Knob:
         raise self._error(value, pass_name)
 
     def _error(self, value: Any, pass_name: str) -> HwccError:
-        default = self.default if self.type not in (dict, tuple) else (
-            ",".join(f"{k}={v}" for k, v in self.default.items()) if self.type is dict
-            else ",".join(self.default))
-        what = (f"cannot read {self.name} {_show(value)}: a bad entry" if self.type in (dict, tuple)
-                else f"knob {self.name!r} cannot be {_show(value)}")
+        default = (
+            self.default
+            if self.type not in (dict, tuple)
+            else (
+                ",".join(f"{k}={v}" for k, v in self.default.items())
+                if self.type is dict
+                else ",".join(self.default)
+            )
+        )
+        what = (
+            f"cannot read {self.name} {_show(value)}: a bad entry"
+            if self.type in (dict, tuple)
+            else f"knob {self.name!r} cannot be {_show(value)}"
+        )
         return HwccError(
             f"pass {pass_name!r}: {what}",
             f"{self.name} takes {self.describe()} (default {_show(default)})",

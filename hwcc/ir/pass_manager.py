@@ -9,8 +9,6 @@ is a :class:`~hwcc.errors.PassError` naming the pass and every pass before it.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -58,7 +56,11 @@ class PassManager:
             results.append((p.name, result))
             graph = result.graph
         modified = any(r.modified for _, r in results)
-        reason = None if modified else "; ".join(f"{n}: {r.reason or 'no change'}" for n, r in results) or "no passes"
+        reason = (
+            None
+            if modified
+            else "; ".join(f"{n}: {r.reason or 'no change'}" for n, r in results) or "no passes"
+        )
         return PassResult(graph, modified, reason, {"results": results})
 
     def _run_one(self, p: Pass, graph: Graph) -> PassResult:
@@ -77,8 +79,15 @@ class PassManager:
         onnx_io.infer_shapes(result.graph)
         result.graph.lint()
         if ctx.verify:
-            v = compare(before, result.graph, rtol=ctx.rtol, atol=ctx.atol, feeds=_data_feeds(before, ctx),
-                        n=ctx.verify_samples, seed=ctx.seed)
+            v = compare(
+                before,
+                result.graph,
+                rtol=ctx.rtol,
+                atol=ctx.atol,
+                feeds=_data_feeds(before, ctx),
+                n=ctx.verify_samples,
+                seed=ctx.seed,
+            )
             if p.exact and not v.passed:
                 raise _VerificationFailed(v)
             result = dataclasses.replace(result, details={**result.details, "verification": v})
@@ -94,7 +103,9 @@ class PassManager:
             if _fingerprint(graph) != mark:
                 raise _Broken("it is declared not in_place but changed its input graph")
             if result.modified and result.graph is graph:
-                raise _Broken("it is declared not in_place but returned its input graph as modified")
+                raise _Broken(
+                    "it is declared not in_place but returned its input graph as modified"
+                )
         if not result.modified and result.graph is graph and _fingerprint(graph) != mark:
             raise _Broken("it reported modified=False but changed the graph")
 
@@ -104,9 +115,14 @@ class PassManager:
         except Exception as e:
             before = ", ".join(repr(n) for n in done) or "none"
             if isinstance(e, _VerificationFailed):
-                summary = "; ".join(x.strip() for x in e.verification.summary().splitlines() if x.strip())
+                summary = "; ".join(
+                    x.strip() for x in e.verification.summary().splitlines() if x.strip()
+                )
                 what = f"changed the model's outputs ({summary})"
-                hint = "the rewrite is wrong for this model; report it with the model, and leave the pass out"
+                hint = (
+                    "the rewrite is wrong for this model; report it with the model, "
+                    "and leave the pass out"
+                )
             elif isinstance(e, _Broken):
                 what, hint = f"broke the pass contract: {e}", "this is a bug in the pass"
             elif isinstance(e, HwccError):
@@ -115,8 +131,12 @@ class PassManager:
                 what = f"{type(e).__name__}: {e}"
                 hint = "this is a bug in the pass; leave it out to go on"
                 if isinstance(e, ValueError) and "read-only" in str(e):
-                    hint = "initializers are immutable: assign a new array instead of writing into one"
-            err = PassError(f"pass {p.name!r} failed (passes run before it: {before}): {what}", hint)
+                    hint = (
+                        "initializers are immutable: assign a new array instead of writing into one"
+                    )
+            err = PassError(
+                f"pass {p.name!r} failed (passes run before it: {before}): {what}", hint
+            )
             err.pass_name, err.passes_before = p.name, list(done)
             if isinstance(e, _VerificationFailed):
                 err.exit_code = VERIFY_FAILED_EXIT
@@ -154,11 +174,25 @@ def _fingerprint(graph: Graph) -> tuple:
     """
 
     def attr_key(v: Any) -> Any:
-        return v if isinstance(v, (int, float, str, bytes)) else id(v) if not isinstance(v, list) else repr(v)
+        return (
+            v
+            if isinstance(v, (int, float, str, bytes))
+            else id(v)
+            if not isinstance(v, list)
+            else repr(v)
+        )
 
     nodes = tuple(
-        (n.name, n.op_type, n.domain, n.inputs, n.outputs, n.implicit_inputs,
-         tuple((k, attr_key(v)) for k, v in n.attrs.items()), tuple(n.meta))
+        (
+            n.name,
+            n.op_type,
+            n.domain,
+            n.inputs,
+            n.outputs,
+            n.implicit_inputs,
+            tuple((k, attr_key(v)) for k, v in n.attrs.items()),
+            tuple(n.meta),
+        )
         for n in graph.nodes
     )
     tensors = tuple((name, t.elem_type, t.shape, id(t.data)) for name, t in graph.tensors.items())
@@ -172,8 +206,13 @@ def _frozen_initializers(graph: Graph) -> Iterator[None]:
     Arrays over memory numpy does not own (an onnxruntime buffer) are left alone: their
     flag could not be lifted again.
     """
-    thawed = [(depth, a) for a in graph.initializers.values() if a.flags.writeable
-              for root, depth in [_root(a)] if root.flags.owndata]
+    thawed = [
+        (depth, a)
+        for a in graph.initializers.values()
+        if a.flags.writeable
+        for root, depth in [_root(a)]
+        if root.flags.owndata
+    ]
     for _, a in thawed:
         a.flags.writeable = False
     try:
@@ -189,5 +228,3 @@ def _root(a: np.ndarray) -> tuple[np.ndarray, int]:
     while isinstance(a.base, np.ndarray):
         a, depth = a.base, depth + 1
     return a, depth
-
-

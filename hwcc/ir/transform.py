@@ -38,19 +38,31 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.knobs import Knob
 from hwcc.ir.search_space import Unit
 
 __all__ = [
-    "Knob", "Pass", "PassContext", "PassInstrument", "PassResult", "PassTimer",
-    "get_pass", "list_passes", "register_pass", "search_passes", "resolve_search_passes",
+    "Knob",
+    "Pass",
+    "PassContext",
+    "PassInstrument",
+    "PassResult",
+    "PassTimer",
+    "get_pass",
+    "list_passes",
+    "register_pass",
+    "search_passes",
+    "resolve_search_passes",
 ]
 
 # A verification that finds the outputs changed exits with this (``hwcc apply --verify``):
 # the check failed, the input was fine (2 is bad input), like an unmet budget in compile.
 VERIFY_FAILED_EXIT = 3
+
 
 # ---------------------------------------------------------------------- results, context
 @dataclass
@@ -179,8 +191,10 @@ class Pass:
         given = ctx.knobs.get(self.name, {})
         for key in given:
             self.knob(key)
-        return {k.name: k.validate(given[k.name] if k.name in given else k.default, self.name)
-                for k in self.knobs}
+        return {
+            k.name: k.validate(given[k.name] if k.name in given else k.default, self.name)
+            for k in self.knobs
+        }
 
     @classmethod
     def parse_settings(cls, settings: Mapping[str, str]) -> dict[str, Any]:
@@ -237,8 +251,10 @@ def _discover() -> dict[str, type[Pass]]:
         try:
             importlib.import_module(info.name)
         except Exception as e:
-            raise HwccError(f"the pass module {info.name} cannot be imported: {type(e).__name__}: {e}",
-                            "fix or remove that file in passes/") from e
+            raise HwccError(
+                f"the pass module {info.name} cannot be imported: {type(e).__name__}: {e}",
+                "fix or remove that file in passes/",
+            ) from e
     return _REGISTRY
 
 
@@ -253,7 +269,9 @@ def get_pass(name: str) -> Pass:
     if name not in registry:
         close = difflib.get_close_matches(name, registry, n=1)
         guess = f"did you mean {close[0]!r}? " if close else ""
-        raise HwccError(f"unknown pass {name!r}", f"{guess}known passes: {', '.join(sorted(registry))}")
+        raise HwccError(
+            f"unknown pass {name!r}", f"{guess}known passes: {', '.join(sorted(registry))}"
+        )
     return registry[name]()
 
 
@@ -261,7 +279,9 @@ def search_passes(default_only: bool = False) -> list[str]:
     """The passes the search can drive (those declared searchable), sorted; with
     ``default_only``, those it drives when none are named."""
     registry = _discover()
-    names = [n for n, c in registry.items() if c.searchable and (c.search_default or not default_only)]
+    names = [
+        n for n, c in registry.items() if c.searchable and (c.search_default or not default_only)
+    ]
     return sorted(names, key=lambda n: (registry[n].search_order, n))
 
 
@@ -276,11 +296,17 @@ def resolve_search_passes(words: Sequence[str]) -> tuple[str, ...]:
     registry = _discover()
     out: list[str] = []
     for word in words:
-        names = [n for n, c in registry.items() if c.searchable and (n == word or word in c.aliases)]
+        names = [
+            n for n, c in registry.items() if c.searchable and (n == word or word in c.aliases)
+        ]
         if not names:
-            what = f"{word!r} is not searchable" if word in registry else f"there is no pass {word!r}"
+            what = (
+                f"{word!r} is not searchable" if word in registry else f"there is no pass {word!r}"
+            )
             raise HwccError(f"the search cannot drive {word!r}: {what}", _search_hint(registry))
-        out.extend(n for n in sorted(names, key=lambda n: (registry[n].search_order, n)) if n not in out)
+        out.extend(
+            n for n in sorted(names, key=lambda n: (registry[n].search_order, n)) if n not in out
+        )
     return tuple(out)
 
 

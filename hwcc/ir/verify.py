@@ -23,10 +23,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hwcc.ir import onnx_io
-from hwcc.ir.dtypes import numpy_dtype
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
+from hwcc.ir import Graph, onnx_io
+from hwcc.ir.dtypes import numpy_dtype
 
 __all__ = ["OutputCheck", "Verification", "compare", "random_feeds", "run_onnx"]
 
@@ -37,8 +36,18 @@ _INT_HIGH = 4  # random integer inputs lie in [0, 4): valid as indices into any 
 _ORT_STATE = ort.capi.onnxruntime_pybind11_state
 _ORT_ERRORS = (RuntimeError, ValueError) + tuple(
     getattr(_ORT_STATE, n)
-    for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
-              "InvalidProtobuf", "NotImplemented", "InvalidGraph", "EPFail")
+    for n in (
+        "Fail",
+        "InvalidArgument",
+        "NoSuchFile",
+        "NoModel",
+        "EngineError",
+        "RuntimeException",
+        "InvalidProtobuf",
+        "NotImplemented",
+        "InvalidGraph",
+        "EPFail",
+    )
     if hasattr(_ORT_STATE, n)
 )
 
@@ -131,8 +140,10 @@ class Session:
     def run(self, feeds: Feeds) -> list[np.ndarray]:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
-            raise HwccError(f"no value given for model input(s) {', '.join(missing)}",
-                            "give a value for every input that is not an initializer")
+            raise HwccError(
+                f"no value given for model input(s) {', '.join(missing)}",
+                "give a value for every input that is not an initializer",
+            )
         try:
             return self.session.run(None, {n: feeds[n] for n in self.input_names})
         except _ORT_ERRORS as e:
@@ -168,7 +179,9 @@ def _first_line(e: Exception) -> str:
 
 
 # ---------------------------------------------------------------------- inputs
-def random_feeds(graph: Graph | onnx.ModelProto | str | os.PathLike, seed: int) -> dict[str, np.ndarray]:
+def random_feeds(
+    graph: Graph | onnx.ModelProto | str | os.PathLike, seed: int
+) -> dict[str, np.ndarray]:
     """Random values for every real (non-initializer) input of a model.
 
     Floats are standard normal, integers uniform in ``[0, 4)`` (valid as indices and
@@ -185,16 +198,22 @@ def random_feeds(graph: Graph | onnx.ModelProto | str | os.PathLike, seed: int) 
     for name in graph.real_inputs():
         t = graph.tensors[name]
         if "type_proto" in t.meta:
-            raise HwccError(f"input {name!r} is not a tensor; random inputs cannot be made for it",
-                            "give the inputs explicitly (feeds=...)")
+            raise HwccError(
+                f"input {name!r} is not a tensor; random inputs cannot be made for it",
+                "give the inputs explicitly (feeds=...)",
+            )
         if not t.is_static:
-            raise HwccError(f"input {name!r} has dynamic shape {t.shape}; random inputs need fixed dims",
-                            f"fix it when loading, e.g. --input-shape {name}:1x...")
+            raise HwccError(
+                f"input {name!r} has dynamic shape {t.shape}; random inputs need fixed dims",
+                f"fix it when loading, e.g. --input-shape {name}:1x...",
+            )
         try:
             dtype = numpy_dtype(t.elem_type)
         except KeyError:
-            raise HwccError(f"input {name!r} has element type {t.elem_type}, which numpy cannot hold",
-                            "give the inputs explicitly (feeds=...)") from None
+            raise HwccError(
+                f"input {name!r} has element type {t.elem_type}, which numpy cannot hold",
+                "give the inputs explicitly (feeds=...)",
+            ) from None
         feeds[name] = _random_array(rng, t.shape, dtype)
     return feeds
 
@@ -206,7 +225,9 @@ def _random_array(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dt
         return rng.integers(0, _INT_HIGH, size=shape).astype(dtype)
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
-    raise HwccError(f"cannot make random inputs of dtype {dtype}", "give the inputs explicitly (feeds=...)")
+    raise HwccError(
+        f"cannot make random inputs of dtype {dtype}", "give the inputs explicitly (feeds=...)"
+    )
 
 
 # ---------------------------------------------------------------------- comparing

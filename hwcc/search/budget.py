@@ -64,9 +64,11 @@ MAX_LENGTH = 40
 # The smallest budgets accepted. Below them a budget is a typo, not a target: no model
 # runs in under a picosecond or a picojoule, none is smaller than a byte, and a model
 # priced at a ten-thousandth of its input's cost is nothing a search can reach.
-FLOORS = {"latency_s": (1e-12, "latency budget is 0.001ns (1 ps)"),
-          "energy_j": (1e-12, "energy budget is 1pJ"),
-          "size_bytes": (1.0, "size budget is 1B")}
+FLOORS = {
+    "latency_s": (1e-12, "latency budget is 0.001ns (1 ps)"),
+    "energy_j": (1e-12, "energy budget is 1pJ"),
+    "size_bytes": (1.0, "size budget is 1B"),
+}
 MIN_PERCENT = 0.01
 
 ACCEPTED_FORMS = (
@@ -108,21 +110,31 @@ class Budget:
             return self
         metric = self.metric or primary_metric
         if metric not in original:
-            raise BudgetError(f"budget {self.text!r} needs the input model's {metric}, which the target does not price")
+            raise BudgetError(
+                f"budget {self.text!r} needs the input model's {metric}, "
+                "which the target does not price"
+            )
         limit = original[metric] * self.fraction
         if not (math.isfinite(limit) and limit > 0):
-            raise BudgetError(f"budget {self.text!r} leaves no {metric}: the input model's is {original[metric]!r}",
-                              "give an absolute budget instead, e.g. 5ms, 2mJ or 1.5MB")
+            raise BudgetError(
+                f"budget {self.text!r} leaves no {metric}: "
+                f"the input model's is {original[metric]!r}",
+                "give an absolute budget instead, e.g. 5ms, 2mJ or 1.5MB",
+            )
         return Budget(self.text, metric, limit, self.fraction)
 
     def is_met(self, metrics: Mapping[str, float]) -> bool:
         if self.limit is None or self.metric is None:
-            raise ValueError(f"relative budget {self.text!r} must be resolved before it is compared")
+            raise ValueError(
+                f"relative budget {self.text!r} must be resolved before it is compared"
+            )
         return metrics[self.metric] <= self.limit
 
     def describe(self) -> str:
         if self.limit is None:
-            return f"{self.fraction * 100:g}% of the input model's {self.metric or 'primary metric'}"
+            return (
+                f"{self.fraction * 100:g}% of the input model's {self.metric or 'primary metric'}"
+            )
         return f"{format_metric(self.metric, self.limit)} ({self.text})"
 
 
@@ -144,7 +156,9 @@ def parse_budget(text: str) -> Budget:
     if len(text) > MAX_LENGTH:
         raise BudgetError(f"budget {shown} is too long to be one ({len(text)} characters)", _HINT)
     if not text.isprintable():
-        raise BudgetError(f"budget {shown} holds a control character or a whitespace other than a space", _HINT)
+        raise BudgetError(
+            f"budget {shown} holds a control character or a whitespace other than a space", _HINT
+        )
     s = text.strip(" ")
     m = _RELATIVE.fullmatch(s)
     if m:
@@ -162,11 +176,18 @@ def parse_budget(text: str) -> Budget:
 def _relative(text: str, percent: float, word: str) -> Budget:
     if word not in _RELATIVE_METRIC:
         raise BudgetError(f"unknown metric {word!r} in budget {_shown(text)}", _HINT)
-    hint = f"a relative budget asks for a smaller model, from {MIN_PERCENT}% to below 100%, e.g. 50% or 40%energy"
+    hint = (
+        f"a relative budget asks for a smaller model, from {MIN_PERCENT}% to below 100%, "
+        "e.g. 50% or 40%energy"
+    )
     if not 0 < percent < 100:
-        raise BudgetError(f"relative budget {_shown(text)} must be between 0% and 100% (exclusive)", hint)
+        raise BudgetError(
+            f"relative budget {_shown(text)} must be between 0% and 100% (exclusive)", hint
+        )
     if percent < MIN_PERCENT:
-        raise BudgetError(f"relative budget {_shown(text)} is too small: the smallest is {MIN_PERCENT}%", hint)
+        raise BudgetError(
+            f"relative budget {_shown(text)} is too small: the smallest is {MIN_PERCENT}%", hint
+        )
     return Budget(text, _RELATIVE_METRIC[word], None, percent / 100)
 
 

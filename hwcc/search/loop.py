@@ -61,9 +61,16 @@ class Proposal:
     score: float = math.inf
 
     def record(self, iteration: int, picked: bool) -> dict[str, Any]:
-        return {"iteration": iteration, "layer": self.unit.id, "pass": self.unit.pass_name,
-                "settings": dict(self.step.shown), **self.metrics,
-                "accuracy": self.accuracy, "score": _finite(self.score), "picked": picked}
+        return {
+            "iteration": iteration,
+            "layer": self.unit.id,
+            "pass": self.unit.pass_name,
+            "settings": dict(self.step.shown),
+            **self.metrics,
+            "accuracy": self.accuracy,
+            "score": _finite(self.score),
+            "picked": picked,
+        }
 
 
 @dataclass
@@ -71,7 +78,8 @@ class Hooks:
     """What the loop needs from outside: pricing, fine-tuning, evaluation, saving.
 
     Attributes:
-        price: graph -> metrics (``latency_s``, ``energy_j``, ``size_bytes``) as the target prices it.
+        price: graph -> metrics (``latency_s``, ``energy_j``, ``size_bytes``) as the target
+            prices it.
         layer_energy: graph -> node name -> energy, for most-energy-first ordering.
         finetune: ``(graph, steps, seed) -> graph``.
         accuracy: graph -> accuracy on the held-out set (None when not measured).
@@ -108,28 +116,39 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         hooks.event("iteration", {"iteration": i + 1, "metric": metric, "state": state})
         picked = None
         for halving in range(4):
-            step = sched.step(state.original[metric], i) / 2 ** halving
+            step = sched.step(state.original[metric], i) / 2**halving
             target = max(state.limits[metric], state.current[metric] - step)
             picked = _iterate(graph, state, config, hooks, metric, target, i)
             if picked is not None:
                 break
         if picked is None:
-            state.stop = (f"no change to any layer brings {metric} down from "
-                          f"{state.current[metric]:.4g} (see the rejected proposals)")
+            state.stop = (
+                f"no change to any layer brings {metric} down from "
+                f"{state.current[metric]:.4g} (see the rejected proposals)"
+            )
             return graph
         floor = state.floor(config.max_accuracy_drop)
         if floor is not None and picked.accuracy is not None and picked.accuracy < floor:
-            state.stop = (f"the best proposal ({picked.unit.id}) would take accuracy to "
-                          f"{picked.accuracy:.2%}, below the floor {floor:.2%} (--max-accuracy-drop)")
+            state.stop = (
+                f"the best proposal ({picked.unit.id}) would take accuracy to "
+                f"{picked.accuracy:.2%}, below the floor {floor:.2%} (--max-accuracy-drop)"
+            )
             return graph
         before = dict(state.current)
         graph = picked.graph
-        state.history.append({
-            "iteration": i + 1, "layer": picked.unit.id, "pass": picked.unit.pass_name,
-            "settings": dict(picked.step.shown), "metric": metric, "target": target,
-            **{f"delta_{m}": picked.metrics[m] - before[m] for m in METRICS},
-            "delta_accuracy": _delta(picked.accuracy, state.accuracy),
-            "metrics": {**picked.metrics, "accuracy": picked.accuracy}})
+        state.history.append(
+            {
+                "iteration": i + 1,
+                "layer": picked.unit.id,
+                "pass": picked.unit.pass_name,
+                "settings": dict(picked.step.shown),
+                "metric": metric,
+                "target": target,
+                **{f"delta_{m}": picked.metrics[m] - before[m] for m in METRICS},
+                "delta_accuracy": _delta(picked.accuracy, state.accuracy),
+                "metrics": {**picked.metrics, "accuracy": picked.accuracy},
+            }
+        )
         state.current = dict(picked.metrics)
         state.accuracy = picked.accuracy
         state.iteration = i + 1
@@ -137,25 +156,35 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         hooks.event("picked", {"proposal": picked, "state": state})
 
 
-def _iterate(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks, metric: str,
-             target: float, i: int) -> Proposal | None:
+def _iterate(
+    graph: Graph,
+    state: SearchState,
+    config: SearchConfig,
+    hooks: Hooks,
+    metric: str,
+    target: float,
+    i: int,
+) -> Proposal | None:
     """Propose for every unit, fine-tune, evaluate; the best proposal or None."""
     todo = units(graph, config.passes)
     if metric == "energy_j":  # most energy first
         energy = hooks.layer_energy(graph)
         todo.sort(key=lambda u: -sum(energy.get(n, 0.0) for n in u.layers))
     if config.max_units:
-        todo = todo[:config.max_units]
+        todo = todo[: config.max_units]
     r_now = state.current[metric]
     found: list[Proposal] = []
     for j, unit in enumerate(todo):
+
         def at(step: Step, unit: Unit = unit) -> tuple[Graph, float] | str:
             g = apply_step(graph, unit, step)
             return g if isinstance(g, str) else (g, hooks.price(g)[metric])
 
         got = smallest_meeting(unit.steps, at, target, metric, show=shown)
         if isinstance(got, str):
-            state.rejected.append({"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got})
+            state.rejected.append(
+                {"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got}
+            )
             continue
         chosen, changed, _ = got
         tuned = hooks.finetune(changed, config.short_term_steps, _seed(config.seed, i, j))

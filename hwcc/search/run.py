@@ -59,8 +59,10 @@ class Measured:
     budget_met: bool
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"original_latency_s": self.original_latency_s,
-                               "final_latency_s": self.final_latency_s}
+        out: dict[str, Any] = {
+            "original_latency_s": self.original_latency_s,
+            "final_latency_s": self.final_latency_s,
+        }
         if self.limits_s:
             out["limits_s"] = list(self.limits_s)
         out["budget_met"] = self.budget_met
@@ -76,8 +78,18 @@ class Outcome:
     measured: Measured | None
 
 
-def search(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks, finish: Finish, *,
-           target: Any, source: Graph, budgets: Sequence[Budget], honesty_rounds: int = 3) -> Outcome:
+def search(
+    graph: Graph,
+    state: SearchState,
+    config: SearchConfig,
+    hooks: Hooks,
+    finish: Finish,
+    *,
+    target: Any,
+    source: Graph,
+    budgets: Sequence[Budget],
+    honesty_rounds: int = 3,
+) -> Outcome:
     """Run the loop from ``state`` to its end, fine-tune and legalize the result; on a
     measured target, check it on the device and go back to work while the measurement
     misses what the prediction met. ``budgets`` are resolved (metric and limit set)."""
@@ -87,23 +99,39 @@ def search(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks,
         seed = config.seed + 1_000_003 * (len(state.rounds) + 1)
         final = finish.legalize(finish.finetune(graph, seed))
         metrics = finish.price(final)
-        measured, miss = _measure(target, source, final, budgets) if target.measures else (None, None)
+        measured, miss = (
+            _measure(target, source, final, budgets) if target.measures else (None, None)
+        )
         if miss is None or state.unmet() or len(state.rounds) >= honesty_rounds:
             return Outcome(final, metrics, measured)
         got, limit = miss
         predicted = metrics["latency_s"]
         new = state.tighten("latency_s", predicted * limit / got)
-        state.rounds.append({"after_iteration": state.iteration, "measured_s": got, "measured_limit_s": limit,
-                             "predicted_s": predicted, "new_search_limit_s": new})
-        hooks.event("warning", {"message": (
-            f"measured {got * 1e6:.1f} us misses the latency budget ({limit * 1e6:.1f} us) that the "
-            f"prediction ({predicted * 1e6:.1f} us) met; the search goes on with a predicted limit "
-            f"of {new * 1e6:.1f} us")})
+        state.rounds.append(
+            {
+                "after_iteration": state.iteration,
+                "measured_s": got,
+                "measured_limit_s": limit,
+                "predicted_s": predicted,
+                "new_search_limit_s": new,
+            }
+        )
+        hooks.event(
+            "warning",
+            {
+                "message": (
+                    f"measured {got * 1e6:.1f} us misses the latency budget "
+                    f"({limit * 1e6:.1f} us) that the prediction ({predicted * 1e6:.1f} us) met; "
+                    f"the search goes on with a predicted limit of {new * 1e6:.1f} us"
+                )
+            },
+        )
         hooks.checkpoint(graph, state)
 
 
-def _measure(target: Any, source: Graph, final: Graph,
-             budgets: Sequence[Budget]) -> tuple[Measured, tuple[float, float] | None]:
+def _measure(
+    target: Any, source: Graph, final: Graph, budgets: Sequence[Budget]
+) -> tuple[Measured, tuple[float, float] | None]:
     """The two models timed, and the first latency budget the measurement misses
     (``(measured, limit)``) or None."""
     t0, t1 = target.measure_latency([source, final])
@@ -111,7 +139,9 @@ def _measure(target: Any, source: Graph, final: Graph,
     for b in budgets:
         if b.metric != "latency_s":
             continue
-        limit = t0 * b.fraction if b.is_relative else b.limit  # relative: against the measured input
+        limit = (
+            t0 * b.fraction if b.is_relative else b.limit
+        )  # relative: against the measured input
         limits.append(limit)
         if t1 > limit and miss is None:
             miss = (t1, limit)

@@ -35,8 +35,10 @@ def units(graph: Graph, passes: Sequence[str]) -> list[Unit]:
     for name in passes:
         p = get_pass(name)
         if not p.searchable:
-            raise HwccError(f"the search cannot drive pass {name!r}",
-                            f"passes it can drive: {', '.join(search_passes())}")
+            raise HwccError(
+                f"the search cannot drive pass {name!r}",
+                f"passes it can drive: {', '.join(search_passes())}",
+            )
         out.extend(p.units(graph))
     return out
 
@@ -51,9 +53,13 @@ def apply_step(graph: Graph, unit: Unit, step: Step) -> Graph | str:
     return res.details["results"][0][1].reason or f"{unit.pass_name} changed nothing"
 
 
-def smallest_meeting(steps: Sequence[T], at: Callable[[T], tuple[Any, float] | str], target: float,
-                     metric: str | None = None,
-                     show: Callable[[T], Any] = lambda s: s) -> tuple[T, Any, float] | str:
+def smallest_meeting(
+    steps: Sequence[T],
+    at: Callable[[T], tuple[Any, float] | str],
+    target: float,
+    metric: str | None = None,
+    show: Callable[[T], Any] = lambda s: s,
+) -> tuple[T, Any, float] | str:
     """The smallest of ``steps`` whose result prices at or below ``target``.
 
     The largest step is tried first: if even it misses, the unit cannot help this
@@ -84,8 +90,10 @@ def smallest_meeting(steps: Sequence[T], at: Callable[[T], tuple[Any, float] | s
     if isinstance(last, str):
         return last
     if last[1] > target:
-        return (f"even the largest change ({show(steps[-1])}) prices at "
-                f"{format_metric(metric, last[1])} > target {format_metric(metric, target)}")
+        return (
+            f"even the largest change ({show(steps[-1])}) prices at "
+            f"{format_metric(metric, last[1])} > target {format_metric(metric, target)}"
+        )
     lo, hi = 0, len(steps) - 1  # hi meets the target
     while lo < hi:
         mid = (lo + hi) // 2

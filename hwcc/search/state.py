@@ -32,31 +32,37 @@ class Schedule:
     @classmethod
     def fit(cls, r0: float, decay: float, needed: float, iterations: int) -> Schedule:
         """The schedule, with ``r0`` raised if it cannot remove ``needed`` (a fraction of R0)."""
-        reach = r0 * (1 - decay ** iterations) / (1 - decay) if decay < 1 else r0 * iterations
+        reach = r0 * (1 - decay**iterations) / (1 - decay) if decay < 1 else r0 * iterations
         if needed <= reach:
             return cls(r0, decay)
         new = needed / (0.9 * reach / r0)
         new = min(new, needed)
-        return cls(new, decay, f"the schedule (initial reduction {r0:g}, decay {decay:g}) removes at "
-                               f"most {reach:.0%} of the input's cost in {iterations} iterations, the "
-                               f"budget needs {needed:.0%}: initial reduction raised to {new:.3g}")
+        return cls(
+            new,
+            decay,
+            f"the schedule (initial reduction {r0:g}, decay {decay:g}) removes at "
+            f"most {reach:.0%} of the input's cost in {iterations} iterations, the "
+            f"budget needs {needed:.0%}: initial reduction raised to {new:.3g}",
+        )
 
     def step(self, r_original: float, i: int) -> float:
-        return self.r0 * r_original * self.decay ** i
+        return self.r0 * r_original * self.decay**i
 
     def iterations_for(self, needed: float, most: int = 1000) -> int:
         """Iterations until the steps add up to ``needed`` (a fraction of R0), at most ``most``."""
         total, i = 0.0, 0
         while total < needed and i < most:
-            total += self.r0 * self.decay ** i
+            total += self.r0 * self.decay**i
             i += 1
         return max(1, i)
 
 
 def needed_reduction(original: Mapping[str, float], limits: Mapping[str, float]) -> float:
     """The largest share of its input value that a budgeted metric must lose."""
-    return max(((original[m] - lim) / original[m] for m, lim in limits.items() if original[m] > 0),
-               default=0.0)
+    return max(
+        ((original[m] - lim) / original[m] for m, lim in limits.items() if original[m] > 0),
+        default=0.0,
+    )
 
 
 @dataclass
@@ -99,17 +105,33 @@ class SearchState:
     stop: str | None = None
 
     @classmethod
-    def start(cls, limits: Mapping[str, float], original: Mapping[str, float], current: Mapping[str, float],
-              accuracy: float | None, *, initial_reduction: float, decay: float, max_iterations: int,
-              warnings: list[str] = (), cleanup: Mapping[str, Any] | None = None) -> SearchState:
+    def start(
+        cls,
+        limits: Mapping[str, float],
+        original: Mapping[str, float],
+        current: Mapping[str, float],
+        accuracy: float | None,
+        *,
+        initial_reduction: float,
+        decay: float,
+        max_iterations: int,
+        warnings: list[str] = (),
+        cleanup: Mapping[str, Any] | None = None,
+    ) -> SearchState:
         """The state before the first iteration: the schedule fitted to the budgets."""
         needed = needed_reduction(original, limits)
         sched = Schedule.fit(initial_reduction, decay, max(0.0, needed), max_iterations)
-        return cls(limits=dict(limits), user_limits=dict(limits), original=dict(original),
-                   current=dict(current), accuracy0=accuracy, accuracy=accuracy,
-                   schedule=Schedule(sched.r0, sched.decay),
-                   warnings=[*warnings, *([sched.warning] if sched.warning else [])],
-                   cleanup=dict(cleanup) if cleanup is not None else None)
+        return cls(
+            limits=dict(limits),
+            user_limits=dict(limits),
+            original=dict(original),
+            current=dict(current),
+            accuracy0=accuracy,
+            accuracy=accuracy,
+            schedule=Schedule(sched.r0, sched.decay),
+            warnings=[*warnings, *([sched.warning] if sched.warning else [])],
+            cleanup=dict(cleanup) if cleanup is not None else None,
+        )
 
     def unmet(self) -> dict[str, float]:
         """Metric -> how far over its limit (``R / L``) for each budget not met yet."""
@@ -133,13 +155,23 @@ class SearchState:
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values (the checkpoint's ``state``)."""
-        return {"iteration": self.iteration, "limits": dict(self.limits), "user_limits": dict(self.user_limits),
-                "original": dict(self.original), "current": dict(self.current),
-                "accuracy0": self.accuracy0, "accuracy": self.accuracy,
-                "schedule": {"r0": self.schedule.r0, "decay": self.schedule.decay},
-                "warnings": list(self.warnings), "history": list(self.history),
-                "proposals": list(self.proposals), "rejected": list(self.rejected),
-                "rounds": list(self.rounds), "cleanup": self.cleanup, "stop": self.stop}
+        return {
+            "iteration": self.iteration,
+            "limits": dict(self.limits),
+            "user_limits": dict(self.user_limits),
+            "original": dict(self.original),
+            "current": dict(self.current),
+            "accuracy0": self.accuracy0,
+            "accuracy": self.accuracy,
+            "schedule": {"r0": self.schedule.r0, "decay": self.schedule.decay},
+            "warnings": list(self.warnings),
+            "history": list(self.history),
+            "proposals": list(self.proposals),
+            "rejected": list(self.rejected),
+            "rounds": list(self.rounds),
+            "cleanup": self.cleanup,
+            "stop": self.stop,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SearchState:
@@ -161,18 +193,41 @@ class SearchState:
             if not all(isinstance(x, dict) for x in data[key]):
                 raise ValueError(f"the state's {key!r} holds something other than objects")
         s = data["schedule"]
-        return cls(limits=dict(data["limits"]), user_limits=dict(data["user_limits"]),
-                   original=dict(data["original"]), current=dict(data["current"]),
-                   accuracy0=data["accuracy0"], accuracy=data["accuracy"],
-                   schedule=Schedule(float(s["r0"]), float(s["decay"])), iteration=data["iteration"],
-                   warnings=list(data["warnings"]), history=list(data["history"]),
-                   proposals=list(data["proposals"]), rejected=list(data["rejected"]),
-                   rounds=list(data["rounds"]), cleanup=data["cleanup"], stop=data["stop"])
+        return cls(
+            limits=dict(data["limits"]),
+            user_limits=dict(data["user_limits"]),
+            original=dict(data["original"]),
+            current=dict(data["current"]),
+            accuracy0=data["accuracy0"],
+            accuracy=data["accuracy"],
+            schedule=Schedule(float(s["r0"]), float(s["decay"])),
+            iteration=data["iteration"],
+            warnings=list(data["warnings"]),
+            history=list(data["history"]),
+            proposals=list(data["proposals"]),
+            rejected=list(data["rejected"]),
+            rounds=list(data["rounds"]),
+            cleanup=data["cleanup"],
+            stop=data["stop"],
+        )
 
 
 _NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
-_FIELDS = {"iteration": int, "limits": dict, "user_limits": dict, "original": dict, "current": dict,
-           "accuracy0": _OPTIONAL_NUMBER, "accuracy": _OPTIONAL_NUMBER, "schedule": dict,
-           "warnings": list, "history": list, "proposals": list, "rejected": list, "rounds": list,
-           "cleanup": (dict, type(None)), "stop": (str, type(None))}
+_FIELDS = {
+    "iteration": int,
+    "limits": dict,
+    "user_limits": dict,
+    "original": dict,
+    "current": dict,
+    "accuracy0": _OPTIONAL_NUMBER,
+    "accuracy": _OPTIONAL_NUMBER,
+    "schedule": dict,
+    "warnings": list,
+    "history": list,
+    "proposals": list,
+    "rejected": list,
+    "rounds": list,
+    "cleanup": (dict, type(None)),
+    "stop": (str, type(None)),
+}

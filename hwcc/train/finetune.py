@@ -34,8 +34,14 @@ import torch.nn.functional as F
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.train.graph_module import (GraphModule, Inputs, as_feeds, to_torch, torch_outputs,
-                                     write_back)
+from hwcc.train.graph_module import (
+    GraphModule,
+    Inputs,
+    as_feeds,
+    to_torch,
+    torch_outputs,
+    write_back,
+)
 
 # GraphModule, to_torch, torch_outputs and write_back are imported from here by callers
 # that predate hwcc.train.graph_module.
@@ -131,15 +137,18 @@ def finetune(
 
 def _check_settings(steps, batch_size, optimizer, temperature, labels, teacher) -> None:
     if steps < 0 or batch_size < 1:
-        raise HwccError(f"steps={steps}, batch_size={batch_size}: steps must be >= 0, "
-                        "batch_size >= 1")
+        raise HwccError(
+            f"steps={steps}, batch_size={batch_size}: steps must be >= 0, batch_size >= 1"
+        )
     if optimizer not in _DEFAULT_LR:
         raise HwccError(f"unknown optimizer {optimizer!r}", f"use one of {', '.join(_DEFAULT_LR)}")
     if temperature <= 0:
         raise HwccError(f"temperature must be positive, not {temperature}")
     if (labels is None) == (teacher is None):
-        raise HwccError("finetune needs exactly one of labels and teacher",
-                        "give labels to train on, or the original model as teacher to distil from")
+        raise HwccError(
+            "finetune needs exactly one of labels and teacher",
+            "give labels to train on, or the original model as teacher to distil from",
+        )
 
 
 def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
@@ -153,8 +162,10 @@ def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
         teacher = torch_outputs(teacher, {k: v.numpy() for k, v in feeds.items()})[0]
     soft = torch.from_numpy(np.asarray(teacher, dtype=np.float32))
     if len(soft) != n:
-        raise HwccError(f"teacher outputs for {len(soft)} samples, inputs have {n}",
-                        "give the teacher's outputs for the same samples, in the same order")
+        raise HwccError(
+            f"teacher outputs for {len(soft)} samples, inputs have {n}",
+            "give the teacher's outputs for the same samples, in the same order",
+        )
     log_p = F.log_softmax(soft / temperature, dim=1)
 
     def distill(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -166,8 +177,10 @@ def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    makers = {"sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
-              "adam": lambda: torch.optim.Adam(params, lr=lr)}
+    makers = {
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9),
+        "adam": lambda: torch.optim.Adam(params, lr=lr),
+    }
     return makers[name]()
 
 
@@ -180,7 +193,7 @@ def _minibatches(n: int, size: int, steps: int, seed: int) -> Iterator[np.ndarra
         for start in range(0, n - size + 1, size):
             if done == steps:
                 return
-            yield order[start:start + size]
+            yield order[start : start + size]
             done += 1
 
 

@@ -91,9 +91,11 @@ class GraphModule(nn.Module):
             # A copy: the graph's arrays stay untouched.
             value = torch.from_numpy(np.array(array, copy=True))
         except TypeError:
-            raise HwccError(f"tensor {name!r} of graph {self.graph.name!r} has dtype "
-                            f"{array.dtype}, which torch does not have",
-                            "cast it to a numeric type torch has") from None
+            raise HwccError(
+                f"tensor {name!r} of graph {self.graph.name!r} has dtype "
+                f"{array.dtype}, which torch does not have",
+                "cast it to a numeric type torch has",
+            ) from None
         if trainable:
             self.register_parameter(key, nn.Parameter(value))
             self._params[name] = key
@@ -119,16 +121,22 @@ class GraphModule(nn.Module):
 
     def _bind(self, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
         if len(args) > len(self.input_names):
-            raise HwccError(f"{len(args)} inputs given, the graph has {len(self.input_names)}",
-                            f"pass {', '.join(self.input_names)}")
+            raise HwccError(
+                f"{len(args)} inputs given, the graph has {len(self.input_names)}",
+                f"pass {', '.join(self.input_names)}",
+            )
         feeds = dict(zip(self.input_names, args)) | kwargs
         missing = [n for n in self.input_names if n not in feeds]
         unknown = [n for n in feeds if n not in self.input_names]
         if missing or unknown:
-            raise HwccError(f"inputs do not match the graph: missing {missing}, unknown {unknown}",
-                            f"the graph's inputs are {', '.join(self.input_names)}")
-        return {n: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
-                for n, v in feeds.items()}
+            raise HwccError(
+                f"inputs do not match the graph: missing {missing}, unknown {unknown}",
+                f"the graph's inputs are {', '.join(self.input_names)}",
+            )
+        return {
+            n: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
+            for n, v in feeds.items()
+        }
 
 
 def to_torch(graph: Graph) -> GraphModule:
@@ -143,13 +151,16 @@ def to_torch(graph: Graph) -> GraphModule:
 def _check_supported(graph: Graph) -> None:
     bad = [n for n in graph.nodes if n.domain not in _ONNX_DOMAINS or n.op_type not in OPS]
     if bad:
-        listed = ", ".join(f"{n.op_type} (node {n.name!r}"
-                           f"{', domain ' + n.domain if n.domain else ''})" for n in bad[:8])
+        listed = ", ".join(
+            f"{n.op_type} (node {n.name!r}{', domain ' + n.domain if n.domain else ''})"
+            for n in bad[:8]
+        )
         more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
         raise HwccError(
             f"graph {graph.name!r} has ops the torch executor cannot run: {listed}{more}",
             "fine-tune only graphs of supported ops (or rewrite those nodes first); supported: "
-            + ", ".join(sorted(OPS)))
+            + ", ".join(sorted(OPS)),
+        )
 
 
 def _check_outputs(graph: Graph, node: Node, count: int) -> None:
@@ -157,8 +168,11 @@ def _check_outputs(graph: Graph, node: Node, count: int) -> None:
         return
     extra = [o for o in node.outputs[count:] if o and (graph.users(o) or graph.is_graph_output(o))]
     if extra:
-        raise reject(node, f"its optional output(s) {extra} are used but not computed",
-                     f"use only the first {count} output(s) of {node.op_type}")
+        raise reject(
+            node,
+            f"its optional output(s) {extra} are used but not computed",
+            f"use only the first {count} output(s) of {node.op_type}",
+        )
 
 
 def _trainable(graph: Graph) -> set[str]:
@@ -198,13 +212,16 @@ def write_back(module: GraphModule, graph: Graph) -> Graph:
         if old is None or old.shape != value.shape:
             raise HwccError(
                 f"the module's weight {name!r} {tuple(value.shape)} has no matching initializer in "
-                f"graph {graph.name!r}", "write back into the graph the module was built from")
+                f"graph {graph.name!r}",
+                "write back into the graph the module was built from",
+            )
         out.add_initializer(name, value.astype(old.dtype, copy=True), out.tensors[name].elem_type)
     return out
 
 
-def torch_outputs(graph: Graph | GraphModule, inputs: Inputs,
-                  batch_size: int = 256) -> list[np.ndarray]:
+def torch_outputs(
+    graph: Graph | GraphModule, inputs: Inputs, batch_size: int = 256
+) -> list[np.ndarray]:
     """Runs a graph in torch over many samples, without gradients.
 
     Args:
@@ -224,7 +241,9 @@ def torch_outputs(graph: Graph | GraphModule, inputs: Inputs,
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                chunks.append(module(**{k: v[start:start + batch_size] for k, v in feeds.items()}))
+                chunks.append(
+                    module(**{k: v[start : start + batch_size] for k, v in feeds.items()})
+                )
     finally:
         module.train(was_training)
     return [torch.cat([c[i] for c in chunks]).numpy() for i in range(len(module.output_names))]
@@ -235,8 +254,10 @@ def as_feeds(module: GraphModule, inputs: Inputs) -> dict[str, torch.Tensor]:
     names = module.input_names
     if not isinstance(inputs, Mapping):
         if len(names) != 1:
-            raise HwccError(f"one array given for a graph with inputs {names}",
-                            "give a dict of arrays, one per input name")
+            raise HwccError(
+                f"one array given for a graph with inputs {names}",
+                "give a dict of arrays, one per input name",
+            )
         inputs = {names[0]: inputs}
     missing = [n for n in names if n not in inputs]
     if missing:
@@ -249,6 +270,8 @@ def as_feeds(module: GraphModule, inputs: Inputs) -> dict[str, torch.Tensor]:
         feeds[name] = torch.from_numpy(np.ascontiguousarray(array))
     counts = {name: len(v) for name, v in feeds.items()}
     if len(set(counts.values())) != 1 or 0 in counts.values():
-        raise HwccError(f"the inputs have different or zero sample counts: {counts}",
-                        "give every input the same number of samples along axis 0")
+        raise HwccError(
+            f"the inputs have different or zero sample counts: {counts}",
+            "give every input the same number of samples along axis 0",
+        )
     return feeds

@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hwcc.models import onnx_export
+from hwcc.models.registry import get_spec
 from torch import nn
 
 from hwcc import models
-from hwcc.models import onnx_export
-from hwcc.models.registry import get_spec
 
 
 def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
@@ -38,8 +38,7 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str,
         module(*inputs)
     for handle in handles:
         handle.remove()
-    return {"conv": macs["conv"], "linear": macs["linear"],
-            "total": macs["conv"] + macs["linear"]}
+    return {"conv": macs["conv"], "linear": macs["linear"], "total": macs["conv"] + macs["linear"]}
 
 
 def macs_of(name: str) -> dict[str, int]:
@@ -99,8 +98,13 @@ def test_googlenet_stages_match_table1():
             stage = ".".join(name.split(".")[:2])
             layer.register_forward_hook(
                 lambda mod, args, out, stage=stage: per_stage.update(
-                    {stage: out.numel() * mod.in_channels // mod.groups
-                     * mod.kernel_size[0] * mod.kernel_size[1]}
+                    {
+                        stage: out.numel()
+                        * mod.in_channels
+                        // mod.groups
+                        * mod.kernel_size[0]
+                        * mod.kernel_size[1]
+                    }
                 )
             )
     with torch.no_grad():
@@ -268,6 +272,4 @@ def test_cache_key_changes_with_definition_and_torch(monkeypatch):
 def test_cache_key_covers_shared_blocks():
     # alexnet's definition uses layers.LRN; resnet-digits uses arch_mobile's blocks.
     assert "hwcc.models.layers" in onnx_export._definition_modules(get_spec("alexnet"))
-    assert "hwcc.models.arch_mobile" in onnx_export._definition_modules(
-        get_spec("resnet-digits")
-    )
+    assert "hwcc.models.arch_mobile" in onnx_export._definition_modules(get_spec("resnet-digits"))

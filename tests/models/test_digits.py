@@ -11,10 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hwcc.models import digits, train_digits, zoo
 
 from hwcc import models
 from hwcc.errors import HwccError
-from hwcc.models import digits, train_digits, zoo
 
 TRAINED = ["lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits"]
 
@@ -96,8 +96,12 @@ def test_batchnorm_kept_with_initializer_parameters(name):
         if node.op_type == "BatchNormalization":
             assert all(x in weights for x in node.input[1:]), node.name
     if name == "mobilenet-digits":
-        assert any(a.name == "group" and a.i > 1
-                   for n in graph.node if n.op_type == "Conv" for a in n.attribute)
+        assert any(
+            a.name == "group" and a.i > 1
+            for n in graph.node
+            if n.op_type == "Conv"
+            for a in n.attribute
+        )
     else:
         convs = [n for n in graph.node if n.op_type == "Conv"]
         kernels = [next(a.ints for a in n.attribute if a.name == "kernel_shape") for n in convs]
@@ -109,9 +113,7 @@ def test_build_torch_loads_trained_weights(name):
     module = models.build_torch(name)
     assert not module.training
     (x,) = models.example_inputs(name)
-    session = ort.InferenceSession(
-        str(models.model_path(name)), providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(models.model_path(name)), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(module(x).numpy(), expected, rtol=1e-4, atol=1e-4)

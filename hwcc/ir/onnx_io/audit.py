@@ -27,8 +27,14 @@ REEXPORT = "the file may be truncated, damaged or hand-edited; re-export it from
 # size, so dense sizes above this (all sparse initializers together) are refused before
 # numpy is asked for the memory: a file of a few bytes must not make hwcc hold gigabytes.
 MAX_DENSE_BYTES = 2**30
-_TYPED_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
-                      "uint64_data")
+_TYPED_DATA_FIELDS = (
+    "float_data",
+    "int32_data",
+    "string_data",
+    "int64_data",
+    "double_data",
+    "uint64_data",
+)
 
 
 @contextmanager
@@ -61,7 +67,8 @@ def audit(model: onnx.ModelProto, source: str) -> list[tuple[str, TensorProto]]:
         where, msg = stack.pop()
         if isinstance(msg, (TensorProto, SparseTensorProto)) and any(d < 0 for d in msg.dims):
             raise ModelLoadError(
-                f"{source}: the tensor at {where} has negative dims {list(msg.dims)}", REEXPORT)
+                f"{source}: the tensor at {where} has negative dims {list(msg.dims)}", REEXPORT
+            )
         if isinstance(msg, TensorProto) and msg.data_location == TensorProto.EXTERNAL:
             external.append((where, msg))
         elif isinstance(msg, TensorProto):
@@ -90,9 +97,11 @@ def _check_text(fd: Any, value: Any, where: str, source: str) -> None:
     for v in (value,) if isinstance(value, (str, bytes)) else value:
         if isinstance(v, bytes):
             field = f"{where}.{fd.name}" if where else fd.name
-            raise ModelLoadError(f"{source}: {field} is not valid UTF-8 text ({short(v)!r})",
-                                 "ONNX names are UTF-8; re-export the model, or rename it with "
-                                 "the onnx Python package")
+            raise ModelLoadError(
+                f"{source}: {field} is not valid UTF-8 text ({short(v)!r})",
+                "ONNX names are UTF-8; re-export the model, or rename it with "
+                "the onnx Python package",
+            )
 
 
 def check_tensor_size(t: TensorProto, where: str, source: str) -> None:
@@ -109,9 +118,12 @@ def check_tensor_size(t: TensorProto, where: str, source: str) -> None:
     elements = math.prod(t.dims)
     stored = len(t.raw_data) + sum(len(getattr(t, f)) for f in _TYPED_DATA_FIELDS)
     if elements > 4 * stored or len(t.raw_data) > 16 * elements:
-        raise ModelLoadError(f"{source}: the tensor {short(t.name)!r} at {where} has dims "
-                             f"{list(t.dims)} ({elements} elements) but {stored} bytes or values "
-                             "of data", REEXPORT)
+        raise ModelLoadError(
+            f"{source}: the tensor {short(t.name)!r} at {where} has dims "
+            f"{list(t.dims)} ({elements} elements) but {stored} bytes or values "
+            "of data",
+            REEXPORT,
+        )
 
 
 def node_label(n: onnx.NodeProto, i: int) -> str:
@@ -121,8 +133,9 @@ def node_label(n: onnx.NodeProto, i: int) -> str:
     return f"#{i} ({short(n.op_type)})"
 
 
-def check_dataflow(nodes: Sequence[onnx.NodeProto], given: set[str], refs: list[set[str]],
-                   source: str) -> None:
+def check_dataflow(
+    nodes: Sequence[onnx.NodeProto], given: set[str], refs: list[set[str]], source: str
+) -> None:
     """Refuse nodes that do not form a dataflow graph: a tensor computed by two nodes, or
     computed although it is an initializer or a graph input, or nodes in a cycle. The IR
     holds these as invariants, so the model is checked before the IR is built.
@@ -141,19 +154,25 @@ def check_dataflow(nodes: Sequence[onnx.NodeProto], given: set[str], refs: list[
                 continue
             if o in producer:
                 first = producer[o]
-                raise ModelLoadError(f"tensor {short(o)!r} of {source} is computed by two nodes, "
-                                     f"{node_label(nodes[first], first)} and {node_label(n, i)}",
-                                     hint)
+                raise ModelLoadError(
+                    f"tensor {short(o)!r} of {source} is computed by two nodes, "
+                    f"{node_label(nodes[first], first)} and {node_label(n, i)}",
+                    hint,
+                )
             if o in given:
-                raise ModelLoadError(f"tensor {short(o)!r} of {source} is computed by node "
-                                     f"{node_label(n, i)} but is also an initializer or a graph "
-                                     "input", hint)
+                raise ModelLoadError(
+                    f"tensor {short(o)!r} of {source} is computed by node "
+                    f"{node_label(n, i)} but is also an initializer or a graph "
+                    "input",
+                    hint,
+                )
             producer[o] = i
     preds = [{producer[t] for t in (*n.input, *r) if t in producer} for n, r in zip(nodes, refs)]
     cycle = _find_cycle(preds)
     if cycle and len(cycle) == 2:
-        raise ModelLoadError(f"node {node_label(nodes[cycle[0]], cycle[0])} of {source} reads "
-                             "its own output", hint)
+        raise ModelLoadError(
+            f"node {node_label(nodes[cycle[0]], cycle[0])} of {source} reads its own output", hint
+        )
     if cycle:
         path = " -> ".join(node_label(nodes[i], i) for i in cycle)
         raise ModelLoadError(f"the nodes of {source} form a cycle: {path}", hint)
@@ -185,25 +204,31 @@ def _find_cycle(preds: list[set[int]]) -> list[int] | None:
         seen[i] = len(walk)
         walk.append(i)
         i = next(p for p in preds[i] if waiting[p] > 0)
-    return list(reversed(walk[seen[i]:] + [i]))
+    return list(reversed(walk[seen[i] :] + [i]))
 
 
-def check_sparse(values: np.ndarray, idx: np.ndarray, dims: tuple[int, ...], where: str,
-                 budget: int) -> None:
+def check_sparse(
+    values: np.ndarray, idx: np.ndarray, dims: tuple[int, ...], where: str, budget: int
+) -> None:
     """Refuse a sparse tensor whose dense form is over ``budget`` bytes, or whose indices
     are not ``[NNZ]`` linear positions or ``[NNZ, rank]`` coordinates inside ``dims``."""
     dense_bytes = math.prod(dims) * values.dtype.itemsize
     if dense_bytes > budget:
-        raise ModelLoadError(f"{where} has dims {list(dims)}: {dense_bytes} bytes once dense, more "
-                             f"than the {MAX_DENSE_BYTES >> 30} GiB hwcc expands all sparse "
-                             "initializers to together",
-                             "store large constants as dense initializers")
+        raise ModelLoadError(
+            f"{where} has dims {list(dims)}: {dense_bytes} bytes once dense, more "
+            f"than the {MAX_DENSE_BYTES >> 30} GiB hwcc expands all sparse "
+            "initializers to together",
+            "store large constants as dense initializers",
+        )
     nnz = values.size
     shape_ok = idx.shape in ((nnz,), (nnz, len(dims))) and not (idx.ndim == 2 and not dims)
     if values.ndim != 1 or idx.dtype.kind not in "iu" or not shape_ok:
-        raise ModelLoadError(f"{where} has {values.shape} values and {idx.dtype} indices of shape "
-                             f"{idx.shape}; ONNX wants [NNZ] values and int64 indices [NNZ] or "
-                             f"[NNZ, {len(dims)}]", REEXPORT)
+        raise ModelLoadError(
+            f"{where} has {values.shape} values and {idx.dtype} indices of shape "
+            f"{idx.shape}; ONNX wants [NNZ] values and int64 indices [NNZ] or "
+            f"[NNZ, {len(dims)}]",
+            REEXPORT,
+        )
     bounds = np.asarray(dims if idx.ndim == 2 else (math.prod(dims),), dtype=object)
     if idx.size and (idx.min() < 0 or np.any(idx.max(axis=0).astype(object) >= bounds)):
         raise ModelLoadError(f"{where} has indices outside its dims {list(dims)}", REEXPORT)

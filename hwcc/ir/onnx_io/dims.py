@@ -42,8 +42,9 @@ def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynamic: bool,
-                     source: str) -> None:
+def fix_input_shapes(
+    g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynamic: bool, source: str
+) -> None:
     """Give the graph inputs named in ``shapes`` those shapes, and refuse a dynamic input
     left unfixed (unless ``allow_dynamic``).
 
@@ -71,8 +72,9 @@ def fix_input_shapes(g: Graph, shapes: Mapping[str, Sequence[int]], allow_dynami
             )
 
 
-def _checked_shape(name: str, have: tuple[Dim, ...] | None,
-                   new: tuple[int, ...]) -> tuple[int, ...]:
+def _checked_shape(
+    name: str, have: tuple[Dim, ...] | None, new: tuple[int, ...]
+) -> tuple[int, ...]:
     """``new``, the shape ``--input-shape`` gives input ``name``, once it fits ``have``."""
     if have is not None and len(have) != len(new):
         raise ModelLoadError(

@@ -30,7 +30,7 @@ def zoo_name(ref: str | os.PathLike) -> str | None:
     reader of that prefix, for models (:func:`resolve_model_path`) and data sets alike.
     """
     s = os.fspath(ref)
-    return s[len(ZOO_PREFIX):] if s.startswith(ZOO_PREFIX) else None
+    return s[len(ZOO_PREFIX) :] if s.startswith(ZOO_PREFIX) else None
 
 
 def resolve_model_path(src: str | os.PathLike) -> Path:
@@ -52,15 +52,17 @@ def read_model(path: Path) -> onnx.ModelProto:
     """
     size = _model_file_size(path)
     if size > _MAX_MODEL_BYTES:
-        raise ModelLoadError(f"{path} is {size} bytes, more than protobuf's 2 GB limit for an "
-                             "ONNX file", "keep the weights of a model this large in external "
-                             "data (a .data file beside it)")
+        raise ModelLoadError(
+            f"{path} is {size} bytes, more than protobuf's 2 GB limit for an ONNX file",
+            "keep the weights of a model this large in external data (a .data file beside it)",
+        )
     data = _read_regular_file(path)
     with foreign(f"{path} is not a readable ONNX model", _OTHER_FORMAT):
         model = onnx.load_model_from_string(data)
     if not model.opset_import or model.ir_version <= 0 or not model.HasField("graph"):
         raise ModelLoadError(
-            f"{path} is not an ONNX model (no graph, IR version or opset imports)", _OTHER_FORMAT)
+            f"{path} is not an ONNX model (no graph, IR version or opset imports)", _OTHER_FORMAT
+        )
     return model
 
 
@@ -70,24 +72,32 @@ def _model_file_size(path: Path) -> int:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise ModelLoadError(f"model file not found: {path}",
-                             "check the path, or use zoo:NAME (see 'hwcc zoo list')") from None
+        raise ModelLoadError(
+            f"model file not found: {path}", "check the path, or use zoo:NAME (see 'hwcc zoo list')"
+        ) from None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        raise ModelLoadError(f"cannot read the model file {short(str(path))}: {e}",
-                             "check the path") from None
+        raise ModelLoadError(
+            f"cannot read the model file {short(str(path))}: {e}", "check the path"
+        ) from None
     if stat.S_ISDIR(st.st_mode):
-        raise ModelLoadError(f"{path} is a folder, not an ONNX file",
-                             "give the path of the .onnx file")
+        raise ModelLoadError(
+            f"{path} is a folder, not an ONNX file", "give the path of the .onnx file"
+        )
     if not stat.S_ISREG(st.st_mode):
-        raise ModelLoadError(f"{path} is not a regular file ({_file_kind(st.st_mode)})",
-                             "give the path of an .onnx file; copy a model from a pipe to a "
-                             "file first")
+        raise ModelLoadError(
+            f"{path} is not a regular file ({_file_kind(st.st_mode)})",
+            "give the path of an .onnx file; copy a model from a pipe to a file first",
+        )
     return st.st_size
 
 
 def _file_kind(mode: int) -> str:
-    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    kinds = {
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISSOCK: "a socket",
+    }
     return next((name for test, name in kinds.items() if test(mode)), "not a plain file")
 
 
@@ -97,13 +107,16 @@ def _read_regular_file(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise ModelLoadError(f"cannot open the model file {path}: {e.strerror}",
-                             "check its permissions") from None
+        raise ModelLoadError(
+            f"cannot open the model file {path}: {e.strerror}", "check its permissions"
+        ) from None
     with os.fdopen(fd, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
-            raise ModelLoadError(f"{path} is not a regular file ({_file_kind(mode)})",
-                                 "give the path of an .onnx file")
+            raise ModelLoadError(
+                f"{path} is not a regular file ({_file_kind(mode)})",
+                "give the path of an .onnx file",
+            )
         try:
             return f.read()
         except OSError as e:
@@ -117,8 +130,10 @@ def load_external_data(tensors: list[tuple[str, TensorProto]], path: Path) -> No
     for _, t in tensors:
         _check_external_location(t, base, path)
     for where, t in tensors:
-        with foreign(f"cannot read external data of tensor {t.name!r} of {path}",
-                     "the .data file may be truncated or belong to another version of the model"):
+        with foreign(
+            f"cannot read external data of tensor {t.name!r} of {path}",
+            "the .data file may be truncated or belong to another version of the model",
+        ):
             onnx.external_data_helper.load_external_data_for_tensor(t, str(base))
         check_tensor_size(t, where, str(path))
 
@@ -127,15 +142,20 @@ def _check_external_location(t: TensorProto, base: Path, path: Path) -> None:
     """Refuse a data location that leaves the model's folder or names no regular file."""
     loc = {e.key: e.value for e in t.external_data}.get("location", "")
     if "\0" in loc:
-        raise ModelLoadError(f"tensor {t.name!r} of {path} keeps its data at {short(loc)!r}, "
-                             "a name with a NUL byte", REEXPORT)
+        raise ModelLoadError(
+            f"tensor {t.name!r} of {path} keeps its data at {short(loc)!r}, a name with a NUL byte",
+            REEXPORT,
+        )
     try:
         target = Path(os.path.realpath(base / loc))
         inside = not os.path.isabs(loc) and os.path.commonpath([base, target]) == str(base)
         is_file = inside and target.is_file()
     except OSError as e:
-        raise ModelLoadError(f"external data {short(loc)!r} of tensor {t.name!r} in {path} "
-                             f"cannot be opened: {e.strerror}", REEXPORT) from None
+        raise ModelLoadError(
+            f"external data {short(loc)!r} of tensor {t.name!r} in {path} "
+            f"cannot be opened: {e.strerror}",
+            REEXPORT,
+        ) from None
     if not inside:
         raise ModelLoadError(
             f"tensor {t.name!r} of {path} keeps its data at {short(loc)!r}, outside the model's "

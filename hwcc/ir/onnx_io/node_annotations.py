@@ -20,8 +20,10 @@ from hwcc.ir.onnx_io.protos import short
 ANNOTATIONS_KEY = "hwcc.node_annotations"
 # What node.meta keeps of the ONNX node itself; never an annotation.
 NODE_META_FROM_ONNX = ("onnx_name", "doc_string", "metadata_props", "overload")
-_HINT = (f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only "
-         "hwcc's own notes")
+_HINT = (
+    f"remove the {ANNOTATIONS_KEY} metadata entry: hwcc writes it, and it holds only "
+    "hwcc's own notes"
+)
 
 
 def annotations(graph: Graph) -> dict[str, dict[str, Any]]:
@@ -54,8 +56,9 @@ def read_annotations(model: onnx.ModelProto, source: str) -> dict[str, dict[str,
             try:
                 notes = json.loads(p.value)
             except (ValueError, RecursionError):  # not JSON, a number too long, nested too deep
-                raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata is not valid JSON",
-                                     _HINT) from None
+                raise ModelLoadError(
+                    f"{source}: the {ANNOTATIONS_KEY} metadata is not valid JSON", _HINT
+                ) from None
             _check_annotations(notes, source)
             return notes
     return {}
@@ -66,8 +69,11 @@ def _check_annotations(notes: Any, source: str) -> None:
     merged into ``node.meta`` it would break far from here."""
     problem = _annotations_problem(notes)
     if problem:
-        raise ModelLoadError(f"{source}: the {ANNOTATIONS_KEY} metadata must map node names to "
-                             f"objects of notes, but {problem}", _HINT)
+        raise ModelLoadError(
+            f"{source}: the {ANNOTATIONS_KEY} metadata must map node names to "
+            f"objects of notes, but {problem}",
+            _HINT,
+        )
 
 
 def _annotations_problem(notes: Any) -> str | None:
@@ -78,6 +84,7 @@ def _annotations_problem(notes: Any) -> str | None:
             return f"node {short(node)!r} has {json_kind(type(v))}"
         reserved = sorted(set(v) & set(NODE_META_FROM_ONNX))
         if reserved:
-            return (f"node {short(node)!r} sets {reserved[0]!r}, which comes from the ONNX node "
-                    "itself")
+            return (
+                f"node {short(node)!r} sets {reserved[0]!r}, which comes from the ONNX node itself"
+            )
     return None

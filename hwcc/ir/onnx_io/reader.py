@@ -18,8 +18,14 @@ from onnx import AttributeProto, SparseTensorProto, TensorProto, helper, numpy_h
 
 from hwcc.errors import ModelLoadError
 from hwcc.ir import Graph, dtypes
-from hwcc.ir.onnx_io.audit import (MAX_DENSE_BYTES, audit, check_dataflow, check_sparse, foreign,
-                                   node_label)
+from hwcc.ir.onnx_io.audit import (
+    MAX_DENSE_BYTES,
+    audit,
+    check_dataflow,
+    check_sparse,
+    foreign,
+    node_label,
+)
 from hwcc.ir.onnx_io.dims import fix_input_shapes, read_dim
 from hwcc.ir.onnx_io.files import load_external_data, read_model, resolve_model_path
 from hwcc.ir.onnx_io.node_annotations import ANNOTATIONS_KEY, read_annotations
@@ -71,14 +77,20 @@ def from_proto(
             fixed.
     """
     if audit(model, source):
-        raise ModelLoadError(f"{source} keeps tensor data in external files, which a model given "
-                             "in memory cannot reach safely", "give hwcc the model's path, so "
-                             "that it reads the data from the model's own folder")
+        raise ModelLoadError(
+            f"{source} keeps tensor data in external files, which a model given "
+            "in memory cannot reach safely",
+            "give hwcc the model's path, so that it reads the data from the model's own folder",
+        )
     return _build(model, input_shapes or {}, allow_dynamic, source)
 
 
-def _build(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], allow_dynamic: bool,
-           source: str) -> Graph:
+def _build(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]],
+    allow_dynamic: bool,
+    source: str,
+) -> Graph:
     """The IR of an audited model (:func:`audit`) whose external data is loaded."""
     mg = model.graph
     g = Graph(mg.name or "graph")
@@ -117,8 +129,10 @@ def _build(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]], al
         g.meta["data_prop"] = data_prop_is_safe(g)
         infer_shapes(g)
     except onnx.shape_inference.InferenceError as e:
-        raise ModelLoadError(f"shape inference failed on {source}: {short(str(e), 300)}",
-                             "check the model with onnx.checker, or fix the input shapes") from None
+        raise ModelLoadError(
+            f"shape inference failed on {source}: {short(str(e), 300)}",
+            "check the model with onnx.checker, or fix the input shapes",
+        ) from None
     return g
 
 
@@ -155,9 +169,18 @@ def _read_nodes(g: Graph, model: onnx.ModelProto, source: str) -> None:
             attrs[a.name], types[a.name] = _read_attr(a, where)
         name, meta = _node_name_and_meta(g, n, i)
         meta.update(notes.get(n.name or name, {}))
-        prev = g.add_node(n.op_type, list(n.input), list(n.output), attrs, name=name,
-                          domain=n.domain, meta=meta, attr_types=types,
-                          implicit_inputs=tuple(sorted(refs[i] & defined)), after=prev)
+        prev = g.add_node(
+            n.op_type,
+            list(n.input),
+            list(n.output),
+            attrs,
+            name=name,
+            domain=n.domain,
+            meta=meta,
+            attr_types=types,
+            implicit_inputs=tuple(sorted(refs[i] & defined)),
+            after=prev,
+        )
 
 
 def _node_name_and_meta(g: Graph, n: onnx.NodeProto, i: int) -> tuple[str, dict[str, Any]]:
@@ -205,8 +228,11 @@ def _outer_refs(sg: onnx.GraphProto) -> set[str]:
 def _is_topological(g: Graph) -> bool:
     done: set[str] = set()
     for n in g.nodes:
-        if any(g.producer(t) is not None and g.producer(t).name not in done
-               for t in (*n.inputs, *n.implicit_inputs) if t):
+        if any(
+            g.producer(t) is not None and g.producer(t).name not in done
+            for t in (*n.inputs, *n.implicit_inputs)
+            if t
+        ):
             return False
         done.add(n.name)
     return True
@@ -229,8 +255,16 @@ def _read_value_info(g: Graph, vi: onnx.ValueInfoProto) -> None:
 def _read_attr(a: AttributeProto, where: str) -> tuple[Any, int]:
     """The value of attribute ``a`` of the node ``where`` names, and its type."""
     T = AttributeProto
-    if a.ref_attr_name or a.type in (T.GRAPH, T.GRAPHS, T.TYPE_PROTO, T.TYPE_PROTOS,
-                                     T.SPARSE_TENSOR, T.SPARSE_TENSORS, T.TENSORS, T.UNDEFINED):
+    if a.ref_attr_name or a.type in (
+        T.GRAPH,
+        T.GRAPHS,
+        T.TYPE_PROTO,
+        T.TYPE_PROTOS,
+        T.SPARSE_TENSOR,
+        T.SPARSE_TENSORS,
+        T.TENSORS,
+        T.UNDEFINED,
+    ):
         return RawAttribute(clone(a)), a.type
     if a.type == T.TENSOR and a.t.data_type not in dtypes.FIXED_SIZE:
         return RawAttribute(clone(a)), a.type

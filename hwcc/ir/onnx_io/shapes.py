@@ -36,11 +36,15 @@ def infer_shapes(graph: Graph) -> None:
     keep = []
     for n in graph.nodes:
         if n.domain not in STANDARD_DOMAINS:
-            keep.extend(o for o in n.outputs
-                        if o and graph.tensors.get(o) and graph.tensors[o].meta.get("declared"))
+            keep.extend(
+                o
+                for o in n.outputs
+                if o and graph.tensors.get(o) and graph.tensors[o].meta.get("declared")
+            )
     model.graph.value_info.extend(value_info_proto(graph, o) for o in keep)
-    inferred = _onnx_shape_inference(model, needs_external_data(graph),
-                                     graph.meta.get("data_prop", True))
+    inferred = _onnx_shape_inference(
+        model, needs_external_data(graph), graph.meta.get("data_prop", True)
+    )
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         if vi.name in graph.tensors or graph.producer(vi.name) is not None:
             t = graph.tensor(vi.name)
@@ -91,7 +95,7 @@ def _all_graphs(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     yield g
     for n in g.node:
         for a in n.attribute:
-            for sg in ([a.g] if a.type == AttributeProto.GRAPH else a.graphs):
+            for sg in [a.g] if a.type == AttributeProto.GRAPH else a.graphs:
                 yield from _all_graphs(sg)
 
 
@@ -99,8 +103,9 @@ def _onnx_shape_inference(model: onnx.ModelProto, big: bool, data_prop: bool) ->
     with _inference_errors():
         if big:
             return _infer_large(model, data_prop)
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
-                                                 data_prop=data_prop)
+        return onnx.shape_inference.infer_shapes(
+            model, check_type=False, strict_mode=False, data_prop=data_prop
+        )
 
 
 @contextmanager
@@ -130,8 +135,10 @@ def _infer_large(model: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
     """Shape inference for a model over protobuf's 2 GB limit, through a file."""
     with tempfile.TemporaryDirectory() as d:
         src, dst = os.path.join(d, "m.onnx"), os.path.join(d, "inferred.onnx")
-        onnx.save_model(model, src, save_as_external_data=True, location="m.data",
-                        size_threshold=1024)
-        onnx.shape_inference.infer_shapes_path(src, dst, check_type=False, strict_mode=False,
-                                               data_prop=data_prop)
+        onnx.save_model(
+            model, src, save_as_external_data=True, location="m.data", size_threshold=1024
+        )
+        onnx.shape_inference.infer_shapes_path(
+            src, dst, check_type=False, strict_mode=False, data_prop=data_prop
+        )
         return onnx.load(dst, load_external_data=False)

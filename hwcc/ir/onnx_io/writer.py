@@ -44,8 +44,14 @@ def save(graph: Graph, path: str | os.PathLike) -> Path:
     try:
         if big:
             location = path.name + ".data"
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=location + ".tmp", size_threshold=1024)
+            onnx.save_model(
+                model,
+                tmp,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=location + ".tmp",
+                size_threshold=1024,
+            )
             os.replace(path.parent / (location + ".tmp"), path.parent / location)
             m2 = onnx.load(tmp, load_external_data=False)
             for t in onnx.external_data_helper._get_all_tensors(m2):
@@ -108,15 +114,26 @@ def to_proto(graph: Graph, *, value_info: bool = True, weights: bool = True) -> 
     m = graph.meta
     sparse_names = {n for n, t in graph.tensors.items() if t.meta.get("sparse")}
     dense = {n: t for n, t in graph.tensors.items() if t.data is not None and n not in sparse_names}
-    typed_only = [] if weights else [n for n, t in dense.items() if t.data.size > SHAPE_TENSOR_MAX
-                                      and n not in graph.inputs]
+    typed_only = (
+        []
+        if weights
+        else [
+            n for n, t in dense.items() if t.data.size > SHAPE_TENSOR_MAX and n not in graph.inputs
+        ]
+    )
     inits = [_tensor_proto(t) for n, t in dense.items() if n not in typed_only]
     nodes = [_node_proto(n) for n in graph.nodes]
     vis = []
     if value_info:
-        vis = [value_info_proto(graph, n) for n, t in graph.tensors.items()
-               if t.meta.get("declared") and n not in graph.inputs and n not in graph.outputs
-               and (t.data is None) and n in _live_names(graph)]
+        vis = [
+            value_info_proto(graph, n)
+            for n, t in graph.tensors.items()
+            if t.meta.get("declared")
+            and n not in graph.inputs
+            and n not in graph.outputs
+            and (t.data is None)
+            and n in _live_names(graph)
+        ]
     g = helper.make_graph(
         nodes,
         graph.name,
@@ -125,8 +142,9 @@ def to_proto(graph: Graph, *, value_info: bool = True, weights: bool = True) -> 
         initializer=inits,
         value_info=vis,
         doc_string=m.get("graph_doc_string") or None,
-        sparse_initializer=[s for s in m.get("sparse_initializers", [])
-                            if s.values.name in graph.tensors],
+        sparse_initializer=[
+            s for s in m.get("sparse_initializers", []) if s.values.name in graph.tensors
+        ],
     )
     g.quantization_annotation.extend(m.get("quantization_annotation", []))
     for k, v in m.get("graph_metadata_props", []):
@@ -160,7 +178,8 @@ def _live_names(graph: Graph) -> set[str]:
 def _ir_version_for(opsets: Mapping[str, int]) -> int:
     try:
         return helper.find_min_ir_version_for(
-            [helper.make_opsetid(d, v) for d, v in opsets.items()], ignore_unknown=True)
+            [helper.make_opsetid(d, v) for d, v in opsets.items()], ignore_unknown=True
+        )
     except Exception:  # unknown opset versions: the newest IR this onnx knows
         return onnx.IR_VERSION
 
@@ -185,8 +204,14 @@ def _tensor_proto(t) -> TensorProto:
 
 def _node_proto(n) -> onnx.NodeProto:
     name = n.meta.get("onnx_name", n.name)
-    p = helper.make_node(n.op_type, list(n.inputs), list(n.outputs), name=name or None,
-                         domain=n.domain or None, doc_string=n.meta.get("doc_string"))
+    p = helper.make_node(
+        n.op_type,
+        list(n.inputs),
+        list(n.outputs),
+        name=name or None,
+        domain=n.domain or None,
+        doc_string=n.meta.get("doc_string"),
+    )
     if n.meta.get("overload"):
         p.overload = n.meta["overload"]
     for k, v in n.meta.get("metadata_props", []):

@@ -13,8 +13,9 @@ from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject, 
 
 
 # ---------------------------------------------------------------------- padding
-def _window(node: Node, kernel: Sequence[int],
-            fill: float) -> tuple[Callable[[torch.Tensor], tuple], bool]:
+def _window(
+    node: Node, kernel: Sequence[int], fill: float
+) -> tuple[Callable[[torch.Tensor], tuple], bool]:
     """Padding of Conv and pooling.
 
     Returns:
@@ -27,13 +28,17 @@ def _window(node: Node, kernel: Sequence[int],
     dil = ints(node.attr("dilations", [1] * n))
     mode = node.attr("auto_pad", "NOTSET")
     if mode in ("SAME_UPPER", "SAME_LOWER"):
+
         def same(x: torch.Tensor) -> tuple:
             size = x.shape[2:]
-            tot = [max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0)
-                   for i, s, k, d in zip(size, strides, kernel, dil)]
+            tot = [
+                max((math.ceil(i / s) - 1) * s + (k - 1) * d + 1 - i, 0)
+                for i, s, k, d in zip(size, strides, kernel, dil)
+            ]
             low = [t // 2 if mode == "SAME_UPPER" else t - t // 2 for t in tot]
             high = [t - lo for t, lo in zip(tot, low)]
             return F.pad(x, torch_pads(low, high), value=fill), [0] * n
+
         return same, True
     if mode not in ("NOTSET", "VALID"):
         raise reject(node, f"auto_pad={mode!r} is not an ONNX value", "use NOTSET, VALID or SAME_*")
@@ -55,8 +60,11 @@ def _kernel(node: Node, ctx: BuildContext) -> list[int]:
     shape = ctx.shape(node, 1)
     kernel = node.attr("kernel_shape") or (shape[2:] if shape else None)
     if not kernel or len(kernel) not in _CONV or not all(isinstance(k, int) for k in kernel):
-        raise reject(node, "its kernel is not a fixed 1-D, 2-D or 3-D shape",
-                     "give the weight a static shape (load the model with fixed input shapes)")
+        raise reject(
+            node,
+            "its kernel is not a fixed 1-D, 2-D or 3-D shape",
+            "give the weight a static shape (load the model with fixed input shapes)",
+        )
     return ints(kernel)
 
 
@@ -80,8 +88,11 @@ def _conv_transpose(node: Node, ctx: BuildContext) -> OpFn:
     n = len(kernel)
     auto_same = node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
     if node.attr("output_shape") is not None or auto_same:
-        raise reject(node, "output_shape and auto_pad SAME_* are not supported",
-                     "re-export the model with explicit pads")
+        raise reject(
+            node,
+            "output_shape and auto_pad SAME_* are not supported",
+            "re-export the model with explicit pads",
+        )
     strides, dil = ints(node.attr("strides", [1] * n)), ints(node.attr("dilations", [1] * n))
     out_pad, group = ints(node.attr("output_padding", [0] * n)), int(node.attr("group", 1))
     pads = [0] * 2 * n if node.attr("auto_pad") == "VALID" else ints(node.attr("pads", [0] * 2 * n))
@@ -146,7 +157,7 @@ def _lrn(node: Node, ctx: BuildContext) -> OpFn:
 
     def run(x):
         sq = F.pad(x * x, [0, 0] * (x.dim() - 2) + [before, size - 1 - before])
-        total = sum(sq[:, i:i + x.shape[1]] for i in range(size))
+        total = sum(sq[:, i : i + x.shape[1]] for i in range(size))
         return x / (bias + alpha / size * total) ** beta
 
     return run
@@ -170,8 +181,9 @@ def _maxpool(node: Node, ctx: BuildContext) -> OpFn:
 
 def _avg_pool(x, kernel, strides, pads, ceil, include, divisor=None):
     if len(kernel) == 1:  # 1-D pooling has no divisor_override: run it as 2-D of width 1
-        y = F.avg_pool2d(x.unsqueeze(-1), kernel + [1], strides + [1], pads + [0], ceil, include,
-                         divisor)
+        y = F.avg_pool2d(
+            x.unsqueeze(-1), kernel + [1], strides + [1], pads + [0], ceil, include, divisor
+        )
         return y.squeeze(-1)
     pool = F.avg_pool3d if len(kernel) == 3 else F.avg_pool2d
     return pool(x, kernel, strides, pads, ceil, include, divisor)
@@ -194,8 +206,9 @@ def _avgpool(node: Node, ctx: BuildContext) -> OpFn:
             return _avg_pool(xp, kernel, strides, p, ceil, include)
         # Padding made explicit: divide each window's sum by the number of cells that count.
         mask, _ = pad_mask(torch.ones_like(x[:1, :1]))
-        return (_avg_pool(xp, kernel, strides, [0] * n, ceil, True, 1)
-                / _avg_pool(mask, kernel, strides, [0] * n, ceil, True, 1))
+        return _avg_pool(xp, kernel, strides, [0] * n, ceil, True, 1) / _avg_pool(
+            mask, kernel, strides, [0] * n, ceil, True, 1
+        )
 
     return run
 

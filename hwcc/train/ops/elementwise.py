@@ -10,12 +10,21 @@ import torch.nn.functional as F
 from hwcc.ir import Node
 from hwcc.train.ops.registry import BuildContext, OpFn, register
 
-
 _UNARY: dict[str, OpFn] = {
-    "Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Exp": torch.exp,
-    "Log": torch.log, "Sqrt": torch.sqrt, "Abs": torch.abs, "Neg": torch.neg, "Erf": torch.erf,
-    "Reciprocal": torch.reciprocal, "Floor": torch.floor, "Ceil": torch.ceil,
-    "HardSwish": F.hardswish, "Softplus": F.softplus,
+    "Relu": torch.relu,
+    "Sigmoid": torch.sigmoid,
+    "Tanh": torch.tanh,
+    "Exp": torch.exp,
+    "Log": torch.log,
+    "Sqrt": torch.sqrt,
+    "Abs": torch.abs,
+    "Neg": torch.neg,
+    "Erf": torch.erf,
+    "Reciprocal": torch.reciprocal,
+    "Floor": torch.floor,
+    "Ceil": torch.ceil,
+    "HardSwish": F.hardswish,
+    "Softplus": F.softplus,
 }
 _BINARY: dict[str, OpFn] = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Pow": torch.pow}
 

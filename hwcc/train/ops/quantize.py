@@ -8,9 +8,10 @@ import torch
 from hwcc.ir import Node
 from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
 
-
-_QRANGE = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
-           for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32)}
+_QRANGE = {
+    np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
+    for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32)
+}
 
 
 def _per_axis(v: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -24,8 +25,9 @@ def _per_axis(v: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
 @register("DequantizeLinear")
 def _dequantize(node: Node, ctx: BuildContext) -> OpFn:
     if node.attr("block_size", 0):
-        raise reject(node, "blocked quantization is not supported",
-                     "quantize per tensor or per axis")
+        raise reject(
+            node, "blocked quantization is not supported", "quantize per tensor or per axis"
+        )
     axis = int(node.attr("axis", 1))
 
     def run(q, s, z=None):
@@ -38,8 +40,9 @@ def _dequantize(node: Node, ctx: BuildContext) -> OpFn:
 @register("QuantizeLinear")
 def _quantize(node: Node, ctx: BuildContext) -> OpFn:
     if node.attr("block_size", 0):
-        raise reject(node, "blocked quantization is not supported",
-                     "quantize per tensor or per axis")
+        raise reject(
+            node, "blocked quantization is not supported", "quantize per tensor or per axis"
+        )
     axis, zp = int(node.attr("axis", 1)), ctx.const(node, 2)
     qtype = np.dtype(np.uint8) if zp is None else zp.dtype
     if qtype not in _QRANGE:

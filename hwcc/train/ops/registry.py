@@ -11,8 +11,17 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 
-__all__ = ["OPS", "BuildContext", "OpFn", "OpSpec", "input_or_attr", "ints", "register", "reject",
-           "torch_pads"]
+__all__ = [
+    "OPS",
+    "BuildContext",
+    "OpFn",
+    "OpSpec",
+    "input_or_attr",
+    "ints",
+    "register",
+    "reject",
+    "torch_pads",
+]
 
 OpFn = Callable[..., Any]
 
@@ -89,8 +98,11 @@ def input_or_attr(node: Node, ctx: BuildContext, index: int, attr: str) -> list[
     if index < len(node.inputs) and node.inputs[index]:
         value = ctx.const(node, index)
         if value is None:
-            raise reject(node, f"its input {node.inputs[index]!r} is computed at run time",
-                         "make it a constant (e.g. with the fold_constants pass)")
+            raise reject(
+                node,
+                f"its input {node.inputs[index]!r} is computed at run time",
+                "make it a constant (e.g. with the fold_constants pass)",
+            )
         return ints(value)
     return None if node.attr(attr) is None else ints(node.attr(attr))
 

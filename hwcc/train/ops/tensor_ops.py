@@ -9,14 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from hwcc.ir import Node
-from hwcc.train.ops.registry import (BuildContext, OpFn, input_or_attr, ints, register, reject,
-                                     torch_pads)
+from hwcc.train.ops.registry import (
+    BuildContext,
+    OpFn,
+    input_or_attr,
+    ints,
+    register,
+    reject,
+    torch_pads,
+)
 
 
 @register("Flatten")
 def _flatten(node: Node, ctx: BuildContext) -> OpFn:
     axis = int(node.attr("axis", 1))
-    return lambda x: x.reshape(math.prod(x.shape[:axis if axis >= 0 else axis + x.dim()]), -1)
+    return lambda x: x.reshape(math.prod(x.shape[: axis if axis >= 0 else axis + x.dim()]), -1)
 
 
 @register("Reshape")
@@ -24,8 +31,14 @@ def _reshape(node: Node, ctx: BuildContext) -> OpFn:
     target, allowzero = ctx.const(node, 1), int(node.attr("allowzero", 0))
     fixed = None if target is None else ints(target)
     x_shape = ctx.shape(node, 0)
-    keep_batch = (fixed is not None and ctx.batch is not None and len(fixed) > 0
-                  and fixed[0] == ctx.batch and bool(x_shape) and x_shape[0] == ctx.batch)
+    keep_batch = (
+        fixed is not None
+        and ctx.batch is not None
+        and len(fixed) > 0
+        and fixed[0] == ctx.batch
+        and bool(x_shape)
+        and x_shape[0] == ctx.batch
+    )
 
     def run(x, shape):
         dims = list(fixed) if fixed is not None else shape.tolist()
@@ -113,8 +126,9 @@ _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
 def _pad(node: Node, ctx: BuildContext) -> OpFn:
     mode = _PAD_MODES.get(node.attr("mode", "constant"))
     if mode is None:
-        raise reject(node, f"mode {node.attr('mode')!r} is unknown",
-                     f"use one of {sorted(_PAD_MODES)}")
+        raise reject(
+            node, f"mode {node.attr('mode')!r} is unknown", f"use one of {sorted(_PAD_MODES)}"
+        )
     pads = input_or_attr(node, ctx, 1, "pads")
     axes = input_or_attr(node, ctx, 3, "")
     value = ctx.const(node, 2)
@@ -130,7 +144,7 @@ def _pad(node: Node, ctx: BuildContext) -> OpFn:
         full = [0] * 2 * x.dim()
         for i, a in enumerate(ax):
             full[a], full[x.dim() + a] = pads[i], pads[len(ax) + i]
-        flat = torch_pads(full[:x.dim()], full[x.dim():])
+        flat = torch_pads(full[: x.dim()], full[x.dim() :])
         while flat and not flat[-1] and not flat[-2]:  # torch pads the last dims only
             flat = flat[:-2]
         return F.pad(x, flat, mode, value if mode == "constant" else None)
@@ -140,13 +154,19 @@ def _pad(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("Constant", folds=True)
 def _constant(node: Node, ctx: BuildContext) -> OpFn:
-    for key, dtype in (("value", None), ("value_float", np.float32), ("value_floats", np.float32),
-                       ("value_int", np.int64), ("value_ints", np.int64)):
+    for key, dtype in (
+        ("value", None),
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if node.attr(key) is not None:
             value = np.asarray(node.attr(key), dtype=dtype)
             return lambda: value
-    raise reject(node, "its value is not a dense tensor or number",
-                 "store the value as a dense tensor")
+    raise reject(
+        node, "its value is not a dense tensor or number", "store the value as a dense tensor"
+    )
 
 
 @register("Shape")
@@ -163,14 +183,18 @@ def _gather(node: Node, ctx: BuildContext) -> OpFn:
         a = axis % data.dim()
         idx = torch.where(idx < 0, idx + data.shape[a], idx)
         flat = data.index_select(a, idx.reshape(-1).long())
-        return flat.reshape(data.shape[:a] + idx.shape + data.shape[a + 1:])
+        return flat.reshape(data.shape[:a] + idx.shape + data.shape[a + 1 :])
 
     return run
 
 
 # op -> (function, first opset where the axes are an input rather than an attribute)
-_REDUCE = {"ReduceMean": (torch.mean, 18), "ReduceSum": (torch.sum, 13),
-           "ReduceMax": (torch.amax, 18), "ReduceMin": (torch.amin, 18)}
+_REDUCE = {
+    "ReduceMean": (torch.mean, 18),
+    "ReduceSum": (torch.sum, 13),
+    "ReduceMax": (torch.amax, 18),
+    "ReduceMin": (torch.amin, 18),
+}
 
 
 @register(*_REDUCE)
