@@ -333,7 +333,8 @@ def _finetuner(
     outputs when there are no labels. An op the fine-tuner cannot run fails now, not mid-search."""
     if config.short_term_steps <= 0 and config.long_term_steps <= 0:
         return lambda g, steps, seed: g
-    from hwcc.train.finetune import finetune, to_torch  # torch is heavy: imported only to fine-tune
+    from hwcc.train.finetune import finetune  # torch is heavy: imported only to fine-tune
+    from hwcc.train.graph_module import to_torch  # torch is heavy: imported only to fine-tune
 
     to_torch(src)
     teacher = None if tune.labels is not None else _outputs(src, tune.inputs)

@@ -28,6 +28,7 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.dtypes import numpy_dtype
 from hwcc.ir.verify import run_onnx
 from hwcc.ir.workload import analyze, constant_tensors
 
@@ -71,7 +72,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             pickled objects); or an array breaks the rules above.
     """
     if os.fspath(path).startswith("zoo:"):
-        from hwcc.models import data_set
+        from hwcc.models import data_set  # the zoo imports torch: only for a zoo: name
 
         data_set(os.fspath(path))  # an unknown name lists the bundled ones
         raise HwccError(
@@ -203,8 +204,6 @@ def split_batches(
     Raises:
         HwccError: no samples, or a count that is not a multiple of the model's batch.
     """
-    from hwcc.ir.dtypes import numpy_dtype
-
     n = min(len(a) if a.ndim else 1 for a in feeds.values())
     if max_samples is not None:
         n = min(n, max_samples)

@@ -30,6 +30,7 @@ import numpy as np
 from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_batches
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.dtypes import numpy_dtype
 from hwcc.ir.verify import Session
 
 __all__ = [
@@ -148,8 +149,6 @@ def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
 
 def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
     """``n`` standard-normal samples per input (no labels): the stand-in when no data is given."""
-    from hwcc.ir.dtypes import numpy_dtype
-
     rng = np.random.default_rng(seed)
     inputs = {}
     for name in graph.real_inputs():
@@ -194,7 +193,7 @@ def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
         HwccError: an unknown name (the message lists the bundled ones), a model with
             several inputs, or samples the model does not take.
     """
-    from hwcc.models import load_data
+    from hwcc.models import load_data  # the zoo imports torch: only for zoo: data
 
     x, y = load_data(name, split)
     if len(graph.real_inputs()) != 1:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hwcc.data.activations import load_feeds, split_batches
 from hwcc.errors import HwccError, PassError
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import VERIFY_FAILED_EXIT, Pass, PassContext, PassResult, get_pass
@@ -151,8 +152,6 @@ def _data_feeds(graph: Graph, ctx: PassContext, runs: int = 16) -> list[dict] | 
     """
     if ctx.data is None:
         return None
-    from hwcc.data.activations import load_feeds, split_batches
-
     return split_batches(graph, load_feeds(graph, ctx.data))[:runs]
 
 

@@ -243,7 +243,7 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 def _discover() -> dict[str, type[Pass]]:
     """Import every module of ``hwcc.passes`` not imported yet; return the registry."""
-    import hwcc.passes as package
+    import hwcc.passes as package  # on first use: the pass modules import this one
 
     for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
         if info.ispkg or info.name.rpartition(".")[2].startswith("_") or info.name in sys.modules:

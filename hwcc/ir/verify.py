@@ -162,7 +162,7 @@ class _model_source:
         if isinstance(m, (str, os.PathLike)):
             return os.fspath(m)
         if isinstance(m, Graph):
-            if sum(a.nbytes for a in m.initializers.values()) > onnx_io._EXTERNAL_THRESHOLD:
+            if sum(a.nbytes for a in m.initializers.values()) > onnx_io.EXTERNAL_THRESHOLD:
                 self.tmp = tempfile.TemporaryDirectory()
                 return str(onnx_io.save(m, Path(self.tmp.name) / "model.onnx"))
             m = onnx_io.to_proto(m)

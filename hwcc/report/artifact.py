@@ -34,6 +34,7 @@ from typing import Any
 
 from hwcc.errors import HwccError, check_fields
 from hwcc.ir import Graph, onnx_io
+from hwcc.report import html as report
 
 __all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock"]
 
@@ -213,8 +214,6 @@ def write_artifact(
         HwccError: ``folder`` may not be overwritten, another process is writing it, or the
             disk is full or not writable (nothing is left half-written).
     """
-    from hwcc.report import html as report
-
     with output_lock(folder):
         folder = check_destination(folder)
         tmp = None

@@ -34,9 +34,6 @@ from hwcc.ir.onnx_io.reader import from_proto, load
 from hwcc.ir.onnx_io.shapes import STANDARD_DOMAINS, infer_shapes
 from hwcc.ir.onnx_io.writer import EXTERNAL_THRESHOLD, save, to_proto
 
-# The old private name, which hwcc.ir.verify still reads; patch writer.EXTERNAL_THRESHOLD.
-_EXTERNAL_THRESHOLD = EXTERNAL_THRESHOLD
-
 __all__ = [
     "ANNOTATIONS_KEY",
     "EXTERNAL_THRESHOLD",
