@@ -14,6 +14,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from hwcc.cli.commands import main
+from hwcc.cli.compile_view import passes_help
+from hwcc.ir.transform import get_pass, resolve_search_passes, search_passes
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -61,6 +63,21 @@ def test_help_lists_every_command():
     assert r.returncode == 0
     for command in ("compile", "inspect", "apply", "targets", "profile", "zoo"):
         assert command in r.stdout
+
+
+def test_the_passes_help_is_read_from_the_pass_registry(capsys):
+    """``hwcc compile --help`` names every searchable pass and alias, and a default that
+    resolves to the default passes: nothing is listed by hand."""
+    text = passes_help()
+    for name in search_passes():
+        assert name in text
+        assert all(alias in text for alias in get_pass(name).aliases)
+    default = text.rpartition("(default: ")[2].removesuffix(")")
+    assert resolve_search_passes(default.split(",")) == tuple(search_passes(default_only=True))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", "--help"])
+    assert exit_info.value.code == 0
+    assert "".join(text.split()) in "".join(capsys.readouterr().out.split())
 
 
 def test_missing_file(tmp_path):

@@ -20,6 +20,7 @@ from hwcc.cli.compile_view import (
     json_summary,
     parse_accuracy_drop,
     parse_passes,
+    passes_help,
 )
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
@@ -35,6 +36,16 @@ COMPILE_EPILOG = (
     "  hwcc compile model.onnx --target tpu --budget 50% -o out --resume"
     "      (continue a killed run)\n"
 )
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Writes the ``--passes`` help from the pass registry when the help is shown: every
+    command builds this parser, and only ``hwcc compile --help`` needs the passes discovered."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "--passes" in action.option_strings:
+            return passes_help().replace("%", "%%")
+        return super()._get_help_string(action)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -97,7 +108,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "written); 2: bad input (flags, budgets, model, data, an output that cannot be "
         "written), and nothing is written.",
         epilog=COMPILE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add_model_args(p)
     p.add_argument(
@@ -134,8 +145,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--passes",
         metavar="LIST",
-        help="comma list of what the search may change: prune (channels and weights), "
-        "prune_channels, prune_weights, lowrank, winograd (default: prune,lowrank)",
+        help="comma list of what the search may change",  # the passes: see _HelpFormatter
     )
     p.add_argument(
         "-o", "--output", metavar="OUT", help="artifact folder (default: NAME.TARGET.hwcc)"

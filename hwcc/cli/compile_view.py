@@ -13,12 +13,19 @@ import sys
 from typing import Any, TextIO
 
 from hwcc.errors import HwccError
-from hwcc.ir.transform import resolve_search_passes
+from hwcc.ir.transform import get_pass, resolve_search_passes, search_passes
 from hwcc.progress import Progress
 from hwcc.search.budget import format_metric
 from hwcc.search.state import needed_reduction
 
-__all__ = ["Reporter", "format_result", "json_summary", "parse_accuracy_drop", "parse_passes"]
+__all__ = [
+    "Reporter",
+    "format_result",
+    "json_summary",
+    "parse_accuracy_drop",
+    "parse_passes",
+    "passes_help",
+]
 
 
 def parse_passes(text: str) -> tuple[str, ...]:
@@ -42,6 +49,37 @@ def parse_passes(text: str) -> tuple[str, ...]:
             else ""
         )
         raise HwccError(f"--passes: {e.message}.{hint}", e.hint) from None
+
+
+def passes_help() -> str:
+    """The ``--passes`` help, read from the pass registry so that it cannot drift: every
+    searchable pass with its aliases (an alias shared by several passes names them all), and
+    the default in its shortest spelling (``prune,low_rank``)."""
+    names = search_passes()
+    aliases = {n: get_pass(n).aliases for n in names}
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        for a in aliases[n]:
+            groups.setdefault(a, []).append(n)
+    words = []
+    for n in names:
+        words += [f"{a} ({_and(g)})" for a, g in groups.items() if len(g) > 1 and g[0] == n]
+        own = [a for a in aliases[n] if len(groups[a]) == 1]
+        words.append(f"{n} (or {', '.join(own)})" if own else n)
+    default, left = [], search_passes(default_only=True)
+    while left:  # a shared alias stands for its passes when the default holds them all
+        shared = [a for a in aliases[left[0]] if len(groups[a]) > 1 and set(groups[a]) <= set(left)]
+        word, covered = (shared[0], groups[shared[0]]) if shared else (left[0], [left[0]])
+        default.append(word)
+        left = [m for m in left if m not in covered]
+    return (
+        f"comma list of what the search may change: {', '.join(words)} "
+        f"(default: {','.join(default)})"
+    )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def parse_accuracy_drop(text: str) -> float:
