@@ -239,7 +239,8 @@ def format_result(result: Any, explain: bool = False) -> str:
     out.append(_input_line(result.graph))
     if s.get("legal_form"):
         out.append(
-            "legal form: " + ", ".join(f"{p} {_settings(k)}" for p, k in s["legal_form"].items())
+            "legal form: "
+            + ", ".join(f"{p} {_settings(k)}".rstrip() for p, k in s["legal_form"].items())
         )
     for w in s["warnings"]:
         out.append(f"warning: {w}")

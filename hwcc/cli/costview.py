@@ -145,7 +145,7 @@ def format_targets(targets: Sequence[Any]) -> str:
             out.append(f"  host for unsupported nodes: {d['host']}")
         if d.get("legal_form"):
             form = "; ".join(
-                f"{p} {', '.join(f'{k}={v}' for k, v in knobs.items())}"
+                f"{p} {', '.join(f'{k}={v}' for k, v in knobs.items())}".rstrip()
                 for p, knobs in d["legal_form"].items()
             )
             out.append(f"  legal form (what hwcc compile produces for it): {form}")
