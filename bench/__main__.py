@@ -4,8 +4,9 @@ Sections are found by file (see :mod:`bench`), read without importing them (a mo
 ``TITLE`` and ``ORDER`` are literals), and run one after another in ``ORDER``, each in a
 process of its own (so one section's memory, threads and imports never weigh on the
 next, and a crash is that section's alone) and timed; a section that raises or dies is
-shown on the page as FAILED with its error, the others still run, and the exit code is 1. Each section's result is saved as ``<results>/<name>.json``
-as soon as it finishes; the page is written at the end, atomically.
+shown on the page as FAILED with its error, the others still run, and the exit code is 1.
+Each section's result is saved as ``<results>/<name>.json`` as soon as it finishes; the
+page is written at the end, atomically.
 
 ``--only`` runs the named sections and carries the others over from their saved results
 (each section on the page says when it ran), so fixing one section does not need a
@@ -30,7 +31,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench._common import ROOT, fmt_duration, git_revision, machine, md_table, versions, write_atomic
+from bench._common import (
+    ROOT,
+    fmt_duration,
+    git_revision,
+    machine,
+    md_table,
+    versions,
+    write_atomic,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,21 +69,40 @@ def discover(directory: Path = HERE, package: str | None = "bench") -> list[Sect
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        except (SyntaxError, UnicodeDecodeError, OSError) as exc:  # still listed, so the page shows it failed
-            found.append(Section(path.stem, path, path.stem, 1000.0, package, f"{type(exc).__name__}: {exc}"))
+        except (
+            SyntaxError,
+            UnicodeDecodeError,
+            OSError,
+        ) as exc:  # still listed, so the page shows it failed
+            found.append(
+                Section(path.stem, path, path.stem, 1000.0, package, f"{type(exc).__name__}: {exc}")
+            )
             continue
         values: dict[str, Any] = {}
-        funcs = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        funcs = {
+            n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
         for node in tree.body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if (
+                isinstance(node, ast.Assign)
+                and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+            ):
                 try:
                     values[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
                     values[node.targets[0].id] = None
         if "TITLE" in values and "run" in funcs:
             order = values.get("ORDER")
-            found.append(Section(path.stem, path, str(values["TITLE"] or path.stem),
-                                 float(order) if isinstance(order, (int, float)) else 1000.0, package))
+            found.append(
+                Section(
+                    path.stem,
+                    path,
+                    str(values["TITLE"] or path.stem),
+                    float(order) if isinstance(order, (int, float)) else 1000.0,
+                    package,
+                )
+            )
     return sorted(found, key=lambda s: (s.order, s.name))
 
 
@@ -104,12 +132,25 @@ def run_section(section: Section, quick: bool, out: Path) -> dict[str, Any]:
         result.setdefault("seconds", time.monotonic() - t0)
         result.update(status="ok", error=None)
     except Exception as exc:  # noqa: BLE001 - one failing section must not stop the others
-        result = {"title": section.title, "what": "", "markdown": "", "data": None,
-                  "seconds": time.monotonic() - t0, "status": "FAILED",
-                  "error": f"{type(exc).__name__}: {exc}".strip().replace("`", "'"),
-                  "traceback": traceback.format_exc()}
-    result.update(name=section.name, order=section.order, started=started, quick=quick, file=_shown(section.path),
-                  load_before=load_before, load_after=_load())
+        result = {
+            "title": section.title,
+            "what": "",
+            "markdown": "",
+            "data": None,
+            "seconds": time.monotonic() - t0,
+            "status": "FAILED",
+            "error": f"{type(exc).__name__}: {exc}".strip().replace("`", "'"),
+            "traceback": traceback.format_exc(),
+        }
+    result.update(
+        name=section.name,
+        order=section.order,
+        started=started,
+        quick=quick,
+        file=_shown(section.path),
+        load_before=load_before,
+        load_after=_load(),
+    )
     return result
 
 
@@ -117,7 +158,15 @@ def run_isolated(section: Section, args: argparse.Namespace, results_dir: Path) 
     """Run one section in a fresh ``python -m bench --run-section NAME``; read back its JSON."""
     saved = results_dir / f"{section.name}.json"
     saved.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "bench", "--run-section", section.name, "--results", str(results_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--run-section",
+        section.name,
+        "--results",
+        str(results_dir),
+    ]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--sections", str(args.sections.resolve())] if args.sections else []
     t0, load_before = time.monotonic(), _load()
@@ -127,10 +176,23 @@ def run_isolated(section: Section, args: argparse.Namespace, results_dir: Path) 
         return json.loads(saved.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        r = {"title": section.title, "what": "", "markdown": "", "data": None, "seconds": time.monotonic() - t0,
-             "status": "FAILED", "error": f"the section's process ended ({why}) without a result",
-             "traceback": "", "name": section.name, "order": section.order, "quick": args.quick,
-             "started": started, "file": _shown(section.path), "load_before": load_before, "load_after": _load()}
+        r = {
+            "title": section.title,
+            "what": "",
+            "markdown": "",
+            "data": None,
+            "seconds": time.monotonic() - t0,
+            "status": "FAILED",
+            "error": f"the section's process ended ({why}) without a result",
+            "traceback": "",
+            "name": section.name,
+            "order": section.order,
+            "quick": args.quick,
+            "started": started,
+            "file": _shown(section.path),
+            "load_before": load_before,
+            "load_after": _load(),
+        }
         write_atomic(saved, json.dumps(r, indent=1) + "\n")
         return r
 
@@ -161,8 +223,16 @@ def slug(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
-def render(results: list[dict[str, Any]], *, command: str, started: dt.datetime, total_s: float,
-           results_link: str, info: dict[str, Any] | None = None, vers: dict[str, str] | None = None) -> str:
+def render(
+    results: list[dict[str, Any]],
+    *,
+    command: str,
+    started: dt.datetime,
+    total_s: float,
+    results_link: str,
+    info: dict[str, Any] | None = None,
+    vers: dict[str, str] | None = None,
+) -> str:
     """The whole page: header, machine and versions, contents with times, then each section.
 
     The machine is shared: the contents give the 1-minute load average when each section
@@ -172,32 +242,71 @@ def render(results: list[dict[str, Any]], *, command: str, started: dt.datetime,
     vers = vers or versions()
     mem = info.get("memory_bytes")
     rev = git_revision()
-    env = [("machine", f"{info['cpu']}; {info['cores']} cores ({info['usable_cores']} usable by the bench); "
-                       + (f"{mem / 2**30:.1f} GiB memory" if mem else "memory unknown")),
-           ("OS", info["os"])]
+    env = [
+        (
+            "machine",
+            f"{info['cpu']}; {info['cores']} cores ({info['usable_cores']} usable by the bench); "
+            + (f"{mem / 2**30:.1f} GiB memory" if mem else "memory unknown"),
+        ),
+        ("OS", info["os"]),
+    ]
     env += [(k, v + (f" (checkout {rev})" if k == "hwcc" and rev else "")) for k, v in vers.items()]
     carried = [r["title"] for r in results if r.get("carried")]
-    lines = ["# hwcc benchmarks", "",
-             f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} UTC in {fmt_duration(total_s)}."
-             + (f" {len(carried)} of the {len(results)} sections were not run this time and are carried over from "
-                "their last run; each section says when it ran." if carried else ""),
-             "", "**Do not edit by hand.** This page and the plots it links are written by the bench; "
-             "change the code under `bench/` and run it again.", "",
-             md_table(["", "this run"], env, "ll"), "", "## Contents", ""]
-    rows = [(f"[{r['title']}](#{slug(r['title'])})", r["status"] + (" (carried over)" if r.get("carried") else ""),
-             _when(r), fmt_duration(r["seconds"]), f"{_num(r.get('load_before'))} / {_num(r.get('load_after'))}")
-            for r in results]
-    lines += [md_table(["section", "status", "started (UTC)", "wall time", "load average at start / end"], rows,
-                       "lllr"), ""]
+    lines = [
+        "# hwcc benchmarks",
+        "",
+        f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} UTC in {fmt_duration(total_s)}."
+        + (
+            f" {len(carried)} of the {len(results)} sections were not run this time and are "
+            "carried over from their last run; each section says when it ran."
+            if carried
+            else ""
+        ),
+        "",
+        "**Do not edit by hand.** This page and the plots it links are written by the bench; "
+        "change the code under `bench/` and run it again.",
+        "",
+        md_table(["", "this run"], env, "ll"),
+        "",
+        "## Contents",
+        "",
+    ]
+    rows = [
+        (
+            f"[{r['title']}](#{slug(r['title'])})",
+            r["status"] + (" (carried over)" if r.get("carried") else ""),
+            _when(r),
+            fmt_duration(r["seconds"]),
+            f"{_num(r.get('load_before'))} / {_num(r.get('load_after'))}",
+        )
+        for r in results
+    ]
+    lines += [
+        md_table(
+            ["section", "status", "started (UTC)", "wall time", "load average at start / end"],
+            rows,
+            "lllr",
+        ),
+        "",
+    ]
     for r in results:
         lines += [f"## {r['title']}", ""]
         if r["status"] != "ok":
             tb = "\n".join(r.get("traceback", "").rstrip().splitlines()[-15:])
-            lines += [f"**FAILED** after {fmt_duration(r['seconds'])} (`{r['name']}`): `{r['error']}`", "",
-                      "```", tb, "```", ""]
+            lines += [
+                f"**FAILED** after {fmt_duration(r['seconds'])} (`{r['name']}`): `{r['error']}`",
+                "",
+                "```",
+                tb,
+                "```",
+                "",
+            ]
             continue
-        lines += [f"*What was run* ({_when(r)} UTC, {fmt_duration(r['seconds'])}, `{r['file']}`): "
-                  f"{r['what'].strip()}", ""]
+        lines += [
+            f"*What was run* ({_when(r)} UTC, {fmt_duration(r['seconds'])}, `{r['file']}`): "
+            f"{r['what'].strip()}",
+            "",
+        ]
         body = r["markdown"].strip().replace("](results/", f"]({results_link}/")
         lines += [body, ""]
     return "\n".join(lines)
@@ -217,13 +326,25 @@ def _num(x: float | None) -> str:
 # ---------------------------------------------------------------------- command line
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="a smoke run of every section (about a minute): writes BENCHMARKS.quick.md and "
-                    "bench/results-quick/ unless --out/--results say otherwise")
-    ap.add_argument("--only", metavar="NAME[,NAME]", help="run only these sections (file names without .py)")
-    ap.add_argument("--out", type=Path, help="the page to write (default BENCHMARKS.md; --quick: BENCHMARKS.quick.md)")
-    ap.add_argument("--results", type=Path, help="folder for plots and raw JSON (default bench/results; "
-                    "--quick: bench/results-quick)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of every section (about a minute): writes BENCHMARKS.quick.md and "
+        "bench/results-quick/ unless --out/--results say otherwise",
+    )
+    ap.add_argument(
+        "--only", metavar="NAME[,NAME]", help="run only these sections (file names without .py)"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="the page to write (default BENCHMARKS.md; --quick: BENCHMARKS.quick.md)",
+    )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        help="folder for plots and raw JSON (default bench/results; --quick: bench/results-quick)",
+    )
     ap.add_argument("--sections", type=Path, help="find sections in this folder instead of bench/")
     ap.add_argument("--list", action="store_true", help="list the sections and exit")
     ap.add_argument("--run-section", help=argparse.SUPPRESS)  # the child process of one section
@@ -242,29 +363,42 @@ def main(argv: list[str] | None = None) -> int:
         (section,) = [s for s in sections if s.name == args.run_section]
         args.results.mkdir(parents=True, exist_ok=True)
         r = run_section(section, args.quick, args.results)
-        write_atomic(args.results / f"{section.name}.json", json.dumps(r, indent=1, default=_jsonable) + "\n")
+        write_atomic(
+            args.results / f"{section.name}.json", json.dumps(r, indent=1, default=_jsonable) + "\n"
+        )
         return 0
     chosen = sections
     if args.only:
         wanted = [n.strip().removesuffix(".py") for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - {s.name for s in sections})
         if unknown:
-            print(f"python -m bench: no section named {', '.join(unknown)}; "
-                  f"sections: {', '.join(s.name for s in sections)}", file=sys.stderr)
+            print(
+                f"python -m bench: no section named {', '.join(unknown)}; "
+                f"sections: {', '.join(s.name for s in sections)}",
+                file=sys.stderr,
+            )
             return 2
         chosen = [s for s in sections if s.name in wanted]
     out = args.out or ROOT / ("BENCHMARKS.quick.md" if args.quick else "BENCHMARKS.md")
-    results_dir = (args.results or ROOT / "bench" / ("results-quick" if args.quick else "results")).resolve()
+    results_dir = (
+        args.results or ROOT / "bench" / ("results-quick" if args.quick else "results")
+    ).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     started, t0 = dt.datetime.now(dt.timezone.utc), time.monotonic()
     ran = {}
     for i, section in enumerate(chosen, 1):
-        print(f"[bench] {section.name}: started ({i}/{len(chosen)}) at {dt.datetime.now():%H:%M:%S}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[bench] {section.name}: started ({i}/{len(chosen)}) at {dt.datetime.now():%H:%M:%S}",
+            file=sys.stderr,
+            flush=True,
+        )
         r = run_isolated(section, args, results_dir)
         note = "" if r["status"] == "ok" else f": {r['error']}"
-        print(f"[bench] {section.name}: {r['status']} in {fmt_duration(r['seconds'])}{note}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[bench] {section.name}: {r['status']} in {fmt_duration(r['seconds'])}{note}",
+            file=sys.stderr,
+            flush=True,
+        )
         ran[section.name] = r
     if not args.only:
         _remove_stale(results_dir, started.timestamp())
@@ -272,17 +406,23 @@ def main(argv: list[str] | None = None) -> int:
     results = [r for r in results if r is not None]
     link = Path(os.path.relpath(results_dir, out.resolve().parent)).as_posix()
     command = " ".join(["python -m bench", *argv])
-    page = render(results, command=command, started=started, total_s=time.monotonic() - t0, results_link=link)
+    page = render(
+        results, command=command, started=started, total_s=time.monotonic() - t0, results_link=link
+    )
     write_atomic(out, page.rstrip("\n") + "\n")
     failed = [name for name, r in ran.items() if r["status"] != "ok"]
-    print(f"[bench] wrote {out} ({len(ran)} sections run, {len(results) - len(ran)} carried over, "
-          f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''}) in "
-          f"{fmt_duration(time.monotonic() - t0)}", file=sys.stderr)
+    print(
+        f"[bench] wrote {out} ({len(ran)} sections run, {len(results) - len(ran)} carried over, "
+        f"{len(failed)} failed{': ' + ', '.join(failed) if failed else ''}) in "
+        f"{fmt_duration(time.monotonic() - t0)}",
+        file=sys.stderr,
+    )
     return 1 if failed else 0
 
 
 def _saved(folder: Path, section: Section, quick: bool) -> dict[str, Any] | None:
-    """A section's result from an earlier run of the same kind (quick or full), marked as carried over."""
+    """A section's result from an earlier run of the same kind (quick or full), marked as
+    carried over."""
     try:
         r = json.loads((folder / f"{section.name}.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -13,26 +13,32 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hwcc.passes.prune_weights import keep_count
-from hwcc.targets.base import CostContext
-
 import hwcc
 from bench._common import fmt_times, md_table
 from bench._energy_digits import WEIGHTED, price
 from bench.energy_pruning import PAPER_ENERGY_AWARE, PAPER_MAGNITUDE, Settings, greedy_allocation
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
+from hwcc.passes.prune_weights import keep_count
+from hwcc.targets.base import CostContext
 
 # Han, Pool, Tran, Dally, NIPS 2015, Table 4 (the pruning stage of Deep Compression, Han, Mao,
 # Dally, ICLR 2016, Table 4): AlexNet weights kept per layer, 61 M -> 6.7 M (9x). The FC
 # densities are also EIE Table III's (Han et al., ISCA 2016: Alex-6/7/8 at 9 %, 9 %, 25 %).
-DEEP_COMPRESSION = (("conv1", 0.84), ("conv2", 0.38), ("conv3", 0.35), ("conv4", 0.37),
-                    ("conv5", 0.37), ("fc6", 0.09), ("fc7", 0.09), ("fc8", 0.25))
+DEEP_COMPRESSION = (
+    ("conv1", 0.84),
+    ("conv2", 0.38),
+    ("conv3", 0.35),
+    ("conv4", 0.37),
+    ("conv5", 0.37),
+    ("fc6", 0.09),
+    ("fc7", 0.09),
+    ("fc8", 0.25),
+)
 # Fraction of non-zero input activations per layer: CONV1-5 = 1 - "zeros in ifmaps" of JSSC
 # 2017 Table V (Chen et al.); FC6-8 = EIE Table III activation % (Alex-6/7/8).
-ALEXNET_ACT_DENSITY = (1 - 0.0001, 1 - 0.387, 1 - 0.725, 1 - 0.793, 1 - 0.776, 0.351, 0.353,
-                       0.375)
-REFERENCE_DENSITY = 0.1   # AlexNet's per-layer table: energy saved per weight, dense -> 10 %
+ALEXNET_ACT_DENSITY = (1 - 0.0001, 1 - 0.387, 1 - 0.725, 1 - 0.793, 1 - 0.776, 0.351, 0.353, 0.375)
+REFERENCE_DENSITY = 0.1  # AlexNet's per-layer table: energy saved per weight, dense -> 10 %
 
 
 def alexnet(s: Settings, target) -> dict[str, Any]:
@@ -41,13 +47,14 @@ def alexnet(s: Settings, target) -> dict[str, Any]:
     graph = hwcc.load("zoo:alexnet")
     weighted = [x for x in analyze(graph).layers if x.kind in WEIGHTED]
     if len(weighted) != len(DEEP_COMPRESSION):
-        raise RuntimeError(f"zoo:alexnet has {len(weighted)} weighted layers, expected "
-                           f"{len(DEEP_COMPRESSION)}")
+        raise RuntimeError(
+            f"zoo:alexnet has {len(weighted)} weighted layers, expected {len(DEEP_COMPRESSION)}"
+        )
     short = {x.name: name for x, (name, _) in zip(weighted, DEEP_COMPRESSION)}
     act = _act_density(graph, [x.name for x in weighted])
     ctx = CostContext(batch=1, act_density=act)
     work = analyze(graph, act_density=act)
-    gctx = target.graph_context(graph, work, ctx)   # fused ReLUs and written densities
+    gctx = target.graph_context(graph, work, ctx)  # fused ReLUs and written densities
     layers = {x.name: x for x in work.layers if x.name in short}
     sizes = {n: _weight_count(graph, n) for n in layers}
 
@@ -58,16 +65,24 @@ def alexnet(s: Settings, target) -> dict[str, Any]:
 
     dc = {x.name: d for x, (_, d) in zip(weighted, DEEP_COMPRESSION)}
     keep = sum(keep_count(sizes[n], d) for n, d in dc.items())
-    allocations = [("Deep Compression (magnitude)", dc, True),
-                   ("energy-aware allocation", greedy_allocation(sizes, energy, keep), True),
-                   ("energy-aware, no layer below 9 %",
-                    greedy_allocation(sizes, energy, keep, floor=min(dc.values())), False)]
+    allocations = [
+        ("Deep Compression (magnitude)", dc, True),
+        ("energy-aware allocation", greedy_allocation(sizes, energy, keep), True),
+        (
+            "energy-aware, no layer below 9 %",
+            greedy_allocation(sizes, energy, keep, floor=min(dc.values())),
+            False,
+        ),
+    ]
     dense = price(target, graph, ctx)
     rows = []
     for label, alloc, apply in allocations:
-        row = {"allocation": label, "densities": {short[n]: alloc[n] for n in layers},
-               "weights_kept": sum(keep_count(sizes[n], alloc[n]) for n in layers),
-               "layer_energy_j": {short[n]: energy(n, alloc[n]) for n in layers}}
+        row = {
+            "allocation": label,
+            "densities": {short[n]: alloc[n] for n in layers},
+            "weights_kept": sum(keep_count(sizes[n], alloc[n]) for n in layers),
+            "layer_energy_j": {short[n]: energy(n, alloc[n]) for n in layers},
+        }
         saved = sum(energy(n, 1.0) - energy(n, alloc[n]) for n in layers)
         row["chip_energy_j"] = dense["chip_energy_j"] - saved
         if apply and s.alexnet_apply:
@@ -76,16 +91,31 @@ def alexnet(s: Settings, target) -> dict[str, Any]:
             knobs = {"prune_weights": {"density": 1.0, "layer_density": json.dumps(chosen)}}
             pruned = get_pass("prune_weights")(graph, PassContext(knobs=knobs, verify=False)).graph
             priced = price(target, pruned, ctx)
-            row.update(graph_chip_energy_j=priced["chip_energy_j"],
-                       graph_energy_j=priced["energy_j"])
+            row.update(
+                graph_chip_energy_j=priced["chip_energy_j"], graph_energy_j=priced["energy_j"]
+            )
         rows.append(row)
-    per_layer = [{"layer": short[n], "weights": sizes[n], "act_density": layers[n].act_density,
-                  "energy_j": energy(n, 1.0), "dc_density": dc[n],
-                  "saved_per_weight_j": (energy(n, 1.0) - energy(n, REFERENCE_DENSITY)) /
-                                        (sizes[n] * (1 - REFERENCE_DENSITY))}
-                 for n in layers]
-    return {"dense": dense, "weights": sum(sizes.values()), "keep": keep, "rows": rows,
-            "layers": per_layer, "applied": s.alexnet_apply, "seconds": time.monotonic() - t0}
+    per_layer = [
+        {
+            "layer": short[n],
+            "weights": sizes[n],
+            "act_density": layers[n].act_density,
+            "energy_j": energy(n, 1.0),
+            "dc_density": dc[n],
+            "saved_per_weight_j": (energy(n, 1.0) - energy(n, REFERENCE_DENSITY))
+            / (sizes[n] * (1 - REFERENCE_DENSITY)),
+        }
+        for n in layers
+    ]
+    return {
+        "dense": dense,
+        "weights": sum(sizes.values()),
+        "keep": keep,
+        "rows": rows,
+        "layers": per_layer,
+        "applied": s.alexnet_apply,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def _act_density(graph, weighted: Sequence[str]) -> dict[str, float]:
@@ -113,30 +143,72 @@ def alexnet_markdown(a: dict[str, Any]) -> list[str]:
     """The AlexNet part of the section's page: the allocations, findings, per-layer table."""
     dense = a["dense"]["chip_energy_j"]
     host = a["dense"]["energy_j"] - dense
-    lines = [f"**AlexNet: energy at an equal number of weights** ({a['keep'] / 1e6:.2f} M of "
-             f"{a['weights'] / 1e6:.1f} M kept, Deep Compression's count). There is no ImageNet "
-             f"here, so no accuracy: the paper's {PAPER_ENERGY_AWARE}x (energy-aware) and "
-             f"{PAPER_MAGNITUDE}x (magnitude) are at equal top-5 accuracy (under 1 % loss), "
-             "while these compare allocations of the same number of weights, with no accuracy "
-             f"check at all. Dense: {dense * 1e3:.2f} mJ per image on the chip; the host CPU "
-             f"(LRN, pooling) adds {host * 1e3:.1f} mJ that weight pruning does not change.", ""]
-    paper = {"Deep Compression (magnitude)": f"{PAPER_MAGNITUDE}x",
-             "energy-aware allocation": f"{PAPER_ENERGY_AWARE}x"}
+    lines = [
+        f"**AlexNet: energy at an equal number of weights** ({a['keep'] / 1e6:.2f} M of "
+        f"{a['weights'] / 1e6:.1f} M kept, Deep Compression's count). There is no ImageNet "
+        f"here, so no accuracy: the paper's {PAPER_ENERGY_AWARE}x (energy-aware) and "
+        f"{PAPER_MAGNITUDE}x (magnitude) are at equal top-5 accuracy (under 1 % loss), "
+        "while these compare allocations of the same number of weights, with no accuracy "
+        f"check at all. Dense: {dense * 1e3:.2f} mJ per image on the chip; the host CPU "
+        f"(LRN, pooling) adds {host * 1e3:.1f} mJ that weight pruning does not change.",
+        "",
+    ]
+    paper = {
+        "Deep Compression (magnitude)": f"{PAPER_MAGNITUDE}x",
+        "energy-aware allocation": f"{PAPER_ENERGY_AWARE}x",
+    }
     rows = []
     for r in a["rows"]:
         e = r.get("graph_chip_energy_j", r["chip_energy_j"])
         how = "graph" if "graph_chip_energy_j" in r else "layer by layer"
-        rows.append((r["allocation"], " / ".join(f"{v:.0%}" for v in r["densities"].values()),
-                     f"{r['weights_kept'] / 1e6:.2f} M", f"{e * 1e3:.2f} mJ ({how})",
-                     fmt_times(dense / e), paper.get(r["allocation"], "")))
-    lines += [md_table(["allocation", "densities conv1-5, fc6-8", "weights kept", "chip energy",
-                        "chip E0/E here", "paper E0/E"], rows, "llrrrr"), ""]
+        rows.append(
+            (
+                r["allocation"],
+                " / ".join(f"{v:.0%}" for v in r["densities"].values()),
+                f"{r['weights_kept'] / 1e6:.2f} M",
+                f"{e * 1e3:.2f} mJ ({how})",
+                fmt_times(dense / e),
+                paper.get(r["allocation"], ""),
+            )
+        )
+    lines += [
+        md_table(
+            [
+                "allocation",
+                "densities conv1-5, fc6-8",
+                "weights kept",
+                "chip energy",
+                "chip E0/E here",
+                "paper E0/E",
+            ],
+            rows,
+            "llrrrr",
+        ),
+        "",
+    ]
     lines += _findings(a, dense) + [""]
-    lines += [md_table(["layer", "weights", "input density", "dense energy",
-                        f"saved per weight removed (dense to {REFERENCE_DENSITY:.0%})"],
-                       [(r["layer"], f"{r['weights']:,}", f"{r['act_density']:.3f}",
-                         f"{r['energy_j'] * 1e6:.0f} uJ", f"{r['saved_per_weight_j'] * 1e9:.2f} nJ")
-                        for r in a["layers"]], "lrrrr")]
+    lines += [
+        md_table(
+            [
+                "layer",
+                "weights",
+                "input density",
+                "dense energy",
+                f"saved per weight removed (dense to {REFERENCE_DENSITY:.0%})",
+            ],
+            [
+                (
+                    r["layer"],
+                    f"{r['weights']:,}",
+                    f"{r['act_density']:.3f}",
+                    f"{r['energy_j'] * 1e6:.0f} uJ",
+                    f"{r['saved_per_weight_j'] * 1e9:.2f} nJ",
+                )
+                for r in a["layers"]
+            ],
+            "lrrrr",
+        )
+    ]
     return lines
 
 
@@ -146,24 +218,30 @@ def _findings(a: dict[str, Any], dense: float) -> list[str]:
     high = [r for r in saved if r["saved_per_weight_j"] > 1.5 * typical]
     high_text = ", ".join(f"{r['layer']} {r['saved_per_weight_j'] * 1e9:.2f} nJ" for r in high)
     dc, aware = _energy(a["rows"][0]), _energy(a["rows"][1])
-    where = (f"; more in {high_text}, as the model reads those filters from DRAM more than once "
-             "(they do not fit the 8 KB filter buffer)" if high else "")
-    return [f"- A pruned weight saves {typical * 1e9:.2f} nJ in the typical layer (dense to "
-            f"{REFERENCE_DENSITY:.0%}, table below): its 16-bit DRAM read, run-length coded "
-            "(nothing at 75 % density or more, where the code would be longer than the raw "
-            "stream)" + where + ". So the greedy allocation takes those layers down first, but "
-            f"they hold few weights: at equal weight count it saves {dc / aware - 1:.1%} more "
-            "energy than Deep Compression's allocation. It is an energy-only allocation (it "
-            "prunes whatever is cheapest, regardless of accuracy), not the paper's method.",
-            "- Magnitude pruning at Deep Compression's densities: "
-            f"{fmt_times(dense / dc)} here against the paper's {PAPER_MAGNITUDE}x. The paper's "
-            f"energy-aware {PAPER_ENERGY_AWARE}x is not reproduced: {fmt_times(dense / aware)} at "
-            "equal weight count. hwcc's Eyeriss model, like the JSSC chip, gates MACs on zero "
-            "input activations only, so a pruned weight saves DRAM traffic and nothing else, "
-            "about equally in most layers: no allocation of the same number of weights gets far "
-            "from Deep Compression's. The paper's gap between the two methods would need an "
-            "energy model in which the layer matters more, or more weights removed at equal "
-            "accuracy; without ImageNet neither can be checked here."]
+    where = (
+        f"; more in {high_text}, as the model reads those filters from DRAM more than once "
+        "(they do not fit the 8 KB filter buffer)"
+        if high
+        else ""
+    )
+    return [
+        f"- A pruned weight saves {typical * 1e9:.2f} nJ in the typical layer (dense to "
+        f"{REFERENCE_DENSITY:.0%}, table below): its 16-bit DRAM read, run-length coded "
+        "(nothing at 75 % density or more, where the code would be longer than the raw "
+        "stream)" + where + ". So the greedy allocation takes those layers down first, but "
+        f"they hold few weights: at equal weight count it saves {dc / aware - 1:.1%} more "
+        "energy than Deep Compression's allocation. It is an energy-only allocation (it "
+        "prunes whatever is cheapest, regardless of accuracy), not the paper's method.",
+        "- Magnitude pruning at Deep Compression's densities: "
+        f"{fmt_times(dense / dc)} here against the paper's {PAPER_MAGNITUDE}x. The paper's "
+        f"energy-aware {PAPER_ENERGY_AWARE}x is not reproduced: {fmt_times(dense / aware)} at "
+        "equal weight count. hwcc's Eyeriss model, like the JSSC chip, gates MACs on zero "
+        "input activations only, so a pruned weight saves DRAM traffic and nothing else, "
+        "about equally in most layers: no allocation of the same number of weights gets far "
+        "from Deep Compression's. The paper's gap between the two methods would need an "
+        "energy model in which the layer matters more, or more weights removed at equal "
+        "accuracy; without ImageNet neither can be checked here.",
+    ]
 
 
 def _energy(row: dict[str, Any]) -> float:

@@ -32,8 +32,11 @@ def price(target, graph, ctx=None) -> dict[str, float]:
 
 
 def _weights_kept(graph) -> float:
-    w = [(x.weight_density, x.params) for x in analyze(graph).layers
-         if x.kind in WEIGHTED and x.params]
+    w = [
+        (x.weight_density, x.params)
+        for x in analyze(graph).layers
+        if x.kind in WEIGHTED and x.params
+    ]
     return sum(d * n for d, n in w) / max(sum(n for _, n in w), 1)
 
 
@@ -53,17 +56,27 @@ class _Digits:
 
     def point(self, graph, steps: int, method: str, label: str) -> dict[str, Any]:
         if steps > 0:
-            graph = finetune(graph, self.tune.inputs, self.tune.labels, steps=steps,
-                             seed=SEED).graph
+            graph = finetune(
+                graph, self.tune.inputs, self.tune.labels, steps=steps, seed=SEED
+            ).graph
         legal = self.target.legalize(graph, self.calib, SEED)
         legal_price, float_price = price(self.target, legal), price(self.target, graph)
-        return {"method": method, "label": label, "accuracy": self.evaluator.accuracy(legal),
-                "weights_kept": _weights_kept(legal), "steps": steps, **legal_price,
-                "legal_price_equals_float": legal_price == float_price}
+        return {
+            "method": method,
+            "label": label,
+            "accuracy": self.evaluator.accuracy(legal),
+            "weights_kept": _weights_kept(legal),
+            "steps": steps,
+            **legal_price,
+            "legal_price_equals_float": legal_price == float_price,
+        }
 
     def relative(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {**p, "reduction_energy_j": self.e0 / p["energy_j"],
-                "reduction_chip_energy_j": self.chip0 / p["chip_energy_j"]}
+        return {
+            **p,
+            "reduction_energy_j": self.e0 / p["energy_j"],
+            "reduction_chip_energy_j": self.chip0 / p["chip_energy_j"],
+        }
 
 
 def _magnitude(m: _Digits, s: Settings) -> list[dict[str, Any]]:
@@ -75,35 +88,60 @@ def _magnitude(m: _Digits, s: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def _search(m: _Digits, s: Settings,
-            passes: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _search(
+    m: _Digits, s: Settings, passes: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     picked: list[tuple[int, Any, float | None, str, dict]] = []
     schedule: dict[str, float] = {}
 
     def progress(kind: str, info: dict[str, Any]) -> None:
         if kind == "picked":
             p = info["proposal"]
-            picked.append((info["state"].iteration, p.graph, p.accuracy, p.unit.id,
-                           dict(p.step.shown)))
+            picked.append(
+                (info["state"].iteration, p.graph, p.accuracy, p.unit.id, dict(p.step.shown))
+            )
         if kind == "iteration":
             schedule.update(r0=info["state"].schedule.r0, decay=info["state"].schedule.decay)
 
     t0 = time.monotonic()
-    result = hwcc.compile(m.graph, "eyeriss", s.budget, data="zoo:digits", seed=SEED,
-                          passes=passes, max_units=s.max_units, max_iterations=s.max_iterations,
-                          short_term_steps=s.short_term_steps, long_term_steps=0,
-                          max_accuracy_drop=s.stop_drop, progress=progress)
+    result = hwcc.compile(
+        m.graph,
+        "eyeriss",
+        s.budget,
+        data="zoo:digits",
+        seed=SEED,
+        passes=passes,
+        max_units=s.max_units,
+        max_iterations=s.max_iterations,
+        short_term_steps=s.short_term_steps,
+        long_term_steps=0,
+        max_accuracy_drop=s.stop_drop,
+        progress=progress,
+    )
     search_s = time.monotonic() - t0
     method = f"hwcc ({passes_label(passes)})"
     points = []
     for i, graph, acc_search, unit, settings in picked:
         steps = s.total_steps - i * s.short_term_steps
         p = m.relative(m.point(graph, steps, method, f"iteration {i}"))
-        points.append({**p, "iteration": i, "changed": unit, "settings": settings,
-                       "search_accuracy": acc_search})
-    info = {"method": method, "passes": list(passes), "search_s": search_s,
-            "iterations": len(picked), "first_step": schedule.get("r0"),
-            "stop": result.summary.exit_reason, "warnings": result.summary.warnings}
+        points.append(
+            {
+                **p,
+                "iteration": i,
+                "changed": unit,
+                "settings": settings,
+                "search_accuracy": acc_search,
+            }
+        )
+    info = {
+        "method": method,
+        "passes": list(passes),
+        "search_s": search_s,
+        "iterations": len(picked),
+        "first_step": schedule.get("r0"),
+        "stop": result.summary.exit_reason,
+        "warnings": result.summary.warnings,
+    }
     return points, info
 
 
@@ -117,17 +155,30 @@ def digits(s: Settings, out: Path, target) -> dict[str, Any]:
         for passes in pass_sets:
             points, info = _search(m, s, passes)
             runs.append({**info, "points": points})
-        models.append({"model": name, "accuracy0": m.acc0, "energy0_j": m.e0,
-                       "chip_energy0_j": m.chip0, "floor": m.acc0 - FLOOR_DROP, "dense": m.dense,
-                       "runs": runs, "seconds": time.monotonic() - t0})
+        models.append(
+            {
+                "model": name,
+                "accuracy0": m.acc0,
+                "energy0_j": m.e0,
+                "chip_energy0_j": m.chip0,
+                "floor": m.acc0 - FLOOR_DROP,
+                "dense": m.dense,
+                "runs": runs,
+                "seconds": time.monotonic() - t0,
+            }
+        )
     plots = [_digits_plot(mod, out) for mod in models]
     return {"models": models, "plots": plots}
 
 
 def _digits_plot(mod: dict[str, Any], out: Path) -> str:
-    chart = Chart(f"{mod['model']} on Eyeriss: accuracy against chip energy",
-                  "Eyeriss chip energy / dense (legal form)", "test accuracy", count_labels,
-                  percent_labels)
+    chart = Chart(
+        f"{mod['model']} on Eyeriss: accuracy against chip energy",
+        "Eyeriss chip energy / dense (legal form)",
+        "test accuracy",
+        count_labels,
+        percent_labels,
+    )
     colors = iter((BLUE, ORANGE, GREEN, RED))
     for run in mod["runs"]:
         pts = [mod["dense"]] + sorted(run["points"], key=lambda p: -p["chip_energy_j"])
@@ -135,14 +186,25 @@ def _digits_plot(mod: dict[str, Any], out: Path) -> str:
         ys = [max(p["accuracy"], mod["accuracy0"] - PLOT_DEPTH) for p in pts]
         color = next(colors)
         chart.line(xs, ys, color, run["method"])
-        chart.points(xs, ys, color, [f"{run['method']}, {p['label']}: accuracy "
-                                     f"{p['accuracy']:.2%}, chip energy "
-                                     f"x{p['chip_energy_j'] / mod['chip_energy0_j']:.3f}, "
-                                     f"total energy x{p['energy_j'] / mod['energy0_j']:.3f}"
-                                     for p in pts])
+        chart.points(
+            xs,
+            ys,
+            color,
+            [
+                f"{run['method']}, {p['label']}: accuracy "
+                f"{p['accuracy']:.2%}, chip energy "
+                f"x{p['chip_energy_j'] / mod['chip_energy0_j']:.3f}, "
+                f"total energy x{p['energy_j'] / mod['energy0_j']:.3f}"
+                for p in pts
+            ],
+        )
     chart.hline(mod["floor"], GREY, "dense - 1 point")
-    chart.hline(mod["accuracy0"] - PLOT_DEPTH, GREY,
-                f"dense - {PLOT_DEPTH * 100:.0f} points (lower points drawn here)")
+    chart.hline(
+        mod["accuracy0"] - PLOT_DEPTH,
+        GREY,
+        f"dense - {PLOT_DEPTH * 100:.0f} points (lower points drawn here)",
+    )
     name = f"energy_pruning_{mod['model']}.svg"
-    return save_svg(out, name, chart.render(),
-                    f"{mod['model']}: accuracy against Eyeriss energy, both methods")
+    return save_svg(
+        out, name, chart.render(), f"{mod['model']}: accuracy against Eyeriss energy, both methods"
+    )

@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import numpy as np
-from hwcc.passes.prune_channels import prunable_groups
 
 import hwcc
 from bench.width import (
@@ -29,6 +28,7 @@ from hwcc.ir.cleanup import cleanup
 from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
+from hwcc.passes.prune_channels import prunable_groups
 from hwcc.train.finetune import finetune
 
 
@@ -47,15 +47,18 @@ class _Model:
         """``graph`` fine-tuned ``steps`` more SGD steps (the compile's settings), and its test
         accuracy."""
         if steps > 0:
-            graph = finetune(graph, self.tune.inputs, self.tune.labels, steps=steps,
-                             seed=SEED).graph
+            graph = finetune(
+                graph, self.tune.inputs, self.tune.labels, steps=steps, seed=SEED
+            ).graph
         return graph, self.evaluator.accuracy(graph)
 
 
 def _shape(graph) -> dict[str, Any]:
     """What a point kept: MACs, and the output channels of every prunable group."""
-    return {"macs": analyze(graph).macs,
-            "channels": {g.id: g.channels for g in prunable_groups(graph)}}
+    return {
+        "macs": analyze(graph).macs,
+        "channels": {g.id: g.channels for g in prunable_groups(graph)},
+    }
 
 
 def _multiplier(m: _Model, s: Settings) -> list[dict[str, Any]]:
@@ -77,8 +80,18 @@ def _multiplier(m: _Model, s: Settings) -> list[dict[str, Any]]:
                 continue
             graph, acc = m.finish(graph, s.total_steps)
             label = f"α={alpha:g}" + (f" ×{round_to}" if round_to > 1 else "")
-            out.append({"method": method, "label": label, "alpha": alpha, "round_to": round_to,
-                        "graph": graph, "accuracy": acc, "steps": s.total_steps, **shape})
+            out.append(
+                {
+                    "method": method,
+                    "label": label,
+                    "alpha": alpha,
+                    "round_to": round_to,
+                    "graph": graph,
+                    "accuracy": acc,
+                    "steps": s.total_steps,
+                    **shape,
+                }
+            )
     return out
 
 
@@ -89,15 +102,29 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
     def progress(kind: str, info: dict[str, Any]) -> None:
         if kind == "picked":
             p = info["proposal"]
-            picked.append({"iteration": info["state"].iteration, "graph": p.graph,
-                           "predicted_s": p.metrics["latency_s"], "search_accuracy": p.accuracy,
-                           "changed": f"{p.unit.id} ({p.unit.pass_name})"})
+            picked.append(
+                {
+                    "iteration": info["state"].iteration,
+                    "graph": p.graph,
+                    "predicted_s": p.metrics["latency_s"],
+                    "search_accuracy": p.accuracy,
+                    "changed": f"{p.unit.id} ({p.unit.pass_name})",
+                }
+            )
 
     lowest = min(s.budgets)
     t0 = time.monotonic()
-    result = hwcc.compile(m.graph, "cpu", f"{lowest * 100:g}%", data="zoo:digits", seed=SEED,
-                          max_iterations=s.max_iterations, short_term_steps=s.short_term_steps,
-                          long_term_steps=0, progress=progress)
+    result = hwcc.compile(
+        m.graph,
+        "cpu",
+        f"{lowest * 100:g}%",
+        data="zoo:digits",
+        seed=SEED,
+        max_iterations=s.max_iterations,
+        short_term_steps=s.short_term_steps,
+        long_term_steps=0,
+        progress=progress,
+    )
     search_s = time.monotonic() - t0
     r0 = result.summary.original["latency_s"]
     points, unreached = [], []
@@ -111,14 +138,30 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
             continue
         done = p["iteration"] * s.short_term_steps
         graph, acc = m.finish(p["graph"], max(0, s.total_steps - done))
-        points.append({**p, "method": "hwcc", "label": f"{budget * 100:g}%", "budget": budget,
-                       "graph": graph, "accuracy": acc, "steps": max(s.total_steps, done),
-                       "predicted_ratio": p["predicted_s"] / r0, **_shape(graph)})
-    info = {"search_s": search_s, "iterations": len(picked), "stop": result.summary.exit_reason,
-            "predicted_original_s": r0, "budget": f"{lowest * 100:g}%", "unreached": unreached,
-            "history": [{k: v for k, v in p.items() if k != "graph"} for p in picked],
-            "search_steps": s.short_term_steps * len(result.summary.proposals),
-            "warnings": result.summary.warnings}
+        points.append(
+            {
+                **p,
+                "method": "hwcc",
+                "label": f"{budget * 100:g}%",
+                "budget": budget,
+                "graph": graph,
+                "accuracy": acc,
+                "steps": max(s.total_steps, done),
+                "predicted_ratio": p["predicted_s"] / r0,
+                **_shape(graph),
+            }
+        )
+    info = {
+        "search_s": search_s,
+        "iterations": len(picked),
+        "stop": result.summary.exit_reason,
+        "predicted_original_s": r0,
+        "budget": f"{lowest * 100:g}%",
+        "unreached": unreached,
+        "history": [{k: v for k, v in p.items() if k != "graph"} for p in picked],
+        "search_steps": s.short_term_steps * len(result.summary.proposals),
+        "warnings": result.summary.warnings,
+    }
     return points, info
 
 
@@ -128,22 +171,42 @@ def model(name: str, s: Settings, target) -> dict[str, Any]:
     m = _Model(name)
     hwcc_points, info = _search(m, s)
     base = _multiplier(m, s)
-    original = {"method": "original", "label": "input", "alpha": 1.0, "graph": m.src,
-                "accuracy": m.accuracy0, "steps": 0, **_shape(m.graph)}
+    original = {
+        "method": "original",
+        "label": "input",
+        "alpha": 1.0,
+        "graph": m.src,
+        "accuracy": m.accuracy0,
+        "steps": 0,
+        **_shape(m.graph),
+    }
     every = [original] + base + hwcc_points
-    got = measure([to_proto(p["graph"]).SerializeToString() for p in every], target.threads,
-                  s.rounds, s.runs)
+    got = measure(
+        [to_proto(p["graph"]).SerializeToString() for p in every], target.threads, s.rounds, s.runs
+    )
     for i, p in enumerate(every):
-        p.update(latency_s=got["latency_s"][i], speedup=got["speedup"][i], spread=got["spread"][i],
-                 rounds_s=[r[i] for r in got["rounds_s"]])
+        p.update(
+            latency_s=got["latency_s"][i],
+            speedup=got["speedup"][i],
+            spread=got["spread"][i],
+            rounds_s=[r[i] for r in got["rounds_s"]],
+        )
         del p["graph"]
     curve = [(p["latency_s"], p["accuracy"]) for p in [original] + base]
     for p in hwcc_points:
         p["multiplier_latency_at_accuracy_s"] = latency_at_accuracy(curve, p["accuracy"])
-        p["speedup_at_equal_accuracy"], p["bound"] = speedup_at_accuracy(curve, p["latency_s"],
-                                                                         p["accuracy"])
+        p["speedup_at_equal_accuracy"], p["bound"] = speedup_at_accuracy(
+            curve, p["latency_s"], p["accuracy"]
+        )
         p["multiplier_accuracy_at_latency"] = accuracy_at_latency(curve, p["latency_s"])
     spread = {"median": float(np.median(got["spread"][1:])), "max": max(got["spread"][1:])}
-    return {"model": name, "accuracy0": m.accuracy0, "original": original, "multiplier": base,
-            "hwcc": hwcc_points, "search": info, "spread": spread,
-            "seconds": time.monotonic() - t0}
+    return {
+        "model": name,
+        "accuracy0": m.accuracy0,
+        "original": original,
+        "multiplier": base,
+        "hwcc": hwcc_points,
+        "search": info,
+        "spread": spread,
+        "seconds": time.monotonic() - t0,
+    }

@@ -21,29 +21,62 @@ def _us(t: float | None) -> str:
 
 def markdown(models: list[dict[str, Any]], plots: list[str]) -> str:
     """The section's body: both tables, the findings, and the plots."""
-    lines = ["**Every point.** Speed-up is the input model's measured latency over the point's; "
-             "*MACs* counts the multiply-accumulates left; ×8: channels rounded up to a multiple "
-             "of 8.", ""]
+    lines = [
+        "**Every point.** Speed-up is the input model's measured latency over the point's; "
+        "*MACs* counts the multiply-accumulates left; ×8: channels rounded up to a multiple "
+        "of 8.",
+        "",
+    ]
     rows = []
     for mod in models:
         for p in [mod["original"]] + mod["multiplier"] + mod["hwcc"]:
             also = "".join(f" (= {m.split('(')[-1].rstrip(')')})" for m in p.get("also", ()))
-            rows.append((f"`{mod['model']}`", p["method"].split(" (")[0], p["label"] + also,
-                         _us(p["latency_s"]), f"{p['speedup']:.2f}x", f"{p['accuracy']:.2%}",
-                         fmt_count(p["macs"])))
-    lines += [md_table(["model", "method", "setting", "measured latency", "speed-up",
-                        "test accuracy", "MACs"], rows, "llllrrr"), ""]
-    lines += ["**hwcc against the multiplier** (both roundings together: the fastest multiplier "
-              "model at each accuracy). For each hwcc point: the multiplier's latency at the same "
-              "test accuracy, read off its curve, and the speed-up that makes (*at least* when "
-              "hwcc is more accurate than every multiplier point: the ratio is then taken at the "
-              "most accurate one; *at most* when even the narrowest multiplier is more accurate), "
-              "and the multiplier's accuracy at the hwcc point's latency. *Predicted* is the `cpu` "
-              "target's lookup-table estimate the search worked with.", ""]
-    lines += [md_table(["model", "hwcc budget", "speed-up predicted / measured", "hwcc latency",
-                        "hwcc accuracy", "multiplier latency at that accuracy",
-                        "hwcc speed-up at equal accuracy", "multiplier accuracy at hwcc's latency"],
-                       _against_rows(models), "llrlllrr"), ""]
+            rows.append(
+                (
+                    f"`{mod['model']}`",
+                    p["method"].split(" (")[0],
+                    p["label"] + also,
+                    _us(p["latency_s"]),
+                    f"{p['speedup']:.2f}x",
+                    f"{p['accuracy']:.2%}",
+                    fmt_count(p["macs"]),
+                )
+            )
+    lines += [
+        md_table(
+            ["model", "method", "setting", "measured latency", "speed-up", "test accuracy", "MACs"],
+            rows,
+            "llllrrr",
+        ),
+        "",
+    ]
+    lines += [
+        "**hwcc against the multiplier** (both roundings together: the fastest multiplier "
+        "model at each accuracy). For each hwcc point: the multiplier's latency at the same "
+        "test accuracy, read off its curve, and the speed-up that makes (*at least* when "
+        "hwcc is more accurate than every multiplier point: the ratio is then taken at the "
+        "most accurate one; *at most* when even the narrowest multiplier is more accurate), "
+        "and the multiplier's accuracy at the hwcc point's latency. *Predicted* is the `cpu` "
+        "target's lookup-table estimate the search worked with.",
+        "",
+    ]
+    lines += [
+        md_table(
+            [
+                "model",
+                "hwcc budget",
+                "speed-up predicted / measured",
+                "hwcc latency",
+                "hwcc accuracy",
+                "multiplier latency at that accuracy",
+                "hwcc speed-up at equal accuracy",
+                "multiplier accuracy at hwcc's latency",
+            ],
+            _against_rows(models),
+            "llrlllrr",
+        ),
+        "",
+    ]
     lines += _findings(models)
     lines += ["", *plots]
     return "\n".join(lines)
@@ -55,11 +88,18 @@ def _against_rows(models: list[dict[str, Any]]) -> list[tuple]:
         for p in mod["hwcc"]:
             acc = p["multiplier_accuracy_at_latency"]
             lat = p["multiplier_latency_at_accuracy_s"]
-            rows.append((f"`{mod['model']}`", p["label"],
-                         f"{1 / p['predicted_ratio']:.2f}x / {p['speedup']:.2f}x",
-                         _us(p["latency_s"]), f"{p['accuracy']:.2%}",
-                         _us(lat) if lat is not None else "never", _ratio(p),
-                         f"{acc:.2%}" if acc is not None else "below its fastest point"))
+            rows.append(
+                (
+                    f"`{mod['model']}`",
+                    p["label"],
+                    f"{1 / p['predicted_ratio']:.2f}x / {p['speedup']:.2f}x",
+                    _us(p["latency_s"]),
+                    f"{p['accuracy']:.2%}",
+                    _us(lat) if lat is not None else "never",
+                    _ratio(p),
+                    f"{acc:.2%}" if acc is not None else "below its fastest point",
+                )
+            )
         for b in mod["search"]["unreached"]:
             rows.append((f"`{mod['model']}`", f"{b * 100:g}%", "not reached", "", "", "", "", ""))
     return rows
@@ -75,57 +115,82 @@ def _findings(models: list[dict[str, Any]]) -> list[str]:
     pairs = [(1 / p["predicted_ratio"], p["speedup"]) for mod in models for p in mod["hwcc"]]
     if pairs:
         over = float(np.median([a / b for a, b in pairs]))
-        out.append("- hwcc's search worked with the `cpu` target's predicted latencies: for its "
-                   f"points the predicted speed-up is {over:.2f}x the measured one (median over "
-                   f"{len(pairs)} points), "
-                   + ("so the search believed its changes saved more than they do here."
-                      if over > 1.1 else
-                      "so the search believed its changes saved less than they do here."
-                      if over < 0.9 else "so prediction and measurement agree within 10 %."))
-    out.append("- Noise: the interquartile range of a speed-up's per-round values, relative to "
-               "it, is "
-               + "; ".join(f"`{m['model']}` {m['spread']['median']:.1%} for the median point, at "
-                           f"most {m['spread']['max']:.1%}" for m in models)
-               + ". Speed-ups that differ by less than that are not different; and since the "
-                 "other tenants of this machine change how much larger models suffer (the shared "
-                 "caches), speed-ups move by more than that from one run of this section to the "
-                 "next.")
+        out.append(
+            "- hwcc's search worked with the `cpu` target's predicted latencies: for its "
+            f"points the predicted speed-up is {over:.2f}x the measured one (median over "
+            f"{len(pairs)} points), "
+            + (
+                "so the search believed its changes saved more than they do here."
+                if over > 1.1
+                else "so the search believed its changes saved less than they do here."
+                if over < 0.9
+                else "so prediction and measurement agree within 10 %."
+            )
+        )
+    out.append(
+        "- Noise: the interquartile range of a speed-up's per-round values, relative to "
+        "it, is "
+        + "; ".join(
+            f"`{m['model']}` {m['spread']['median']:.1%} for the median point, at "
+            f"most {m['spread']['max']:.1%}"
+            for m in models
+        )
+        + ". Speed-ups that differ by less than that are not different; and since the "
+        "other tenants of this machine change how much larger models suffer (the shared "
+        "caches), speed-ups move by more than that from one run of this section to the "
+        "next."
+    )
     out.append(_CAVEATS)
     return out
 
 
 def _headline(models: list[dict[str, Any]]) -> str:
-    near = [(p["speedup_at_equal_accuracy"], mod["model"], p) for mod in models
-            for p in mod["hwcc"]
-            if p["accuracy"] >= mod["accuracy0"] - FLOOR_DROP - 1e-12 and p["bound"] != "at most"]
+    near = [
+        (p["speedup_at_equal_accuracy"], mod["model"], p)
+        for mod in models
+        for p in mod["hwcc"]
+        if p["accuracy"] >= mod["accuracy0"] - FLOOR_DROP - 1e-12 and p["bound"] != "at most"
+    ]
     if not near:
-        return (f"- No hwcc point stays within {FLOOR_DROP:.0%} of its input model's accuracy, so "
-                "there is no speed-up at equal accuracy to set against the paper's "
-                f"{PAPER_SPEEDUP}x.")
+        return (
+            f"- No hwcc point stays within {FLOOR_DROP:.0%} of its input model's accuracy, so "
+            "there is no speed-up at equal accuracy to set against the paper's "
+            f"{PAPER_SPEEDUP}x."
+        )
     sp, name, p = max(near, key=lambda b: b[0])
-    verdict = (("reaches" if sp >= PAPER_SPEEDUP else "falls short of")
-               + f" the paper's {PAPER_SPEEDUP}x")
-    return ("- Largest hwcc speed-up over the multiplier at equal or higher accuracy, among hwcc "
-            f"points within {FLOOR_DROP:.0%} of the input model's accuracy: **{_ratio(p)}** "
-            f"(`{name}`, budget {p['label']}, {p['accuracy']:.2%}); this {verdict}. A ratio "
-            "below 1 means the width multiplier is faster at that accuracy.")
+    verdict = (
+        "reaches" if sp >= PAPER_SPEEDUP else "falls short of"
+    ) + f" the paper's {PAPER_SPEEDUP}x"
+    return (
+        "- Largest hwcc speed-up over the multiplier at equal or higher accuracy, among hwcc "
+        f"points within {FLOOR_DROP:.0%} of the input model's accuracy: **{_ratio(p)}** "
+        f"(`{name}`, budget {p['label']}, {p['accuracy']:.2%}); this {verdict}. A ratio "
+        "below 1 means the width multiplier is faster at that accuracy."
+    )
 
 
 def _model_finding(mod: dict[str, Any]) -> str:
     info = mod["search"]
-    pts = ", ".join(f"{p['label']}: {_ratio(p)} at {p['accuracy']:.2%}"
-                    for p in mod["hwcc"]) or "none"
+    pts = (
+        ", ".join(f"{p['label']}: {_ratio(p)} at {p['accuracy']:.2%}" for p in mod["hwcc"])
+        or "none"
+    )
     missed = ", ".join(f"{b * 100:g}%" for b in info["unreached"])
     unreached = f"; budget(s) {missed} not reached" if info["unreached"] else ""
     low = min(info["history"], key=lambda h: h["search_accuracy"], default=None)
-    fell = (" Its accuracy after short-term fine-tuning fell to "
-            f"{low['search_accuracy']:.2%} at iteration {low['iteration']} ({low['changed']}); "
-            "without an accuracy floor (`max_accuracy_drop`) the search goes on from there."
-            if low and low["search_accuracy"] < mod["accuracy0"] - 0.1 else "")
-    return (f"- `{mod['model']}` (input {mod['accuracy0']:.2%}): hwcc against the multiplier at "
-            f"equal accuracy {pts}{unreached}. Search: {info['iterations']} iterations, "
-            f"{info['search_steps']} proposal fine-tune steps, {info['search_s']:.0f} s; stopped: "
-            f"{info['stop']}.{fell}")
+    fell = (
+        " Its accuracy after short-term fine-tuning fell to "
+        f"{low['search_accuracy']:.2%} at iteration {low['iteration']} ({low['changed']}); "
+        "without an accuracy floor (`max_accuracy_drop`) the search goes on from there."
+        if low and low["search_accuracy"] < mod["accuracy0"] - 0.1
+        else ""
+    )
+    return (
+        f"- `{mod['model']}` (input {mod['accuracy0']:.2%}): hwcc against the multiplier at "
+        f"equal accuracy {pts}{unreached}. Search: {info['iterations']} iterations, "
+        f"{info['search_steps']} proposal fine-tune steps, {info['search_s']:.0f} s; stopped: "
+        f"{info['stop']}.{fell}"
+    )
 
 
 _CAVEATS = (
@@ -141,29 +206,46 @@ _CAVEATS = (
     "to the next as the table fills; at 8x8 inputs much of the latency is per-kernel and "
     "per-inference overhead that no pruning removes; and onnxruntime's kernels are much slower "
     "at some channel counts (not multiples of 8) than at nearby ones, which is why some "
-    "multiplier points are slower than wider ones.")
+    "multiplier points are slower than wider ones."
+)
 
 
 def plot(mod: dict[str, Any], out: Path) -> str:
     """Accuracy against measured latency: the input, each multiplier curve, and hwcc's points."""
-    chart = Chart(f"{mod['model']}: test accuracy against measured CPU latency",
-                  "measured latency (onnxruntime, batch 1)", "test accuracy",
-                  lambda t: si_labels(t, "s"), percent_labels)
+    chart = Chart(
+        f"{mod['model']}: test accuracy against measured CPU latency",
+        "measured latency (onnxruntime, batch 1)",
+        "test accuracy",
+        lambda t: si_labels(t, "s"),
+        percent_labels,
+    )
     # the curves each multiplier point lies on
     on = {id(p): {p["method"], *p.get("also", ())} for p in mod["multiplier"]}
     methods = sorted(set().union(*on.values()))
-    series = [([mod["original"]] + [p for p in mod["multiplier"] if m in on[id(p)]], c, m)
-              for m, c in zip(methods, (ORANGE, GREEN))]
+    series = [
+        ([mod["original"]] + [p for p in mod["multiplier"] if m in on[id(p)]], c, m)
+        for m, c in zip(methods, (ORANGE, GREEN))
+    ]
     series.append(([mod["original"]] + mod["hwcc"], BLUE, "hwcc"))
     for pts, color, label in series:
         pts = sorted(pts, key=lambda p: p["latency_s"])
         xs, ys = [p["latency_s"] for p in pts], [p["accuracy"] for p in pts]
         chart.line(xs, ys, color, label)
-        chart.points(xs, ys, color,
-                     [f"{p['method']} {p['label']}: {_us(p['latency_s'])}, {p['accuracy']:.2%}"
-                      for p in pts],
-                     ["" if p is mod["original"] else p["label"] for p in pts])
+        chart.points(
+            xs,
+            ys,
+            color,
+            [
+                f"{p['method']} {p['label']}: {_us(p['latency_s'])}, {p['accuracy']:.2%}"
+                for p in pts
+            ],
+            ["" if p is mod["original"] else p["label"] for p in pts],
+        )
     chart.vline(mod["original"]["latency_s"], GREY, "input")
     name = f"width_{mod['model']}.svg"
-    return save_svg(out, name, chart.render(),
-                    f"{mod['model']}: accuracy against measured latency, hwcc and width multiplier")
+    return save_svg(
+        out,
+        name,
+        chart.render(),
+        f"{mod['model']}: accuracy against measured latency, hwcc and width multiplier",
+    )

@@ -20,9 +20,9 @@ measurements is the noise floor of this machine.
 The machine is shared: when its neighbours are busy it runs up to about 1.8x slower.
 Measurements are reported raw and at the table's speed (the fast phase, the machine's
 own), which a probe kernel timed around every visit identifies: the measurement waits
-for it, and rescales only if it does not come (see :func:`evaluate`). Prints and writes (``--out``, JSON): the share of predictions within
-+-10 %, the median and the 90th percentile of |error|, the same for the noise floor,
-and every variant.
+for it, and rescales only if it does not come (see :func:`evaluate`). Prints and writes
+(``--out``, JSON): the share of predictions within +-10 %, the median and the 90th
+percentile of |error|, the same for the noise floor, and every variant.
 The table is the target's own (``$XDG_CACHE_HOME/hwcc/tables``); ``--fresh`` uses an
 empty one in a temporary folder.
 """
@@ -62,7 +62,10 @@ class Inverted(nn.Module):
     def __init__(self, cin: int, hidden: int, cout: int, stride: int, act=nn.ReLU6):
         super().__init__()
         layers = [conv_bn(cin, hidden, 1, act=act)] if hidden != cin else []
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act), conv_bn(hidden, cout, 1, act=None)]
+        layers += [
+            conv_bn(hidden, hidden, 3, stride, groups=hidden, act=act),
+            conv_bn(hidden, cout, 1, act=None),
+        ]
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -76,7 +79,9 @@ class Basic(nn.Module):
     def __init__(self, cin: int, mid: int, cout: int, stride: int):
         super().__init__()
         self.body = nn.Sequential(conv_bn(cin, mid, 3, stride), conv_bn(mid, cout, 3, act=None))
-        self.shortcut = conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+        self.shortcut = (
+            conv_bn(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+        )
         self.relu = nn.ReLU()
 
     def forward(self, x):
@@ -85,25 +90,50 @@ class Basic(nn.Module):
 
 def _lenet5(rng: random.Random) -> nn.Module:
     c1, c2, h = _w(rng, 20), _w(rng, 50), _w(rng, 500)
-    return nn.Sequential(nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
-                         nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(c2 * 16, h), nn.ReLU(), nn.Linear(h, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Linear(c2 * 16, h),
+        nn.ReLU(),
+        nn.Linear(h, 10),
+    )
 
 
 def _mobilenet(rng: random.Random) -> nn.Module:
     a, b = _w(rng, 32), _w(rng, 64)
-    blocks = [Inverted(a, _w(rng, 64), a, 1, nn.ReLU), Inverted(a, _w(rng, 64), b, 2, nn.ReLU),
-              Inverted(b, _w(rng, 128), b, 1, nn.ReLU), Inverted(b, _w(rng, 128), b, 1, nn.ReLU)]
-    return nn.Sequential(conv_bn(1, a, 3), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(b, 10))
+    blocks = [
+        Inverted(a, _w(rng, 64), a, 1, nn.ReLU),
+        Inverted(a, _w(rng, 64), b, 2, nn.ReLU),
+        Inverted(b, _w(rng, 128), b, 1, nn.ReLU),
+        Inverted(b, _w(rng, 128), b, 1, nn.ReLU),
+    ]
+    return nn.Sequential(
+        conv_bn(1, a, 3), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(b, 10)
+    )
 
 
 def _resnet(rng: random.Random) -> nn.Module:
     a, b = _w(rng, 32), _w(rng, 64)
     blocks = [Basic(a, _w(rng, 32), a, 1), Basic(a, _w(rng, 32), a, 1), Basic(a, _w(rng, 64), b, 2)]
-    return nn.Sequential(conv_bn(1, a, 3), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(b, 10))
+    return nn.Sequential(
+        conv_bn(1, a, 3), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(b, 10)
+    )
 
 
 # MobileNet V2 Table 2: (expansion t, channels c, repeats n, first stride s).
-_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_V2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _mobilenet_v2(rng: random.Random) -> nn.Module:
@@ -117,7 +147,12 @@ def _mobilenet_v2(rng: random.Random) -> nn.Module:
             layers.append(Inverted(cin, hidden, cout, s if i == 0 else 1))
             cin = cout
     last = _w(rng, 1280, 0.25, 1.0)
-    layers += [conv_bn(cin, last, 1, act=nn.ReLU6), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(last, 1000)]
+    layers += [
+        conv_bn(cin, last, 1, act=nn.ReLU6),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(last, 1000),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -133,9 +168,13 @@ def _resnet18(rng: random.Random) -> nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000))
 
 
-_BUILDERS = {"lenet5": (_lenet5, (1, 1, 8, 8), True), "mobilenet": (_mobilenet, (1, 1, 8, 8), True),
-             "resnet": (_resnet, (1, 1, 8, 8), True), "mobilenet_v2_64": (_mobilenet_v2, (1, 3, 64, 64), False),
-             "resnet18_64": (_resnet18, (1, 3, 64, 64), False)}
+_BUILDERS = {
+    "lenet5": (_lenet5, (1, 1, 8, 8), True),
+    "mobilenet": (_mobilenet, (1, 1, 8, 8), True),
+    "resnet": (_resnet, (1, 1, 8, 8), True),
+    "mobilenet_v2_64": (_mobilenet_v2, (1, 3, 64, 64), False),
+    "resnet18_64": (_resnet18, (1, 3, 64, 64), False),
+}
 
 
 def export(module: nn.Module, shape: tuple[int, ...], keep_bn: bool) -> bytes:
@@ -144,13 +183,23 @@ def export(module: nn.Module, shape: tuple[int, ...], keep_bn: bool) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.rand(*shape),), buf, dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          training=torch.onnx.TrainingMode.EVAL, do_constant_folding=not keep_bn)
+        torch.onnx.export(
+            module,
+            (torch.rand(*shape),),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            training=torch.onnx.TrainingMode.EVAL,
+            do_constant_folding=not keep_bn,
+        )
     return buf.getvalue()
 
 
-def variants(n: int, *, seed: int = 0, families: tuple[str, ...] = FAMILIES) -> list[tuple[str, bytes]]:
+def variants(
+    n: int, *, seed: int = 0, families: tuple[str, ...] = FAMILIES
+) -> list[tuple[str, bytes]]:
     """``n`` width variants, ``(name, onnx bytes)``, the families taken in turn."""
     rng, out = random.Random(seed), []
     for i in range(n):
@@ -162,8 +211,14 @@ def variants(n: int, *, seed: int = 0, families: tuple[str, ...] = FAMILIES) -> 
 
 
 # ---------------------------------------------------------------------- the comparison
-def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, rounds: int = 5,
-             patience_s: float = 20.0) -> dict:
+def evaluate(
+    models: list[tuple[str, bytes]],
+    target=None,
+    *,
+    runs: int = 40,
+    rounds: int = 5,
+    patience_s: float = 20.0,
+) -> dict:
     """Predict, measure (twice) and compare every model; returns the summary and rows.
 
     Each model is profiled (its missing kernels measured) and then timed at once, so the
@@ -193,33 +248,67 @@ def evaluate(models: list[tuple[str, bytes]], target=None, *, runs: int = 40, ro
         g.name = name
         profile(g, target, progress=sys.stderr.isatty())
         speed = target.table.speed()
-        raw, probes = measure_models([data], target.threads, runs=runs, rounds=rounds, probes=[]), []
-        (at_speed,) = measure_models([data], target.threads, runs=runs, rounds=rounds, speed=speed, probes=probes,
-                                     patience_s=patience_s)
-        rows.append({"model": name, "predicted_s": target.cost(g).latency_s, "measured_s": at_speed,
-                     "measured_raw_s": raw[0], "probe_s": probes[0], "table_speed_s": speed})
+        raw, probes = (
+            measure_models([data], target.threads, runs=runs, rounds=rounds, probes=[]),
+            [],
+        )
+        (at_speed,) = measure_models(
+            [data],
+            target.threads,
+            runs=runs,
+            rounds=rounds,
+            speed=speed,
+            probes=probes,
+            patience_s=patience_s,
+        )
+        rows.append(
+            {
+                "model": name,
+                "predicted_s": target.cost(g).latency_s,
+                "measured_s": at_speed,
+                "measured_raw_s": raw[0],
+                "probe_s": probes[0],
+                "table_speed_s": speed,
+            }
+        )
     profile_s = time.monotonic() - t0
     data = [m for _, m in models]
     speed = target.table.speed()
-    again = measure_models(data, target.threads, runs=runs, rounds=rounds, speed=speed, patience_s=patience_s)
+    again = measure_models(
+        data, target.threads, runs=runs, rounds=rounds, speed=speed, patience_s=patience_s
+    )
     for r, b in zip(rows, again):
-        r.update(remeasured_s=b, error=r["predicted_s"] / r["measured_s"] - 1,
-                 raw_error=r["predicted_s"] / r["measured_raw_s"] - 1, noise=b / r["measured_s"] - 1)
+        r.update(
+            remeasured_s=b,
+            error=r["predicted_s"] / r["measured_s"] - 1,
+            raw_error=r["predicted_s"] / r["measured_raw_s"] - 1,
+            noise=b / r["measured_s"] - 1,
+        )
     again_raw = measure_models(data, target.threads, runs=runs, rounds=rounds)
     for r, b in zip(rows, again_raw):
         r.update(remeasured_raw_s=b, raw_noise=b / r["measured_raw_s"] - 1)
-    summary = {**summarize([r["error"] for r in rows], "error"), **summarize([r["raw_error"] for r in rows], "raw_error"),
-               **summarize([r["noise"] for r in rows], "noise"), **summarize([r["raw_noise"] for r in rows], "raw_noise"),
-               "variants": len(rows), "threads": target.threads, "profile_and_first_measure_s": profile_s,
-               "table_speed_s": speed, "table": str(target.table.path)}
+    summary = {
+        **summarize([r["error"] for r in rows], "error"),
+        **summarize([r["raw_error"] for r in rows], "raw_error"),
+        **summarize([r["noise"] for r in rows], "noise"),
+        **summarize([r["raw_noise"] for r in rows], "raw_noise"),
+        "variants": len(rows),
+        "threads": target.threads,
+        "profile_and_first_measure_s": profile_s,
+        "table_speed_s": speed,
+        "table": str(target.table.path),
+    }
     return {"summary": summary, "rows": rows}
 
 
 def summarize(values: list[float], label: str) -> dict:
     """Share within +-10 %, median and 90th percentile of |value|."""
     a = np.abs(np.asarray(values, float))
-    return {f"{label}_within_10pct": float(np.mean(a <= 0.10)), f"{label}_median_abs": float(np.median(a)),
-            f"{label}_p90_abs": float(np.percentile(a, 90))}
+    return {
+        f"{label}_within_10pct": float(np.mean(a <= 0.10)),
+        f"{label}_median_abs": float(np.median(a)),
+        f"{label}_p90_abs": float(np.percentile(a, 90)),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,23 +319,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="start from an empty lookup table")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
-    models = variants(args.variants, seed=args.seed, families=FAMILIES_QUICK if args.quick else FAMILIES)
+    models = variants(
+        args.variants, seed=args.seed, families=FAMILIES_QUICK if args.quick else FAMILIES
+    )
     with tempfile.TemporaryDirectory(prefix="hwcc-cpu-fidelity-") as fresh:
         if args.fresh:
             os.environ["XDG_CACHE_HOME"] = fresh
         result = evaluate(models)
     s = result["summary"]
     for r in result["rows"]:
-        print(f"{r['model']:20s} predicted {r['predicted_s'] * 1e3:7.3f} ms; measured {r['measured_s'] * 1e3:7.3f} ms "
-              f"at the table's speed ({r['measured_raw_s'] * 1e3:7.3f} raw): error {r['error'] * 100:+6.1f} % "
-              f"(raw {r['raw_error'] * 100:+6.1f} %); re-measured {r['noise'] * 100:+6.1f} % "
-              f"(raw {r['raw_noise'] * 100:+6.1f} %)")
-    print(f"\n{s['variants']} variants, {s['threads']} thread(s), at the table's speed: within +-10 %: "
-          f"{s['error_within_10pct']:.0%}, median |error| {s['error_median_abs']:.1%}, p90 |error| {s['error_p90_abs']:.1%}")
-    print(f"raw: within +-10 %: {s['raw_error_within_10pct']:.0%}, median |error| {s['raw_error_median_abs']:.1%}, "
-          f"p90 |error| {s['raw_error_p90_abs']:.1%}")
-    print(f"noise floor (same model timed twice): at the table's speed median {s['noise_median_abs']:.1%}, "
-          f"p90 {s['noise_p90_abs']:.1%}; raw median {s['raw_noise_median_abs']:.1%}, p90 {s['raw_noise_p90_abs']:.1%}")
+        print(
+            f"{r['model']:20s} predicted {r['predicted_s'] * 1e3:7.3f} ms; measured "
+            f"{r['measured_s'] * 1e3:7.3f} ms at the table's speed "
+            f"({r['measured_raw_s'] * 1e3:7.3f} raw): error {r['error'] * 100:+6.1f} % (raw "
+            f"{r['raw_error'] * 100:+6.1f} %); re-measured {r['noise'] * 100:+6.1f} % (raw "
+            f"{r['raw_noise'] * 100:+6.1f} %)"
+        )
+    print(
+        f"\n{s['variants']} variants, {s['threads']} thread(s), at the table's speed: "
+        f"within +-10 %: {s['error_within_10pct']:.0%}, median |error| "
+        f"{s['error_median_abs']:.1%}, p90 |error| {s['error_p90_abs']:.1%}"
+    )
+    print(
+        f"raw: within +-10 %: {s['raw_error_within_10pct']:.0%}, median |error| "
+        f"{s['raw_error_median_abs']:.1%}, p90 |error| {s['raw_error_p90_abs']:.1%}"
+    )
+    print(
+        "noise floor (same model timed twice): at the table's speed median "
+        f"{s['noise_median_abs']:.1%}, p90 {s['noise_p90_abs']:.1%}; raw median "
+        f"{s['raw_noise_median_abs']:.1%}, p90 {s['raw_noise_p90_abs']:.1%}"
+    )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -42,15 +42,15 @@ TITLE = "Energy-aware against magnitude pruning on Eyeriss"
 ORDER = 10
 
 SEED = 0
-FLOOR_DROP = 0.01   # "equal accuracy": at least the dense model's accuracy minus one point
-LOOSE_DROP = 0.02   # the same with two points, to show how much one image at the floor matters
-PLOT_DEPTH = 0.10   # plots show accuracy down to the dense model's minus ten points
+FLOOR_DROP = 0.01  # "equal accuracy": at least the dense model's accuracy minus one point
+LOOSE_DROP = 0.02  # the same with two points, to show how much one image at the floor matters
+PLOT_DEPTH = 0.10  # plots show accuracy down to the dense model's minus ten points
 
 # Yang, Chen, Sze, CVPR 2017 (abstract and Sec. 5): AlexNet energy reduction, <1 % top-5 loss.
 PAPER_ENERGY_AWARE = 3.7
 PAPER_MAGNITUDE = 2.1
 
-DENSITY_GRID = tuple(round(1 - 0.02 * i, 2) for i in range(50))   # 1.00, 0.98, ... 0.02
+DENSITY_GRID = tuple(round(1 - 0.02 * i, 2) for i in range(50))  # 1.00, 0.98, ... 0.02
 
 DEFAULT_PASSES = ("prune_channels", "prune_weights", "low_rank")
 
@@ -84,29 +84,51 @@ class Settings:
     alexnet_apply: bool
 
 
-QUICK = Settings(models=(("lenet300-digits", (("prune_weights",),)),),
-                 densities=(0.6, 0.4, 0.25, 0.15), budget="25%energy", max_iterations=5,
-                 short_term_steps=10, total_steps=60, max_units=2, stop_drop=None,
-                 alexnet_apply=False)
-FULL = Settings(models=(("lenet300-digits", (("prune_weights",), DEFAULT_PASSES)),
-                        ("lenet5-digits", (("prune_weights",), DEFAULT_PASSES)),
-                        ("mobilenet-digits", (DEFAULT_PASSES,)),
-                        ("resnet-digits", (DEFAULT_PASSES,))),
-                densities=(0.8, 0.6, 0.4, 0.25, 0.15, 0.08), budget="25%energy",
-                max_iterations=7, short_term_steps=20, total_steps=160, max_units=6,
-                stop_drop=None, alexnet_apply=True)
+QUICK = Settings(
+    models=(("lenet300-digits", (("prune_weights",),)),),
+    densities=(0.6, 0.4, 0.25, 0.15),
+    budget="25%energy",
+    max_iterations=5,
+    short_term_steps=10,
+    total_steps=60,
+    max_units=2,
+    stop_drop=None,
+    alexnet_apply=False,
+)
+FULL = Settings(
+    models=(
+        ("lenet300-digits", (("prune_weights",), DEFAULT_PASSES)),
+        ("lenet5-digits", (("prune_weights",), DEFAULT_PASSES)),
+        ("mobilenet-digits", (DEFAULT_PASSES,)),
+        ("resnet-digits", (DEFAULT_PASSES,)),
+    ),
+    densities=(0.8, 0.6, 0.4, 0.25, 0.15, 0.08),
+    budget="25%energy",
+    max_iterations=7,
+    short_term_steps=20,
+    total_steps=160,
+    max_units=6,
+    stop_drop=None,
+    alexnet_apply=True,
+)
 
 
 # ---------------------------------------------------------------------- pure pieces
-def best_at_floor(points: Sequence[Mapping[str, float]], floor: float,
-                  key: str) -> Mapping[str, float] | None:
+def best_at_floor(
+    points: Sequence[Mapping[str, float]], floor: float, key: str
+) -> Mapping[str, float] | None:
     """The point with the largest ``reduction_<key>`` whose accuracy is at least ``floor``."""
     ok = [p for p in points if p["accuracy"] >= floor - 1e-12]
     return max(ok, key=lambda p: p[f"reduction_{key}"], default=None)
 
 
-def greedy_allocation(sizes: Mapping[str, int], energy: Callable[[str, float], float], keep: int,
-                      grid: Sequence[float] = DENSITY_GRID, floor: float = 0.0) -> dict[str, float]:
+def greedy_allocation(
+    sizes: Mapping[str, int],
+    energy: Callable[[str, float], float],
+    keep: int,
+    grid: Sequence[float] = DENSITY_GRID,
+    floor: float = 0.0,
+) -> dict[str, float]:
     """Per-layer densities keeping ``keep`` weights in all, chosen for energy.
 
     Greedy on the lower convex hull of each layer's energy-against-weights curve: each step
@@ -165,10 +187,9 @@ def passes_label(passes: Sequence[str]) -> str:
 # ---------------------------------------------------------------------- the section
 def run(quick: bool, out: Path) -> dict[str, Any]:
     # The experiments import hwcc (and torch): when the section runs, not with its pure pieces.
-    from hwcc.targets.base import load_target  # hwcc only when the section runs
-
     from bench._energy_alexnet import alexnet, alexnet_markdown
     from bench._energy_digits import digits
+    from hwcc.targets.base import load_target  # hwcc only when the section runs
 
     s = QUICK if quick else FULL
     target = load_target("eyeriss")
@@ -176,9 +197,13 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     with one_torch_thread():
         found = digits(s, out, target)
     alex = alexnet(s, target)
-    data = {"settings": dataclasses.asdict(s), "digits": found["models"], "alexnet": alex,
-            "paper": {"energy_aware": PAPER_ENERGY_AWARE, "magnitude": PAPER_MAGNITUDE},
-            "seconds": time.monotonic() - t0}
+    data = {
+        "settings": dataclasses.asdict(s),
+        "digits": found["models"],
+        "alexnet": alex,
+        "paper": {"energy_aware": PAPER_ENERGY_AWARE, "magnitude": PAPER_MAGNITUDE},
+        "seconds": time.monotonic() - t0,
+    }
     body = _markdown(data, found["plots"]) + "\n" + "\n".join(alexnet_markdown(alex))
     return {"title": TITLE, "what": _what(s), "markdown": body, "data": data}
 
@@ -186,9 +211,12 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
 def _what(s: Settings) -> str:
     runs = "; ".join(f"`{m}`: " + " and ".join(passes_label(p) for p in ps) for m, ps in s.models)
     densities = ", ".join(f"{d:g}" for d in s.densities)
-    applied = ("the first two applied with `prune_weights` (`layer_density`) and priced as graphs, "
-               "the rest layer by layer." if s.alexnet_apply else
-               "priced layer by layer (the pass is not applied in quick mode).")
+    applied = (
+        "the first two applied with `prune_weights` (`layer_density`) and priced as graphs, "
+        "the rest layer by layer."
+        if s.alexnet_apply
+        else "priced layer by layer (the pass is not applied in quick mode)."
+    )
     return (
         f"Target `eyeriss` (legal form 16-bit fixed point), seed {SEED}. Digits models ({runs}), "
         "BatchNormalization folded first as `hwcc compile` does; fine-tuning on the digits train "
@@ -202,31 +230,53 @@ def _what(s: Settings) -> str:
         f"{s.total_steps} steps in all, legalized, priced and scored. AlexNet (`zoo:alexnet`, "
         "two-group, 227x227, batch 1, activation densities from JSSC 2017 Table V and EIE Table "
         "III): dense, Deep Compression's per-layer densities, and a greedy energy-aware "
-        "allocation of as many weights; " + applied)
+        "allocation of as many weights; " + applied
+    )
 
 
 def _markdown(data: dict[str, Any], plots: list[str]) -> str:
-    lines = ["**Digits models: energy reduction at equal accuracy.** The largest `E0/E` among "
-             "the points whose test accuracy is at least the dense model's minus one point (the "
-             "dense model itself counts, at 1x; one test image is 0.28 points, so the last column "
-             "repeats the chip's with a two-point floor). *Chip* is the Eyeriss chip's energy, the "
-             "quantity the paper reports; *total* adds the host CPU that runs what Eyeriss cannot "
-             "(pooling, Add, global average pooling), priced by hwcc's `cpu` target at 73 W: that "
-             "is what `hwcc compile` budgets and searches on.", ""]
+    lines = [
+        "**Digits models: energy reduction at equal accuracy.** The largest `E0/E` among "
+        "the points whose test accuracy is at least the dense model's minus one point (the "
+        "dense model itself counts, at 1x; one test image is 0.28 points, so the last column "
+        "repeats the chip's with a two-point floor). *Chip* is the Eyeriss chip's energy, the "
+        "quantity the paper reports; *total* adds the host CPU that runs what Eyeriss cannot "
+        "(pooling, Add, global average pooling), priced by hwcc's `cpu` target at 73 W: that "
+        "is what `hwcc compile` budgets and searches on.",
+        "",
+    ]
     rows = []
     for mod in data["digits"]:
         for run in mod["runs"]:
             pts = [mod["dense"], *run["points"]]
             cells = []
-            for key, floor in (("chip_energy_j", mod["floor"]), ("energy_j", mod["floor"]),
-                               ("chip_energy_j", mod["accuracy0"] - LOOSE_DROP)):
+            for key, floor in (
+                ("chip_energy_j", mod["floor"]),
+                ("energy_j", mod["floor"]),
+                ("chip_energy_j", mod["accuracy0"] - LOOSE_DROP),
+            ):
                 b = best_at_floor(pts, floor, key)
-                cells.append(f"{fmt_times(b[f'reduction_{key}'])} ({b['label']}, "
-                             f"{b['accuracy']:.2%})")
-            rows.append((f"`{mod['model']}`", run["method"], f"{mod['accuracy0']:.2%}", *cells,
-                         len(run["points"])))
-    headers = ["model", "method", "dense accuracy", "chip E0/E, -1 point (point, accuracy)",
-               "total E0/E, -1 point", "chip E0/E, -2 points", "points"]
+                cells.append(
+                    f"{fmt_times(b[f'reduction_{key}'])} ({b['label']}, {b['accuracy']:.2%})"
+                )
+            rows.append(
+                (
+                    f"`{mod['model']}`",
+                    run["method"],
+                    f"{mod['accuracy0']:.2%}",
+                    *cells,
+                    len(run["points"]),
+                )
+            )
+    headers = [
+        "model",
+        "method",
+        "dense accuracy",
+        "chip E0/E, -1 point (point, accuracy)",
+        "total E0/E, -1 point",
+        "chip E0/E, -2 points",
+        "points",
+    ]
     lines += [md_table(headers, rows, "llllllr"), ""]
     lines += [_headline(data["digits"]), ""]
     lines += _digits_findings(data["digits"]) + [""] + plots + [""]
@@ -252,41 +302,59 @@ def _headline(models: list[dict[str, Any]]) -> str:
 
 def _digits_findings(models: list[dict[str, Any]]) -> list[str]:
     out = [_model_finding(mod) for mod in models]
-    same = all(p["legal_price_equals_float"] for mod in models for r in mod["runs"]
-               for p in r["points"])
+    same = all(
+        p["legal_price_equals_float"] for mod in models for r in mod["runs"] for p in r["points"]
+    )
     if not same:
-        out.append("- Some points priced differently in their legal form than in float (see the "
-                   "data).")
+        out.append(
+            "- Some points priced differently in their legal form than in float (see the data)."
+        )
     else:
-        out.append("- Every point priced identically in float and in the legal form (16-bit fixed "
-                   "point): Eyeriss prices every value as a 16-bit word, whatever its type.")
-    out.append("- Host energies come from this machine's measured CPU kernel table (73 W times the "
-               "measured time), so totals move by some percent between runs and for every new "
-               "channel count a pruned model has; chip energies are a model and do not move.")
-    out.append("- Why weight pruning buys so little on the chip: hwcc's Eyeriss model follows the "
-               "JSSC chip, which gates MACs on zero *input activations* only; a zero weight is "
-               "still read and multiplied, and saves only its share of the DRAM stream (run-length "
-               "coded). Layers whose energy is mostly weights read from DRAM (FC layers run once "
-               "per image) gain; convolutions, which reuse each weight many times, barely do. "
-               "Channel pruning (hwcc's default passes) shrinks activations and MACs as well.")
+        out.append(
+            "- Every point priced identically in float and in the legal form (16-bit fixed "
+            "point): Eyeriss prices every value as a 16-bit word, whatever its type."
+        )
+    out.append(
+        "- Host energies come from this machine's measured CPU kernel table (73 W times the "
+        "measured time), so totals move by some percent between runs and for every new "
+        "channel count a pruned model has; chip energies are a model and do not move."
+    )
+    out.append(
+        "- Why weight pruning buys so little on the chip: hwcc's Eyeriss model follows the "
+        "JSSC chip, which gates MACs on zero *input activations* only; a zero weight is "
+        "still read and multiplied, and saves only its share of the DRAM stream (run-length "
+        "coded). Layers whose energy is mostly weights read from DRAM (FC layers run once "
+        "per image) gain; convolutions, which reuse each weight many times, barely do. "
+        "Channel pruning (hwcc's default passes) shrinks activations and MACs as well."
+    )
     return out
 
 
 def _model_finding(mod: dict[str, Any]) -> str:
     host = 1 - mod["chip_energy0_j"] / mod["energy0_j"]
     mag = max(mod["runs"][0]["points"], key=lambda p: p["reduction_chip_energy_j"])
-    line = (f"- `{mod['model']}`: dense {mod['chip_energy0_j'] * 1e6:.2f} uJ on the chip, "
-            f"{mod['energy0_j'] * 1e6:.1f} uJ in total ({host:.0%} on the host). The sparsest "
-            f"magnitude point ({mag['label']}) cuts chip energy "
-            f"{fmt_times(mag['reduction_chip_energy_j'])}, at {mag['accuracy']:.2%}.")
+    line = (
+        f"- `{mod['model']}`: dense {mod['chip_energy0_j'] * 1e6:.2f} uJ on the chip, "
+        f"{mod['energy0_j'] * 1e6:.1f} uJ in total ({host:.0%} on the host). The sparsest "
+        f"magnitude point ({mag['label']}) cuts chip energy "
+        f"{fmt_times(mag['reduction_chip_energy_j'])}, at {mag['accuracy']:.2%}."
+    )
     for run in mod["runs"][1:]:
-        line += (f" {run['method']}: {run['iterations']} iterations in {run['search_s']:.0f} s, "
-                 f"stopped: {run['stop']}.")
+        line += (
+            f" {run['method']}: {run['iterations']} iterations in {run['search_s']:.0f} s, "
+            f"stopped: {run['stop']}."
+        )
     steps = [r["first_step"] for r in mod["runs"][1:] if r.get("first_step")]
     if steps and host > 0.5:
         ask = steps[0] * mod["energy0_j"] / mod["chip_energy0_j"]
-        line += (f" The search's first step asks for {steps[0]:.1%} of the total energy, "
-                 f"{ask:.1f}x the chip's whole energy")
-        line += (": only cuts that shrink the host's work (whole channels feeding pooling and Add) "
-                 "can meet it." if ask >= 1 else " in one step.")
+        line += (
+            f" The search's first step asks for {steps[0]:.1%} of the total energy, "
+            f"{ask:.1f}x the chip's whole energy"
+        )
+        line += (
+            ": only cuts that shrink the host's work (whole channels feeding pooling and Add) "
+            "can meet it."
+            if ask >= 1
+            else " in one step."
+        )
     return line

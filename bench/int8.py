@@ -197,10 +197,9 @@ def int8_kernels(counts: dict[str, int]) -> int:
 
 
 def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
-    from hwcc.models.digits import load_split  # hwcc only when the section runs
-
     import hwcc
     from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
+    from hwcc.models.digits import load_split  # hwcc only when the section runs
 
     src = hwcc.load(f"zoo:{name}")
     x_train, _ = load_split("train")

@@ -23,7 +23,8 @@ __all__ = ["Net", "qlinear_fc", "stack", "alphago", "inception", "BUILDERS"]
 
 
 class Net:
-    """An int8 QDQ graph under construction: int8 weights and activations behind DequantizeLinear."""
+    """An int8 QDQ graph under construction: int8 weights and activations behind
+    DequantizeLinear."""
 
     def __init__(self):
         self.nodes, self.inits, self.inputs, self.n = [], [], [], 0
@@ -50,7 +51,9 @@ class Net:
         return self.op("DequantizeLinear", [name, self.s, self.z]) if elem == TP.INT8 else name
 
     def requant(self, x):
-        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [x, self.s, self.z]), self.s, self.z])
+        return self.op(
+            "DequantizeLinear", [self.op("QuantizeLinear", [x, self.s, self.z]), self.s, self.z]
+        )
 
     def weight(self, shape):
         return self.op("DequantizeLinear", [self.const(np.ones(shape, np.int8)), self.s, self.z])
@@ -60,13 +63,21 @@ class Net:
         return self.op(act, [y]) if act else y
 
     def conv(self, x, c, m, k, act="Relu", group=1, name=None):
-        y = self.op("Conv", [x, self.weight((m, c // group, k, k))], name=name, pads=[k // 2] * 4, group=group)
+        y = self.op(
+            "Conv",
+            [x, self.weight((m, c // group, k, k))],
+            name=name,
+            pads=[k // 2] * 4,
+            group=group,
+        )
         return self.op(act, [y]) if act else y
 
     def graph(self, *outputs):
         outs = [helper.make_empty_tensor_value_info(o) for o in outputs]
         g = helper.make_graph(self.nodes, "net", self.inputs, outs, self.inits)
-        return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+        return hwcc.load(
+            helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+        )
 
 
 def qlinear_fc(rows, k, n):
@@ -114,6 +125,11 @@ def inception(batch=32, c=124, hw=23, d=1295):
     return net.graph(x)
 
 
-BUILDERS = {"MLP0": lambda: stack(5, 2000, 200), "MLP1": lambda: stack(4, 1118, 168),
-            "LSTM0": lambda: stack(24, 1472, 64, 34), "LSTM1": lambda: stack(37, 959, 96, 19),
-            "CNN0": alphago, "CNN1": inception}
+BUILDERS = {
+    "MLP0": lambda: stack(5, 2000, 200),
+    "MLP1": lambda: stack(4, 1118, 168),
+    "LSTM0": lambda: stack(24, 1472, 64, 34),
+    "LSTM1": lambda: stack(37, 959, 96, 19),
+    "CNN0": alphago,
+    "CNN1": inception,
+}

@@ -50,7 +50,7 @@ ORDER = 20
 SEED = 0
 # NetAdapt (Yang et al., ECCV 2018): up to 1.7x faster than width multipliers, equal accuracy.
 PAPER_SPEEDUP = 1.7
-FLOOR_DROP = 0.01     # the headline counts hwcc points within a point of the input's accuracy
+FLOOR_DROP = 0.01  # the headline counts hwcc points within a point of the input's accuracy
 DEFAULT_PASSES = ("prune_channels", "prune_weights", "low_rank")
 
 
@@ -84,12 +84,28 @@ class Settings:
     runs: int
 
 
-QUICK = Settings(models=("lenet5-digits",), budgets=(0.7,), alphas=(1.0, 0.75, 0.5),
-                 round_to=(1,), max_iterations=2, short_term_steps=5, total_steps=30, rounds=8,
-                 runs=30)
-FULL = Settings(models=("lenet5-digits", "mobilenet-digits", "resnet-digits"),
-                budgets=(0.75, 0.5, 0.35), alphas=(1.0, 0.75, 0.5, 0.35, 0.25), round_to=(1, 8),
-                max_iterations=10, short_term_steps=30, total_steps=300, rounds=30, runs=50)
+QUICK = Settings(
+    models=("lenet5-digits",),
+    budgets=(0.7,),
+    alphas=(1.0, 0.75, 0.5),
+    round_to=(1,),
+    max_iterations=2,
+    short_term_steps=5,
+    total_steps=30,
+    rounds=8,
+    runs=30,
+)
+FULL = Settings(
+    models=("lenet5-digits", "mobilenet-digits", "resnet-digits"),
+    budgets=(0.75, 0.5, 0.35),
+    alphas=(1.0, 0.75, 0.5, 0.35, 0.25),
+    round_to=(1, 8),
+    max_iterations=10,
+    short_term_steps=30,
+    total_steps=300,
+    rounds=30,
+    runs=50,
+)
 
 
 # ---------------------------------------------------------------------- pure pieces
@@ -139,8 +155,9 @@ def accuracy_at_latency(curve: Sequence[tuple[float, float]], latency: float) ->
     return env[-1][1]
 
 
-def speedup_at_accuracy(curve: Sequence[tuple[float, float]], latency: float,
-                        accuracy: float) -> tuple[float, str]:
+def speedup_at_accuracy(
+    curve: Sequence[tuple[float, float]], latency: float, accuracy: float
+) -> tuple[float, str]:
     """How much faster a model of ``(latency, accuracy)`` is than ``curve`` at the same accuracy.
 
     Returns:
@@ -159,8 +176,9 @@ def speedup_at_accuracy(curve: Sequence[tuple[float, float]], latency: float,
     return latency_at_accuracy(curve, accuracy) / latency, ""
 
 
-def by_round(rounds: Sequence[Sequence[float]], reference: Sequence[int] | None = None
-             ) -> tuple[list[float], list[float], list[float]]:
+def by_round(
+    rounds: Sequence[Sequence[float]], reference: Sequence[int] | None = None
+) -> tuple[list[float], list[float], list[float]]:
     """Speed-ups from rounds of a round-robin measurement, each ratio taken within one round.
 
     This machine switches between two speeds about 1.8x apart for seconds at a time; one
@@ -183,14 +201,20 @@ def by_round(rounds: Sequence[Sequence[float]], reference: Sequence[int] | None 
     return (base / speedup).tolist(), speedup.tolist(), ((q3 - q1) / speedup).tolist()
 
 
-def measure(models: Sequence[bytes], threads: int, rounds: int, runs: int,
-            reference: Sequence[int] | None = None) -> dict[str, Any]:
+def measure(
+    models: Sequence[bytes],
+    threads: int,
+    rounds: int,
+    runs: int,
+    reference: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Every model timed ``runs`` times per round, round-robin, ``rounds`` rounds; see
     :func:`by_round`."""
     from hwcc.targets.cpu.target import measure_models  # hwcc only when the section runs
 
-    table = [measure_models(list(models), threads, runs=runs, rounds=1, warmup=3)
-             for _ in range(rounds)]
+    table = [
+        measure_models(list(models), threads, runs=runs, rounds=1, warmup=3) for _ in range(rounds)
+    ]
     latency, speedup, spread = by_round(table, reference)
     return {"latency_s": latency, "speedup": speedup, "spread": spread, "rounds_s": table}
 
@@ -204,10 +228,9 @@ def first_meeting(points: Sequence[Mapping[str, Any]], limit: float) -> Mapping[
 def run(quick: bool, out: Path) -> dict[str, Any]:
     # The points and the page import hwcc (and torch): when the section runs, not with its pure
     # pieces.
-    from hwcc.targets.base import load_target  # hwcc only when the section runs
-
     from bench._width_points import model
     from bench._width_report import markdown, plot
+    from hwcc.targets.base import load_target  # hwcc only when the section runs
 
     s = QUICK if quick else FULL
     target = load_target("cpu")
@@ -215,16 +238,26 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     with one_torch_thread():
         models = [model(name, s, target) for name in s.models]
     plots = [plot(mod, out) for mod in models]
-    data = {"settings": dataclasses.asdict(s), "models": models, "paper_speedup": PAPER_SPEEDUP,
-            "threads": target.threads, "seconds": time.monotonic() - t0}
-    return {"title": TITLE, "what": _what(s, target), "markdown": markdown(models, plots),
-            "data": data}
+    data = {
+        "settings": dataclasses.asdict(s),
+        "models": models,
+        "paper_speedup": PAPER_SPEEDUP,
+        "threads": target.threads,
+        "seconds": time.monotonic() - t0,
+    }
+    return {
+        "title": TITLE,
+        "what": _what(s, target),
+        "markdown": markdown(models, plots),
+        "data": data,
+    }
 
 
 def _what(s: Settings, target) -> str:
     budgets = ", ".join(f"{b * 100:g} %" for b in s.budgets)
-    roundings = " and ".join("⌈α·C⌉" if r == 1 else f"α·C rounded up to a multiple of {r}"
-                             for r in s.round_to)
+    roundings = " and ".join(
+        "⌈α·C⌉" if r == 1 else f"α·C rounded up to a multiple of {r}" for r in s.round_to
+    )
     models = ", ".join(f"`{m}`" for m in s.models)
     alphas = ", ".join(f"{a:g}" for a in s.alphas)
     return (
@@ -246,4 +279,5 @@ def _what(s: Settings, target) -> str:
         "median over rounds of the input's latency over the point's within the round, and a "
         "latency is the input's median latency over that speed-up. This shared machine switches "
         "between two speeds about 1.8x apart, so absolute latencies are only indicative; ratios "
-        "within a round are what is compared.")
+        "within a round are what is compared."
+    )
