@@ -77,7 +77,12 @@ class EliminateDead(Pass):
         drop_unused_initializers(g, list(g.initializers))
         g.remove_unused_tensors()
         dropped = len(graph.initializers) - len(g.initializers)
-        details = {"bypassed": bypassed, "dead_nodes": dead, "initializers_dropped": dropped, "kept": kept}
+        details = {
+            "bypassed": bypassed,
+            "dead_nodes": dead,
+            "initializers_dropped": dropped,
+            "kept": kept,
+        }
         if not (bypassed or dead or dropped):
             why = "nothing is dead and no node merely copies its input"
             if kept:

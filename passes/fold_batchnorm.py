@@ -76,7 +76,9 @@ class FoldBatchNorm(Pass):
         if not folded:
             why = "; ".join(f"{n}: {r}" for n, r in list(rejected.items())[:3])
             more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
-            return PassResult(graph, False, f"no BatchNormalization could be folded: {why}{more}", details)
+            return PassResult(
+                graph, False, f"no BatchNormalization could be folded: {why}{more}", details
+            )
         return PassResult(g, True, None, details)
 
 

@@ -24,15 +24,22 @@ import math
 
 import numpy as np
 
-from hwcc.ir.dtypes import BYTES, numpy_dtype
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
+from hwcc.ir.dtypes import BYTES, numpy_dtype
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers
 from hwcc.ir.verify import run_onnx
+from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers
 
 _DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-_RANDOM = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_RANDOM = {
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
 _GRAPH_ATTRS = (5, 10)  # AttributeProto.GRAPH, AttributeProto.GRAPHS
 
 
@@ -63,7 +70,13 @@ class FoldConstants(Pass):
 
     name = "fold_constants"
     knobs = (
-        Knob("max_bytes", int, 1 << 20, "largest output, in bytes, that folding may create", range=(0, None)),
+        Knob(
+            "max_bytes",
+            int,
+            1 << 20,
+            "largest output, in bytes, that folding may create",
+            range=(0, None),
+        ),
     )
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -104,7 +117,9 @@ def _static(g: Graph, name: str) -> bool:
 def _skip_reason(g: Graph, node: Node, max_bytes: int) -> str | None:
     if node.domain not in _DOMAINS:
         return f"domain {node.domain!r} is not a standard one"
-    if node.op_type in _RANDOM or (node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2]):
+    if node.op_type in _RANDOM or (
+        node.op_type == "Dropout" and len(node.inputs) > 2 and node.inputs[2]
+    ):
         return "it is nondeterministic"
     if node.implicit_inputs or any(t in _GRAPH_ATTRS for t in node.attr_types.values()):
         return "it has a subgraph"
@@ -142,8 +157,15 @@ def _evaluate(g: Graph, node: Node, max_bytes: int) -> list[np.ndarray] | str:
     for name in dict.fromkeys(t for t in node.inputs if t):
         feeds[name] = g.initializer(name)
         mini.add_input(name, g.tensors[name].elem_type, feeds[name].shape)
-    mini.add_node(node.op_type, node.inputs, node.outputs, node.attrs, name=node.name, domain=node.domain,
-                  attr_types=node.attr_types)
+    mini.add_node(
+        node.op_type,
+        node.inputs,
+        node.outputs,
+        node.attrs,
+        name=node.name,
+        domain=node.domain,
+        attr_types=node.attr_types,
+    )
     for o in node.outputs:
         if o:
             mini.tensors[o].elem_type = g.tensors[o].elem_type
@@ -153,7 +175,11 @@ def _evaluate(g: Graph, node: Node, max_bytes: int) -> list[np.ndarray] | str:
     except HwccError as e:
         return e.message
     values = [next(results) if o else None for o in node.outputs]
-    too_big = [o for o, v in zip(node.outputs, values) if v is not None and np.asarray(v).nbytes > max_bytes]
+    too_big = [
+        o
+        for o, v in zip(node.outputs, values)
+        if v is not None and np.asarray(v).nbytes > max_bytes
+    ]
     return f"its output {too_big[0]!r} takes more than max_bytes={max_bytes}" if too_big else values
 
 
@@ -163,8 +189,12 @@ def _without_runtime(g: Graph, node: Node) -> list[np.ndarray] | None:
     if node.op_type == "Constant":
         if isinstance(a.get("value"), np.ndarray):
             return [a["value"]]
-        for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
-                           ("value_int", np.int64), ("value_ints", np.int64)):
+        for key, dtype in (
+            ("value_float", np.float32),
+            ("value_floats", np.float32),
+            ("value_int", np.int64),
+            ("value_ints", np.int64),
+        ):
             if key in a:
                 return [np.array(a[key], dtype=dtype)]
         return None
@@ -172,7 +202,7 @@ def _without_runtime(g: Graph, node: Node) -> list[np.ndarray] | None:
         shape = g.tensors[node.inputs[0]].shape
         if node.op_type == "Size":
             return [np.array(math.prod(shape), dtype=np.int64)]
-        return [np.array(shape[a.get("start", 0):a.get("end", len(shape))], dtype=np.int64)]
+        return [np.array(shape[a.get("start", 0) : a.get("end", len(shape))], dtype=np.int64)]
     return None
 
 

@@ -53,7 +53,12 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
+from hwcc.passes.lib.edits import (
+    add_constant,
+    constant_value,
+    drop_unused_initializers,
+    rejection_summary,
+)
 from hwcc.passes.lib.low_rank_factor import choose_rank, factor, param_counts
 
 _ONNX = ("", "ai.onnx")
@@ -100,13 +105,29 @@ class LowRank(Pass):
     aliases = ("lowrank", "low-rank")
     exact = False
     knobs = (
-        Knob("rank_ratio", float, 0.5, "rank kept, as a fraction of the full rank min(out, in); > 0",
-             range=(0.0, 1.0)),
-        Knob("min_params_saving", float, 0.01,
-             "fire only where the factors save at least this fraction of the layer's weights "
-             "(-1: always, even at full rank)", range=(-1.0, 0.99)),
-        Knob("ranks", dict, {}, "per-layer ranks overriding rank_ratio: NODE=RANK,NODE=RANK", range=(1, None),
-             item=int),
+        Knob(
+            "rank_ratio",
+            float,
+            0.5,
+            "rank kept, as a fraction of the full rank min(out, in); > 0",
+            range=(0.0, 1.0),
+        ),
+        Knob(
+            "min_params_saving",
+            float,
+            0.01,
+            "fire only where the factors save at least this fraction of the layer's weights "
+            "(-1: always, even at full rank)",
+            range=(-1.0, 0.99),
+        ),
+        Knob(
+            "ranks",
+            dict,
+            {},
+            "per-layer ranks overriding rank_ratio: NODE=RANK,NODE=RANK",
+            range=(1, None),
+            item=int,
+        ),
         Knob("layers", tuple, (), "factor only these nodes: NODE,NODE (blank: every candidate)"),
     )
 
@@ -117,10 +138,16 @@ class LowRank(Pass):
         """Each layer this pass can factor (:func:`_match`): its steps keep rank ratios
         0.9, 0.8, … 0.1 of the full rank."""
         for node in graph.nodes:
-            if node.op_type not in _OPS or node.domain not in _ONNX or isinstance(_match(graph, node), str):
+            if (
+                node.op_type not in _OPS
+                or node.domain not in _ONNX
+                or isinstance(_match(graph, node), str)
+            ):
                 continue
-            steps = tuple(Step({"layers": (node.name,), "rank_ratio": r}, {"rank_ratio": r})
-                          for r in (round(1 - j / 10, 2) for j in range(1, 10)))
+            steps = tuple(
+                Step({"layers": (node.name,), "rank_ratio": r}, {"rank_ratio": r})
+                for r in (round(1 - j / 10, 2) for j in range(1, 10))
+            )
             yield Unit(f"rank of {node.name}", self.name, (node.name,), steps)
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -131,10 +158,15 @@ class LowRank(Pass):
         only = list(opts["layers"])
         unknown = [n for n in [*ranks, *only] if not graph.has_node(n)]
         if unknown:
-            raise HwccError(f"low_rank: no node named {', '.join(map(repr, unknown))}",
-                            "name layers by their node names (hwcc inspect lists them)")
-        names = [n.name for n in graph.nodes
-                 if n.op_type in _OPS and n.domain in _ONNX and (not only or n.name in only)]
+            raise HwccError(
+                f"low_rank: no node named {', '.join(map(repr, unknown))}",
+                "name layers by their node names (hwcc inspect lists them)",
+            )
+        names = [
+            n.name
+            for n in graph.nodes
+            if n.op_type in _OPS and n.domain in _ONNX and (not only or n.name in only)
+        ]
         if not names:
             return PassResult(graph, False, "the graph has no Gemm, MatMul or Conv to factor")
         g = graph.copy()
@@ -153,7 +185,9 @@ class LowRank(Pass):
             done[name] = plan
         details: dict[str, Any] = {"factorised": done, "rejected": rejected}
         if not done:
-            return PassResult(graph, False, rejection_summary("no layer was factorised", rejected), details)
+            return PassResult(
+                graph, False, rejection_summary("no layer was factorised", rejected), details
+            )
         return PassResult(g, True, None, details)
 
 
@@ -190,7 +224,10 @@ def _match(g: Graph, node: Node) -> _Site | str:
         if node.op_type == "Conv":
             group = int(node.attr("group", 1))
             if group != 1:
-                return f"it is a grouped convolution (group={group}): its filters do not see every input channel"
+                return (
+                    f"it is a grouped convolution (group={group}):"
+                    " its filters do not see every input channel"
+                )
             form, matrix = "conv", w.reshape(w.shape[0], -1)
         else:
             form, matrix = "gemm", (w if node.attr("transB", 0) else w.T)
@@ -207,8 +244,10 @@ def _plan(site: _Site, opts: Mapping[str, Any], explicit: int | None) -> dict[st
     before, after = param_counts(out, inp, rank)
     saving = 1.0 - after / before
     if saving < opts["min_params_saving"]:
-        return (f"rank {rank} of {full} needs {after} weights against {before} "
-                f"(saving {saving:.1%} < min_params_saving {opts['min_params_saving']:.1%})")
+        return (
+            f"rank {rank} of {full} needs {after} weights against {before} "
+            f"(saving {saving:.1%} < min_params_saving {opts['min_params_saving']:.1%})"
+        )
     return {"rank": rank, "of": full, "params_before": before, "params_after": after}
 
 
@@ -230,15 +269,27 @@ def _rewrite(g: Graph, site: _Site, rank: int, full: int) -> None:
         shape = constant_value(g, site.weight).shape
         ones = [1] * (len(shape) - 2)
         first = ("Conv", [ins[0], weight("in", b.reshape((rank, *shape[1:])))], attrs)
-        second = ("Conv", [mid, weight("out", a.reshape((shape[0], rank, *ones))), *ins[2:]],
-                  {"kernel_shape": ones})
+        second = (
+            "Conv",
+            [mid, weight("out", a.reshape((shape[0], rank, *ones))), *ins[2:]],
+            {"kernel_shape": ones},
+        )
     elif site.form == "gemm":
         tb = int(attrs.get("transB", 0))
-        first = ("Gemm", [ins[0], weight("in", b if tb else b.T)],
-                 {"transA": int(attrs.get("transA", 0)), "transB": tb})
-        second = ("Gemm", [mid, weight("out", a if tb else a.T), *ins[2:]],
-                  {"alpha": float(attrs.get("alpha", 1.0)), "beta": float(attrs.get("beta", 1.0)),
-                   "transB": tb})
+        first = (
+            "Gemm",
+            [ins[0], weight("in", b if tb else b.T)],
+            {"transA": int(attrs.get("transA", 0)), "transB": tb},
+        )
+        second = (
+            "Gemm",
+            [mid, weight("out", a if tb else a.T), *ins[2:]],
+            {
+                "alpha": float(attrs.get("alpha", 1.0)),
+                "beta": float(attrs.get("beta", 1.0)),
+                "transB": tb,
+            },
+        )
     elif site.form == "matmul_right":
         first = ("MatMul", [ins[0], weight("in", b.T)], {})
         second = ("MatMul", [mid, weight("out", a.T)], {})
@@ -246,7 +297,15 @@ def _rewrite(g: Graph, site: _Site, rank: int, full: int) -> None:
         first = ("MatMul", [weight("in", b), ins[1]], {})
         second = ("MatMul", [weight("out", a), mid], {})
     types = dict(node.attr_types) if site.form == "conv" else None
-    g.add_node(first[0], first[1], [mid], first[2], name=f"{node.name}_lowrank", meta=flag, attr_types=types)
+    g.add_node(
+        first[0],
+        first[1],
+        [mid],
+        first[2],
+        name=f"{node.name}_lowrank",
+        meta=flag,
+        attr_types=types,
+    )
     new = g.add_node(second[0], second[1], 1, second[2], name=node.name, meta={**node.meta, **flag})
     _take_output(g, node.outputs[0], new.outputs[0])
     drop_unused_initializers(g, [site.weight])

@@ -58,9 +58,15 @@ def prune_k(graph: Graph, group: Group, k: int, criterion: str = "l2", data: Any
         data: inputs for data-driven criteria (arrays by input name, or an ``.npz`` path).
     """
     if not 1 <= k < group.channels:
-        raise HwccError(f"cannot remove {k} of the {group.channels} channels of group {group.id!r}",
-                        f"k must be between 1 and {group.channels - 1}")
-    analysis = group.analysis if group.analysis is not None and group.analysis.graph is graph else analyze(graph)
+        raise HwccError(
+            f"cannot remove {k} of the {group.channels} channels of group {group.id!r}",
+            f"k must be between 1 and {group.channels - 1}",
+        )
+    analysis = (
+        group.analysis
+        if group.analysis is not None and group.analysis.graph is graph
+        else analyze(graph)
+    )
     here = next((g for g in analysis.groups() if g.id == group.id), group)
     score = scores(analysis, [here], criterion, data)[here.id]
     return prune_group(graph, here, keep_top(score, here.channels - k))
@@ -107,11 +113,27 @@ class PruneChannels(Pass):
     search_order = 10
     aliases = ("prune",)
     knobs = (
-        Knob("ratio", float, 0.0, "fraction of the channels of every prunable group to remove",
-             range=(0.0, 1.0)),
-        Knob("criterion", str, "l2", "importance criterion that picks the channels to keep",
-             choices=tuple(CRITERIA)),
-        Knob("round_to", int, 1, "keep a multiple of this many channels (ratio mode)", range=(1, None)),
+        Knob(
+            "ratio",
+            float,
+            0.0,
+            "fraction of the channels of every prunable group to remove",
+            range=(0.0, 1.0),
+        ),
+        Knob(
+            "criterion",
+            str,
+            "l2",
+            "importance criterion that picks the channels to keep",
+            choices=tuple(CRITERIA),
+        ),
+        Knob(
+            "round_to",
+            int,
+            1,
+            "keep a multiple of this many channels (ratio mode)",
+            range=(1, None),
+        ),
         Knob("group", str, "", "prune only this group (its id, see details['groups'])"),
         Knob("k", int, 0, "with group: how many channels to remove from it", range=(0, None)),
     )
@@ -122,15 +144,23 @@ class PruneChannels(Pass):
         for g in prunable_groups(graph):
             if g.channels < 2:
                 continue
-            steps = tuple(Step({"group": g.id, "k": k},
-                               {"group": g.id, "k": k, "channels": f"{g.channels}->{g.channels - k}"})
-                          for k in range(1, g.channels))
-            yield Unit(f"channels of {g.id}", self.name, tuple(g.producers) + tuple(g.consumers), steps)
+            steps = tuple(
+                Step(
+                    {"group": g.id, "k": k},
+                    {"group": g.id, "k": k, "channels": f"{g.channels}->{g.channels - k}"},
+                )
+                for k in range(1, g.channels)
+            )
+            yield Unit(
+                f"channels of {g.id}", self.name, tuple(g.producers) + tuple(g.consumers), steps
+            )
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         opts = self.options(ctx)
         if opts["ratio"] >= 1.0:
-            raise HwccError(f"ratio={opts['ratio']} would remove every channel", "use a ratio below 1")
+            raise HwccError(
+                f"ratio={opts['ratio']} would remove every channel", "use a ratio below 1"
+            )
         analysis = analyze(graph)
         groups = analysis.groups()
         details: dict[str, Any] = {
@@ -153,15 +183,20 @@ class PruneChannels(Pass):
             named = next((g for g in groups if g.id == opts["group"]), None)
             if named is None:
                 some = ", ".join(repr(g.id) for g in prunable[:5]) or "none"
-                raise HwccError(f"the graph has no channel group {opts['group']!r}",
-                                f"prunable groups include: {some}")
+                raise HwccError(
+                    f"the graph has no channel group {opts['group']!r}",
+                    f"prunable groups include: {some}",
+                )
             if not named.prunable:
                 return f"group {named.id!r} cannot be pruned: {named.reason}"
             if opts["k"] == 0:
                 return f"k=0: nothing to remove from group {named.id!r}"
             if opts["k"] >= named.channels:
-                raise HwccError(f"cannot remove {opts['k']} of the {named.channels} channels of group {named.id!r}",
-                                f"k must be below {named.channels}")
+                raise HwccError(
+                    f"cannot remove {opts['k']} of the {named.channels} channels"
+                    f" of group {named.id!r}",
+                    f"k must be below {named.channels}",
+                )
             return {named: opts["k"]}
         if opts["ratio"] == 0.0:
             return "ratio=0 removes nothing (set ratio, or group and k)"
@@ -169,9 +204,14 @@ class PruneChannels(Pass):
             why = "; ".join(f"{g.id}: {g.reason}" for g in groups[:3])
             more = f" (and {len(groups) - 3} more)" if len(groups) > 3 else ""
             return "the graph has no prunable channel group" + (f": {why}{more}" if why else "")
-        plan = {g: g.channels - kept_count(g.channels, opts["ratio"], opts["round_to"]) for g in prunable}
+        plan = {
+            g: g.channels - kept_count(g.channels, opts["ratio"], opts["round_to"])
+            for g in prunable
+        }
         plan = {g: k for g, k in plan.items() if k > 0}
         if not plan:
-            return (f"ratio={opts['ratio']} with round_to={opts['round_to']} removes no channel "
-                    f"from any of the {len(prunable)} prunable groups")
+            return (
+                f"ratio={opts['ratio']} with round_to={opts['round_to']} removes no channel "
+                f"from any of the {len(prunable)} prunable groups"
+            )
         return plan

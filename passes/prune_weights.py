@@ -35,14 +35,19 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.formats import sparse as eie_format
 from hwcc.errors import HwccError
+from hwcc.formats import sparse as eie_format
 from hwcc.ir import Graph
 from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib.kmeans import eie_codebook
-from hwcc.passes.lib.weights import (WeightedLayer, check_layer_names, find_layers, matrix_view,
-                                     replace_weights)
+from hwcc.passes.lib.weights import (
+    WeightedLayer,
+    check_layer_names,
+    find_layers,
+    matrix_view,
+    replace_weights,
+)
 
 _CODEBOOK_ENTRY_BITS = 16  # EIE decodes a codebook index to 16-bit fixed point
 
@@ -82,10 +87,20 @@ class PruneWeights(Pass):
     search_order = 20
     aliases = ("prune",)
     knobs = (
-        Knob("density", float, 0.5, "fraction of each layer's weights kept (0 < density <= 1)",
-             range=(0.0, 1.0)),
-        Knob("layer_density", dict, {}, "per-layer densities overriding density: LAYER=D,LAYER=D or JSON",
-             item=float),
+        Knob(
+            "density",
+            float,
+            0.5,
+            "fraction of each layer's weights kept (0 < density <= 1)",
+            range=(0.0, 1.0),
+        ),
+        Knob(
+            "layer_density",
+            dict,
+            {},
+            "per-layer densities overriding density: LAYER=D,LAYER=D or JSON",
+            item=float,
+        ),
         Knob("n_pes", int, 64, "PEs the EIE storage report interleaves rows over", range=(1, 4096)),
         Knob("index_bits", int, 4, "codebook index bits in the EIE storage report", range=(1, 8)),
     )
@@ -102,8 +117,12 @@ class PruneWeights(Pass):
             if layer.array.size < 16 or d0 <= 0.02:
                 continue
             name = layer.node.name
-            steps = tuple(Step({"density": 1.0, "layer_density": {name: d}}, {"density": f"{d0:.3g}->{d:.3g}"})
-                          for d in (round(d0 * (1 - j / 20), 4) for j in range(1, 20)))
+            steps = tuple(
+                Step(
+                    {"density": 1.0, "layer_density": {name: d}}, {"density": f"{d0:.3g}->{d:.3g}"}
+                )
+                for d in (round(d0 * (1 - j / 20), 4) for j in range(1, 20))
+            )
             yield Unit(f"weights of {name}", self.name, (name,), steps)
 
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
@@ -113,29 +132,52 @@ class PruneWeights(Pass):
         check_layer_names(per_layer, layers, skipped, "layer_density")
         for name, d in [("density", opts["density"]), *per_layer.items()]:
             if not 0.0 < d <= 1.0:
-                raise HwccError(f"prune_weights: density {d} for {name!r} is outside (0, 1]",
-                                "a density is the fraction of weights kept, above 0 and at most 1")
+                raise HwccError(
+                    f"prune_weights: density {d} for {name!r} is outside (0, 1]",
+                    "a density is the fraction of weights kept, above 0 and at most 1",
+                )
         targets = {layer.name: per_layer.get(layer.name, opts["density"]) for layer in layers}
         if not layers and not skipped:
             return PassResult(graph, False, "the graph has no Conv, Gemm or MatMul")
         if not layers:
             why = "; ".join(f"{n}: {r}" for n, r in skipped.items())
-            return PassResult(graph, False, f"no Conv, Gemm or MatMul has constant float weights ({why})",
-                              {"skipped": skipped})
+            return PassResult(
+                graph,
+                False,
+                f"no Conv, Gemm or MatMul has constant float weights ({why})",
+                {"skipped": skipped},
+            )
         if all(d >= 1.0 for d in targets.values()):
-            return PassResult(graph, False, "density is 1 for every layer: every weight is kept",
-                              {"skipped": skipped})
+            return PassResult(
+                graph,
+                False,
+                "density is 1 for every layer: every weight is kept",
+                {"skipped": skipped},
+            )
         g = graph.copy()
         candidates = [lay for lay in layers if targets[lay.name] < 1.0]
         after = _prune_all(g, candidates, targets)
-        report = {lay.name: _layer_report(lay, targets[lay.name], after[lay.name], opts["n_pes"],
-                                          opts["index_bits"]) for lay in candidates}
+        report = {
+            lay.name: _layer_report(
+                lay, targets[lay.name], after[lay.name], opts["n_pes"], opts["index_bits"]
+            )
+            for lay in candidates
+        }
         changed = any(after[lay.name] is not lay.array for lay in candidates)
-        details = {"layers": report, "skipped": skipped, "total": _totals(report),
-                   "n_pes": opts["n_pes"], "index_bits": opts["index_bits"]}
+        details = {
+            "layers": report,
+            "skipped": skipped,
+            "total": _totals(report),
+            "n_pes": opts["n_pes"],
+            "index_bits": opts["index_bits"],
+        }
         if not changed:
-            return PassResult(graph, False, "every layer already has no more non-zero weights than "
-                              "its target density allows", details)
+            return PassResult(
+                graph,
+                False,
+                "every layer already has no more non-zero weights than its target density allows",
+                details,
+            )
         return PassResult(g, True, None, details)
 
 
@@ -149,13 +191,15 @@ def magnitude_prune(w: np.ndarray, k: int) -> np.ndarray:
     flat = np.abs(w).ravel()
     if k >= flat.size:
         return w.copy()
-    keep = np.argpartition(flat, flat.size - k)[flat.size - k:]
+    keep = np.argpartition(flat, flat.size - k)[flat.size - k :]
     out = np.zeros(flat.size, dtype=w.dtype)
     out[keep] = w.ravel()[keep]
     return out.reshape(w.shape)
 
 
-def _prune_all(g: Graph, layers: list[WeightedLayer], targets: dict[str, float]) -> dict[str, np.ndarray]:
+def _prune_all(
+    g: Graph, layers: list[WeightedLayer], targets: dict[str, float]
+) -> dict[str, np.ndarray]:
     """Prune ``layers`` of ``g`` in place; each layer's weights afterwards, by name (its
     old array where there was nothing to prune)."""
     pruned: dict[tuple[str, int], np.ndarray] = {}  # one array per (tensor, k): shared stays shared
@@ -171,15 +215,22 @@ def _prune_all(g: Graph, layers: list[WeightedLayer], targets: dict[str, float])
     return {lay.name: new[lay.name][1] if lay.name in new else lay.array for lay in layers}
 
 
-def _layer_report(layer: WeightedLayer, target: float, after: np.ndarray, n_pes: int,
-                  index_bits: int) -> dict[str, Any]:
+def _layer_report(
+    layer: WeightedLayer, target: float, after: np.ndarray, n_pes: int, index_bits: int
+) -> dict[str, Any]:
     nnz = int(np.count_nonzero(after))
     kept = np.abs(after[after != 0])
-    return {"weight": layer.weight, "density_target": target, "weights": int(after.size),
-            "nonzeros_before": int(np.count_nonzero(layer.array)), "nonzeros": nnz,
-            "density": nnz / after.size if after.size else 1.0,
-            "threshold": float(kept.min()) if kept.size else 0.0, "dense_bytes": int(after.nbytes),
-            "eie": eie_storage(matrix_view(replace(layer, array=after)), n_pes, index_bits)}
+    return {
+        "weight": layer.weight,
+        "density_target": target,
+        "weights": int(after.size),
+        "nonzeros_before": int(np.count_nonzero(layer.array)),
+        "nonzeros": nnz,
+        "density": nnz / after.size if after.size else 1.0,
+        "threshold": float(kept.min()) if kept.size else 0.0,
+        "dense_bytes": int(after.nbytes),
+        "eie": eie_storage(matrix_view(replace(layer, array=after)), n_pes, index_bits),
+    }
 
 
 def eie_storage(view: np.ndarray, n_pes: int, index_bits: int) -> dict[str, Any]:
@@ -191,17 +242,29 @@ def eie_storage(view: np.ndarray, n_pes: int, index_bits: int) -> dict[str, Any]
         ``bits`` (their sum), ``bits_per_nonzero`` (without the codebook; ``None`` when
         empty) and ``bytes``.
     """
-    m = eie_format.encode(view, n_pes, index_bits=index_bits, codebook=eie_codebook(view, index_bits))
+    m = eie_format.encode(
+        view, n_pes, index_bits=index_bits, codebook=eie_codebook(view, index_bits)
+    )
     entries, padding = int(m.entries_per_pe.sum()), int(m.padding_per_pe.sum())
     spmat = int(m.spmat_bits_per_pe.sum())
     pointer_bits = m.n_pes * m.pointer_bits_per_pe
     codebook_bits = len(m.codebook) * _CODEBOOK_ENTRY_BITS
     nnz = entries - padding
     bits = spmat + pointer_bits + codebook_bits
-    return {"rows": m.shape[0], "cols": m.shape[1], "nonzeros": nnz, "entries": entries, "padding": padding,
-            "pointers": m.n_pes * m.pointers_per_pe, "spmat_bits": spmat, "pointer_bits": pointer_bits,
-            "codebook_bits": codebook_bits, "bits": bits,
-            "bits_per_nonzero": (spmat + pointer_bits) / nnz if nnz else None, "bytes": -(-bits // 8)}
+    return {
+        "rows": m.shape[0],
+        "cols": m.shape[1],
+        "nonzeros": nnz,
+        "entries": entries,
+        "padding": padding,
+        "pointers": m.n_pes * m.pointers_per_pe,
+        "spmat_bits": spmat,
+        "pointer_bits": pointer_bits,
+        "codebook_bits": codebook_bits,
+        "bits": bits,
+        "bits_per_nonzero": (spmat + pointer_bits) / nnz if nnz else None,
+        "bytes": -(-bits // 8),
+    }
 
 
 def _totals(report: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -209,6 +272,11 @@ def _totals(report: dict[str, dict[str, Any]]) -> dict[str, Any]:
     nnz = sum(r["nonzeros"] for r in report.values())
     dense = sum(r["dense_bytes"] for r in report.values())
     compressed = sum(r["eie"]["bytes"] for r in report.values())
-    return {"weights": weights, "nonzeros": nnz, "density": nnz / weights if weights else 1.0,
-            "dense_bytes": dense, "compressed_bytes": compressed,
-            "compression": dense / compressed if compressed else None}
+    return {
+        "weights": weights,
+        "nonzeros": nnz,
+        "density": nnz / weights if weights else 1.0,
+        "dense_bytes": dense,
+        "compressed_bytes": compressed,
+        "compression": dense / compressed if compressed else None,
+    }

@@ -13,16 +13,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.quantize_fixed16 import QuantizeFixed16
 from hwcc.passes.quantize_int8 import QuantizeInt8
 from hwcc.passes.quantize_kmeans import QuantizeKmeans
 
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
-from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-
-_BY_MODE: dict[str, type[Pass]] = {cls.name.removeprefix("quantize_"): cls
-                                   for cls in (QuantizeInt8, QuantizeKmeans, QuantizeFixed16)}
+_BY_MODE: dict[str, type[Pass]] = {
+    cls.name.removeprefix("quantize_"): cls
+    for cls in (QuantizeInt8, QuantizeKmeans, QuantizeFixed16)
+}
 
 
 def _modes_of_knobs() -> dict[str, tuple[Knob, list[str]]]:
@@ -36,12 +37,18 @@ def _modes_of_knobs() -> dict[str, tuple[Knob, list[str]]]:
 
 
 _USES = _modes_of_knobs()
-_ONLY_FOR = {name: sorted(modes, key=list(_BY_MODE).index)
-             for name, (_, modes) in _USES.items() if len(modes) < len(_BY_MODE)}
+_ONLY_FOR = {
+    name: sorted(modes, key=list(_BY_MODE).index)
+    for name, (_, modes) in _USES.items()
+    if len(modes) < len(_BY_MODE)
+}
 # A knob that not every mode reads says which do: "kmeans: index bits per weight ...".
-_KNOBS = tuple(k if name not in _ONLY_FOR else
-               dataclasses.replace(k, help=f"{'/'.join(_ONLY_FOR[name])}: {k.help}")
-               for name, (k, _) in _USES.items())
+_KNOBS = tuple(
+    k
+    if name not in _ONLY_FOR
+    else dataclasses.replace(k, help=f"{'/'.join(_ONLY_FOR[name])}: {k.help}")
+    for name, (k, _) in _USES.items()
+)
 
 
 @register_pass
@@ -68,13 +75,19 @@ class Quantize(Pass):
     name = "quantize"
     exact = False
     knobs = (
-        Knob("mode", str, "int8", "int8 (QDQ), kmeans (weight sharing) or fixed16 (16-bit fixed "
-             "point)", choices=tuple(_BY_MODE)),
+        Knob(
+            "mode",
+            str,
+            "int8",
+            "int8 (QDQ), kmeans (weight sharing) or fixed16 (16-bit fixed point)",
+            choices=tuple(_BY_MODE),
+        ),
         *_KNOBS,
     )
 
-    def __init__(self, layers: Sequence[str] | None = None,
-                 layer_bits: Mapping[str, int] | None = None):
+    def __init__(
+        self, layers: Sequence[str] | None = None, layer_bits: Mapping[str, int] | None = None
+    ):
         self.layers = None if layers is None else list(layers)
         self.layer_bits = dict(layer_bits or {})
 
@@ -84,8 +97,10 @@ class Quantize(Pass):
         for knob in [*given, *(["layer_bits"] if self.layer_bits else [])]:
             modes = _ONLY_FOR.get(knob)
             if modes is not None and mode not in modes:
-                raise HwccError(f"quantize: knob {knob!r} does not apply to mode={mode}",
-                                f"it is used by mode {' and '.join(modes)}")
+                raise HwccError(
+                    f"quantize: knob {knob!r} does not apply to mode={mode}",
+                    f"it is used by mode {' and '.join(modes)}",
+                )
         extra = {"layer_bits": self.layer_bits} if self.layer_bits else {}
         chosen = _BY_MODE[mode](layers=self.layers, **extra)
         result = chosen.call(graph, dataclasses.replace(ctx, knobs={chosen.name: given}))

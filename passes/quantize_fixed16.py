@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from hwcc.passes.lib import calibration
-from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
-from hwcc.passes.lib.weights import WeightedLayer, sqnr_db
 
 from hwcc.formats import fixed_point
 from hwcc.ir import Graph
 from hwcc.ir.transform import Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib import calibration
+from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
+from hwcc.passes.lib.weights import WeightedLayer, sqnr_db
 
 
 @register_pass
@@ -66,8 +66,9 @@ class QuantizeFixed16(Pass):
         choice = choose_layers(graph, opts["layers"], self.layers, knob_set)
         if choice.why_not:
             return choice.refusal(graph)
-        cal = calibration.from_options(graph, opts, ctx, who=self.name, required=False,
-                                       purpose="activation formats")
+        cal = calibration.from_options(
+            graph, opts, ctx, who=self.name, required=False, purpose="activation formats"
+        )
         acts = {lay.name: (_activation_of(lay), lay.node.outputs[0]) for lay in choice.chosen}
         tensors = [t for pair in acts.values() for t in pair]
         ranges = calibration.tensor_ranges(graph, tensors, cal.feeds) if cal.feeds else {}
@@ -82,21 +83,36 @@ class QuantizeFixed16(Pass):
             f, q = cache[lay.weight]
             if not np.array_equal(q, w):
                 new[lay.name] = (lay, q)
-            fa, fo = (fixed_point.frac_bits(*ranges[t], total) if t in ranges else None
-                      for t in acts[lay.name])
-            fixed = {"total_bits": total, "weight_frac_bits": f, "act_frac_bits": fa,
-                     "out_frac_bits": fo}
+            fa, fo = (
+                fixed_point.frac_bits(*ranges[t], total) if t in ranges else None
+                for t in acts[lay.name]
+            )
+            fixed = {
+                "total_bits": total,
+                "weight_frac_bits": f,
+                "act_frac_bits": fa,
+                "out_frac_bits": fo,
+            }
             meta[lay.name] = {"weight_bits": total, "fixed_point": fixed}
             if fa is not None:
                 meta[lay.name]["act_bits"] = total
-            report[lay.name] = {"weight_frac_bits": f, "format": f"Q{total - 1 - f}.{f}",
-                                "act_frac_bits": fa, "out_frac_bits": fo,
-                                "max_abs": float(np.abs(w).max()), "sqnr_db": sqnr_db(w, q)}
-        details = {"layers": report, "sqnr_db": sqnr_by_layer(report),
-                   "calibration_data": cal.source}
+            report[lay.name] = {
+                "weight_frac_bits": f,
+                "format": f"Q{total - 1 - f}.{f}",
+                "act_frac_bits": fa,
+                "out_frac_bits": fo,
+                "max_abs": float(np.abs(w).max()),
+                "sqnr_db": sqnr_db(w, q),
+            }
+        details = {
+            "layers": report,
+            "sqnr_db": sqnr_by_layer(report),
+            "calibration_data": cal.source,
+        }
         if cal.random:
-            details["warning"] = ("activation formats chosen on random inputs: they may not fit "
-                                  "real data")
+            details["warning"] = (
+                "activation formats chosen on random inputs: they may not fit real data"
+            )
         details["skipped"] = choice.skipped
         return annotated(graph, new, meta, details)
 

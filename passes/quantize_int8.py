@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hwcc.passes.lib import calibration, int8
-from hwcc.passes.lib.quantization import LAYERS, choose_layers
-
 from hwcc.ir import Graph
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
+from hwcc.passes.lib import calibration, int8
+from hwcc.passes.lib.quantization import LAYERS, choose_layers
 
 
 @register_pass
@@ -57,8 +56,13 @@ class QuantizeInt8(Pass):
     exact = False
     knobs = (
         LAYERS,
-        Knob("calibration", str, "minmax", "how activation ranges are chosen",
-             choices=("minmax", "percentile", "entropy")),
+        Knob(
+            "calibration",
+            str,
+            "minmax",
+            "how activation ranges are chosen",
+            choices=("minmax", "percentile", "entropy"),
+        ),
         *calibration.KNOBS,
     )
 
@@ -71,17 +75,27 @@ class QuantizeInt8(Pass):
         choice = choose_layers(graph, opts["layers"], self.layers, knob_set)
         if choice.why_not:
             return choice.refusal(graph)
-        cal = calibration.from_options(graph, opts, ctx, who=self.name, required=True,
-                                       purpose="activation ranges")
+        cal = calibration.from_options(
+            graph, opts, ctx, who=self.name, required=True, purpose="activation ranges"
+        )
         quantized = int8.quantize_int8(graph, choice.chosen, cal.feeds, opts["calibration"])
         sqnr = int8.int8_sqnr(graph, quantized, choice.chosen, cal.feeds)
-        report = {lay.name: {"sqnr_db": sqnr["sqnr_db"][lay.name],
-                             "output_sqnr_db": sqnr["output_sqnr_db"].get(lay.name)}
-                  for lay in choice.chosen}
-        details = {"layers": report, "calibration": opts["calibration"],
-                   "calibration_data": cal.source, **sqnr}
+        report = {
+            lay.name: {
+                "sqnr_db": sqnr["sqnr_db"][lay.name],
+                "output_sqnr_db": sqnr["output_sqnr_db"].get(lay.name),
+            }
+            for lay in choice.chosen
+        }
+        details = {
+            "layers": report,
+            "calibration": opts["calibration"],
+            "calibration_data": cal.source,
+            **sqnr,
+        }
         if cal.random:
-            details["warning"] = ("calibrated on random inputs: activation ranges may not match "
-                                  "real data")
+            details["warning"] = (
+                "calibrated on random inputs: activation ranges may not match real data"
+            )
         details["skipped"] = choice.skipped
         return PassResult(quantized, True, None, details)

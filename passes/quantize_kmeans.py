@@ -31,6 +31,10 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.passes.lib import kmeans
 from hwcc.passes.lib.quantization import LAYERS, annotated, choose_layers, sqnr_by_layer
 from hwcc.passes.lib.weights import (
@@ -40,10 +44,6 @@ from hwcc.passes.lib.weights import (
     parse_per_layer,
     sqnr_db,
 )
-
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
-from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 
 
 @register_pass
@@ -84,20 +84,31 @@ class QuantizeKmeans(Pass):
     name = "quantize_kmeans"
     exact = False
     knobs = (
-        Knob("bits", int, 4, "index bits per weight (2**bits shared values per layer)",
-             range=(1, 8)),
+        Knob(
+            "bits", int, 4, "index bits per weight (2**bits shared values per layer)", range=(1, 8)
+        ),
         Knob("layer_bits", str, "", "per-layer bits overriding bits: LAYER=B,LAYER=B or JSON"),
-        Knob("zero_slot", bool, False,
-             "codebook index 0 is zero in every layer, dense ones too (2**bits - 1 shared "
-             "non-zero values)"),
-        Knob("codebook_bits", int, 0,
-             "shared values in signed fixed point of this many bits, a power-of-two scale per "
-             "layer (0: float32)", range=(0, 24)),
+        Knob(
+            "zero_slot",
+            bool,
+            False,
+            "codebook index 0 is zero in every layer, dense ones too (2**bits - 1 shared "
+            "non-zero values)",
+        ),
+        Knob(
+            "codebook_bits",
+            int,
+            0,
+            "shared values in signed fixed point of this many bits, a power-of-two scale per "
+            "layer (0: float32)",
+            range=(0, 24),
+        ),
         LAYERS,
     )
 
-    def __init__(self, layers: Sequence[str] | None = None,
-                 layer_bits: Mapping[str, int] | None = None):
+    def __init__(
+        self, layers: Sequence[str] | None = None, layer_bits: Mapping[str, int] | None = None
+    ):
         self.layers = None if layers is None else list(layers)
         self.layer_bits = dict(layer_bits or {})
 
@@ -111,8 +122,10 @@ class QuantizeKmeans(Pass):
         check_layer_names(per_layer, choice.chosen, choice.reasons, "layer_bits")
         for name, b in per_layer.items():
             if not 1 <= b <= 8:
-                raise HwccError(f"{self.name}: layer_bits gives {name!r} {b} bits",
-                                "weight sharing takes 1 to 8 bits")
+                raise HwccError(
+                    f"{self.name}: layer_bits gives {name!r} {b} bits",
+                    "weight sharing takes 1 to 8 bits",
+                )
         cache: dict[tuple[str, int], tuple[kmeans.SharedWeights, dict[str, Any]]] = {}
         new, report, meta = {}, {}, {}
         for lay in choice.chosen:
@@ -123,24 +136,35 @@ class QuantizeKmeans(Pass):
             if not np.array_equal(shared.values, lay.array):
                 new[lay.name] = (lay, shared.values)
             meta[lay.name], report[lay.name] = _layer_report(lay, shared, store, b, opts)
-        details = {"layers": report, "sqnr_db": sqnr_by_layer(report), "total": _total(report),
-                   "skipped": choice.skipped}
+        details = {
+            "layers": report,
+            "sqnr_db": sqnr_by_layer(report),
+            "total": _total(report),
+            "skipped": choice.skipped,
+        }
         return annotated(graph, new, meta, details)
 
-    def _share(self, lay: WeightedLayer, bits: int,
-               opts: Mapping[str, Any]) -> tuple[kmeans.SharedWeights, dict[str, Any]]:
+    def _share(
+        self, lay: WeightedLayer, bits: int, opts: Mapping[str, Any]
+    ) -> tuple[kmeans.SharedWeights, dict[str, Any]]:
         """The layer's shared weights and what they cost to store."""
         try:
-            shared = kmeans.share_weights(lay.array, bits, zero_slot=opts["zero_slot"],
-                                          codebook_bits=opts["codebook_bits"])
+            shared = kmeans.share_weights(
+                lay.array, bits, zero_slot=opts["zero_slot"], codebook_bits=opts["codebook_bits"]
+            )
         except HwccError as e:
             raise HwccError(f"{self.name}: layer {lay.name}: {e.message}", e.hint) from None
         view = matrix_view(replace(lay, array=shared.values))
         return shared, kmeans.storage(shared, view, bits, opts["codebook_bits"])
 
 
-def _layer_report(lay: WeightedLayer, shared: kmeans.SharedWeights, store: dict[str, Any],
-                  bits: int, opts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _layer_report(
+    lay: WeightedLayer,
+    shared: kmeans.SharedWeights,
+    store: dict[str, Any],
+    bits: int,
+    opts: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The layer's ``node.meta`` annotation and its entry in ``details["layers"]``."""
     book_bits = opts["codebook_bits"]
     clusters = len(shared.codebook) - (1 if shared.zero_slot else 0)
@@ -151,13 +175,21 @@ def _layer_report(lay: WeightedLayer, shared: kmeans.SharedWeights, store: dict[
         sharing.update(codebook_bits=book_bits, codebook_frac_bits=shared.frac_bits)
     error = np.abs(shared.values.astype(np.float64) - lay.array)
     zeroed = int(np.count_nonzero((shared.values == 0) & (lay.array != 0)))
-    report = {"bits": bits, "clusters": clusters, "sparse": shared.sparse, "steps": shared.steps,
-              "zero_slot": shared.zero_slot, "codebook_bits": book_bits or None,
-              "codebook_frac_bits": shared.frac_bits, "rounded_to_zero": zeroed,
-              "distinct_values": int(np.unique(shared.values).size),
-              "max_abs_error": float(error.max()) if error.size else 0.0,
-              "sqnr_db": sqnr_db(lay.array, shared.values),
-              "bits_before": lay.array.size * lay.array.dtype.itemsize * 8, **store}
+    report = {
+        "bits": bits,
+        "clusters": clusters,
+        "sparse": shared.sparse,
+        "steps": shared.steps,
+        "zero_slot": shared.zero_slot,
+        "codebook_bits": book_bits or None,
+        "codebook_frac_bits": shared.frac_bits,
+        "rounded_to_zero": zeroed,
+        "distinct_values": int(np.unique(shared.values).size),
+        "max_abs_error": float(error.max()) if error.size else 0.0,
+        "sqnr_db": sqnr_db(lay.array, shared.values),
+        "bits_before": lay.array.size * lay.array.dtype.itemsize * 8,
+        **store,
+    }
     return {"weight_bits": bits, "weight_sharing": sharing}, report
 
 
@@ -166,6 +198,10 @@ def _total(report: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     before = sum(r["bits_before"] for r in report.values())
     fixed = sum(r["fixed_bits"] for r in report.values())
     huff = sum(r["huffman_bits"] for r in report.values())
-    return {"bits_before": before, "fixed_bits": fixed, "huffman_bits": huff,
-            "compression": before / huff if huff else None,
-            "huffman_saving": 1.0 - huff / fixed if fixed else 0.0}
+    return {
+        "bits_before": before,
+        "fixed_bits": fixed,
+        "huffman_bits": huff,
+        "compression": before / huff if huff else None,
+        "huffman_saving": 1.0 - huff / fixed if fixed else 0.0,
+    }

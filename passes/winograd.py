@@ -46,12 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.ir import dtypes
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, Node
+from hwcc.ir import Graph, Node, dtypes
 from hwcc.ir.search_space import Step, Unit
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
-from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers, rejection_summary
+from hwcc.passes.lib.edits import (
+    add_constant,
+    constant_value,
+    drop_unused_initializers,
+    rejection_summary,
+)
 from hwcc.passes.lib.winograd_math import AT, BT, additions, filter_transform, tiles
 
 _ONNX = ("", "ai.onnx")
@@ -95,8 +99,14 @@ class Winograd(Pass):
     searchable = True
     search_order = 40
     knobs = (
-        Knob("mode", str, "lower", "lower: write F(2x2,3x3) in ONNX ops; annotate: flag the Conv for "
-             "targets whose kernels do Winograd themselves", choices=("lower", "annotate")),
+        Knob(
+            "mode",
+            str,
+            "lower",
+            "lower: write F(2x2,3x3) in ONNX ops; annotate: flag the Conv for "
+            "targets whose kernels do Winograd themselves",
+            choices=("lower", "annotate"),
+        ),
         Knob("layers", tuple, (), "lower only these Convs: NODE,NODE (blank: every candidate)"),
     )
 
@@ -104,7 +114,11 @@ class Winograd(Pass):
         """Each Conv this pass can lower (:func:`_match`: 3×3, stride 1, no dilation or
         groups, constant weights), with one step: lowered to F(2×2, 3×3)."""
         for node in graph.nodes:
-            if node.op_type != "Conv" or node.domain not in _ONNX or isinstance(_match(graph, node), str):
+            if (
+                node.op_type != "Conv"
+                or node.domain not in _ONNX
+                or isinstance(_match(graph, node), str)
+            ):
                 continue
             step = Step({"layers": (node.name,), "mode": "lower"}, {"form": "F(2x2,3x3)"})
             yield Unit(f"winograd of {node.name}", self.name, (node.name,), (step,))
@@ -114,10 +128,15 @@ class Winograd(Pass):
         only = list(opts["layers"])
         unknown = [n for n in only if not graph.has_node(n)]
         if unknown:
-            raise HwccError(f"winograd: no node named {', '.join(map(repr, unknown))}",
-                            "name layers by their node names (hwcc inspect lists them)")
-        convs = [n.name for n in graph.nodes
-                 if n.op_type == "Conv" and n.domain in _ONNX and (not only or n.name in only)]
+            raise HwccError(
+                f"winograd: no node named {', '.join(map(repr, unknown))}",
+                "name layers by their node names (hwcc inspect lists them)",
+            )
+        convs = [
+            n.name
+            for n in graph.nodes
+            if n.op_type == "Conv" and n.domain in _ONNX and (not only or n.name in only)
+        ]
         if not convs:
             return PassResult(graph, False, "the graph has no Conv")
         g = graph.copy()
@@ -133,9 +152,14 @@ class Winograd(Pass):
             else:
                 _lower(g, site)
             lowered.append(name)
-        details: dict[str, Any] = {"annotated" if annotate else "lowered": lowered, "rejected": rejected}
+        details: dict[str, Any] = {
+            "annotated" if annotate else "lowered": lowered,
+            "rejected": rejected,
+        }
         if not lowered:
-            return PassResult(graph, False, rejection_summary("no Conv could be lowered", rejected), details)
+            return PassResult(
+                graph, False, rejection_summary("no Conv could be lowered", rejected), details
+            )
         return PassResult(g, True, None, details)
 
 
@@ -167,12 +191,18 @@ def _match(g: Graph, conv: Node) -> _Site | str:
     if any(s != 1 for s in conv.attr("strides") or [1, 1]):
         return f"its strides are {list(conv.attr('strides'))}: Winograd tiles need stride 1"
     if any(d != 1 for d in conv.attr("dilations") or [1, 1]):
-        return f"it is dilated {list(conv.attr('dilations'))}: the 4x4 tile does not hold the window"
+        return (
+            f"it is dilated {list(conv.attr('dilations'))}: the 4x4 tile does not hold the window"
+        )
     group = int(conv.attr("group", 1))
     if group != 1:
         return f"it is a grouped convolution (group={group}): the channel sum is per group"
     x = g.tensors[conv.inputs[0]]
-    if w.dtype.kind != "f" or dtypes.onnx_type_of(w.dtype) not in _FLOATS or x.elem_type not in _FLOATS:
+    if (
+        w.dtype.kind != "f"
+        or dtypes.onnx_type_of(w.dtype) not in _FLOATS
+        or x.elem_type not in _FLOATS
+    ):
         return "its weight or input is not float32 or float64"
     if x.shape is None or len(x.shape) != 4 or not all(isinstance(d, int) for d in x.shape[1:]):
         return f"its input's channels, height and width are not all known ({x.shape})"
@@ -181,7 +211,10 @@ def _match(g: Graph, conv: Node) -> _Site | str:
     site = _Site(conv, w, int(x.shape[2]), int(x.shape[3]), _pads(conv))
     p, q = site.out_hw
     if 16 * tiles(p) * tiles(q) >= 9 * p * q:
-        return f"its {p}x{q} output leaves the 2x2 tiles so empty that they multiply more than the Conv"
+        return (
+            f"its {p}x{q} output leaves the 2x2 tiles so empty"
+            " that they multiply more than the Conv"
+        )
     return site
 
 
@@ -207,17 +240,27 @@ class _Builder:
     def const(self, key: str, array: np.ndarray) -> str:
         if key not in self._consts:
             name = self.g.unique_name(f"{self.prefix}/{key}")
-            add_constant(self.g, name, array if array.dtype.kind == "i" else array.astype(self.dtype))
+            add_constant(
+                self.g, name, array if array.dtype.kind == "i" else array.astype(self.dtype)
+            )
             self._consts[key] = name
         return self._consts[key]
 
     def ints(self, key: str, values: list[int]) -> str:
         return self.const(key, np.array(values, dtype=np.int64))
 
-    def op(self, op_type: str, inputs: list[str], attrs: dict | None = None, *, outputs: int = 1,
-           meta: dict | None = None) -> Any:
-        node = self.g.add_node(op_type, inputs, outputs, attrs, meta=meta,
-                               name=f"{self.prefix}/{op_type.lower()}")
+    def op(
+        self,
+        op_type: str,
+        inputs: list[str],
+        attrs: dict | None = None,
+        *,
+        outputs: int = 1,
+        meta: dict | None = None,
+    ) -> Any:
+        node = self.g.add_node(
+            op_type, inputs, outputs, attrs, meta=meta, name=f"{self.prefix}/{op_type.lower()}"
+        )
         return node.outputs[0] if outputs == 1 else list(node.outputs)
 
 
@@ -245,12 +288,17 @@ def _lower(g: Graph, site: _Site) -> None:
     y = b.op("Transpose", [y], {"perm": [3, 2, 4, 0, 5, 1]})  # [N, M, Th, 2, Tw, 2]
     y = b.op("Reshape", [y, b.ints("y_shape", [-1, m, 2 * th, 2 * tw])])
     if (2 * th, 2 * tw) != (p, q):
-        y = b.op("Slice", [y, b.ints("starts", [0, 0]), b.ints("ends", [p, q]), b.ints("axes", [2, 3])])
+        y = b.op(
+            "Slice", [y, b.ints("starts", [0, 0]), b.ints("ends", [p, q]), b.ints("axes", [2, 3])]
+        )
     bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
     if bias:
         value = constant_value(g, bias)
-        shaped = (b.const("bias", value.reshape(m, 1, 1)) if value is not None
-                  else b.op("Reshape", [bias, b.ints("bias_shape", [m, 1, 1])]))
+        shaped = (
+            b.const("bias", value.reshape(m, 1, 1))
+            if value is not None
+            else b.op("Reshape", [bias, b.ints("bias_shape", [m, 1, 1])])
+        )
         y = b.op("Add", [y, shaped])
     g.replace_all_uses_with(conv.outputs[0], y)
     g.erase_node(conv)

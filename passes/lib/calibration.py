@@ -64,17 +64,41 @@ class Calibration:
     random: bool = False
 
 
-def from_options(graph: Graph, opts: Mapping[str, Any], ctx: PassContext, *, who: str,
-                 required: bool, purpose: str) -> Calibration:
+def from_options(
+    graph: Graph,
+    opts: Mapping[str, Any],
+    ctx: PassContext,
+    *,
+    who: str,
+    required: bool,
+    purpose: str,
+) -> Calibration:
     """:func:`calibration_feeds` with a pass's :data:`KNOBS` values ``opts`` and ``ctx.data``."""
-    return calibration_feeds(graph, ctx.data, opts["data"], random_ok=opts["random_calibration"],
-                             samples=opts["samples"], seed=ctx.seed, required=required, who=who,
-                             purpose=purpose)
+    return calibration_feeds(
+        graph,
+        ctx.data,
+        opts["data"],
+        random_ok=opts["random_calibration"],
+        samples=opts["samples"],
+        seed=ctx.seed,
+        required=required,
+        who=who,
+        purpose=purpose,
+    )
 
 
-def calibration_feeds(graph: Graph, data: Mapping[str, np.ndarray] | str | os.PathLike | None,
-                      path: str, *, random_ok: bool, samples: int, seed: int, required: bool,
-                      who: str, purpose: str) -> Calibration:
+def calibration_feeds(
+    graph: Graph,
+    data: Mapping[str, np.ndarray] | str | os.PathLike | None,
+    path: str,
+    *,
+    random_ok: bool,
+    samples: int,
+    seed: int,
+    required: bool,
+    who: str,
+    purpose: str,
+) -> Calibration:
     """The calibration samples for ``graph`` (see the module docstring).
 
     Args:
@@ -99,8 +123,11 @@ def calibration_feeds(graph: Graph, data: Mapping[str, np.ndarray] | str | os.Pa
             a missing input; an array that does not fit its input.
     """
     if data is not None and path:
-        raise HwccError(f"{who}: calibration data given twice (--data or the context's data, and "
-                        f"the data knob {path!r})", "give one of them")
+        raise HwccError(
+            f"{who}: calibration data given twice (--data or the context's data, and "
+            f"the data knob {path!r})",
+            "give one of them",
+        )
     if isinstance(data, (str, os.PathLike)) or path:
         data = _read_npz(os.fspath(data if data is not None else path), who)
     if data is not None:
@@ -108,30 +135,40 @@ def calibration_feeds(graph: Graph, data: Mapping[str, np.ndarray] | str | os.Pa
         plural = "s" if len(feeds) != 1 else ""
         return Calibration(feeds, f"{len(feeds)} sample{plural} of the given data")
     if random_ok:
-        warnings.warn(f"{who}: calibrating {purpose} on RANDOM inputs: the ranges will not match "
-                      "real data and accuracy may suffer; give data (--data FILE.npz) instead",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{who}: calibrating {purpose} on RANDOM inputs: the ranges will not match "
+            "real data and accuracy may suffer; give data (--data FILE.npz) instead",
+            UserWarning,
+            stacklevel=3,
+        )
         n = min(samples, _RANDOM_SAMPLES)
-        return Calibration([random_feeds(graph, seed + i) for i in range(n)],
-                           f"{n} random samples (no data)", True)
+        return Calibration(
+            [random_feeds(graph, seed + i) for i in range(n)], f"{n} random samples (no data)", True
+        )
     if required:
-        raise HwccError(f"{who}: {purpose} needs calibration data and none was given",
-                        "give an .npz with one array per model input (--data FILE.npz, or "
-                        "PassContext(data=...)), or --set random_calibration=true to calibrate on "
-                        "random inputs (inaccurate)")
+        raise HwccError(
+            f"{who}: {purpose} needs calibration data and none was given",
+            "give an .npz with one array per model input (--data FILE.npz, or "
+            "PassContext(data=...)), or --set random_calibration=true to calibrate on "
+            "random inputs (inaccurate)",
+        )
     return Calibration([], None)
 
 
 def _read_npz(path: str, who: str) -> dict[str, np.ndarray]:
     """:func:`hwcc.data.activations.read_npz`, with the calibrating pass's own messages."""
     if not Path(path).is_file():
-        raise HwccError(f"{who}: calibration data {path!r} does not exist",
-                        "give an .npz file with one array per model input")
+        raise HwccError(
+            f"{who}: calibration data {path!r} does not exist",
+            "give an .npz file with one array per model input",
+        )
     try:
         return read_npz(path)
     except HwccError as e:
-        raise HwccError(f"{who}: cannot read calibration data {path!r}: {e.args[0]}",
-                        "write it with numpy.savez, one array per model input") from None
+        raise HwccError(
+            f"{who}: cannot read calibration data {path!r}: {e.args[0]}",
+            "write it with numpy.savez, one array per model input",
+        ) from None
 
 
 def _cut(graph: Graph, data: Mapping[str, np.ndarray], who: str) -> list[Feeds]:
@@ -139,10 +176,10 @@ def _cut(graph: Graph, data: Mapping[str, np.ndarray], who: str) -> list[Feeds]:
     names = graph.real_inputs()
     missing = [n for n in names if n not in data]
     if missing:
-        raise HwccError(f"{who}: the calibration data has no array for input(s) "
-                        f"{', '.join(missing)}",
-                        f"it has: {', '.join(sorted(data)) or 'nothing'}; name the arrays after "
-                        "the inputs")
+        raise HwccError(
+            f"{who}: the calibration data has no array for input(s) {', '.join(missing)}",
+            f"it has: {', '.join(sorted(data)) or 'nothing'}; name the arrays after the inputs",
+        )
     per_input = {n: _samples_of(graph, n, np.asarray(data[n]), who) for n in names}
     count = min(len(v) for v in per_input.values())
     return [{n: per_input[n][i] for n in names} for i in range(count)]
@@ -157,14 +194,17 @@ def _samples_of(graph: Graph, name: str, arr: np.ndarray, who: str) -> list[np.n
     batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
     fits = arr.ndim == len(shape) and arr.shape[1:] == shape[1:]
     if batch is None or not fits or arr.shape[0] < batch:
-        raise HwccError(f"{who}: calibration array {name!r} has shape {list(arr.shape)}, which "
-                        f"does not fit the input's shape {list(shape)}",
-                        "give [N, ...] samples whose other dims are the input's")
-    return [arr[i:i + batch] for i in range(0, arr.shape[0] - batch + 1, batch)]
+        raise HwccError(
+            f"{who}: calibration array {name!r} has shape {list(arr.shape)}, which "
+            f"does not fit the input's shape {list(shape)}",
+            "give [N, ...] samples whose other dims are the input's",
+        )
+    return [arr[i : i + batch] for i in range(0, arr.shape[0] - batch + 1, batch)]
 
 
-def tensor_ranges(graph: Graph, tensors: Sequence[str],
-                  feeds: Sequence[Feeds]) -> dict[str, tuple[float, float]]:
+def tensor_ranges(
+    graph: Graph, tensors: Sequence[str], feeds: Sequence[Feeds]
+) -> dict[str, tuple[float, float]]:
     """``(min, max)`` of each tensor (graph inputs or computed ones) over ``feeds``."""
     lo = dict.fromkeys(tensors, math.inf)
     hi = dict.fromkeys(tensors, -math.inf)

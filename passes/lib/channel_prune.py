@@ -41,15 +41,23 @@ def prune_groups(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> Graph:
     """Prune several groups of ``graph`` at once (see :func:`prune_group`)."""
     analysis, by_root = _resolve(graph, keep)
     g = graph.copy()
-    tensors = list(dict.fromkeys(t for root in by_root for s in _members(analysis, root)
-                                 for t in analysis.space_tensors[s]))
+    tensors = list(
+        dict.fromkeys(
+            t
+            for root in by_root
+            for s in _members(analysis, root)
+            for t in analysis.space_tensors[s]
+        )
+    )
     positions = {t: analysis.keep_positions(t, by_root) for t in tensors}
     for t, pos in positions.items():
         lay, tensor = analysis.layout[t], g.tensors[t]
         shape = list(tensor.shape)
         shape[lay.axis] = len(pos)
         tensor.shape = tuple(shape)
-    sites = dict.fromkeys(analysis.sites[i] for t in tensors for i in analysis.tensor_sites.get(t, ()))
+    sites = dict.fromkeys(
+        analysis.sites[i] for t in tensors for i in analysis.tensor_sites.get(t, ())
+    )
     replaced = [_apply(g, analysis, x, positions[x.tensor]) for x in sites]
     _drop_dead_constants(g, [t for t in replaced if t])
     return g
@@ -59,9 +67,13 @@ def _members(analysis: ChannelAnalysis, root: int) -> list[int]:
     return [s for s in range(len(analysis.size)) if analysis.find(s) == root]
 
 
-def _resolve(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> tuple[ChannelAnalysis, dict[int, np.ndarray]]:
+def _resolve(
+    graph: Graph, keep: Mapping[Group, Iterable[int]]
+) -> tuple[ChannelAnalysis, dict[int, np.ndarray]]:
     """The analysis of ``graph`` and each group's kept indices by root, checked."""
-    analysis = next((g.analysis for g in keep if g.analysis is not None and g.analysis.graph is graph), None)
+    analysis = next(
+        (g.analysis for g in keep if g.analysis is not None and g.analysis.graph is graph), None
+    )
     if analysis is None:
         analysis = analyze(graph)
     current = {g.id: g for g in analysis.groups()}
@@ -69,14 +81,19 @@ def _resolve(graph: Graph, keep: Mapping[Group, Iterable[int]]) -> tuple[Channel
     for group, indices in keep.items():
         here = current.get(group.id)
         if here is None or here.channels != group.channels:
-            raise HwccError(f"group {group.id!r} ({group.channels} channels) is not a group of this graph",
-                            "find the groups of the graph you prune with prunable_groups(graph)")
+            raise HwccError(
+                f"group {group.id!r} ({group.channels} channels) is not a group of this graph",
+                "find the groups of the graph you prune with prunable_groups(graph)",
+            )
         if not here.prunable:
             raise HwccError(f"group {group.id!r} cannot be pruned: {here.reason}")
         kept = np.asarray(sorted(set(int(i) for i in indices)), dtype=np.int64)
         if kept.size == 0 or kept[0] < 0 or kept[-1] >= here.channels:
-            raise HwccError(f"group {group.id!r}: keep indices must be a non-empty subset of "
-                            f"0..{here.channels - 1}", "keep at least one channel")
+            raise HwccError(
+                f"group {group.id!r}: keep indices must be a non-empty subset of "
+                f"0..{here.channels - 1}",
+                "keep at least one channel",
+            )
         by_root[here.root] = kept
     return analysis, by_root
 

@@ -49,7 +49,16 @@ import numpy as np
 
 from hwcc.ir import Graph, Node
 
-__all__ = ["ChannelAnalysis", "Group", "Layout", "Site", "analyze", "constant_of", "prunable_groups", "rule"]
+__all__ = [
+    "ChannelAnalysis",
+    "Group",
+    "Layout",
+    "Site",
+    "analyze",
+    "constant_of",
+    "prunable_groups",
+    "rule",
+]
 
 FIXED = -1
 """Space id of a segment whose channels cannot be removed (they come from no space)."""
@@ -219,7 +228,9 @@ class ChannelAnalysis:
             if sa != FIXED and sb != FIXED:
                 self.union(sa, sb)
             elif sa != sb:
-                self.block(a if sa != FIXED else b, f"{where} joins them with channels that cannot shrink")
+                self.block(
+                    a if sa != FIXED else b, f"{where} joins them with channels that cannot shrink"
+                )
 
     def set_layout(self, tensor: str, layout: Layout) -> None:
         if not tensor:
@@ -270,9 +281,21 @@ class ChannelAnalysis:
             reasons = ["it has a single channel"]
         if not reasons and not tensors:
             reasons = ["its channels are never read"]
-        reason = "; ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
-        return Group(self.origin[root], channels, producers, consumers, tuple(nodes), tuple(tensors),
-                     not reasons, reason or None, root, self)
+        reason = "; ".join(reasons[:3]) + (
+            f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
+        )
+        return Group(
+            self.origin[root],
+            channels,
+            producers,
+            consumers,
+            tuple(nodes),
+            tuple(tensors),
+            not reasons,
+            reason or None,
+            root,
+            self,
+        )
 
     def keep_positions(self, tensor: str, keep: Mapping[int, np.ndarray]) -> np.ndarray:
         """Indices along ``tensor``'s channel axis that survive, ``keep`` being the kept
@@ -300,7 +323,10 @@ def analyze(graph: Graph) -> ChannelAnalysis:
             fn(a, node)
         else:
             for t in node.inputs:
-                a.block(a.layout.get(t), f"they reach {node.op_type} {node.name!r}, which the pruner does not know")
+                a.block(
+                    a.layout.get(t),
+                    f"they reach {node.op_type} {node.name!r}, which the pruner does not know",
+                )
         for t in node.implicit_inputs:
             a.block(a.layout.get(t), f"they are read by a subgraph of {node.name!r}")
     for out in graph.outputs:

@@ -15,12 +15,62 @@ import math
 from hwcc.ir import Node
 from hwcc.passes.lib.depgraph import FIXED, ChannelAnalysis, Layout, make_layout, rule
 
-_UNARY = ("Relu", "LeakyRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid",
-          "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Erf", "Abs", "Neg", "Exp",
-          "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Identity",
-          "Dropout", "Cast", "Clip", "Not", "IsNaN", "IsInf")
-_ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "And", "Or",
-                "Xor", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual")
+_UNARY = (
+    "Relu",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "ThresholdedRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "Erf",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Sin",
+    "Cos",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Clip",
+    "Not",
+    "IsNaN",
+    "IsInf",
+)
+_ELEMENTWISE = (
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Sum",
+    "Mean",
+    "PRelu",
+    "And",
+    "Or",
+    "Xor",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+)
 _MIXING = {
     "LRN": "mixes neighbouring channels",
     "Transpose": "moves the channel axis",
@@ -86,7 +136,10 @@ def _norm(a: ChannelAnalysis, node: Node) -> None:
     for i, t in enumerate(node.inputs[1:], start=1):
         value = a.const(t)
         if value is None or value.shape != (lay.positions,):
-            a.block(lay, f"{_where(node)} has a parameter {t!r} that is not a constant vector per channel")
+            a.block(
+                lay,
+                f"{_where(node)} has a parameter {t!r} that is not a constant vector per channel",
+            )
             return
     for i in range(1, len(node.inputs)):
         a.site(node, i, 0, node.inputs[0], "param")
@@ -187,7 +240,9 @@ def _elementwise(a: ChannelAnalysis, node: Node) -> None:
         return
     rank = len(out_shape)
     out_axis = {i: rank - len(shapes[i]) + lay.axis for i, lay in carriers}
-    spread = [(i, lay) for i, lay in carriers if shapes[i][lay.axis] == 1 and out_shape[out_axis[i]] != 1]
+    spread = [
+        (i, lay) for i, lay in carriers if shapes[i][lay.axis] == 1 and out_shape[out_axis[i]] != 1
+    ]
     for _, lay in spread:  # one channel broadcast over the other operands' channels
         a.block(lay, f"{_where(node)} broadcasts them over other channels")
     carriers = [c for c in carriers if c not in spread]
@@ -229,7 +284,8 @@ def _concat(a: ChannelAnalysis, node: Node) -> None:
     axis = int(node.attr("axis", 1)) % len(shapes[0])
     inner = carriers[0].inner
     if any(lay.axis != axis or lay.inner != inner for lay in carriers) or any(
-            not isinstance(s[axis], int) or s[axis] % inner for s in shapes):
+        not isinstance(s[axis], int) or s[axis] % inner for s in shapes
+    ):
         for lay in carriers:
             a.block(lay, f"{_where(node)} concatenates along axis {axis}, not their channel axis")
         return
@@ -271,11 +327,11 @@ def _static(shape: tuple | None) -> bool:
 def _regroup(src: tuple[int, ...], dst: tuple[int, ...], lay: Layout) -> tuple[int, int] | None:
     """The output axis and inner size that carry ``lay``'s channel blocks, or ``None``
     (the memory-block mapping of the module docstring of ``_depgraph``)."""
-    pre, block = math.prod(src[:lay.axis]), lay.inner * math.prod(src[lay.axis + 1:])
+    pre, block = math.prod(src[: lay.axis]), lay.inner * math.prod(src[lay.axis + 1 :])
     run = 1
     for j, d in enumerate(dst):
         if run == pre:
-            rest = math.prod(dst[j + 1:])
+            rest = math.prod(dst[j + 1 :])
             if rest and block % rest == 0 and d == lay.positions * (block // rest):
                 return j, block // rest
         run *= d
@@ -284,8 +340,17 @@ def _regroup(src: tuple[int, ...], dst: tuple[int, ...], lay: Layout) -> tuple[i
     return None
 
 
-@rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-      "ReduceLogSumExp", "ReduceSumSquare")
+@rule(
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+)
 def _reduce(a: ChannelAnalysis, node: Node) -> None:
     lay = a.layout.get(node.inputs[0])
     if lay is None:
@@ -303,4 +368,6 @@ def _reduce(a: ChannelAnalysis, node: Node) -> None:
         a.block(lay, f"they reach {_where(node)}, which reduces over the channels")
         return
     keep = int(node.attr("keepdims", 1))
-    a.set_layout(node.outputs[0], lay.moved(lay.axis - (0 if keep else sum(x < lay.axis for x in axes))))
+    a.set_layout(
+        node.outputs[0], lay.moved(lay.axis - (0 if keep else sum(x < lay.axis for x in axes)))
+    )

@@ -52,8 +52,12 @@ def set_constant_input(graph: Graph, node: Node, index: int, array: np.ndarray) 
     """
     ins = list(node.inputs) + [""] * (index + 1 - len(node.inputs))
     old = ins[index]
-    sole = (constant_value(graph, old) is not None and old not in graph.outputs
-            and ins.count(old) == 1 and [u.name for u in graph.users(old)] == [node.name])
+    sole = (
+        constant_value(graph, old) is not None
+        and old not in graph.outputs
+        and ins.count(old) == 1
+        and [u.name for u in graph.users(old)] == [node.name]
+    )
     new = graph.unique_name(old or f"{node.name}_input{index}")
     add_constant(graph, new, array)
     ins[index] = new
@@ -75,7 +79,9 @@ def drop_unused_initializers(graph: Graph, names: Iterable[str]) -> list[str]:
     """
     read = {t for n in graph.nodes for t in (*n.inputs, *n.implicit_inputs)}
     keep = read | set(graph.outputs) | (set() if _legacy(graph) else set(graph.inputs))
-    dropped = [t for t in dict.fromkeys(names) if t not in keep and graph.initializer(t) is not None]
+    dropped = [
+        t for t in dict.fromkeys(names) if t not in keep and graph.initializer(t) is not None
+    ]
     for t in dropped:
         del graph.tensors[t]
     if dropped and _legacy(graph):

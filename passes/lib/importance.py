@@ -17,13 +17,15 @@ scores. Criteria register by name with :func:`criterion`:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from hwcc.data.activations import load_feeds, split_batches
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.verify import Session
 from hwcc.passes.lib.depgraph import FIXED, ChannelAnalysis, Group
 
 __all__ = ["CRITERIA", "criterion", "keep_top", "scores"]
@@ -42,10 +44,14 @@ def criterion(name: str) -> Callable[[Criterion], Criterion]:
     return register
 
 
-def scores(analysis: ChannelAnalysis, groups: Sequence[Group], name: str, data: Any = None) -> dict[str, np.ndarray]:
+def scores(
+    analysis: ChannelAnalysis, groups: Sequence[Group], name: str, data: Any = None
+) -> dict[str, np.ndarray]:
     """Each group's per-channel importance under criterion ``name`` (float64 vectors)."""
     if name not in CRITERIA:
-        raise HwccError(f"unknown importance criterion {name!r}", f"use one of: {', '.join(sorted(CRITERIA))}")
+        raise HwccError(
+            f"unknown importance criterion {name!r}", f"use one of: {', '.join(sorted(CRITERIA))}"
+        )
     return CRITERIA[name](analysis, groups, data)
 
 
@@ -55,18 +61,25 @@ def keep_top(score: np.ndarray, keep: int) -> np.ndarray:
     return np.sort(order[:keep])
 
 
-def _accumulate(analysis: ChannelAnalysis, group: Group, tensor: str, per_position: np.ndarray,
-                total: np.ndarray) -> None:
+def _accumulate(
+    analysis: ChannelAnalysis,
+    group: Group,
+    tensor: str,
+    per_position: np.ndarray,
+    total: np.ndarray,
+) -> None:
     """Add ``per_position`` (one value per channel position of ``tensor``) into the
     group's channel scores, for each segment of ``tensor`` that belongs to the group."""
     offset = 0
     for s, n in analysis.layout[tensor].segs:
         if s != FIXED and analysis.find(s) == group.root:
-            total += per_position[offset:offset + n]
+            total += per_position[offset : offset + n]
         offset += n
 
 
-def _filter_norms(analysis: ChannelAnalysis, groups: Sequence[Group], power: int) -> dict[str, np.ndarray]:
+def _filter_norms(
+    analysis: ChannelAnalysis, groups: Sequence[Group], power: int
+) -> dict[str, np.ndarray]:
     out = {}
     for group in groups:
         total = np.zeros(group.channels)
@@ -100,11 +113,15 @@ def _l1(analysis: ChannelAnalysis, groups: Sequence[Group], data: Any) -> dict[s
 
 
 @criterion("activation")
-def _activation(analysis: ChannelAnalysis, groups: Sequence[Group], data: Any) -> dict[str, np.ndarray]:
+def _activation(
+    analysis: ChannelAnalysis, groups: Sequence[Group], data: Any
+) -> dict[str, np.ndarray]:
     if data is None:
-        raise HwccError("the 'activation' criterion needs data to measure activations on, and none was given",
-                        "give data as arrays by input name or an .npz path (PassContext(data=...)), "
-                        "or use criterion=l2 or l1")
+        raise HwccError(
+            "the 'activation' criterion needs data to measure activations on, and none was given",
+            "give data as arrays by input name or an .npz path (PassContext(data=...)), "
+            "or use criterion=l2 or l1",
+        )
     graph = analysis.graph
     watched = {g.id: _watched(analysis, g) for g in groups}
     tensors = list(dict.fromkeys(t for ts in watched.values() for t in ts))
@@ -124,15 +141,14 @@ def _watched(analysis: ChannelAnalysis, group: Group) -> list[str]:
     return consumed or list(dict.fromkeys(s.tensor for s in _sites(analysis, group, "filter")))
 
 
-def _mean_abs(graph: Graph, analysis: ChannelAnalysis, tensors: list[str], data: Any) -> dict[str, np.ndarray]:
+def _mean_abs(
+    graph: Graph, analysis: ChannelAnalysis, tensors: list[str], data: Any
+) -> dict[str, np.ndarray]:
     """Mean |value| per channel position of each tensor over all of ``data``."""
-    from hwcc.data.activations import load_feeds, split_batches
-    from hwcc.ir.verify import Session  # one session for every batch
-
     feeds = load_feeds(graph, data)
     probe = graph.copy()
     probe.outputs = list(probe.outputs) + [t for t in tensors if t not in probe.outputs]
-    session = Session(probe)
+    session = Session(probe)  # one session for every batch
     sums = {t: 0.0 for t in tensors}
     runs = 0
     for feed in split_batches(graph, feeds):

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hwcc.passes.lib.calibration import Feeds, Runner
-from hwcc.passes.lib.weights import LAYER_OPS, WeightedLayer, sqnr_db
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -42,6 +40,8 @@ from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_d
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, onnx_io
+from hwcc.passes.lib.calibration import Feeds, Runner
+from hwcc.passes.lib.weights import LAYER_OPS, WeightedLayer, sqnr_db
 
 __all__ = ["METHODS", "quantize_int8", "int8_sqnr"]
 

@@ -82,8 +82,10 @@ def parse_ranks(text: str, given: Mapping[str, int] | None = None) -> dict[str, 
         except ValueError:
             rank = 0
         if not sep or not name.strip() or rank < 1:
-            raise HwccError(f"low_rank: bad entry {item!r} in ranks",
-                            "write ranks as NODE=RANK pairs, e.g. ranks=fc1=64,conv2=8 (ranks >= 1)")
+            raise HwccError(
+                f"low_rank: bad entry {item!r} in ranks",
+                "write ranks as NODE=RANK pairs, e.g. ranks=fc1=64,conv2=8 (ranks >= 1)",
+            )
         ranks[name.strip()] = rank
     for name, rank in ranks.items():
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hwcc.passes.lib.weights import WeightedLayer, check_layer_names, find_layers, replace_weights
 
 from hwcc.ir import Graph
 from hwcc.ir.transform import Knob, PassResult
+from hwcc.passes.lib.weights import WeightedLayer, check_layer_names, find_layers, replace_weights
 
 __all__ = ["LAYERS", "Choice", "annotated", "choose_layers", "sqnr_by_layer"]
 
@@ -78,11 +78,18 @@ def choose_layers(graph: Graph, text: str, preset: Sequence[str] | None, knob_se
     chosen = [lay for lay in layers if wanted is None or lay.name in wanted]
     if not chosen:
         why = "; ".join(f"{n}: {r}" for n, r in skipped.items())
-        return Choice([], skipped,
-                      why_not=f"no Conv, Gemm or MatMul has constant float weights ({why})")
+        return Choice(
+            [], skipped, why_not=f"no Conv, Gemm or MatMul has constant float weights ({why})"
+        )
     picked = {lay.name for lay in chosen}
-    reasons = {**skipped, **{lay.name: "it is not among the layers the layers knob chose"
-                             for lay in layers if lay.name not in picked}}
+    reasons = {
+        **skipped,
+        **{
+            lay.name: "it is not among the layers the layers knob chose"
+            for lay in layers
+            if lay.name not in picked
+        },
+    }
     return Choice(chosen, skipped, reasons)
 
 
@@ -96,8 +103,12 @@ def _wanted(text: str, preset: Sequence[str] | None, knob_set: bool) -> list[str
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def annotated(graph: Graph, new: Mapping[str, tuple[WeightedLayer, np.ndarray]],
-              meta: Mapping[str, Mapping[str, Any]], details: dict[str, Any]) -> PassResult:
+def annotated(
+    graph: Graph,
+    new: Mapping[str, tuple[WeightedLayer, np.ndarray]],
+    meta: Mapping[str, Mapping[str, Any]],
+    details: dict[str, Any],
+) -> PassResult:
     """A copy of ``graph`` with new weights and node annotations, or why nothing changed.
 
     Args:
@@ -108,8 +119,9 @@ def annotated(graph: Graph, new: Mapping[str, tuple[WeightedLayer, np.ndarray]],
     """
     same = all(graph.node(n).meta.get(k) == v for n, m in meta.items() for k, v in m.items())
     if not new and same:
-        return PassResult(graph, False,
-                          "every chosen layer already holds these values and annotations", details)
+        return PassResult(
+            graph, False, "every chosen layer already holds these values and annotations", details
+        )
     g = graph.copy()
     replace_weights(g, new)
     for name, m in meta.items():

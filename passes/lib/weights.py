@@ -30,8 +30,16 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.passes.lib.edits import constant_value, set_constant_input
 
-__all__ = ["LAYER_OPS", "WeightedLayer", "check_layer_names", "find_layers", "matrix_view", "parse_per_layer",
-           "replace_weights", "sqnr_db"]
+__all__ = [
+    "LAYER_OPS",
+    "WeightedLayer",
+    "check_layer_names",
+    "find_layers",
+    "matrix_view",
+    "parse_per_layer",
+    "replace_weights",
+    "sqnr_db",
+]
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 _ONNX = ("", "ai.onnx")
@@ -73,19 +81,30 @@ def find_layers(graph: Graph) -> tuple[list[WeightedLayer], dict[str, str]]:
         if isinstance(found, str):
             skipped[node.name] = found
         else:
-            layers.append(WeightedLayer(node, found, node.inputs[found], constant_value(graph, node.inputs[found])))
+            layers.append(
+                WeightedLayer(
+                    node, found, node.inputs[found], constant_value(graph, node.inputs[found])
+                )
+            )
     return layers, skipped
 
 
 def _weight_of(graph: Graph, node: Node) -> int | str:
     """Index of the node's constant weight operand, or why it has none."""
     slots = (1,) if node.op_type == "Conv" else (1, 0)
-    const = [i for i in slots if i < len(node.inputs) and constant_value(graph, node.inputs[i]) is not None]
+    const = [
+        i
+        for i in slots
+        if i < len(node.inputs) and constant_value(graph, node.inputs[i]) is not None
+    ]
     if node.op_type != "Conv" and len(const) == 2:
         return "both operands are constants (fold_constants computes it)"
     if not const:
         which = "weight" if node.op_type == "Conv" else "operand"
-        return f"no {which} is a constant initializer (it is computed or can be overridden at run time)"
+        return (
+            f"no {which} is a constant initializer"
+            " (it is computed or can be overridden at run time)"
+        )
     if constant_value(graph, node.inputs[const[0]]).dtype.kind != "f":
         return "its weights are not floating point"
     return const[0]
@@ -145,7 +164,11 @@ def parse_per_layer(spec: str, cast: Callable[[str], Any], what: str) -> dict[st
         if spec.startswith("{"):
             pairs = list(json.loads(spec).items())
         else:
-            pairs = [tuple(s.strip() for s in item.rpartition("=")[::2]) for item in spec.split(",") if item.strip()]
+            pairs = [
+                tuple(s.strip() for s in item.rpartition("=")[::2])
+                for item in spec.split(",")
+                if item.strip()
+            ]
         out = {}
         for name, value in pairs:
             if not name:
@@ -153,12 +176,18 @@ def parse_per_layer(spec: str, cast: Callable[[str], Any], what: str) -> dict[st
             out[str(name)] = cast(value)
         return out
     except (ValueError, TypeError, AttributeError):
-        raise HwccError(f"cannot read {what} {spec!r}",
-                        f'write it as LAYER=VALUE,LAYER=VALUE or as a JSON object {{"LAYER": VALUE}}') from None
+        raise HwccError(
+            f"cannot read {what} {spec!r}",
+            'write it as LAYER=VALUE,LAYER=VALUE or as a JSON object {"LAYER": VALUE}',
+        ) from None
 
 
-def check_layer_names(names: Mapping[str, Any] | list[str], layers: list[WeightedLayer],
-                      skipped: Mapping[str, str], what: str) -> None:
+def check_layer_names(
+    names: Mapping[str, Any] | list[str],
+    layers: list[WeightedLayer],
+    skipped: Mapping[str, str],
+    what: str,
+) -> None:
     """Refuse per-layer settings for nodes that are not weighted layers (a typo would
     otherwise pass silently)."""
     known = {layer.name for layer in layers}
@@ -168,15 +197,17 @@ def check_layer_names(names: Mapping[str, Any] | list[str], layers: list[Weighte
         if name in skipped:
             raise HwccError(f"{what}: layer {name!r} cannot be changed: {skipped[name]}")
         shown = ", ".join(sorted(known)[:8]) + (", ..." if len(known) > 8 else "")
-        raise HwccError(f"{what}: there is no Conv, Gemm or MatMul named {name!r}",
-                        f"weighted layers of this model: {shown or 'none'}")
+        raise HwccError(
+            f"{what}: there is no Conv, Gemm or MatMul named {name!r}",
+            f"weighted layers of this model: {shown or 'none'}",
+        )
 
 
 def sqnr_db(w: np.ndarray, q: np.ndarray) -> float:
     """``10·log10(Σ w² / Σ (w − q)²)`` in float64; ``inf`` if ``q`` equals ``w``."""
     w64, q64 = np.asarray(w, dtype=np.float64), np.asarray(q, dtype=np.float64)
     noise = float(np.sum((w64 - q64) ** 2))
-    signal = float(np.sum(w64 ** 2))
+    signal = float(np.sum(w64**2))
     if noise == 0.0:
         return math.inf
     if signal == 0.0:

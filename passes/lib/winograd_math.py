@@ -16,16 +16,9 @@ import numpy as np
 
 __all__ = ["AT", "BT", "G", "MULTS_PER_OUTPUT", "additions", "filter_transform", "tiles"]
 
-BT = np.array([[1, 0, -1, 0],
-               [0, 1, 1, 0],
-               [0, -1, 1, 0],
-               [0, 1, 0, -1]], dtype=np.float64)
-G = np.array([[1.0, 0.0, 0.0],
-              [0.5, 0.5, 0.5],
-              [0.5, -0.5, 0.5],
-              [0.0, 0.0, 1.0]])
-AT = np.array([[1, 1, 1, 0],
-               [0, 1, -1, -1]], dtype=np.float64)
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 MULTS_PER_OUTPUT = 16 / 4
 """Multiplies per output and input channel: 16 per 2×2 tile, against 9 for a direct 3×3."""
@@ -60,5 +53,7 @@ def additions(matrix: np.ndarray) -> list[tuple[list[int], list[int]]]:
     """
     if not np.isin(matrix, (-1, 0, 1)).all():
         raise ValueError("the transform has entries other than 0 and ±1")
-    return [([j for j, c in enumerate(row) if c == 1], [j for j, c in enumerate(row) if c == -1])
-            for row in matrix]
+    return [
+        ([j for j, c in enumerate(row) if c == 1], [j for j, c in enumerate(row) if c == -1])
+        for row in matrix
+    ]
