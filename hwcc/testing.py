@@ -6,9 +6,8 @@ graph. This module holds what those tests share:
 * builders of one- and two-layer graphs (:func:`conv_graph`, :func:`gemm_graph`,
   :func:`matmul_graph`, :func:`shared_weight_graph`), made through the IR's own verbs,
   weights drawn from a seeded normal distribution so that a test is the same on every
-  run; :func:`onnx_graph` for
-  what the IR cannot build directly (a legacy model whose initializers are also graph
-  inputs), made with ``onnx.helper`` and loaded;
+  run; :func:`onnx_graph` for what the IR cannot build directly (a legacy model whose
+  initializers are also graph inputs), made with ``onnx.helper`` and loaded;
 * :func:`assert_equivalent`: the original and the rewritten model through onnxruntime on
   the same inputs, every output compared with explicit tolerances, and the rewritten
   model checked by ``onnx.checker``;
@@ -38,16 +37,34 @@ from onnx import helper, numpy_helper
 from hwcc.ir import Graph, dtypes, onnx_io
 from hwcc.ir.verify import Feeds, Verification, compare
 
-__all__ = ["assert_equivalent", "conv_graph", "finish", "gemm_graph", "matmul_graph", "onnx_graph",
-           "op_counts", "shared_weight_graph", "weight_of", "with_batch"]
+__all__ = [
+    "assert_equivalent",
+    "conv_graph",
+    "finish",
+    "gemm_graph",
+    "matmul_graph",
+    "onnx_graph",
+    "op_counts",
+    "shared_weight_graph",
+    "weight_of",
+    "with_batch",
+]
 
 Dim = int | str
 
 
 # ---------------------------------------------------------------------- the check
-def assert_equivalent(original: Graph, transformed: Graph,
-                      inputs: Feeds | Sequence[Feeds] | None = None, *, rtol: float, atol: float,
-                      check_model: bool = True, n: int = 2, seed: int = 0) -> Verification:
+def assert_equivalent(
+    original: Graph,
+    transformed: Graph,
+    inputs: Feeds | Sequence[Feeds] | None = None,
+    *,
+    rtol: float,
+    atol: float,
+    check_model: bool = True,
+    n: int = 2,
+    seed: int = 0,
+) -> Verification:
     """Assert that ``transformed`` computes what ``original`` does, in onnxruntime.
 
     Both models run on the same inputs (onnxruntime's CPU provider, its own graph
@@ -101,10 +118,21 @@ def with_batch(graph: Graph, batch: int) -> Graph:
 
 
 # ---------------------------------------------------------------------- builders
-def conv_graph(*, batch: Dim = 2, cin: int = 4, cout: int = 6, size: Dim | Sequence[Dim] = 8,
-               kernel: int = 3, rank: int = 2, group: int | None = None, bias: bool = True,
-               relu: bool = False, dtype: Any = np.float32, seed: int = 0,
-               **attrs: Any) -> Graph:
+def conv_graph(
+    *,
+    batch: Dim = 2,
+    cin: int = 4,
+    cout: int = 6,
+    size: Dim | Sequence[Dim] = 8,
+    kernel: int = 3,
+    rank: int = 2,
+    group: int | None = None,
+    bias: bool = True,
+    relu: bool = False,
+    dtype: Any = np.float32,
+    seed: int = 0,
+    **attrs: Any,
+) -> Graph:
     """``x -> Conv 'conv' [-> Relu 'relu'] -> y``, weights ``w`` and bias ``b`` random normal.
 
     Args:
@@ -129,8 +157,9 @@ def conv_graph(*, batch: Dim = 2, cin: int = 4, cout: int = 6, size: Dim | Seque
     groups = node_attrs.get("group", 1)
     g = Graph("conv")
     g.add_input("x", dtypes.onnx_type_of(np.dtype(dtype)), (batch, cin) + spatial)
-    g.add_initializer("w", rng.normal(size=(cout, cin // groups) + (kernel,) * len(spatial))
-                      .astype(dtype))
+    g.add_initializer(
+        "w", rng.normal(size=(cout, cin // groups) + (kernel,) * len(spatial)).astype(dtype)
+    )
     inputs = ["x", "w"]
     if bias:
         g.add_initializer("b", rng.normal(size=cout).astype(dtype))
@@ -141,12 +170,23 @@ def conv_graph(*, batch: Dim = 2, cin: int = 4, cout: int = 6, size: Dim | Seque
     return finish(g, "y")
 
 
-def gemm_graph(weight: np.ndarray | None = None, *, m: int = 2, k: int = 4, n: int = 3,
-               trans_a: int | None = None, trans_b: int | None = 1,
-               bias_shape: tuple[int, ...] | None = None, alpha: float | None = None,
-               beta: float | None = None, relu: bool = False, seed: int = 0,
-               names: tuple[str, str, str] = ("x", "w", "b"), node: str = "fc",
-               graph_name: str = "gemm") -> Graph:
+def gemm_graph(
+    weight: np.ndarray | None = None,
+    *,
+    m: int = 2,
+    k: int = 4,
+    n: int = 3,
+    trans_a: int | None = None,
+    trans_b: int | None = 1,
+    bias_shape: tuple[int, ...] | None = None,
+    alpha: float | None = None,
+    beta: float | None = None,
+    relu: bool = False,
+    seed: int = 0,
+    names: tuple[str, str, str] = ("x", "w", "b"),
+    node: str = "fc",
+    graph_name: str = "gemm",
+) -> Graph:
     """``x -> Gemm(w[, b]) 'fc' [-> Relu 'relu'] -> y``.
 
     Args:
@@ -179,16 +219,29 @@ def gemm_graph(weight: np.ndarray | None = None, *, m: int = 2, k: int = 4, n: i
     if bias_shape is not None:
         g.add_initializer(b, rng.normal(size=bias_shape).astype(np.float32))
         inputs.append(b)
-    attrs = {key: value for key, value in (("transA", trans_a), ("transB", trans_b),
-                                           ("alpha", alpha), ("beta", beta)) if value is not None}
+    attrs = {
+        key: value
+        for key, value in (
+            ("transA", trans_a),
+            ("transB", trans_b),
+            ("alpha", alpha),
+            ("beta", beta),
+        )
+        if value is not None
+    }
     g.add_node("Gemm", inputs, ["g" if relu else "y"], attrs, name=node)
     if relu:
         g.add_node("Relu", ["g"], ["y"], name="relu")
     return finish(g, "y")
 
 
-def matmul_graph(*, x_shape: tuple[int, ...] = (2, 5, 24), w_shape: tuple[int, ...] = (24, 16),
-                 left: bool = False, seed: int = 0) -> Graph:
+def matmul_graph(
+    *,
+    x_shape: tuple[int, ...] = (2, 5, 24),
+    w_shape: tuple[int, ...] = (24, 16),
+    left: bool = False,
+    seed: int = 0,
+) -> Graph:
     """``x·W`` (or ``W·x`` with ``left``) ``-> y``, the MatMul named ``mm`` and ``W`` a
     random normal constant."""
     rng = np.random.default_rng(seed)
@@ -210,10 +263,16 @@ def shared_weight_graph(weight: np.ndarray) -> Graph:
     return finish(g, "y")
 
 
-def onnx_graph(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, Sequence[Dim]],
-               outputs: Mapping[str, Sequence[Dim]], *,
-               initializers: Mapping[str, np.ndarray] | None = None, opset: int = 17,
-               ir_version: int = 8, name: str = "g") -> Graph:
+def onnx_graph(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Mapping[str, Sequence[Dim]],
+    outputs: Mapping[str, Sequence[Dim]],
+    *,
+    initializers: Mapping[str, np.ndarray] | None = None,
+    opset: int = 17,
+    ir_version: int = 8,
+    name: str = "g",
+) -> Graph:
     """A model written with ``onnx.helper``, loaded: for what the IR's verbs do not build
     (an initializer that is also a graph input, as every one is before IR version 4).
 
@@ -227,15 +286,20 @@ def onnx_graph(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, Sequence[Di
         ir_version: the model's IR version.
         name: the graph's name.
     """
+
     def info(n: str, shape: Sequence[Dim]) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(shape))
 
     graph = helper.make_graph(
-        list(nodes), name, [info(n, s) for n, s in inputs.items()],
+        list(nodes),
+        name,
+        [info(n, s) for n, s in inputs.items()],
         [info(n, s) for n, s in outputs.items()],
-        initializer=[numpy_helper.from_array(v, n) for n, v in (initializers or {}).items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              ir_version=ir_version)
+        initializer=[numpy_helper.from_array(v, n) for n, v in (initializers or {}).items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version
+    )
     return onnx_io.load(model)
 
 

@@ -35,30 +35,38 @@ Conventions, all per inference of the graph's batch:
    listed, never dropped and never a crash.
 
 The per-op handlers that count 1 and 2 are in :mod:`.workload_ops` (a new op is one more
-handler there); the text ``hwcc inspect`` prints is in :mod:`hwcc.cli.workload_view`.
+handler there); the weight reading behind 3 (constants, stored values, densities) is in
+:mod:`.workload_weights`; the text ``hwcc inspect`` prints is in :mod:`hwcc.cli.workload_view`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node, dtypes
 from hwcc.ir.workload_ops import KINDS, STANDARD_DOMAINS, Unpriced, handler, handler_for, static
+from hwcc.ir.workload_weights import (
+    DensityMemo,
+    constant_tensors,
+    nonzero_fraction,
+    weight_source,
+)
 
 __all__ = ["KINDS", "DensityMemo", "Layer", "Workload", "analyze", "constant_tensors", "handler"]
 
-_PASS_THROUGH = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
-_NOT_FOLDABLE = ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                 "Multinomial", "Bernoulli", "If", "Loop", "Scan")
-_NOT_FLAGS = ("onnx_name", "doc_string", "metadata_props", "overload", "act_density", "weight_bits",
-              "act_bits")
+_NOT_FLAGS = (
+    "onnx_name",
+    "doc_string",
+    "metadata_props",
+    "overload",
+    "act_density",
+    "weight_bits",
+    "act_bits",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,90 +157,24 @@ class Workload:
         raise KeyError(f"no layer named {name!r}")
 
     def totals(self) -> dict[str, int]:
-        return {"macs": self.macs, "ops": self.ops, "flops": self.flops, "params": self.params,
-                "weight_bytes": self.weight_bytes, "activation_bytes": self.activation_bytes}
+        return {
+            "macs": self.macs,
+            "ops": self.ops,
+            "flops": self.flops,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "activation_bytes": self.activation_bytes,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "totals": self.totals(),
-                "layers": [x.to_dict() for x in self.layers]}
+        return {
+            "name": self.name,
+            "totals": self.totals(),
+            "layers": [x.to_dict() for x in self.layers],
+        }
 
 
 # ---------------------------------------------------------------------- analysis
-def constant_tensors(g: Graph) -> set[str]:
-    """Tensors whose values are known before run time (computed by foldable nodes)."""
-    const = {n for n, t in g.tensors.items() if t.data is not None}
-    for node in g.nodes:
-        ins = [t for t in node.inputs if t]
-        foldable = node.domain in STANDARD_DOMAINS and node.op_type not in _NOT_FOLDABLE
-        if not foldable or node.implicit_inputs:
-            continue
-        static_shape = node.op_type in ("Shape", "Size") and ins and g.tensors[ins[0]].is_static
-        if static_shape or all(t in const for t in ins):
-            const.update(t for t in node.outputs if t)
-    return const
-
-
-def _source(g: Graph, name: str) -> tuple[np.ndarray | None, int, Node | None]:
-    """A constant's stored values, their element type, and the DequantizeLinear on the way."""
-    dq = None
-    on_the_way = _PASS_THROUGH + ("DequantizeLinear",)
-    while (p := g.producer(name)) is not None and p.op_type in on_the_way:
-        dq = p if p.op_type == "DequantizeLinear" else dq
-        name = p.inputs[0]
-    t = g.tensors[name]
-    if p is not None and p.op_type == "ConstantOfShape":
-        v = p.attr("value")
-        filled = v is not None and np.any(v)  # the default value is 0
-        return (np.ones(1) if filled else np.zeros(1)), t.elem_type, dq
-    if p is not None and p.op_type == "Constant" and isinstance(p.attr("value"), np.ndarray):
-        return p.attr("value"), t.elem_type, dq
-    return t.data, t.elem_type, dq
-
-
-def _nonzero(data: np.ndarray | None, zp: np.ndarray | None, axis: int) -> float | None:
-    """Fraction of stored values that are not zero (not the zero point, if quantized)."""
-    if data is None or data.size == 0 or data.dtype.kind not in "biufc":
-        return None
-    if zp is not None and zp.size > 1 and data.ndim:  # per channel, along ``axis``
-        shape = [1] * data.ndim
-        shape[axis % data.ndim] = -1
-        zp = zp.reshape(shape) if zp.size == data.shape[axis % data.ndim] else None
-    return float(np.count_nonzero(data != (0 if zp is None else zp))) / data.size
-
-
-class DensityMemo:
-    """Weight densities already counted, for a caller that analyses many graphs sharing
-    their weights (a search pricing its proposals).
-
-    Counting the zeros of a large weight is the costliest step of :func:`analyze`;
-    initializer arrays are immutable by the IR's contract, so a count holds for as long as
-    its array lives, and an entry leaves with its array. The caller owns the memo (one per
-    compile, say) and passes it to :func:`analyze`; nothing is kept between calls without one.
-    """
-
-    def __init__(self) -> None:
-        self._counts: dict[int, tuple[weakref.ref, float | None]] = {}
-
-    def __len__(self) -> int:
-        return len(self._counts)
-
-    def nonzero(self, data: np.ndarray | None, zp: np.ndarray | None, axis: int) -> float | None:
-        """:func:`_nonzero` of ``data``, counted once per array (quantized ones each time)."""
-        if data is None or zp is not None:
-            return _nonzero(data, zp, axis)
-        key = id(data)
-        hit = self._counts.get(key)
-        if hit is not None and hit[0]() is data:
-            return hit[1]
-        value = _nonzero(data, None, axis)
-        try:
-            ref = weakref.ref(data, lambda _r, k=key, counts=self._counts: counts.pop(k, None))
-        except TypeError:  # an object without weak references: not memoised
-            return value
-        self._counts[key] = (ref, value)
-        return value
-
-
 def _bits(elem_type: int) -> int:
     return 8 * dtypes.BYTES.get(elem_type, 4)
 
@@ -240,8 +182,14 @@ def _bits(elem_type: int) -> int:
 class _Context:
     """What :func:`analyze` shares between nodes: options, constants, readers, tensor bytes."""
 
-    def __init__(self, g: Graph, weight_bits: int | None, act_bits: int | None, act_density: Any,
-                 densities: DensityMemo | None):
+    def __init__(
+        self,
+        g: Graph,
+        weight_bits: int | None,
+        act_bits: int | None,
+        act_density: Any,
+        densities: DensityMemo | None,
+    ):
         self.g, self.weight_bits, self.act_bits = g, weight_bits, act_bits
         self.act_density, self.densities = act_density, densities
         self.const = constant_tensors(g)
@@ -268,8 +216,13 @@ class _Context:
             self.tensor_bytes[t] = math.ceil(math.prod(static(self.g, t)) * bits / 8)
         return sum(self.tensor_bytes[t] for t in names)
 
-    def params(self, weights: list[str], biases: list[str], zero_point: tuple[str, int],
-               stored_bits: int | None = None) -> dict:
+    def params(
+        self,
+        weights: list[str],
+        biases: list[str],
+        zero_point: tuple[str, int],
+        stored_bits: int | None = None,
+    ) -> dict:
         """Parameter count, bytes, bit width and weight density of a node's constants.
 
         ``zero_point`` is the (tensor, axis) of the weights' zero point in ops that take it
@@ -277,7 +230,7 @@ class _Context:
         """
         bits, count, nbytes, nonzero = [], 0, 0, []
         for t in weights + biases:
-            data, etype, dq = _source(self.g, t)
+            data, etype, dq = weight_source(self.g, t)
             n, b = math.prod(static(self.g, t)), self.weight_bits or stored_bits or _bits(etype)
             bits, count, nbytes = bits + [b], count + n, nbytes + math.ceil(n * b / 8)
             if t in weights:
@@ -285,31 +238,47 @@ class _Context:
                 if dq is not None:
                     zp, axis = (dq.inputs[2] if len(dq.inputs) > 2 else ""), int(dq.attr("axis", 1))
                 zp_data = self.g.initializer(zp) if zp else None
-                count_nonzero = self.densities.nonzero if self.densities is not None else _nonzero
+                count_nonzero = (
+                    self.densities.nonzero if self.densities is not None else nonzero_fraction
+                )
                 nonzero.append((n, count_nonzero(data, zp_data, axis)))
         read = [(n, f) for n, f in nonzero if f is not None]
         density = sum(n * f for n, f in read) / sum(n for n, _ in read) if read else 1.0
-        return dict(params=count, weight_bytes=nbytes, weight_bits=bits[0] if bits else None,
-                    weight_density=density)
+        return dict(
+            params=count,
+            weight_bytes=nbytes,
+            weight_bits=bits[0] if bits else None,
+            weight_density=density,
+        )
 
     def priced(self, node: Node, fields: dict[str, Any]) -> dict[str, Any]:
         """A handler's fields completed with parameters and activation bytes."""
+
         def input_at(i: int | None) -> str:
             return node.inputs[i] if i is not None and i < len(node.inputs) else ""
 
-        weights, biases = ([input_at(i) for i in fields.pop(key, ()) if input_at(i) in self.const]
-                           for key in ("weights", "biases"))
+        weights, biases = (
+            [input_at(i) for i in fields.pop(key, ()) if input_at(i) in self.const]
+            for key in ("weights", "biases")
+        )
         zp_index, zp_axis = fields.pop("zero_point", (None, 0))
         acts = [t for t in node.inputs if t and t not in self.const]
         # Outputs nothing reads (an unused Dropout mask) are never written.
         live = [t for t in node.outputs if t and (t in self.users or self.g.is_graph_output(t))]
         stored = node.meta.get("weight_bits")  # quantize(kmeans|fixed16) keeps float types
-        params = self.params(weights, biases, (input_at(zp_index), zp_axis),
-                             stored if isinstance(stored, int) else None)
-        return dict(**params, **fields,
-                    input_bytes=self.act_bytes(acts),
-                    output_bytes=self.act_bytes(live or list(node.outputs[:1]), out=True),
-                    act_bits=self.act_bits_of(acts[0]) if acts else None)
+        params = self.params(
+            weights,
+            biases,
+            (input_at(zp_index), zp_axis),
+            stored if isinstance(stored, int) else None,
+        )
+        return dict(
+            **params,
+            **fields,
+            input_bytes=self.act_bytes(acts),
+            output_bytes=self.act_bytes(live or list(node.outputs[:1]), out=True),
+            act_bits=self.act_bits_of(acts[0]) if acts else None,
+        )
 
     def density(self, node: Node) -> float:
         d = node.meta.get("act_density", self.act_density)
@@ -319,12 +288,22 @@ class _Context:
         g, domain = self.g, ("" if node.domain in STANDARD_DOMAINS else node.domain)
         ins = [t for t in node.inputs if t and t not in self.const]
         shape = lambda t: g.tensors[t].shape if t in g.tensors else None  # noqa: E731
-        flags = tuple(sorted(k for k, v in node.meta.items()
-                             if k not in _NOT_FLAGS and v is not None and v is not False))
-        base = dict(name=node.name, op_type=node.op_type, domain=node.domain,
-                    act_density=self.density(node),
-                    in_shape=shape(ins[0]) if ins else None, flags=flags,
-                    out_shape=shape(node.outputs[0]) if node.outputs and node.outputs[0] else None)
+        flags = tuple(
+            sorted(
+                k
+                for k, v in node.meta.items()
+                if k not in _NOT_FLAGS and v is not None and v is not False
+            )
+        )
+        base = dict(
+            name=node.name,
+            op_type=node.op_type,
+            domain=node.domain,
+            act_density=self.density(node),
+            in_shape=shape(ins[0]) if ins else None,
+            flags=flags,
+            out_shape=shape(node.outputs[0]) if node.outputs and node.outputs[0] else None,
+        )
         if node.outputs and all(t in self.const for t in node.outputs if t):
             return Layer(kind="constant", **base)
         found = handler_for(domain, node.op_type)
@@ -340,9 +319,14 @@ class _Context:
             return Layer(kind=kind, known=False, reason=f"cannot price {node.op_type}: {e}", **base)
 
 
-def analyze(graph: Graph, *, weight_bits: int | None = None, act_bits: int | None = None,
-            act_density: float | Mapping[str, float] | None = None,
-            densities: DensityMemo | None = None) -> Workload:
+def analyze(
+    graph: Graph,
+    *,
+    weight_bits: int | None = None,
+    act_bits: int | None = None,
+    act_density: float | Mapping[str, float] | None = None,
+    densities: DensityMemo | None = None,
+) -> Workload:
     """The workload of every node of ``graph``, in graph order.
 
     Args:
