@@ -1,60 +1,52 @@
-"""Tests for hwcc.ir.workload: hand-computed one-node graphs, then published MAC counts."""
+"""Tests for hwcc.ir.workload: hand-computed one-node graphs, unknown ops and the table, then
+published MAC counts. Bit widths, densities and flags are in test_workload_bits.py."""
 
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import os
 import re
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from workload_graphs import F32, graph_of, one_layer, rand
 
 import hwcc
 import hwcc.models
-from hwcc.errors import HwccError
-from hwcc.cli.workload_view import format_bytes as _bytes, format_si as _si
+from hwcc.cli.workload_view import format_bytes as _bytes
+from hwcc.cli.workload_view import format_si as _si
 from hwcc.cli.workload_view import format_table, summary_json
-from hwcc.ir.workload import DensityMemo, Layer, Workload, analyze
+from hwcc.ir.workload import Workload, analyze
 
-F32 = TensorProto.FLOAT
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-
-
-def _graph(nodes, inputs, inits=(), outputs=("y",), value_info=(), opsets=(("", 17),)):
-    """Load a model made of ``nodes``; ``inputs`` maps name -> shape, ``inits`` name -> array."""
-    g = helper.make_graph(
-        nodes, "t",
-        [helper.make_tensor_value_info(n, F32, s) for n, s in dict(inputs).items()],
-        [helper.make_tensor_value_info(n, F32, None) for n in outputs],
-        initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in dict(inits).items()],
-        value_info=list(value_info),
-    )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
-    return hwcc.load(model)
-
-
-def _one(op, inputs, inits=(), outputs=("y",), **attrs) -> Layer:
-    names = list(dict(inputs)) + list(dict(inits))
-    node = helper.make_node(op, names, list(outputs), name="n", **attrs)
-    w = analyze(_graph([node], inputs, inits, outputs))
-    return w.layer("n")
-
-
-def _rand(*shape, dtype=np.float32):
-    return np.random.default_rng(0).standard_normal(shape).astype(dtype) + 3  # no zeros
 
 
 # ---------------------------------------------------------------------- one-node graphs
 def test_conv_with_pads_stride_dilation():
-    x = _one("Conv", {"x": (1, 4, 20, 30)}, {"w": _rand(8, 4, 3, 5), "b": _rand(8)},
-             strides=[2, 1], dilations=[1, 2], pads=[1, 2, 1, 2])
+    x = one_layer(
+        "Conv",
+        {"x": (1, 4, 20, 30)},
+        {"w": rand(8, 4, 3, 5), "b": rand(8)},
+        strides=[2, 1],
+        dilations=[1, 2],
+        pads=[1, 2, 1, 2],
+    )
     # P = (20 + 2 - 3) // 2 + 1 = 10;  Q = (30 + 4 - (2·4 + 1)) // 1 + 1 = 26
     assert (x.kind, x.known, x.N, x.C, x.H, x.W, x.M, x.R, x.S, x.P, x.Q) == (
-        "conv", True, 1, 4, 20, 30, 8, 3, 5, 10, 26)
+        "conv",
+        True,
+        1,
+        4,
+        20,
+        30,
+        8,
+        3,
+        5,
+        10,
+        26,
+    )
     assert (x.stride, x.dilation, x.pads, x.groups) == ((2, 1), (1, 2), (1, 2, 1, 2), 1)
     assert x.macs == 1 * 8 * 10 * 26 * 4 * 3 * 5 == 124_800
     assert x.params == 8 * 4 * 3 * 5 + 8 == 488
@@ -64,31 +56,40 @@ def test_conv_with_pads_stride_dilation():
 
 
 def test_conv_auto_pad_same_resolves_pads():
-    x = _one("Conv", {"x": (1, 2, 9, 9)}, {"w": _rand(4, 2, 3, 3)}, strides=[2, 2], auto_pad="SAME_UPPER")
+    x = one_layer(
+        "Conv", {"x": (1, 2, 9, 9)}, {"w": rand(4, 2, 3, 3)}, strides=[2, 2], auto_pad="SAME_UPPER"
+    )
     assert (x.P, x.Q, x.pads) == (5, 5, (1, 1, 1, 1))
     assert x.macs == 4 * 25 * 2 * 9
 
 
 def test_depthwise_conv():
-    x = _one("Conv", {"x": (1, 32, 16, 16)}, {"w": _rand(32, 1, 3, 3)}, group=32, pads=[1, 1, 1, 1])
+    x = one_layer(
+        "Conv", {"x": (1, 32, 16, 16)}, {"w": rand(32, 1, 3, 3)}, group=32, pads=[1, 1, 1, 1]
+    )
     assert (x.kind, x.groups, x.M, x.P, x.Q) == ("depthwise_conv", 32, 32, 16, 16)
     assert x.macs == 32 * 16 * 16 * 1 * 9 and x.params == 288
 
 
 def test_grouped_conv():
-    x = _one("Conv", {"x": (2, 8, 10, 10)}, {"w": _rand(16, 2, 3, 3)}, group=4)
+    x = one_layer("Conv", {"x": (2, 8, 10, 10)}, {"w": rand(16, 2, 3, 3)}, group=4)
     assert (x.kind, x.N, x.groups, x.P) == ("grouped_conv", 2, 4, 8)
     assert x.macs == 2 * 16 * 8 * 8 * (8 // 4) * 3 * 3 == 36_864
 
 
 def test_conv1d_folds_to_unit_height():
-    x = _one("Conv", {"x": (1, 3, 50)}, {"w": _rand(6, 3, 5)})
+    x = one_layer("Conv", {"x": (1, 3, 50)}, {"w": rand(6, 3, 5)})
     assert (x.H, x.W, x.R, x.S, x.P, x.Q) == (1, 50, 1, 5, 1, 46)
     assert x.macs == 6 * 46 * 3 * 5
 
 
 def test_conv_transpose():
-    x = _one("ConvTranspose", {"x": (1, 8, 5, 5)}, {"w": _rand(8, 4, 3, 3), "b": _rand(4)}, strides=[2, 2])
+    x = one_layer(
+        "ConvTranspose",
+        {"x": (1, 8, 5, 5)},
+        {"w": rand(8, 4, 3, 3), "b": rand(4)},
+        strides=[2, 2],
+    )
     # output (5 - 1)·2 + 3 = 11; MACs N·C·H·W·(M/groups)·R·S
     assert (x.kind, x.C, x.H, x.M, x.P, x.Q) == ("conv_transpose", 8, 5, 4, 11, 11)
     assert x.macs == 8 * 5 * 5 * 4 * 3 * 3 == 7200
@@ -96,28 +97,38 @@ def test_conv_transpose():
 
 
 def test_gemm_trans_b():
-    x = _one("Gemm", {"a": (2, 64)}, {"w": _rand(32, 64), "c": _rand(32)}, transB=1)
+    x = one_layer("Gemm", {"a": (2, 64)}, {"w": rand(32, 64), "c": rand(32)}, transB=1)
     assert (x.kind, x.N, x.C, x.M) == ("gemm", 2, 64, 32)
     assert x.macs == 2 * 64 * 32 and x.params == 32 * 64 + 32
-    assert x.weight_bytes == (32 * 64 + 32) * 4 and x.input_bytes == 2 * 64 * 4 and x.output_bytes == 2 * 32 * 4
+    assert (
+        x.weight_bytes == (32 * 64 + 32) * 4
+        and x.input_bytes == 2 * 64 * 4
+        and x.output_bytes == 2 * 32 * 4
+    )
 
 
 def test_matmul_batched_with_weight():
-    x = _one("MatMul", {"a": (3, 4, 5, 6)}, {"w": _rand(6, 7)})
+    x = one_layer("MatMul", {"a": (3, 4, 5, 6)}, {"w": rand(6, 7)})
     assert (x.kind, x.batch, x.N, x.C, x.M) == ("matmul", (3, 4), 60, 6, 7)
     assert x.macs == 3 * 4 * 5 * 6 * 7 and x.params == 42
 
 
 def test_matmul_of_two_activations_has_no_params():
-    x = _one("MatMul", {"q": (2, 8, 16), "k": (2, 16, 8)})
+    x = one_layer("MatMul", {"q": (2, 8, 16), "k": (2, 16, 8)})
     assert x.macs == 2 * 8 * 16 * 8 and x.params == 0 and x.weight_bytes == 0
     assert x.input_bytes == (2 * 8 * 16) * 2 * 4
 
 
 def test_lstm_bidirectional():
     t, n, i, h = 5, 2, 10, 20
-    x = _one("LSTM", {"x": (t, n, i)}, {"w": _rand(2, 4 * h, i), "r": _rand(2, 4 * h, h), "b": _rand(2, 8 * h)},
-             outputs=("y", "y_h"), hidden_size=h, direction="bidirectional")
+    x = one_layer(
+        "LSTM",
+        {"x": (t, n, i)},
+        {"w": rand(2, 4 * h, i), "r": rand(2, 4 * h, h), "b": rand(2, 8 * h)},
+        outputs=("y", "y_h"),
+        hidden_size=h,
+        direction="bidirectional",
+    )
     assert (x.kind, x.seq_len, x.N, x.C, x.M, x.directions, x.gates) == ("lstm", t, n, i, h, 2, 4)
     assert x.macs == t * n * 2 * 4 * h * (i + h) == 48_000
     assert x.ops == t * n * 2 * h * 9
@@ -126,38 +137,51 @@ def test_lstm_bidirectional():
 
 def test_gru_forward():
     t, n, i, h = 5, 2, 10, 20
-    x = _one("GRU", {"x": (t, n, i)}, {"w": _rand(1, 3 * h, i), "r": _rand(1, 3 * h, h)}, hidden_size=h)
+    x = one_layer(
+        "GRU", {"x": (t, n, i)}, {"w": rand(1, 3 * h, i), "r": rand(1, 3 * h, h)}, hidden_size=h
+    )
     assert (x.kind, x.gates, x.directions) == ("gru", 3, 1)
     assert x.macs == t * n * 3 * h * (i + h) == 18_000 and x.params == 3 * h * (i + h)
 
 
 def test_maxpool_counts_ops_not_macs():
-    x = _one("MaxPool", {"x": (1, 4, 8, 8)}, kernel_shape=[2, 2], strides=[2, 2])
+    x = one_layer("MaxPool", {"x": (1, 4, 8, 8)}, kernel_shape=[2, 2], strides=[2, 2])
     assert (x.kind, x.C, x.P, x.Q, x.R, x.S) == ("pool", 4, 4, 4, 2, 2)
     assert x.macs == 0 and x.ops == 4 * 4 * 4 * 2 * 2 and x.params == 0
 
 
 def test_global_average_pool_window_is_the_whole_input():
-    x = _one("GlobalAveragePool", {"x": (1, 16, 7, 7)})
+    x = one_layer("GlobalAveragePool", {"x": (1, 16, 7, 7)})
     assert (x.R, x.S, x.P, x.Q, x.ops, x.macs) == (7, 7, 1, 1, 16 * 7 * 7, 0)
 
 
 def test_add_with_bias_constant():
-    x = _one("Add", {"x": (1, 4, 8, 8)}, {"b": _rand(4, 1, 1)})
+    x = one_layer("Add", {"x": (1, 4, 8, 8)}, {"b": rand(4, 1, 1)})
     assert (x.kind, x.macs, x.ops, x.params) == ("elementwise", 0, 4 * 8 * 8, 4)
     assert x.input_bytes == x.output_bytes == 4 * 64 * 4
 
 
 def test_gather_from_a_constant_table_is_an_embedding_and_listed():
     node = helper.make_node("Gather", ["table", "ids"], ["y"], name="embed")
-    model = helper.make_model(helper.make_graph(
-        [node], "e", [helper.make_tensor_value_info("ids", TensorProto.INT64, (1, 5))],
-        [helper.make_tensor_value_info("y", F32, None)],
-        initializer=[numpy_helper.from_array(_rand(100, 16), "table")]), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(
+            [node],
+            "e",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, (1, 5))],
+            [helper.make_tensor_value_info("y", F32, None)],
+            initializer=[numpy_helper.from_array(rand(100, 16), "table")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
     w = analyze(hwcc.load(model))
     x = w.layer("embed")
     assert (x.kind, x.params, x.weight_bytes, x.input_bytes, x.output_bytes) == (
-        "data_movement", 1600, 6400, 5 * 8, 5 * 16 * 4)
+        "data_movement",
+        1600,
+        6400,
+        5 * 8,
+        5 * 16 * 4,
+    )
     assert "embed" in format_table(w)
 
 
@@ -168,8 +192,12 @@ def _custom_graph():
     bar = helper.make_node("Bar", ["r"], ["b"], name="bar", domain="com.example")
     tail = helper.make_node("Relu", ["b"], ["y"], name="tail")
     declared = [helper.make_tensor_value_info("f", F32, (1, 3, 4, 4))]  # "b" stays undeclared
-    return _graph([foo, relu, bar, tail], {"x": (1, 3, 4, 4)}, value_info=declared,
-                  opsets=(("", 17), ("com.example", 1)))
+    return graph_of(
+        [foo, relu, bar, tail],
+        {"x": (1, 3, 4, 4)},
+        value_info=declared,
+        opsets=(("", 17), ("com.example", 1)),
+    )
 
 
 def test_unknown_op_is_shown_not_fatal():
@@ -182,111 +210,6 @@ def test_unknown_op_is_shown_not_fatal():
     table = format_table(w)
     assert "?  unknown op: com.example::Foo" in table and "foo" in table and "tail" in table
     assert [u["name"] for u in summary_json(w)["unknown"]] == ["foo", "bar", "tail"]
-
-
-# ---------------------------------------------------------------------- bits, densities, flags
-def test_weight_density_from_zeros():
-    w = _rand(8, 4, 3, 3)
-    w.reshape(-1)[::2] = 0
-    x = _one("Conv", {"x": (1, 4, 6, 6)}, {"w": w, "b": np.zeros(8, np.float32)})
-    assert x.weight_density == pytest.approx(0.5)  # the all-zero bias is not a weight
-
-
-def test_a_density_memo_is_the_callers_and_counts_each_weight_once(monkeypatch):
-    """Without a memo nothing is kept between analyses; with one, a weight array's zeros
-    are counted once for as long as the array lives, and its entry leaves with it."""
-    w = _rand(8, 4, 3, 3)
-    w.reshape(-1)[::4] = 0
-    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="n")
-    g = _graph([conv], {"x": (1, 4, 6, 6)}, {"w": w})
-    counted = []
-    real = np.count_nonzero
-    monkeypatch.setattr(np, "count_nonzero", lambda a: counted.append(a.size) or real(a))
-    assert analyze(g).layer("n").weight_density == analyze(g).layer("n").weight_density == 0.75
-    assert len(counted) == 2  # no process-wide cache
-    memo = DensityMemo()
-    assert analyze(g, densities=memo).layer("n").weight_density == 0.75
-    assert analyze(g, densities=memo).layer("n").weight_density == 0.75
-    assert len(counted) == 3 and len(memo) == 1
-    del g  # the graph held the weight's last references: its entry leaves with them
-    gc.collect()
-    assert len(memo) == 0
-
-
-def test_bit_width_overrides_and_activation_density():
-    g = _graph([helper.make_node("Gemm", ["a", "w"], ["y"], name="fc", transB=1)], {"a": (1, 10)}, {"w": _rand(6, 10)})
-    x = analyze(g, weight_bits=4, act_bits=8).layer("fc")
-    assert (x.weight_bits, x.act_bits, x.weight_bytes, x.input_bytes, x.output_bytes) == (4, 8, 30, 10, 6)
-    assert analyze(g, act_density=0.25).layer("fc").act_density == 0.25
-    assert analyze(g, act_density={"fc": 0.5}).layer("fc").act_density == 0.5
-    g.node("fc").meta.update(winograd=True, act_density=0.75)
-    x = analyze(g).layer("fc")
-    assert x.flags == ("winograd",) and x.act_density == 0.75
-    for bad in (dict(weight_bits=0), dict(act_bits=2.5), dict(act_density=1.5)):
-        with pytest.raises(HwccError):
-            analyze(g, **bad)
-
-
-def test_qlinearconv_has_8_bit_weights():
-    wq = np.random.default_rng(1).integers(-127, 128, (8, 4, 3, 3)).astype(np.int8)
-    wq[wq == 3] = 4
-    wq.reshape(-1)[:72] = 3  # the zero point: zero after dequantization
-    inits = {"xs": np.float32(0.1), "xz": np.uint8(128), "w": wq, "ws": np.float32(0.02), "wz": np.int8(3),
-             "ys": np.float32(0.2), "yz": np.uint8(128), "b": np.arange(8, dtype=np.int32)}
-    node = helper.make_node("QLinearConv", ["x", *inits], ["y"], name="qc", pads=[1, 1, 1, 1])
-    model = helper.make_model(helper.make_graph(
-        [node], "q", [helper.make_tensor_value_info("x", TensorProto.UINT8, (1, 4, 6, 6))],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-        initializer=[numpy_helper.from_array(np.asarray(a), n) for n, a in inits.items()]),
-        opset_imports=[helper.make_opsetid("", 17)])
-    x = analyze(hwcc.load(model)).layer("qc")
-    assert (x.kind, x.macs, x.params) == ("conv", 8 * 36 * 4 * 9, 288 + 8)
-    assert (x.weight_bits, x.act_bits, x.weight_bytes) == (8, 8, 288 * 1 + 8 * 4)
-    assert (x.input_bytes, x.output_bytes) == (4 * 36, 8 * 36)
-    assert x.weight_density == pytest.approx(1 - 72 / 288)
-
-
-def test_qdq_weights_feeding_conv_and_matmul_are_8_bit():
-    wq = np.full((8, 4, 1, 1), 3, np.int8)
-    wq[:4] = 5  # equal to the zero point: zero after dequantization
-    mq = np.ones((8, 5), np.int8)
-    inits = {"wq": wq, "s": np.float32(0.1), "z": np.int8(5), "mq": mq, "mz": np.int8(0)}
-    nodes = [helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"], name="dq_w"),
-             helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Flatten", ["c"], ["flat"], name="flat", axis=1),
-             helper.make_node("DequantizeLinear", ["mq", "s", "mz"], ["m"], name="dq_m"),
-             helper.make_node("Gemm", ["flat", "m"], ["y"], name="fc")]
-    g = _graph(nodes, {"x": (1, 4, 1, 1)}, inits)
-    w = analyze(g)
-    conv, fc = w.layer("conv"), w.layer("fc")
-    assert w.layer("dq_w").kind == "constant" and w.layer("dq_w").params == 0
-    assert (conv.weight_bits, conv.params, conv.weight_bytes) == (8, 32, 32)
-    assert conv.weight_density == pytest.approx(0.5)
-    assert (fc.weight_bits, fc.params, fc.weight_bytes, fc.macs) == (8, 40, 40, 40)
-    assert w.params == 72 and w.weight_bytes == 72
-
-
-def test_qlinearmatmul_has_8_bit_operands():
-    inits = {"as": np.float32(0.1), "az": np.uint8(0), "b": np.ones((16, 4), np.int8), "bs": np.float32(0.1),
-             "bz": np.int8(0), "ys": np.float32(0.1), "yz": np.uint8(0)}
-    node = helper.make_node("QLinearMatMul", ["a", *inits], ["y"], name="qm")
-    model = helper.make_model(helper.make_graph(
-        [node], "q", [helper.make_tensor_value_info("a", TensorProto.UINT8, (3, 16))],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]),
-        opset_imports=[helper.make_opsetid("", 17)])
-    x = analyze(hwcc.load(model)).layer("qm")
-    assert (x.macs, x.params, x.weight_bytes, x.weight_bits, x.act_bits, x.input_bytes) == (192, 64, 64, 8, 8, 48)
-
-
-def test_shape_computation_is_constant_and_hidden():
-    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
-             helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape")]
-    w = analyze(_graph(nodes, {"x": (2, 3)}))
-    assert w.layer("shape").kind == "constant" and w.layer("reshape").kind == "data_movement"
-    table = format_table(w)
-    assert "reshape" not in table.split("TOTAL")[0] and "1 Shape" in table and "1 Reshape" in table
-    assert "reshape" in format_table(w, show_all=True)
 
 
 # ---------------------------------------------------------------------- table and JSON
@@ -303,6 +226,18 @@ def _check_table(w: Workload, **kwargs) -> str:
     return table
 
 
+def test_shape_computation_is_constant_and_hidden():
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape"),
+    ]
+    w = analyze(graph_of(nodes, {"x": (2, 3)}))
+    assert w.layer("shape").kind == "constant" and w.layer("reshape").kind == "data_movement"
+    table = format_table(w)
+    assert "reshape" not in table.split("TOTAL")[0] and "1 Shape" in table and "1 Reshape" in table
+    assert "reshape" in format_table(w, show_all=True)
+
+
 def test_table_and_json_of_a_small_model():
     w = analyze(_custom_graph())
     _check_table(w)
@@ -312,8 +247,13 @@ def test_table_and_json_of_a_small_model():
 
 
 def test_human_units():
-    assert [_si(n) for n in (1_814_073_344, 724_406_816, 61_100_000, 999, 0)] == \
-        ["1.81 G", "724 M", "61.1 M", "999", "0"]
+    assert [_si(n) for n in (1_814_073_344, 724_406_816, 61_100_000, 999, 0)] == [
+        "1.81 G",
+        "724 M",
+        "61.1 M",
+        "999",
+        "0",
+    ]
     assert _bytes(243_860_896) == "233 MiB" and _bytes(512) == "512 B"
 
 
@@ -335,10 +275,14 @@ def _zoo(name: str) -> Workload:
 @pytest.mark.parametrize(("name", "published", "source"), ZOO, ids=[z[0] for z in ZOO])
 def test_zoo_macs_match_published(name, published, source, report_line):
     w = _zoo(name)
-    report_line(f"workload {name}: {w.macs / 1e6:,.1f} M MACs, published {published / 1e6:,.0f} M "
-                f"({(w.macs - published) / published:+.2%}; {source})")
+    report_line(
+        f"workload {name}: {w.macs / 1e6:,.1f} M MACs, published {published / 1e6:,.0f} M "
+        f"({(w.macs - published) / published:+.2%}; {source})"
+    )
     assert w.macs == pytest.approx(published, rel=0.02), source
-    assert all(x.known for x in w.layers if x.kind in ("conv", "depthwise_conv", "grouped_conv", "gemm"))
+    assert all(
+        x.known for x in w.layers if x.kind in ("conv", "depthwise_conv", "grouped_conv", "gemm")
+    )
     _check_table(w)
 
 
@@ -383,18 +327,3 @@ def test_densenet_table_hides_data_movement():
     short = format_table(w, top=10)
     assert len(short.splitlines()) < 25 and "smaller layers not listed (top=10)" in short
     assert f"MACs {w.macs:,} " in short
-
-
-def test_weight_bits_annotation_of_a_float_model_is_honoured():
-    """quantize(mode=fixed16|kmeans) keeps float32 types and records the stored width on the node."""
-    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    graph = hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
-    assert analyze(graph).layer("mm").weight_bytes == 32 * 4
-    graph.node("mm").meta["weight_bits"] = 16
-    layer = analyze(graph).layer("mm")
-    assert (layer.weight_bits, layer.weight_bytes) == (16, 32 * 2)
-    assert "weight_bits" not in layer.flags
-    assert analyze(graph, weight_bits=8).layer("mm").weight_bytes == 32  # the argument still wins

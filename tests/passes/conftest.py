@@ -11,10 +11,10 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from hwcc.models import digits, model_path
 
 import hwcc
 from hwcc.ir import Graph, onnx_io
+from hwcc.models import digits, model_path
 
 LIGHT_MODELS = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
@@ -44,9 +44,18 @@ def export_torch():
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), args, buf, dynamo=False, opset_version=opset,
-                              training=torch.onnx.TrainingMode.EVAL, do_constant_folding=False,
-                              input_names=names, output_names=["y"], dynamic_axes=dynamic_axes)
+            torch.onnx.export(
+                module.eval(),
+                args,
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                training=torch.onnx.TrainingMode.EVAL,
+                do_constant_folding=False,
+                input_names=names,
+                output_names=["y"],
+                dynamic_axes=dynamic_axes,
+            )
         return hwcc.load(onnx.load_from_string(buf.getvalue()), input_shapes=input_shapes)
 
     return export

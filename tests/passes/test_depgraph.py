@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import hwcc
-from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
+from hwcc.ir import Graph, dtypes, onnx_io
 from hwcc.passes.lib.channel_prune import prune_group
 from hwcc.passes.lib.depgraph import analyze, prunable_groups
+
 
 def group_by_producer(graph: Graph, producer: str, *, prunable: bool | None = True):
     for g in analyze(graph).groups():
@@ -105,18 +105,21 @@ def _fixed_add(g, x, rng):
     return head_conv(g, "s", rng)
 
 
-@pytest.mark.parametrize("tail,why", [
-    (lambda g, x, rng: x, "reach the graph output 'r'"),
-    (_transpose, "reach Transpose 'tr', which moves the channel axis"),
-    (_lrn, "reach LRN 'lrn', which mixes neighbouring channels"),
-    (_mixing_reshape, "reach Reshape 'rs', which mixes the channels with other dims"),
-    (_spatial_concat, "Concat 'cat' concatenates along axis 2, not their channel axis"),
-    (_grouped, "reach Conv 'grouped' is a grouped convolution (group=2) that is not depthwise"),
-    (_unknown, "reach Hardmax 'hm', which the pruner does not know"),
-    (_runtime_gemm, "reach Gemm 'gemm', whose weight is not constant"),
-    (_runtime_matmul, "reach MatMul 'mm', whose weight is not a constant matrix"),
-    (_fixed_add, "Add 'add' combines them with 'other', whose channels cannot shrink"),
-])
+@pytest.mark.parametrize(
+    "tail,why",
+    [
+        (lambda g, x, rng: x, "reach the graph output 'r'"),
+        (_transpose, "reach Transpose 'tr', which moves the channel axis"),
+        (_lrn, "reach LRN 'lrn', which mixes neighbouring channels"),
+        (_mixing_reshape, "reach Reshape 'rs', which mixes the channels with other dims"),
+        (_spatial_concat, "Concat 'cat' concatenates along axis 2, not their channel axis"),
+        (_grouped, "reach Conv 'grouped' is a grouped convolution (group=2) that is not depthwise"),
+        (_unknown, "reach Hardmax 'hm', which the pruner does not know"),
+        (_runtime_gemm, "reach Gemm 'gemm', whose weight is not constant"),
+        (_runtime_matmul, "reach MatMul 'mm', whose weight is not a constant matrix"),
+        (_fixed_add, "Add 'add' combines them with 'other', whose channels cannot shrink"),
+    ],
+)
 def test_unprunable_groups_say_why(tail, why):
     g = conv_graph(tail)
     grp = group_by_producer(g, "conv", prunable=False)
@@ -147,12 +150,17 @@ def test_a_one_channel_operand_broadcasts_without_blocking():
         return head_conv(g, "s", rng)
 
     groups = {x.id: x for x in analyze(conv_graph(tail)).groups()}
-    assert {k: x.prunable for k, x in groups.items()} == {"conv": True, "gate": False, "head": False}
+    assert {k: x.prunable for k, x in groups.items()} == {
+        "conv": True,
+        "gate": False,
+        "head": False,
+    }
     assert groups["gate"].reason == "Mul 'attend' broadcasts them over other channels"
 
 
 def test_concat_with_a_fixed_part_shifts_the_offsets():
     """Concat([graph input (3 channels), conv (4)]): conv channel c is input column 3 + c."""
+
     def tail(g, x, rng):
         g.add_node("Concat", ["x", x], ["cc"], {"axis": 1}, name="cat")
         return head_conv(g, "cc", rng, cin=7)
@@ -160,7 +168,9 @@ def test_concat_with_a_fixed_part_shifts_the_offsets():
     g = conv_graph(tail)
     (grp,) = prunable_groups(g)
     new = prune_group(g, grp, [0, 2, 3])
-    np.testing.assert_array_equal(new.initializer("head.w"), np.delete(g.initializer("head.w"), 3 + 1, axis=1))
+    np.testing.assert_array_equal(
+        new.initializer("head.w"), np.delete(g.initializer("head.w"), 3 + 1, axis=1)
+    )
     assert new.tensors["cc"].shape == (1, 6, 4, 4)
 
 
@@ -182,7 +192,11 @@ def test_residual_group_spans_the_stem_and_every_block_it_feeds():
     g = hwcc.load("zoo:resnet18")
     grp = group_by_producer(g, "/0/0.0/0.0.0/Conv")
     assert grp.channels == 64
-    assert grp.producers == ("/0/0.0/0.0.0/Conv", "/1/body/body.1/body.1.0/Conv", "/2/body/body.1/body.1.0/Conv")
+    assert grp.producers == (
+        "/0/0.0/0.0.0/Conv",
+        "/1/body/body.1/body.1.0/Conv",
+        "/2/body/body.1/body.1.0/Conv",
+    )
     assert len(grp.consumers) == 4  # two blocks' first convs, the next stage's conv and shortcut
 
 
@@ -218,7 +232,9 @@ def test_depthwise_conv_shrinks_with_the_group_that_feeds_it():
     new = prune_group(g, grp, range(2, 32))
     new_dw = new.node(dw.name)
     assert new_dw.attr("group") == 30
-    np.testing.assert_array_equal(new.initializer(new_dw.inputs[1]), g.initializer(dw.inputs[1])[2:])
+    np.testing.assert_array_equal(
+        new.initializer(new_dw.inputs[1]), g.initializer(dw.inputs[1])[2:]
+    )
     assert g.node(dw.name).attr("group") == 32  # the input graph is left as it was
 
 
@@ -288,6 +304,9 @@ def test_groups_of_a_zoo_model_take_milliseconds():
 
 def test_analysis_time_grows_linearly_with_the_graph():
     small, big = chain(100), chain(800)
-    t_small, t_big = _best_of(lambda: analyze(small).groups()), _best_of(lambda: analyze(big).groups())
+    t_small, t_big = (
+        _best_of(lambda: analyze(small).groups()),
+        _best_of(lambda: analyze(big).groups()),
+    )
     assert len(prunable_groups(big)) == 1  # every block is tied by the residual chain
     assert t_big / t_small < 8 * 2.5  # 8x the nodes; quadratic would be 64x

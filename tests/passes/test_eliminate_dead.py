@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from hwcc.ir import dtypes, onnx_io
-from hwcc.ir import Graph
+from hwcc.ir import Graph, dtypes, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.testing import assert_equivalent, onnx_graph, op_counts
 
@@ -72,10 +71,13 @@ def test_identity_output_and_input_both_read_elsewhere():
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("copy", [
-    ("Dropout", {}),
-    ("Dropout", {"inputs": ["ratio", "training"], "outputs": ["mask"]}),  # mask unused
-])
+@pytest.mark.parametrize(
+    "copy",
+    [
+        ("Dropout", {}),
+        ("Dropout", {"inputs": ["ratio", "training"], "outputs": ["mask"]}),  # mask unused
+    ],
+)
 def test_inference_dropout_is_bypassed(copy):
     g = chain((copy[0], dict(copy[1])))
     if "ratio" in g.tensors:
@@ -89,7 +91,9 @@ def test_inference_dropout_is_bypassed(copy):
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("target,allowzero", [([2, 3, 4], 0), ([0, 3, -1], 0), ([2, 0, 4], 0), ([-1, 3, 4], 1)])
+@pytest.mark.parametrize(
+    "target,allowzero", [([2, 3, 4], 0), ([0, 3, -1], 0), ([2, 0, 4], 0), ([-1, 3, 4], 1)]
+)
 def test_reshape_to_the_same_shape_is_bypassed(target, allowzero):
     g = chain(("Reshape", {"inputs": ["target"], "allowzero": allowzero}))
     g.add_initializer("target", np.array(target, np.int64))
@@ -126,10 +130,14 @@ def test_light_alexnet_dropouts_with_unused_masks(light_model):
 
 
 def test_ir_version_3_unused_initializers_leave_the_input_list():
-    g = onnx_graph([helper.make_node("Add", ["x", "w"], ["y"])],
-                   {"x": [3], "w": [3], "unused": [3]}, {"y": [3]},
-                   initializers={n: np.ones(3, np.float32) for n in ("w", "unused")}, opset=9,
-                   ir_version=3)
+    g = onnx_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        {"x": [3], "w": [3], "unused": [3]},
+        {"y": [3]},
+        initializers={n: np.ones(3, np.float32) for n in ("w", "unused")},
+        opset=9,
+        ir_version=3,
+    )
     result = eliminate(g)
     assert result.details["initializers_dropped"] == 1 and result.graph.inputs == ["x", "w"]
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
@@ -169,10 +177,13 @@ def test_not_an_identity_between_two_graph_outputs():
     assert_kept(g, "copy0", "copies graph output 't0'")
 
 
-@pytest.mark.parametrize("copy,why", [
-    (("Dropout", {"inputs": ["ratio", "training"]}), "training_mode is true or not a constant"),
-    (("Dropout", {"outputs": ["mask"]}), "mask output 'mask' is read"),
-])
+@pytest.mark.parametrize(
+    "copy,why",
+    [
+        (("Dropout", {"inputs": ["ratio", "training"]}), "training_mode is true or not a constant"),
+        (("Dropout", {"outputs": ["mask"]}), "mask output 'mask' is read"),
+    ],
+)
 def test_not_a_training_dropout_or_one_whose_mask_is_read(copy, why):
     g = chain((copy[0], dict(copy[1])))
     if "training" in g.tensors:

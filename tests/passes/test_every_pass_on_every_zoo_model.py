@@ -16,13 +16,18 @@ import pytest
 
 import hwcc
 from hwcc import models
-from hwcc.ir import onnx_io
-from hwcc.ir import Graph
+from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass, list_passes
 from hwcc.ir.verify import random_feeds, run_onnx
 
-FAST_MODELS = ("lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits", "lenet5",
-               "squeezenet1_1")
+FAST_MODELS = (
+    "lenet300-digits",
+    "lenet5-digits",
+    "mobilenet-digits",
+    "resnet-digits",
+    "lenet5",
+    "squeezenet1_1",
+)
 # Knob values that make a pass do something on a zoo model where its default would not
 # (prune_channels prunes nothing by default); used only where the pass declares the knob.
 SETTINGS = {"prune_channels": {"ratio": 0.25}, "low_rank": {"rank_ratio": 0.25}}
@@ -73,7 +78,9 @@ def test_pass_gives_a_valid_model_or_a_reason(pass_name, model):
     p = get_pass(pass_name)
     result = p(g.copy() if p.in_place else g, _context(pass_name, model, g))
     if not result.modified:
-        assert result.reason and result.reason.strip(), f"{pass_name} did nothing on {model} and said nothing"
+        assert result.reason and result.reason.strip(), (
+            f"{pass_name} did nothing on {model} and said nothing"
+        )
         return
     out = result.graph
     assert out is not g

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwcc.ir import dtypes, onnx_io
-from hwcc.ir import Graph
+from hwcc.ir import Graph, dtypes, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.testing import assert_equivalent, op_counts
 
@@ -23,8 +22,18 @@ def fold(graph: Graph, ctx: PassContext = NO_VERIFY):
     return get_pass("fold_batchnorm")(graph, ctx)
 
 
-def add_bn(g: Graph, x: str, channels: int, rng: np.random.Generator, *, eps: float = 1e-5,
-           out: str = "bn_out", name: str = "bn", extra_outputs=(), attrs=None) -> None:
+def add_bn(
+    g: Graph,
+    x: str,
+    channels: int,
+    rng: np.random.Generator,
+    *,
+    eps: float = 1e-5,
+    out: str = "bn_out",
+    name: str = "bn",
+    extra_outputs=(),
+    attrs=None,
+) -> None:
     params = {
         f"{name}.scale": rng.uniform(0.5, 2.0, channels),
         f"{name}.bias": rng.normal(size=channels),
@@ -33,8 +42,13 @@ def add_bn(g: Graph, x: str, channels: int, rng: np.random.Generator, *, eps: fl
     }
     for key, value in params.items():
         g.add_initializer(key, value.astype(np.float32))
-    g.add_node("BatchNormalization", [x, *params], [out, *extra_outputs], {"epsilon": eps, **(attrs or {})},
-               name=name)
+    g.add_node(
+        "BatchNormalization",
+        [x, *params],
+        [out, *extra_outputs],
+        {"epsilon": eps, **(attrs or {})},
+        name=name,
+    )
 
 
 def conv_bn(*, cin=4, cout=6, groups=1, bias=True, rank=2, eps=1e-5, seed=0, relu=True) -> Graph:
@@ -47,7 +61,9 @@ def conv_bn(*, cin=4, cout=6, groups=1, bias=True, rank=2, eps=1e-5, seed=0, rel
     if bias:
         g.add_initializer("b", rng.normal(size=cout).astype(np.float32))
         inputs.append("b")
-    g.add_node("Conv", inputs, ["conv_out"], {"group": groups, "pads": [1] * (2 * rank)}, name="conv")
+    g.add_node(
+        "Conv", inputs, ["conv_out"], {"group": groups, "pads": [1] * (2 * rank)}, name="conv"
+    )
     add_bn(g, "conv_out", cout, rng, eps=eps, out="bn_out" if relu else "y")
     if relu:
         g.add_node("Relu", ["bn_out"], ["y"])
@@ -66,7 +82,9 @@ def gemm_bn(*, m=3, k=5, n=4, trans_b=0, c_shape=(4,), alpha=1.0, beta=1.0, seed
     if c_shape is not None:
         g.add_initializer("C", rng.normal(size=c_shape).astype(np.float32))
         inputs.append("C")
-    g.add_node("Gemm", inputs, ["gemm_out"], {"transB": trans_b, "alpha": alpha, "beta": beta}, name="gemm")
+    g.add_node(
+        "Gemm", inputs, ["gemm_out"], {"transB": trans_b, "alpha": alpha, "beta": beta}, name="gemm"
+    )
     add_bn(g, "gemm_out", n, rng, out="y")
     g.outputs.append("y")
     onnx_io.infer_shapes(g)
@@ -181,11 +199,14 @@ def test_not_when_the_conv_output_is_a_graph_output():
     assert_not_folded(g, "also read elsewhere")
 
 
-@pytest.mark.parametrize("extra_outputs,attrs", [
-    (["running_mean", "running_var"], {"training_mode": 1}),  # opset 14+
-    ([], {"training_mode": 1}),
-    (["mean", "var", "saved_mean", "saved_var"], {}),  # opset 9 training form
-])
+@pytest.mark.parametrize(
+    "extra_outputs,attrs",
+    [
+        (["running_mean", "running_var"], {"training_mode": 1}),  # opset 14+
+        ([], {"training_mode": 1}),
+        (["mean", "var", "saved_mean", "saved_var"], {}),  # opset 9 training form
+    ],
+)
 def test_not_in_training_mode(extra_outputs, attrs):
     rng = np.random.default_rng(0)
     g = Graph("train")
@@ -252,9 +273,17 @@ def test_torch_conv_bn_relu_and_linear_bn(export_torch):
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, groups=1), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Conv2d(8, 8, 3, groups=4), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(8 * 6 * 6, 10), nn.BatchNorm1d(10))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, groups=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, groups=4),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+        nn.BatchNorm1d(10),
+    )
     for bn in (m for m in net if isinstance(m, nn.modules.batchnorm._BatchNorm)):
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2.0)
@@ -285,11 +314,14 @@ def test_torch_fresh_bn_after_identity_cleanup(export_torch):
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("name,count", [
-    ("shufflenet", 49),
-    pytest.param("resnet50", 53, marks=pytest.mark.slow),
-    pytest.param("inception_v2", 69, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name,count",
+    [
+        ("shufflenet", 49),
+        pytest.param("resnet50", 53, marks=pytest.mark.slow),
+        pytest.param("inception_v2", 69, marks=pytest.mark.slow),
+    ],
+)
 def test_light_models_after_constant_folding(name, count, light_model):
     g = light_model(name)
     assert op_counts(g)["BatchNormalization"] == count
@@ -316,8 +348,15 @@ def test_light_models_after_constant_folding(name, count, light_model):
     seed=st.integers(0, 2**16),
 )
 def test_property_conv_bn_fold_is_exact(groups, per_group_in, per_group_out, rank, bias, eps, seed):
-    g = conv_bn(cin=groups * per_group_in, cout=groups * per_group_out, groups=groups, bias=bias,
-                rank=rank, eps=eps, seed=seed)
+    g = conv_bn(
+        cin=groups * per_group_in,
+        cout=groups * per_group_out,
+        groups=groups,
+        bias=bias,
+        rank=rank,
+        eps=eps,
+        seed=seed,
+    )
     result = fold(g)
     assert result.details["folded"] == 1 and op_counts(result.graph)["BatchNormalization"] == 0
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL, seed=seed, check_model=False)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hwcc.ir import dtypes
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
 from hwcc.cli.apply_view import apply_by_hand
+from hwcc.errors import HwccError
+from hwcc.ir import Graph, dtypes
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.testing import assert_equivalent, finish, onnx_graph, op_counts
 
@@ -28,7 +27,9 @@ def fold(graph: Graph, ctx: PassContext = NO_VERIFY):
 def test_constant_nodes_become_initializers():
     g = Graph("constants")
     g.add_input("x", dtypes.FLOAT, (2, 3))
-    g.add_node("Constant", [], ["c_tensor"], {"value": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    g.add_node(
+        "Constant", [], ["c_tensor"], {"value": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    )
     g.add_node("Constant", [], ["c_float"], {"value_float": 0.5})
     g.add_node("Constant", [], ["c_ints"], {"value_ints": [3, 2]})
     g.add_node("Add", ["x", "c_tensor"], ["a"])
@@ -75,8 +76,12 @@ def test_shape_chain_of_a_torch_export_collapses(export_torch):
         def forward(self, x):
             return torch.relu(x.reshape(x.shape[0], -1))
 
-    g = export_torch(Flatten(), torch.randn(1, 3, 4, 4), dynamic_axes={"x0": {0: "N"}},
-                     input_shapes={"x0": (2, 3, 4, 4)})
+    g = export_torch(
+        Flatten(),
+        torch.randn(1, 3, 4, 4),
+        dynamic_axes={"x0": {0: "N"}},
+        input_shapes={"x0": (2, 3, 4, 4)},
+    )
     assert {"Shape", "Gather", "Unsqueeze", "Concat"} <= set(op_counts(g))
     result = fold(g)
     assert op_counts(result.graph) == Counter({"Reshape": 1, "Relu": 1})
@@ -109,7 +114,10 @@ def test_shape_with_start_end_and_size_of_a_static_tensor():
 
 def test_light_alexnet_folds_weights_under_the_size_cap(light_model):
     g = light_model("bvlc_alexnet")
-    sizes = {n.outputs[0]: 4 * int(np.prod(g.initializer(n.inputs[0]))) for n in g.find("ConstantOfShape")}
+    sizes = {
+        n.outputs[0]: 4 * int(np.prod(g.initializer(n.inputs[0])))
+        for n in g.find("ConstantOfShape")
+    }
     result = fold(g)
     small = [t for t, size in sizes.items() if size <= 1 << 20]
     assert result.details["folded"] == len(small) > 0
@@ -141,14 +149,20 @@ def test_not_above_the_size_cap_unless_the_knob_allows():
 
 def test_size_cap_through_apply_by_hand():
     g = constant_of_shape((512, 1024))
-    report = apply_by_hand(g, "fold_constants", {"max_bytes": "4194304"}, verify=True, rtol=RTOL, atol=ATOL)
+    report = apply_by_hand(
+        g, "fold_constants", {"max_bytes": "4194304"}, verify=True, rtol=RTOL, atol=ATOL
+    )
     assert report.modified
     text = report.summary()
     assert "max_bytes=4194304" in text and "nodes: 2 -> 1 (ConstantOfShape -1)" in text
     assert "verification passed" in text
     with pytest.raises(HwccError) as err:
         apply_by_hand(g, "fold_constants", {"max_bytes": "-1"}, verify=False, rtol=RTOL, atol=ATOL)
-    assert "fold_constants" in str(err.value) and "max_bytes" in str(err.value) and ">= 0" in str(err.value)
+    assert (
+        "fold_constants" in str(err.value)
+        and "max_bytes" in str(err.value)
+        and ">= 0" in str(err.value)
+    )
 
 
 def test_not_nondeterministic_ops_though_their_neighbours_fold():
@@ -165,7 +179,8 @@ def test_not_nondeterministic_ops_though_their_neighbours_fold():
     assert op_counts(result.graph) == Counter({"RandomNormal": 1, "RandomUniformLike": 1, "Add": 2})
     skipped = result.details["skipped"]
     assert {skipped[n.name] for n in result.graph.nodes if n.op_type.startswith("Random")} == {
-        "it is nondeterministic"}
+        "it is nondeterministic"
+    }
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)  # seeded, so comparable
 
 
@@ -184,10 +199,21 @@ def test_not_custom_domain_ops():
 
 def test_not_nodes_with_subgraphs():
     branch = lambda v: helper.make_graph(  # noqa: E731
-        [helper.make_node("Constant", [], ["out"], value=numpy_helper.from_array(np.full(3, v, np.float32)))],
-        f"b{v}", [], [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])])
-    nodes = [helper.make_node("If", ["cond"], ["picked"], then_branch=branch(1.0), else_branch=branch(2.0)),
-             helper.make_node("Add", ["x", "picked"], ["y"])]
+        [
+            helper.make_node(
+                "Constant", [], ["out"], value=numpy_helper.from_array(np.full(3, v, np.float32))
+            )
+        ],
+        f"b{v}",
+        [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3])],
+    )
+    nodes = [
+        helper.make_node(
+            "If", ["cond"], ["picked"], then_branch=branch(1.0), else_branch=branch(2.0)
+        ),
+        helper.make_node("Add", ["x", "picked"], ["y"]),
+    ]
     g = onnx_graph(nodes, {"x": [3]}, {"y": [3]}, initializers={"cond": np.array(True)}, name="if")
     result = fold(g)
     assert not result.modified and "subgraph" in result.reason
@@ -213,11 +239,18 @@ def test_not_overridable_initializers_but_yes_in_ir_version_3():
     may override; before, every initializer is listed so and none can be overridden."""
 
     def model(ir_version: int) -> Graph:
-        nodes = [helper.make_node("Neg", ["w"], ["nw"]),
-                 helper.make_node("Add", ["x", "nw"], ["y"])]
-        return onnx_graph(nodes, {"x": [3], "w": [3]}, {"y": [3]},
-                          initializers={"w": np.full(3, 2.0, np.float32)}, opset=9,
-                          ir_version=ir_version)
+        nodes = [
+            helper.make_node("Neg", ["w"], ["nw"]),
+            helper.make_node("Add", ["x", "nw"], ["y"]),
+        ]
+        return onnx_graph(
+            nodes,
+            {"x": [3], "w": [3]},
+            {"y": [3]},
+            initializers={"w": np.full(3, 2.0, np.float32)},
+            opset=9,
+            ir_version=ir_version,
+        )
 
     modern = fold(model(7))
     assert not modern.modified and modern.reason == "no node has only constant inputs"

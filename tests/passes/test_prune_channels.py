@@ -15,14 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc.ir import dtypes, onnx_io, workload
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
+from hwcc.ir import Graph, dtypes, onnx_io, workload
 from hwcc.ir.transform import PassContext, get_pass
+from hwcc.ir.verify import compare, random_feeds
 from hwcc.passes.lib.channel_prune import prune_group, prune_groups
 from hwcc.passes.lib.depgraph import analyze, prunable_groups
 from hwcc.passes.prune_channels import kept_count, prune_k
-from hwcc.ir.verify import compare, random_feeds
 from hwcc.testing import assert_equivalent
 
 torch = pytest.importorskip("torch")
@@ -31,11 +30,22 @@ nn = torch.nn
 RTOL, ATOL = 1e-5, 1e-5
 # prunable groups of each zoo model, and all groups (prunable or not)
 ZOO_GROUPS = {
-    "lenet300": (2, 3), "lenet5": (3, 4), "alexnet": (2, 8), "googlenet": (55, 58),
-    "mobilenet_v1": (14, 15), "mobilenet_v2": (25, 26), "resnet18": (12, 13),
-    "squeezenet1_1": (25, 26), "tpu_mlp": (4, 5), "lstm_lm": (0, 1), "transformer_encoder": (2, 12),
-    "lenet300-digits": (2, 3), "lenet5-digits": (3, 4), "mobilenet-digits": (6, 7),
-    "resnet-digits": (5, 6), "vgg16": (15, 16),
+    "lenet300": (2, 3),
+    "lenet5": (3, 4),
+    "alexnet": (2, 8),
+    "googlenet": (55, 58),
+    "mobilenet_v1": (14, 15),
+    "mobilenet_v2": (25, 26),
+    "resnet18": (12, 13),
+    "squeezenet1_1": (25, 26),
+    "tpu_mlp": (4, 5),
+    "lstm_lm": (0, 1),
+    "transformer_encoder": (2, 12),
+    "lenet300-digits": (2, 3),
+    "lenet5-digits": (3, 4),
+    "mobilenet-digits": (6, 7),
+    "resnet-digits": (5, 6),
+    "vgg16": (15, 16),
 }
 ZOO = [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in ZOO_GROUPS]
 
@@ -63,7 +73,10 @@ def assert_channels_removed(before: Graph, after: Graph, group, k: int, *others)
         for t in grp.tensors:
             lay = a.layout[t]
             gone = sum(removed.get(a.find(s), 0) for s in lay.spaces)
-            assert after.tensors[t].shape[lay.axis] == before.tensors[t].shape[lay.axis] - gone * lay.inner, t
+            assert (
+                after.tensors[t].shape[lay.axis]
+                == before.tensors[t].shape[lay.axis] - gone * lay.inner
+            ), t
     for o in before.outputs:
         assert after.tensors[o].shape == before.tensors[o].shape
 
@@ -73,10 +86,15 @@ def check_runs(before: Graph, after: Graph) -> None:
     IR says for every tensor, graph outputs unchanged. Every computed tensor is exposed as
     an extra output (which changes no node), and the model is serialised once for both."""
     proto = onnx_io.to_proto(after)
-    shown = [t for t, x in after.tensors.items()
-             if after.producer(t) is not None and x.is_static and t not in after.outputs]
-    proto.graph.output.extend(onnx.helper.make_tensor_value_info(t, after.tensors[t].elem_type,
-                                                                  after.tensors[t].shape) for t in shown)
+    shown = [
+        t
+        for t, x in after.tensors.items()
+        if after.producer(t) is not None and x.is_static and t not in after.outputs
+    ]
+    proto.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, after.tensors[t].elem_type, after.tensors[t].shape)
+        for t in shown
+    )
     blob = proto.SerializeToString()
     onnx.checker.check_model(blob, full_check=True)
     opts = ort.SessionOptions()
@@ -113,7 +131,11 @@ class Residual(nn.Module):
 class Depthwise(nn.Module):
     def __init__(self):
         super().__init__()
-        self.expand, self.dw, self.project = conv_bn(3, 12, 1), conv_bn(12, 12, 3, groups=12), conv_bn(12, 5, 1)
+        self.expand, self.dw, self.project = (
+            conv_bn(3, 12, 1),
+            conv_bn(12, 12, 3, groups=12),
+            conv_bn(12, 5, 1),
+        )
 
     def forward(self, x):
         return self.project(self.dw(self.expand(x)))
@@ -237,7 +259,9 @@ def test_removing_silent_channels_keeps_outputs(kind, export_torch):
     assert grp.prunable, grp.reason
     # the pass, told to remove 2 channels of the group, picks the silent ones by L2 norm
     result = prune(g, group=grp.id, k=2)
-    assert result.modified and result.details["pruned"] == {grp.id: (grp.channels, grp.channels - 2)}
+    assert result.modified and result.details["pruned"] == {
+        grp.id: (grp.channels, grp.channels - 2)
+    }
     assert_channels_removed(g, result.graph, grp, 2)
     assert_equivalent(g, result.graph, rtol=RTOL, atol=ATOL)
     # and removing the same channels by hand gives the same graph
@@ -260,9 +284,17 @@ def test_a_dynamic_batch_dim_does_not_stop_pruning(kind):
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), (x,), buf, dynamo=False, training=torch.onnx.TrainingMode.EVAL,
-                          do_constant_folding=False, input_names=["x0"], output_names=["y"],
-                          dynamic_axes={"x0": {0: "N"}, "y": {0: "N"}})
+        torch.onnx.export(
+            net.eval(),
+            (x,),
+            buf,
+            dynamo=False,
+            training=torch.onnx.TrainingMode.EVAL,
+            do_constant_folding=False,
+            input_names=["x0"],
+            output_names=["y"],
+            dynamic_axes={"x0": {0: "N"}, "y": {0: "N"}},
+        )
     g = hwcc.load(onnx.load_from_string(buf.getvalue()), allow_dynamic=True)
     assert g.tensors["x0"].shape[0] == "N"
     grp = find_group(g, producer)
@@ -278,8 +310,10 @@ def test_structure_of_each_coupling(export_torch):
         net, producer, _, x = build(kind)
         g = export_torch(net, x)
         grp = find_group(g, producer)
-        ops[kind] = (Counter(g.node(n).op_type for n in grp.producers),
-                     Counter(g.node(n).op_type for n in grp.consumers))
+        ops[kind] = (
+            Counter(g.node(n).op_type for n in grp.producers),
+            Counter(g.node(n).op_type for n in grp.consumers),
+        )
     assert ops["residual"] == (Counter(Conv=3), Counter(Conv=3))  # stem, a2, b2 -> a1, b1, head
     assert ops["depthwise"] == (Counter(Conv=1), Counter(Conv=1))
     assert ops["concat"] == (Counter(Conv=1), Counter(Conv=1))
@@ -323,30 +357,52 @@ def test_zoo_each_group_alone_loses_k_channels(name):
         check_runs(g, after)
 
 
-PROPERTY_MODELS = ["lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits", "resnet18",
-                   "mobilenet_v2"]
+PROPERTY_MODELS = [
+    "lenet300-digits",
+    "lenet5-digits",
+    "mobilenet-digits",
+    "resnet-digits",
+    "resnet18",
+    "mobilenet_v2",
+]
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(model=st.sampled_from(PROPERTY_MODELS), pick=st.integers(0, 10**6), frac=st.floats(0.0, 0.99),
-       seed=st.integers(0, 2**16))
+@given(
+    model=st.sampled_from(PROPERTY_MODELS),
+    pick=st.integers(0, 10**6),
+    frac=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**16),
+)
 def test_property_random_group_random_k(model, pick, frac, seed):
     g = hwcc.load(f"zoo:{model}")
     groups = prunable_groups(g)
     grp = groups[pick % len(groups)]
     k = 1 + int(frac * (grp.channels - 1)) if grp.channels > 1 else 0
     k = min(k, grp.channels - 1)
-    keep = np.sort(np.random.default_rng(seed).choice(grp.channels, grp.channels - k, replace=False))
+    keep = np.sort(
+        np.random.default_rng(seed).choice(grp.channels, grp.channels - k, replace=False)
+    )
     after = prune_group(g, grp, keep)
     assert_channels_removed(g, after, grp, k)
     check_runs(g, after)
 
 
 # ---------------------------------------------------------------------- ratio, round_to
-@pytest.mark.parametrize("c,ratio,round_to,keep", [
-    (64, 0.25, 1, 48), (64, 0.25, 8, 48), (10, 0.3, 1, 7), (10, 0.25, 1, 8), (10, 0.25, 8, 8),
-    (20, 0.5, 8, 16), (6, 0.5, 8, 6), (100, 0.99, 1, 1), (7, 0.0, 1, 7),
-])
+@pytest.mark.parametrize(
+    "c,ratio,round_to,keep",
+    [
+        (64, 0.25, 1, 48),
+        (64, 0.25, 8, 48),
+        (10, 0.3, 1, 7),
+        (10, 0.25, 1, 8),
+        (10, 0.25, 8, 8),
+        (20, 0.5, 8, 16),
+        (6, 0.5, 8, 6),
+        (100, 0.99, 1, 1),
+        (7, 0.0, 1, 7),
+    ],
+)
 def test_kept_count(c, ratio, round_to, keep):
     assert kept_count(c, ratio, round_to) == keep
 
@@ -356,15 +412,20 @@ def test_ratio_prunes_every_group_and_macs_fall(report_line):
     result = prune(g, ratio=0.25)
     assert result.modified
     groups = prunable_groups(g)
-    assert result.details["pruned"] == {x.id: (x.channels, kept_count(x.channels, 0.25)) for x in groups}
+    assert result.details["pruned"] == {
+        x.id: (x.channels, kept_count(x.channels, 0.25)) for x in groups
+    }
     assert {x.id: x.channels for x in prunable_groups(result.graph)} == {
-        x.id: kept_count(x.channels, 0.25) for x in groups}
+        x.id: kept_count(x.channels, 0.25) for x in groups
+    }
     before, after = workload.analyze(g), workload.analyze(result.graph)
     # convs lose 1/4 of their input and of their output channels: about 0.75² of the MACs
     assert 0.5 < after.macs / before.macs < 0.62
     assert after.params < 0.65 * before.params
-    report_line(f"prune_channels: resnet18 ratio=0.25: MACs x{after.macs / before.macs:.3f}, "
-                f"params x{after.params / before.params:.3f}")
+    report_line(
+        f"prune_channels: resnet18 ratio=0.25: MACs x{after.macs / before.macs:.3f}, "
+        f"params x{after.params / before.params:.3f}"
+    )
     check_runs(g, result.graph)
 
 
@@ -401,7 +462,12 @@ def test_cli_apply_with_ratio(tmp_path, capsys):
     from hwcc.cli.commands import main
 
     out = tmp_path / "pruned.onnx"
-    assert main(["apply", "prune_channels", "zoo:resnet-digits", "-o", str(out), "--set", "ratio=0.25"]) == 0
+    assert (
+        main(
+            ["apply", "prune_channels", "zoo:resnet-digits", "-o", str(out), "--set", "ratio=0.25"]
+        )
+        == 0
+    )
     assert "prune_channels (ratio=0.25" in capsys.readouterr().out
     pruned = hwcc.load(out)
     onnx.checker.check_model(str(out), full_check=True)
@@ -433,7 +499,10 @@ def test_not_without_prunable_groups():
     g = one_conv_graph()
     result = prune(g, ratio=0.5)
     assert not result.modified and result.graph is g
-    assert result.reason == "the graph has no prunable channel group: conv: they reach the graph output 'y'"
+    assert (
+        result.reason
+        == "the graph has no prunable channel group: conv: they reach the graph output 'y'"
+    )
     assert result.details["unprunable"] == {"conv": "they reach the graph output 'y'"}
 
 
@@ -456,14 +525,17 @@ def test_not_for_k_zero():
     assert not result.modified and result.reason.startswith("k=0")
 
 
-@pytest.mark.parametrize("knobs,message", [
-    ({"group": "nope", "k": 1}, "the graph has no channel group 'nope'"),
-    ({"group": "/2/Conv", "k": 50}, "cannot remove 50 of the 50 channels"),
-    ({"ratio": 1.0}, "would remove every channel"),
-    ({"ratio": 1.5}, "knob 'ratio' cannot be 1.5"),
-    ({"criterion": "random"}, "knob 'criterion' cannot be 'random'"),
-    ({"ratio": 0.5, "criterion": "activation"}, "needs data to measure activations on"),
-])
+@pytest.mark.parametrize(
+    "knobs,message",
+    [
+        ({"group": "nope", "k": 1}, "the graph has no channel group 'nope'"),
+        ({"group": "/2/Conv", "k": 50}, "cannot remove 50 of the 50 channels"),
+        ({"ratio": 1.0}, "would remove every channel"),
+        ({"ratio": 1.5}, "knob 'ratio' cannot be 1.5"),
+        ({"criterion": "random"}, "knob 'criterion' cannot be 'random'"),
+        ({"ratio": 0.5, "criterion": "activation"}, "needs data to measure activations on"),
+    ],
+)
 def test_errors_a_user_can_act_on(knobs, message):
     with pytest.raises(HwccError, match=message):
         prune(hwcc.load("zoo:lenet5-digits"), **knobs)
@@ -477,8 +549,11 @@ def test_l2_and_l1_scores_sum_over_every_member_filter():
     a = analyze(g)
     grp = next(x for x in a.groups() if len(x.producers) == 3)  # a residual group
     filters = [g.initializer(g.node(p).inputs[1]) for p in grp.producers]
-    dw = [g.initializer(g.node(n).inputs[1]) for n in grp.nodes
-          if g.node(n).op_type == "Conv" and g.node(n).attr("group", 1) > 1]
+    dw = [
+        g.initializer(g.node(n).inputs[1])
+        for n in grp.nodes
+        if g.node(n).op_type == "Conv" and g.node(n).attr("group", 1) > 1
+    ]
     rows = [w.reshape(w.shape[0], -1).astype(np.float64) for w in filters + dw]
     want_l2 = np.sqrt(sum((r * r).sum(axis=1) for r in rows))
     want_l1 = sum(np.abs(r).sum(axis=1) for r in rows)
@@ -535,7 +610,9 @@ def test_activation_criterion_on_the_digits(tmp_path):
     probe.graph.output.append(onnx.helper.make_tensor_value_info(t.name, t.elem_type, t.shape))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.load(path)["input"]
-    acts = np.concatenate([session.run([t.name], {"input": x[i:i + 1]})[0] for i in range(len(x))])
+    acts = np.concatenate(
+        [session.run([t.name], {"input": x[i : i + 1]})[0] for i in range(len(x))]
+    )
     np.testing.assert_allclose(score, np.abs(acts).mean(axis=(0, 2, 3)), rtol=1e-6)
     result = prune(g, data=str(path), ratio=0.25, criterion="activation")
     assert result.details["pruned"]["/0/Conv"] == (20, 15)
@@ -544,4 +621,9 @@ def test_activation_criterion_on_the_digits(tmp_path):
 def test_activation_criterion_needs_arrays_named_like_the_inputs():
     g = hwcc.load("zoo:lenet5-digits")
     with pytest.raises(HwccError, match="no array for model input"):
-        prune(g, data={"images": np.zeros((2, 1, 8, 8), np.float32)}, ratio=0.5, criterion="activation")
+        prune(
+            g,
+            data={"images": np.zeros((2, 1, 8, 8), np.float32)},
+            ratio=0.5,
+            criterion="activation",
+        )

@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc.ir import dtypes, onnx_io, workload
-from hwcc.errors import HwccError
-from hwcc.ir import Graph
 from hwcc.cli.apply_view import apply_by_hand
+from hwcc.errors import HwccError
+from hwcc.ir import Graph, dtypes, onnx_io, workload
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.passes.prune_weights import PruneWeights, keep_count, magnitude_prune
 from hwcc.ir.verify import run_onnx
+from hwcc.passes.prune_weights import PruneWeights, keep_count, magnitude_prune
 from hwcc.testing import assert_equivalent, shared_weight_graph, weight_of
 
 NO_VERIFY = PassContext(verify=False)  # the tests compare outputs themselves, explicitly
@@ -31,13 +30,19 @@ def prune(graph: Graph, density: float | None = None, pass_=None, **knobs):
     return (pass_ or get_pass("prune_weights"))(graph, ctx)
 
 
-def conv_gemm(w_conv: np.ndarray | None = None, w_fc: np.ndarray | None = None, seed: int = 0) -> Graph:
+def conv_gemm(
+    w_conv: np.ndarray | None = None, w_fc: np.ndarray | None = None, seed: int = 0
+) -> Graph:
     """x[1,3,6,6] -> Conv(8, 3x3, bias) -> Relu -> Flatten -> Gemm(transB=1, bias) -> y[1,5]."""
     rng = np.random.default_rng(seed)
     g = Graph("conv_gemm")
     g.add_input("x", dtypes.FLOAT, (1, 3, 6, 6))
-    g.add_initializer("wc", rng.normal(size=(8, 3, 3, 3)).astype(np.float32) if w_conv is None else w_conv)
-    g.add_initializer("bc", rng.normal(size=8).astype(np.float32) * 1e-3)  # tiny: still never pruned
+    g.add_initializer(
+        "wc", rng.normal(size=(8, 3, 3, 3)).astype(np.float32) if w_conv is None else w_conv
+    )
+    g.add_initializer(
+        "bc", rng.normal(size=8).astype(np.float32) * 1e-3
+    )  # tiny: still never pruned
     g.add_node("Conv", ["x", "wc", "bc"], ["c"], name="conv")
     g.add_node("Relu", ["c"], ["r"])
     g.add_node("Flatten", ["r"], ["f"])
@@ -64,7 +69,9 @@ def assert_magnitude_pruned(before: np.ndarray, after: np.ndarray, density: floa
 @pytest.mark.parametrize("density", [0.03, 0.3, 0.77])
 def test_zoo_lenet5_exact_density_per_layer(density):
     g = hwcc.load("zoo:lenet5-digits")
-    result = get_pass("prune_weights")(g, PassContext(knobs={"prune_weights": {"density": density}}))
+    result = get_pass("prune_weights")(
+        g, PassContext(knobs={"prune_weights": {"density": density}})
+    )
     assert result.modified
     layers = result.details["layers"]
     assert set(layers) == {n.name for n in g.nodes if n.op_type in ("Conv", "Gemm")}
@@ -76,7 +83,9 @@ def test_zoo_lenet5_exact_density_per_layer(density):
         assert wl[name].weight_density == pytest.approx(info["density"])
     for node in g.nodes:  # biases untouched, bit for bit
         if len(node.inputs) > 2:
-            assert np.array_equal(g.initializer(node.inputs[2]), result.graph.initializer(node.inputs[2]))
+            assert np.array_equal(
+                g.initializer(node.inputs[2]), result.graph.initializer(node.inputs[2])
+            )
     onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
     v = result.details["verification"]  # the manager ran both models in onnxruntime
     assert v.samples == 2 and np.isfinite(v.max_abs_err)
@@ -118,14 +127,16 @@ def test_matmul_and_gemm_operand_a_and_trans_b_0():
     assert (eie["gemm_a"]["eie"]["rows"], eie["gemm_a"]["eie"]["cols"]) == (3, 2)
     x = rng.normal(size=(2, 6)).astype(np.float32)
     Bp, Ap = result.graph.initializer("B"), result.graph.initializer("A")
-    np.testing.assert_allclose(run_onnx(result.graph, {"x": x})[0], Ap @ (x @ Bp), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnx(result.graph, {"x": x})[0], Ap @ (x @ Bp), rtol=1e-5, atol=1e-5
+    )
 
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 300), density=st.floats(0.001, 1.0), seed=st.integers(0, 2**16))
 def test_property_magnitude_prune_keeps_the_k_largest(n, density, seed):
     w = np.random.default_rng(seed).normal(size=n).astype(np.float32)
-    w[: n // 4] = w[n // 4: 2 * (n // 4)]  # ties
+    w[: n // 4] = w[n // 4 : 2 * (n // 4)]  # ties
     k = keep_count(n, density)
     out = magnitude_prune(w, k)
     assert np.count_nonzero(out) == k and abs(k - density * n) <= max(1, 0.5 + 1e-9)
@@ -145,8 +156,10 @@ def test_pruning_tiny_weights_gives_the_hand_made_sparse_model():
     a = conv_gemm(sparse["wc"], sparse["wf"])
     noisy = {k: np.where(w == 0, np.float32(1e-9), w).astype(np.float32) for k, w in sparse.items()}
     b = conv_gemm(noisy["wc"], noisy["wf"])
-    d = {"conv": np.count_nonzero(sparse["wc"]) / sparse["wc"].size,
-         "fc": np.count_nonzero(sparse["wf"]) / sparse["wf"].size}
+    d = {
+        "conv": np.count_nonzero(sparse["wc"]) / sparse["wc"].size,
+        "fc": np.count_nonzero(sparse["wf"]) / sparse["wf"].size,
+    }
     result = prune(b, 1.0, layer_density=json.dumps(d))
     assert result.modified
     for node, w in (("conv", "wc"), ("fc", "wf")):
@@ -169,7 +182,9 @@ def test_shared_weight_is_pruned_once_or_copied():
     w1, w2 = (differ.graph.initializer(n.inputs[1]) for n in differ.graph.find("MatMul"))
     assert (np.count_nonzero(w1), np.count_nonzero(w2)) == (18, 9)
     x = rng.normal(size=(1, 6)).astype(np.float32)
-    np.testing.assert_allclose(run_onnx(differ.graph, {"x": x})[0], x @ w1 @ w2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnx(differ.graph, {"x": x})[0], x @ w1 @ w2, rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------- EIE storage
@@ -196,9 +211,17 @@ def test_eie_storage_counted_by_hand():
     spmat, ptr = entries * (4 + 4), pointers * 16
     codebook = (1 + 4) * 16  # zero and the four distinct values, 16 bits each
     assert eie == {
-        "rows": 40, "cols": 2, "nonzeros": 4, "entries": entries, "padding": padding,
-        "pointers": pointers, "spmat_bits": spmat, "pointer_bits": ptr, "codebook_bits": codebook,
-        "bits": spmat + ptr + codebook, "bits_per_nonzero": (40 + 96) / 4,
+        "rows": 40,
+        "cols": 2,
+        "nonzeros": 4,
+        "entries": entries,
+        "padding": padding,
+        "pointers": pointers,
+        "spmat_bits": spmat,
+        "pointer_bits": ptr,
+        "codebook_bits": codebook,
+        "bits": spmat + ptr + codebook,
+        "bits_per_nonzero": (40 + 96) / 4,
         "bytes": (40 + 96 + 80) // 8,
     }
     total = result.details["total"]
@@ -219,7 +242,9 @@ def test_conv_matrix_view_is_filters_by_taps():
 # ---------------------------------------------------------------------- by hand (CLI)
 def test_apply_by_hand_and_bad_settings():
     g = conv_gemm()
-    report = apply_by_hand(g, "prune_weights", {"density": "0.25"}, verify=True, rtol=1e-4, atol=1e-5)
+    report = apply_by_hand(
+        g, "prune_weights", {"density": "0.25"}, verify=True, rtol=1e-4, atol=1e-5
+    )
     assert report.modified and report.verification is not None and not report.verification.passed
     assert "prune_weights (density=0.25" in report.summary()
     with pytest.raises(HwccError, match="outside"):
@@ -300,15 +325,21 @@ def test_deep_compression_alexnet_figures(report_line):
     for name, d in density.items():
         info = pruned.details["layers"][name]
         assert abs(info["nonzeros"] - d * info["weights"]) <= 1
-    ctx = PassContext(verify=False, knobs={"quantize": {"mode": "kmeans", "layer_bits": json.dumps(bits)}})
+    ctx = PassContext(
+        verify=False, knobs={"quantize": {"mode": "kmeans", "layer_bits": json.dumps(bits)}}
+    )
     shared = get_pass("quantize")(pruned.graph, ctx)
     t = shared.details["total"]
     fixed, huffman = t["bits_before"] / t["fixed_bits"], t["bits_before"] / t["huffman_bits"]
-    report_line(f"Deep Compression AlexNet: density {total['density']:.3f} (paper 0.11), "
-                f"{fixed:.1f}x fixed-length (paper 27x), {huffman:.1f}x Huffman (paper 35x), "
-                f"Huffman saves {t['huffman_saving']:.0%} (paper 20-30 %); EIE 4-bit format "
-                f"{total['compression']:.1f}x")
+    report_line(
+        f"Deep Compression AlexNet: density {total['density']:.3f} (paper 0.11), "
+        f"{fixed:.1f}x fixed-length (paper 27x), {huffman:.1f}x Huffman (paper 35x), "
+        f"Huffman saves {t['huffman_saving']:.0%} (paper 20-30 %); EIE 4-bit format "
+        f"{total['compression']:.1f}x"
+    )
     assert 22 < fixed < 32 and 30 < huffman < 40
     assert 0.2 <= t["huffman_saving"] <= 0.35
     for name in names:
-        assert shared.details["layers"][name]["format"] == ("dense" if name == names[0] else "sparse")
+        assert shared.details["layers"][name]["format"] == (
+            "dense" if name == names[0] else "sparse"
+        )

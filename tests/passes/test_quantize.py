@@ -8,20 +8,21 @@ import warnings
 
 import numpy as np
 import pytest
-from hwcc.models import digits
-from hwcc.passes.quantize import Quantize
 
 import hwcc
 from hwcc.cli.apply_view import apply_by_hand
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, dtypes
 from hwcc.ir.transform import PassContext, get_pass
+from hwcc.models import digits
+from hwcc.passes.quantize import Quantize
 from hwcc.testing import gemm_graph
 
 MODES = ("int8", "kmeans", "fixed16")
 # Every quantize pass: the alias in each mode, and each pass by its own name.
 VARIANTS = [pytest.param("quantize", {"mode": m}, id=f"quantize-{m}") for m in MODES] + [
-    pytest.param(f"quantize_{m}", {}, id=f"quantize_{m}") for m in MODES]
+    pytest.param(f"quantize_{m}", {}, id=f"quantize_{m}") for m in MODES
+]
 
 
 def quantize(graph: Graph, ctx_data=None, pass_=None, verify=False, **knobs):
@@ -34,9 +35,14 @@ def run(name: str, graph: Graph, **knobs):
 
 
 # ====================================================================== dispatch
-@pytest.mark.parametrize("mode, knobs", [("kmeans", {"bits": 3, "zero_slot": True}),
-                                         ("fixed16", {"layers": "/0/Conv,/6/Gemm"}),
-                                         ("int8", {"samples": 8})])
+@pytest.mark.parametrize(
+    "mode, knobs",
+    [
+        ("kmeans", {"bits": 3, "zero_slot": True}),
+        ("fixed16", {"layers": "/0/Conv,/6/Gemm"}),
+        ("int8", {"samples": 8}),
+    ],
+)
 def test_each_mode_gives_what_its_pass_gives(lenet5, train_x, mode, knobs):
     by_mode = quantize(lenet5, {"input": train_x}, mode=mode, **knobs)
     ctx = PassContext(verify=False, data={"input": train_x}, knobs={f"quantize_{mode}": knobs})
@@ -52,8 +58,9 @@ def test_each_mode_gives_what_its_pass_gives(lenet5, train_x, mode, knobs):
 
 
 def test_constructor_arguments_reach_the_chosen_pass(lenet5):
-    result = quantize(lenet5, pass_=Quantize(layers=["/6/Gemm"], layer_bits={"/6/Gemm": 3}),
-                      mode="kmeans")
+    result = quantize(
+        lenet5, pass_=Quantize(layers=["/6/Gemm"], layer_bits={"/6/Gemm": 3}), mode="kmeans"
+    )
     assert set(result.details["layers"]) == {"/6/Gemm"}
     assert result.details["layers"]["/6/Gemm"]["bits"] == 3
     with pytest.raises(HwccError, match="'layer_bits' does not apply to mode=fixed16"):
@@ -63,13 +70,26 @@ def test_constructor_arguments_reach_the_chosen_pass(lenet5):
 def test_int8_from_npz_through_apply_by_hand_knob_or_flag(tmp_path):
     g = hwcc.load("zoo:lenet300-digits")
     path = digits.write_npz("train", tmp_path / "calib.npz")  # has 'labels' too: ignored
-    report = apply_by_hand(g, "quantize", {"mode": "int8", "data": str(path), "samples": "64"},
-                           verify=True, rtol=1e-4, atol=1e-5)
+    report = apply_by_hand(
+        g,
+        "quantize",
+        {"mode": "int8", "data": str(path), "samples": "64"},
+        verify=True,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert report.modified and report.ops_after["QuantizeLinear"] > 0
     assert report.result.details["calibration_data"] == "64 samples of the given data"
     # --data
-    by_flag = apply_by_hand(g, "quantize", {"mode": "int8", "samples": "8"}, data=str(path),
-                            verify=False, rtol=0, atol=0)
+    by_flag = apply_by_hand(
+        g,
+        "quantize",
+        {"mode": "int8", "samples": "8"},
+        data=str(path),
+        verify=False,
+        rtol=0,
+        atol=0,
+    )
     assert by_flag.result.details["calibration_data"] == "8 samples of the given data"
 
 
@@ -79,8 +99,14 @@ def test_kmeans_only_knobs_are_errors_in_other_modes(lenet5):
             with pytest.raises(HwccError, match=f"'{knob}' does not apply to mode={mode}"):
                 quantize(lenet5, mode=mode, **{knob: value})
     with pytest.raises(HwccError, match="cannot be 25"):
-        apply_by_hand(lenet5, "quantize", {"mode": "kmeans", "codebook_bits": "25"}, verify=False,
-                      rtol=0, atol=0)
+        apply_by_hand(
+            lenet5,
+            "quantize",
+            {"mode": "kmeans", "codebook_bits": "25"},
+            verify=False,
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_knobs_for_another_mode_and_bad_names_are_errors(lenet5):
@@ -91,8 +117,9 @@ def test_knobs_for_another_mode_and_bad_names_are_errors(lenet5):
     with pytest.raises(HwccError, match="no Conv, Gemm or MatMul named 'conv9'"):
         quantize(lenet5, mode="kmeans", layers="conv9")
     with pytest.raises(HwccError, match="cannot be 9"):
-        apply_by_hand(lenet5, "quantize", {"mode": "kmeans", "bits": "9"}, verify=False, rtol=0,
-                      atol=0)
+        apply_by_hand(
+            lenet5, "quantize", {"mode": "kmeans", "bits": "9"}, verify=False, rtol=0, atol=0
+        )
     with pytest.raises(HwccError, match="'/8/Gemm' cannot be changed: it is not among the layers"):
         quantize(lenet5, mode="kmeans", layers="/0/Conv", layer_bits="/8/Gemm=3")
     with pytest.raises(HwccError, match="cannot read layer_bits"):

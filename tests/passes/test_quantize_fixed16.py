@@ -20,33 +20,46 @@ def fixed16(graph: Graph, ctx_data=None, verify=False, **knobs):
     return get_pass("quantize_fixed16")(graph, ctx)
 
 
-@pytest.mark.parametrize("lo,hi,f", [(-1.0, 1.0, 14), (-1.0, 0.5, 15), (0.0, 0.0, 15),
-                                     (-0.5000001, 0.0, 16), (-3.0, 100.0, 8), (0.0, 1e-3, 24)])
+@pytest.mark.parametrize(
+    "lo,hi,f",
+    [
+        (-1.0, 1.0, 14),
+        (-1.0, 0.5, 15),
+        (0.0, 0.0, 15),
+        (-0.5000001, 0.0, 16),
+        (-3.0, 100.0, 8),
+        (0.0, 1e-3, 24),
+    ],
+)
 def test_frac_bits_fit_the_range(lo, hi, f):
     assert _fixed_point.frac_bits(lo, hi) == f
-    q = np.round(np.array([lo, hi]) * 2.0 ** f)
+    q = np.round(np.array([lo, hi]) * 2.0**f)
     assert q.min() >= -32768 and q.max() <= 32767
     if hi or lo:  # one more fraction bit would overflow
         q1 = np.round(np.array([lo, hi]) * 2.0 ** (f + 1))
         assert q1.min() < -32768 or q1.max() > 32767
 
 
-def test_fixed16_zoo_values_sqnr_and_outputs(lenet5, train_x, tmp_path, digits_accuracy,
-                                             digits_logits):
+def test_fixed16_zoo_values_sqnr_and_outputs(
+    lenet5, train_x, tmp_path, digits_accuracy, digits_logits
+):
     result = fixed16(lenet5, {"input": train_x}, verify=True)
     for name, info in result.details["layers"].items():
         w0, w = weight_of(lenet5, name), weight_of(result.graph, name).astype(np.float64)
         f = info["weight_frac_bits"]
-        steps = w * 2.0 ** f
+        steps = w * 2.0**f
         # multiples of 2^-f
         assert np.array_equal(steps, np.round(steps)) and np.abs(steps).max() <= 32768
         assert np.abs(w - w0).max() <= 2.0 ** -(f + 1)  # round to nearest
         assert info["sqnr_db"] > 75
         meta = result.graph.node(name).meta
         assert meta["weight_bits"] == 16 and meta["act_bits"] == 16
-        assert meta["fixed_point"] == {"total_bits": 16, "weight_frac_bits": f,
-                                       "act_frac_bits": info["act_frac_bits"],
-                                       "out_frac_bits": info["out_frac_bits"]}
+        assert meta["fixed_point"] == {
+            "total_bits": 16,
+            "weight_frac_bits": f,
+            "act_frac_bits": info["act_frac_bits"],
+            "out_frac_bits": info["out_frac_bits"],
+        }
     # The input pixels lie in [0, 1]: 14 fraction bits (1.0·2^15 would overflow).
     assert result.details["layers"]["/0/Conv"]["act_frac_bits"] == 14
     ref, out = digits_logits(lenet5), digits_logits(result.graph)
@@ -74,5 +87,6 @@ def test_fixed16_shared_weight_stays_shared():
     assert [n.inputs[1] for n in result.graph.find("MatMul")] == ["w", "w"]
     x = rng.normal(size=(1, 6)).astype(np.float32)
     wq = result.graph.initializer("w")
-    np.testing.assert_allclose(run_onnx(result.graph, {"x": x})[0], x @ wq @ wq,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnx(result.graph, {"x": x})[0], x @ wq @ wq, rtol=1e-5, atol=1e-5
+    )

@@ -10,13 +10,13 @@ import math
 import numpy as np
 import onnx
 import pytest
-from hwcc.models import digits
-from hwcc.passes.quantize_int8 import QuantizeInt8
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, onnx_io, workload
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import run_onnx
+from hwcc.models import digits
+from hwcc.passes.quantize_int8 import QuantizeInt8
 from hwcc.testing import weight_of
 
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
@@ -89,7 +89,7 @@ def test_int8_weight_sqnr_matches_per_channel_symmetric_math(lenet5, train_x):
         flat = w.reshape(w.shape[0], -1)  # output channels are rows for Conv and for Gemm(transB=1)
         s = np.abs(flat).max(axis=1, keepdims=True) / 127
         deq = np.clip(np.round(flat / s), -127, 127) * s
-        expect = 10 * math.log10(np.sum(flat ** 2) / np.sum((flat - deq) ** 2))
+        expect = 10 * math.log10(np.sum(flat**2) / np.sum((flat - deq) ** 2))
         assert reported == pytest.approx(expect, abs=0.05), name
 
 
@@ -111,6 +111,7 @@ def test_int8_chosen_layers_only_and_meta_kept(lenet5, train_x):
 def test_int8_calibration_methods(method, lenet5, train_x, tmp_path, digits_accuracy):
     minmax = int8(lenet5, {"input": train_x}, samples=64)
     other = int8(lenet5, {"input": train_x}, calibration=method, samples=64)
+
     def scales(g):
         return {n: g.initializer(n) for n in g.initializers if n.endswith("_scale")}
 
@@ -132,12 +133,15 @@ def test_int8_without_data_is_an_error_unless_random_is_allowed(lenet5):
     assert run_onnx(result.graph, {"input": x})[0].shape == (1, 10)
 
 
-@pytest.mark.parametrize("data,knobs,match", [
-    ({"pixels": np.zeros((4, 1, 8, 8), np.float32)}, {}, "no array for input"),
-    ({"input": np.zeros((4, 64), np.float32)}, {}, "does not fit"),
-    ({"input": np.zeros((4, 1, 8, 8), np.float32)}, {"data": "calib.npz"}, "given twice"),
-    (None, {"data": "no/such/file.npz"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "data,knobs,match",
+    [
+        ({"pixels": np.zeros((4, 1, 8, 8), np.float32)}, {}, "no array for input"),
+        ({"input": np.zeros((4, 64), np.float32)}, {}, "does not fit"),
+        ({"input": np.zeros((4, 1, 8, 8), np.float32)}, {"data": "calib.npz"}, "given twice"),
+        (None, {"data": "no/such/file.npz"}, "does not exist"),
+    ],
+)
 def test_int8_bad_data(lenet5, data, knobs, match):
     with pytest.raises(HwccError, match=match):
         int8(lenet5, data, **knobs)

@@ -10,11 +10,6 @@ import math
 import numpy as np
 import onnx
 import pytest
-from hwcc.models import digits
-from hwcc.passes.lib import kmeans as _kmeans
-from hwcc.passes.prune_weights import magnitude_prune
-from hwcc.passes.quantize_kmeans import QuantizeKmeans
-from hwcc.targets.base import load_target
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +17,11 @@ from hwcc.errors import HwccError
 from hwcc.formats import huffman as _huffman
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
+from hwcc.models import digits
+from hwcc.passes.lib import kmeans as _kmeans
+from hwcc.passes.prune_weights import magnitude_prune
+from hwcc.passes.quantize_kmeans import QuantizeKmeans
+from hwcc.targets.base import load_target
 from hwcc.testing import gemm_graph, weight_of
 
 
@@ -101,10 +101,10 @@ def test_kmeans_distinct_values_per_layer(lenet5, bits):
     result = share(lenet5, verify=True, bits=bits)
     for name, info in result.details["layers"].items():
         w = weight_of(result.graph, name)
-        assert np.unique(w).size <= 2 ** bits and info["distinct_values"] == np.unique(w).size
+        assert np.unique(w).size <= 2**bits and info["distinct_values"] == np.unique(w).size
         assert result.graph.node(name).meta["weight_bits"] == bits
         sharing = result.graph.node(name).meta["weight_sharing"]
-        assert sharing == {"bits": bits, "clusters": 2 ** bits}
+        assert sharing == {"bits": bits, "clusters": 2**bits}
         assert info["huffman_bits"] <= info["fixed_bits"] < info["bits_before"]
     onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
     total = result.details["total"]
@@ -113,8 +113,9 @@ def test_kmeans_distinct_values_per_layer(lenet5, bits):
 
 
 def test_kmeans_sqnr_rises_with_bits_on_a_zoo_layer(lenet5):
-    sqnr = [share(lenet5, bits=b, layers="/6/Gemm").details["sqnr_db"]["/6/Gemm"]
-            for b in range(2, 9)]
+    sqnr = [
+        share(lenet5, bits=b, layers="/6/Gemm").details["sqnr_db"]["/6/Gemm"] for b in range(2, 9)
+    ]
     assert all(b > a for a, b in zip(sqnr, sqnr[1:])), sqnr
     assert 7 < sqnr[0] < 10 and 33 < sqnr[-1] < 38  # about 5.5 dB a bit on this layer
 
@@ -137,8 +138,10 @@ def test_kmeans_on_a_pruned_layer_keeps_zeros_and_huffman_saves(lenet5):
 
 def test_kmeans_per_layer_bits_and_model_numbers(lenet5, tmp_path, digits_accuracy, digits_logits):
     bits = {"/0/Conv": 8, "/8/Gemm": 3}
-    for result in (share(lenet5, bits=6, layer_bits="/0/Conv=8,/8/Gemm=3"),
-                   share(lenet5, pass_=QuantizeKmeans(layer_bits=bits), bits=6)):
+    for result in (
+        share(lenet5, bits=6, layer_bits="/0/Conv=8,/8/Gemm=3"),
+        share(lenet5, pass_=QuantizeKmeans(layer_bits=bits), bits=6),
+    ):
         got = {n: i["bits"] for n, i in result.details["layers"].items()}
         assert got == {"/0/Conv": 8, "/2/Conv": 6, "/6/Gemm": 6, "/8/Gemm": 3}
     # 6 bits everywhere: the logits follow the float model's, and so does the accuracy.
@@ -171,7 +174,7 @@ def lenet300_eie_form(lenet300):
 
 def fixed_steps(w: np.ndarray, f: int) -> np.ndarray:
     """``w·2^f`` (exact in float64 for float32 ``w``)."""
-    return w.astype(np.float64) * 2.0 ** f
+    return w.astype(np.float64) * 2.0**f
 
 
 def test_kmeans_zero_slot_and_fixed_codebook_by_hand():
@@ -190,7 +193,12 @@ def test_kmeans_zero_slot_and_fixed_codebook_by_hand():
     # [0, -1, 0.25, 1.25] at 4 bits
     assert info["format"] == "dense" and info["overhead_bits"] == 4 * 4
     assert result.graph.node("fc").meta["weight_sharing"] == {
-        "bits": 2, "clusters": 3, "zero_slot": True, "codebook_bits": 4, "codebook_frac_bits": 2}
+        "bits": 2,
+        "clusters": 3,
+        "zero_slot": True,
+        "codebook_bits": 4,
+        "codebook_frac_bits": 2,
+    }
     shared = _kmeans.share_weights(w, 2, zero_slot=True, codebook_bits=4)
     np.testing.assert_array_equal(shared.codebook, [0, -1, 0.25, 1.25])
     np.testing.assert_array_equal(shared.index, [[3, 2, 1], [2, 3, 1]])  # index 0 left for zero
@@ -213,14 +221,14 @@ def test_kmeans_zero_slot_leaves_index_zero_for_zero_in_dense_layers(lenet300, b
         w0, w = weight_of(lenet300, name), weight_of(result.graph, name)
         assert np.count_nonzero(w0 == 0) == 0  # the zoo model is dense ...
         # ... and fills every index without the slot
-        assert np.unique(weight_of(plain.graph, name)).size == 2 ** bits
+        assert np.unique(weight_of(plain.graph, name)).size == 2**bits
         values = set(np.unique(w).tolist()) | {0.0}  # the codebook: index 0 is zero
-        assert len(values) <= 2 ** bits and np.count_nonzero(w == 0) == 0
-        assert info["clusters"] == 2 ** bits - 1 and info["zero_slot"] and not info["sparse"]
+        assert len(values) <= 2**bits and np.count_nonzero(w == 0) == 0
+        assert info["clusters"] == 2**bits - 1 and info["zero_slot"] and not info["sparse"]
         sharing = result.graph.node(name).meta["weight_sharing"]
-        assert sharing == {"bits": bits, "clusters": 2 ** bits - 1, "zero_slot": True}
+        assert sharing == {"bits": bits, "clusters": 2**bits - 1, "zero_slot": True}
         shared = _kmeans.share_weights(w0, bits, zero_slot=True)
-        assert shared.codebook[0] == 0 and len(shared.codebook) == 2 ** bits
+        assert shared.codebook[0] == 0 and len(shared.codebook) == 2**bits
         assert shared.index.min() >= 1
         np.testing.assert_array_equal(shared.codebook[shared.index], w)
     onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
@@ -262,11 +270,12 @@ def test_kmeans_zero_slot_keeps_exact_zeros_of_a_pruned_model(lenet300):
         assert np.unique(w).size <= 16 and 0 in w
         assert info["sparse"] and info["rounded_to_zero"] == 0
         q = fixed_steps(w, info["codebook_frac_bits"])
-        assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 2 ** 15
+        assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 2**15
 
 
-def test_kmeans_eie_form_differential_on_lenet300(lenet300, lenet300_eie_form, tmp_path,
-                                                  report_line, digits_accuracy, digits_logits):
+def test_kmeans_eie_form_differential_on_lenet300(
+    lenet300, lenet300_eie_form, tmp_path, report_line, digits_accuracy, digits_logits
+):
     """Original against EIE's form in onnxruntime: the logits of the whole digits test
     split within 10 % of the largest logit (measured 8.3 %), the same class for 98 % of
     the samples, accuracy within 1.5 points (measured 98.3 % -> 97.8 %)."""
@@ -282,10 +291,12 @@ def test_kmeans_eie_form_differential_on_lenet300(lenet300, lenet300_eie_form, t
     assert abs(base - mine) <= 0.015
     sqnr = lenet300_eie_form.details["sqnr_db"]
     assert all(17 < v < 20 for v in sqnr.values()), sqnr
-    report_line(f"quantize_kmeans EIE form on lenet300-digits: max |logit error| {err:.3f} "
-                f"(tolerance {tol:.3f}), "
-                f"accuracy {base:.4f} -> {mine:.4f} on {len(x)} test samples, weight SQNR "
-                + ", ".join(f"{k} {v:.1f} dB" for k, v in sqnr.items()))
+    report_line(
+        f"quantize_kmeans EIE form on lenet300-digits: max |logit error| {err:.3f} "
+        f"(tolerance {tol:.3f}), "
+        f"accuracy {base:.4f} -> {mine:.4f} on {len(x)} test samples, weight SQNR "
+        + ", ".join(f"{k} {v:.1f} dB" for k, v in sqnr.items())
+    )
 
 
 def test_kmeans_eie_form_twice_changes_nothing(lenet300_eie_form):

@@ -13,13 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hwcc
-from hwcc.ir import dtypes, onnx_io
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
+from hwcc.ir import Graph, dtypes, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.passes.lib.winograd_math import AT, BT, G, additions, filter_transform
 from hwcc.ir.verify import run_onnx
 from hwcc.ir.workload import analyze
+from hwcc.passes.lib.winograd_math import AT, BT, G, additions, filter_transform
 from hwcc.testing import assert_equivalent, conv_graph, op_counts, with_batch
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -30,11 +29,22 @@ def winograd(graph: Graph, **knobs):
     return get_pass("winograd")(graph, ctx)
 
 
-def conv(*, n=2, c=5, m=7, h=8, w=8, k=3, bias=True, relu=True, dtype=np.float32, seed=0,
-         **attrs) -> Graph:
+def conv(
+    *, n=2, c=5, m=7, h=8, w=8, k=3, bias=True, relu=True, dtype=np.float32, seed=0, **attrs
+) -> Graph:
     """x -> Conv [-> Relu] -> y."""
-    return conv_graph(batch=n, cin=c, cout=m, size=(h, w), kernel=k, bias=bias, relu=relu,
-                      dtype=dtype, seed=seed, **attrs)
+    return conv_graph(
+        batch=n,
+        cin=c,
+        cout=m,
+        size=(h, w),
+        kernel=k,
+        bias=bias,
+        relu=relu,
+        dtype=dtype,
+        seed=seed,
+        **attrs,
+    )
 
 
 # ---------------------------------------------------------------------- the matrices
@@ -46,7 +56,7 @@ def test_matrices_compute_1d_correlation_exactly():
     rng = np.random.default_rng(0)
     for _ in range(100):
         d, g = rng.normal(size=4), rng.normal(size=3)
-        direct = np.array([d[i:i + 3] @ g for i in range(2)])
+        direct = np.array([d[i : i + 3] @ g for i in range(2)])
         np.testing.assert_allclose(_f23(d, g), direct, rtol=1e-12, atol=1e-12)
 
 
@@ -54,7 +64,9 @@ def test_matrices_compute_2d_correlation_exactly():
     rng = np.random.default_rng(1)
     for _ in range(50):
         d, g = rng.normal(size=(4, 4)), rng.normal(size=(3, 3))
-        direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+        direct = np.array(
+            [[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(2)] for i in range(2)]
+        )
         y = AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T
         np.testing.assert_allclose(y, direct, rtol=1e-12, atol=1e-12)
 
@@ -65,7 +77,7 @@ def test_a_single_sign_error_is_caught(which):
     three matrices breaks it (the transcription error the check exists for)."""
     rng = np.random.default_rng(2)
     d, g = rng.normal(size=4), rng.normal(size=3)
-    direct = np.array([d[i:i + 3] @ g for i in range(2)])
+    direct = np.array([d[i : i + 3] @ g for i in range(2)])
     mats = {"BT": BT, "G": G, "AT": AT}
     for idx in zip(*np.nonzero(mats[which])):
         wrong = mats[which].copy()
@@ -106,19 +118,24 @@ def assert_lowered(before: Graph, result, n_convs: int = 1) -> None:
     # Bᵀ, once per axis: 1 Add, 3 Sub; Aᵀ, once per axis: 2 Add, 2 Sub (+ the bias Add).
     assert counts["Sub"] == 10 * n_convs and counts["Add"] >= 6 * n_convs
     matmuls = g.find("MatMul")
-    assert all(mm.meta["winograd"]["F"] == "2x2,3x3" and mm.meta["winograd"]["mults_per_output"] == 4
-               for mm in matmuls)
+    assert all(
+        mm.meta["winograd"]["F"] == "2x2,3x3" and mm.meta["winograd"]["mults_per_output"] == 4
+        for mm in matmuls
+    )
     assert counts["Conv"] == -n_convs and not any(g.has_node(n) for n in result.details["lowered"])
 
 
-@pytest.mark.parametrize("h,w,pads", [
-    (8, 8, [1, 1, 1, 1]),  # even output
-    (7, 9, [1, 1, 1, 1]),  # odd output: the tiles overhang and are cropped
-    (8, 8, [0, 0, 0, 0]),  # 6x6, no Pad needed
-    (9, 6, [0, 0, 0, 0]),  # 7x4
-    (6, 7, [2, 0, 1, 3]),  # asymmetric pads
-    (5, 5, [2, 2, 2, 2]),
-])
+@pytest.mark.parametrize(
+    "h,w,pads",
+    [
+        (8, 8, [1, 1, 1, 1]),  # even output
+        (7, 9, [1, 1, 1, 1]),  # odd output: the tiles overhang and are cropped
+        (8, 8, [0, 0, 0, 0]),  # 6x6, no Pad needed
+        (9, 6, [0, 0, 0, 0]),  # 7x4
+        (6, 7, [2, 0, 1, 3]),  # asymmetric pads
+        (5, 5, [2, 2, 2, 2]),
+    ],
+)
 @pytest.mark.parametrize("bias", [True, False])
 def test_lowered_conv_equals_the_conv(h, w, pads, bias):
     g = conv(h=h, w=w, pads=pads, bias=bias)
@@ -141,13 +158,13 @@ def test_auto_pad(auto_pad):
 
 def _direct_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, pads) -> np.ndarray:
     """Cross-correlation as ONNX defines Conv, in float64, by the definition."""
-    t, l, bot, r = pads
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (t, bot), (l, r)))
+    top, left, bot, right = pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bot), (left, right)))
     p, q = xp.shape[2] - 2, xp.shape[3] - 2
     y = np.zeros((x.shape[0], w.shape[0], p, q))
     for i in range(3):
         for j in range(3):
-            y += np.einsum("nchw,mc->nmhw", xp[:, :, i:i + p, j:j + q], w[:, :, i, j])
+            y += np.einsum("nchw,mc->nmhw", xp[:, :, i : i + p, j : j + q], w[:, :, i, j])
     return y + b[None, :, None, None]
 
 
@@ -179,8 +196,10 @@ def test_symbolic_batch_and_runtime_bias():
     assert_lowered(g, result)
     rng = np.random.default_rng(5)
     for n in (1, 3):
-        feeds = {"x": rng.normal(size=(n, 5, 8, 8)).astype(np.float32),
-                 "bias": rng.normal(size=7).astype(np.float32)}
+        feeds = {
+            "x": rng.normal(size=(n, 5, 8, 8)).astype(np.float32),
+            "bias": rng.normal(size=7).astype(np.float32),
+        }
         assert_equivalent(g, result.graph, feeds, rtol=RTOL, atol=ATOL, check_model=False)
 
 
@@ -233,7 +252,10 @@ def test_annotate_mode_flags_the_conv_and_changes_no_number():
     g.outputs = ["z"]
     onnx_io.infer_shapes(g)
     result = winograd(g, mode="annotate")
-    assert result.details["annotated"] == ["conv"] and "strides are [2, 2]" in result.details["rejected"]["strided"]
+    assert (
+        result.details["annotated"] == ["conv"]
+        and "strides are [2, 2]" in result.details["rejected"]["strided"]
+    )
     assert op_counts(result.graph) == op_counts(g)
     assert result.graph.node("conv").meta["winograd"]["lowered"] is False
     assert "winograd" not in g.node("conv").meta  # the input graph is untouched
@@ -249,12 +271,15 @@ def assert_not_lowered(g: Graph, why: str) -> None:
     assert why in result.reason, result.reason
 
 
-@pytest.mark.parametrize("attrs,why", [
-    ({"strides": [2, 2]}, "strides are [2, 2]: Winograd tiles need stride 1"),
-    ({"strides": [1, 2]}, "strides are [1, 2]"),
-    ({"dilations": [2, 2]}, "dilated [2, 2]"),
-    ({"group": 5}, "grouped convolution (group=5)"),  # depthwise: 5 groups of 1 channel
-])
+@pytest.mark.parametrize(
+    "attrs,why",
+    [
+        ({"strides": [2, 2]}, "strides are [2, 2]: Winograd tiles need stride 1"),
+        ({"strides": [1, 2]}, "strides are [1, 2]"),
+        ({"dilations": [2, 2]}, "dilated [2, 2]"),
+        ({"group": 5}, "grouped convolution (group=5)"),  # depthwise: 5 groups of 1 channel
+    ],
+)
 def test_not_for_strided_dilated_or_grouped(attrs, why):
     """Stride 2 would compute 4x the outputs needed; dilation spreads the window past the
     4x4 tile; grouped and depthwise Convs sum over channels per group, not in one MatMul."""
@@ -310,8 +335,10 @@ def test_trained_digits_models_on_real_data(model, count, digits_test):
     g = with_batch(hwcc.load(f"zoo:{model}"), len(x))
     result = winograd(g)
     assert_lowered(g, result, count)
-    assert all("strides are [2, 2]" in why or "kernel is 1x1" in why or "group=" in why
-               for why in result.details["rejected"].values())
+    assert all(
+        "strides are [2, 2]" in why or "kernel is 1x1" in why or "group=" in why
+        for why in result.details["rejected"].values()
+    )
     onnx.checker.check_model(onnx_io.to_proto(result.graph), full_check=True)
     feeds = {g.real_inputs()[0]: x}
     (want,), (got,) = run_onnx(g, feeds), run_onnx(result.graph, feeds)
@@ -319,11 +346,14 @@ def test_trained_digits_models_on_real_data(model, count, digits_test):
     assert np.array_equal(got.argmax(1), want.argmax(1)) and (got.argmax(1) == labels).mean() > 0.98
 
 
-@pytest.mark.parametrize("model,count", [
-    ("squeezenet1_1", 8),
-    pytest.param("resnet18", 13, marks=pytest.mark.slow),
-    pytest.param("googlenet", 10, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "model,count",
+    [
+        ("squeezenet1_1", 8),
+        pytest.param("resnet18", 13, marks=pytest.mark.slow),
+        pytest.param("googlenet", 10, marks=pytest.mark.slow),
+    ],
+)
 def test_zoo_architectures(model, count):
     g = hwcc.load(f"zoo:{model}")
     result = winograd(g)
@@ -336,8 +366,12 @@ def test_zoo_architectures(model, count):
 # ---------------------------------------------------------------------- property
 @settings(max_examples=20, deadline=None)
 @given(
-    c=st.integers(1, 4), m=st.integers(1, 4), h=st.integers(3, 9), w=st.integers(3, 9),
-    pads=st.lists(st.integers(0, 2), min_size=4, max_size=4), seed=st.integers(0, 2**16),
+    c=st.integers(1, 4),
+    m=st.integers(1, 4),
+    h=st.integers(3, 9),
+    w=st.integers(3, 9),
+    pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+    seed=st.integers(0, 2**16),
 )
 def test_property_lowering_is_exact(c, m, h, w, pads, seed):
     g = conv(n=1, c=c, m=m, h=h, w=w, pads=pads, seed=seed, relu=False)
