@@ -26,32 +26,31 @@ Accuracy is top-1 on the digits test split in onnxruntime; latency is every mode
 every family timed together, round-robin (:func:`bench.width.measure`), each ratio to
 fp32 taken within one round so that it compares models under the same state of this
 shared machine.
+
+This module holds the settings, the run and the page; the two quantizers, accuracy and
+the kernels onnxruntime runs are :mod:`bench._int8_models`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench._common import md_table, save_svg
+from bench._int8_models import accuracy, hwcc_int8, int8_kernels, kernels, ort_int8
 from bench.width import measure
 
 TITLE = "hwcc int8 against onnxruntime's quantize_static on this CPU"
 ORDER = 50
 
 SEED = 0
-LAYER_OPS = (
-    "Conv",
-    "Gemm",
-    "MatMul",
-)  # the ops hwcc's int8 quantizes (hwcc.passes.lib.weights.LAYER_OPS)
+# the ops hwcc's int8 quantizes (hwcc.passes.lib.weights.LAYER_OPS)
+LAYER_OPS = ("Conv", "Gemm", "MatMul")
 METHODS = (
     "fp32",
     "hwcc int8",
@@ -88,114 +87,6 @@ FULL = Settings(
 
 
 # ---------------------------------------------------------------------- the models
-def _hwcc_int8(src, calib: np.ndarray) -> bytes:
-    # hwcc is imported when the section runs, not with its pure pieces (here and below).
-    from hwcc.ir.cleanup import cleanup
-    from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
-    from hwcc.ir.transform import PassContext, get_pass  # hwcc only when the section runs
-
-    graph = cleanup(src, seed=SEED)
-    name = graph.real_inputs()[0]
-    knobs = {"quantize_int8": {"calibration": "minmax", "samples": len(calib)}}
-    ctx = PassContext(knobs=knobs, data={name: calib}, seed=SEED, verify=False)
-    res = get_pass("quantize_int8")(graph, ctx)
-    if not res.modified:
-        raise RuntimeError(f"hwcc's int8 quantization did not apply: {res.reason}")
-    return to_proto(res.graph).SerializeToString()
-
-
-def _ort_int8(
-    fp32: bytes,
-    calib: np.ndarray,
-    input_name: str,
-    per_channel: bool,
-    folder: str,
-    op_types: tuple[str, ...] | None = None,
-) -> bytes:
-    """``quant_pre_process`` then ``quantize_static`` (QDQ, MinMax, int8 activations and weights);
-    ``op_types``: quantize only these (None: every op it can)."""
-    import contextlib
-    import io
-    import logging
-
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter({input_name: calib[i : i + 1]} for i in range(len(calib)))
-
-        def get_next(self):
-            return next(self._it, None)
-
-    src, pre = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "pre.onnx")
-    dst = os.path.join(folder, "int8.onnx")
-    Path(src).write_bytes(fp32)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # the quantizer logs advice for every model
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            quant_pre_process(src, pre)
-            options: dict[str, Any] = {"per_channel": True} if per_channel else {}
-            if op_types:
-                options["op_types_to_quantize"] = list(op_types)
-            quantize_static(
-                pre,
-                dst,
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                **options,
-            )
-    finally:
-        logging.disable(previous)
-    return Path(dst).read_bytes()
-
-
-def _session(model: bytes, optimized: str | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.log_severity_level = 1, 3
-    if optimized:
-        so.optimized_model_filepath = optimized
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-
-
-def accuracy(model: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of a batch-1 classifier, run sample by sample in onnxruntime."""
-    s = _session(model)
-    name = s.get_inputs()[0].name
-    hits = sum(int(np.argmax(s.run(None, {name: x[i : i + 1]})[0]) == y[i]) for i in range(len(y)))
-    return hits / len(y)
-
-
-def kernels(model: bytes, folder: str) -> dict[str, int]:
-    """Op types of the graph onnxruntime runs (after its optimizations), counted."""
-    import onnx
-
-    path = os.path.join(folder, "optimized.onnx")
-    _session(model, path)
-    return dict(Counter(n.op_type for n in onnx.load(path).graph.node))
-
-
-def int8_kernels(counts: dict[str, int]) -> int:
-    """Kernels that compute in int8 (``QLinear*``, ``QGemm``, ``*Integer*``), counted."""
-    return sum(
-        n
-        for op, n in counts.items()
-        if op.startswith("QLinear") or op == "QGemm" or "Integer" in op
-    )
-
-
 def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
     import hwcc
     from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
@@ -207,11 +98,11 @@ def _family(name: str, s: Settings, folder: str) -> dict[str, Any]:
     fp32 = to_proto(src).SerializeToString()
     input_name = src.real_inputs()[0]
     t0 = time.monotonic()
-    models = {"fp32": fp32, "hwcc int8": _hwcc_int8(src, calib)}
+    models = {"fp32": fp32, "hwcc int8": hwcc_int8(src, calib, SEED)}
     t1 = time.monotonic()
-    models["ORT int8 per-channel"] = _ort_int8(fp32, calib, input_name, True, folder)
-    models["ORT int8 defaults"] = _ort_int8(fp32, calib, input_name, False, folder)
-    models[METHODS[4]] = _ort_int8(fp32, calib, input_name, True, folder, LAYER_OPS)
+    models["ORT int8 per-channel"] = ort_int8(fp32, calib, input_name, True, folder)
+    models["ORT int8 defaults"] = ort_int8(fp32, calib, input_name, False, folder)
+    models[METHODS[4]] = ort_int8(fp32, calib, input_name, True, folder, LAYER_OPS)
     t2 = time.monotonic()
     return {
         "model": name,
@@ -246,8 +137,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         target.threads,
         s.rounds,
         s.runs,
-        reference=[i - i % len(METHODS) for i in range(len(every))],
-    )  # each family's fp32
+        reference=[i - i % len(METHODS) for i in range(len(every))],  # each family's fp32
+    )
     for i, (f, m) in enumerate(every):
         f["rows"][m].update(
             latency_s=got["latency_s"][i],
@@ -266,9 +157,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
                 "DequantizeLinear", 0
             )
     plot = _plot(families, out)
-    spread = [
-        x for (_, m), x in zip(every, got["spread"]) if m != "fp32"
-    ]  # fp32 is its own reference
+    # fp32 is its own reference
+    spread = [x for (_, m), x in zip(every, got["spread"]) if m != "fp32"]
     noise = {"median": float(np.median(spread)), "max": max(spread), "rounds": s.rounds}
     data = {
         "spread": noise,
