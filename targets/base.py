@@ -50,12 +50,30 @@ from typing import Any, ClassVar
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.workload import Layer, Workload, analyze
-from hwcc.targets.costs import (ZERO, Cost, CostContext, GraphCost, LayerCost, NotPrepared,
-                                scale_batch)
+from hwcc.targets.costs import (
+    ZERO,
+    Cost,
+    CostContext,
+    GraphCost,
+    LayerCost,
+    NotPrepared,
+    scale_batch,
+)
 
 # The cost records are defined in .costs and exported here too: they are part of the contract.
-__all__ = ["Cost", "LayerCost", "GraphCost", "CostContext", "NotPrepared", "Target",
-           "register_family", "load_target", "list_targets", "scale_batch", "ZERO"]
+__all__ = [
+    "Cost",
+    "LayerCost",
+    "GraphCost",
+    "CostContext",
+    "NotPrepared",
+    "Target",
+    "register_family",
+    "load_target",
+    "list_targets",
+    "scale_batch",
+    "ZERO",
+]
 
 _TARGET_DIR = Path(__file__).parent
 
@@ -91,7 +109,9 @@ class Target:
         self.source = source
         self._host: Target | _HostRecorder | None = None  # loaded on first use: host_target
         if self.provenance not in ("measured", "model"):
-            raise HwccError(f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}")
+            raise HwccError(
+                f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}"
+            )
         self._legal_form = _parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
 
     @property
@@ -100,11 +120,13 @@ class Target:
         (e.g. ``{"quantize": {"mode": "int8"}}``); empty when the model runs as it is."""
         return copy.deepcopy(self._legal_form)
 
-    def legalize(self, graph: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0) -> Graph:
+    def legalize(
+        self, graph: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0
+    ) -> Graph:
         """``graph`` in the form this chip runs: its :attr:`legal_form` passes, in order,
         through the pass manager (shapes inferred, IR linted; not verified: the forms are
         lossy). ``calib`` is calibration data for the passes that need ranges."""
-        from hwcc.ir.pass_manager import PassManager  # imports the pass registry: only when a form needs it
+        from hwcc.ir.pass_manager import PassManager  # imports the pass registry: only when needed
         from hwcc.ir.transform import PassContext
 
         for name, knobs in self._legal_form.items():
@@ -163,7 +185,9 @@ class Target:
         """The cost of one supported layer (``layer`` already scaled to ``ctx.batch``)."""
         raise NotImplementedError
 
-    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+    def write_payload(
+        self, graph: Graph, folder: Path, ctx: CostContext | None = None
+    ) -> dict[str, str]:
         """Write the files this chip needs besides the model, under ``folder/<family>/``.
 
         Args:
@@ -179,8 +203,10 @@ class Target:
 
     def profile(self, graph: Graph, progress: bool = True) -> Any:
         """Measure ``graph``'s layers into this device's table (measured targets only)."""
-        raise HwccError(f"target {self.name} is a {self.provenance} target: it has no table to profile",
-                        "profile a measured target, e.g. --target cpu")
+        raise HwccError(
+            f"target {self.name} is a {self.provenance} target: it has no table to profile",
+            "profile a measured target, e.g. --target cpu",
+        )
 
     @property
     def measures(self) -> bool:
@@ -189,11 +215,15 @@ class Target:
         timer = getattr(self.measure_latency, "__func__", self.measure_latency)
         return self.provenance == "measured" and timer is not Target.measure_latency
 
-    def measure_latency(self, graphs: list[Graph], *, rounds: int = 5, runs: int = 50) -> list[float]:
+    def measure_latency(
+        self, graphs: list[Graph], *, rounds: int = 5, runs: int = 50
+    ) -> list[float]:
         """Each graph's latency measured whole on the device, side by side (measured targets
         whose device is this machine)."""
-        raise HwccError(f"target {self.name} is a {self.provenance} target: it cannot time a model here",
-                        "measure on a measured target, e.g. --target cpu")
+        raise HwccError(
+            f"target {self.name} is a {self.provenance} target: it cannot time a model here",
+            "measure on a measured target, e.g. --target cpu",
+        )
 
     # -- shared machinery ------------------------------------------------------------
     def workload(self, graph: Graph, ctx: CostContext) -> Workload:
@@ -222,19 +252,23 @@ class Target:
             unread = None if layer.known or self.host is None else layer.reason
             reason = self.supports(layer) or unread
             if reason is None and not layer.known and self.provenance == "model":
-                raise HwccError(f"target {self.name} cannot price {layer.name}: {layer.reason}",
-                                "fix the input shapes (--input-shape), or give this target a host")
+                raise HwccError(
+                    f"target {self.name} cannot price {layer.name}: {layer.reason}",
+                    "fix the input shapes (--input-shape), or give this target a host",
+                )
             if reason is None:
                 out.append(LayerCost(layer, self.cost_layer(layer, ctx), self.name))
                 continue
             if self.host is None:
-                raise HwccError(f"target {self.name} cannot run {layer.name} ({layer.op_type}): "
-                                f"{reason}",
-                                "run it on a target that supports this op, or give this target a host")
+                raise HwccError(
+                    f"target {self.name} cannot run {layer.name} ({layer.op_type}): {reason}",
+                    "run it on a target that supports this op, or give this target a host",
+                )
             host = self.host_target
             if host.supports(layer) is not None:
-                raise HwccError(f"neither {self.name} nor its host {host.name} can run "
-                                f"{layer.name}: {reason}")
+                raise HwccError(
+                    f"neither {self.name} nor its host {host.name} can run {layer.name}: {reason}"
+                )
             c = host.cost_layer(layer, ctx)
             note = f"{reason} [{c.note}]" if c.note else reason  # why it left comes first
             out.append(LayerCost(layer, dataclasses.replace(c, note=note), host.name))
@@ -242,10 +276,17 @@ class Target:
 
     def describe(self) -> dict[str, Any]:
         """What ``hwcc targets`` shows: parameters and where the numbers come from."""
-        return {"name": self.name, "family": self.family, "description": self.description,
-                "provenance": self.provenance, "validated_against": self.validated_against,
-                "sources": self.sources, "host": self.host, "params": self.params,
-                "legal_form": self.legal_form}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "description": self.description,
+            "provenance": self.provenance,
+            "validated_against": self.validated_against,
+            "sources": self.sources,
+            "host": self.host,
+            "params": self.params,
+            "legal_form": self.legal_form,
+        }
 
 
 class _HostRecorder:
@@ -267,15 +308,17 @@ def _parse_legal_form(table: Any, where: Path | str) -> dict[str, dict[str, Any]
     """The ``[legal_form.<pass>]`` tables, each pass and knob checked against the registry."""
     if not table:
         return {}
-    from hwcc.ir.transform import get_pass  # loading the registry imports every pass: only when needed
+    from hwcc.ir.transform import get_pass  # the registry imports every pass: only when needed
 
     if not isinstance(table, Mapping):
         raise HwccError(f"{where}: legal_form must be a table of [legal_form.<pass>] tables")
     form: dict[str, dict[str, Any]] = {}
     for pass_name, knobs in table.items():
         if not isinstance(knobs, Mapping):
-            raise HwccError(f"{where}: legal_form.{pass_name} must be a table of knob settings",
-                            f'write it as [legal_form.{pass_name}] with lines such as mode = "int8"')
+            raise HwccError(
+                f"{where}: legal_form.{pass_name} must be a table of knob settings",
+                f'write it as [legal_form.{pass_name}] with lines such as mode = "int8"',
+            )
         try:
             p = get_pass(pass_name)
             form[pass_name] = {k: p.knob(k).validate(v, pass_name) for k, v in knobs.items()}
@@ -320,8 +363,10 @@ def load_target(name_or_path: str | Path) -> Target:
     else:
         files = _target_files()
         if str(name_or_path) not in files:
-            raise HwccError(f"unknown target {str(name_or_path)!r}",
-                            f"known targets: {', '.join(files) or '(none)'}; or give a path to a .toml file")
+            raise HwccError(
+                f"unknown target {str(name_or_path)!r}",
+                f"known targets: {', '.join(files) or '(none)'}; or give a path to a .toml file",
+            )
         path = files[str(name_or_path)]
     try:
         spec = tomllib.loads(path.read_text())
@@ -329,8 +374,10 @@ def load_target(name_or_path: str | Path) -> Target:
         raise HwccError(f"{path} is not valid TOML: {e}") from None
     family = spec.get("family")
     if family not in _FAMILIES:
-        raise HwccError(f"{path} names family {family!r}, which does not exist",
-                        f"known families: {', '.join(sorted(_FAMILIES))}")
+        raise HwccError(
+            f"{path} names family {family!r}, which does not exist",
+            f"known families: {', '.join(sorted(_FAMILIES))}",
+        )
     return _FAMILIES[family](path.stem, spec, path)
 
 

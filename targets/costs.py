@@ -49,9 +49,15 @@ class LayerCost:
     on: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.layer.name, "op_type": self.layer.op_type, "on": self.on,
-                "latency_s": self.cost.latency_s, "energy_j": self.cost.energy_j,
-                "breakdown": dict(self.cost.breakdown), "note": self.cost.note}
+        return {
+            "name": self.layer.name,
+            "op_type": self.layer.op_type,
+            "on": self.on,
+            "latency_s": self.cost.latency_s,
+            "energy_j": self.cost.energy_j,
+            "breakdown": dict(self.cost.breakdown),
+            "note": self.cost.note,
+        }
 
 
 @dataclass
@@ -131,5 +137,10 @@ def scale_batch(layer: Layer, batch: int) -> Layer:
     if batch == 1 or layer.N is None:
         return layer
     return dataclasses.replace(
-        layer, N=layer.N * batch, macs=layer.macs * batch, ops=layer.ops * batch,
-        input_bytes=layer.input_bytes * batch, output_bytes=layer.output_bytes * batch)
+        layer,
+        N=layer.N * batch,
+        macs=layer.macs * batch,
+        ops=layer.ops * batch,
+        input_bytes=layer.input_bytes * batch,
+        output_bytes=layer.output_bytes * batch,
+    )

@@ -34,7 +34,11 @@ __all__ = ["Pricer", "metrics_of"]
 def metrics_of(cost: GraphCost) -> dict[str, float]:
     """Latency, energy and size (weights of compute layers at their bit width) of a priced graph."""
     size = sum(lc.layer.weight_bytes for lc in cost.layers)
-    return {"latency_s": float(cost.latency_s), "energy_j": float(cost.energy_j), "size_bytes": float(size)}
+    return {
+        "latency_s": float(cost.latency_s),
+        "energy_j": float(cost.energy_j),
+        "size_bytes": float(size),
+    }
 
 
 class Pricer:
@@ -48,7 +52,9 @@ class Pricer:
         seed: seeds the legalizing passes.
     """
 
-    def __init__(self, target: Target, source: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0):
+    def __init__(
+        self, target: Target, source: Graph, calib: Mapping[str, Any] | None = None, seed: int = 0
+    ):
         self.target, self.calib, self.seed = target, calib, seed
         self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.ctx = CostContext(densities=DensityMemo())
@@ -61,7 +67,9 @@ class Pricer:
 
     def legalize(self, graph: Graph) -> Graph:
         """``graph`` in the target's legal form (the graph itself when there is none)."""
-        return self.target.legalize(graph, self.calib, self.seed) if self.target.legal_form else graph
+        return (
+            self.target.legalize(graph, self.calib, self.seed) if self.target.legal_form else graph
+        )
 
     def cost(self, graph: Graph) -> GraphCost:
         """``graph`` priced as it is: looked up, prepared first if the lookup misses."""

@@ -29,6 +29,7 @@ def _cpu_model() -> str:
     except OSError:
         pass
     import platform
+
     return platform.processor() or platform.machine()
 
 
@@ -79,8 +80,15 @@ def fingerprint(threads: int, evict_bytes: int) -> dict[str, Any]:
     """
     import onnxruntime as ort
 
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "onnxruntime": ort.__version__,
-            "threads": threads, "nchwc_block": _nchwc_block(threads),
-            "l1_bytes": _cache_bytes(1, 32 << 10), "l2_bytes": _cache_bytes(2, 1 << 20),
-            "l3_bytes": _cache_bytes(3, 32 << 20),
-            "cold_evict_bytes": evict_bytes, "protocol": PROTOCOL}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "threads": threads,
+        "nchwc_block": _nchwc_block(threads),
+        "l1_bytes": _cache_bytes(1, 32 << 10),
+        "l2_bytes": _cache_bytes(2, 1 << 20),
+        "l3_bytes": _cache_bytes(3, 32 << 20),
+        "cold_evict_bytes": evict_bytes,
+        "protocol": PROTOCOL,
+    }

@@ -58,8 +58,13 @@ def kernel_graph(spec: dict[str, Any], block: int) -> Graph:
         if spec["sum"]:
             g.add_input("z", dtypes.FLOAT, [n, m, *spec["y"]])
             ins.append("z")
-        attrs = {"kernel_shape": spec["k"], "strides": spec["strides"], "pads": spec["pads"],
-                 "dilations": spec["dilations"], "group": grp}
+        attrs = {
+            "kernel_shape": spec["k"],
+            "strides": spec["strides"],
+            "pads": spec["pads"],
+            "dilations": spec["dilations"],
+            "group": grp,
+        }
         if spec["act"]:
             attrs["activation"] = spec["act"]
             if spec["act_params"]:
@@ -98,7 +103,6 @@ def kernel_graph(spec: dict[str, Any], block: int) -> Graph:
             else:
                 values = entry[3] if entry[0] == "c" else None
                 ins.append(const(f"c{i}", entry[2], entry[1], values))
-        outs = [output(f"out{i}", o[1], o[0]) if o else ""
-                for i, o in enumerate(spec["outputs"])]
+        outs = [output(f"out{i}", o[1], o[0]) if o else "" for i, o in enumerate(spec["outputs"])]
         g.add_node(name, ins, outs, dict(spec["attrs"]), domain=domain)
     return g

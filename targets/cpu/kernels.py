@@ -154,8 +154,12 @@ class _Planner(NchwcLayout):
         for node in g.nodes:
             if self.layers[node.name].kind == "constant":
                 self.removed[node.name] = "constant: folded before run time"
-            elif (node.op_type in _ELIMINATED and node.domain in STANDARD_DOMAINS and node.inputs
-                  and self.removable(node)):
+            elif (
+                node.op_type in _ELIMINATED
+                and node.domain in STANDARD_DOMAINS
+                and node.inputs
+                and self.removable(node)
+            ):
                 self.alias[node.outputs[0]] = node.inputs[0]
                 self.removed[node.name] = f"{node.op_type}: removed by onnxruntime"
         self.users: dict[str, list[Node]] = {}
@@ -182,8 +186,11 @@ class _Planner(NchwcLayout):
 
     def sole_user(self, t: str) -> Node | None:
         users = self.users.get(t, [])
-        if len(users) != 1 or self.g.is_graph_output(t) or any(
-                self.g.is_graph_output(a) for a, b in self.alias.items() if b == t):
+        if (
+            len(users) != 1
+            or self.g.is_graph_output(t)
+            or any(self.g.is_graph_output(a) for a, b in self.alias.items() if b == t)
+        ):
             return None
         return users[0]
 
@@ -224,8 +231,9 @@ class _Planner(NchwcLayout):
             constant = all(t in self.const for t in rest)
             if per_channel and nxt.op_type == "BatchNormalization" and constant:
                 op.bias = True
-            elif (per_channel and nxt.op_type in ("Add", "Mul")
-                  and self.channel_const(nxt, op.output)):
+            elif (
+                per_channel and nxt.op_type in ("Add", "Mul") and self.channel_const(nxt, op.output)
+            ):
                 op.bias = op.bias or nxt.op_type == "Add"
             elif nxt.op_type in acts and constant:
                 op.act, op.act_params = nxt.op_type, self.act_params(nxt)
@@ -262,25 +270,43 @@ class _Planner(NchwcLayout):
         made = {op.output: op for op in self.ops}
         for op in self.ops:
             node = op.head
-            if (op.kind != "generic" or op.nchwc or node.op_type != "Add"
-                    or node.domain not in STANDARD_DOMAINS):
+            if (
+                op.kind != "generic"
+                or op.nchwc
+                or node.op_type != "Add"
+                or node.domain not in STANDARD_DOMAINS
+            ):
                 continue
             ins = op.inputs
-            if (len(ins) != 2 or len([t for t in node.inputs if t]) != 2
-                    or len({self.shape(t) for t in ins}) != 1):
+            if (
+                len(ins) != 2
+                or len([t for t in node.inputs if t]) != 2
+                or len({self.shape(t) for t in ins}) != 1
+            ):
                 continue
             for n in (0, 1):
                 conv = made.get(ins[n])
-                if (conv is not None and conv.kind == "conv" and not conv.nchwc and not conv.act
-                        and conv.bias and not conv.sum_input and self.uses.get(ins[n]) == 1
-                        and len(self.shape(ins[n])) == 4):
+                if (
+                    conv is not None
+                    and conv.kind == "conv"
+                    and not conv.nchwc
+                    and not conv.act
+                    and conv.bias
+                    and not conv.sum_input
+                    and self.uses.get(ins[n]) == 1
+                    and len(self.shape(ins[n])) == 4
+                ):
                     conv.sum_input, op.kind = ins[1 - n], "fused"
                     conv.members.append(node)
                     conv.output = op.output
                     act = self.sole_user(op.output)
                     nxt = made.get(act.outputs[0]) if act is not None and act.outputs else None
-                    if (nxt is not None and nxt.kind == "generic" and act.op_type in _CONV_ACTS
-                            and not nxt.nchwc):
+                    if (
+                        nxt is not None
+                        and nxt.kind == "generic"
+                        and act.op_type in _CONV_ACTS
+                        and not nxt.nchwc
+                    ):
                         conv.act, conv.act_params = act.op_type, self.act_params(act)
                         nxt.kind = "fused"
                         conv.members.append(act)

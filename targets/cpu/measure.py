@@ -26,9 +26,18 @@ __all__ = ["session", "random_feeds", "Timer", "measure_models", "session_overhe
 PROTOCOL = 14  # bump when the timing protocol changes: old tables stop matching
 
 
-def measure_models(models: list[bytes], threads: int = 1, *, runs: int = 50, rounds: int = 5,
-                   warmup: int = 5, speed: float | None = None, probes: list[float] | None = None,
-                   visit_s: float = 0.05, patience_s: float = 20.0) -> list[float]:
+def measure_models(
+    models: list[bytes],
+    threads: int = 1,
+    *,
+    runs: int = 50,
+    rounds: int = 5,
+    warmup: int = 5,
+    speed: float | None = None,
+    probes: list[float] | None = None,
+    visit_s: float = 0.05,
+    patience_s: float = 20.0,
+) -> list[float]:
     """Median latency of each model in onnxruntime, timed round-robin over the models.
 
     Each model runs with ``session.run`` on fixed random inputs, timed like the tables
@@ -101,7 +110,7 @@ def session_overhead(timer: Timer) -> dict[str, float]:
     points = []
     for n in (16, 65536):
         spec = {"op": "Relu", "inputs": [["x", 1, [1, n]]], "outputs": [[1, [1, n]]], "attrs": {}}
-        (kernel, _), = timer([spec])
+        ((kernel, _),) = timer([spec])
         model = to_proto(kernel_graph(spec, 0), value_info=False).SerializeToString()
         (run,) = measure_models([model], timer.threads, runs=100, rounds=3)
         points.append((8.0 * n, max(0.0, run - kernel)))
@@ -131,14 +140,18 @@ def random_feeds(sess) -> dict[str, Any]:
     for i in sess.get_inputs():
         dt = _FLOAT_TYPES.get(i.type)
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        kind = i.type[len("tensor("):-1]
-        out[i.name] = (rng.random(shape).astype(dt) if dt
-                       else np.zeros(shape, _NP_TYPES.get(kind, np.int64)))
+        kind = i.type[len("tensor(") : -1]
+        out[i.name] = (
+            rng.random(shape).astype(dt) if dt else np.zeros(shape, _NP_TYPES.get(kind, np.int64))
+        )
     return out
 
 
-_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
-                "tensor(float16)": np.float16}
+_FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
 _NP_TYPES = {"int8": "int8", "uint8": "uint8", "int32": "int32", "int64": "int64", "bool": "bool"}
 
 
@@ -193,9 +206,20 @@ class Timer:
             is waited out rather than rescaled; the entries are then given at that speed.
     """
 
-    def __init__(self, threads: int, evict_bytes: int, block: int, *, l1_bytes: int = 32 << 10,
-                 warmup: int = 3, rounds: int = 20, hot: int = 3, cold: int = 2,
-                 budget_s: float = 0.02, patience_s: float = 5.0):
+    def __init__(
+        self,
+        threads: int,
+        evict_bytes: int,
+        block: int,
+        *,
+        l1_bytes: int = 32 << 10,
+        warmup: int = 3,
+        rounds: int = 20,
+        hot: int = 3,
+        cold: int = 2,
+        budget_s: float = 0.02,
+        patience_s: float = 5.0,
+    ):
         self.target_speed: float | None = None
         self.patience_s = patience_s
         self.threads, self.block, self.l1_evict = threads, block, 2 * l1_bytes
@@ -246,15 +270,18 @@ class Timer:
         pairs = []
         for spec in [None] + specs:
             try:
-                model = to_proto(empty if spec is None else kernel_graph(spec, self.block),
-                                 value_info=False).SerializeToString()
+                model = to_proto(
+                    empty if spec is None else kernel_graph(spec, self.block), value_info=False
+                ).SerializeToString()
             except (ValueError, KeyError, TypeError) as e:
                 raise HwccError(f"cannot build a model of kernel {spec['op']}: {e}") from None
             try:
                 pairs.append((self._bound(model), self._bound(model)))
             except Exception as e:  # onnxruntime raises its own types
-                raise HwccError(f"onnxruntime cannot run kernel {spec['op']}: {e}",
-                                "this node cannot be measured on the CPU target") from None
+                raise HwccError(
+                    f"onnxruntime cannot run kernel {spec['op']}: {e}",
+                    "this node cannot be measured on the CPU target",
+                ) from None
         return pairs
 
     def __call__(self, specs: list[dict[str, Any]]) -> list[tuple[float, float]]:

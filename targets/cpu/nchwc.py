@@ -85,8 +85,11 @@ class NchwcLayout:
     def conv_eligible(self, op: _Op) -> bool:
         node, B = op.head, self.block
         w = node.inputs[1]
-        if (self.dtype(w) != dtypes.FLOAT or len(self.shape(w)) != 4
-                or self.dtype(op.inputs[0]) != dtypes.FLOAT):
+        if (
+            self.dtype(w) != dtypes.FLOAT
+            or len(self.shape(w)) != 4
+            or self.dtype(op.inputs[0]) != dtypes.FLOAT
+        ):
             return False
         m, cg = self.shape(w)[:2]
         groups = int(node.attr("group", 1))
@@ -119,8 +122,12 @@ class NchwcLayout:
             if name in ("Add", "Sum") and len(ins) == 2:
                 for n in (0, 1):
                     conv = args[n].producer
-                    if (conv.kind == "conv" and args[n].start == 1 and not conv.act
-                            and not conv.sum_input):
+                    if (
+                        conv.kind == "conv"
+                        and args[n].start == 1
+                        and not conv.act
+                        and not conv.sum_input
+                    ):
                         conv.sum_input = ins[n ^ 1]
                         conv.padded.add(ins[n ^ 1])
                         conv.members.append(node)
@@ -147,8 +154,11 @@ class NchwcLayout:
             op.kind, op.nchwc, op.bias = "bn_conv", True, True
             op.padded.add(ins[0])
             self.new_arg(op, op.output, args[0].channels)
-        elif (name == "Concat" and int(node.attr("axis", 0)) == 1
-              and all(a.channels % B == 0 for a in args)):
+        elif (
+            name == "Concat"
+            and int(node.attr("axis", 0)) == 1
+            and all(a.channels % B == 0 for a in args)
+        ):
             for a in args:
                 a.remaining -= 1
             op.nchwc = True

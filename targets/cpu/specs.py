@@ -19,8 +19,15 @@ import numpy as np
 
 from hwcc.ir import Node, dtypes
 
-__all__ = ["Kernel", "NCHWC_POOLS", "STANDARD_DOMAINS", "op_kernel", "pad_channels",
-           "reorder_kernel", "spec_key"]
+__all__ = [
+    "Kernel",
+    "NCHWC_POOLS",
+    "STANDARD_DOMAINS",
+    "op_kernel",
+    "pad_channels",
+    "reorder_kernel",
+    "spec_key",
+]
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
@@ -106,8 +113,11 @@ def _conv_spec(p: Any, op: Any) -> dict[str, Any]:
         m, cg, *ks = p.shape(node.inputs[1])
         groups = int(node.attr("group", 1))
         layer = p.layers[node.name]
-        win = {"strides": list(layer.stride), "pads": list(layer.pads),
-               "dilations": list(layer.dilation)}
+        win = {
+            "strides": list(layer.stride),
+            "pads": list(layer.pads),
+            "dilations": list(layer.dilation),
+        }
     if op.nchwc and groups > 1 and cg == 1 and m == groups:
         c = mm = g = pad_channels(m, B)
     elif op.nchwc and groups == 1:
@@ -116,9 +126,21 @@ def _conv_spec(p: Any, op: Any) -> dict[str, Any]:
         c, mm, g = xs[1], m, groups
     fused = op.act or op.sum_input
     name = "nchwc.Conv" if op.nchwc else "com.microsoft.FusedConv" if fused else "Conv"
-    return {"op": name, "N": xs[0], "C": c, "M": mm, "group": g, "x": list(xs[2:]), "k": list(ks),
-            "y": list(ys[2:]), **win, "bias": op.bias, "act": op.act, "act_params": op.act_params,
-            "sum": bool(op.sum_input)}
+    return {
+        "op": name,
+        "N": xs[0],
+        "C": c,
+        "M": mm,
+        "group": g,
+        "x": list(xs[2:]),
+        "k": list(ks),
+        "y": list(ys[2:]),
+        **win,
+        "bias": op.bias,
+        "act": op.act,
+        "act_params": op.act_params,
+        "sum": bool(op.sum_input),
+    }
 
 
 def _gemm_spec(p: Any, op: Any) -> dict[str, Any]:
@@ -128,10 +150,20 @@ def _gemm_spec(p: Any, op: Any) -> dict[str, Any]:
     if node.op_type == "Gemm":
         ta, tb = int(node.attr("transA", 0)), int(node.attr("transB", 0))
         alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
-    return {"op": "com.microsoft.FusedGemm" if op.act else "Gemm", "N": a[1] if ta else a[0],
-            "K": a[0] if ta else a[1], "M": b[0] if tb else b[1], "transA": ta, "transB": tb,
-            "alpha": alpha, "beta": beta, "bias": op.bias, "b_const": node.inputs[1] in p.const,
-            "act": op.act, "act_params": op.act_params}
+    return {
+        "op": "com.microsoft.FusedGemm" if op.act else "Gemm",
+        "N": a[1] if ta else a[0],
+        "K": a[0] if ta else a[1],
+        "M": b[0] if tb else b[1],
+        "transA": ta,
+        "transB": tb,
+        "alpha": alpha,
+        "beta": beta,
+        "bias": op.bias,
+        "b_const": node.inputs[1] in p.const,
+        "act": op.act,
+        "act_params": op.act_params,
+    }
 
 
 def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
@@ -158,10 +190,17 @@ def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
     outputs = [[p.dtype(o), shape(o)] if o else None for o in live]
     while outputs and outputs[-1] is None:
         outputs.pop()
-    domain = "nchwc." if op.nchwc and node.op_type in NCHWC_POOLS else (
-        "" if node.domain in STANDARD_DOMAINS else node.domain + ".")
-    return {"op": domain + node.op_type, "inputs": inputs, "outputs": outputs,
-            "attrs": _attrs(node)}
+    domain = (
+        "nchwc."
+        if op.nchwc and node.op_type in NCHWC_POOLS
+        else ("" if node.domain in STANDARD_DOMAINS else node.domain + ".")
+    )
+    return {
+        "op": domain + node.op_type,
+        "inputs": inputs,
+        "outputs": outputs,
+        "attrs": _attrs(node),
+    }
 
 
 def _attrs(node: Node) -> dict[str, Any]:
@@ -177,7 +216,8 @@ def _attrs(node: Node) -> dict[str, Any]:
         if isinstance(v, list) and not v:
             continue
         if not isinstance(v, (int, float, str, list)):
-            raise ValueError(f"node {node.name}: attribute {k!r} cannot be rebuilt in a kernel "
-                             "model")
+            raise ValueError(
+                f"node {node.name}: attribute {k!r} cannot be rebuilt in a kernel model"
+            )
         out[k] = v
     return out

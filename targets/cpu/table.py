@@ -112,8 +112,15 @@ class KernelTable:
         measured: how many specs this object has measured (for reports and tests).
     """
 
-    def __init__(self, fingerprint: dict[str, Any], measure: Measure, *, step: int = 8,
-                 block: int = 0, path: Path | None = None):
+    def __init__(
+        self,
+        fingerprint: dict[str, Any],
+        measure: Measure,
+        *,
+        step: int = 8,
+        block: int = 0,
+        path: Path | None = None,
+    ):
         if step < 1:
             raise HwccError(f"channel_step must be at least 1, got {step}")
         self.fingerprint, self.measure_fn = dict(fingerprint), measure
@@ -138,9 +145,10 @@ class KernelTable:
         except FileNotFoundError:
             return {}
         except OSError as e:
-            raise HwccError(f"lookup table {self.path} cannot be read: {e.strerror}",
-                            "check its permissions, or point XDG_CACHE_HOME at a folder of "
-                            "your own") from None
+            raise HwccError(
+                f"lookup table {self.path} cannot be read: {e.strerror}",
+                "check its permissions, or point XDG_CACHE_HOME at a folder of your own",
+            ) from None
         try:
             data = json.loads(text)
         except ValueError as e:
@@ -148,12 +156,21 @@ class KernelTable:
         if not isinstance(data, dict):
             raise _Corrupt("not a JSON object")
         if data.get("format") != FORMAT or data.get("fingerprint") != self.fingerprint:
-            raise HwccError(f"lookup table {self.path} belongs to another device or format",
-                            "delete it; `hwcc profile --target cpu` rebuilds it")
+            raise HwccError(
+                f"lookup table {self.path} belongs to another device or format",
+                "delete it; `hwcc profile --target cpu` rebuilds it",
+            )
         entries, extra = data.get("entries", {}), data.get("extra", {})
-        if not isinstance(extra, dict) or not isinstance(entries, dict) or not all(
-                isinstance(e, dict) and isinstance(e.get("hot_s"), (int, float))
-                and isinstance(e.get("cold_s"), (int, float)) for e in entries.values()):
+        if (
+            not isinstance(extra, dict)
+            or not isinstance(entries, dict)
+            or not all(
+                isinstance(e, dict)
+                and isinstance(e.get("hot_s"), (int, float))
+                and isinstance(e.get("cold_s"), (int, float))
+                for e in entries.values()
+            )
+        ):
             raise _Corrupt("its entries or extras are not what a table holds")
         return data
 
@@ -174,8 +191,11 @@ class KernelTable:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             os.replace(self.path, aside)
-            warnings.warn(f"lookup table {self.path} is corrupt ({e}); set aside as {aside.name}, "
-                          "the table is rebuilt by measuring again", stacklevel=2)
+            warnings.warn(
+                f"lookup table {self.path} is corrupt ({e}); set aside as {aside.name}, "
+                "the table is rebuilt by measuring again",
+                stacklevel=2,
+            )
             return {}
 
     def _read(self) -> None:
@@ -199,16 +219,24 @@ class KernelTable:
                 on_disk = self._read_locked()
                 self.entries = {**on_disk.get("entries", {}), **self.entries}
                 self.extra = {**on_disk.get("extra", {}), **self.extra}
-                self._write({"format": FORMAT, "fingerprint": self.fingerprint, "extra": self.extra,
-                             "entries": self.entries})
+                self._write(
+                    {
+                        "format": FORMAT,
+                        "fingerprint": self.fingerprint,
+                        "extra": self.extra,
+                        "entries": self.entries,
+                    }
+                )
         except OSError as e:
-            raise HwccError(f"cannot save lookup table {self.path}: {e.strerror}",
-                            "free space on that disk, or point XDG_CACHE_HOME at a writable "
-                            "folder") from None
+            raise HwccError(
+                f"cannot save lookup table {self.path}: {e.strerror}",
+                "free space on that disk, or point XDG_CACHE_HOME at a writable folder",
+            ) from None
 
     def _write(self, doc: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(doc, f, indent=0, sort_keys=True)
@@ -250,8 +278,13 @@ class KernelTable:
                     need.setdefault(key, corner)
         return list(need.values())
 
-    def ensure(self, specs: Sequence[dict[str, Any]], *, batch: int = 24,
-               progress: Callable[[int, str], None] | None = None) -> int:
+    def ensure(
+        self,
+        specs: Sequence[dict[str, Any]],
+        *,
+        batch: int = 24,
+        progress: Callable[[int, str], None] | None = None,
+    ) -> int:
         """Measure what ``specs`` need and is missing, saving after each batch.
 
         The measuring function may report the machine's speed during the batch in its
@@ -263,7 +296,7 @@ class KernelTable:
         """
         todo = self.missing(specs)
         for i in range(0, len(todo), batch):
-            chunk = todo[i:i + batch]
+            chunk = todo[i : i + batch]
             if hasattr(self.measure_fn, "target_speed"):  # measure at the table's speed
                 self.measure_fn.target_speed = self.speed()
             results = self.measure_fn(chunk)
@@ -275,8 +308,12 @@ class KernelTable:
                 self.extra.setdefault("fastest", []).append(fastest)
             now = time.strftime("%Y-%m-%dT%H:%M:%S")
             for spec, (hot, cold) in zip(chunk, results):
-                self.entries[spec_key(spec)] = {"hot_s": float(hot), "cold_s": float(cold),
-                                                "speed_s": speed, "at": now}
+                self.entries[spec_key(spec)] = {
+                    "hot_s": float(hot),
+                    "cold_s": float(cold),
+                    "speed_s": speed,
+                    "at": now,
+                }
             self.measured += len(chunk)
             self.save()
             if progress:
@@ -298,12 +335,17 @@ class KernelTable:
         speeds, fastest = self.extra.get("speeds") or [], self.extra.get("fastest") or []
         # every lookup asks (the search prices thousands of graphs): recompute only when a
         # batch was added (the lists only grow, or are replaced by a merged file's)
-        key = (len(speeds), speeds[-1] if speeds else None,
-               len(fastest), fastest[-1] if fastest else None)
+        key = (
+            len(speeds),
+            speeds[-1] if speeds else None,
+            len(fastest),
+            fastest[-1] if fastest else None,
+        )
         if self._speed[0] != key:
             floor = min(speeds + fastest) if speeds else None
-            fast = floor and ([v for v in speeds if v < 1.4 * floor]
-                              or [v for v in fastest if v < 1.4 * floor])
+            fast = floor and (
+                [v for v in speeds if v < 1.4 * floor] or [v for v in fastest if v < 1.4 * floor]
+            )
             self._speed = (key, float(np.median(fast)) if fast else None)
         return self._speed[1]
 
@@ -315,10 +357,12 @@ class KernelTable:
                 measured (:meth:`ensure` measures them).
         """
         if self.missing([spec]):
-            raise NotPrepared(f"lookup table {self.path} has no measurement of kernel "
-                              f"{spec.get('op')!r} (or of a grid neighbour it is read from)",
-                              "measure it first: KernelTable.ensure, the target's prepare(), or "
-                              "`hwcc profile --target cpu --model MODEL`")
+            raise NotPrepared(
+                f"lookup table {self.path} has no measurement of kernel "
+                f"{spec.get('op')!r} (or of a grid neighbour it is read from)",
+                "measure it first: KernelTable.ensure, the target's prepare(), or "
+                "`hwcc profile --target cpu --model MODEL`",
+            )
         typical = self.speed()
         hot = cold = 0.0
         for corner, w in self.corners(spec):
@@ -334,6 +378,20 @@ class _Corrupt(Exception):
 
 # The speed probe: a fixed, compute-bound kernel (a plain 3x3 conv, 32 -> 32 channels at
 # 16x16, 2.4 M MACs) timed after every visit of a kernel or a model.
-REFERENCE = {"op": "Conv", "N": 1, "C": 32, "M": 32, "group": 1, "x": [16, 16], "k": [3, 3],
-             "y": [16, 16], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1],
-             "bias": True, "act": "", "act_params": [], "sum": False}
+REFERENCE = {
+    "op": "Conv",
+    "N": 1,
+    "C": 32,
+    "M": 32,
+    "group": 1,
+    "x": [16, 16],
+    "k": [3, 3],
+    "y": [16, 16],
+    "strides": [1, 1],
+    "pads": [1, 1, 1, 1],
+    "dilations": [1, 1],
+    "bias": True,
+    "act": "",
+    "act_params": [],
+    "sum": False,
+}

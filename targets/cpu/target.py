@@ -62,7 +62,6 @@ a batch and the table lacks (its kernels as planned, and the session overhead on
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,13 +70,23 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.workload import Layer, Workload
-from hwcc.progress import Progress
-from hwcc.targets.base import (ZERO, Cost, CostContext, GraphCost, LayerCost, NotPrepared, Target,
-                               load_target, register_family, scale_batch)
+from hwcc.targets.base import (
+    ZERO,
+    Cost,
+    CostContext,
+    GraphCost,
+    LayerCost,
+    NotPrepared,
+    Target,
+    load_target,
+    register_family,
+    scale_batch,
+)
 from hwcc.targets.cpu.device import fingerprint
-from hwcc.targets.cpu.kernels import Kernel, Plan, plan_kernels, spec_key
+from hwcc.targets.cpu.kernels import Kernel, Plan, plan_kernels
 from hwcc.targets.cpu.layer_model import BUILT_FROM_DIMS, layer_graph
 from hwcc.targets.cpu.measure import Timer, measure_models, session_overhead
+from hwcc.targets.cpu.profiling import ProfileReport, profile_graph
 from hwcc.targets.cpu.table import KernelTable
 
 __all__ = ["CpuTarget", "ProfileReport", "profile", "measure_models", "fingerprint", "layer_graph"]
@@ -111,10 +120,16 @@ class CpuTarget(Target):
         if self._table is None:
             fp = fingerprint(self.threads, self.evict_bytes)
             pr = self.protocol
-            timer = Timer(self.threads, self.evict_bytes, fp["nchwc_block"],
-                          l1_bytes=fp["l1_bytes"], warmup=pr.get("warmup", 3),
-                          rounds=pr.get("rounds", 20), hot=pr.get("hot_runs", 3),
-                          cold=pr.get("cold_runs", 2))
+            timer = Timer(
+                self.threads,
+                self.evict_bytes,
+                fp["nchwc_block"],
+                l1_bytes=fp["l1_bytes"],
+                warmup=pr.get("warmup", 3),
+                rounds=pr.get("rounds", 20),
+                hot=pr.get("hot_runs", 3),
+                cold=pr.get("cold_runs", 2),
+            )
             self._table = KernelTable(fp, timer, step=self.step, block=fp["nchwc_block"])
         return self._table
 
@@ -130,14 +145,16 @@ class CpuTarget(Target):
         """``hwcc profile --target cpu``: measure every kernel of ``graph`` into the table."""
         return profile(graph, self, progress)
 
-    def measure_latency(self, graphs: list[Graph], *, rounds: int = 5,
-                        runs: int = 50) -> list[float]:
+    def measure_latency(
+        self, graphs: list[Graph], *, rounds: int = 5, runs: int = 50
+    ) -> list[float]:
         """Each graph's latency measured whole in onnxruntime on this machine, as the
         tables are timed (one thread's CPU time, round-robin over the graphs, rescaled to
         the table's speed phase). What a compiler checks its predicted budget against."""
         models = [to_proto(g).SerializeToString() for g in graphs]
-        return measure_models(models, self.threads, runs=runs, rounds=rounds,
-                              speed=self.table.speed())
+        return measure_models(
+            models, self.threads, runs=runs, rounds=rounds, speed=self.table.speed()
+        )
 
     # ------------------------------------------------------------ measuring
     def prepare(self, graph: Graph | Workload, ctx: CostContext | None = None) -> None:
@@ -176,28 +193,41 @@ class CpuTarget(Target):
             work = work or self.workload(graph, CostContext())
             return plan_kernels(graph, work, self.table.block)
         except ValueError as e:
-            raise HwccError(f"cannot price {graph.name} on the CPU: {e}",
-                            "fix the input shapes (--input-shape NAME:1x3x224x224)") from None
+            raise HwccError(
+                f"cannot price {graph.name} on the CPU: {e}",
+                "fix the input shapes (--input-shape NAME:1x3x224x224)",
+            ) from None
 
     def session_s(self, nbytes: int) -> float:
         """Per-inference session overhead for ``nbytes`` of inputs and outputs (a lookup)."""
         s = self.table.extra.get("session")
         if s is None:
-            raise NotPrepared(f"the CPU lookup table {self.table.path} has no session overhead",
-                              f"{_PREPARE}, {_PROFILE}")
+            raise NotPrepared(
+                f"the CPU lookup table {self.table.path} has no session overhead",
+                f"{_PREPARE}, {_PROFILE}",
+            )
         return s["a_s"] + s["b_s_per_byte"] * nbytes
 
     def specs(self, plan: Plan, batch: int = 1) -> list[dict[str, Any]]:
         """The table keys of ``plan``'s kernels: spec, batch, and the cold state's eviction."""
         l2, ws = self.table.fingerprint.get("l2_bytes", 1 << 20), plan.working_set
-        return [{**_batched(k.spec, batch),
-                 "evict": _evict_bucket(ws - (k.weight_bytes + k.in_bytes + k.out_bytes), l2,
-                                        self.evict_bytes)}
-                for k in plan.kernels]
+        return [
+            {
+                **_batched(k.spec, batch),
+                "evict": _evict_bucket(
+                    ws - (k.weight_bytes + k.in_bytes + k.out_bytes), l2, self.evict_bytes
+                ),
+            }
+            for k in plan.kernels
+        ]
 
-    def kernel_times(self, plan: Plan, batch: int = 1, what: str = "",
-                     hint: str = f"{_PREPARE}, {_PROFILE}",
-                     ) -> list[tuple[float, float, float, float]]:
+    def kernel_times(
+        self,
+        plan: Plan,
+        batch: int = 1,
+        what: str = "",
+        hint: str = f"{_PREPARE}, {_PROFILE}",
+    ) -> list[tuple[float, float, float, float]]:
         """``(seconds, hot_s, cold_s, f_hot)`` per kernel of ``plan``, looked up.
 
         Raises:
@@ -210,10 +240,13 @@ class CpuTarget(Target):
         missing = table.missing(specs)
         if missing:
             ops = ", ".join(sorted({s["op"] for s in missing}))
-            raise NotPrepared(f"the CPU lookup table {table.path} has no measurement of "
-                              f"{len(missing)} kernel configuration(s) that "
-                              f"{what or f'the graph at batch {batch}'} needs ({ops}): "
-                              "cost() only looks up", hint)
+            raise NotPrepared(
+                f"the CPU lookup table {table.path} has no measurement of "
+                f"{len(missing)} kernel configuration(s) that "
+                f"{what or f'the graph at batch {batch}'} needs ({ops}): "
+                "cost() only looks up",
+                hint,
+            )
         out = []
         for spec in specs:
             hot, cold = table.lookup(spec)
@@ -275,16 +308,20 @@ class CpuTarget(Target):
             t = sum(x[0] for x in self.kernel_times(self.plan(g), what=what, hint=_PREPARE))
             scale = 1 if layer.kind in BUILT_FROM_DIMS else ctx.batch
             t *= scale
-            self._layer_memo[key] = Cost(t, t * self.power_w, {"kernel_s": t},
-                                         note or "priced alone on the CPU")
+            self._layer_memo[key] = Cost(
+                t, t * self.power_w, {"kernel_s": t}, note or "priced alone on the CPU"
+            )
         return self._layer_memo[key]
 
     @staticmethod
     def _layer_key(layer: Layer, ctx: CostContext) -> tuple:
         """What :meth:`cost_layer`'s price depends on: the batch and the layer but its name
         and densities."""
-        return (ctx.batch,) + tuple(v for k, v in dataclasses.asdict(layer).items()
-                                    if k not in ("name", "weight_density", "act_density", "flags"))
+        return (ctx.batch,) + tuple(
+            v
+            for k, v in dataclasses.asdict(layer).items()
+            if k not in ("name", "weight_density", "act_density", "flags")
+        )
 
 
 def _checked(ctx: CostContext | None) -> CostContext:
@@ -316,38 +353,6 @@ def _label(k: Kernel) -> str:
 
 
 # ---------------------------------------------------------------------- profile
-@dataclasses.dataclass
-class ProfileReport:
-    """What ``hwcc profile --target cpu`` did.
-
-    Attributes:
-        model: the graph's name.
-        table: the lookup-table file.
-        kernels: kernels in the graph; distinct: distinct configurations among them.
-        measured: table entries measured now (grid neighbours included); reused: distinct
-            configurations the table already answered.
-        seconds: time taken.
-        latency_s: the predicted latency afterwards.
-    """
-
-    model: str
-    table: str
-    kernels: int
-    distinct: int
-    measured: int
-    reused: int
-    seconds: float
-    latency_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def summary(self) -> str:
-        return (f"{self.model}: {self.kernels} kernels, {self.distinct} distinct; "
-                f"measured {self.measured}, reused {self.reused} in {self.seconds:.1f} s; "
-                f"predicted {self.latency_s * 1e3:.3f} ms; table {self.table}")
-
-
 def profile(graph: Graph, target: CpuTarget | str = "cpu", progress: bool = True) -> ProfileReport:
     """Measure every kernel configuration ``graph`` needs that the table lacks.
 
@@ -362,17 +367,4 @@ def profile(graph: Graph, target: CpuTarget | str = "cpu", progress: bool = True
     t = load_target(target) if isinstance(target, str) else target
     if not isinstance(t, CpuTarget):
         raise HwccError(f"profile needs a measured CPU target, not {t.name} ({t.family})")
-    start = time.monotonic()
-    plan = t.plan(graph)
-    specs = t.specs(plan)
-    missing = t.table.missing(specs)
-    distinct = len(set(map(spec_key, specs)))
-    reused = sum(all(spec_key(c) in t.table.entries for c, _ in t.table.corners(s)) for s in
-                 {spec_key(s): s for s in specs}.values())
-    with Progress(len(missing), f"profiling {graph.name}", unit="kernels",
-                  enabled=None if progress else False) as bar:
-        t.table.ensure(specs, progress=lambda n, note: bar.update(n, note=note))
-    t.measure_session()
-    latency = t.cost(graph).latency_s
-    return ProfileReport(graph.name, str(t.table.path), len(specs), distinct, len(missing), reused,
-                         time.monotonic() - start, latency)
+    return profile_graph(t, graph, progress)

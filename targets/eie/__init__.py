@@ -1,4 +1,4 @@
-"""EIE (Han et al., ISCA 2016): the cost model, its work plan, the cycle simulator and the payload."""
+"""EIE (Han et al., ISCA 2016): the cost model, work plan, cycle simulator and payload."""
 
 from hwcc.targets.eie.target import EIE
 

@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.formats import sparse as eie_format
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, Node
+from hwcc.formats import sparse as eie_format
 from hwcc.formats.fixed_point import TOTAL_BITS, frac_bits
+from hwcc.ir import Graph, Node
 from hwcc.targets.base import CostContext
 
 __all__ = ["write_eie_payload", "read_layer"]
@@ -82,8 +82,14 @@ def _constant(g: Graph, name: str) -> np.ndarray | None:
         shape = [1] * q.ndim
         if s.size > 1:
             shape[int(p.attr("axis", 1)) % q.ndim] = -1
-        zero = np.zeros((), np.float32) if z is None else z.astype(np.float32).reshape(shape if z.size > 1 else ())
-        return ((q.astype(np.float32) - zero) * s.astype(np.float32).reshape(shape if s.size > 1 else ()))
+        zero = (
+            np.zeros((), np.float32)
+            if z is None
+            else z.astype(np.float32).reshape(shape if z.size > 1 else ())
+        )
+        return (q.astype(np.float32) - zero) * s.astype(np.float32).reshape(
+            shape if s.size > 1 else ()
+        )
     return None
 
 
@@ -102,7 +108,9 @@ def layer_matrix(g: Graph, node: Node) -> tuple[np.ndarray, np.ndarray | None]:
             c = _constant(g, node.inputs[2])
             if c is None:
                 raise HwccError(f"{node.name}: its bias is computed at run time")
-            bias = np.broadcast_to(c.reshape(-1) * np.float32(beta), (w.shape[0],)).astype(np.float32)
+            bias = np.broadcast_to(c.reshape(-1) * np.float32(beta), (w.shape[0],)).astype(
+                np.float32
+            )
     return np.ascontiguousarray(w), bias
 
 
@@ -115,31 +123,45 @@ def codebook_of(name: str, w: np.ndarray, index_bits: int) -> np.ndarray:
             f"EIE payload: layer {name} holds {len(distinct)} distinct non-zero weights; EIE's "
             f"{index_bits}-bit codebook holds {room} besides zero",
             f"compile to EIE's legal form first (quantize_kmeans bits={index_bits} zero_slot=true "
-            f"codebook_bits=16); a dense layer shared at {index_bits} bits without zero_slot has {room + 1} "
-            f"values and no index left for zero")
+            f"codebook_bits=16); a dense layer shared at {index_bits} bits without zero_slot "
+            f"has {room + 1} values and no index left for zero",
+        )
     return np.concatenate([[0.0], distinct])
 
 
 def _fixed(values: np.ndarray) -> tuple[np.ndarray, int, float]:
     """16-bit fixed-point codes of ``values``, their fraction bits and the largest error."""
     f = frac_bits(float(values.min()), float(values.max()), TOTAL_BITS)
-    codes = np.clip(np.round(values.astype(np.float64) * 2.0 ** f), -(2 ** (TOTAL_BITS - 1)), 2 ** (TOTAL_BITS - 1) - 1)
-    err = float(np.max(np.abs(codes * 2.0 ** -f - values))) if values.size else 0.0
+    codes = np.clip(
+        np.round(values.astype(np.float64) * 2.0**f),
+        -(2 ** (TOTAL_BITS - 1)),
+        2 ** (TOTAL_BITS - 1) - 1,
+    )
+    err = float(np.max(np.abs(codes * 2.0**-f - values))) if values.size else 0.0
     return codes.astype(np.int16), f, err
 
 
-def _arrays(m: eie_format.EIEMatrix, book: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+def _arrays(
+    m: eie_format.EIEMatrix, book: np.ndarray, bias: np.ndarray | None
+) -> dict[str, np.ndarray]:
     offsets = np.concatenate([[0], np.cumsum(m.entries_per_pe)]).astype(np.int64)
     ptr_max = max(int(p[-1]) for p in m.p) if m.p else 0
     ptr_type = np.uint16 if ptr_max < 1 << 16 else np.uint32
     codes, f, _ = _fixed(book)
-    out = {"v": np.concatenate(m.v).astype(np.uint8) if m.v else np.zeros(0, np.uint8),
-           "z": np.concatenate(m.z).astype(np.uint8) if m.z else np.zeros(0, np.uint8),
-           "entry_offsets": offsets, "p": np.stack(m.p).astype(ptr_type),
-           "codebook": book.astype(np.float32), "codebook_fixed": codes, "codebook_frac_bits": np.int64(f),
-           "shape": np.array(m.shape, np.int64), "n_pes": np.int64(m.n_pes),
-           "index_bits": np.int64(m.index_bits), "z_bits": np.int64(m.z_bits),
-           "pointer_bits": np.int64(m.pointer_bits)}
+    out = {
+        "v": np.concatenate(m.v).astype(np.uint8) if m.v else np.zeros(0, np.uint8),
+        "z": np.concatenate(m.z).astype(np.uint8) if m.z else np.zeros(0, np.uint8),
+        "entry_offsets": offsets,
+        "p": np.stack(m.p).astype(ptr_type),
+        "codebook": book.astype(np.float32),
+        "codebook_fixed": codes,
+        "codebook_frac_bits": np.int64(f),
+        "shape": np.array(m.shape, np.int64),
+        "n_pes": np.int64(m.n_pes),
+        "index_bits": np.int64(m.index_bits),
+        "z_bits": np.int64(m.z_bits),
+        "pointer_bits": np.int64(m.pointer_bits),
+    }
     if bias is not None:
         bcodes, bf, _ = _fixed(bias)
         out.update(bias=bias.astype(np.float32), bias_fixed=bcodes, bias_frac_bits=np.int64(bf))
@@ -151,13 +173,21 @@ def read_layer(path: Path) -> eie_format.EIEMatrix:
     with np.load(path, allow_pickle=False) as f:
         off, n = f["entry_offsets"], int(f["n_pes"])
         return eie_format.EIEMatrix(
-            shape=tuple(int(x) for x in f["shape"]), n_pes=n, codebook=f["codebook"].astype(np.float64),
-            v=[f["v"][off[k]:off[k + 1]] for k in range(n)], z=[f["z"][off[k]:off[k + 1]] for k in range(n)],
-            p=[f["p"][k].astype(np.int64) for k in range(n)], index_bits=int(f["index_bits"]),
-            z_bits=int(f["z_bits"]), pointer_bits=int(f["pointer_bits"]))
+            shape=tuple(int(x) for x in f["shape"]),
+            n_pes=n,
+            codebook=f["codebook"].astype(np.float64),
+            v=[f["v"][off[k] : off[k + 1]] for k in range(n)],
+            z=[f["z"][off[k] : off[k + 1]] for k in range(n)],
+            p=[f["p"][k].astype(np.int64) for k in range(n)],
+            index_bits=int(f["index_bits"]),
+            z_bits=int(f["z_bits"]),
+            pointer_bits=int(f["pointer_bits"]),
+        )
 
 
-def write_eie_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext | None) -> dict[str, str]:
+def write_eie_payload(
+    target: Any, graph: Graph, folder: Path, ctx: CostContext | None
+) -> dict[str, str]:
     """Write ``eie/`` (module docstring) for ``target`` (an :class:`EIE`); returns the files."""
     out = Path(folder) / target.family
     out.mkdir(parents=True, exist_ok=True)
@@ -168,41 +198,77 @@ def write_eie_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext 
         if lc.layer.kind == "constant":
             continue
         if lc.on != target.name:
-            host.append({"name": node.name, "op_type": node.op_type, "on": lc.on, "reason": lc.cost.note})
+            host.append(
+                {"name": node.name, "op_type": node.op_type, "on": lc.on, "reason": lc.cost.note}
+            )
             continue
         if node.op_type not in _MATRIX_OPS:
             continue
         w, bias = layer_matrix(graph, node)
         book = codebook_of(node.name, w, target.index_bits)
-        m = eie_format.encode(w, target.n_pes, target.index_bits, book, z_bits=target.z_bits,
-                              pointer_bits=target.pointer_bits)
+        m = eie_format.encode(
+            w,
+            target.n_pes,
+            target.index_bits,
+            book,
+            z_bits=target.z_bits,
+            pointer_bits=target.pointer_bits,
+        )
         rel = f"{target.family}/{_file_stem(len(layers), node.name)}.npz"
         np.savez(Path(folder) / rel, **_arrays(m, book, bias))
-        if not np.array_equal(eie_format.decode(read_layer(Path(folder) / rel)), w.astype(np.float64)):
-            raise HwccError(f"EIE payload: {rel} does not decode to the weights of {node.name}",
-                            "this is a bug in hwcc: please report it")
+        if not np.array_equal(
+            eie_format.decode(read_layer(Path(folder) / rel)), w.astype(np.float64)
+        ):
+            raise HwccError(
+                f"EIE payload: {rel} does not decode to the weights of {node.name}",
+                "this is a bug in hwcc: please report it",
+            )
         _, f, err = _fixed(book)
         per_pe = m.spmat_bits_per_pe + m.pointer_bits_per_pe
-        layers.append({
-            "name": node.name, "op_type": node.op_type, "file": rel, "shape": list(m.shape),
-            "nnz": int(np.count_nonzero(w)), "nnz_per_pe": m.nnz_per_pe.tolist(),
-            "entries": int(m.entries_per_pe.sum()), "padding": int(m.padding_per_pe.sum()),
-            "storage_bits_per_pe": per_pe.tolist(), "storage_bits": m.storage_bits,
-            "storage_bytes": math.ceil(m.storage_bits / 8), "codebook_entries": len(book),
-            "codebook_bytes": len(book) * TOTAL_BITS // 8, "codebook_frac_bits": f,
-            "codebook_fixed_max_error": err, "bias": bias is not None})
-        written[rel] = (f"{node.name}: {m.shape[0]}x{m.shape[1]}, {layers[-1]['nnz']} non-zeros in "
-                        f"interleaved CSC over {m.n_pes} PEs, {len(book)}-entry codebook")
+        layers.append(
+            {
+                "name": node.name,
+                "op_type": node.op_type,
+                "file": rel,
+                "shape": list(m.shape),
+                "nnz": int(np.count_nonzero(w)),
+                "nnz_per_pe": m.nnz_per_pe.tolist(),
+                "entries": int(m.entries_per_pe.sum()),
+                "padding": int(m.padding_per_pe.sum()),
+                "storage_bits_per_pe": per_pe.tolist(),
+                "storage_bits": m.storage_bits,
+                "storage_bytes": math.ceil(m.storage_bits / 8),
+                "codebook_entries": len(book),
+                "codebook_bytes": len(book) * TOTAL_BITS // 8,
+                "codebook_frac_bits": f,
+                "codebook_fixed_max_error": err,
+                "bias": bias is not None,
+            }
+        )
+        written[rel] = (
+            f"{node.name}: {m.shape[0]}x{m.shape[1]}, {layers[-1]['nnz']} non-zeros in "
+            f"interleaved CSC over {m.n_pes} PEs, {len(book)}-entry codebook"
+        )
     manifest = {
         "target": target.name,
-        "format": {"n_pes": target.n_pes, "index_bits": target.index_bits, "z_bits": target.z_bits,
-                   "pointer_bits": target.pointer_bits, "codebook_bits": TOTAL_BITS,
-                   "interleave": "row i on PE i mod n_pes", "reference": "Han et al., ISCA 2016, Section III"},
-        "layers": layers, "host_layers": host,
+        "format": {
+            "n_pes": target.n_pes,
+            "index_bits": target.index_bits,
+            "z_bits": target.z_bits,
+            "pointer_bits": target.pointer_bits,
+            "codebook_bits": TOTAL_BITS,
+            "interleave": "row i on PE i mod n_pes",
+            "reference": "Han et al., ISCA 2016, Section III",
+        },
+        "layers": layers,
+        "host_layers": host,
         "total_storage_bits": sum(x["storage_bits"] for x in layers),
         "total_bytes": sum(x["storage_bytes"] + x["codebook_bytes"] for x in layers),
     }
     rel = f"{target.family}/manifest.json"
     (Path(folder) / rel).write_text(json.dumps(manifest, indent=2) + "\n")
-    written[rel] = f"EIE layers ({len(layers)}), their storage per PE and in all, and the layers left to the host"
+    written[rel] = (
+        f"EIE layers ({len(layers)}), their storage per PE and in all, "
+        "and the layers left to the host"
+    )
     return dict(sorted(written.items(), key=lambda kv: kv[0] != rel))

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwcc.formats.sparse import work_counts
 from hwcc.errors import HwccError
+from hwcc.formats.sparse import work_counts
 
 __all__ = ["Plan", "plan_layer"]
 
@@ -55,22 +55,35 @@ class Plan:
 def _blocks(entries: np.ndarray, cap: int, ptr_cap: int) -> list[tuple[int, int]]:
     """Greedy contiguous column blocks whose per-PE entries and pointers fit."""
     cols = entries.shape[1]
-    csum = np.concatenate([np.zeros((entries.shape[0], 1), np.int64), np.cumsum(entries, axis=1)], axis=1)
+    csum = np.concatenate(
+        [np.zeros((entries.shape[0], 1), np.int64), np.cumsum(entries, axis=1)], axis=1
+    )
     out, start = [], 0
     while start < cols:
-        used = (csum[:, start + 1:] - csum[:, [start]]).max(axis=0)  # non-decreasing in the end column
+        # non-decreasing in the end column
+        used = (csum[:, start + 1 :] - csum[:, [start]]).max(axis=0)
         n = min(int(np.searchsorted(used, cap, side="right")), ptr_cap - 1)
         if n == 0:
-            raise HwccError(f"one column needs {int(used[0])} entries on a PE, more than the "
-                            f"{cap} its sparse-matrix SRAM holds",
-                            "give the target a larger spmat_sram_KB or more PEs")
+            raise HwccError(
+                f"one column needs {int(used[0])} entries on a PE, more than the "
+                f"{cap} its sparse-matrix SRAM holds",
+                "give the target a larger spmat_sram_KB or more PEs",
+            )
         out.append((start, start + n))
         start += n
     return out
 
 
-def plan_layer(mask: np.ndarray, n_pes: int, regs: int, z_bits: int, entry_bits: int,
-               pointer_bits: int, spmat_bytes: int, pointer_bytes: int) -> Plan:
+def plan_layer(
+    mask: np.ndarray,
+    n_pes: int,
+    regs: int,
+    z_bits: int,
+    entry_bits: int,
+    pointer_bits: int,
+    spmat_bytes: int,
+    pointer_bytes: int,
+) -> Plan:
     """Lay ``mask`` (``rows × cols``, True where a weight is non-zero) out on the PEs.
 
     Args:
@@ -85,7 +98,7 @@ def plan_layer(mask: np.ndarray, n_pes: int, regs: int, z_bits: int, entry_bits:
     """
     rows, cols = mask.shape
     step = regs * n_pes
-    tiles = [work_counts(mask[r:r + step], n_pes, z_bits) for r in range(0, max(rows, 1), step)]
+    tiles = [work_counts(mask[r : r + step], n_pes, z_bits) for r in range(0, max(rows, 1), step)]
     entries, nnz = [t[0] for t in tiles], [t[1] for t in tiles]
     cap = spmat_bytes * 8 // entry_bits
     ptr_cap = pointer_bytes * 8 // pointer_bits
@@ -97,7 +110,16 @@ def plan_layer(mask: np.ndarray, n_pes: int, regs: int, z_bits: int, entry_bits:
         reload = 0
     else:
         units = [(t, a, b) for t, e in enumerate(entries) for a, b in _blocks(e, cap, ptr_cap)]
-        reload = sum(int(entries[t][:, a:b].sum()) * entry_bits + n_pes * (b - a + 1) * pointer_bits
-                     for t, a, b in units)
-    return Plan(entries, nnz, units, fits, float(per_pe.max()) * entry_bits / 8,
-                n_ptr * pointer_bits / 8, reload)
+        reload = sum(
+            int(entries[t][:, a:b].sum()) * entry_bits + n_pes * (b - a + 1) * pointer_bits
+            for t, a, b in units
+        )
+    return Plan(
+        entries,
+        nnz,
+        units,
+        fits,
+        float(per_pe.max()) * entry_bits / 8,
+        n_ptr * pointer_bits / 8,
+        reload,
+    )

@@ -62,8 +62,9 @@ class PassResult:
     queue_full_stalls: int
 
 
-def simulate(work: np.ndarray, columns: np.ndarray, n_pes: int, fifo_depth: int,
-             pipeline_stages: int) -> PassResult:
+def simulate(
+    work: np.ndarray, columns: np.ndarray, n_pes: int, fifo_depth: int, pipeline_stages: int
+) -> PassResult:
     """Simulate one pass over the broadcast columns.
 
     Args:
@@ -89,8 +90,8 @@ def simulate(work: np.ndarray, columns: np.ndarray, n_pes: int, fifo_depth: int,
     busy = by_col > 0
     earliest = (np.asarray(columns, dtype=np.int64) // n_pes).tolist()
     taken_max = [0] * K  # max_p Q[p, k]
-    free = np.ones(n_pes, dtype=np.int64)    # H + 1 (H: pointer stage free from this cycle)
-    done = np.zeros(n_pes, dtype=np.int64)   # F: matrix reader free from this cycle
+    free = np.ones(n_pes, dtype=np.int64)  # H + 1 (H: pointer stage free from this cycle)
+    done = np.zeros(n_pes, dtype=np.int64)  # F: matrix reader free from this cycle
     q1, start = np.empty_like(free), np.empty_like(free)
     b_prev, stalls = -1, 0
     for k in range(K):
@@ -99,9 +100,9 @@ def simulate(work: np.ndarray, columns: np.ndarray, n_pes: int, fifo_depth: int,
             stalls += taken_max[k - fifo_depth] + 1 - b
             b = taken_max[k - fifo_depth] + 1
         b_prev = b
-        np.maximum(free, b + 2, out=q1)      # Q + 1 = max(H, B + 1) + 1
+        np.maximum(free, b + 2, out=q1)  # Q + 1 = max(H, B + 1) + 1
         taken_max[k] = int(q1.max()) - 1
-        np.maximum(q1, done, out=start)      # S
+        np.maximum(q1, done, out=start)  # S
         # An empty column leaves F unchanged in effect: S >= F, and every later
         # Q + 1 exceeds this S, so F = S + 0 never delays anything.
         np.add(start, by_col[k], out=done)

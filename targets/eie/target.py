@@ -6,7 +6,7 @@ relative row index per entry, a padding entry per 16 zeros, 16-bit column pointe
 non-zero input activations are broadcast; each PE then walks its entries of that column,
 one entry per cycle. Parameters come from ``targets/eie/eie.toml`` (each with its source).
 
-Latency, per layer (the equations of the cycle model are in ``_eie_sim``):
+Latency, per layer (the equations of the cycle model are in :mod:`.sim`):
 
 1. The weight matrix is the layer's own initializer (``W = Bᵀ`` for ``Gemm``/``MatMul``;
    ``W = B`` with ``transB``; behind a DequantizeLinear, a weight is zero where it equals
@@ -18,7 +18,7 @@ Latency, per layer (the equations of the cycle model are in ``_eie_sim``):
    mean over at most ``max_vectors`` vectors), else a seeded random pattern with exactly
    ``round(act_density · cols)`` non-zeros (density from ``CostContext.act_density``,
    default 1.0).
-3. Each pass (``_eie_plan``: row tiles of 4096 outputs; weight passes if the layer does
+3. Each pass (:mod:`.plan`: row tiles of 4096 outputs; weight passes if the layer does
    not fit the 128 KB sparse-matrix SRAM) is simulated: per-PE activation queues of depth
    8, one broadcast per cycle, pointer-read and matrix-read stages, 4-stage pipeline; a
    pass lasts at least ``ceil(cols / N)`` cycles, the LNZD scanning N activations a cycle.
@@ -74,107 +74,16 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.workload import Layer, Workload
+from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
+from hwcc.targets.eie.graph_view import FREE, GraphView, view_of
+from hwcc.targets.eie.payload import write_eie_payload
 from hwcc.targets.eie.plan import Plan, plan_layer
 from hwcc.targets.eie.sim import simulate
-from hwcc.targets.eie.payload import write_eie_payload
-from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
-from hwcc.ir.workload import Layer, Workload
 
 __all__ = ["EIE"]
 
-_FREE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
-_THROUGH = ("Identity", "Cast")
 _CACHE_SIZE = 64
-
-
-@dataclass(frozen=True)
-class _Weights:
-    """An FC layer's constant operands as stored: ``W = b`` if ``b_is_w`` else ``bᵀ``.
-
-    ``zero`` is the stored value meaning "no weight" (a DequantizeLinear zero point, or 0).
-    """
-
-    b: np.ndarray
-    b_is_w: bool
-    bias: np.ndarray | None
-    zero: np.ndarray | int = 0
-
-    @property
-    def key(self) -> tuple:
-        return (id(self.b), id(self.bias), id(self.zero), self.b_is_w, self.b.shape)
-
-    def masks(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """Non-zero patterns of ``W`` (rows = outputs) and of the bias."""
-        mask = self.b != self.zero
-        mask = mask if self.b_is_w else mask.T
-        bias = None if self.bias is None else np.broadcast_to(self.bias != 0, (mask.shape[0],))
-        return mask, bias
-
-
-def _constant(g: Graph, name: str) -> tuple[np.ndarray, np.ndarray | int] | None:
-    """A constant tensor's stored values and its zero (through Identity, Cast, DequantizeLinear)."""
-    zero: np.ndarray | int = 0
-    while (p := g.producer(name)) is not None and p.op_type in _THROUGH + ("DequantizeLinear",):
-        if p.op_type == "DequantizeLinear" and len(p.inputs) > 2 and p.inputs[2]:
-            zp, axis = g.initializer(p.inputs[2]), int(p.attr("axis", 1))
-            if zp is None:
-                return None
-            zero = zp if zp.size == 1 else zp.reshape([-1 if i == axis % 2 else 1 for i in range(2)])
-        name = p.inputs[0]
-    if p is not None and p.op_type == "Constant":
-        v = p.attr("value")
-        return (v, zero) if isinstance(v, np.ndarray) else None
-    data = g.initializer(name) if p is None else None
-    return None if data is None else (data, zero)
-
-
-def _fc_weights(g: Graph, node) -> _Weights | str:
-    """The constant operands of an FC node, or why EIE cannot run it."""
-    if node.op_type == "Gemm" and node.attr("transA", 0):
-        return "Gemm with transA=1: EIE broadcasts the elements of one input vector"
-    found = _constant(g, node.inputs[1]) if len(node.inputs) > 1 else None
-    if found is None or found[0].ndim != 2:
-        return f"{node.op_type} without a constant 2-D weight as input B: EIE keeps weights in SRAM"
-    b, zero = found
-    b_is_w = node.op_type == "Gemm" and bool(node.attr("transB", 0))
-    bias = None
-    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
-        c = _constant(g, node.inputs[2])
-        if c is None:
-            return "Gemm with a bias computed at run time"
-        bias = c[0].reshape(-1)
-        if bias.size not in (1, b.shape[0] if b_is_w else b.shape[1]):
-            return f"Gemm bias of shape {c[0].shape} is not a per-output vector"
-    return _Weights(b, b_is_w, bias, zero)
-
-
-@dataclass
-class _GraphView:
-    """What one pricing call knows beyond the layers: weights, fused ReLUs, activations."""
-
-    weights: dict[str, _Weights] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    fused: set[str] = field(default_factory=set)
-    activations: Mapping[str, np.ndarray] = field(default_factory=dict)
-
-
-def _view(g: Graph, activations: Mapping[str, np.ndarray] | None) -> _GraphView:
-    view = _GraphView(activations=dict(activations or {}))
-    for node in g.nodes:
-        if node.op_type in ("Gemm", "MatMul") and node.domain in ("", "ai.onnx"):
-            w = _fc_weights(g, node)
-            if isinstance(w, str):
-                view.reasons[node.name] = w
-            else:
-                view.weights[node.name] = w
-    for node in g.nodes:
-        if node.op_type == "Relu":
-            src = g.producer(node.inputs[0])
-            while src is not None and src.op_type in _FREE:
-                src = g.producer(src.inputs[0])
-            if src is not None and src.name in view.weights:
-                view.fused.add(node.name)
-    return view
 
 
 @dataclass
@@ -202,7 +111,10 @@ class EIE(Target):
             self.fifo, self.stages = int(p["fifo_depth"]), int(p["pipeline_stages"])
             self.index_bits, self.z_bits = int(p["index_bits"]), int(p["z_bits"])
             self.pointer_bits = int(p["pointer_bits"])
-            self.spmat_bytes, self.pointer_bytes = int(p["spmat_sram_KB"] * 1024), int(p["pointer_sram_KB"] * 1024)
+            self.spmat_bytes, self.pointer_bytes = (
+                int(p["spmat_sram_KB"] * 1024),
+                int(p["pointer_sram_KB"] * 1024),
+            )
             self.regs = int(p["act_regs_per_file"])
             modules = {k: float(v) for k, v in p["module_power_mW"].items()}
             pe_w, lnzd_w = float(p["pe_power_mW"]) * 1e-3, float(p["lnzd_power_mW"]) * 1e-3
@@ -216,23 +128,33 @@ class EIE(Target):
             raise HwccError(f"target {name}: module_power_mW does not sum to pe_power_mW")
         shared = self.legal_form.get("quantize_kmeans", {})
         if shared.get("bits", self.index_bits) > self.index_bits:
-            raise HwccError(f"target {name}: legal_form shares weights at {shared['bits']} bits, more than "
-                            f"the chip's {self.index_bits}-bit codebook index", "set bits = index_bits")
+            raise HwccError(
+                f"target {name}: legal_form shares weights at {shared['bits']} bits, more than "
+                f"the chip's {self.index_bits}-bit codebook index",
+                "set bits = index_bits",
+            )
         # Table II's modules sum to 9.158 mW against a 9.157 mW total (rounding): split the
         # total in their proportions so that the parts add up to it.
-        self.module_w = {k: pe_w * self.n_pes * v / sum(modules.values()) for k, v in modules.items()}
+        self.module_w = {
+            k: pe_w * self.n_pes * v / sum(modules.values()) for k, v in modules.items()
+        }
         n, self.n_lnzd = self.n_pes, 0
         while n > 1:  # quadtree levels: 16 + 4 + 1 for 64 PEs
             n = math.ceil(n / fanin)
             self.n_lnzd += n
         self.lnzd_w = lnzd_w * self.n_lnzd
         self.power_w = pe_w * self.n_pes + self.lnzd_w
-        self._view: _GraphView | None = None
+        self._view: GraphView | None = None
         self._plans: dict[tuple, _Laid] = {}
 
     # ------------------------------------------------------------------ the contract
-    def cost(self, graph: Graph | Workload, ctx: CostContext | None = None, *,
-             activations: Mapping[str, np.ndarray] | None = None) -> GraphCost:
+    def cost(
+        self,
+        graph: Graph | Workload,
+        ctx: CostContext | None = None,
+        *,
+        activations: Mapping[str, np.ndarray] | None = None,
+    ) -> GraphCost:
         """Price ``graph``; EIE layers read their weights (and ``activations``) from it.
 
         Args:
@@ -245,7 +167,7 @@ class EIE(Target):
         if activations is None and ctx is not None:
             activations = ctx.activations
         previous = self._view
-        self._view = _view(graph, activations) if isinstance(graph, Graph) else None
+        self._view = view_of(graph, activations) if isinstance(graph, Graph) else None
         if activations and self._view is None:
             raise HwccError("activations need the graph, not an analysed workload")
         try:
@@ -253,7 +175,9 @@ class EIE(Target):
         finally:
             self._view = previous
 
-    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+    def write_payload(
+        self, graph: Graph, folder: Path, ctx: CostContext | None = None
+    ) -> dict[str, str]:
         """Each FC layer run on EIE in the chip's format, and ``eie/manifest.json``
         (:mod:`hwcc.targets.eie.payload`); ``graph`` holds shared weights (the legal form)."""
         return write_eie_payload(self, graph, folder, ctx)
@@ -262,8 +186,10 @@ class EIE(Target):
         if layer.op_type in ("Gemm", "MatMul") and layer.domain in ("", "ai.onnx"):
             if self._view is not None and layer.name in self._view.reasons:
                 return self._view.reasons[layer.name]
-            return None if layer.known and layer.C and layer.M else f"shapes of {layer.name} unknown"
-        if layer.op_type in _FREE:
+            return (
+                None if layer.known and layer.C and layer.M else f"shapes of {layer.name} unknown"
+            )
+        if layer.op_type in FREE:
             return None
         if layer.op_type == "Relu":
             if self._view is not None and layer.name in self._view.fused:
@@ -272,7 +198,7 @@ class EIE(Target):
         return f"EIE runs FC layers (Gemm/MatMul with constant weights) only, not {layer.op_type}"
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
-        if layer.op_type in _FREE:
+        if layer.op_type in FREE:
             return Cost(0.0, 0.0, {}, "free: a view of the same activations")
         if layer.op_type == "Relu":
             return Cost(0.0, 0.0, {}, "fused: applied as the FC layer writes its outputs")
@@ -294,28 +220,43 @@ class EIE(Target):
         dram_j = plan.reload_bits * self.dram_j_per_bit
         theoretical_s = work / (N * f) * vectors
         breakdown = {
-            "compute_s": compute_s, "reload_s": reload_s, "theoretical_s": theoretical_s,
+            "compute_s": compute_s,
+            "reload_s": reload_s,
+            "theoretical_s": theoretical_s,
             "ideal_s": nnz / (N * f) * vectors,
             "load_balance_efficiency": theoretical_s / compute_s if compute_s else 1.0,
-            "cycles_per_vector": cycles, "vectors": vectors, "vectors_simulated": len(runs),
-            "broadcasts_per_vector": bcast, "entries_per_vector": work, "macs_per_vector": nnz,
-            "padding_per_vector": work - nnz, "real_work_fraction": nnz / work if work else 1.0,
-            "row_tiles": len(plan.entries), "input_chunks": math.ceil(cols / (self.regs * N)),
-            "weight_passes": len(plan.units), "sram_fits": float(plan.fits),
-            "spmat_bytes_max_pe": plan.spmat_bytes_max, "pointer_bytes_pe": plan.pointer_bytes,
+            "cycles_per_vector": cycles,
+            "vectors": vectors,
+            "vectors_simulated": len(runs),
+            "broadcasts_per_vector": bcast,
+            "entries_per_vector": work,
+            "macs_per_vector": nnz,
+            "padding_per_vector": work - nnz,
+            "real_work_fraction": nnz / work if work else 1.0,
+            "row_tiles": len(plan.entries),
+            "input_chunks": math.ceil(cols / (self.regs * N)),
+            "weight_passes": len(plan.units),
+            "sram_fits": float(plan.fits),
+            "spmat_bytes_max_pe": plan.spmat_bytes_max,
+            "pointer_bytes_pe": plan.pointer_bytes,
             **{f"{k}_j": w * latency for k, w in self.module_w.items()},
-            "lnzd_j": self.lnzd_w * latency, "dram_j": dram_j,
+            "lnzd_j": self.lnzd_w * latency,
+            "dram_j": dram_j,
         }
         notes = [w_note, a_note]
         if not plan.fits:
-            notes.append(f"does not fit: {plan.spmat_bytes_max / 1024:.0f} KB per PE of a "
-                         f"{self.spmat_bytes / 1024:g} KB sparse-matrix SRAM (pointers "
-                         f"{plan.pointer_bytes / 1024:.1f} of {self.pointer_bytes / 1024:g} KB); split into "
-                         f"{len(plan.units)} weight passes over {len(plan.entries)} row tiles, reloaded "
-                         f"from DRAM each batch")
+            notes.append(
+                f"does not fit: {plan.spmat_bytes_max / 1024:.0f} KB per PE of a "
+                f"{self.spmat_bytes / 1024:g} KB sparse-matrix SRAM (pointers "
+                f"{plan.pointer_bytes / 1024:.1f} of {self.pointer_bytes / 1024:g} KB); split into "
+                f"{len(plan.units)} weight passes over {len(plan.entries)} row tiles, reloaded "
+                f"from DRAM each batch"
+            )
         elif len(plan.entries) > 1:
             notes.append(f"{len(plan.entries)} row tiles of {self.regs * N} outputs")
-        return Cost(latency, self.power_w * latency + dram_j, breakdown, "; ".join(n for n in notes if n))
+        return Cost(
+            latency, self.power_w * latency + dram_j, breakdown, "; ".join(n for n in notes if n)
+        )
 
     def _plan(self, layer: Layer) -> tuple[_Laid, str]:
         """The layout of the layer's weights (cached per weight array)."""
@@ -336,8 +277,16 @@ class EIE(Target):
         else:
             mask, bias = ref.masks()
         full = mask if bias is None else np.concatenate([mask, bias[:, None]], axis=1)
-        plan = plan_layer(full, self.n_pes, self.regs, self.z_bits, self.index_bits + self.z_bits,
-                          self.pointer_bits, self.spmat_bytes, self.pointer_bytes)
+        plan = plan_layer(
+            full,
+            self.n_pes,
+            self.regs,
+            self.z_bits,
+            self.index_bits + self.z_bits,
+            self.pointer_bits,
+            self.spmat_bytes,
+            self.pointer_bytes,
+        )
         laid = _Laid([weakref.ref(a) for a in arrays], plan, mask.shape[1], bias is not None)
         if len(self._plans) >= _CACHE_SIZE:
             self._plans.pop(next(iter(self._plans)))
@@ -350,8 +299,10 @@ class EIE(Target):
         if acts is not None:
             a = np.asarray(acts)
             if a.size == 0 or a.size % cols:
-                raise HwccError(f"activations for {layer.name} have {a.size} elements, "
-                                f"not a multiple of its {cols} inputs")
+                raise HwccError(
+                    f"activations for {layer.name} have {a.size} elements, "
+                    f"not a multiple of its {cols} inputs"
+                )
             rows = a.reshape(-1, cols)[: self.max_vectors]
             return [np.flatnonzero(r) for r in rows], f"activations: {len(rows)} measured vector(s)"
         d = float(layer.act_density)
@@ -366,7 +317,8 @@ class EIE(Target):
         if key in laid.runs:
             return laid.runs[key]
         plan = laid.plan
-        cols = np.concatenate([nz, [laid.cols]]) if laid.bias else nz  # the bias column: activation 1
+        # the bias column: activation 1
+        cols = np.concatenate([nz, [laid.cols]]) if laid.bias else nz
         cycles = work = macs = 0
         for t, a, b in plan.units:
             sel = cols[(cols >= a) & (cols < b)]

@@ -1,4 +1,4 @@
-"""Eyeriss (Chen et al., ISSCC/JSSC 2016): the cost model, the row-stationary mapper and the payload."""
+"""Eyeriss (Chen et al., ISSCC/JSSC 2016): the cost model, row-stationary mapper and payload."""
 
 from hwcc.targets.eyeriss.target import Eyeriss
 

@@ -38,14 +38,24 @@ class Hardware:
         """The parameters of a target's ``[params]`` table, converted to words."""
         word = p["word_bits"] // 8
         e = p["energy_relative"]
-        return cls(rows=p["pe_rows"], cols=p["pe_cols"], filter_spad=p["filter_spad_words"],
-                   ifmap_spad=p["ifmap_spad_words"], psum_spad=p["psum_spad_words"],
-                   glb_banks=p["glb_ifmap_psum_banks"], bank_words=p["glb_bank_bytes"] // word,
-                   glb_filter_words=p["glb_filter_bytes"] // word,
-                   bus_words=p["noc_bus_bits"] // p["word_bits"],
-                   energy=(e["mac"], e["rf"], e["noc"], e["glb"], e["dram"]),
-                   rlc=(p["rlc_run_bits"], p["rlc_level_bits"], p["rlc_pairs_per_word"],
-                        p["rlc_word_bits"]))
+        return cls(
+            rows=p["pe_rows"],
+            cols=p["pe_cols"],
+            filter_spad=p["filter_spad_words"],
+            ifmap_spad=p["ifmap_spad_words"],
+            psum_spad=p["psum_spad_words"],
+            glb_banks=p["glb_ifmap_psum_banks"],
+            bank_words=p["glb_bank_bytes"] // word,
+            glb_filter_words=p["glb_filter_bytes"] // word,
+            bus_words=p["noc_bus_bits"] // p["word_bits"],
+            energy=(e["mac"], e["rf"], e["noc"], e["glb"], e["dram"]),
+            rlc=(
+                p["rlc_run_bits"],
+                p["rlc_level_bits"],
+                p["rlc_pairs_per_word"],
+                p["rlc_word_bits"],
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,22 @@ import numpy as np
 from hwcc.targets.eyeriss.dataflow import DTYPES, LEVELS, Hardware, Mapping, Plan, Shape
 
 # The vocabulary is defined in .dataflow and re-exported: callers import it with the mapper.
-__all__ = ["Hardware", "Shape", "Mapping", "Plan", "evaluate", "search", "check", "plan_of",
-           "candidates", "rlc_ratio", "max_sets", "strip_rows", "DTYPES", "LEVELS"]
+__all__ = [
+    "Hardware",
+    "Shape",
+    "Mapping",
+    "Plan",
+    "evaluate",
+    "search",
+    "check",
+    "plan_of",
+    "candidates",
+    "rlc_ratio",
+    "max_sets",
+    "strip_rows",
+    "DTYPES",
+    "LEVELS",
+]
 
 
 def rlc_ratio(density: float, rlc: tuple[int, int, int, int]) -> float:
@@ -100,12 +114,20 @@ def _fold_counts(s: Shape, m, p, t, q, r) -> dict[str, Any]:
     last = _folds(s.M - (mb - 1) * m, p * t, t, p)
     groups, sum_p, sets_t = ((mb - 1) * a + b for a, b in zip(full, last))
     chunks, sum_q, sets_r = _folds(s.C, q * r, r, q)
-    return dict(mb=mb, groups=groups, sum_p=sum_p, sets_t=sets_t, chunks=chunks, sum_q=sum_q,
-                sets_r=sets_r)
+    return dict(
+        mb=mb, groups=groups, sum_p=sum_p, sets_t=sets_t, chunks=chunks, sum_q=sum_q, sets_r=sets_r
+    )
 
 
-def _accesses(s: Shape, hw: Hardware, f: dict[str, Any], c: MappingABC[str, np.ndarray], nb, strips,
-              dens: tuple[float, float, float]) -> dict[tuple[str, str], np.ndarray]:
+def _accesses(
+    s: Shape,
+    hw: Hardware,
+    f: dict[str, Any],
+    c: MappingABC[str, np.ndarray],
+    nb,
+    strips,
+    dens: tuple[float, float, float],
+) -> dict[tuple[str, str], np.ndarray]:
     """Accesses per (data type, level) for one group, in 16-bit words (see the module doc)."""
     d_in, d_out, d_w = dens
     outputs = s.N * s.M * s.E * s.F
@@ -115,8 +137,9 @@ def _accesses(s: Shape, hw: Hardware, f: dict[str, Any], c: MappingABC[str, np.n
     loads = nb * strips * filters  # filter words all passes load from the GLB
     filter_dram = filters if filters <= hw.glb_filter_words else loads
     return {
-        ("ifmaps", "dram"): (s.N * s.C * f["mb"] * c["rows_real"] * s.W_real
-                             * rlc_ratio(d_in, hw.rlc)),
+        ("ifmaps", "dram"): (
+            s.N * s.C * f["mb"] * c["rows_real"] * s.W_real * rlc_ratio(d_in, hw.rlc)
+        ),
         ("ifmaps", "glb"): s.N * s.C * f["groups"] * c["rows_pad"] * s.W,
         ("ifmaps", "noc"): s.N * s.C * s.R * s.E * s.W * f["sets_t"],
         ("ifmaps", "rf"): macs * ones,
@@ -131,8 +154,9 @@ def _accesses(s: Shape, hw: Hardware, f: dict[str, Any], c: MappingABC[str, np.n
     }
 
 
-def evaluate(s: Shape, hw: Hardware, c: MappingABC[str, np.ndarray],
-             dens: tuple[float, float, float]) -> dict[str, Any]:
+def evaluate(
+    s: Shape, hw: Hardware, c: MappingABC[str, np.ndarray], dens: tuple[float, float, float]
+) -> dict[str, Any]:
     """Counts for arrays of candidate mappings ``c`` (keys ``m n e p q r t`` and the strips'
     ``rows_pad``/``rows_real`` from :func:`strip_rows`), for all ``G`` groups.
 
@@ -153,9 +177,16 @@ def evaluate(s: Shape, hw: Hardware, c: MappingABC[str, np.ndarray],
     per_level = {"dram": e_dram, "glb": e_glb, "noc": e_noc, "rf": e_rf}
     macs = macs_dense * dens[0]
     energy = macs * e_mac + sum(v * per_level[k[1]] for k, v in acc.items())
-    return dict(access=acc, compute_cycles=compute, cycles=compute * stretch + fill,
-                passes=nb * f["groups"] * strips * f["chunks"] * s.G, active_pes=s.R * e * r * t,
-                macs=macs, macs_dense=macs_dense, energy=energy)
+    return dict(
+        access=acc,
+        compute_cycles=compute,
+        cycles=compute * stretch + fill,
+        passes=nb * f["groups"] * strips * f["chunks"] * s.G,
+        active_pes=s.R * e * r * t,
+        macs=macs,
+        macs_dense=macs_dense,
+        energy=energy,
+    )
 
 
 def strip_rows(s: Shape, e: int) -> tuple[int, int]:
@@ -194,8 +225,10 @@ def check(s: Shape, mp: Mapping, hw: Hardware) -> str | None:
     """None if ``mp`` fits the scratchpads, the array and the GLB; else why not."""
     m, n, e, p, q, r, t = (getattr(mp, k) for k in "mnepqrt")
     if min(s.N, s.C, s.M, s.E, s.F, s.R, s.S, s.U) < 1:
-        return (f"the layer has an empty dimension (N={s.N}, C={s.C}, M={s.M}, E={s.E}, "
-                f"F={s.F}, R={s.R}, S={s.S})")
+        return (
+            f"the layer has an empty dimension (N={s.N}, C={s.C}, M={s.M}, E={s.E}, "
+            f"F={s.F}, R={s.R}, S={s.S})"
+        )
     if min(m, n, e, p, q, r, t) < 1 or n > s.N or e > s.E or p > s.M or q > s.C:
         return "parameters must be positive, with n <= N, e <= E, p <= M and q <= C"
     if t > _ceil(s.M, p) or r > _ceil(s.C, q):
@@ -232,10 +265,18 @@ def _plan(ev: dict[str, Any], i: int, mp: Mapping) -> Plan:
         return float(a.reshape(-1)[i] if a.ndim else a)
 
     access = {k: pick(v) for k, v in ev["access"].items()}
-    return Plan(mapping=mp, active_pes=int(pick(ev["active_pes"])), passes=int(pick(ev["passes"])),
-                compute_cycles=pick(ev["compute_cycles"]), cycles=pick(ev["cycles"]), access=access,
-                dram_words={d: access[(d, "dram")] for d in DTYPES}, macs=pick(ev["macs"]),
-                macs_dense=pick(ev["macs_dense"]), energy=pick(ev["energy"]))
+    return Plan(
+        mapping=mp,
+        active_pes=int(pick(ev["active_pes"])),
+        passes=int(pick(ev["passes"])),
+        compute_cycles=pick(ev["compute_cycles"]),
+        cycles=pick(ev["cycles"]),
+        access=access,
+        dram_words={d: access[(d, "dram")] for d in DTYPES},
+        macs=pick(ev["macs"]),
+        macs_dense=pick(ev["macs_dense"]),
+        energy=pick(ev["energy"]),
+    )
 
 
 def _divisors(n: int, most: int) -> list[int]:
@@ -298,9 +339,14 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
         for n in batches:
             ifmap_banks = _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw)
             free = (hw.glb_banks - ifmap_banks) * hw.bank_words
-            t = np.minimum.reduce([sets // r, _ceil(s.M, p),
-                                   hw.glb_filter_words // (p * q * r * s.R * s.S),
-                                   free // (n * p * e * s.F)])
+            t = np.minimum.reduce(
+                [
+                    sets // r,
+                    _ceil(s.M, p),
+                    hw.glb_filter_words // (p * q * r * s.R * s.S),
+                    free // (n * p * e * s.F),
+                ]
+            )
             ok = t >= 1
             pp, qq, rr, tt, ff = p[ok], q[ok], r[ok], t[ok], free[ok]
             pt = pp * tt
@@ -314,8 +360,9 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) if v else np.zeros(0, dtype=int) for k, v in cols.items()}
 
 
-def search(s: Shape, hw: Hardware, dens: tuple[float, float, float],
-           objective: str = "edp") -> Plan | None:
+def search(
+    s: Shape, hw: Hardware, dens: tuple[float, float, float], objective: str = "edp"
+) -> Plan | None:
     """The feasible mapping that minimises ``objective`` or None if none fits.
 
     ``"energy"``: least energy, ties broken by fewest cycles. ``"edp"``: least energy x

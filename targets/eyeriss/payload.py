@@ -29,9 +29,9 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.workload import analyze
 from hwcc.targets.base import CostContext, LayerCost
 from hwcc.targets.eyeriss.mapper import DTYPES, LEVELS
-from hwcc.ir.workload import analyze
 
 __all__ = ["write_eyeriss_payload"]
 
@@ -40,19 +40,29 @@ _MAPPED = ("conv", "grouped_conv", "depthwise_conv", "gemm", "matmul")
 
 def _energy(lc: LayerCost) -> dict[str, Any]:
     bd = lc.cost.breakdown
-    return {"mac_j": bd["mac_j"],
-            "by_level": {lv: bd[f"{lv}_j"] for lv in LEVELS},
-            "by_type": {d: bd[f"{d}_j"] for d in DTYPES},
-            "by_type_and_level": {d: {lv: bd[f"{d}_{lv}_j"] for lv in LEVELS} for d in DTYPES}}
+    return {
+        "mac_j": bd["mac_j"],
+        "by_level": {lv: bd[f"{lv}_j"] for lv in LEVELS},
+        "by_type": {d: bd[f"{d}_j"] for d in DTYPES},
+        "by_type_and_level": {d: {lv: bd[f"{d}_{lv}_j"] for lv in LEVELS} for d in DTYPES},
+    }
 
 
 def _entry(lc: LayerCost) -> dict[str, Any]:
     x = lc.layer
-    return {"name": x.name, "op_type": x.op_type, "kind": x.kind, "on": lc.on,
-            "latency_s": lc.cost.latency_s, "energy_j": lc.cost.energy_j}
+    return {
+        "name": x.name,
+        "op_type": x.op_type,
+        "kind": x.kind,
+        "on": lc.on,
+        "latency_s": lc.cost.latency_s,
+        "energy_j": lc.cost.energy_j,
+    }
 
 
-def write_eyeriss_payload(target: Any, graph: Graph, folder: Path, ctx: CostContext | None) -> dict[str, str]:
+def write_eyeriss_payload(
+    target: Any, graph: Graph, folder: Path, ctx: CostContext | None
+) -> dict[str, str]:
     """Write ``eyeriss/mapping.json`` (module docstring) for ``target``; returns the file."""
     ctx = ctx or CostContext()
     work = analyze(graph, act_density=ctx.act_density)
@@ -68,19 +78,40 @@ def write_eyeriss_payload(target: Any, graph: Graph, folder: Path, ctx: CostCont
             mapping = target.mapping_for(lc.layer, ectx)
             priced = {k: lc.cost.breakdown.get(f"map_{k}") for k in "mnepqrt"}
             if any(mapping[k] != v for k, v in priced.items()):
-                raise HwccError(f"{lc.layer.name}: the mapping {mapping} is not the one priced ({priced})",
-                                "this is a bug in hwcc: please report it")
-            layers.append({**_entry(lc), "mapping": mapping, "energy": _energy(lc),
-                           "dram_bytes": lc.cost.breakdown["dram_bytes"], "note": lc.cost.note})
+                raise HwccError(
+                    f"{lc.layer.name}: the mapping {mapping} is not the one priced ({priced})",
+                    "this is a bug in hwcc: please report it",
+                )
+            layers.append(
+                {
+                    **_entry(lc),
+                    "mapping": mapping,
+                    "energy": _energy(lc),
+                    "dram_bytes": lc.cost.breakdown["dram_bytes"],
+                    "note": lc.cost.note,
+                }
+            )
         else:
             other.append({**_entry(lc), "note": lc.cost.note})
-    doc = {"target": target.name, "batch": ctx.batch, "objective": target.objective,
-           "array": [target.hw.rows, target.hw.cols], "layers": layers, "other_layers": other,
-           "host_layers": host,
-           "total": {"latency_s": cost.latency_s, "energy_j": cost.energy_j,
-                     "host_latency_s": cost.host_latency_s, "host_energy_j": cost.host_energy_j}}
+    doc = {
+        "target": target.name,
+        "batch": ctx.batch,
+        "objective": target.objective,
+        "array": [target.hw.rows, target.hw.cols],
+        "layers": layers,
+        "other_layers": other,
+        "host_layers": host,
+        "total": {
+            "latency_s": cost.latency_s,
+            "energy_j": cost.energy_j,
+            "host_latency_s": cost.host_latency_s,
+            "host_energy_j": cost.host_energy_j,
+        },
+    }
     out = Path(folder) / target.family
     out.mkdir(parents=True, exist_ok=True)
     (out / "mapping.json").write_text(json.dumps(doc, indent=2) + "\n")
-    return {f"{target.family}/mapping.json": f"row-stationary mapping and energy by data type and level of "
-                                             f"{len(layers)} layers; {len(host)} nodes on the host"}
+    return {
+        f"{target.family}/mapping.json": "row-stationary mapping and energy by data type and "
+        f"level of {len(layers)} layers; {len(host)} nodes on the host"
+    }

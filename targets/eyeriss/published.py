@@ -9,10 +9,21 @@ CVPR 2017, Fig. 1: GoogLeNet's energy split on Eyeriss.
 
 from __future__ import annotations
 
-__all__ = ["ALEXNET", "BATCH", "ACTIVE_PES", "PROCESSING_MS", "TOTAL_MS", "DRAM_MB", "POWER_MW",
-           "ZEROS_IN_IFMAPS", "OFMAP_DENSITY", "GOOGLENET_SPLIT"]
+__all__ = [
+    "ALEXNET",
+    "BATCH",
+    "ACTIVE_PES",
+    "PROCESSING_MS",
+    "TOTAL_MS",
+    "DRAM_MB",
+    "POWER_MW",
+    "ZEROS_IN_IFMAPS",
+    "OFMAP_DENSITY",
+    "GOOGLENET_SPLIT",
+]
 
-# Table III: name -> ((C, H, M, R, stride, pad, groups), mapping (m, n, e, p, q, r, t) for one group).
+# Table III: name -> ((C, H, M, R, stride, pad, groups),
+#                      mapping (m, n, e, p, q, r, t) for one group).
 ALEXNET = {
     "CONV1": ((3, 227, 96, 11, 4, 0, 1), (96, 1, 7, 16, 1, 1, 2)),
     "CONV2": ((96, 27, 256, 5, 1, 2, 2), (64, 1, 27, 16, 2, 1, 1)),

@@ -64,11 +64,23 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.targets.eyeriss.payload import write_eyeriss_payload
+from hwcc.ir.workload import Layer, Workload
 from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
-from hwcc.targets.eyeriss.mapper import (DTYPES, LEVELS, Hardware, Mapping as RSMapping, Plan, Shape, check,
-                                         plan_of, rlc_ratio, search)
-from hwcc.ir.workload import Layer, Workload, analyze
+from hwcc.targets.eyeriss.mapper import (
+    DTYPES,
+    LEVELS,
+    Hardware,
+    Plan,
+    Shape,
+    check,
+    plan_of,
+    rlc_ratio,
+    search,
+)
+from hwcc.targets.eyeriss.mapper import (
+    Mapping as RSMapping,
+)
+from hwcc.targets.eyeriss.payload import write_eyeriss_payload
 
 __all__ = ["Eyeriss", "EyerissContext", "layer_shape"]
 
@@ -94,15 +106,31 @@ class EyerissContext(CostContext):
 def layer_shape(layer: Layer) -> Shape:
     """One group of a convolution or FC layer in row-stationary terms (batch included)."""
     if layer.kind in _FC:
-        return Shape(N=layer.N, C=layer.C, M=layer.M, H=1, W=1, R=1, S=1, E=1, F=1, H_real=1, W_real=1)
+        return Shape(
+            N=layer.N, C=layer.C, M=layer.M, H=1, W=1, R=1, S=1, E=1, F=1, H_real=1, W_real=1
+        )
     g = layer.groups
     stride = tuple(layer.stride) or (1, 1)
     U, V = (1, stride[0]) if len(stride) == 1 else stride
     pads = tuple(layer.pads) or (0,) * (2 * len(stride))
     top, left, bottom, right = (0, pads[0], 0, pads[1]) if len(pads) == 2 else pads
-    return Shape(N=layer.N, C=layer.C // g, M=layer.M // g, H=layer.H + top + bottom, W=layer.W + left + right,
-                 R=layer.R, S=layer.S, E=layer.P, F=layer.Q, U=U, V=V, G=g, H_real=layer.H, W_real=layer.W,
-                 pad_top=top)
+    return Shape(
+        N=layer.N,
+        C=layer.C // g,
+        M=layer.M // g,
+        H=layer.H + top + bottom,
+        W=layer.W + left + right,
+        R=layer.R,
+        S=layer.S,
+        E=layer.P,
+        F=layer.Q,
+        U=U,
+        V=V,
+        G=g,
+        H_real=layer.H,
+        W_real=layer.W,
+        pad_top=top,
+    )
 
 
 @register_family("eyeriss")
@@ -135,7 +163,9 @@ class Eyeriss(Target):
         except KeyError as e:
             raise HwccError(f"target {name}: parameter {e} missing from [params]") from None
         if self.objective not in ("edp", "energy"):
-            raise HwccError(f"target {name}: mapper_objective must be 'edp' or 'energy', not {self.objective!r}")
+            raise HwccError(
+                f"target {name}: mapper_objective must be 'edp' or 'energy', not {self.objective!r}"
+            )
         self._plans: dict[tuple, Plan | None] = {}
 
     # -- what runs here ----------------------------------------------------------------
@@ -145,13 +175,22 @@ class Eyeriss(Target):
         if layer.op_type == "Relu" and layer.domain in _STANDARD:
             return None
         if layer.kind == "data_movement":
-            return None if layer.op_type in _LAYOUT else f"{layer.op_type} moves data Eyeriss has no unit for"
+            return (
+                None
+                if layer.op_type in _LAYOUT
+                else f"{layer.op_type} moves data Eyeriss has no unit for"
+            )
         if layer.kind in _FC:
             if layer.params < layer.C * layer.M:  # a constant bias alone is not a filter
-                return f"{layer.op_type} of two activations: Eyeriss needs a constant filter operand"
+                return (
+                    f"{layer.op_type} of two activations: Eyeriss needs a constant filter operand"
+                )
             return None
         if layer.kind not in _CONV:
-            return f"{layer.kind} ({layer.op_type}) runs on the host: the Eyeriss chip runs convolutions and FC layers"
+            return (
+                f"{layer.kind} ({layer.op_type}) runs on the host: "
+                "the Eyeriss chip runs convolutions and FC layers"
+            )
         return self._conv_reason(layer) or self._fit_reason(layer)
 
     def _conv_reason(self, layer: Layer) -> str | None:
@@ -161,7 +200,10 @@ class Eyeriss(Target):
             return "dilated convolution is not a row-stationary primitive"
         U, V = (1, layer.stride[0]) if len(layer.stride) == 1 else (tuple(layer.stride) or (1, 1))
         if U not in self.vstrides or not 1 <= V <= self.max_hstride:
-            return f"stride {U}x{V}: Eyeriss takes vertical strides {self.vstrides} and horizontal 1-{self.max_hstride}"
+            return (
+                f"stride {U}x{V}: Eyeriss takes vertical strides {self.vstrides} "
+                f"and horizontal 1-{self.max_hstride}"
+            )
         if layer.R > self.hw.rows:
             return f"filter height {layer.R} > {self.hw.rows} PE rows"
         if layer.S > self.hw.ifmap_spad:
@@ -184,12 +226,19 @@ class Eyeriss(Target):
         return super().cost(work, self.graph_context(graph, work, ctx))
 
     def graph_context(self, graph: Graph, work: Workload, ctx: CostContext) -> EyerissContext:
-        """``ctx`` with the fused ReLUs and written densities of ``graph`` (analysed as ``work``)."""
-        runs_here = {x.name for x in work.layers if x.kind in _CONV + _FC and self.supports(x) is None}
+        """``ctx`` with the fused ReLUs and written densities of ``graph`` (analysed as
+        ``work``)."""
+        runs_here = {
+            x.name for x in work.layers if x.kind in _CONV + _FC and self.supports(x) is None
+        }
         out_density, fused = _output_paths(graph, work, runs_here)
         given = getattr(ctx, "out_density", {})
-        return EyerissContext(batch=ctx.batch, act_density=ctx.act_density,
-                              out_density={**out_density, **given}, fused=frozenset(fused))
+        return EyerissContext(
+            batch=ctx.batch,
+            act_density=ctx.act_density,
+            out_density={**out_density, **given},
+            fused=frozenset(fused),
+        )
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         if layer.kind == "data_movement":
@@ -229,11 +278,17 @@ class Eyeriss(Target):
         processing = plan.cycles / self.clock_hz
         dram_s = dram_bytes / self.link_bytes_per_s
         mp = plan.mapping
-        bd.update(processing_s=processing, compute_s=plan.compute_cycles / self.clock_hz, dram_s=dram_s,
-                  dram_bytes=dram_bytes, active_pes=plan.active_pes, passes=plan.passes,
-                  utilisation=plan.macs_dense / (plan.cycles * self.hw.rows * self.hw.cols),
-                  **{f"dram_{d}_bytes": w * self.word_bytes for d, w in plan.dram_words.items()},
-                  **{f"map_{k}": v for k, v in mp.as_dict().items()})
+        bd.update(
+            processing_s=processing,
+            compute_s=plan.compute_cycles / self.clock_hz,
+            dram_s=dram_s,
+            dram_bytes=dram_bytes,
+            active_pes=plan.active_pes,
+            passes=plan.passes,
+            utilisation=plan.macs_dense / (plan.cycles * self.hw.rows * self.hw.cols),
+            **{f"dram_{d}_bytes": w * self.word_bytes for d, w in plan.dram_words.items()},
+            **{f"map_{k}": v for k, v in mp.as_dict().items()},
+        )
         note = " ".join(f"{k}={v}" for k, v in mp.as_dict().items()) + f" · {plan.active_pes} PEs"
         if layer.groups > 1:
             note += f" · {layer.groups} groups"
@@ -247,11 +302,18 @@ class Eyeriss(Target):
         dram = words * (rlc_ratio(layer.act_density, self.hw.rlc) + rlc_ratio(d_out, self.hw.rlc))
         e = self.hw.energy
         joule = self.pj * 1e-12
-        bd = {"dram_j": dram * e[4] * joule, "glb_j": 2 * words * e[3] * joule,
-              "dram_bytes": dram * self.word_bytes}
+        bd = {
+            "dram_j": dram * e[4] * joule,
+            "glb_j": 2 * words * e[3] * joule,
+            "dram_bytes": dram * self.word_bytes,
+        }
         seconds = dram * self.word_bytes / self.link_bytes_per_s
-        return Cost(seconds, bd["dram_j"] + bd["glb_j"], {**bd, "dram_s": seconds},
-                    "lone ReLU: DRAM -> ReLU module -> DRAM")
+        return Cost(
+            seconds,
+            bd["dram_j"] + bd["glb_j"],
+            {**bd, "dram_s": seconds},
+            "lone ReLU: DRAM -> ReLU module -> DRAM",
+        )
 
     # -- for the artifact --------------------------------------------------------------
     def mapping_for(self, layer: Layer, ctx: CostContext | None = None) -> dict[str, Any]:
@@ -263,15 +325,25 @@ class Eyeriss(Target):
         if reason is not None:
             raise HwccError(f"{layer.name}: {reason}")
         plan = self._plan(layer, self._densities(layer, ctx or CostContext()))
-        return {**plan.mapping.as_dict(), "active_pes": plan.active_pes, "passes": plan.passes,
-                "groups": layer.groups, "processing_cycles": plan.cycles, "objective": self.objective}
+        return {
+            **plan.mapping.as_dict(),
+            "active_pes": plan.active_pes,
+            "passes": plan.passes,
+            "groups": layer.groups,
+            "processing_cycles": plan.cycles,
+            "objective": self.objective,
+        }
 
-    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+    def write_payload(
+        self, graph: Graph, folder: Path, ctx: CostContext | None = None
+    ) -> dict[str, str]:
         """``eyeriss/mapping.json``: each layer's row-stationary mapping and energy by data type
         and level, and where the other nodes run (:mod:`hwcc.targets.eyeriss.payload`)."""
         return write_eyeriss_payload(self, graph, folder, ctx)
 
-    def plan_with(self, layer: Layer, mapping: Mapping[str, int], ctx: CostContext | None = None) -> Cost:
+    def plan_with(
+        self, layer: Layer, mapping: Mapping[str, int], ctx: CostContext | None = None
+    ) -> Cost:
         """The cost of ``layer`` under a given mapping (e.g. a published one), bypassing the
         search. Raises HwccError if the mapping does not fit the chip."""
         mp = RSMapping(**{k: int(mapping[k]) for k in "mnepqrt"})
@@ -279,10 +351,14 @@ class Eyeriss(Target):
         reason = check(s, mp, self.hw)
         if reason is not None:
             raise HwccError(f"{layer.name}: mapping {mp.as_dict()} does not fit: {reason}")
-        return self._price(plan_of(s, self.hw, mp, self._densities(layer, ctx or CostContext())), layer)
+        return self._price(
+            plan_of(s, self.hw, mp, self._densities(layer, ctx or CostContext())), layer
+        )
 
 
-def _output_paths(graph: Graph, work: Workload, runs_here: set[str]) -> tuple[dict[str, float], set[str]]:
+def _output_paths(
+    graph: Graph, work: Workload, runs_here: set[str]
+) -> tuple[dict[str, float], set[str]]:
     """For each conv/FC node in ``runs_here``: the density of the tensor it writes (its first
     consumer's ``act_density``, looking past a fused ReLU and layout-only nodes), and the
     ReLUs fused into them."""

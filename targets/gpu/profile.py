@@ -19,42 +19,52 @@ How a layer is timed:
    median minus this overhead; the target adds one kernel launch back, so a graph's
    sum does not count the per-run overhead once per layer.
 
-Tables are plain JSON under ``$XDG_CACHE_HOME/hwcc/gpu/`` (default ``~/.cache``), one
-file per fingerprint, written atomically, never pickled.
+The table itself (its JSON file, where it lives, how a layer is keyed) is
+:mod:`hwcc.targets.gpu.table`; its names are importable from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import hashlib
-import json
 import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hwcc.ir import dtypes
 from hwcc.errors import HwccError
-from hwcc.ir import Graph
-from hwcc.ir.workload import Layer, analyze
+from hwcc.ir import Graph, dtypes
+from hwcc.ir.onnx_io import to_proto
+from hwcc.ir.workload import analyze
+from hwcc.targets.gpu.table import MeasuredTable, layer_key, load_table, save_table, table_path
 
-__all__ = ["CUDA", "VIEWS", "MeasuredTable", "build_table", "cuda_available", "gpu_fingerprint", "layer_key",
-           "load_table", "one_node_models", "save_table", "table_path", "time_model"]
+__all__ = [
+    "CUDA",
+    "VIEWS",
+    "MeasuredTable",
+    "build_table",
+    "cuda_available",
+    "gpu_fingerprint",
+    "layer_key",
+    "load_table",
+    "one_node_models",
+    "save_table",
+    "table_path",
+    "time_model",
+]
 
 CUDA = "CUDAExecutionProvider"
-FORMAT = "hwcc-gpu-table/1"
-_NO_CUDA = ("onnxruntime's CUDA provider is not available on this machine: "
-            "install onnxruntime-gpu on a machine with an NVIDIA GPU")
+_NO_CUDA = (
+    "onnxruntime's CUDA provider is not available on this machine: "
+    "install onnxruntime-gpu on a machine with an NVIDIA GPU"
+)
 VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Shape", "Size")
-"""Ops that onnxruntime usually runs without a kernel of their own (the output aliases the input)."""
+"""Ops that onnxruntime usually runs without a kernel of their own (the output aliases the
+input)."""
 
 
 def cuda_available() -> bool:
@@ -80,100 +90,22 @@ def gpu_fingerprint() -> str:
 
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        raise HwccError("nvidia-smi not found: cannot tell which GPU this is", "install the NVIDIA driver utilities")
-    out = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
-                         capture_output=True, text=True, timeout=30)
+        raise HwccError(
+            "nvidia-smi not found: cannot tell which GPU this is",
+            "install the NVIDIA driver utilities",
+        )
+    out = subprocess.run(
+        [smi, "--query-gpu=name,driver_version", "--format=csv,noheader", "-i", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if out.returncode != 0 or "," not in out.stdout:
-        raise HwccError(f"nvidia-smi could not name GPU 0: {out.stderr.strip() or out.stdout.strip()}")
+        raise HwccError(
+            f"nvidia-smi could not name GPU 0: {out.stderr.strip() or out.stdout.strip()}"
+        )
     name, driver = (s.strip() for s in out.stdout.strip().splitlines()[0].split(",", 1))
     return f"{name} | driver {driver} | onnxruntime {ort.__version__}"
-
-
-def layer_key(layer: Layer) -> str:
-    """What identifies a layer's cost: op, shapes, dims, bit widths and flags (not its name)."""
-    x = layer
-    fields = [x.domain, x.op_type, x.in_shape, x.out_shape, x.N, x.C, x.H, x.W, x.M, x.R, x.S, x.P, x.Q,
-              x.stride, x.dilation, x.pads, x.groups, x.batch, x.seq_len, x.directions, x.params,
-              x.weight_bits, x.act_bits, x.flags]
-    return json.dumps(fields, separators=(",", ":"), default=str)
-
-
-# ---------------------------------------------------------------------- the table
-@dataclasses.dataclass
-class MeasuredTable:
-    """Median one-node session times on one device.
-
-    Attributes:
-        fingerprint: the device it was measured on (:func:`gpu_fingerprint`).
-        entries: layer key -> median seconds of one session run of the one-node model.
-        run_overhead_s: median seconds of a one-element Identity run (subtracted).
-        skipped: layer key -> why it could not be timed.
-        path: the file it was read from or written to.
-        meta: onnxruntime version, date, warm-up and repeat counts.
-    """
-
-    fingerprint: str
-    entries: dict[str, float]
-    run_overhead_s: float = 0.0
-    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
-    path: Path | None = None
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def latency_s(self, layer: Layer) -> float | None:
-        """The layer's measured kernel time beyond a trivial run, or None if not measured."""
-        t = self.entries.get(layer_key(layer))
-        return None if t is None else max(t - self.run_overhead_s, 0.0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "fingerprint": self.fingerprint, "run_overhead_s": self.run_overhead_s,
-                **self.meta, "entries": self.entries, "skipped": self.skipped}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], path: Path | None = None) -> MeasuredTable:
-        if data.get("format") != FORMAT or not isinstance(data.get("entries"), dict):
-            raise HwccError(f"{path or 'table'} is not a {FORMAT} table",
-                            "rebuild it with hwcc.targets.gpu.profile.build_table on the device")
-        meta = {k: v for k, v in data.items() if k not in ("format", "fingerprint", "run_overhead_s",
-                                                            "entries", "skipped")}
-        return cls(str(data["fingerprint"]), {k: float(v) for k, v in data["entries"].items()},
-                   float(data.get("run_overhead_s", 0.0)), dict(data.get("skipped", {})), path, meta)
-
-
-def table_path(fingerprint: str) -> Path:
-    """Where the table of ``fingerprint`` lives."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwcc" / "gpu"
-    return root / (hashlib.sha256(fingerprint.encode()).hexdigest()[:16] + ".json")
-
-
-def load_table(fingerprint: str, path: str | os.PathLike | None = None) -> MeasuredTable | None:
-    """The table measured on ``fingerprint``'s device, or None if there is none.
-
-    Raises:
-        HwccError: the file is not a table, or was measured on another device.
-    """
-    p = Path(path) if path is not None else table_path(fingerprint)
-    if not p.is_file():
-        return None
-    try:
-        table = MeasuredTable.from_json(json.loads(p.read_text()), p)
-    except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise HwccError(f"{p} is not a valid GPU table: {e}", "delete it and rebuild it") from None
-    if table.fingerprint != fingerprint:
-        raise HwccError(f"{p} was measured on {table.fingerprint!r}, not on {fingerprint!r}",
-                        "rebuild the table on this device")
-    return table
-
-
-def save_table(table: MeasuredTable, path: str | os.PathLike | None = None) -> Path:
-    """Write ``table`` as JSON, atomically; returns the path."""
-    p = Path(path) if path is not None else table_path(table.fingerprint)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(table.to_json(), f, indent=1, sort_keys=True)
-    os.replace(tmp, p)
-    table.path = p
-    return p
 
 
 # ---------------------------------------------------------------------- one-node models
@@ -196,8 +128,6 @@ def _constant_value(graph: Graph, name: str) -> np.ndarray | None:
 
 def _cut(graph: Graph, node, rng: np.random.Generator) -> tuple[Any, dict[str, np.ndarray]]:
     """``node`` as a one-node ModelProto with feeds for its non-constant inputs."""
-    from hwcc.ir.onnx_io import to_proto
-
     g, feeds = Graph(node.name), {}
     g.opset_imports = dict(graph.opset_imports)
     for name in dict.fromkeys(t for t in node.inputs if t):
@@ -209,8 +139,15 @@ def _cut(graph: Graph, node, rng: np.random.Generator) -> tuple[Any, dict[str, n
         else:
             g.add_input(name, src.elem_type, src.shape)
             feeds[name] = _sample(src.elem_type, src.shape, rng)
-    g.add_node(node.op_type, node.inputs, node.outputs, node.attrs, name=node.name, domain=node.domain,
-               attr_types=node.attr_types)
+    g.add_node(
+        node.op_type,
+        node.inputs,
+        node.outputs,
+        node.attrs,
+        name=node.name,
+        domain=node.domain,
+        attr_types=node.attr_types,
+    )
     for o in (o for o in node.outputs if o):
         t, src = g.tensor(o), graph.tensors[o]
         t.elem_type, t.shape = src.elem_type, src.shape
@@ -229,12 +166,19 @@ def one_node_models(graphs: Graph | Iterable[Graph], seed: int = 0) -> tuple[dic
     models, skipped = {}, {}
     for graph in [graphs] if isinstance(graphs, Graph) else list(graphs):
         if not isinstance(graph, Graph):
-            raise HwccError(f"build_table needs ir.Graph objects, got {type(graph).__name__}",
-                            "pass the graph itself: a Layer record lacks the node's attributes")
+            raise HwccError(
+                f"build_table needs ir.Graph objects, got {type(graph).__name__}",
+                "pass the graph itself: a Layer record lacks the node's attributes",
+            )
         work = analyze(graph)
         for node, layer in zip(graph.nodes, work.layers):
             key = layer_key(layer)
-            if layer.kind == "constant" or layer.op_type in VIEWS or key in models or key in skipped:
+            if (
+                layer.kind == "constant"
+                or layer.op_type in VIEWS
+                or key in models
+                or key in skipped
+            ):
                 continue
             if not layer.known:
                 skipped[key] = f"{layer.name}: {layer.reason}"
@@ -246,8 +190,9 @@ def one_node_models(graphs: Graph | Iterable[Graph], seed: int = 0) -> tuple[dic
     return models, skipped
 
 
-def time_model(model, feeds: Mapping[str, np.ndarray], provider: str, *, warmup: int = 10,
-               repeats: int = 50) -> float:
+def time_model(
+    model, feeds: Mapping[str, np.ndarray], provider: str, *, warmup: int = 10, repeats: int = 50
+) -> float:
     """Median wall-clock seconds of one synchronised session run of ``model`` on ``provider``."""
     import onnxruntime as ort
 
@@ -276,8 +221,6 @@ def time_model(model, feeds: Mapping[str, np.ndarray], provider: str, *, warmup:
 
 def _identity_model():
     """A one-element Identity: the fixed cost of a session run."""
-    from hwcc.ir.onnx_io import to_proto
-
     g = Graph("overhead")
     g.add_input("x", dtypes.FLOAT, (1,))
     g.add_node("Identity", ["x"], ["y"])
@@ -286,8 +229,14 @@ def _identity_model():
     return to_proto(g, value_info=False)
 
 
-def build_table(graph_or_layers: Graph | Iterable[Graph], device_fingerprint: str | None = None, *,
-                path: str | os.PathLike | None = None, warmup: int = 10, repeats: int = 50) -> MeasuredTable:
+def build_table(
+    graph_or_layers: Graph | Iterable[Graph],
+    device_fingerprint: str | None = None,
+    *,
+    path: str | os.PathLike | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+) -> MeasuredTable:
     """Time every distinct layer on this machine's GPU and save the table.
 
     Args:
@@ -309,15 +258,21 @@ def build_table(graph_or_layers: Graph | Iterable[Graph], device_fingerprint: st
 
     fingerprint = device_fingerprint or gpu_fingerprint()
     models, skipped = one_node_models(graph_or_layers)
-    overhead = time_model(_identity_model(), {"x": np.zeros(1, np.float32)}, CUDA, warmup=warmup, repeats=repeats)
+    overhead = time_model(
+        _identity_model(), {"x": np.zeros(1, np.float32)}, CUDA, warmup=warmup, repeats=repeats
+    )
     entries = {}
     for key, (layer, model, feeds) in models.items():
         try:
             entries[key] = time_model(model, feeds, CUDA, warmup=warmup, repeats=repeats)
         except Exception as e:  # onnxruntime's own error types; the reason goes into the table
             skipped[key] = f"{layer.name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-    meta = {"onnxruntime": ort.__version__, "warmup": warmup, "repeats": repeats,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "onnxruntime": ort.__version__,
+        "warmup": warmup,
+        "repeats": repeats,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     table = MeasuredTable(fingerprint, entries, overhead, skipped, None, meta)
     save_table(table, path)
     return table

@@ -51,21 +51,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwcc.targets.gpu import profile as gpu_profile
-from hwcc.ir import Graph
 from hwcc.errors import HwccError
-from hwcc.targets.base import Cost, CostContext, Target, register_family
+from hwcc.ir import Graph
 from hwcc.ir.workload import Layer
+from hwcc.targets.base import Cost, CostContext, Target, register_family
+from hwcc.targets.gpu import profile as gpu_profile
 
 __all__ = ["GpuTarget", "PRECISIONS", "precision_of"]
 
 PRECISIONS = ("int8", "fp16", "fp32", "fp64")  # narrow to wide
-_MAC_KINDS = ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "gemm", "matmul",
-              "lstm", "gru", "rnn")
+_MAC_KINDS = (
+    "conv",
+    "depthwise_conv",
+    "grouped_conv",
+    "conv_transpose",
+    "gemm",
+    "matmul",
+    "lstm",
+    "gru",
+    "rnn",
+)
 _CONV_KINDS = ("conv", "depthwise_conv", "grouped_conv")
 _RECURRENT = ("lstm", "gru", "rnn")
 WINOGRAD_MUL_SAVING = 2.25  # F(2x2, 3x3): 16 multiplies per 4 outputs instead of 36
-_REQUIRED = ("peak_flops", "mem_bandwidth_Bps", "bandwidth_efficiency", "launch_overhead_s", "power_w")
+_REQUIRED = (
+    "peak_flops",
+    "mem_bandwidth_Bps",
+    "bandwidth_efficiency",
+    "launch_overhead_s",
+    "power_w",
+)
 
 
 def precision_of(layer: Layer) -> str:
@@ -76,7 +91,9 @@ def precision_of(layer: Layer) -> str:
 
 def _rates(table: Any, where: str) -> dict[str, float]:
     if not isinstance(table, dict) or not set(table) <= set(PRECISIONS):
-        raise HwccError(f"{where} must be a table with keys among {', '.join(PRECISIONS)}, got {table!r}")
+        raise HwccError(
+            f"{where} must be a table with keys among {', '.join(PRECISIONS)}, got {table!r}"
+        )
     if any(not isinstance(v, (int, float)) or v <= 0 for v in table.values()):
         raise HwccError(f"{where}: every rate must be a positive number of operations per second")
     return {k: float(v) for k, v in table.items()}
@@ -100,14 +117,18 @@ class GpuTarget(Target):
         p = self.params
         missing = [k for k in _REQUIRED if k not in p]
         if missing:
-            raise HwccError(f"target {name}: [params] lacks {', '.join(missing)}", f"see {source or 'gpu.toml'}")
+            raise HwccError(
+                f"target {name}: [params] lacks {', '.join(missing)}", f"see {source or 'gpu.toml'}"
+            )
         self.peak = _rates(p["peak_flops"], f"target {name}: params.peak_flops")
         self.tensor = _rates(p.get("tensor_flops", {}), f"target {name}: params.tensor_flops")
         if "fp32" not in self.peak:
             raise HwccError(f"target {name}: params.peak_flops needs an fp32 rate")
         self.bandwidth = float(p["mem_bandwidth_Bps"]) * float(p["bandwidth_efficiency"])
         if not 0 < float(p["bandwidth_efficiency"]) <= 1 or self.bandwidth <= 0:
-            raise HwccError(f"target {name}: bandwidth_efficiency must lie in (0, 1] and bandwidth be positive")
+            raise HwccError(
+                f"target {name}: bandwidth_efficiency must lie in (0, 1] and bandwidth be positive"
+            )
         self.launch_s = float(p["launch_overhead_s"])
         self.power_w = float(p["power_w"])
         # Precision -> (CUDA-core precision, CUDA-core rate, MAC rate), resolved once.
@@ -118,7 +139,7 @@ class GpuTarget(Target):
 
     # -- precision ---------------------------------------------------------------
     def _resolve(self, want: str) -> tuple[str, float, float]:
-        wider = PRECISIONS[PRECISIONS.index(want):]
+        wider = PRECISIONS[PRECISIONS.index(want) :]
         got = next((q for q in wider if q in self.peak), "fp32")  # fp64 on a chip without it
         cuda = self.peak[got]
         return got, cuda, self.tensor.get(want, cuda)
@@ -127,23 +148,29 @@ class GpuTarget(Target):
     def _attach_present_table(self) -> None:
         """Use this device's measured table if the CUDA provider is here and one exists."""
         if not gpu_profile.cuda_available():
-            self.table_status = "no measured table: onnxruntime's CUDA provider is not available; roofline"
+            self.table_status = (
+                "no measured table: onnxruntime's CUDA provider is not available; roofline"
+            )
             return
         try:
             fingerprint = gpu_profile.gpu_fingerprint()
             gpu = fingerprint.split(" | ")[0]
             chip = str(self.params.get("device_match", ""))
             if not chip or chip.lower() not in gpu.lower():
-                self.table_status = (f"no measured table: this machine's {gpu} is not a "
-                                     f"{chip or '(no device_match given)'}; roofline")
+                self.table_status = (
+                    f"no measured table: this machine's {gpu} is not a "
+                    f"{chip or '(no device_match given)'}; roofline"
+                )
                 return
             table = gpu_profile.load_table(fingerprint)
         except HwccError as e:  # a broken table is shown in describe(), never silently used
             self.table_status = f"measured table unusable ({e.message}); roofline"
             return
         if table is None:
-            self.table_status = (f"no measured table for {fingerprint} "
-                                 "(build one with hwcc.targets.gpu.profile.build_table); roofline")
+            self.table_status = (
+                f"no measured table for {fingerprint} "
+                "(build one with hwcc.targets.gpu.profile.build_table); roofline"
+            )
         else:
             self.attach_table(table)
 
@@ -151,8 +178,10 @@ class GpuTarget(Target):
         """Price the layers ``table`` holds by their measured time (provenance ``measured``)."""
         self.table = table
         self.provenance = "measured"
-        self.table_status = (f"measured table {table.path or '(in memory)'} for {table.fingerprint} "
-                             f"({len(table.entries)} layers); roofline for layers not in it")
+        self.table_status = (
+            f"measured table {table.path or '(in memory)'} for {table.fingerprint} "
+            f"({len(table.entries)} layers); roofline for layers not in it"
+        )
 
     # -- the contract -------------------------------------------------------------
     def supports(self, layer: Layer) -> str | None:
@@ -167,8 +196,17 @@ class GpuTarget(Target):
             measured = self.table.latency_s(layer)
             if measured is not None:
                 t = measured + self.launch_s
-                return Cost(t, self.power_w * t, {"measured_s": measured, "launch_s": self.launch_s,
-                                                  "launches": 1.0, "measured": 1.0}, "measured")
+                return Cost(
+                    t,
+                    self.power_w * t,
+                    {
+                        "measured_s": measured,
+                        "launch_s": self.launch_s,
+                        "launches": 1.0,
+                        "measured": 1.0,
+                    },
+                    "measured",
+                )
         return self.roofline(layer)
 
     def roofline(self, layer: Layer) -> Cost:
@@ -190,16 +228,26 @@ class GpuTarget(Target):
         compute = 2.0 * macs / mac_rate + layer.ops / cuda_rate
         nbytes = self._bytes(layer)
         memory = nbytes / self.bandwidth
-        launches = float((layer.seq_len or 1) * (layer.directions or 1)) if layer.kind in _RECURRENT else 1.0
+        launches = (
+            float((layer.seq_len or 1) * (layer.directions or 1))
+            if layer.kind in _RECURRENT
+            else 1.0
+        )
         latency = launches * self.launch_s + max(compute, memory)
-        breakdown = {"compute_s": compute, "memory_s": memory, "launch_s": launches * self.launch_s,
-                     "launches": launches, "bytes": float(nbytes),
-                     "flops": 2.0 * macs + layer.ops}
+        breakdown = {
+            "compute_s": compute,
+            "memory_s": memory,
+            "launch_s": launches * self.launch_s,
+            "launches": launches,
+            "bytes": float(nbytes),
+            "flops": 2.0 * macs + layer.ops,
+        }
         return Cost(latency, self.power_w * latency, breakdown, "; ".join(notes))
 
     @staticmethod
     def _bytes(layer: Layer) -> int:
-        if layer.op_type == "Gather" and layer.weight_bytes:  # an embedding reads the rows it gathers
+        # an embedding reads the rows it gathers
+        if layer.op_type == "Gather" and layer.weight_bytes:
             return layer.input_bytes + 2 * layer.output_bytes
         reads = layer.seq_len if layer.kind in _RECURRENT and layer.seq_len else 1
         return layer.weight_bytes * reads + layer.input_bytes + layer.output_bytes
@@ -213,4 +261,3 @@ class GpuTarget(Target):
         d["cost_source"] = self.table_status
         d["ridge_flops_per_byte_fp32"] = round(self.ridge_point(), 2)
         return d
-

@@ -73,60 +73,50 @@ lists the nodes that would leave the TPU, for a compiler's strict mode.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
-from hwcc.ir import dtypes
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, Node
-from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
+from hwcc.ir import Graph
 from hwcc.ir.workload import Layer, Workload, analyze
+from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
+from hwcc.targets.tpu.payload import write_tpu_payload
+from hwcc.targets.tpu.placement import (
+    ACTIVATE,
+    DTYPE,
+    FREE,
+    FUSED,
+    MATRIX,
+    NO_WEIGHTS,
+    ON_CHIP,
+    RECURRENT,
+    VECTOR,
+    WEIGHT_FIRST,
+    flag,
+    placed,
+)
 
 __all__ = ["TPU"]
 
-_MATRIX = ("conv", "depthwise_conv", "grouped_conv", "gemm", "matmul")
-_RECURRENT = ("lstm", "gru", "rnn")
-_VECTOR = ("elementwise", "pool", "norm")
-_ACTIVATE = frozenset((
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "HardSigmoid", "Tanh", "Clip", "HardSwish", "Elu",
-    "Selu", "Softplus", "Softsign", "Abs", "Neg", "Add", "Sub", "Mul", "Max", "Min", "Sum",
-    "QuantizeLinear", "DequantizeLinear", "BatchNormalization",
-    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"))
-_FREE = ("DequantizeLinear", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
-_WALK = ("DequantizeLinear", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
-_OPERANDS = {"QLinearMatMul": (0, 3), "QLinearConv": (0, 3), "LSTM": (0, 1, 2), "GRU": (0, 1, 2),
-             "RNN": (0, 1, 2)}
-_FLOATS = {dtypes.FLOAT: "float32", dtypes.FLOAT16: "float16", dtypes.BFLOAT16: "bfloat16",
-           dtypes.DOUBLE: "float64"}
-_FUSED, _ON_CHIP, _DTYPE = "tpu.fused=", "tpu.on_chip", "tpu.dtype="
-_WEIGHT_FIRST, _NO_WEIGHTS = "tpu.weight_first", "tpu.no_weights"
-_PARAMS = ("clock_hz", "array_rows", "array_cols", "tile_shift_cycles", "pipeline_fill_cycles",
-           "weight_fifo_tiles", "weight_bandwidth_Bps", "accumulator_entries", "accumulator_double_buffered",
-           "unified_buffer_bytes", "host_link_Bps", "vector_lanes", "mixed_8_16_speed", "both_16_speed",
-           "power_idle_w", "power_busy_w")
-
-
-def _flag(layer: Layer, prefix: str) -> str | None:
-    return next((f[len(prefix):] for f in layer.flags if f.startswith(prefix)), None)
-
-
-def _stored_type(g: Graph, name: str) -> int:
-    """The element type a tensor is stored in: behind DequantizeLinear, its quantized type."""
-    while (p := g.producer(name)) is not None and p.op_type in _WALK:
-        if p.op_type == "DequantizeLinear":
-            return g.tensors[p.inputs[0]].elem_type
-        name = p.inputs[0]
-    return g.tensors[name].elem_type
-
-
-def _illegal_type(elem_type: int) -> str | None:
-    """The name of an element type the matrix unit cannot take, or None."""
-    if elem_type in _FLOATS:
-        return _FLOATS[elem_type]
-    bits = 8 * dtypes.BYTES.get(elem_type, 1)
-    return f"int{bits}" if bits > 16 else None
+_PARAMS = (
+    "clock_hz",
+    "array_rows",
+    "array_cols",
+    "tile_shift_cycles",
+    "pipeline_fill_cycles",
+    "weight_fifo_tiles",
+    "weight_bandwidth_Bps",
+    "accumulator_entries",
+    "accumulator_double_buffered",
+    "unified_buffer_bytes",
+    "host_link_Bps",
+    "vector_lanes",
+    "mixed_8_16_speed",
+    "both_16_speed",
+    "power_idle_w",
+    "power_busy_w",
+)
 
 
 @register_family("tpu")
@@ -137,14 +127,18 @@ class TPU(Target):
         super().__init__(name, spec, source)
         missing = [k for k in _PARAMS if k not in self.params]
         if missing:
-            raise HwccError(f"target {name}: [params] lacks {', '.join(missing)}",
-                            "copy them from targets/tpu/tpu.toml")
+            raise HwccError(
+                f"target {name}: [params] lacks {', '.join(missing)}",
+                "copy them from targets/tpu/tpu.toml",
+            )
         p = self.params
         self.clock = float(p["clock_hz"])
         self.rows, self.cols = int(p["array_rows"]), int(p["array_cols"])
         self.shift, self.fill = int(p["tile_shift_cycles"]), int(p["pipeline_fill_cycles"])
         self.fifo, self.bandwidth = int(p["weight_fifo_tiles"]), float(p["weight_bandwidth_Bps"])
-        self.pass_rows = int(p["accumulator_entries"]) // (2 if p["accumulator_double_buffered"] else 1)
+        self.pass_rows = int(p["accumulator_entries"]) // (
+            2 if p["accumulator_double_buffered"] else 1
+        )
         self.ub_bytes, self.host_link = float(p["unified_buffer_bytes"]), float(p["host_link_Bps"])
         self.lanes = int(p["vector_lanes"])
         self.speeds = (1.0, float(p["mixed_8_16_speed"]), float(p["both_16_speed"]))
@@ -172,33 +166,42 @@ class TPU(Target):
             return layer.reason
         if layer.kind == "constant":
             return None
-        if layer.kind in _MATRIX + _RECURRENT:
-            if not layer.params or layer.weight_bits is None or _NO_WEIGHTS in layer.flags:
-                return (f"{layer.op_type} of two activations: the matrix unit takes its weights "
-                        "only from Weight Memory")
+        if layer.kind in MATRIX + RECURRENT:
+            if not layer.params or layer.weight_bits is None or NO_WEIGHTS in layer.flags:
+                return (
+                    f"{layer.op_type} of two activations: the matrix unit takes its weights "
+                    "only from Weight Memory"
+                )
             return self._operand_reason(layer, max(layer.weight_bits, layer.act_bits or 8))
         if layer.kind == "data_movement":
             if layer.params:
                 return f"{layer.op_type} of a constant table: embedding lookups run on the host"
         elif layer.kind == "conv_transpose":
             return "ConvTranspose is not lowered to the matrix unit by this model"
-        elif layer.kind not in _VECTOR or layer.op_type not in _ACTIVATE:
-            return (f"{layer.op_type} is not an Activate function of the TPU v1 "
-                    "(activations, element-wise arithmetic, pooling)")
-        if _ON_CHIP in layer.flags:
+        elif layer.kind not in VECTOR or layer.op_type not in ACTIVATE:
+            return (
+                f"{layer.op_type} is not an Activate function of the TPU v1 "
+                "(activations, element-wise arithmetic, pooling)"
+            )
+        if ON_CHIP in layer.flags:
             return None
         return self._operand_reason(layer, layer.act_bits or 8)
 
     @staticmethod
     def _operand_reason(layer: Layer, bits: int) -> str | None:
-        dtype = _flag(layer, _DTYPE) or (None if bits <= 16 else "float64" if bits > 32 else "float32")
+        dtype = flag(layer, DTYPE) or (
+            None if bits <= 16 else "float64" if bits > 32 else "float32"
+        )
         return None if dtype is None else f"{dtype} is not legal on the TPU: quantize to int8"
 
     def check_legal(self, graph: Graph) -> list[str]:
         """Every node of ``graph`` the TPU cannot run, as ``"name (op): reason"``; [] if none."""
         work = analyze(graph)
-        return [f"{x.name} ({x.op_type}): {why}" for x in self._placed(graph, work)
-                if x.kind != "constant" and (why := self.supports(x)) is not None]
+        return [
+            f"{x.name} ({x.op_type}): {why}"
+            for x in placed(graph, work, self.supports)
+            if x.kind != "constant" and (why := self.supports(x)) is not None
+        ]
 
     # -- pricing -----------------------------------------------------------------------
     def cost(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
@@ -213,22 +216,27 @@ class TPU(Target):
         if ctx.batch < 1:
             raise HwccError(f"batch must be at least 1, got {ctx.batch}")
         work = self.workload(graph, ctx)
-        return super().cost(Workload(self._placed(graph, work), work.activation_bytes, work.name), ctx)
+        return super().cost(
+            Workload(placed(graph, work, self.supports), work.activation_bytes, work.name), ctx
+        )
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         """The cost of one supported layer, already scaled to ``ctx.batch``."""
-        if layer.kind in _MATRIX:
+        if layer.kind in MATRIX:
             rows, k, ncol, g = self._lowered(layer)
             run = self._matmul(rows, k, ncol, g, layer.weight_bits, layer.act_bits or 8)
             conv = layer.kind not in ("gemm", "matmul")
-            run["spill_s"] = self._spill(layer, layer.N * layer.C * layer.H * layer.W if conv else rows * k * g,
-                                         rows * ncol * g)
+            run["spill_s"] = self._spill(
+                layer,
+                layer.N * layer.C * layer.H * layer.W if conv else rows * k * g,
+                rows * ncol * g,
+            )
             return self._priced(run, f"{run['tiles']} tiles x {run['passes']} pass(es)")
-        if layer.kind in _RECURRENT:
+        if layer.kind in RECURRENT:
             return self._priced(*self._recurrent(layer))
-        if layer.kind == "constant" or layer.op_type in _FREE:
+        if layer.kind == "constant" or layer.op_type in FREE:
             return Cost(0.0, 0.0, {}, "free: stays in the Unified Buffer")
-        owner = _flag(layer, _FUSED)
+        owner = flag(layer, FUSED)
         if owner is not None:
             return Cost(0.0, 0.0, {}, f"in the Activate pass of {owner}")
         return self._vector(layer)
@@ -237,7 +245,7 @@ class TPU(Target):
     def _lowered(layer: Layer) -> tuple[int, int, int, int]:
         """(rows, K, Ncol, groups) of the matrix multiply a layer lowers to."""
         if layer.kind in ("gemm", "matmul"):
-            if _WEIGHT_FIRST in layer.flags:
+            if WEIGHT_FIRST in layer.flags:
                 return layer.M, layer.C, layer.N, 1
             # A batched MatMul whose weight has the batch dims too: one matrix per batch entry.
             g = max(1, layer.params // (layer.C * layer.M)) if layer.kind == "matmul" else 1
@@ -254,22 +262,35 @@ class TPU(Target):
     def _speed(self, weight_bits: int, act_bits: int) -> float:
         return self.speeds[(weight_bits > 8) + (act_bits > 8)]
 
-    def _matmul(self, rows: int, k: int, ncol: int, groups: int, weight_bits: int, act_bits: int) -> dict:
+    def _matmul(
+        self, rows: int, k: int, ncol: int, groups: int, weight_bits: int, act_bits: int
+    ) -> dict:
         """Steps 2-7 for one ``rows×K · K×Ncol`` multiply (per group): times and counts."""
         s, tiles = self._speed(weight_bits, act_bits), self._tiles(k, ncol, groups)
         passes = math.ceil(rows / self.pass_rows)
         small, big = divmod(rows, passes)  # ``big`` passes carry small + 1 rows, the last one small
         cycles = {r: math.ceil(r / s) for r in (small + 1, small)}
         active = tiles * (big * cycles[small + 1] + (passes - big) * cycles[small])
-        busy = tiles * (big * max(cycles[small + 1], self.shift) + (passes - big) * max(cycles[small], self.shift))
+        busy = tiles * (
+            big * max(cycles[small + 1], self.shift)
+            + (passes - big) * max(cycles[small], self.shift)
+        )
         tile_bytes = self.rows * self.cols * max(8, weight_bits) / 8
         drain = (self.fill + small) / self.clock
         weights = passes * tiles * tile_bytes / self.bandwidth
         mxu_path = busy / self.clock + drain
         weight_path = weights + max(0.0, drain - self.fifo * tile_bytes / self.bandwidth)
-        return {"latency_s": max(mxu_path, weight_path), "mxu_s": busy / self.clock, "weights_s": weights,
-                "drain_s": drain, "active_s": active / self.clock, "tiles": tiles, "passes": passes,
-                "weight_bytes_streamed": passes * tiles * tile_bytes, "weight_bound": float(weight_path > mxu_path)}
+        return {
+            "latency_s": max(mxu_path, weight_path),
+            "mxu_s": busy / self.clock,
+            "weights_s": weights,
+            "drain_s": drain,
+            "active_s": active / self.clock,
+            "tiles": tiles,
+            "passes": passes,
+            "weight_bytes_streamed": passes * tiles * tile_bytes,
+            "weight_bound": float(weight_path > mxu_path),
+        }
 
     def _recurrent(self, layer: Layer) -> tuple[dict, str]:
         """Input projection over all steps, then ``seq_len`` dependent steps, per direction."""
@@ -280,8 +301,11 @@ class TPU(Target):
         run["weight_bound"] = float(run["weight_bound"] > 0)
         run["vector_s"] = math.ceil(layer.ops / self.lanes) / self.clock
         run["latency_s"] += run["vector_s"]
-        note = (f"projection of {proj['tiles']:g} tiles, then {layer.seq_len} steps of {step['tiles']:g} tiles"
-                + (f", x{layer.directions} directions" if layer.directions > 1 else ""))
+        note = (
+            f"projection of {proj['tiles']:g} tiles, "
+            f"then {layer.seq_len} steps of {step['tiles']:g} tiles"
+            + (f", x{layer.directions} directions" if layer.directions > 1 else "")
+        )
         return run, note
 
     def _spill(self, layer: Layer, in_elems: int, out_elems: int) -> float:
@@ -305,17 +329,21 @@ class TPU(Target):
         else:
             out_elems = layer.ops if layer.kind != "data_movement" else in_elems
         t = math.ceil(max(in_elems, out_elems) / self.lanes) / self.clock
-        return Cost(t, t * self.p_idle, {"vector_s": t, "static_j": t * self.p_idle},
-                    f"vector unit: {max(in_elems, out_elems)} values")
+        return Cost(
+            t,
+            t * self.p_idle,
+            {"vector_s": t, "static_j": t * self.p_idle},
+            f"vector unit: {max(in_elems, out_elems)} values",
+        )
 
     # -- for the artifact ----------------------------------------------------------------
     def multiplies(self, layer: Layer) -> list[tuple[str, int, int, int, int]]:
-        """The matrix multiplies ``layer`` lowers to, in order, as ``(what, rows, K, Ncol, groups)``:
-        one for a matrix layer (step 1); per direction, the input projection and then each
-        step for a recurrent one (as :meth:`cost_layer` prices them)."""
-        if layer.kind in _MATRIX:
+        """The matrix multiplies ``layer`` lowers to, in order, as ``(what, rows, K, Ncol,
+        groups)``: one for a matrix layer (step 1); per direction, the input projection and
+        then each step for a recurrent one (as :meth:`cost_layer` prices them)."""
+        if layer.kind in MATRIX:
             return [("", *self._lowered(layer))]
-        if layer.kind not in _RECURRENT:
+        if layer.kind not in RECURRENT:
             return []
         gh, out = layer.gates * layer.M, []
         for d in range(layer.directions):
@@ -330,71 +358,9 @@ class TPU(Target):
         small, big = divmod(rows, passes)
         return self._tiles(k, ncol, groups), [small + 1] * big + [small] * (passes - big)
 
-    def write_payload(self, graph: Graph, folder: Path, ctx: CostContext | None = None) -> dict[str, str]:
+    def write_payload(
+        self, graph: Graph, folder: Path, ctx: CostContext | None = None
+    ) -> dict[str, str]:
         """``tpu/weights.npz`` (the int8 weights of the matrix layers the TPU runs) and
         ``tpu/program.txt`` (their instruction listing; :mod:`hwcc.targets.tpu.payload`)."""
-        from hwcc.targets.tpu.payload import write_tpu_payload  # it reads this module's tables
-
         return write_tpu_payload(self, graph, folder, ctx)
-
-    # -- placement ---------------------------------------------------------------------
-    def _placed(self, graph: Graph, work: Workload) -> list[Layer]:
-        """The layers with flags saying what the graph tells about them on the TPU.
-
-        ``tpu.dtype=`` names an illegal element type of an operand; ``tpu.on_chip`` marks a
-        vector node whose inputs all come from the TPU; ``tpu.fused=`` names the layer in
-        whose Activate pass it runs; ``tpu.weight_first`` marks a ``W·X`` multiply and
-        ``tpu.no_weights`` one of two activations. A matrix layer's ``act_bits`` becomes the
-        width stored behind reshapes and DequantizeLinear.
-        """
-        const = {n for n, t in graph.tensors.items() if t.data is not None}
-        for node, x in zip(graph.nodes, work.layers):
-            if x.kind == "constant":
-                const.update(node.outputs)
-        on_chip: set[str] = set()
-        owner: dict[str, str] = {}  # tensor -> the layer whose pass produced it
-        out = []
-        for node, x in zip(graph.nodes, work.layers):
-            acts = [t for t in node.inputs if t and t not in const]
-            flags, widths = self._flags(graph, node, x, acts, on_chip, owner)
-            y = dataclasses.replace(x, flags=x.flags + tuple(flags), **widths) if flags or widths else x
-            out.append(y)
-            if x.kind == "constant" or self.supports(y) is not None:
-                continue
-            # A fused node extends its owner's pass; a free one (DequantizeLinear, a reshape)
-            # passes its input's owner on; any other node makes a pass of its own.
-            src = _flag(y, _FUSED) or (owner.get(acts[0]) if node.op_type in _FREE and acts else node.name)
-            for t in node.outputs:
-                on_chip.add(t)
-                if src is not None:
-                    owner[t] = src
-        return out
-
-    @staticmethod
-    def _flags(graph: Graph, node: Node, x: Layer, acts: list[str], on_chip: set[str],
-               owner: dict[str, str]) -> tuple[list[str], dict[str, int]]:
-        """Flags for one node, and the activation width the matrix unit reads, if known."""
-        if x.kind == "constant":
-            return [], {}
-        if x.kind in _MATRIX + _RECURRENT:
-            operands = [node.inputs[i] for i in _OPERANDS.get(node.op_type, (0, 1))
-                        if i < len(node.inputs) and node.inputs[i]]
-        elif acts and all(t in on_chip for t in acts):
-            t = acts[0]
-            sole = (len(set(acts)) == 1 and t in owner and not graph.is_graph_output(t)
-                    and len(graph.users(t)) == 1 and node.op_type in _ACTIVATE)
-            return [_ON_CHIP] + ([_FUSED + owner[t]] if sole else []), {}
-        else:
-            operands = [t for t in acts if t not in on_chip]
-        types = {t: _stored_type(graph, t) for t in operands}
-        bad = next((n for e in types.values() if (n := _illegal_type(e))), None)
-        if bad is not None:
-            return [_DTYPE + bad], {}
-        if x.kind not in _MATRIX + _RECURRENT or not any(t in acts for t in types):
-            return [], {}
-        if all(t in acts for t in operands):  # a Gemm whose only constant is its bias
-            return [_NO_WEIGHTS], {}
-        # A constant first operand (W·X) is multiplied as (Xᵀ·Wᵀ): rows and columns swap.
-        first = [_WEIGHT_FIRST] if x.kind in ("gemm", "matmul") and operands[0] not in acts else []
-        # Behind reshapes and DequantizeLinear the matrix unit reads the stored integers.
-        return first, {"act_bits": max(8 * dtypes.BYTES.get(types[t], 1) for t in types if t in acts)}

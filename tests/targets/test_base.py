@@ -9,8 +9,15 @@ from onnx import TensorProto, helper, numpy_helper
 import hwcc
 from hwcc.errors import HwccError
 from hwcc.targets import base
-from hwcc.targets.base import (Cost, CostContext, NotPrepared, Target, list_targets, load_target,
-                               register_family)
+from hwcc.targets.base import (
+    Cost,
+    CostContext,
+    NotPrepared,
+    Target,
+    list_targets,
+    load_target,
+    register_family,
+)
 
 
 @register_family("test_counting")
@@ -34,8 +41,12 @@ class HostTarget(Target):
 
 def write_toml(tmp_path, name, family, host=None):
     path = tmp_path / f"{name}.toml"
-    lines = [f'family = "{family}"', 'description = "test"', 'provenance = "model"',
-             'validated_against = ["hand arithmetic"]']
+    lines = [
+        f'family = "{family}"',
+        'description = "test"',
+        'provenance = "model"',
+        'validated_against = ["hand arithmetic"]',
+    ]
     if host:
         lines.append(f'host = "{host}"')
     path.write_text("\n".join(lines) + "\n[params]\nx = 1\n")
@@ -45,11 +56,18 @@ def write_toml(tmp_path, name, family, host=None):
 def fc_relu_graph():
     w = numpy_helper.from_array(np.ones((4, 8), np.float32), "w")  # transB: [out, in]
     g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
-         helper.make_node("Relu", ["h"], ["y"], name="relu")], "g",
+        [
+            helper.make_node("Gemm", ["x", "w"], ["h"], name="fc", transB=1),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[w],
+    )
+    return hwcc.load(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    )
 
 
 def test_every_bundled_target_loads_and_says_where_its_numbers_come_from():
@@ -59,7 +77,9 @@ def test_every_bundled_target_loads_and_says_where_its_numbers_come_from():
     for t in targets:
         d = t.describe()
         assert d["provenance"] in ("measured", "model")
-        assert d["validated_against"], f"{t.name} names no published figure or measurement it was checked against"
+        assert d["validated_against"], (
+            f"{t.name} names no published figure or measurement it was checked against"
+        )
 
 
 def test_unsupported_layers_run_on_the_host_and_are_counted_apart(tmp_path, monkeypatch):
@@ -108,12 +128,23 @@ def test_unknown_target_family_and_bad_toml(tmp_path):
 
 def test_a_layer_the_workload_view_cannot_read_is_never_priced_as_free(tmp_path, monkeypatch):
     w = numpy_helper.from_array(np.ones((4, 8), np.float32), "w")
-    g = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1),
-                           helper.make_node("Frob", ["y"], ["z"], name="frob", domain="com.example")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])], initializer=[w])
-    graph = hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
-                                                          helper.make_opsetid("com.example", 1)], ir_version=10))
+    g = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1),
+            helper.make_node("Frob", ["y"], ["z"], name="frob", domain="com.example"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4])],
+        initializer=[w],
+    )
+    graph = hwcc.load(
+        helper.make_model(
+            g,
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+            ir_version=10,
+        )
+    )
 
     @register_family("test_everything")
     class Everything(Target):

@@ -23,14 +23,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
 from hwcc.errors import HwccError
+from hwcc.ir.workload import analyze
 from hwcc.progress import Progress, format_duration
 from hwcc.targets.base import CostContext, NotPrepared, load_target
-from hwcc.targets.cpu.target import CpuTarget, measure_models, profile
-from hwcc.targets.cpu.kernels import plan_kernels, spec_key
 from hwcc.targets.cpu.kernel_model import kernel_graph
+from hwcc.targets.cpu.kernels import plan_kernels, spec_key
 from hwcc.targets.cpu.measure import Timer, session
 from hwcc.targets.cpu.table import REFERENCE, KernelTable
-from hwcc.ir.workload import analyze
+from hwcc.targets.cpu.target import CpuTarget, measure_models, profile
 
 MB = 1 << 20
 
@@ -51,14 +51,24 @@ class FakeMeasure:
         return self.calls
 
 
-FP = {"cpu": "test cpu", "cores": 2, "onnxruntime": ort.__version__, "threads": 1, "nchwc_block": 16,
-      "l2_bytes": MB, "l3_bytes": 32 * MB, "protocol": 0}
+FP = {
+    "cpu": "test cpu",
+    "cores": 2,
+    "onnxruntime": ort.__version__,
+    "threads": 1,
+    "nchwc_block": 16,
+    "l2_bytes": MB,
+    "l3_bytes": 32 * MB,
+    "protocol": 0,
+}
 
 
 def fake_target(tmp_path, fn=lambda spec: (10e-6, 30e-6), block=16, session_s=5e-6):
     """The cpu target on a table of fake measurements, with a fixed session overhead."""
     measure = FakeMeasure(fn)
-    table = KernelTable({**FP, "nchwc_block": block}, measure, step=8, block=block, path=tmp_path / "t.json")
+    table = KernelTable(
+        {**FP, "nchwc_block": block}, measure, step=8, block=block, path=tmp_path / "t.json"
+    )
     table.extra["session"] = {"a_s": session_s, "b_s_per_byte": 0.0}
     t = load_target("cpu")
     t.use_table(table)
@@ -75,16 +85,29 @@ def vi(name, shape):
 
 
 def const(name, *shape, value=None):
-    arr = np.full(shape, value, np.float32) if value is not None else np.random.default_rng(0).standard_normal(shape)
+    arr = (
+        np.full(shape, value, np.float32)
+        if value is not None
+        else np.random.default_rng(0).standard_normal(shape)
+    )
     return numpy_helper.from_array(arr.astype(np.float32), name)
 
 
 def conv_bn_relu(cin=3, cout=16, hw=8):
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], name="bn"),
-             helper.make_node("Relu", ["n"], ["y"], name="relu")]
-    inits = [const("w", cout, cin, 3, 3), const("s", cout), const("b", cout), const("m", cout),
-             const("v", cout, value=1.0)]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["y"], name="relu"),
+    ]
+    inits = [
+        const("w", cout, cin, 3, 3),
+        const("s", cout),
+        const("b", cout),
+        const("m", cout),
+        const("v", cout, value=1.0),
+    ]
     return model(nodes, [vi("x", [1, cin, hw, hw])], [vi("y", [1, cout, hw, hw])], inits)
 
 
@@ -127,7 +150,9 @@ def test_conv_bn_relu_is_one_kernel(tmp_path):
     assert k.spec["op"] == "nchwc.Conv" and k.spec["act"] == "Relu" and k.spec["bias"]
     cost = t.price(g)
     assert cost.layer("bn").cost.latency_s == 0 and cost.layer("bn").cost.note == "fused into conv"
-    assert cost.layer("relu").cost.latency_s == 0 and cost.layer("relu").cost.note == "fused into conv"
+    assert (
+        cost.layer("relu").cost.latency_s == 0 and cost.layer("relu").cost.note == "fused into conv"
+    )
     assert "Relu" in cost.layer("conv").cost.note
 
 
@@ -189,33 +214,52 @@ def test_eie_table_v_cpu_energy():
 
 def test_eliminated_and_gemm_fusions(tmp_path):
     t, _ = fake_target(tmp_path)
-    nodes = [helper.make_node("Dropout", ["x"], ["d"], name="drop"),
-             helper.make_node("MatMul", ["d", "w"], ["mm"], name="mm"),
-             helper.make_node("Add", ["mm", "b"], ["a"], name="add"),
-             helper.make_node("Relu", ["a"], ["r"], name="relu"),
-             helper.make_node("Identity", ["r"], ["y"], name="id")]
-    data = model(nodes, [vi("x", [1, 32])], [vi("y", [1, 16])], [const("w", 32, 16), const("b", 16)])
+    nodes = [
+        helper.make_node("Dropout", ["x"], ["d"], name="drop"),
+        helper.make_node("MatMul", ["d", "w"], ["mm"], name="mm"),
+        helper.make_node("Add", ["mm", "b"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Identity", ["r"], ["y"], name="id"),
+    ]
+    data = model(
+        nodes, [vi("x", [1, 32])], [vi("y", [1, 16])], [const("w", 32, 16), const("b", 16)]
+    )
     plan = t.plan(hwcc.load(data))
     assert [k.spec["op"] for k in plan.kernels] == ["com.microsoft.FusedGemm"]
     assert plan.kernels[0].members == ("add", "relu")
     assert "removed" in plan.removed["id"] and "removed" in plan.removed["drop"]
     assert plan.kernels[0].spec["act"] == "Relu" and plan.kernels[0].spec["transB"] == 0
-    assert _ort_kernels(data.SerializeToString()) == [("com.microsoft:FusedGemm", "Relu", None, False)]
+    assert _ort_kernels(data.SerializeToString()) == [
+        ("com.microsoft:FusedGemm", "Relu", None, False)
+    ]
     # A Dropout that makes the graph output stays, as in onnxruntime.
-    nodes[0], nodes[-1] = (helper.make_node("Identity", ["x"], ["d"], name="id0"),
-                           helper.make_node("Dropout", ["r"], ["y"], name="drop"))
-    data = model(nodes, [vi("x", [1, 32])], [vi("y", [1, 16])], [const("w", 32, 16), const("b", 16)])
-    assert [k.spec["op"] for k in t.plan(hwcc.load(data)).kernels] == ["com.microsoft.FusedGemm", "Dropout"]
+    nodes[0], nodes[-1] = (
+        helper.make_node("Identity", ["x"], ["d"], name="id0"),
+        helper.make_node("Dropout", ["r"], ["y"], name="drop"),
+    )
+    data = model(
+        nodes, [vi("x", [1, 32])], [vi("y", [1, 16])], [const("w", 32, 16), const("b", 16)]
+    )
+    assert [k.spec["op"] for k in t.plan(hwcc.load(data)).kernels] == [
+        "com.microsoft.FusedGemm",
+        "Dropout",
+    ]
     assert len(_ort_kernels(data.SerializeToString())) == 2
 
 
 def test_residual_add_relu_fuses_into_the_conv(tmp_path):
     t, _ = fake_target(tmp_path)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["a"], ["r"], name="r1"),
-             helper.make_node("Conv", ["r", "w2", "b2"], ["c"], name="c2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["c", "r"], ["s"], name="add"),
-             helper.make_node("Relu", ["s"], ["y"], name="r2")]
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w1", "b1"], ["a"], name="c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("Relu", ["a"], ["r"], name="r1"),
+        helper.make_node(
+            "Conv", ["r", "w2", "b2"], ["c"], name="c2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("Add", ["c", "r"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="r2"),
+    ]
     inits = [const("w1", 32, 3, 3, 3), const("b1", 32), const("w2", 32, 32, 3, 3), const("b2", 32)]
     plan = t.plan(hwcc.load(model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 32, 8, 8])], inits)))
     second = next(k for k in plan.kernels if k.head == "c2")
@@ -223,7 +267,9 @@ def test_residual_add_relu_fuses_into_the_conv(tmp_path):
     # Without NCHWc (block 0) the same chain becomes a FusedConv with a "Z" input.
     (tmp_path / "b0").mkdir()
     t0, _ = fake_target(tmp_path / "b0", block=0)
-    plan0 = t0.plan(hwcc.load(model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 32, 8, 8])], inits)))
+    plan0 = t0.plan(
+        hwcc.load(model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 32, 8, 8])], inits))
+    )
     assert [k.spec["op"] for k in plan0.kernels] == ["com.microsoft.FusedConv"] * 2
     assert plan0.kernels[1].spec["sum"] and plan0.kernels[1].members == ("add", "r2")
 
@@ -254,8 +300,20 @@ def test_measured_entry_is_reused(tmp_path):
 
 
 def _gemm_spec(k, m):
-    return {"op": "Gemm", "N": 1, "K": k, "M": m, "transA": 0, "transB": 1, "alpha": 1.0, "beta": 1.0,
-            "bias": True, "b_const": True, "act": "", "act_params": []}
+    return {
+        "op": "Gemm",
+        "N": 1,
+        "K": k,
+        "M": m,
+        "transA": 0,
+        "transB": 1,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "bias": True,
+        "b_const": True,
+        "act": "",
+        "act_params": [],
+    }
 
 
 def test_interpolation_is_linear_between_grid_points(tmp_path):
@@ -285,8 +343,14 @@ def test_bilinear_in_both_channel_counts(tmp_path):
     spec = {**REFERENCE, "C": 20, "M": 12}
     table.ensure([spec])
     assert table.lookup(spec)[0] == pytest.approx(4992e-6)
-    assert sorted((s["C"], s["M"]) for s in measure.kernels) == [(16, 8), (16, 16), (24, 8), (24, 16)]
-    assert table.lookup({**REFERENCE, "C": 16, "M": 8})[0] == pytest.approx(2048e-6)  # exact at a grid point
+    assert sorted((s["C"], s["M"]) for s in measure.kernels) == [
+        (16, 8),
+        (16, 16),
+        (24, 8),
+        (24, 16),
+    ]
+    # exact at a grid point
+    assert table.lookup({**REFERENCE, "C": 16, "M": 8})[0] == pytest.approx(2048e-6)
 
 
 def test_exact_entry_wins_over_interpolation(tmp_path):
@@ -310,7 +374,8 @@ def test_json_cache_round_trip_keyed_by_fingerprint(tmp_path, monkeypatch):
     assert doc["entries"][spec_key(spec)]["hot_s"] == pytest.approx(10e-6)
     reopened = KernelTable(FP, FakeMeasure())
     assert reopened.entries == a.entries
-    assert [p.name for p in a.path.parent.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    # no temporary left
+    assert [p.name for p in a.path.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_killed_run_keeps_finished_batches(tmp_path):
@@ -341,7 +406,9 @@ def test_a_foreign_table_is_an_error(tmp_path):
     """A corrupt table is set aside and rebuilt (tests/test_concurrency.py); a valid table
     of another device is refused: its entries would price this machine wrongly."""
     path = tmp_path / "t.json"
-    path.write_text(json.dumps({"format": "hwcc-cpu-table/1", "fingerprint": {"cpu": "other"}, "entries": {}}))
+    path.write_text(
+        json.dumps({"format": "hwcc-cpu-table/1", "fingerprint": {"cpu": "other"}, "entries": {}})
+    )
     with pytest.raises(HwccError, match="another device"):
         KernelTable(FP, FakeMeasure(), path=path)
 
@@ -367,8 +434,10 @@ def test_entries_are_rescaled_to_the_table_speed(tmp_path):
 # ---------------------------------------------------------------------- host pricing, profile
 def test_cost_layer_prices_any_kind_alone(tmp_path):
     t, measure = fake_target(tmp_path)
-    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
-             helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1)]
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape"),
+        helper.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1),
+    ]
     inits = [numpy_helper.from_array(np.array([1, 64], np.int64), "shape")]
     work = analyze(hwcc.load(model(nodes, [vi("x", [1, 4, 16])], [vi("y", [1, 64])], inits)))
     reshape, softmax = work.layer("reshape"), work.layer("softmax")
@@ -394,7 +463,8 @@ def test_workload_without_graph_prices_layer_by_layer(tmp_path):
 def test_batch_scales_kernel_specs(tmp_path):
     t, measure = fake_target(tmp_path)
     t.price(hwcc.load(gemm(16, 8)), CostContext(batch=4))
-    assert [s["N"] for s in measure.kernels if s["op"] == "Gemm"] == [4]  # K = 16, M = 8: one grid point
+    # K = 16, M = 8: one grid point
+    assert [s["N"] for s in measure.kernels if s["op"] == "Gemm"] == [4]
 
 
 def test_profile_report_and_reuse(tmp_path, capsys):
@@ -422,8 +492,10 @@ def test_cost_is_a_pure_lookup_and_a_miss_says_what_to_do(tmp_path):
     naming the kernels it lacks and how to measure them; prepare() measures them once."""
     t, measure = fake_target(tmp_path)
     g = hwcc.load(conv_bn_relu())
-    missing = (r"no measurement of 2 kernel configuration\(s\) that g at batch 1 needs "
-               r"\(nchwc.Conv, nchwc.ReorderOutput\)")
+    missing = (
+        r"no measurement of 2 kernel configuration\(s\) that g at batch 1 needs "
+        r"\(nchwc.Conv, nchwc.ReorderOutput\)"
+    )
     with pytest.raises(NotPrepared, match=missing) as e:
         t.cost(g)
     assert "prepare(graph)" in e.value.hint and "hwcc profile --target cpu" in e.value.hint
@@ -454,8 +526,10 @@ def test_cost_layer_is_a_lookup_too(tmp_path):
 def test_an_accelerator_prepares_its_cpu_host_for_the_layers_it_sends_there(tmp_path):
     """EIE runs the FC layer and sends the Softmax to its host, the cpu: its prepare()
     measures the Softmax alone, nothing of the FC layer; then cost() prices both."""
-    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
-             helper.make_node("Softmax", ["g"], ["y"], name="softmax", axis=-1)]
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
+        helper.make_node("Softmax", ["g"], ["y"], name="softmax", axis=-1),
+    ]
     inits = [const("w", 8, 16), const("b", 8)]
     g = hwcc.load(model(nodes, [vi("x", [1, 16])], [vi("y", [1, 8])], inits))
     cpu, measure = fake_target(tmp_path)
@@ -492,7 +566,11 @@ def test_progress_draws_on_terminal():
         bar.update(2)
     text = out.getvalue()
     assert text.startswith("\r") and "4/4" in text and text.endswith("\n")
-    assert format_duration(42) == "42s" and format_duration(185) == "3m05s" and format_duration(-1) == "?"
+    assert (
+        format_duration(42) == "42s"
+        and format_duration(185) == "3m05s"
+        and format_duration(-1) == "?"
+    )
 
 
 @pytest.mark.parametrize("columns", [20, 40, 80, 200])
@@ -501,7 +579,9 @@ def test_progress_fits_the_terminal_and_redraws_in_place(columns):
     behind at the next carriage return: every drawn line is at most columns - 1 wide, and
     each redraw erases to the end of the line instead of padding with spaces."""
     out = _Tty()
-    with Progress(40, "profiling lenet5", unit="kernels", stream=out, min_interval=0, columns=columns) as bar:
+    with Progress(
+        40, "profiling lenet5", unit="kernels", stream=out, min_interval=0, columns=columns
+    ) as bar:
         for i in range(40):
             bar.update(note=f"Conv_{i} " + "x" * 150)
         bar.log("a line of its own")
@@ -518,7 +598,11 @@ def _ort_kernels(model_bytes: bytes) -> list[tuple]:
     """(op, activation, weight shape, has Sum) of each node onnxruntime keeps."""
     with tempfile.TemporaryDirectory() as tmp:
         so = ort.SessionOptions()
-        so.optimized_model_filepath, so.log_severity_level, so.intra_op_num_threads = f"{tmp}/o.onnx", 3, 1
+        so.optimized_model_filepath, so.log_severity_level, so.intra_op_num_threads = (
+            f"{tmp}/o.onnx",
+            3,
+            1,
+        )
         ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
         m = onnx.load(so.optimized_model_filepath)
     shapes = {i.name: tuple(i.dims) for i in m.graph.initializer}
@@ -526,8 +610,14 @@ def _ort_kernels(model_bytes: bytes) -> list[tuple]:
     for n in m.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
         conv = n.op_type in ("Conv", "FusedConv")
-        out.append((f"{n.domain}:{n.op_type}", attrs.get("activation", b"").decode(),
-                    shapes.get(n.input[1]) if conv else None, conv and len([i for i in n.input if i]) > 3))
+        out.append(
+            (
+                f"{n.domain}:{n.op_type}",
+                attrs.get("activation", b"").decode(),
+                shapes.get(n.input[1]) if conv else None,
+                conv and len([i for i in n.input if i]) > 3,
+            )
+        )
     return sorted(out, key=repr)
 
 
@@ -538,7 +628,9 @@ def _plan_kernels(g, block: int) -> list[tuple]:
         s, (dom, _, name) = k.spec, k.spec["op"].rpartition(".")
         conv = name in ("Conv", "FusedConv")
         w = (s["M"], s["C"] // s["group"], *s["k"]) if conv else None
-        out.append((f"{domains.get(dom, dom)}:{name}", s.get("act", ""), w, conv and bool(s["sum"])))
+        out.append(
+            (f"{domains.get(dom, dom)}:{name}", s.get("act", ""), w, conv and bool(s["sum"]))
+        )
     return sorted(out, key=repr)
 
 
@@ -563,13 +655,17 @@ def test_kernels_match_onnxruntime_zoo(name, block):
 def test_kernels_match_onnxruntime_width_variants(block, bench):
     """Random channel counts cross every NCHWc rule (multiples of 4, of 16, C < 16)."""
     for name, data in bench.variants(12, seed=3, families=bench.FAMILIES_QUICK):
-        assert _plan_kernels(hwcc.load(onnx.load_from_string(data)), block) == _ort_kernels(data), name
+        assert _plan_kernels(hwcc.load(onnx.load_from_string(data)), block) == _ort_kernels(data), (
+            name
+        )
 
 
 @pytest.mark.slow
 def test_kernels_match_onnxruntime_large_variants(block, bench):
     for name, data in bench.variants(10, seed=5):
-        assert _plan_kernels(hwcc.load(onnx.load_from_string(data)), block) == _ort_kernels(data), name
+        assert _plan_kernels(hwcc.load(onnx.load_from_string(data)), block) == _ort_kernels(data), (
+            name
+        )
 
 
 def test_kernel_models_run_as_written(block):
@@ -582,15 +678,19 @@ def test_kernel_models_run_as_written(block):
         if k.spec["op"] in seen:
             continue
         seen.add(k.spec["op"])
-        data = hwcc.ir.onnx_io.to_proto(kernel_graph(k.spec, block), value_info=False).SerializeToString()
+        data = hwcc.ir.onnx_io.to_proto(
+            kernel_graph(k.spec, block), value_info=False
+        ).SerializeToString()
         with tempfile.TemporaryDirectory() as tmp:
             so = ort.SessionOptions()
             so.optimized_model_filepath, so.log_severity_level = f"{tmp}/o.onnx", 3
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
             nodes = onnx.load(so.optimized_model_filepath).graph.node
-        assert [f"{n.domain}.{n.op_type}".lstrip(".").replace("com.microsoft.nchwc", "nchwc") for n in nodes] \
-            == [k.spec["op"]]
+        assert [
+            f"{n.domain}.{n.op_type}".lstrip(".").replace("com.microsoft.nchwc", "nchwc")
+            for n in nodes
+        ] == [k.spec["op"]]
 
 
 def test_timer_measures_a_kernel():
@@ -610,7 +710,9 @@ def _fidelity(bench, n, families, report_line, label, rounds=20):
     noise floor (the same model timed twice) are reported too.
     """
     base = load_target("cpu")
-    target = CpuTarget("cpu", {**base.spec, "params": {**base.params, "rounds": rounds}}, base.source)
+    target = CpuTarget(
+        "cpu", {**base.spec, "params": {**base.params, "rounds": rounds}}, base.source
+    )
     with tempfile.TemporaryDirectory() as cache:
         old = os.environ.get("XDG_CACHE_HOME")
         os.environ["XDG_CACHE_HOME"] = cache  # a fresh table, measured now
@@ -622,15 +724,19 @@ def _fidelity(bench, n, families, report_line, label, rounds=20):
             else:
                 os.environ["XDG_CACHE_HOME"] = old
     s = result["summary"]
-    report_line(f"cpu fidelity ({label}, {n} width variants): {s['error_within_10pct']:.0%} within +-10 % "
-                f"(raw {s['raw_error_within_10pct']:.0%}), median |error| {s['error_median_abs']:.1%} "
-                f"(raw {s['raw_error_median_abs']:.1%}), p90 {s['error_p90_abs']:.1%}; noise floor (same model "
-                f"timed twice): median {s['noise_median_abs']:.1%} (raw {s['raw_noise_median_abs']:.1%}), "
-                f"p90 {s['noise_p90_abs']:.1%}")
+    report_line(
+        f"cpu fidelity ({label}, {n} width variants): {s['error_within_10pct']:.0%} within +-10 % "
+        f"(raw {s['raw_error_within_10pct']:.0%}), median |error| {s['error_median_abs']:.1%} "
+        f"(raw {s['raw_error_median_abs']:.1%}), p90 {s['error_p90_abs']:.1%}; "
+        f"noise floor (same model timed twice): median {s['noise_median_abs']:.1%} "
+        f"(raw {s['raw_noise_median_abs']:.1%}), "
+        f"p90 {s['noise_p90_abs']:.1%}"
+    )
     return s
 
 
-@pytest.mark.slow  # timed on a shared machine: a claim measured in the slow suite and bench/, not a CI gate
+# timed on a shared machine: a claim measured in the slow suite and bench/, not a CI gate
+@pytest.mark.slow
 def test_fidelity_digits_width_variants(bench, report_line):
     """8 random-width variants of the digits models: >= 80 % within +-10 % of onnxruntime."""
     s = _fidelity(bench, 8, bench.FAMILIES_QUICK, report_line, "digits")
@@ -638,9 +744,12 @@ def test_fidelity_digits_width_variants(bench, report_line):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="not met reliably: 77 % of 30 variants within +-10 % (bench, seed 0, with "
-                   "a noise floor of 97 %), 50-67 % on seed 7's, 80 % asked; ResNet-18 at 64x64 is predicted about "
-                   "10 % low and MobileNet V2 at 64x64 about 8 % high")
+@pytest.mark.xfail(
+    strict=False,
+    reason="not met reliably: 77 % of 30 variants within +-10 % (bench, seed 0, with "
+    "a noise floor of 97 %), 50-67 % on seed 7's, 80 % asked; ResNet-18 at 64x64 is predicted "
+    "about 10 % low and MobileNet V2 at 64x64 about 8 % high",
+)
 def test_fidelity_30_width_variants(bench, report_line):
     """30 variants: digits models, MobileNet V2 and ResNet-18 at 64x64 (about 8 min)."""
     s = _fidelity(bench, 30, bench.FAMILIES, report_line, "digits + 64x64")
@@ -712,7 +821,7 @@ def test_measure_models_waits_out_a_fast_phase(monkeypatch):
 
 
 def test_measure_models_rescales_when_patience_runs_out(monkeypatch):
-    _Phases(10 ** 6).install(monkeypatch)  # never fast
+    _Phases(10**6).install(monkeypatch)  # never fast
     data = gemm(64, 64).SerializeToString()
     (raw,) = measure_models([data], runs=3, rounds=3)
     (t,) = measure_models([data], runs=3, rounds=3, speed=100e-6, patience_s=0)
@@ -722,12 +831,17 @@ def test_measure_models_rescales_when_patience_runs_out(monkeypatch):
 def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
     from hwcc.targets.cpu.measure import _at_speed
 
-    visits = [([1000], [0], 180.0, 180.0), ([1000], [0], 180.0, 100.0),  # the phase changed during it
-              ([3000], [0], 180.0, 181.0)]
+    visits = [
+        ([1000], [0], 180.0, 180.0),
+        ([1000], [0], 180.0, 100.0),  # the phase changed during it
+        ([3000], [0], 180.0, 181.0),
+    ]
     # the two visits at 180: each scaled by 180 / its probes' mean (1 and 180 / 180.5)
     assert _at_speed(visits, 180.0, need=2) == pytest.approx((1000 + 3000 * 180 / 180.5) / 2 * 1e-9)
     # one visit at the speed, two needed: all are rescaled by 180 / their probes' mean
-    assert _at_speed(visits[:2], 180.0, need=2) == pytest.approx((1000 + 1000 * 180 / 140) / 2 * 1e-9)
+    assert _at_speed(visits[:2], 180.0, need=2) == pytest.approx(
+        (1000 + 1000 * 180 / 140) / 2 * 1e-9
+    )
     assert _at_speed([([1000], [0], 100.0, 100.0)], 180.0, need=1) == pytest.approx(1800e-9)
 
 
@@ -744,5 +858,6 @@ def test_timer_measures_at_the_tables_speed(monkeypatch):
     untargeted = _Phases(3).install(monkeypatch)  # slowed down, then fast
     plain = Timer(1, 1 << 16, 16, rounds=2, hot=1, cold=1)
     plain([dict(REFERENCE)])
-    assert untargeted.calls == 1 + 2 * 2  # no target: one probe, then one per visit (2 rounds x 2 states)
+    # no target: one probe, then one per visit (2 rounds x 2 states)
+    assert untargeted.calls == 1 + 2 * 2
     assert plain.last_speed == pytest.approx(100e-6)

@@ -13,11 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
 from hwcc.data.activations import capture_activations
-from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
 from hwcc.ir.workload import analyze
+from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
 
-F = 800e6                                   # EIE clock, Section VI
-POWER_W = 64 * 9.157e-3 + 21 * 0.023e-3     # 64 PEs (Table II) + 21 LNZD units (Section VI) = 0.586531 W
+F = 800e6  # EIE clock, Section VI
+# 64 PEs (Table II) + 21 LNZD units (Section VI) = 0.586531 W
+POWER_W = 64 * 9.157e-3 + 21 * 0.023e-3
 BUNDLED = Path(hwcc.targets.base.__file__).parent / "eie" / "eie.toml"
 
 
@@ -39,7 +40,7 @@ def variant(tmp_path: Path, host: str | None = None, **params) -> Path:
     if host is None:
         (tmp_path / "testhost.toml").write_text('family = "eie_test_host"\nprovenance = "model"\n')
         host = str(tmp_path / "testhost.toml")
-    text = re.sub(r'^host = .*$', f"host = {json.dumps(host)}", text, flags=re.M)
+    text = re.sub(r"^host = .*$", f"host = {json.dumps(host)}", text, flags=re.M)
     path = tmp_path / "eie-variant.toml"
     path.write_text(text)
     return path
@@ -47,12 +48,16 @@ def variant(tmp_path: Path, host: str | None = None, **params) -> Path:
 
 def model(nodes, inputs, outputs, inits) -> hwcc.Graph:
     g = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+    return hwcc.load(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    )
 
 
-def fc(W: np.ndarray, *, gemm: bool = False, relu: bool = False, batch: int = 1,
-       dtype=np.float32) -> hwcc.Graph:
-    """One FC layer ``y = W x`` named "fc" (W: rows = outputs), as MatMul(x, Wᵀ) or Gemm(transB=1)."""
+def fc(
+    W: np.ndarray, *, gemm: bool = False, relu: bool = False, batch: int = 1, dtype=np.float32
+) -> hwcc.Graph:
+    """One FC layer ``y = W x`` named "fc" (W: rows = outputs), as MatMul(x, Wᵀ) or
+    Gemm(transB=1)."""
     rows, cols = W.shape
     elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
     if gemm:
@@ -62,8 +67,12 @@ def fc(W: np.ndarray, *, gemm: bool = False, relu: bool = False, batch: int = 1,
         nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc")]
         init = numpy_helper.from_array(np.ascontiguousarray(W.T).astype(dtype), "W")
     nodes += [helper.make_node("Relu", ["h"], ["y"], name="relu")] if relu else []
-    return model(nodes, [helper.make_tensor_value_info("x", elem, [batch, cols])],
-                 [helper.make_tensor_value_info("y" if relu else "h", elem, [batch, rows])], [init])
+    return model(
+        nodes,
+        [helper.make_tensor_value_info("x", elem, [batch, cols])],
+        [helper.make_tensor_value_info("y" if relu else "h", elem, [batch, rows])],
+        [init],
+    )
 
 
 def price(graph, target=None, **ctx):
@@ -121,7 +130,7 @@ def test_queue_depth_lets_pes_run_ahead(tmp_path):
     # stage) lets it run only 2 columns ahead: much closer to lock-step.
     W = np.zeros((8 * 64, 32))
     for block in range(4):
-        W[block % 2::64, 8 * block:8 * block + 8] = 1.0
+        W[block % 2 :: 64, 8 * block : 8 * block + 8] = 1.0
     deep = price(fc(W)).layer("fc").cost.breakdown["cycles_per_vector"]
     shallow_target = load_target(variant(tmp_path, fifo_depth=1))
     shallow = price(fc(W), shallow_target).layer("fc").cost.breakdown["cycles_per_vector"]
@@ -134,7 +143,7 @@ def test_act_density_skips_columns():
     full = price(fc(W)).layer("fc").cost
     sparse = price(fc(W), act_density=0.3).layer("fc").cost
     assert full.breakdown["broadcasts_per_vector"] == 100
-    assert sparse.breakdown["broadcasts_per_vector"] == 30          # round(0.3 · 100)
+    assert sparse.breakdown["broadcasts_per_vector"] == 30  # round(0.3 · 100)
     assert sparse.breakdown["entries_per_vector"] == 30 * 64
     assert sparse.latency_s < 0.4 * full.latency_s
     per_layer = price(fc(W), act_density={"fc": 0.5}).layer("fc").cost
@@ -159,10 +168,15 @@ def test_gemm_transB_matches_matmul_and_bias_is_a_column():
     a, b = price(fc(W)).layer("fc").cost, price(fc(W, gemm=True)).layer("fc").cost
     assert a.latency_s == b.latency_s
     nodes = [helper.make_node("Gemm", ["x", "W", "c"], ["y"], name="fc", transB=1)]
-    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 200])],
-              [numpy_helper.from_array(W.astype(np.float32), "W"),
-               numpy_helper.from_array(np.ones(200, np.float32), "c")])
+    g = model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 200])],
+        [
+            numpy_helper.from_array(W.astype(np.float32), "W"),
+            numpy_helper.from_array(np.ones(200, np.float32), "c"),
+        ],
+    )
     biased = price(g).layer("fc").cost.breakdown
     # the bias is one more broadcast column holding 200 entries (200 rows, dense)
     assert biased["broadcasts_per_vector"] == 31
@@ -177,12 +191,17 @@ def test_batch_is_one_mxv_per_vector():
 
 
 def test_relu_fused_and_views_free(tmp_path):
-    nodes = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
-             helper.make_node("Relu", ["h"], ["y"], name="relu")]
-    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-              [numpy_helper.from_array(np.ones((64, 8), np.float32), "W")])
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
+    g = model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(np.ones((64, 8), np.float32), "W")],
+    )
     gc = price(g, load_target(variant(tmp_path)))
     assert [x.on for x in gc.layers] == ["eie-variant"] * 3 and gc.host_latency_s == 0
     assert gc.layer("flat").cost.latency_s == 0 and gc.layer("relu").cost.latency_s == 0
@@ -193,19 +212,31 @@ def test_unsupported_nodes_run_on_the_host(tmp_path):
     # Conv (8 outputs of 3×3, each 3·3·3 MACs: 8·9·27 = 1944 MACs) and the Relu after it
     # (72 ops) run on the host at 1 ns per MAC/op;
     # the FC layer and its Relu run on EIE.
-    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["r"], name="relu0"),
-             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
-             helper.make_node("Relu", ["h"], ["y"], name="relu1")]
-    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
-              [numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "k"),
-               numpy_helper.from_array(np.ones((16, 72), np.float32), "W")])
+    nodes = [
+        helper.make_node("Conv", ["x", "k"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu0"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
+        helper.make_node("Relu", ["h"], ["y"], name="relu1"),
+    ]
+    g = model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [
+            numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "k"),
+            numpy_helper.from_array(np.ones((16, 72), np.float32), "W"),
+        ],
+    )
     gc = price(g, load_target(variant(tmp_path)))
     on = {x.layer.name: x.on for x in gc.layers}
-    assert on == {"conv": "testhost", "relu0": "testhost", "flat": "eie-variant", "fc": "eie-variant",
-                  "relu1": "eie-variant"}
+    assert on == {
+        "conv": "testhost",
+        "relu0": "testhost",
+        "flat": "eie-variant",
+        "fc": "eie-variant",
+        "relu1": "eie-variant",
+    }
     assert gc.layer("conv").cost.latency_s == pytest.approx(1944e-9)
     assert gc.host_latency_s == pytest.approx(1944e-9 + 72e-9)
     assert "FC layers" in gc.layer("conv").cost.note
@@ -213,9 +244,15 @@ def test_unsupported_nodes_run_on_the_host(tmp_path):
 
 def test_non_constant_weight_goes_to_host(tmp_path):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
-                      helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [])
+    g = model(
+        nodes,
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [],
+    )
     gc = price(g, load_target(variant(tmp_path)))
     assert gc.layers[0].on == "testhost" and "constant 2-D weight" in gc.layers[0].cost.note
 
@@ -279,12 +316,15 @@ PAPER = {  # name: (rows, cols, weight density, act density, theoretical µs, ac
     "NT-We": (600, 4096, 0.10, 1.0, 5.2, 8.0),
     "NT-Wd": (8791, 600, 0.11, 1.0, 13.0, 13.9),
 }
-LATENCY_RTOL = 0.15     # actual time, per layer
-THEORY_RTOL = 0.15      # theoretical time, per layer
-BALANCE_RTOL = 0.10     # load-balance efficiency = theoretical / actual
+LATENCY_RTOL = 0.15  # actual time, per layer
+THEORY_RTOL = 0.15  # theoretical time, per layer
+BALANCE_RTOL = 0.10  # load-balance efficiency = theoretical / actual
 MISSES = {  # measured misses, reported rather than tuned away (see the module docstring of eie.py)
-    ("Alex-8", "latency"): "model 8.0 us vs 9.9 us (-19 %): random 25 %-dense weights need no padding, "
-                           "while the paper's own theoretical time is 19 % above nnz·act/(64·f)",
+    (
+        "Alex-8",
+        "latency",
+    ): "model 8.0 us vs 9.9 us (-19 %): random 25 %-dense weights need no padding, "
+    "while the paper's own theoretical time is 19 % above nnz·act/(64·f)",
     ("Alex-8", "theory"): "model 7.5 us vs 8.9 us (-16 %): same cause",
 }
 
@@ -316,7 +356,9 @@ def _check(paper_costs, report_line, name, what, value, published, rtol):
 def test_paper_actual_time(paper_costs, report_line, name):
     c = paper_costs[name].cost
     assert c.breakdown["sram_fits"] == 1 and c.breakdown["vectors"] == 1
-    _check(paper_costs, report_line, name, "latency", c.latency_s * 1e6, PAPER[name][5], LATENCY_RTOL)
+    _check(
+        paper_costs, report_line, name, "latency", c.latency_s * 1e6, PAPER[name][5], LATENCY_RTOL
+    )
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -349,14 +391,22 @@ def test_paper_densities_reach_the_model(paper_costs, name):
 
 def test_quantized_weight_zero_is_the_zero_point():
     # DequantizeLinear(int8 weight, scale, zero point 3): a stored 3 is a zero weight.
-    q = np.full((8, 64), 3, np.int8)          # MatMul B: 8 inputs × 64 outputs
-    q[:, 0] = 5                               # output 0 (PE 0) has 8 non-zeros
-    nodes = [helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], name="dq"),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
-    g = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-              [numpy_helper.from_array(q, "q"), numpy_helper.from_array(np.float32(0.1), "s"),
-               numpy_helper.from_array(np.int8(3), "zp")])
+    q = np.full((8, 64), 3, np.int8)  # MatMul B: 8 inputs × 64 outputs
+    q[:, 0] = 5  # output 0 (PE 0) has 8 non-zeros
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], name="dq"),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="fc"),
+    ]
+    g = model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [
+            numpy_helper.from_array(q, "q"),
+            numpy_helper.from_array(np.float32(0.1), "s"),
+            numpy_helper.from_array(np.int8(3), "zp"),
+        ],
+    )
     b = price(g).layer("fc").cost.breakdown
     # 8 columns, 1 entry each on PE 0: B = 0..7, S = 2..9, F = 10, + 4 -> 14 cycles
     assert (b["macs_per_vector"], b["cycles_per_vector"]) == (8, 14)

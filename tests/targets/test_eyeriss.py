@@ -22,14 +22,33 @@ from onnx import TensorProto, helper, numpy_helper
 import hwcc
 import hwcc.targets
 from hwcc.errors import HwccError
-from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family, scale_batch
-from hwcc.targets.eyeriss.target import EyerissContext, layer_shape
-from hwcc.targets.eyeriss.mapper import Mapping, check, evaluate, plan_of, rlc_ratio, search, strip_rows
-from hwcc.targets.eyeriss.published import (ACTIVE_PES, ALEXNET, BATCH, DRAM_MB, GOOGLENET_SPLIT, OFMAP_DENSITY,
-                                           POWER_MW, PROCESSING_MS, TOTAL_MS, ZEROS_IN_IFMAPS)
 from hwcc.ir.workload import analyze
+from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family, scale_batch
+from hwcc.targets.eyeriss.mapper import (
+    Mapping,
+    check,
+    evaluate,
+    plan_of,
+    rlc_ratio,
+    search,
+    strip_rows,
+)
+from hwcc.targets.eyeriss.published import (
+    ACTIVE_PES,
+    ALEXNET,
+    BATCH,
+    DRAM_MB,
+    GOOGLENET_SPLIT,
+    OFMAP_DENSITY,
+    POWER_MW,
+    PROCESSING_MS,
+    TOTAL_MS,
+    ZEROS_IN_IFMAPS,
+)
+from hwcc.targets.eyeriss.target import EyerissContext, layer_shape
 
 PJ = 2.8e-12  # eyeriss.toml pj_per_mac, the one calibrated constant (checked below)
+
 
 @register_family("eyeriss_test_host")
 class _TestHost(Target):
@@ -51,7 +70,9 @@ def eyeriss(tmp_path_factory):
 
 
 def _model(nodes, inputs, outputs, inits):
-    g = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    g = helper.make_graph(
+        nodes, "g", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
@@ -61,8 +82,16 @@ def _vi(name, shape):
 
 def _conv_graph(C, H, M, R, stride=1, pad=0, groups=1, dilation=1, name="conv"):
     w = np.random.default_rng(0).normal(size=(M, C // groups, R, R)).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w"], ["y"], name=name, strides=[stride, stride], pads=[pad] * 4,
-                            group=groups, dilations=[dilation, dilation])
+    node = helper.make_node(
+        "Conv",
+        ["x", "w"],
+        ["y"],
+        name=name,
+        strides=[stride, stride],
+        pads=[pad] * 4,
+        group=groups,
+        dilations=[dilation, dilation],
+    )
     return hwcc.load(_model([node], [_vi("x", [1, C, H, H])], [_vi("y", None)], {"w": w}))
 
 
@@ -78,12 +107,20 @@ def test_load_target_describes_provenance():
     assert any("Table V" in v for v in d["validated_against"]) and d["sources"]
     assert t.primary_metric == "energy_j" and t.host == "cpu"
     assert t.params["pe_rows"] * t.params["pe_cols"] == 168
-    assert t.params["energy_relative"] == {"mac": 1, "rf": 1, "noc": 2, "glb": 6, "dram": 200}  # ISCA Table IV
+    assert t.params["energy_relative"] == {
+        "mac": 1,
+        "rf": 1,
+        "noc": 2,
+        "glb": 6,
+        "dram": 200,
+    }  # ISCA Table IV
 
 
 def test_bad_objective_is_an_error(tmp_path):
     text = (Path(hwcc.targets.__file__).parent / "eyeriss" / "eyeriss.toml").read_text()
-    (tmp_path / "e.toml").write_text(text.replace('mapper_objective = "edp"', 'mapper_objective = "speed"'))
+    (tmp_path / "e.toml").write_text(
+        text.replace('mapper_objective = "edp"', 'mapper_objective = "speed"')
+    )
     with pytest.raises(HwccError, match="mapper_objective"):
         load_target(tmp_path / "e.toml")
 
@@ -115,9 +152,21 @@ def test_hand_computed_conv(eyeriss):
     g = _conv_graph(C=2, H=4, M=2, R=3)
     c = eyeriss.plan_with(_layer(g, "conv"), dict(m=2, n=1, e=2, p=2, q=2, r=1, t=1))
     b = c.breakdown
-    units = {"ifmaps_dram_j": 32 * 200, "ifmaps_glb_j": 32 * 6, "ifmaps_noc_j": 48 * 2, "ifmaps_rf_j": 144,
-             "weights_dram_j": 36 * 200, "weights_glb_j": 36 * 6, "weights_noc_j": 72 * 2, "weights_rf_j": 144,
-             "psums_dram_j": 8 * 200, "psums_glb_j": 0, "psums_noc_j": 16 * 2, "psums_rf_j": 240, "mac_j": 144}
+    units = {
+        "ifmaps_dram_j": 32 * 200,
+        "ifmaps_glb_j": 32 * 6,
+        "ifmaps_noc_j": 48 * 2,
+        "ifmaps_rf_j": 144,
+        "weights_dram_j": 36 * 200,
+        "weights_glb_j": 36 * 6,
+        "weights_noc_j": 72 * 2,
+        "weights_rf_j": 144,
+        "psums_dram_j": 8 * 200,
+        "psums_glb_j": 0,
+        "psums_noc_j": 16 * 2,
+        "psums_rf_j": 240,
+        "mac_j": 144,
+    }
     for key, u in units.items():
         assert b[key] == pytest.approx(u * PJ, rel=1e-12, abs=1e-30), key
     assert c.energy_j == pytest.approx(16552 * PJ, rel=1e-12)
@@ -185,16 +234,22 @@ def test_invalid_mapping_is_rejected(eyeriss):
 def test_host_fusion_and_output_density(eyeriss):
     """lone ReLU -> Conv -> ReLU (fused) -> MaxPool (host) -> Flatten -> Gemm -> ReLU -> Softmax."""
     rng = np.random.default_rng(2)
-    nodes = [helper.make_node("Relu", ["x"], ["x1"], name="relu0"),
-             helper.make_node("Conv", ["x1", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["c1"], name="relu1"),
-             helper.make_node("MaxPool", ["c1"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "fw"], ["z"], name="fc"),
-             helper.make_node("Relu", ["z"], ["z1"], name="relu2"),
-             helper.make_node("Softmax", ["z1"], ["y"], name="soft")]
-    inits = {"w": rng.normal(size=(8, 4, 3, 3)).astype(np.float32),
-             "fw": rng.normal(size=(8 * 4 * 4, 10)).astype(np.float32)}
+    nodes = [
+        helper.make_node("Relu", ["x"], ["x1"], name="relu0"),
+        helper.make_node("Conv", ["x1", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["c1"], name="relu1"),
+        helper.make_node(
+            "MaxPool", ["c1"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fw"], ["z"], name="fc"),
+        helper.make_node("Relu", ["z"], ["z1"], name="relu2"),
+        helper.make_node("Softmax", ["z1"], ["y"], name="soft"),
+    ]
+    inits = {
+        "w": rng.normal(size=(8, 4, 3, 3)).astype(np.float32),
+        "fw": rng.normal(size=(8 * 4 * 4, 10)).astype(np.float32),
+    }
     g = hwcc.load(_model(nodes, [_vi("x", [1, 4, 8, 8])], [_vi("y", None)], inits))
     gc = eyeriss.cost(g, CostContext(act_density={"pool": 0.3}))
     on = {x.layer.name: x.on for x in gc.layers}
@@ -212,11 +267,14 @@ def test_host_fusion_and_output_density(eyeriss):
     assert relu0.latency_s == pytest.approx(512 * 2 / 480e6)
 
 
-@pytest.mark.parametrize("kwargs, reason", [
-    (dict(C=4, H=12, M=4, R=3, dilation=2), "dilated"),
-    (dict(C=4, H=12, M=4, R=3, stride=3), "stride 3x3"),
-    (dict(C=4, H=16, M=4, R=13), "filter height 13"),
-])
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        (dict(C=4, H=12, M=4, R=3, dilation=2), "dilated"),
+        (dict(C=4, H=12, M=4, R=3, stride=3), "stride 3x3"),
+        (dict(C=4, H=16, M=4, R=13), "filter height 13"),
+    ],
+)
 def test_unsupported_convs_run_on_the_host(eyeriss, kwargs, reason):
     g = _conv_graph(**kwargs)
     layer = analyze(g).layer("conv")
@@ -230,7 +288,10 @@ def test_mapping_for(eyeriss):
     layer = _layer(_conv_graph(C=8, H=10, M=16, R=3, groups=2), "conv", batch=4)
     m = eyeriss.mapping_for(layer)
     assert set(m) >= set("mnepqrt") | {"active_pes", "passes", "groups", "processing_cycles"}
-    assert m["groups"] == 2 and check(layer_shape(layer), Mapping(*(m[k] for k in "mnepqrt")), eyeriss.hw) is None
+    assert (
+        m["groups"] == 2
+        and check(layer_shape(layer), Mapping(*(m[k] for k in "mnepqrt")), eyeriss.hw) is None
+    )
 
 
 # ---------------------------------------------------------------------- the mapper
@@ -238,12 +299,16 @@ def _brute_force(s, hw, dens):
     """Every feasible mapping of a small layer, evaluated (check() is the judge; the loop
     bounds only skip values check() rejects: p <= M, q <= C, r <= C/q, t <= M/p)."""
     cols = {k: [] for k in (*"mnepqrt", "rows_pad", "rows_real")}
-    for e, n, p, q in itertools.product(range(1, s.E + 1), range(1, s.N + 1), range(1, s.M + 1), range(1, s.C + 1)):
+    for e, n, p, q in itertools.product(
+        range(1, s.E + 1), range(1, s.N + 1), range(1, s.M + 1), range(1, s.C + 1)
+    ):
         rows = strip_rows(s, e)
         for r, t in itertools.product(range(1, -(-s.C // q) + 1), range(1, -(-s.M // p) + 1)):
             for m in range(p * t, -(-s.M // (p * t)) * p * t + 1, p * t):
                 if check(s, Mapping(m, n, e, p, q, r, t), hw) is None:
-                    for k, v in zip((*"mnepqrt", "rows_pad", "rows_real"), (m, n, e, p, q, r, t, *rows)):
+                    for k, v in zip(
+                        (*"mnepqrt", "rows_pad", "rows_real"), (m, n, e, p, q, r, t, *rows)
+                    ):
                         cols[k].append(v)
     return evaluate(s, hw, {k: np.array(v) for k, v in cols.items()}, dens)
 
@@ -271,7 +336,9 @@ def alexnet_layers():
 
 
 def _ctx(name):
-    return EyerissContext(batch=BATCH, act_density=1 - ZEROS_IN_IFMAPS[name], out_density={name: OFMAP_DENSITY[name]})
+    return EyerissContext(
+        batch=BATCH, act_density=1 - ZEROS_IN_IFMAPS[name], out_density={name: OFMAP_DENSITY[name]}
+    )
 
 
 def test_table_iii_mappings_fit_and_give_published_active_pes(eyeriss, alexnet_layers, report_line):
@@ -281,11 +348,16 @@ def test_table_iii_mappings_fit_and_give_published_active_pes(eyeriss, alexnet_l
         assert check(layer_shape(layer), Mapping(**mp), eyeriss.hw) is None, name
         c = eyeriss.plan_with(layer, mp, _ctx(name))
         assert c.breakdown["active_pes"] == ACTIVE_PES[name], name
-        assert c.note.startswith(" ".join(f"{k}={v}" for k, v in mp.items()) + f" · {ACTIVE_PES[name]} PEs")
-        report_line(f"eyeriss {name} Table III mapping: {int(c.breakdown['active_pes'])} PEs "
-                    f"(published {ACTIVE_PES[name]}), processing {c.breakdown['processing_s'] * 1e3:.2f} ms "
-                    f"(published {PROCESSING_MS[name]}), DRAM {c.breakdown['dram_bytes'] / 1e6:.2f} MB "
-                    f"(published {DRAM_MB[name]})")
+        assert c.note.startswith(
+            " ".join(f"{k}={v}" for k, v in mp.items()) + f" · {ACTIVE_PES[name]} PEs"
+        )
+        report_line(
+            f"eyeriss {name} Table III mapping: {int(c.breakdown['active_pes'])} PEs "
+            f"(published {ACTIVE_PES[name]}), "
+            f"processing {c.breakdown['processing_s'] * 1e3:.2f} ms "
+            f"(published {PROCESSING_MS[name]}), DRAM {c.breakdown['dram_bytes'] / 1e6:.2f} MB "
+            f"(published {DRAM_MB[name]})"
+        )
 
 
 def test_mapper_matches_published_latency_and_dram(eyeriss, alexnet_layers, report_line):
@@ -297,9 +369,12 @@ def test_mapper_matches_published_latency_and_dram(eyeriss, alexnet_layers, repo
         c = eyeriss.cost(g, _ctx(name)).layer(name).cost
         ms, mb = c.breakdown["processing_s"] * 1e3, c.breakdown["dram_bytes"] / 1e6
         err_ms, err_mb = ms / PROCESSING_MS[name] - 1, mb / DRAM_MB[name] - 1
-        report_line(f"eyeriss {name} mapper [{c.note}]: processing {ms:.2f} ms vs {PROCESSING_MS[name]} "
-                    f"({100 * err_ms:+.1f} %), DRAM {mb:.2f} MB vs {DRAM_MB[name]} ({100 * err_mb:+.1f} %), "
-                    f"latency_s {c.latency_s * 1e3:.2f} ms vs total {TOTAL_MS[name]}")
+        report_line(
+            f"eyeriss {name} mapper [{c.note}]: processing {ms:.2f} ms vs {PROCESSING_MS[name]} "
+            f"({100 * err_ms:+.1f} %), "
+            f"DRAM {mb:.2f} MB vs {DRAM_MB[name]} ({100 * err_mb:+.1f} %), "
+            f"latency_s {c.latency_s * 1e3:.2f} ms vs total {TOTAL_MS[name]}"
+        )
         assert abs(err_ms) <= 0.15, (name, ms)
         assert abs(err_mb) <= 0.25, (name, mb)
 
@@ -344,8 +419,10 @@ def test_energy_scale_against_measured_chip_energy(eyeriss, alexnet_layers, repo
     assert pj == pytest.approx(eyeriss.params["pj_per_mac"] * 1e-12, rel=0.02)
     for name in ALEXNET:
         err = model_j[name] / chip_j[name] - 1
-        report_line(f"eyeriss {name} on-chip energy {model_j[name] * 1e3:.2f} mJ vs measured "
-                    f"{chip_j[name] * 1e3:.2f} mJ ({100 * err:+.1f} %)")
+        report_line(
+            f"eyeriss {name} on-chip energy {model_j[name] * 1e3:.2f} mJ vs measured "
+            f"{chip_j[name] * 1e3:.2f} mJ ({100 * err:+.1f} %)"
+        )
         assert abs(err) <= 0.30, name  # one scale for all; clock and control power not modelled
     assert 1.3e-9 <= 4 * 200 * PJ <= 2.6e-9
 
@@ -373,8 +450,12 @@ def test_googlenet_energy_split(eyeriss, report_line):
     Each share within 10 percentage points: the published split comes from the authors'
     own estimation tool with GoogLeNet's measured sparsity, which we do not have."""
     split = _googlenet_split(eyeriss)
-    report_line("eyeriss GoogLeNet energy split (psums/ifmaps/weights/compute): " + ", ".join(
-        f"{100 * split[k]:.1f} % vs {100 * v:.0f} %" for k, v in GOOGLENET_SPLIT.items()))
+    report_line(
+        "eyeriss GoogLeNet energy split (psums/ifmaps/weights/compute): "
+        + ", ".join(
+            f"{100 * split[k]:.1f} % vs {100 * v:.0f} %" for k, v in GOOGLENET_SPLIT.items()
+        )
+    )
     for k, v in GOOGLENET_SPLIT.items():
         assert abs(split[k] - v) <= 0.10, (k, split[k])
 
@@ -405,13 +486,16 @@ def test_zoo_alexnet_through_the_graph(eyeriss, report_line):
     for n in ALEXNET:
         c = gc.layer(names[n]).cost
         ms, mb = c.breakdown["processing_s"] * 1e3, c.breakdown["dram_bytes"] / 1e6
-        report_line(f"eyeriss zoo {n}: {ms:.2f} ms vs {PROCESSING_MS[n]}, {mb:.2f} MB vs {DRAM_MB[n]}")
+        report_line(
+            f"eyeriss zoo {n}: {ms:.2f} ms vs {PROCESSING_MS[n]}, {mb:.2f} MB vs {DRAM_MB[n]}"
+        )
         assert abs(ms / PROCESSING_MS[n] - 1) <= 0.15 and abs(mb / DRAM_MB[n] - 1) <= 0.25, n
 
 
 def test_depthwise_and_matmul_of_activations(eyeriss):
     dw = eyeriss.cost(_conv_graph(C=8, H=10, M=8, R=3, groups=8)).layer("conv")
-    assert dw.on == eyeriss.name and dw.cost.breakdown["active_pes"] <= 3 * 8  # one channel per group
+    # one channel per group
+    assert dw.on == eyeriss.name and dw.cost.breakdown["active_pes"] <= 3 * 8
     node = helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")
     g = hwcc.load(_model([node], [_vi("a", [4, 8]), _vi("b", [8, 4])], [_vi("y", None)], {}))
     assert "two activations" in eyeriss.supports(analyze(g).layer("mm"))
@@ -419,8 +503,10 @@ def test_depthwise_and_matmul_of_activations(eyeriss):
 
 def test_a_bare_workload_fuses_nothing(eyeriss):
     """Without the graph, the ReLU after a conv is priced as a lone one and ofmaps are dense."""
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
     w = np.random.default_rng(3).normal(size=(4, 4, 3, 3)).astype(np.float32)
     g = hwcc.load(_model(nodes, [_vi("x", [1, 4, 6, 6])], [_vi("y", None)], {"w": w}))
     assert eyeriss.cost(g).layer("relu").cost.energy_j == 0

@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
-from hwcc.targets.gpu import profile as gpu_profile
 from hwcc.errors import HwccError
-from hwcc.targets.base import CostContext, load_target
-from hwcc.targets.gpu.target import precision_of
 from hwcc.ir.workload import analyze
+from hwcc.targets.base import CostContext, load_target
+from hwcc.targets.gpu import profile as gpu_profile
+from hwcc.targets.gpu.target import precision_of
 
 # Titan X parameters as the tests expect them (targets/gpu/gpu.toml), written out.
 TX_FP32 = 3072 * 2 * 1.075e9  # CUDA cores x 2 FLOPs per FMA x boost clock = 6.6048e12
@@ -39,21 +39,31 @@ def fc(rows, cols, batch=1, dtype=np.float32, weights=None):
     """One Gemm b = a·Wᵀ with W (rows=outputs, cols=inputs) a constant, as in EIE Table III."""
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     w = np.ones((rows, cols), dtype) if weights is None else weights.astype(dtype)
-    return _model([helper.make_node("Gemm", ["a", "W"], ["b"], transB=1)],
-                  [_vi("a", [batch, cols], elem)], [_vi("b", [batch, rows], elem)],
-                  [numpy_helper.from_array(w, "W")])
+    return _model(
+        [helper.make_node("Gemm", ["a", "W"], ["b"], transB=1)],
+        [_vi("a", [batch, cols], elem)],
+        [_vi("b", [batch, rows], elem)],
+        [numpy_helper.from_array(w, "W")],
+    )
 
 
 def matmul(n, k, m, elem=TensorProto.FLOAT):
     """Y = A·B with both operands activations (no constant weights)."""
-    return _model([helper.make_node("MatMul", ["A", "B"], ["Y"])],
-                  [_vi("A", [n, k], elem), _vi("B", [k, m], elem)], [_vi("Y", [n, m], elem)])
+    return _model(
+        [helper.make_node("MatMul", ["A", "B"], ["Y"])],
+        [_vi("A", [n, k], elem), _vi("B", [k, m], elem)],
+        [_vi("Y", [n, m], elem)],
+    )
 
 
 def conv(c, m, hw, k, winograd=False):
     w = numpy_helper.from_array(np.ones((m, c, k, k), np.float32), "W")
-    g = _model([helper.make_node("Conv", ["x", "W"], ["y"], pads=[k // 2] * 4)],
-               [_vi("x", [1, c, hw, hw])], [_vi("y", [1, m, hw, hw])], [w])
+    g = _model(
+        [helper.make_node("Conv", ["x", "W"], ["y"], pads=[k // 2] * 4)],
+        [_vi("x", [1, c, hw, hw])],
+        [_vi("y", [1, m, hw, hw])],
+        [w],
+    )
     if winograd:
         g.nodes[0].meta["winograd"] = True
     return g
@@ -63,10 +73,13 @@ def small_net():
     """conv 3x3 -> relu -> relu -> flatten -> gemm: a Flatten view and a repeated Relu."""
     w = numpy_helper.from_array(np.full((8, 3, 3, 3), 0.1, np.float32), "W")
     fcw = numpy_helper.from_array(np.full((10, 8 * 8 * 8), 0.01, np.float32), "F")
-    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r1"]), helper.make_node("Relu", ["r1"], ["r2"]),
-             helper.make_node("Flatten", ["r2"], ["f"]),
-             helper.make_node("Gemm", ["f", "F"], ["y"], transB=1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r1"]),
+        helper.make_node("Relu", ["r1"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["f"]),
+        helper.make_node("Gemm", ["f", "F"], ["y"], transB=1),
+    ]
     return _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 10])], [w, fcw])
 
 
@@ -103,13 +116,15 @@ def test_bad_parameters_are_refused(tmp_path):
     p.write_text('family = "gpu"\n[params]\npeak_flops = { fp32 = 1e12 }\n')
     with pytest.raises(HwccError, match="lacks"):
         load_target(p)
-    p.write_text('family = "gpu"\n[params]\npeak_flops = { fp33 = 1e12 }\nmem_bandwidth_Bps = 1e9\n'
-                 'bandwidth_efficiency = 0.8\nlaunch_overhead_s = 5e-6\npower_w = 1\n')
+    p.write_text(
+        'family = "gpu"\n[params]\npeak_flops = { fp33 = 1e12 }\nmem_bandwidth_Bps = 1e9\n'
+        "bandwidth_efficiency = 0.8\nlaunch_overhead_s = 5e-6\npower_w = 1\n"
+    )
     with pytest.raises(HwccError, match="keys among"):
         load_target(p)
 
 
-# ---------------------------------------------------------------------- hand-computed one-node graphs
+# -------------------------------------------------------------------- hand-computed one-node graphs
 def test_compute_bound_gemm_is_flops_over_peak(titan):
     # A[2048,2048]·B[2048,2048], fp32, both activations:
     # FLOPs = 2·2048³ = 17,179,869,184 -> 17.18e9 / 6.6048e12 = 2.6011 ms
@@ -132,7 +147,8 @@ def test_memory_bound_gemv_is_bytes_over_bandwidth(titan, gemv4096):
 
 
 def test_tiny_op_costs_its_launch(titan):
-    # Relu on 8 floats: 64 bytes / 269.2e9 = 0.24 ns; 8 ops / 6.6e12 = 1.2 ps: the 5 us launch is all.
+    # Relu on 8 floats: 64 bytes / 269.2e9 = 0.24 ns; 8 ops / 6.6e12 = 1.2 ps:
+    # the 5 us launch is all.
     g = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [1, 8])], [_vi("y", [1, 8])])
     c = titan.cost(g).layers[0].cost
     assert c.latency_s == pytest.approx(TX_LAUNCH + 64 / TX_BW, rel=1e-12)
@@ -141,7 +157,9 @@ def test_tiny_op_costs_its_launch(titan):
 
 
 def test_views_launch_nothing(titan):
-    g = _model([helper.make_node("Flatten", ["x"], ["y"])], [_vi("x", [1, 2, 4])], [_vi("y", [1, 8])])
+    g = _model(
+        [helper.make_node("Flatten", ["x"], ["y"])], [_vi("x", [1, 2, 4])], [_vi("y", [1, 8])]
+    )
     c = titan.cost(g).layers[0].cost
     assert (c.latency_s, c.energy_j, c.breakdown["launches"]) == (0.0, 0.0, 0.0)
 
@@ -183,16 +201,29 @@ def test_sparse_weights_and_activations_do_not_speed_up_dense_kernels(titan):
     assert a == titan.cost(dense).latency_s
 
 
-@pytest.mark.parametrize("bits, precision", [((32, 32), "fp32"), ((8, 32), "fp32"), ((16, 16), "fp16"),
-                                             ((8, 8), "int8"), ((4, 8), "int8"), ((64, 64), "fp64"),
-                                             ((None, None), "fp32")])
+@pytest.mark.parametrize(
+    "bits, precision",
+    [
+        ((32, 32), "fp32"),
+        ((8, 32), "fp32"),
+        ((16, 16), "fp16"),
+        ((8, 8), "int8"),
+        ((4, 8), "int8"),
+        ((64, 64), "fp64"),
+        ((None, None), "fp32"),
+    ],
+)
 def test_precision_follows_the_wider_operand(bits, precision):
-    layer = dataclasses.replace(analyze(matmul(2, 2, 2)).layers[0], weight_bits=bits[0], act_bits=bits[1])
+    layer = dataclasses.replace(
+        analyze(matmul(2, 2, 2)).layers[0], weight_bits=bits[0], act_bits=bits[1]
+    )
     assert precision_of(layer) == precision
 
 
 def test_int8_runs_at_the_fp32_rate_on_maxwell(titan):
-    layer = dataclasses.replace(analyze(matmul(1024, 1024, 1024)).layers[0], weight_bits=8, act_bits=8)
+    layer = dataclasses.replace(
+        analyze(matmul(1024, 1024, 1024)).layers[0], weight_bits=8, act_bits=8
+    )
     c = titan.cost_layer(layer, CostContext())
     assert c.breakdown["compute_s"] == pytest.approx(2 * 1024**3 / TX_FP32)
     assert "int8 runs at the fp32 rate" in c.note
@@ -211,8 +242,11 @@ def test_fp16_gemm_uses_v100_tensor_cores():
 
 def test_elementwise_ops_stay_on_cuda_cores():
     h100 = load_target("gpu-h100")
-    g = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [1 << 24], TensorProto.FLOAT16)],
-               [_vi("y", [1 << 24], TensorProto.FLOAT16)])
+    g = _model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_vi("x", [1 << 24], TensorProto.FLOAT16)],
+        [_vi("y", [1 << 24], TensorProto.FLOAT16)],
+    )
     c = h100.cost(g).layers[0].cost
     assert c.breakdown["compute_s"] == pytest.approx((1 << 24) / 133.8e12)  # not 989e12
 
@@ -221,10 +255,15 @@ def test_recurrent_layer_launches_and_reads_weights_each_step(titan):
     t, i, h = 5, 32, 64
     w = numpy_helper.from_array(np.ones((1, 4 * h, i), np.float32), "W")
     r = numpy_helper.from_array(np.ones((1, 4 * h, h), np.float32), "R")
-    g = _model([helper.make_node("LSTM", ["x", "W", "R"], ["", "yh"], hidden_size=h)],
-               [_vi("x", [t, 1, i])], [_vi("yh", [1, 1, h])], [w, r])
+    g = _model(
+        [helper.make_node("LSTM", ["x", "W", "R"], ["", "yh"], hidden_size=h)],
+        [_vi("x", [t, 1, i])],
+        [_vi("yh", [1, 1, h])],
+        [w, r],
+    )
     c = titan.cost(g).layers[0].cost
-    # weights (4·64·32 + 4·64·64)·4 B = 98,304 B, read at each of 5 steps; x 5·32·4 = 640 B; yh 64·4 = 256 B
+    # weights (4·64·32 + 4·64·64)·4 B = 98,304 B, read at each of 5 steps;
+    # x 5·32·4 = 640 B; yh 64·4 = 256 B
     nbytes = 98_304 * 5 + 640 + 256
     # MACs 5·4·64·(32 + 64) = 122,880; gate ops 5·64·9 = 2,880
     compute = (2 * 122_880 + 2_880) / TX_FP32
@@ -233,8 +272,12 @@ def test_recurrent_layer_launches_and_reads_weights_each_step(titan):
 
 
 def test_unknown_op_is_refused_with_a_reason(titan):
-    g = _model([helper.make_node("Mystery", ["x"], ["y"], domain="acme")], [_vi("x", [1, 8])],
-               [_vi("y", [1, 8])], domains=["acme"])
+    g = _model(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="acme")],
+        [_vi("x", [1, 8])],
+        [_vi("y", [1, 8])],
+        domains=["acme"],
+    )
     layer = analyze(g).layers[0]
     assert "unknown op" in titan.supports(layer)
 
@@ -247,7 +290,7 @@ def test_newer_chips_price_the_same_graph_faster(titan, gemv4096):
     assert h100.cost(gemv4096).latency_s < titan.cost(gemv4096).latency_s / 8
 
 
-# ---------------------------------------------------------------------- EIE Table IV (Han et al., ISCA 2016)
+# ------------------------------------------------------------- EIE Table IV (Han et al., ISCA 2016)
 # (rows = outputs, cols = inputs) from EIE Table III; Titan X dense wall-clock time, us, from
 # Table IV: batch 1 (cuBLAS GEMV) and batch 64 (per frame).
 EIE_TITAN_X = {
@@ -258,8 +301,10 @@ EIE_TITAN_X = {
     "NT-Wd": (8791, 600, 90.1, 2.3),
 }
 EIE_TOL = 0.25
-_NT_WE_MISS = ("NT-We (600 outputs) reaches only ~45 % of peak bandwidth in cuBLAS GEMV on the Titan X; "
-               "the roofline, with one bandwidth fraction for all layers, predicts 41.6 us (-36 %)")
+_NT_WE_MISS = (
+    "NT-We (600 outputs) reaches only ~45 % of peak bandwidth in cuBLAS GEMV on the Titan X; "
+    "the roofline, with one bandwidth fraction for all layers, predicts 41.6 us (-36 %)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -268,16 +313,28 @@ def eie_costs(titan):
     out = {}
     for name, (rows, cols, _, _) in EIE_TITAN_X.items():
         g = fc(rows, cols)
-        out[name] = (titan.cost(g).latency_s * 1e6, titan.cost(g, CostContext(batch=64)).latency_s * 1e6 / 64)
+        out[name] = (
+            titan.cost(g).latency_s * 1e6,
+            titan.cost(g, CostContext(batch=64)).latency_s * 1e6 / 64,
+        )
     return out
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_NT_WE_MISS))
-                                  if n == "NT-We" else n for n in EIE_TITAN_X])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_NT_WE_MISS))
+        if n == "NT-We"
+        else n
+        for n in EIE_TITAN_X
+    ],
+)
 def test_eie_titan_x_batch1_dense_within_25_percent(eie_costs, name, report_line):
     predicted, published = eie_costs[name][0], EIE_TITAN_X[name][2]
-    report_line(f"gpu Titan X {name} batch 1: {predicted:.1f} us vs EIE Table IV {published} us "
-                f"({(predicted / published - 1) * 100:+.1f} %)")
+    report_line(
+        f"gpu Titan X {name} batch 1: {predicted:.1f} us vs EIE Table IV {published} us "
+        f"({(predicted / published - 1) * 100:+.1f} %)"
+    )
     assert predicted == pytest.approx(published, rel=EIE_TOL)
 
 
@@ -291,8 +348,10 @@ def test_eie_titan_x_batch64_roofline_is_a_lower_bound(eie_costs, name, report_l
     # Table IV's batch-64 times are per frame (Alex-6: 19.8 us x 64 = 1.27 ms; reading the
     # 151 MB of weights alone takes 0.45 ms at peak bandwidth, so they cannot be per batch).
     predicted, published = eie_costs[name][1], EIE_TITAN_X[name][3]
-    report_line(f"gpu Titan X {name} batch 64: {predicted:.2f} us/frame vs EIE Table IV {published} us "
-                f"({(predicted / published - 1) * 100:+.1f} %)")
+    report_line(
+        f"gpu Titan X {name} batch 64: {predicted:.2f} us/frame vs EIE Table IV {published} us "
+        f"({(predicted / published - 1) * 100:+.1f} %)"
+    )
     assert predicted < published  # peak fp32 rate: cuBLAS SGEMM reaches less
 
 
@@ -303,8 +362,11 @@ def _no_cuda(monkeypatch):
 
 def test_build_table_without_cuda_provider_says_so(monkeypatch):
     _no_cuda(monkeypatch)
-    with pytest.raises(HwccError, match="onnxruntime's CUDA provider is not available on this machine: "
-                                        "install onnxruntime-gpu on a machine with an NVIDIA GPU"):
+    with pytest.raises(
+        HwccError,
+        match="onnxruntime's CUDA provider is not available on this machine: "
+        "install onnxruntime-gpu on a machine with an NVIDIA GPU",
+    ):
         gpu_profile.build_table(small_net(), "some GPU")
     with pytest.raises(HwccError, match="CUDA provider is not available"):
         gpu_profile.gpu_fingerprint()
@@ -334,8 +396,12 @@ def test_table_round_trip_and_refusals(tmp_path, monkeypatch):
     path = gpu_profile.save_table(table)
     assert path.parent == tmp_path / "hwcc" / "gpu"
     back = gpu_profile.load_table(fp)
-    assert (back.entries, back.run_overhead_s, back.skipped, back.meta) == ({"k": 2e-5}, 1e-5, {"j": "why"},
-                                                                           {"repeats": 5})
+    assert (back.entries, back.run_overhead_s, back.skipped, back.meta) == (
+        {"k": 2e-5},
+        1e-5,
+        {"j": "why"},
+        {"repeats": 5},
+    )
     with pytest.raises(HwccError, match="measured on"):
         gpu_profile.load_table("Other GPU", path)
     path.write_text(json.dumps({"format": "something else"}))
@@ -348,12 +414,18 @@ def test_target_uses_this_device_s_table_where_it_has_the_layer(tmp_path, monkey
     fp = "NVIDIA GeForce GTX TITAN X | driver 1.0 | onnxruntime 0"
     g = small_net()
     conv_layer = analyze(g).layers[0]
-    gpu_profile.save_table(gpu_profile.MeasuredTable(fp, {gpu_profile.layer_key(conv_layer): 40e-6}, 15e-6))
+    gpu_profile.save_table(
+        gpu_profile.MeasuredTable(fp, {gpu_profile.layer_key(conv_layer): 40e-6}, 15e-6)
+    )
     monkeypatch.setattr(gpu_profile, "cuda_available", lambda: True)
     monkeypatch.setattr(gpu_profile, "gpu_fingerprint", lambda: fp)
     t = load_target("gpu")
     d = t.describe()
-    assert d["provenance"] == "measured" and "measured table" in d["cost_source"] and fp in d["cost_source"]
+    assert (
+        d["provenance"] == "measured"
+        and "measured table" in d["cost_source"]
+        and fp in d["cost_source"]
+    )
     costs = t.cost(g)
     measured = costs.layers[0].cost
     # 40 us session run - 15 us run overhead + 5 us launch = 30 us

@@ -22,15 +22,15 @@ import pytest
 from onnx import TensorProto, helper
 
 import hwcc
+from hwcc.errors import HwccError
 from hwcc.formats import sparse as eie_format
 from hwcc.ir import onnx_io
-from hwcc.errors import HwccError
+from hwcc.ir.transform import PassContext, get_pass
 from hwcc.models import model_path
 from hwcc.models.digits import load_split
-from hwcc.ir.transform import PassContext, get_pass
 from hwcc.passes.lib.calibration import Runner
-from hwcc.targets.eie.payload import read_layer
 from hwcc.targets.base import CostContext, load_target
+from hwcc.targets.eie.payload import read_layer
 
 TARGETS = Path(__file__).resolve().parents[2] / "targets"
 MATRIX_OPS = ("Conv", "Gemm", "MatMul")
@@ -49,7 +49,9 @@ def feeds():
 
 @pytest.fixture(scope="module")
 def lenet5_int8(feeds):
-    res = get_pass("quantize")(zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "int8"}}, data=feeds))
+    res = get_pass("quantize")(
+        zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "int8"}}, data=feeds)
+    )
     assert res.modified
     return res.graph
 
@@ -57,8 +59,12 @@ def lenet5_int8(feeds):
 @pytest.fixture(scope="module")
 def lenet300_eie():
     """lenet300-digits pruned to 10 % of its weights, then shared at 4 bits: EIE's form."""
-    pruned = get_pass("prune_weights")(zoo("lenet300-digits"), PassContext(knobs={"prune_weights": {"density": 0.1}}))
-    shared = get_pass("quantize")(pruned.graph, PassContext(knobs={"quantize": {"mode": "kmeans", "bits": 4}}))
+    pruned = get_pass("prune_weights")(
+        zoo("lenet300-digits"), PassContext(knobs={"prune_weights": {"density": 0.1}})
+    )
+    shared = get_pass("quantize")(
+        pruned.graph, PassContext(knobs={"quantize": {"mode": "kmeans", "bits": 4}})
+    )
     assert pruned.modified and shared.modified
     return shared.graph
 
@@ -67,10 +73,18 @@ def conv_relu_graph():
     """Conv → Relu: nothing EIE runs."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [4, 1, 3, 3], np.linspace(-1, 1, 36).tolist())
     g = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["h"], name="conv"), helper.make_node("Relu", ["h"], ["y"], name="relu")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], initializer=[w])
-    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+        [
+            helper.make_node("Conv", ["x", "w"], ["h"], name="conv"),
+            helper.make_node("Relu", ["h"], ["y"], name="relu"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+        initializer=[w],
+    )
+    return hwcc.load(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    )
 
 
 def parse_listing(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -84,12 +98,18 @@ def parse_listing(text: str) -> list[tuple[str, dict[str, str]]]:
 
 
 # ---------------------------------------------------------------------- legal form
-@pytest.mark.parametrize("name, form", [
-    ("tpu", {"quantize_int8": {"calibration": "minmax"}}),
-    ("eie", {"quantize_kmeans": {"bits": 4, "zero_slot": True, "codebook_bits": 16}}),
-    ("eyeriss", {"quantize_fixed16": {}}),
-    ("cpu", {}), ("gpu", {}), ("gpu-v100", {}), ("gpu-h100", {}),
-])
+@pytest.mark.parametrize(
+    "name, form",
+    [
+        ("tpu", {"quantize_int8": {"calibration": "minmax"}}),
+        ("eie", {"quantize_kmeans": {"bits": 4, "zero_slot": True, "codebook_bits": 16}}),
+        ("eyeriss", {"quantize_fixed16": {}}),
+        ("cpu", {}),
+        ("gpu", {}),
+        ("gpu-v100", {}),
+        ("gpu-h100", {}),
+    ],
+)
 def test_legal_form_is_read_from_the_toml(name, form):
     t = load_target(name)
     assert t.legal_form == form
@@ -103,27 +123,40 @@ def test_eie_legal_form_bits_are_the_chip_s_index_bits():
     assert eie.legal_form["quantize_kmeans"]["bits"] == eie.index_bits == 4
 
 
-@pytest.mark.parametrize("table, message", [
-    ('[legal_form.quantise]\nmode = "int8"\n', "unknown pass 'quantise'"),
-    ('[legal_form.quantize]\nmodes = "int8"\n', "has no knob 'modes'"),
-    ('[legal_form.quantize]\nmode = "int4"\n', "knob 'mode' cannot be 'int4'"),
-    ('legal_form = "int8"\n', "legal_form must be a table"),
-    ('[legal_form]\nquantize = "int8"\n', "legal_form.quantize must be a table"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('[legal_form.quantise]\nmode = "int8"\n', "unknown pass 'quantise'"),
+        ('[legal_form.quantize]\nmodes = "int8"\n', "has no knob 'modes'"),
+        ('[legal_form.quantize]\nmode = "int4"\n', "knob 'mode' cannot be 'int4'"),
+        ('legal_form = "int8"\n', "legal_form must be a table"),
+        ('[legal_form]\nquantize = "int8"\n', "legal_form.quantize must be a table"),
+    ],
+)
 def test_a_bad_legal_form_is_an_error_naming_the_file(tmp_path, table, message):
-    text = re.sub(r"^\[legal_form\.quantize_int8\]\ncalibration = .*\n", "",
-                  (TARGETS / "tpu" / "tpu.toml").read_text(), flags=re.M)
+    text = re.sub(
+        r"^\[legal_form\.quantize_int8\]\ncalibration = .*\n",
+        "",
+        (TARGETS / "tpu" / "tpu.toml").read_text(),
+        flags=re.M,
+    )
     assert "legal_form" not in text
     head, params = text.split("[params]", 1)  # top-level keys must come before the first table
     path = tmp_path / "bad.toml"
-    path.write_text(head + table + "\n[params]" + params if not table.startswith("[") else text + "\n" + table)
+    path.write_text(
+        head + table + "\n[params]" + params if not table.startswith("[") else text + "\n" + table
+    )
     with pytest.raises(HwccError) as e:
         load_target(path)
     assert str(path) in e.value.message and message in e.value.message
 
 
 def test_eie_legal_form_wider_than_the_codebook_index_is_an_error(tmp_path):
-    text = (TARGETS / "eie" / "eie.toml").read_text().replace("bits = 4                        # = index_bits", "bits = 5")
+    text = (
+        (TARGETS / "eie" / "eie.toml")
+        .read_text()
+        .replace("bits = 4                        # = index_bits", "bits = 5")
+    )
     path = tmp_path / "eie5.toml"
     path.write_text(text)
     with pytest.raises(HwccError, match="shares weights at 5 bits"):
@@ -148,9 +181,15 @@ def test_eie_and_eyeriss_run_their_legal_forms(lenet300_eie):
     assert len(fc) == 3 and {x.on for x in fc} == {"eie"}
     assert {x.layer.weight_bits for x in fc} == {4}
     eyeriss = load_target("eyeriss")
-    fixed = get_pass("quantize")(zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "fixed16"}})).graph
+    fixed = get_pass("quantize")(
+        zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "fixed16"}})
+    ).graph
     layers = [x for x in eyeriss.price(fixed).layers if x.layer.op_type in MATRIX_OPS]
-    assert len(layers) == 4 and {x.on for x in layers} == {"eyeriss"} and {x.layer.weight_bits for x in layers} == {16}
+    assert (
+        len(layers) == 4
+        and {x.on for x in layers} == {"eyeriss"}
+        and {x.layer.weight_bits for x in layers} == {16}
+    )
 
 
 # ---------------------------------------------------------------------- no payload
@@ -180,10 +219,14 @@ def test_eie_payload_decodes_to_the_weights_exactly(tmp_path, lenet300_eie):
             assert f["p"].shape == (n, w.shape[1] + 1) and f["p"].dtype == np.uint16
             book = f["codebook"]
             assert book[0] == 0 and len(book) <= 16 and set(book[1:]) == set(np.unique(w[w != 0]))
-            m = eie_format.EIEMatrix(tuple(f["shape"]), n, book.astype(np.float64),
-                                     [f["v"][off[k]:off[k + 1]] for k in range(n)],
-                                     [f["z"][off[k]:off[k + 1]] for k in range(n)],
-                                     [f["p"][k].astype(np.int64) for k in range(n)])
+            m = eie_format.EIEMatrix(
+                tuple(f["shape"]),
+                n,
+                book.astype(np.float64),
+                [f["v"][off[k] : off[k + 1]] for k in range(n)],
+                [f["z"][off[k] : off[k + 1]] for k in range(n)],
+                [f["p"][k].astype(np.int64) for k in range(n)],
+            )
             step = 2.0 ** -int(f["codebook_frac_bits"])
             assert np.all(np.abs(f["codebook_fixed"] * step - book) <= step / 2)
             assert f["codebook_fixed"].dtype == np.int16
@@ -206,7 +249,10 @@ def test_eie_payload_of_a_host_only_graph_writes_no_layer(tmp_path):
     assert list(files) == ["eie/manifest.json"]
     manifest = json.loads((tmp_path / "eie/manifest.json").read_text())
     assert manifest["layers"] == [] and manifest["total_bytes"] == 0
-    assert [(x["name"], x["on"]) for x in manifest["host_layers"]] == [("conv", "cpu"), ("relu", "cpu")]
+    assert [(x["name"], x["on"]) for x in manifest["host_layers"]] == [
+        ("conv", "cpu"),
+        ("relu", "cpu"),
+    ]
     assert sorted(p.name for p in (tmp_path / "eie").iterdir()) == ["manifest.json"]
 
 
@@ -214,7 +260,9 @@ def test_eie_payload_needs_shared_weights(tmp_path):
     with pytest.raises(HwccError, match="(?s)distinct non-zero weights.*kmeans bits=4"):
         load_target("eie").write_payload(zoo("lenet300-digits"), tmp_path)
     # Dense and shared at 4 bits: 16 values, no index left for zero.
-    dense = get_pass("quantize")(zoo("lenet300-digits"), PassContext(knobs={"quantize": {"mode": "kmeans"}})).graph
+    dense = get_pass("quantize")(
+        zoo("lenet300-digits"), PassContext(knobs={"quantize": {"mode": "kmeans"}})
+    ).graph
     with pytest.raises(HwccError, match="holds 16 distinct"):
         load_target("eie").write_payload(dense, tmp_path)
 
@@ -239,10 +287,12 @@ def test_eie_payload_of_a_dense_model_in_the_legal_form_decodes_exactly(tmp_path
         with np.load(tmp_path / entry["file"], allow_pickle=False) as f:
             codes, frac = f["codebook_fixed"], int(f["codebook_frac_bits"])
             assert codes.dtype == np.int16 and codes[0] == 0 and len(np.unique(codes)) == 16
-            fixed = codes.astype(np.float64) * 2.0 ** -frac
-            np.testing.assert_array_equal(fixed, f["codebook"])  # int16 codebook × scale == shared values
+            fixed = codes.astype(np.float64) * 2.0**-frac
+            # int16 codebook × scale == shared values
+            np.testing.assert_array_equal(fixed, f["codebook"])
         decoded = eie_format.decode(replace(m, codebook=fixed))
-        np.testing.assert_array_equal(decoded, w.astype(np.float64))  # == the model's weights, exactly
+        # == the model's weights, exactly
+        np.testing.assert_array_equal(decoded, w.astype(np.float64))
 
 
 # ---------------------------------------------------------------------- TPU
@@ -259,47 +309,96 @@ def test_tpu_weights_are_the_int8_initializers_of_the_qdq_graph(tmp_path, lenet5
             dq = g.producer(g.node(name).inputs[1])
             assert dq.op_type == "DequantizeLinear"
             q, s, z = f[key + "weight"], f[key + "weight_scale"], f[key + "weight_zero_point"]
-            assert q.dtype == np.int8 and z.dtype == np.int8 and int(f[key + "weight_axis"]) == dq.attr("axis")
+            assert (
+                q.dtype == np.int8
+                and z.dtype == np.int8
+                and int(f[key + "weight_axis"]) == dq.attr("axis")
+            )
             np.testing.assert_array_equal(q, g.initializer(dq.inputs[0]))
             assert f[key + "bias"].dtype == np.int32
             shape = [-1] + [1] * (q.ndim - 1)
-            dq_of[dq.outputs[0]] = (q.astype(np.float32) - z.astype(np.float32).reshape(shape)) * s.reshape(shape)
+            dq_of[dq.outputs[0]] = (
+                q.astype(np.float32) - z.astype(np.float32).reshape(shape)
+            ) * s.reshape(shape)
     out = Runner(g, list(dq_of)).run({"input": feeds["input"][:1]})
     for tensor, mine in dq_of.items():
         np.testing.assert_array_equal(mine, out[tensor])  # exact: the same float32 product
 
 
 @pytest.mark.parametrize("model, batch", [("lenet5-digits", 1), ("resnet-digits", 64)])
-def test_tpu_listing_loads_the_tiles_the_cost_model_prices(tmp_path, feeds, lenet5_int8, model, batch):
+def test_tpu_listing_loads_the_tiles_the_cost_model_prices(
+    tmp_path, feeds, lenet5_int8, model, batch
+):
     tpu = load_target("tpu")
-    g = lenet5_int8 if model == "lenet5-digits" else get_pass("quantize")(
-        zoo(model), PassContext(knobs={"quantize": {"mode": "int8"}}, data={"input": feeds["input"][:8]})).graph
+    g = (
+        lenet5_int8
+        if model == "lenet5-digits"
+        else get_pass("quantize")(
+            zoo(model),
+            PassContext(knobs={"quantize": {"mode": "int8"}}, data={"input": feeds["input"][:8]}),
+        ).graph
+    )
     ctx = CostContext(batch=batch)
     tpu.write_payload(g, tmp_path, ctx)
     text = (tmp_path / "tpu/program.txt").read_text()
     prog = parse_listing(text)
     kinds = [k for k, _ in prog]
-    assert set(kinds) <= {"Read_Host_Memory", "Read_Weights", "MatrixMultiply", "Convolve", "Activate",
-                          "Write_Host_Memory"}
+    assert set(kinds) <= {
+        "Read_Host_Memory",
+        "Read_Weights",
+        "MatrixMultiply",
+        "Convolve",
+        "Activate",
+        "Write_Host_Memory",
+    }
     assert kinds[0] == "Read_Host_Memory" and kinds[-1] == "Write_Host_Memory"
-    first = {k: kinds.index(k) for k in ("Read_Host_Memory", "Read_Weights", "Convolve", "MatrixMultiply",
-                                         "Activate", "Write_Host_Memory")}
-    assert first["Read_Host_Memory"] < first["Read_Weights"] < first["Convolve"] < first["Activate"] \
-        < first["MatrixMultiply"] < first["Write_Host_Memory"]
+    first = {
+        k: kinds.index(k)
+        for k in (
+            "Read_Host_Memory",
+            "Read_Weights",
+            "Convolve",
+            "MatrixMultiply",
+            "Activate",
+            "Write_Host_Memory",
+        )
+    }
+    assert (
+        first["Read_Host_Memory"]
+        < first["Read_Weights"]
+        < first["Convolve"]
+        < first["Activate"]
+        < first["MatrixMultiply"]
+        < first["Write_Host_Memory"]
+    )
     cost = tpu.cost(g, ctx)
-    priced = {x.layer.name: x.cost.breakdown["tiles"] * x.cost.breakdown["passes"]
-              for x in cost.layers if x.on == "tpu" and "tiles" in x.cost.breakdown}
+    priced = {
+        x.layer.name: x.cost.breakdown["tiles"] * x.cost.breakdown["passes"]
+        for x in cost.layers
+        if x.on == "tpu" and "tiles" in x.cost.breakdown
+    }
     assert priced and Counter(ops["layer"] for k, ops in prog if k == "Read_Weights") == priced
     # Every multiply runs on the tile loaded just before it; a layer's passes cover its rows.
     for (k0, a), (k1, b) in zip(prog, prog[1:]):
         if k1 in ("MatrixMultiply", "Convolve"):
-            assert k0 == "Read_Weights" and (a["layer"], a["tile"], a["pass"]) == (b["layer"], b["tile"], b["pass"])
+            assert k0 == "Read_Weights" and (a["layer"], a["tile"], a["pass"]) == (
+                b["layer"],
+                b["tile"],
+                b["pass"],
+            )
     for x in cost.layers:
         if x.layer.name in priced:
             [(_, rows, _, _, _)] = tpu.multiplies(x.layer)
-            mm = [ops for k, ops in prog if k in ("MatrixMultiply", "Convolve") and ops["layer"] == x.layer.name]
+            mm = [
+                ops
+                for k, ops in prog
+                if k in ("MatrixMultiply", "Convolve") and ops["layer"] == x.layer.name
+            ]
             assert sum(int(ops["rows"]) for ops in mm if ops["tile"].startswith("0/")) == rows
-            assert all(int(ops["acc"]) + int(ops["rows"]) <= tpu.params["accumulator_entries"] for ops in mm)
+            assert all(
+                int(ops["acc"]) + int(ops["rows"]) <= tpu.params["accumulator_entries"]
+                for ops in mm
+            )
     # Host nodes are comments, in graph order with the instructions.
     assert "# host (cpu): input_QuantizeLinear (QuantizeLinear)" in text
     assert text.index("# host (cpu): input_QuantizeLinear") < text.index("Read_Host_Memory")
@@ -317,7 +416,9 @@ def test_tpu_listing_of_a_float_graph_is_all_host(tmp_path):
 # ---------------------------------------------------------------------- Eyeriss
 def test_eyeriss_mapping_has_every_layer_and_the_cost_s_energy(tmp_path):
     eyeriss = load_target("eyeriss")
-    g = get_pass("quantize")(zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "fixed16"}})).graph
+    g = get_pass("quantize")(
+        zoo("lenet5-digits"), PassContext(knobs={"quantize": {"mode": "fixed16"}})
+    ).graph
     ctx = CostContext(batch=4)
     files = eyeriss.write_payload(g, tmp_path, ctx)
     assert list(files) == ["eyeriss/mapping.json"]
@@ -329,10 +430,14 @@ def test_eyeriss_mapping_has_every_layer_and_the_cost_s_energy(tmp_path):
         assert set("mnepqrt") | {"active_pes", "passes", "processing_cycles"} <= set(mp)
         assert 1 <= mp["active_pes"] <= 168
         priced = cost.layer(entry["name"])
-        assert {k: mp[k] for k in "mnepqrt"} == {k: priced.cost.breakdown[f"map_{k}"] for k in "mnepqrt"}
+        assert {k: mp[k] for k in "mnepqrt"} == {
+            k: priced.cost.breakdown[f"map_{k}"] for k in "mnepqrt"
+        }
         e = entry["energy"]
         assert entry["energy_j"] == pytest.approx(priced.cost.energy_j, rel=1e-12)
-        assert e["mac_j"] + sum(e["by_level"].values()) == pytest.approx(entry["energy_j"], rel=1e-9)
+        assert e["mac_j"] + sum(e["by_level"].values()) == pytest.approx(
+            entry["energy_j"], rel=1e-9
+        )
         assert e["mac_j"] + sum(e["by_type"].values()) == pytest.approx(entry["energy_j"], rel=1e-9)
     assert [(x["name"], x["on"]) for x in doc["host_layers"]] == [("/4/MaxPool", "cpu")]
     everything = doc["layers"] + doc["other_layers"] + doc["host_layers"]
@@ -345,12 +450,17 @@ def test_eyeriss_mapping_has_every_layer_and_the_cost_s_energy(tmp_path):
 def test_tpu_listing_packs_grouped_convolutions_as_the_cost_model_does(tmp_path, feeds):
     tpu = load_target("tpu")
     knobs = {"quantize": {"mode": "int8"}}
-    g = get_pass("quantize")(zoo("mobilenet-digits"), PassContext(knobs=knobs, data={"input": feeds["input"][:8]})).graph
+    g = get_pass("quantize")(
+        zoo("mobilenet-digits"), PassContext(knobs=knobs, data={"input": feeds["input"][:8]})
+    ).graph
     ctx = CostContext(batch=64)
     assert any(x.layer.groups > 1 and x.on == "tpu" for x in tpu.cost(g, ctx).layers)
     tpu.write_payload(g, tmp_path, ctx)
     prog = parse_listing((tmp_path / "tpu/program.txt").read_text())
-    priced = {x.layer.name: x.cost.breakdown["tiles"] * x.cost.breakdown["passes"]
-              for x in tpu.cost(g, ctx).layers if x.on == "tpu" and "tiles" in x.cost.breakdown}
+    priced = {
+        x.layer.name: x.cost.breakdown["tiles"] * x.cost.breakdown["passes"]
+        for x in tpu.cost(g, ctx).layers
+        if x.on == "tpu" and "tiles" in x.cost.breakdown
+    }
     assert Counter(ops["layer"] for k, ops in prog if k == "Read_Weights") == priced
     assert any("groups" in ops for k, ops in prog if k == "Read_Weights")

@@ -18,11 +18,11 @@ from onnx import helper
 from onnx import numpy_helper as nh
 
 import hwcc
+from bench.tpu_workloads import BUILDERS, Net, alphago, inception, qlinear_fc, stack
 from hwcc.cli.commands import main as hwcc_main
 from hwcc.errors import HwccError
-from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
-from bench.tpu_workloads import BUILDERS, Net, alphago, inception, qlinear_fc, stack
 from hwcc.ir.workload import analyze
+from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
 
 # TPU v1 parameters as the tests expect them (targets/tpu/tpu.toml), written out.
 F = 700e6  # clock, Hz
@@ -48,17 +48,33 @@ def qlinear_conv(c, hw, m, k):
     net.inputs.append(helper.make_tensor_value_info(x, TP.UINT8, [1, c, hw, hw]))
     uz = net.const(np.array(0, np.uint8))
     w = net.const(np.ones((m, c, k, k), np.int8))
-    return net.graph(net.op("QLinearConv", [x, net.s, uz, w, net.s, net.z, net.s, uz], name="conv", pads=[k // 2] * 4))
+    return net.graph(
+        net.op(
+            "QLinearConv",
+            [x, net.s, uz, w, net.s, net.z, net.s, uz],
+            name="conv",
+            pads=[k // 2] * 4,
+        )
+    )
 
 
 def float_mlp(elem=TP.FLOAT, dtype=np.float32):
     """Gemm → Relu in floating point: not legal on the TPU."""
     w = nh.from_array(np.ones((64, 32), dtype), "W")
-    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc"),
-             helper.make_node("Relu", ["h"], ["y"], name="relu")]
-    g = helper.make_graph(nodes, "f", [helper.make_tensor_value_info("x", elem, [4, 64])],
-                          [helper.make_tensor_value_info("y", elem, [4, 32])], [w])
-    return hwcc.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10))
+    nodes = [
+        helper.make_node("Gemm", ["x", "W"], ["h"], name="fc"),
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "f",
+        [helper.make_tensor_value_info("x", elem, [4, 64])],
+        [helper.make_tensor_value_info("y", elem, [4, 32])],
+        [w],
+    )
+    return hwcc.load(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    )
 
 
 def variant(tmp_path, name, **params):
@@ -88,15 +104,17 @@ def test_missing_parameter_is_an_error(tmp_path):
 
 
 def test_roofline_peak_and_ridge(tpu):
-    # Jouppi et al. 2017, Figure 5 / Table 2: 92 TOPS peak (8-bit), ridge at 1350 ops per weight byte.
+    # Jouppi et al. 2017, Figure 5 / Table 2: 92 TOPS peak (8-bit), ridge at 1350 ops per
+    # weight byte.
     assert tpu.peak_ops_per_s == 65536 * 2 * F  # 91.75e12
     assert tpu.peak_ops_per_s / 1e12 == pytest.approx(92, rel=0.005)
-    assert tpu.ridge_macs_per_byte == pytest.approx(1350, rel=0.001)  # 65536 · 0.7e9 / 34e9 = 1349.3
+    # 65536 · 0.7e9 / 34e9 = 1349.3
+    assert tpu.ridge_macs_per_byte == pytest.approx(1350, rel=0.001)
     assert tpu.roofline_ops_per_s(200) == 2 * 200 * BW  # MLP0's 13.6 TOPS roof (slanted part)
     assert tpu.roofline_ops_per_s(2888) == tpu.peak_ops_per_s
 
 
-# ---------------------------------------------------------------------- hand-computed one-node graphs
+# -------------------------------------------------------------------- hand-computed one-node graphs
 def test_one_tile_fc_at_batch_256(tpu):
     lc = tpu.cost(qlinear_fc(256, 256, 256)).layer("fc")
     # One 256×256 tile, one pass of 256 rows. Matrix unit: max(256 rows, 256 shift) = 256 cycles,
@@ -108,7 +126,9 @@ def test_one_tile_fc_at_batch_256(tpu):
     assert lc.on == "tpu" and lc.cost.latency_s == pytest.approx(weight_path, rel=1e-12)
     assert lc.cost.breakdown["tiles"] == 1 and lc.cost.breakdown["weight_bound"] == 1.0
     u = (256 / F) / weight_path  # rows stream through the array 256 of the 1350 cycles: 19 %
-    assert lc.cost.energy_j == pytest.approx(weight_path * (P_IDLE + (P_BUSY - P_IDLE) * u), rel=1e-12)
+    assert lc.cost.energy_j == pytest.approx(
+        weight_path * (P_IDLE + (P_BUSY - P_IDLE) * u), rel=1e-12
+    )
 
 
 def test_512_fc_at_batch_1_is_weight_bound(tpu):
@@ -136,7 +156,9 @@ def test_constant_first_operand_swaps_rows_and_columns(tpu):
     y = net.op("MatMul", [net.weight((512, 512)), x], name="wx")  # W·x: one column of activations
     lc = tpu.cost(net.graph(y)).layer("wx")
     # Multiplied as xᵀ·Wᵀ: 1 row, K = 512, N = 512: 4 tiles (not 2 × 1 tiles of a 512-row multiply).
-    assert lc.cost.breakdown["tiles"] == 4 and lc.cost.latency_s == pytest.approx(4 * T_TILE, rel=1e-12)
+    assert lc.cost.breakdown["tiles"] == 4 and lc.cost.latency_s == pytest.approx(
+        4 * T_TILE, rel=1e-12
+    )
 
 
 def test_conv_lowered_to_im2col(tpu):
@@ -149,7 +171,8 @@ def test_conv_lowered_to_im2col(tpu):
     assert one.latency_s == pytest.approx(max(mxu_path, 3 * T_TILE), rel=1e-12)  # 5.78 us: weights
     assert one.breakdown["tiles"] == 3 and one.breakdown["passes"] == 1
     # Batch 4: 3136 rows exceed one accumulator pass (2048): 2 passes of 1568, each re-streaming
-    # the 3 tiles. Matrix unit 3·2·1568 = 9408 cycles + drain 256 + 1568 = 16.05 us > 6 tiles 11.57 us.
+    # the 3 tiles. Matrix unit 3·2·1568 = 9408 cycles + drain 256 + 1568 = 16.05 us
+    # > 6 tiles 11.57 us.
     four = tpu.cost(g, CostContext(batch=4)).layer("conv").cost
     assert four.breakdown["passes"] == 2 and four.breakdown["weight_bound"] == 0.0
     assert four.latency_s == pytest.approx((3 * 2 * 1568 + FILL + 1568) / F, rel=1e-12)
@@ -160,9 +183,11 @@ def test_depthwise_groups_share_tiles(tpu):
     net = Net()
     y = net.conv(net.input([1, 64, 14, 14]), 64, 64, 3, act=None, group=64, name="dw")
     lc = tpu.cost(net.graph(y)).layer("dw")
-    # Each group is 9 × 1; 256 // 9 = 28 groups sit block-diagonally in one tile: ceil(64/28) = 3 tiles.
+    # Each group is 9 × 1; 256 // 9 = 28 groups sit block-diagonally in one tile:
+    # ceil(64/28) = 3 tiles.
     assert lc.cost.breakdown["tiles"] == 3
-    assert lc.cost.latency_s == pytest.approx(3 * T_TILE, rel=1e-12)  # 196 rows < shift: weights bound
+    # 196 rows < shift: weights bound
+    assert lc.cost.latency_s == pytest.approx(3 * T_TILE, rel=1e-12)
 
 
 def test_16_bit_operands_run_at_half_and_quarter_speed(tpu):
@@ -170,7 +195,8 @@ def test_16_bit_operands_run_at_half_and_quarter_speed(tpu):
     # Activations 16 bit: 1024 rows take 2048 cycles; drain 256 + 1024: (2048 + 1280) / F = 4.75 us.
     half = tpu.cost_layer(dataclasses.replace(x, act_bits=16), CostContext())
     assert half.latency_s == pytest.approx((2048 + FILL + 1024) / F, rel=1e-12)
-    # Both 16 bit: 4096 cycles, and a tile of 16-bit weights is 128 KiB (3.86 us): still compute-bound.
+    # Both 16 bit: 4096 cycles, and a tile of 16-bit weights is 128 KiB (3.86 us):
+    # still compute-bound.
     quarter = tpu.cost_layer(dataclasses.replace(x, act_bits=16, weight_bits=16), CostContext())
     assert quarter.latency_s == pytest.approx((4096 + FILL + 1024) / F, rel=1e-12)
     assert quarter.breakdown["weight_bytes_streamed"] == 2 * TILE
@@ -181,7 +207,8 @@ def test_lstm_is_a_projection_then_dependent_steps(tpu):
     x = net.input([2, 4, 256])  # T = 2 steps, batch 4, input 256
     w, r = net.weight((1, 256, 256)), net.weight((1, 256, 64))  # 4 gates × hidden 64
     lc = tpu.cost(net.graph(net.op("LSTM", [x, w, r], name="lstm", hidden_size=64))).layer("lstm")
-    # Projection: 8 rows × K 256 × 256 gate columns = 1 tile; each of the 2 steps: 4 rows × K 64 = 1 tile.
+    # Projection: 8 rows × K 256 × 256 gate columns = 1 tile; each of the 2 steps:
+    # 4 rows × K 64 = 1 tile.
     # Every multiply is one tile load (1.93 us) behind a short matrix-unit path (< 0.8 us).
     gates = math.ceil(2 * 4 * 64 * 9 / 256)  # gate functions in Activate: 18 cycles
     assert lc.cost.latency_s == pytest.approx(3 * T_TILE + gates / F, rel=1e-12)
@@ -198,7 +225,11 @@ def test_unified_buffer_overflow_goes_over_pcie(tpu):
 # ---------------------------------------------------------------------- the vector unit
 def test_activation_fuses_into_the_matrix_layer(tpu):
     net = Net()
-    y = net.requant(net.op("Relu", [net.fc(net.input([64, 1024]), 1024, 1024, act=None, name="mm")], name="relu"))
+    y = net.requant(
+        net.op(
+            "Relu", [net.fc(net.input([64, 1024]), 1024, 1024, act=None, name="mm")], name="relu"
+        )
+    )
     gc = tpu.cost(net.graph(y))
     for x in gc.layers:
         assert x.on == "tpu"
@@ -214,7 +245,8 @@ def test_standalone_vector_ops(tpu):
     mm = net.fc(net.input([64, 1024]), 1024, 1024, act=None, name="mm")
     relu = net.op("Relu", [mm], name="relu")  # mm is also a graph output: its Relu cannot fuse
     gc = tpu.cost(net.graph(mul, mm, relu))
-    # Mul reads 2 × 65536 values, 256 per cycle: 512 cycles; Relu reads 65536: 256 cycles. Idle power.
+    # Mul reads 2 × 65536 values, 256 per cycle: 512 cycles; Relu reads 65536: 256 cycles.
+    # Idle power.
     assert gc.layer("mul").cost.latency_s == pytest.approx(512 / F, rel=1e-12)
     assert gc.layer("relu").cost.latency_s == pytest.approx(256 / F, rel=1e-12)
     assert gc.layer("relu").cost.energy_j == pytest.approx(256 / F * P_IDLE, rel=1e-12)
@@ -225,25 +257,36 @@ def test_float_layers_are_not_legal(tpu):
     g = float_mlp()
     fc = analyze(g).layer("fc")
     assert tpu.supports(fc) == "float32 is not legal on the TPU: quantize to int8"
-    assert tpu.check_legal(g) == ["fc (Gemm): float32 is not legal on the TPU: quantize to int8",
-                                  "relu (Relu): float32 is not legal on the TPU: quantize to int8"]
+    assert tpu.check_legal(g) == [
+        "fc (Gemm): float32 is not legal on the TPU: quantize to int8",
+        "relu (Relu): float32 is not legal on the TPU: quantize to int8",
+    ]
     # A Layer alone reads 16 bits as int16 (legal); the graph's element types say float16.
     half = float_mlp(TP.FLOAT16, np.float16)
     assert tpu.supports(analyze(half).layer("fc")) is None
-    assert tpu.check_legal(half)[0] == "fc (Gemm): float16 is not legal on the TPU: quantize to int8"
+    assert (
+        tpu.check_legal(half)[0] == "fc (Gemm): float16 is not legal on the TPU: quantize to int8"
+    )
     assert tpu.check_legal(qlinear_fc(4, 64, 64)) == []
 
 
 def test_ops_the_tpu_does_not_run(tpu):
     net = Net()
     qk = net.op("MatMul", [net.input([8, 16]), net.input([16, 8])], name="qk")
-    ab = net.op("Gemm", [net.input([8, 16]), net.input([16, 8]), net.const(np.ones(8, np.float32))], name="ab")
+    ab = net.op(
+        "Gemm",
+        [net.input([8, 16]), net.input([16, 8]), net.const(np.ones(8, np.float32))],
+        name="ab",
+    )
     sm = net.op("Softmax", [qk], name="sm")
     assert tpu.check_legal(net.graph(sm, ab)) == [
-        "qk (MatMul): MatMul of two activations: the matrix unit takes its weights only from Weight Memory",
-        "ab (Gemm): Gemm of two activations: the matrix unit takes its weights only from Weight Memory",
+        "qk (MatMul): MatMul of two activations: "
+        "the matrix unit takes its weights only from Weight Memory",
+        "ab (Gemm): Gemm of two activations: "
+        "the matrix unit takes its weights only from Weight Memory",
         "sm (Softmax): Softmax is not an Activate function of the TPU v1 "
-        "(activations, element-wise arithmetic, pooling)"]
+        "(activations, element-wise arithmetic, pooling)",
+    ]
 
 
 def test_a_bare_workload_has_no_edges(tpu):
@@ -282,7 +325,9 @@ def test_float_graph_on_the_cpu_host(tpu):
     except HwccError:
         pytest.skip("no cpu target in this checkout")
     gc = tpu.price(float_mlp())
-    assert {x.on for x in gc.layers} == {"cpu"} and "float32 is not legal" in gc.layer("fc").cost.note
+    assert {x.on for x in gc.layers} == {"cpu"} and "float32 is not legal" in gc.layer(
+        "fc"
+    ).cost.note
 
 
 def test_inspect_prices_an_int8_model(tmp_path, capsys):
@@ -322,16 +367,22 @@ TABLE1 = {  # name: (FC, conv, vector, pool, weights, ops per weight byte, batch
 }
 
 
-
-
 def test_builders_make_graphs_onnxruntime_runs(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    small = {"stack": stack(3, 64, 4, 2), "alphago": alphago(1, 8), "inception": inception(2, 4, 5, 6),
-             "qfc": qlinear_fc(4, 64, 32), "qconv": qlinear_conv(8, 6, 4, 3)}
+    small = {
+        "stack": stack(3, 64, 4, 2),
+        "alphago": alphago(1, 8),
+        "inception": inception(2, 4, 5, 6),
+        "qfc": qlinear_fc(4, 64, 32),
+        "qconv": qlinear_conv(8, 6, 4, 3),
+    }
     for name, g in small.items():
         path = hwcc.save(g, tmp_path / f"{name}.onnx")
         sess = ort.InferenceSession(str(path))
-        feeds = {i.name: np.ones(i.shape, np.uint8 if "uint8" in i.type else np.int8) for i in sess.get_inputs()}
+        feeds = {
+            i.name: np.ones(i.shape, np.uint8 if "uint8" in i.type else np.int8)
+            for i in sess.get_inputs()
+        }
         assert all(np.isfinite(o).all() for o in sess.run(None, feeds)), name
 
 
@@ -342,7 +393,10 @@ def apps(tpu):
     for name, build in BUILDERS.items():
         g = build()
         gc = tpu.cost(g)
-        macs, wbytes = sum(x.layer.macs for x in gc.layers), sum(x.layer.weight_bytes for x in gc.layers)
+        macs, wbytes = (
+            sum(x.layer.macs for x in gc.layers),
+            sum(x.layer.weight_bytes for x in gc.layers),
+        )
         out[name] = (g, gc, macs, wbytes, 2 * macs / gc.latency_s / 1e12)
     return out
 
@@ -352,7 +406,12 @@ def test_workload_matches_table1(apps, name):
     fc, conv, vector, pool, weights, intensity, _, _ = TABLE1[name]
     g, gc, macs, wbytes, _ = apps[name]
     ops = [n.op_type for n in g.nodes]
-    assert (ops.count("MatMul"), ops.count("Conv"), ops.count("Mul"), ops.count("MaxPool")) == (fc, conv, vector, pool)
+    assert (ops.count("MatMul"), ops.count("Conv"), ops.count("Mul"), ops.count("MaxPool")) == (
+        fc,
+        conv,
+        vector,
+        pool,
+    )
     assert wbytes == pytest.approx(weights, rel=0.01)  # int8: one byte per weight
     # MACs per weight byte is Table 1's "TPU ops / weight byte". CNN1 lands at 1716 (-1.9 %):
     # 23×23 = 529 points instead of the 538 an exact 1750 would need.
@@ -367,37 +426,52 @@ def test_never_above_the_roofline(tpu, apps, name):
     assert tops * 1e12 <= tpu.roofline_ops_per_s(macs / wbytes)
     for x in gc.layers:
         if x.layer.macs:
-            assert 2 * x.layer.macs / x.cost.latency_s <= tpu.roofline_ops_per_s(x.layer.macs / x.layer.weight_bytes)
+            assert 2 * x.layer.macs / x.cost.latency_s <= tpu.roofline_ops_per_s(
+                x.layer.macs / x.layer.weight_bytes
+            )
 
 
 @pytest.mark.parametrize("name", ["MLP0", "MLP1", "LSTM0", "CNN0"])
 def test_measured_tops_within_15_percent(apps, name, report_line):
     measured = TABLE1[name][-1]  # Table 3 row 9: 12.3, 9.7, 3.7, 86.0 TOPS
     tops = apps[name][-1]
-    report_line(f"tpu {name}: model {tops:.2f} TOPS, measured {measured} (Table 3), "
-                f"{100 * (tops / measured - 1):+.1f} %")
+    report_line(
+        f"tpu {name}: model {tops:.2f} TOPS, measured {measured} (Table 3), "
+        f"{100 * (tops / measured - 1):+.1f} %"
+    )
     assert tops == pytest.approx(measured, rel=0.15)
 
 
 @pytest.mark.parametrize("name", ["LSTM1", "CNN1"])
 def test_lstm1_and_cnn1_are_not_captured(apps, name, report_line):
     # Table 3: LSTM1 2.8 and CNN1 14.1 TOPS sit far below their roofs (6.5 and 92) through RAW
-    # stalls, under-filled tiles and host overhead the model does not see: it can only be optimistic.
+    # stalls, under-filled tiles and host overhead the model does not see: it can only be
+    # optimistic.
     measured = TABLE1[name][-1]
     tops = apps[name][-1]
-    report_line(f"tpu {name}: model {tops:.2f} TOPS, measured {measured} (Table 3), "
-                f"{100 * (tops / measured - 1):+.1f} % (not captured)")
+    report_line(
+        f"tpu {name}: model {tops:.2f} TOPS, measured {measured} (Table 3), "
+        f"{100 * (tops / measured - 1):+.1f} % (not captured)"
+    )
     assert tops > measured
 
 
 def test_memory_bound_and_compute_bound_apps(apps):
-    # Table 3: "The MLPs and LSTMs are memory-bandwidth limited but CNNs are not" (CNN0: 0 % weight stalls).
+    # Table 3: "The MLPs and LSTMs are memory-bandwidth limited but CNNs are not"
+    # (CNN0: 0 % weight stalls).
     for name in ("MLP0", "MLP1", "LSTM0", "LSTM1"):
-        assert all(x.cost.breakdown["weight_bound"] == 1.0 for x in apps[name][1].layers if x.layer.macs)
-    assert all(x.cost.breakdown["weight_bound"] == 0.0 for x in apps["CNN0"][1].layers if x.layer.macs)
+        assert all(
+            x.cost.breakdown["weight_bound"] == 1.0 for x in apps[name][1].layers if x.layer.macs
+        )
+    assert all(
+        x.cost.breakdown["weight_bound"] == 0.0 for x in apps["CNN0"][1].layers if x.layer.macs
+    )
     # CNN1's FC layers stall on weights (intensity 32); its conv layers do not.
     cnn1 = [x for x in apps["CNN1"][1].layers if x.layer.macs]
-    assert {(x.layer.op_type, x.cost.breakdown["weight_bound"]) for x in cnn1} == {("Conv", 0.0), ("MatMul", 1.0)}
+    assert {(x.layer.op_type, x.cost.breakdown["weight_bound"]) for x in cnn1} == {
+        ("Conv", 0.0),
+        ("MatMul", 1.0),
+    }
 
 
 def test_busy_power_running_cnn0(apps):
@@ -411,7 +485,16 @@ def test_600x600_matrix_section_7(tpu, tmp_path):
     # of time. The larger 512x512 unit requires only four steps, but each step takes four times
     # longer, for 32 us of time." At LSTM1's batch of 96 (Table 1). Tolerance 10 %.
     small = tpu.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
-    assert small.breakdown["tiles"] == 9 and small.latency_s == pytest.approx(18e-6, rel=0.10)  # 17.3 us
-    big = variant(tmp_path, "tpu512", array_rows=512, array_cols=512, tile_shift_cycles=512, pipeline_fill_cycles=512)
+    # 17.3 us
+    assert small.breakdown["tiles"] == 9 and small.latency_s == pytest.approx(18e-6, rel=0.10)
+    big = variant(
+        tmp_path,
+        "tpu512",
+        array_rows=512,
+        array_cols=512,
+        tile_shift_cycles=512,
+        pipeline_fill_cycles=512,
+    )
     large = big.cost(qlinear_fc(96, 600, 600)).layer("fc").cost
-    assert large.breakdown["tiles"] == 4 and large.latency_s == pytest.approx(32e-6, rel=0.10)  # 30.8 us
+    # 30.8 us
+    assert large.breakdown["tiles"] == 4 and large.latency_s == pytest.approx(32e-6, rel=0.10)
