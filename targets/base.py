@@ -13,9 +13,9 @@ numbers come from::
     [params]
     num_pes = 64
     ...
-    [legal_form.quantize]              # passes (in order) that put a model in the form
-    mode = "kmeans"                    # the chip runs, with their knob settings
-    bits = 4
+    [legal_form.quantize_kmeans]       # passes (in order) that put a model in the form
+    bits = 4                           # the chip runs, with their knob settings
+    zero_slot = true
 
 Pricing goes through the workload view: :meth:`Target.cost` analyses the graph once
 (:func:`hwcc.ir.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
@@ -117,7 +117,8 @@ class Target:
     @property
     def legal_form(self) -> dict[str, dict[str, Any]]:
         """Pass name -> knob settings that put a model in the form this chip runs, in order
-        (e.g. ``{"quantize": {"mode": "int8"}}``); empty when the model runs as it is."""
+        (e.g. ``{"quantize_int8": {"calibration": "minmax"}}``); empty when the model runs
+        as it is."""
         return copy.deepcopy(self._legal_form)
 
     def legalize(

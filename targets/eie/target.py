@@ -126,13 +126,18 @@ class EIE(Target):
             raise HwccError(f"target {name}: missing parameter {e.args[0]!r} in [params]") from None
         if abs(sum(modules.values()) * 1e-3 - pe_w) > 0.01 * pe_w:
             raise HwccError(f"target {name}: module_power_mW does not sum to pe_power_mW")
-        shared = self.legal_form.get("quantize_kmeans", {})
-        if shared.get("bits", self.index_bits) > self.index_bits:
-            raise HwccError(
-                f"target {name}: legal_form shares weights at {shared['bits']} bits, more than "
-                f"the chip's {self.index_bits}-bit codebook index",
-                "set bits = index_bits",
+        # The legal form's k-means codebook, as [legal_form.quantize_kmeans] or through the
+        # alias [legal_form.quantize] with mode = "kmeans": its index must fit the chip's.
+        for pass_name, shared in self.legal_form.items():
+            kmeans = pass_name == "quantize_kmeans" or (
+                pass_name == "quantize" and shared.get("mode") == "kmeans"
             )
+            if kmeans and shared.get("bits", self.index_bits) > self.index_bits:
+                raise HwccError(
+                    f"target {name}: legal_form shares weights at {shared['bits']} bits, more "
+                    f"than the chip's {self.index_bits}-bit codebook index",
+                    "set bits = index_bits",
+                )
         # Table II's modules sum to 9.158 mW against a 9.157 mW total (rounding): split the
         # total in their proportions so that the parts add up to it.
         self.module_w = {

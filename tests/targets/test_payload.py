@@ -163,6 +163,20 @@ def test_eie_legal_form_wider_than_the_codebook_index_is_an_error(tmp_path):
         load_target(path)
 
 
+def test_eie_legal_form_through_the_quantize_alias_is_checked_too(tmp_path):
+    """``[legal_form.quantize] mode = "kmeans"`` is the same codebook: its bits are checked."""
+    text = (TARGETS / "eie" / "eie.toml").read_text()
+    head = text[: text.index("[legal_form.quantize_kmeans]")]
+    assert "legal_form" not in head
+    alias = '[legal_form.quantize]\nmode = "kmeans"\nbits = {}\nzero_slot = true\n'
+    (tmp_path / "eie4.toml").write_text(head + alias.format(4))
+    eie = load_target(tmp_path / "eie4.toml")
+    assert eie.legal_form == {"quantize": {"mode": "kmeans", "bits": 4, "zero_slot": True}}
+    (tmp_path / "eie5.toml").write_text(head + alias.format(5))
+    with pytest.raises(HwccError, match="shares weights at 5 bits"):
+        load_target(tmp_path / "eie5.toml")
+
+
 def test_tpu_prices_a_float_graph_on_the_host_and_its_legal_form_on_the_tpu(lenet5_int8):
     tpu = load_target("tpu")
     float_cost = tpu.price(zoo("lenet5-digits"))
