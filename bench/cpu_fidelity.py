@@ -41,10 +41,14 @@ import time
 import warnings
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
+import hwcc
 from hwcc.models.arch_mobile import conv_bn
+from hwcc.targets.base import load_target
+from hwcc.targets.cpu.target import measure_models, profile
 
 FAMILIES_QUICK = ("lenet5", "mobilenet", "resnet")
 FAMILIES = FAMILIES_QUICK + ("mobilenet_v2_64", "resnet18_64")
@@ -234,12 +238,6 @@ def evaluate(
     ``raw_error`` with the raw one; ``noise`` and ``raw_noise`` the second measurement
     with the first. ``patience_s``: how long a measurement waits for the table's speed.
     """
-    import onnx
-
-    import hwcc
-    from hwcc.targets.base import load_target
-    from hwcc.targets.cpu.target import measure_models, profile
-
     target = target or load_target("cpu")
     t0 = time.monotonic()
     rows = []

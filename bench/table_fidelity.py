@@ -23,6 +23,8 @@ import numpy as np
 from bench import cpu_fidelity as fid
 from bench._common import md_table, save_svg
 from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, RED, Chart, percent_labels
+from hwcc.targets.base import load_target
+from hwcc.targets.cpu.table import KernelTable
 
 TITLE = "Latency-table fidelity (cpu)"
 ORDER = 30
@@ -43,9 +45,6 @@ COLORS = {
 
 def fresh_target(folder: Path):
     """The ``cpu`` target pricing with an empty lookup table stored in ``folder``."""
-    from hwcc.targets.base import load_target
-    from hwcc.targets.cpu.table import KernelTable
-
     target = load_target("cpu")
     base = target.table  # this machine's fingerprint and timer; its entries are not used
     target.use_table(
