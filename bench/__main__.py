@@ -62,11 +62,8 @@ def discover(directory: Path = HERE, package: str | None = "bench") -> list[Sect
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        except (
-            SyntaxError,
-            UnicodeDecodeError,
-            OSError,
-        ) as exc:  # still listed, so the page shows it failed
+        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            # still listed, so the page shows it failed
             found.append(
                 Section(path.stem, path, path.stem, 1000.0, package, f"{type(exc).__name__}: {exc}")
             )

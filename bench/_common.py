@@ -265,9 +265,8 @@ def run_child(
                 f"could not run {argv[0]} (exit {proc.returncode}): {tail}"
             ) from None
     code = os.waitstatus_to_exitcode(usage["status"])
-    rss = usage["maxrss"] * (
-        1 if sys.platform == "darwin" else 1024
-    )  # bytes on macOS, KiB elsewhere
+    # bytes on macOS, KiB elsewhere
+    rss = usage["maxrss"] * (1 if sys.platform == "darwin" else 1024)
     return ChildRun(argv, code, wall, rss, usage["cpu_s"], text, lines, timed_out=fired.is_set())
 
 

@@ -168,9 +168,8 @@ def test_discovers_the_real_sections_by_file():
     assert p.returncode == 0, p.stderr
     names = [line.split()[1] for line in p.stdout.splitlines()]
     assert {"compile_cost", "table_fidelity"} <= set(names)
-    assert (
-        "cpu_fidelity" not in names and "_common" not in names
-    )  # a script and a helper, not sections
+    # a script and a helper, not sections
+    assert "cpu_fidelity" not in names and "_common" not in names
     orders = [float(line.split()[0]) for line in p.stdout.splitlines()]
     assert orders == sorted(orders)
 
@@ -178,9 +177,8 @@ def test_discovers_the_real_sections_by_file():
 def test_run_child_reports_each_childs_own_peak_memory():
     from bench._common import run_child
 
-    held = bytearray(
-        300 << 20
-    )  # a big bench: a child forked straight from it would report >= 300 MiB
+    # a big bench: a child forked straight from it would report >= 300 MiB
+    held = bytearray(300 << 20)
     held[::4096] = b"x" * len(held[::4096])
 
     big = run_child(
@@ -195,9 +193,8 @@ def test_run_child_reports_each_childs_own_peak_memory():
     assert big.returncode == 0 and big.stdout.strip() == "done"
     assert [line for _, line in big.stderr] == ["late"]
     assert big.peak_rss_bytes > 200 << 20
-    assert small.peak_rss_bytes < big.peak_rss_bytes - (
-        150 << 20
-    )  # its own peak, not the largest so far
+    # its own peak, not the largest so far
+    assert small.peak_rss_bytes < big.peak_rss_bytes - (150 << 20)
     assert small.peak_rss_bytes < 100 << 20 < len(held)
     assert run_child([sys.executable, "-c", "raise SystemExit(3)"]).returncode == 3
     slow = run_child([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1)

@@ -38,10 +38,8 @@ def test_greedy_respects_the_floor_and_stops_there():
     dens = greedy_allocation(
         sizes, lambda n, d: (3.0 if n == "a" else 1.0) * 100 * d, keep=20, floor=0.3
     )
-    assert dens == {
-        "a": pytest.approx(0.3),
-        "b": pytest.approx(0.3),
-    }  # the floor binds before 20 weights
+    # the floor binds before 20 weights
+    assert dens == {"a": pytest.approx(0.3), "b": pytest.approx(0.3)}
 
 
 def test_best_at_floor():
@@ -64,8 +62,7 @@ def test_rows_and_summary():
     assert [r["within"] for r in rows] == [True, False, True, True]
     assert rows[1]["error"] == pytest.approx(0.3)
     s = summarize(rows)
-    assert (
-        s["rows"] == 3 and s["bounds"] == 1 and s["bounds_hold"] == 1
-    )  # the bound is not an estimate
+    # the bound is not an estimate
+    assert s["rows"] == 3 and s["bounds"] == 1 and s["bounds_hold"] == 1
     assert s["within_10"] == pytest.approx(1 / 3) and s["within_25"] == pytest.approx(2 / 3)
     assert s["median_abs"] == pytest.approx(0.2) and s["within_tolerance"] == 2

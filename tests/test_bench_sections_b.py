@@ -28,21 +28,18 @@ def test_envelope_sorts_by_latency_and_never_lets_accuracy_fall():
 def test_latency_at_accuracy_interpolates_on_the_envelope():
     assert latency_at_accuracy(CURVE, 0.93) == pytest.approx(1.5)  # halfway from 0.90 to 0.96
     assert latency_at_accuracy(CURVE, 0.96) == pytest.approx(2.0)  # exactly a point
-    assert latency_at_accuracy(CURVE, 0.975) == pytest.approx(
-        3.5
-    )  # 3.0 is lifted to 0.96 by the envelope
-    assert latency_at_accuracy(CURVE, 0.50) == pytest.approx(
-        1.0
-    )  # every point reaches it: the fastest
+    # 3.0 is lifted to 0.96 by the envelope
+    assert latency_at_accuracy(CURVE, 0.975) == pytest.approx(3.5)
+    # every point reaches it: the fastest
+    assert latency_at_accuracy(CURVE, 0.50) == pytest.approx(1.0)
     assert latency_at_accuracy(CURVE, 0.995) is None  # no point reaches it
 
 
 def test_accuracy_at_latency_interpolates_and_says_when_it_cannot():
     assert accuracy_at_latency(CURVE, 1.5) == pytest.approx(0.93)
     assert accuracy_at_latency(CURVE, 3.5) == pytest.approx(0.975)
-    assert accuracy_at_latency(CURVE, 9.0) == pytest.approx(
-        0.99
-    )  # beyond the slowest: its accuracy
+    # beyond the slowest: its accuracy
+    assert accuracy_at_latency(CURVE, 9.0) == pytest.approx(0.99)
     assert accuracy_at_latency(CURVE, 0.5) is None  # faster than any point
     assert accuracy_at_latency([], 1.0) is None
 
@@ -83,18 +80,12 @@ def test_int8_kernels_counts_only_int8_compute():
 
 def test_speedup_at_accuracy_says_when_it_is_only_a_bound():
     assert speedup_at_accuracy(CURVE, 1.0, 0.93) == (pytest.approx(1.5), "")  # 1.5 / 1.0
-    assert speedup_at_accuracy(CURVE, 2.0, 0.995) == (
-        pytest.approx(2.0),
-        "at least",
-    )  # beyond 0.99: taken at 4.0
-    assert speedup_at_accuracy(CURVE, 0.5, 0.80) == (
-        pytest.approx(2.0),
-        "at most",
-    )  # below 0.90: taken at 1.0
-    assert speedup_at_accuracy(CURVE, 4.0, 0.90) == (
-        pytest.approx(0.25),
-        "",
-    )  # the fastest point, exactly
+    # beyond 0.99: taken at 4.0
+    assert speedup_at_accuracy(CURVE, 2.0, 0.995) == (pytest.approx(2.0), "at least")
+    # below 0.90: taken at 1.0
+    assert speedup_at_accuracy(CURVE, 0.5, 0.80) == (pytest.approx(2.0), "at most")
+    # the fastest point, exactly
+    assert speedup_at_accuracy(CURVE, 4.0, 0.90) == (pytest.approx(0.25), "")
 
 
 def test_by_round_takes_each_ratio_within_its_round():
@@ -116,7 +107,6 @@ def test_by_round_with_a_reference_per_model_and_noisy_rounds():
         pytest.approx(1.0),
     ]
     assert latency[1] == pytest.approx(10.0) and latency[3] == pytest.approx(100.0)
-    assert (
-        spread[1] == pytest.approx(0.75) and spread[0] == 0.0
-    )  # ratios 0.5, 1, 2: quartiles 0.75 and 1.5
+    # ratios 0.5, 1, 2: quartiles 0.75 and 1.5
+    assert spread[1] == pytest.approx(0.75) and spread[0] == 0.0
     assert all(math.isfinite(x) for x in latency + speedup + spread)
