@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from eie_graphs import fc, graph_of
 from onnx import TensorProto, helper, numpy_helper
 
 import hwcc
@@ -44,35 +45,6 @@ def variant(tmp_path: Path, host: str | None = None, **params) -> Path:
     path = tmp_path / "eie-variant.toml"
     path.write_text(text)
     return path
-
-
-def model(nodes, inputs, outputs, inits) -> hwcc.Graph:
-    g = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    return hwcc.load(
-        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    )
-
-
-def fc(
-    W: np.ndarray, *, gemm: bool = False, relu: bool = False, batch: int = 1, dtype=np.float32
-) -> hwcc.Graph:
-    """One FC layer ``y = W x`` named "fc" (W: rows = outputs), as MatMul(x, Wᵀ) or
-    Gemm(transB=1)."""
-    rows, cols = W.shape
-    elem = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
-    if gemm:
-        nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1)]
-        init = numpy_helper.from_array(W.astype(dtype), "W")
-    else:
-        nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc")]
-        init = numpy_helper.from_array(np.ascontiguousarray(W.T).astype(dtype), "W")
-    nodes += [helper.make_node("Relu", ["h"], ["y"], name="relu")] if relu else []
-    return model(
-        nodes,
-        [helper.make_tensor_value_info("x", elem, [batch, cols])],
-        [helper.make_tensor_value_info("y" if relu else "h", elem, [batch, rows])],
-        [init],
-    )
 
 
 def price(graph, target=None, **ctx):
@@ -168,7 +140,7 @@ def test_gemm_transB_matches_matmul_and_bias_is_a_column():
     a, b = price(fc(W)).layer("fc").cost, price(fc(W, gemm=True)).layer("fc").cost
     assert a.latency_s == b.latency_s
     nodes = [helper.make_node("Gemm", ["x", "W", "c"], ["y"], name="fc", transB=1)]
-    g = model(
+    g = graph_of(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 30])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 200])],
@@ -196,7 +168,7 @@ def test_relu_fused_and_views_free(tmp_path):
         helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
         helper.make_node("Relu", ["h"], ["y"], name="relu"),
     ]
-    g = model(
+    g = graph_of(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
@@ -219,7 +191,7 @@ def test_unsupported_nodes_run_on_the_host(tmp_path):
         helper.make_node("Gemm", ["f", "W"], ["h"], name="fc", transB=1),
         helper.make_node("Relu", ["h"], ["y"], name="relu1"),
     ]
-    g = model(
+    g = graph_of(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
@@ -244,7 +216,7 @@ def test_unsupported_nodes_run_on_the_host(tmp_path):
 
 def test_non_constant_weight_goes_to_host(tmp_path):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    g = model(
+    g = graph_of(
         nodes,
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
@@ -319,12 +291,12 @@ PAPER = {  # name: (rows, cols, weight density, act density, theoretical µs, ac
 LATENCY_RTOL = 0.15  # actual time, per layer
 THEORY_RTOL = 0.15  # theoretical time, per layer
 BALANCE_RTOL = 0.10  # load-balance efficiency = theoretical / actual
-MISSES = {  # measured misses, reported rather than tuned away (see the module docstring of eie.py)
-    (
-        "Alex-8",
-        "latency",
-    ): "model 8.0 us vs 9.9 us (-19 %): random 25 %-dense weights need no padding, "
-    "while the paper's own theoretical time is 19 % above nnz·act/(64·f)",
+# measured misses, reported rather than tuned away (see the module docstring of eie.py)
+MISSES = {
+    ("Alex-8", "latency"): (
+        "model 8.0 us vs 9.9 us (-19 %): random 25 %-dense weights need no padding, "
+        "while the paper's own theoretical time is 19 % above nnz·act/(64·f)"
+    ),
     ("Alex-8", "theory"): "model 7.5 us vs 8.9 us (-16 %): same cause",
 }
 
@@ -397,7 +369,7 @@ def test_quantized_weight_zero_is_the_zero_point():
         helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["w"], name="dq"),
         helper.make_node("MatMul", ["x", "w"], ["y"], name="fc"),
     ]
-    g = model(
+    g = graph_of(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],

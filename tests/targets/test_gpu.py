@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
+from gpu_graphs import conv, fc, graph_of, matmul, small_net, vi
 from onnx import TensorProto, helper, numpy_helper
 
-import hwcc
 from hwcc.errors import HwccError
 from hwcc.ir.workload import analyze
 from hwcc.targets.base import CostContext, load_target
@@ -22,65 +22,6 @@ TX_FP32 = 3072 * 2 * 1.075e9  # CUDA cores x 2 FLOPs per FMA x boost clock = 6.6
 TX_BW = 336.5e9 * 0.8  # GDDR5 peak x achievable fraction = 269.2e9 B/s
 TX_LAUNCH = 5e-6
 TX_POWER = 159.0
-
-
-# ---------------------------------------------------------------------- graph builders
-def _model(nodes, inputs, outputs, inits=(), domains=()):
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    opsets = [helper.make_opsetid("", 17)] + [helper.make_opsetid(d, 1) for d in domains]
-    return hwcc.load(helper.make_model(g, opset_imports=opsets, ir_version=10))
-
-
-def _vi(name, shape, elem=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def fc(rows, cols, batch=1, dtype=np.float32, weights=None):
-    """One Gemm b = a·Wᵀ with W (rows=outputs, cols=inputs) a constant, as in EIE Table III."""
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    w = np.ones((rows, cols), dtype) if weights is None else weights.astype(dtype)
-    return _model(
-        [helper.make_node("Gemm", ["a", "W"], ["b"], transB=1)],
-        [_vi("a", [batch, cols], elem)],
-        [_vi("b", [batch, rows], elem)],
-        [numpy_helper.from_array(w, "W")],
-    )
-
-
-def matmul(n, k, m, elem=TensorProto.FLOAT):
-    """Y = A·B with both operands activations (no constant weights)."""
-    return _model(
-        [helper.make_node("MatMul", ["A", "B"], ["Y"])],
-        [_vi("A", [n, k], elem), _vi("B", [k, m], elem)],
-        [_vi("Y", [n, m], elem)],
-    )
-
-
-def conv(c, m, hw, k, winograd=False):
-    w = numpy_helper.from_array(np.ones((m, c, k, k), np.float32), "W")
-    g = _model(
-        [helper.make_node("Conv", ["x", "W"], ["y"], pads=[k // 2] * 4)],
-        [_vi("x", [1, c, hw, hw])],
-        [_vi("y", [1, m, hw, hw])],
-        [w],
-    )
-    if winograd:
-        g.nodes[0].meta["winograd"] = True
-    return g
-
-
-def small_net():
-    """conv 3x3 -> relu -> relu -> flatten -> gemm: a Flatten view and a repeated Relu."""
-    w = numpy_helper.from_array(np.full((8, 3, 3, 3), 0.1, np.float32), "W")
-    fcw = numpy_helper.from_array(np.full((10, 8 * 8 * 8), 0.01, np.float32), "F")
-    nodes = [
-        helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r1"]),
-        helper.make_node("Relu", ["r1"], ["r2"]),
-        helper.make_node("Flatten", ["r2"], ["f"]),
-        helper.make_node("Gemm", ["f", "F"], ["y"], transB=1),
-    ]
-    return _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 10])], [w, fcw])
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +90,7 @@ def test_memory_bound_gemv_is_bytes_over_bandwidth(titan, gemv4096):
 def test_tiny_op_costs_its_launch(titan):
     # Relu on 8 floats: 64 bytes / 269.2e9 = 0.24 ns; 8 ops / 6.6e12 = 1.2 ps:
     # the 5 us launch is all.
-    g = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [1, 8])], [_vi("y", [1, 8])])
+    g = graph_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1, 8])], [vi("y", [1, 8])])
     c = titan.cost(g).layers[0].cost
     assert c.latency_s == pytest.approx(TX_LAUNCH + 64 / TX_BW, rel=1e-12)
     assert c.latency_s == pytest.approx(5e-6, rel=1e-4)
@@ -157,8 +98,8 @@ def test_tiny_op_costs_its_launch(titan):
 
 
 def test_views_launch_nothing(titan):
-    g = _model(
-        [helper.make_node("Flatten", ["x"], ["y"])], [_vi("x", [1, 2, 4])], [_vi("y", [1, 8])]
+    g = graph_of(
+        [helper.make_node("Flatten", ["x"], ["y"])], [vi("x", [1, 2, 4])], [vi("y", [1, 8])]
     )
     c = titan.cost(g).layers[0].cost
     assert (c.latency_s, c.energy_j, c.breakdown["launches"]) == (0.0, 0.0, 0.0)
@@ -242,10 +183,10 @@ def test_fp16_gemm_uses_v100_tensor_cores():
 
 def test_elementwise_ops_stay_on_cuda_cores():
     h100 = load_target("gpu-h100")
-    g = _model(
+    g = graph_of(
         [helper.make_node("Relu", ["x"], ["y"])],
-        [_vi("x", [1 << 24], TensorProto.FLOAT16)],
-        [_vi("y", [1 << 24], TensorProto.FLOAT16)],
+        [vi("x", [1 << 24], TensorProto.FLOAT16)],
+        [vi("y", [1 << 24], TensorProto.FLOAT16)],
     )
     c = h100.cost(g).layers[0].cost
     assert c.breakdown["compute_s"] == pytest.approx((1 << 24) / 133.8e12)  # not 989e12
@@ -255,10 +196,10 @@ def test_recurrent_layer_launches_and_reads_weights_each_step(titan):
     t, i, h = 5, 32, 64
     w = numpy_helper.from_array(np.ones((1, 4 * h, i), np.float32), "W")
     r = numpy_helper.from_array(np.ones((1, 4 * h, h), np.float32), "R")
-    g = _model(
+    g = graph_of(
         [helper.make_node("LSTM", ["x", "W", "R"], ["", "yh"], hidden_size=h)],
-        [_vi("x", [t, 1, i])],
-        [_vi("yh", [1, 1, h])],
+        [vi("x", [t, 1, i])],
+        [vi("yh", [1, 1, h])],
         [w, r],
     )
     c = titan.cost(g).layers[0].cost
@@ -272,10 +213,10 @@ def test_recurrent_layer_launches_and_reads_weights_each_step(titan):
 
 
 def test_unknown_op_is_refused_with_a_reason(titan):
-    g = _model(
+    g = graph_of(
         [helper.make_node("Mystery", ["x"], ["y"], domain="acme")],
-        [_vi("x", [1, 8])],
-        [_vi("y", [1, 8])],
+        [vi("x", [1, 8])],
+        [vi("y", [1, 8])],
         domains=["acme"],
     )
     layer = analyze(g).layers[0]
