@@ -15,9 +15,10 @@ MACs at batch 1 (conv: ``M*P*Q*C/groups*R*S``, linear: ``in*out``):
 
 from __future__ import annotations
 
+from torch import nn
+
 from hwcc.models.layers import LRN
 from hwcc.models.registry import register
-from torch import nn
 
 
 @register(

@@ -15,9 +15,10 @@ ONNX so that BN folding has real test cases.
 
 from __future__ import annotations
 
+from torch import nn
+
 from hwcc.models.arch_mobile import InvertedResidual, conv_bn, resnet
 from hwcc.models.registry import register
-from torch import nn
 
 _DIGITS_INPUT = {"input": (1, 1, 8, 8)}
 _TRAINED = {"kind": "trained", "input_shapes": _DIGITS_INPUT, "output_names": ("logits",)}

@@ -14,9 +14,10 @@ DeepScale/SqueezeNet repository): 1.24 M parameters, 349 M MACs at 224x224.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from hwcc.models.layers import LRN
 from hwcc.models.registry import register
-from torch import nn
 
 
 def _conv_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0):

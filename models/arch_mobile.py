@@ -11,8 +11,9 @@ digits models keep their BatchNormalization nodes instead.
 
 from __future__ import annotations
 
-from hwcc.models.registry import register
 from torch import nn
+
+from hwcc.models.registry import register
 
 
 def conv_bn(

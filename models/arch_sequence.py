@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
-from hwcc.models.registry import register
 from torch import nn
+
+from hwcc.models.registry import register
 
 _TPU_WIDTH = 2048
 _LM_VOCAB, _LM_HIDDEN, _LM_STEPS = 10_000, 200, 35

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
 from hwcc.models.digits import DIGITS_FILE
 
 

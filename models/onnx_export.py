@@ -35,8 +35,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from hwcc.models.registry import ModelSpec
 from torch import nn
+
+from hwcc.models.registry import ModelSpec
 
 OPSET = 17
 _LOG = logging.getLogger(__name__)

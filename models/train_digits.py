@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from hwcc.models import digits, onnx_export
 from hwcc.models.registry import all_specs, get_spec
-from torch import nn
 
 
 @dataclasses.dataclass(frozen=True)

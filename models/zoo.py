@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hwcc.models import digits, onnx_export
-from hwcc.models.registry import ModelSpec, all_specs, get_spec
 from torch import nn
 
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
+from hwcc.models import digits, onnx_export
+from hwcc.models.registry import ModelSpec, all_specs, get_spec
 
 ZOO_JSON = digits.DATA_DIR / "zoo_digits.json"
 _RETRAIN_HINT = "re-create it with `python -m hwcc.models.train_digits --only {name}`"

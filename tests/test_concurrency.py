@@ -17,11 +17,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 import pytest
-from hwcc.targets.cpu.table import FORMAT, KernelTable, spec_key
 
 import hwcc
 from hwcc.errors import HwccError
 from hwcc.report.artifact import is_artifact, output_lock, write_artifact
+from hwcc.targets.cpu.table import FORMAT, KernelTable, spec_key
 
 FP = {
     "cpu": "test cpu",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from hwcc.targets.base import load_target
 
 import hwcc
 from hwcc.cli.costview import format_cost_table
+from hwcc.targets.base import load_target
 
 
 @pytest.fixture(scope="module")

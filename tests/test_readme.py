@@ -220,10 +220,9 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     exec(compile(code.replace('"mychip"', '"readme_example_chip"'), "README.md", "exec"), {})
     toml = _block("toml", 'family = "mychip"').replace('"mychip"', '"readme_example_chip"')
     (tmp_path / "chip.toml").write_text(toml)
-    from hwcc.targets.base import load_target
-
     import hwcc
     from hwcc.ir.workload import analyze
+    from hwcc.targets.base import load_target
 
     graph = hwcc.load("zoo:lenet5-digits")
     cost = load_target(str(tmp_path / "chip.toml")).price(graph)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import pytest
-from hwcc.targets.base import load_target
 
 import hwcc
 from hwcc.search.config import SearchConfig
 from hwcc.search.loop import Hooks, run_loop
 from hwcc.search.space import smallest_meeting, units
 from hwcc.search.state import Schedule, SearchState
+from hwcc.targets.base import load_target
 
 
 # ---------------------------------------------------------------------- schedule

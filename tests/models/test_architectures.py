@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hwcc.models import onnx_export
-from hwcc.models.registry import get_spec
 from torch import nn
 
 from hwcc import models
+from hwcc.models import onnx_export
+from hwcc.models.registry import get_spec
 
 
 def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:

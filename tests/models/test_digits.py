@@ -11,10 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from hwcc.models import digits, train_digits, zoo
 
 from hwcc import models
 from hwcc.errors import HwccError
+from hwcc.models import digits, train_digits, zoo
 
 TRAINED = ["lenet300-digits", "lenet5-digits", "mobilenet-digits", "resnet-digits"]
 

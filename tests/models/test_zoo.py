@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
-from hwcc.models import register
-from hwcc.models.registry import get_spec
 
 from hwcc import models
 from hwcc.errors import HwccError
+from hwcc.models import register
+from hwcc.models.registry import get_spec
 
 
 def test_list_models():
