@@ -25,3 +25,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("hwcc measurements")
         for line in _REPORT:
             terminalreporter.write_line(line)
+
+
+# ---------------------------------------------------------------------- the pass registry
+@pytest.fixture
+def registry(monkeypatch):
+    """A private copy of the registry, so that test passes do not leak into others
+    (tests/test_pass_infra_*.py)."""
+    from hwcc.ir import transform as pass_infra
+
+    reg = dict(pass_infra._discover())
+    monkeypatch.setattr(pass_infra, "_REGISTRY", reg)
+    return reg
