@@ -1,0 +1,76 @@
+"""hwcc compile's budgets: an unreachable one saves the best model and exits 3, two must
+both hold, and a measured target whose measurements miss its predictions sends the search
+back to work until the measurement meets the budget."""
+
+from __future__ import annotations
+
+from compile_runs import FAST, FAST_FLAGS
+from compile_runs import read_summary as _summary
+
+import hwcc
+from hwcc.cli.commands import main
+
+
+def test_an_unreachable_budget_saves_the_best_model_and_exits_3(tmp_path, capsys):
+    out = tmp_path / "art"
+    # the GPU model charges a launch per kernel: pruning cannot take 90 % of the latency away
+    code = main(
+        [
+            "compile",
+            "zoo:lenet300-digits",
+            "--target",
+            "gpu",
+            "--budget",
+            "10%",
+            "--data",
+            "zoo:digits",
+            "-o",
+            str(out),
+            *FAST_FLAGS,
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 3
+    s = _summary(out)
+    assert not s["budget_met"] and s["final"]["latency_s"] > s["budgets"][0]["limit"]
+    assert s["final"]["latency_s"] <= s["original"]["latency_s"]
+    assert "NOT MET" in captured.out and "exit code 3" in captured.out
+
+
+def test_two_budgets_must_both_hold(tmp_path):
+    r = hwcc.compile(
+        "zoo:lenet300-digits", "eie", ["90%latency", "60%size"], data="zoo:digits", **FAST
+    )
+    s = r.summary.to_json()
+    assert {b["metric"] for b in s["budgets"]} == {"latency_s", "size_bytes"}
+    assert all(b["met"] for b in s["budgets"])
+    assert s["final"]["size_bytes"] <= 0.6 * s["original"]["size_bytes"]
+
+
+def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
+    """A measured target whose measurements come out 30 % above its predictions: the
+    predicted budget is not enough, the loop continues until the measurement meets it."""
+    from hwcc.targets.base import load_target
+
+    target = load_target("eyeriss")
+    target.provenance = "measured"
+    calls = []
+
+    def measure(graphs):
+        calls.append(len(graphs))
+        original, final = (target.price(g).latency_s for g in graphs)
+        return [original, 1.3 * final]
+
+    target.measure_latency = measure
+    monkeypatch.setattr("hwcc.api.load_target", lambda name: target)
+    r = hwcc.compile(
+        "zoo:lenet300-digits",
+        "eyeriss",
+        "70%latency",
+        data="zoo:digits",
+        **{**FAST, "max_iterations": 20},
+    )
+    s = r.summary.to_json()
+    assert calls and s["honesty_rounds"], "the first final model missed when measured"
+    assert s["measured"]["final_latency_s"] <= 0.7 * s["measured"]["original_latency_s"]
+    assert s["budget_met"] and r.exit_code == 0
