@@ -1,0 +1,102 @@
+"""The ``cpu`` target's measurements on this machine: the kernel timer, ``measure_models``,
+and how both wait for the machine's fast phase or rescale by its speed (a stand-in for the
+speed probe plays the phases).
+"""
+
+from __future__ import annotations
+
+import pytest
+from cpu_helpers import MB, gemm
+
+from hwcc.targets.cpu.measure import Timer, session
+from hwcc.targets.cpu.table import REFERENCE
+from hwcc.targets.cpu.target import measure_models
+
+
+# ---------------------------------------------------------------------- the timer
+def test_timer_measures_a_kernel():
+    """A 2.4 M MAC conv: hot time positive and below 50 ms, cold no faster than half of it."""
+    timer = Timer(1, 2 * MB, 0, rounds=3)
+    ((hot, cold),) = timer([dict(REFERENCE)])
+    assert 0 < hot < 0.05 and cold > 0.5 * hot
+    assert timer.last_speed > 0
+
+
+def test_measure_models_is_median_of_runs():
+    data = gemm(64, 64).SerializeToString()
+    (t,) = measure_models([data], runs=5, rounds=2)
+    assert 0 < t < 0.01
+    assert session(data, 1) is not None
+
+
+# ---------------------------------------------------------------------- the machine's speed phases
+class _Phases:
+    """A stand-in for the speed probe: ``first`` for the first ``n`` calls, ``then`` after,
+    in nanoseconds (100 us: the machine's fast phase; 180 us: its neighbours busy)."""
+
+    def __init__(self, n, first=180e3, then=100e3):
+        self.n, self.first, self.then, self.calls = n, first, then, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.first if self.calls <= self.n else self.then
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(Timer, "_probe", lambda timer, pair: self())
+        return self
+
+
+def test_measure_models_waits_out_a_fast_phase(monkeypatch):
+    """Probes say the first 8 visits ran slowed down: measuring at the fast phase's speed
+    visits the model again until (rounds + 1) // 2 = 2 visits ran at it, instead of
+    rescaling slow visits by the probe's ratio."""
+    phases = _Phases(8).install(monkeypatch)
+    data = gemm(64, 64).SerializeToString()
+    (t,) = measure_models([data], runs=3, rounds=3, speed=100e-6, patience_s=30)
+    # 1 probe before the first visit + 1 after each visit; the 9th probe is the first fast
+    # one, so visit 8 still had a fast probe before it: visits 9 and 10 are the two fast ones
+    assert phases.calls == 11
+    assert 0 < t < 0.01
+
+
+def test_measure_models_rescales_when_patience_runs_out(monkeypatch):
+    _Phases(10**6).install(monkeypatch)  # never fast
+    data = gemm(64, 64).SerializeToString()
+    (raw,) = measure_models([data], runs=3, rounds=3)
+    (t,) = measure_models([data], runs=3, rounds=3, speed=100e-6, patience_s=0)
+    assert t == pytest.approx(raw / 1.8, rel=0.5)  # every visit rescaled by 100/180
+
+
+def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
+    from hwcc.targets.cpu.measure import _at_speed
+
+    visits = [
+        ([1000], [0], 180.0, 180.0),
+        ([1000], [0], 180.0, 100.0),  # the phase changed during it
+        ([3000], [0], 180.0, 181.0),
+    ]
+    # the two visits at 180: each scaled by 180 / its probes' mean (1 and 180 / 180.5)
+    assert _at_speed(visits, 180.0, need=2) == pytest.approx((1000 + 3000 * 180 / 180.5) / 2 * 1e-9)
+    # one visit at the speed, two needed: all are rescaled by 180 / their probes' mean
+    assert _at_speed(visits[:2], 180.0, need=2) == pytest.approx(
+        (1000 + 1000 * 180 / 140) / 2 * 1e-9
+    )
+    assert _at_speed([([1000], [0], 100.0, 100.0)], 180.0, need=1) == pytest.approx(1800e-9)
+
+
+def test_timer_measures_at_the_tables_speed(monkeypatch):
+    """With the table's speed as target, a batch timed first while the machine is slowed
+    down goes on until every kernel has (rounds + 1) // 2 visits at the target speed in
+    both states; without one, the batch keeps the faster speed it saw."""
+    phases = _Phases(20).install(monkeypatch)
+    timer = Timer(1, 1 << 16, 16, rounds=2, hot=1, cold=1, patience_s=30)
+    timer.target_speed = 100e-6
+    ((hot, cold),) = timer([dict(REFERENCE)])
+    assert timer.last_speed == pytest.approx(100e-6)
+    assert phases.calls > 20 and hot > 0 and cold > 0
+    untargeted = _Phases(3).install(monkeypatch)  # slowed down, then fast
+    plain = Timer(1, 1 << 16, 16, rounds=2, hot=1, cold=1)
+    plain([dict(REFERENCE)])
+    # no target: one probe, then one per visit (2 rounds x 2 states)
+    assert untargeted.calls == 1 + 2 * 2
+    assert plain.last_speed == pytest.approx(100e-6)
