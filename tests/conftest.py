@@ -12,6 +12,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
+# The helper modules beside the tests that check with ``assert``: their asserts are rewritten
+# like the tests' own, so a failure shows the values compared. Only effective before they
+# are imported, which the tests do after this file.
+pytest.register_assert_rewrite("durability_runs", "onnx_round_trip")
+
 _REPORT: list[str] = []
 
 
@@ -37,3 +42,18 @@ def registry(monkeypatch):
     reg = dict(pass_infra._discover())
     monkeypatch.setattr(pass_infra, "_REGISTRY", reg)
     return reg
+
+
+# ---------------------------------------------------------------------- durability
+@pytest.fixture(scope="session")
+def quick_ref(tmp_path_factory):
+    """An uninterrupted QUICK run (tests/durability_runs.py), the result that the killed,
+    interrupted and out-of-disk runs of tests/test_durability_*.py must end with. Nothing
+    writes to it, so the three files share one run."""
+    from durability_runs import QUICK
+
+    from hwcc.cli.commands import main
+
+    out = tmp_path_factory.mktemp("ref") / "ref"
+    assert main(["compile", *QUICK, "-o", str(out)]) == 0
+    return out
