@@ -65,8 +65,8 @@ SOURCES = {
 }
 TESTS = {
     "eie": "tests/targets/test_eie.py",
-    "eyeriss": "tests/targets/test_eyeriss.py",
-    "tpu": "tests/targets/test_tpu.py",
+    "eyeriss": "tests/targets/test_eyeriss_published.py",
+    "tpu": "tests/targets/test_tpu_workloads.py",
     "gpu": "tests/targets/test_gpu.py",
 }
 

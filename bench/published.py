@@ -1,7 +1,7 @@
 """Published-figure fidelity: every modelled target against the figures it was checked on.
 
 Each target's model is run on the workloads of the papers its parameters come from, built
-the way its tests build them (``tests/targets/test_<target>.py``; re-implemented here, not
+the way its tests build them (``tests/targets/test_<target>*.py``; re-implemented here, not
 imported), and compared with the published figure:
 
 * ``eie``: Han et al., ISCA 2016, Table IV, per layer (actual and theoretical time, load

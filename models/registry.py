@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from hwcc.errors import HwccError
+from hwcc.ir.onnx_io import zoo_name
 
 KINDS = ("architecture", "trained")
 
@@ -144,7 +145,7 @@ def get_spec(name: str) -> ModelSpec:
         HwccError: the name is not in the zoo; the message lists the names that are.
     """
     _discover()
-    key = name.removeprefix("zoo:")
+    key = zoo_name(name) or name
     if key not in _SPECS:
         known = ", ".join(s.name for s in all_specs())
         raise HwccError(

@@ -29,6 +29,7 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
+from hwcc.ir.onnx_io import zoo_name
 from hwcc.ir.verify import run_onnx
 from hwcc.ir.workload import analyze, constant_tensors
 
@@ -71,7 +72,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             readable ``.npz`` (truncated, a failed CRC, a corrupt member, a lone ``.npy``,
             pickled objects); or an array breaks the rules above.
     """
-    if os.fspath(path).startswith("zoo:"):
+    if zoo_name(path) is not None:
         from hwcc.models import data_set  # the zoo imports torch: only for a zoo: name
 
         data_set(os.fspath(path))  # an unknown name lists the bundled ones

@@ -31,6 +31,7 @@ from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
+from hwcc.ir.onnx_io import zoo_name
 from hwcc.ir.verify import Session
 
 __all__ = [
@@ -204,7 +205,7 @@ def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
 
 
 def _is_zoo(data) -> bool:
-    return isinstance(data, str) and data.startswith("zoo:")
+    return isinstance(data, str) and zoo_name(data) is not None
 
 
 def resolve_data(
