@@ -57,3 +57,27 @@ def quick_ref(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "ref"
     assert main(["compile", *QUICK, "-o", str(out)]) == 0
     return out
+
+
+# ---------------------------------------------------------------------- finetune
+@pytest.fixture(scope="module")
+def one_thread():
+    """Timings and speed on a shared machine: torch's own threads fight the other test
+    processes for the cores (a small convolution runs several times slower on 2 threads
+    than on 1 there), so the finetune tests (tests/test_finetune_*.py, each with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``) pin torch to one thread for the
+    whole file and restore it after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits train and test splits, each as (images, labels)."""
+    from hwcc.models.digits import load_split
+
+    return load_split("train"), load_split("test")
