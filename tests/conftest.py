@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 # The helper modules beside the tests that check with ``assert``: their asserts are rewritten
 # like the tests' own, so a failure shows the values compared. Only effective before they
 # are imported, which the tests do after this file.
-pytest.register_assert_rewrite("durability_runs", "onnx_round_trip")
+pytest.register_assert_rewrite("channel_checks", "durability_runs", "onnx_round_trip")
 
 _REPORT: list[str] = []
 
