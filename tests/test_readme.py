@@ -103,7 +103,7 @@ def test_the_opening_example_compiles_a_model_file(tmp_path):
     assert "every budget met" in r.stdout
 
 
-# a full compile (seconds quiet, a minute or more on a busy machine); test_compile.py covers
+# a full compile (seconds quiet, a minute or more on a busy machine); test_compile_*.py cover
 # the path
 @pytest.mark.slow
 def test_the_main_job_as_the_readme_gives_it(tmp_path):
