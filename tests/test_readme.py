@@ -254,7 +254,7 @@ def layout() -> str:
         ):
             rel = path.relative_to(ROOT / top)
             doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
-            first = doc.splitlines()[0].rstrip(":") if doc else ""
+            first = _first_sentence(doc)
             if rel.name == "__init__.py":
                 if rel.parent != Path("."):
                     name = "  " * len(rel.parts[:-1]) + str(rel.parent.name) + "/"
@@ -262,6 +262,13 @@ def layout() -> str:
             else:
                 lines.append(f"{'  ' * len(rel.parts) + rel.name:<34}{first}".rstrip())
     return "\n".join(lines)
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence (its summary may wrap over several lines)."""
+    para = " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
+    end = re.search(r"\.(\s|$)", para)
+    return para[: end.start() + 1].rstrip(":") if end else para
 
 
 def _layout_block() -> str:

@@ -1,11 +1,14 @@
-"""The pass contract, the pass registry and the pass manager.
+"""The pass contract and the pass registry, searchable passes' declarations included.
 
 A pass is one class in one file of ``passes/`` (the package ``hwcc.passes``), decorated
 with :func:`register_pass`. Discovery imports every module of that package, so adding a
-pass is adding a file; nothing keeps a list of them.
+pass is adding a file; nothing keeps a list of them. A pass the search may drive says so
+(``searchable``) and declares its units and their steps (:meth:`Pass.units`,
+:mod:`hwcc.ir.search_space`); the search's passes, ``--passes`` and its aliases are read
+from these declarations (:func:`search_passes`, :func:`resolve_search_passes`).
 
-Contract (checked by :class:`PassManager`, which every way of running a pass goes
-through):
+Contract (checked by :class:`~hwcc.ir.pass_manager.PassManager`, which every way of
+running a pass goes through):
 
 1. ``Pass.call(graph, ctx) -> PassResult(graph, modified, reason, details)``. A pass
    that changes nothing says why in ``reason`` (shown by ``--explain``).
