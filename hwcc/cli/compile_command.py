@@ -54,8 +54,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise HwccError(
             "no budget given", "add --budget, e.g. --budget 5ms, --budget 2mJ or --budget 50%"
         )
-    for b in args.budget:
-        parse_budget(b)  # bad budgets are reported before anything else happens
+    budgets = [parse_budget(b) for b in args.budget]  # reported before anything else happens
     options = {"seed": args.seed}
     for key in (
         "max_iterations",
@@ -77,7 +76,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         result = hwcc.compile(
             args.model,
             args.target,
-            args.budget,
+            budgets,
             data=args.data,
             holdout=args.holdout,
             output=output,
