@@ -200,6 +200,17 @@ def test_external_data_location_too_long_for_the_file_system(tmp_path, location)
     refused(_external_model(tmp_path, location), r"cannot be opened: File name too long")
 
 
+def test_an_external_data_key_onnx_does_not_know_is_refused(tmp_path):
+    """onnx would warn and ignore it: a damaged ``offset`` would read from the file's start.
+    Found by the loader fuzz (a bit flipped in ``offset``)."""
+    path = _external_model(tmp_path, "m.data")
+    (path.parent / "m.data").write_bytes(np.array([0.0, 1.0], np.float32).tobytes())
+    m = onnx.load(str(path), load_external_data=False)
+    m.graph.initializer[0].external_data.add(key="of\x04set", value="4")
+    onnx.save(m, str(path))
+    refused(path, r"external-data key\(s\) ONNX does not know: 'of\\x04set'")
+
+
 def test_external_data_far_larger_than_the_dims_is_refused_as_it_is_read(tmp_path):
     """Without a length, onnx reads to the end of the file, whatever the dims say."""
     path = _external_model(tmp_path, "m.data")

@@ -138,8 +138,21 @@ def load_external_data(tensors: list[tuple[str, TensorProto]], path: Path) -> No
         check_tensor_size(t, where, str(path))
 
 
+# The keys ONNX's external-data entries may hold (onnx.external_data_helper.ExternalDataInfo).
+EXTERNAL_DATA_KEYS = ("location", "offset", "length", "checksum", "basepath")
+
+
 def _check_external_location(t: TensorProto, base: Path, path: Path) -> None:
-    """Refuse a data location that leaves the model's folder or names no regular file."""
+    """Refuse an entry with a key ONNX does not know (onnx would ignore it with a warning:
+    a damaged ``offset`` would read the data from the file's start), and a data location
+    that leaves the model's folder or names no regular file."""
+    unknown = [e.key for e in t.external_data if e.key not in EXTERNAL_DATA_KEYS]
+    if unknown:
+        raise ModelLoadError(
+            f"tensor {t.name!r} of {path} has external-data key(s) ONNX does not know: "
+            f"{', '.join(repr(short(k)) for k in unknown)}",
+            REEXPORT,
+        )
     loc = {e.key: e.value for e in t.external_data}.get("location", "")
     if "\0" in loc:
         raise ModelLoadError(
