@@ -31,7 +31,7 @@ from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
 from hwcc.ir.onnx_io import zoo_name
 from hwcc.ir.verify import run_onnx
-from hwcc.ir.workload import analyze, constant_tensors
+from hwcc.ir.workload import MAC_KINDS, analyze, constant_tensors
 
 __all__ = [
     "COMPUTE_KINDS",
@@ -44,17 +44,7 @@ __all__ = [
     "measure_density",
 ]
 
-COMPUTE_KINDS = (
-    "conv",
-    "depthwise_conv",
-    "grouped_conv",
-    "conv_transpose",
-    "gemm",
-    "matmul",
-    "lstm",
-    "gru",
-    "rnn",
-)
+COMPUTE_KINDS = MAC_KINDS  # the layers whose input activations are captured
 Feeds = Mapping[str, np.ndarray] | str | os.PathLike
 
 

@@ -48,7 +48,15 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node, dtypes
-from hwcc.ir.workload_ops import KINDS, STANDARD_DOMAINS, Unpriced, handler, handler_for, static
+from hwcc.ir.workload_ops import (
+    KINDS,
+    MAC_KINDS,
+    STANDARD_DOMAINS,
+    Unpriced,
+    handler,
+    handler_for,
+    static,
+)
 from hwcc.ir.workload_weights import (
     DensityMemo,
     constant_tensors,
@@ -56,7 +64,16 @@ from hwcc.ir.workload_weights import (
     weight_source,
 )
 
-__all__ = ["KINDS", "DensityMemo", "Layer", "Workload", "analyze", "constant_tensors", "handler"]
+__all__ = [
+    "KINDS",
+    "MAC_KINDS",
+    "DensityMemo",
+    "Layer",
+    "Workload",
+    "analyze",
+    "constant_tensors",
+    "handler",
+]
 
 _NOT_FLAGS = (
     "onnx_name",

@@ -18,9 +18,19 @@ import numpy as np
 
 from hwcc.ir import Graph, Node
 
-__all__ = ["KINDS", "STANDARD_DOMAINS", "Unpriced", "handler", "handler_for", "shape_str", "static"]
+__all__ = [
+    "KINDS",
+    "MAC_KINDS",
+    "STANDARD_DOMAINS",
+    "Unpriced",
+    "handler",
+    "handler_for",
+    "shape_str",
+    "static",
+]
 
-KINDS = (
+# The kinds of layer that multiply and accumulate: what cost models price from dims.
+MAC_KINDS = (
     "conv",
     "depthwise_conv",
     "grouped_conv",
@@ -30,6 +40,9 @@ KINDS = (
     "lstm",
     "gru",
     "rnn",
+)
+KINDS = (
+    *MAC_KINDS,
     "pool",
     "elementwise",
     "norm",

@@ -15,22 +15,11 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.onnx_io import infer_shapes
-from hwcc.ir.workload import Layer
+from hwcc.ir.workload import MAC_KINDS, Layer
 
 __all__ = ["BUILT_FROM_DIMS", "layer_graph"]
 
-BUILT_FROM_DIMS = (
-    "conv",
-    "depthwise_conv",
-    "grouped_conv",
-    "conv_transpose",
-    "gemm",
-    "matmul",
-    "pool",
-    "lstm",
-    "gru",
-    "rnn",
-)
+BUILT_FROM_DIMS = (*MAC_KINDS, "pool")  # rebuilt from their dims, batch included
 _BINARY = (
     "Add",
     "Sub",

@@ -53,24 +53,13 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.ir.workload import Layer
+from hwcc.ir.workload import MAC_KINDS, Layer
 from hwcc.targets.base import Cost, CostContext, Target, register_family
 from hwcc.targets.gpu import profile as gpu_profile
 
 __all__ = ["GpuTarget", "PRECISIONS", "precision_of"]
 
 PRECISIONS = ("int8", "fp16", "fp32", "fp64")  # narrow to wide
-_MAC_KINDS = (
-    "conv",
-    "depthwise_conv",
-    "grouped_conv",
-    "conv_transpose",
-    "gemm",
-    "matmul",
-    "lstm",
-    "gru",
-    "rnn",
-)
 _CONV_KINDS = ("conv", "depthwise_conv", "grouped_conv")
 _RECURRENT = ("lstm", "gru", "rnn")
 WINOGRAD_MUL_SAVING = 2.25  # F(2x2, 3x3): 16 multiplies per 4 outputs instead of 36
@@ -213,7 +202,7 @@ class GpuTarget(Target):
         """The roofline cost of one layer (already scaled to the batch)."""
         want = precision_of(layer)
         got, cuda_rate, mac_rate = self._resolved[want]
-        if layer.kind not in _MAC_KINDS:
+        if layer.kind not in MAC_KINDS:
             mac_rate = cuda_rate
         macs, notes = float(layer.macs), []
         # A flagged Conv is priced as if lowered; the MatMul of an already lowered graph
