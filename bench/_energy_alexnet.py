@@ -1,7 +1,7 @@
 """energy_pruning's AlexNet experiment: allocations of as many weights, priced on Eyeriss.
 
 No ImageNet here, so no accuracy: the dense model, Deep Compression's per-layer densities
-and an energy-aware allocation of as many weights (:func:`bench.energy_pruning.greedy_allocation`),
+and an energy-aware allocation of as many weights (:func:`bench._energy_common.greedy_allocation`),
 priced at batch 1 with published activation densities; see :mod:`bench.energy_pruning`.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import hwcc
 from bench._common import fmt_times, md_table
+from bench._energy_common import PAPER_ENERGY_AWARE, PAPER_MAGNITUDE, Settings, greedy_allocation
 from bench._energy_digits import WEIGHTED, price
-from bench.energy_pruning import PAPER_ENERGY_AWARE, PAPER_MAGNITUDE, Settings, greedy_allocation
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
 from hwcc.passes.prune_weights import keep_count

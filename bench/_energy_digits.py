@@ -14,7 +14,7 @@ from typing import Any
 
 import hwcc
 from bench._common import save_svg
-from bench.energy_pruning import FLOOR_DROP, PLOT_DEPTH, SEED, Settings, passes_label
+from bench._energy_common import FLOOR_DROP, PLOT_DEPTH, SEED, Settings, passes_label
 from hwcc.data.evaluate import Evaluator, resolve_data
 from hwcc.ir.cleanup import cleanup
 from hwcc.ir.transform import PassContext, get_pass

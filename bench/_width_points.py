@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 import hwcc
-from bench.width import (
+from bench._width_common import (
     SEED,
     Settings,
     accuracy_at_latency,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import fmt_count, md_table, save_svg
-from bench.width import FLOOR_DROP, PAPER_SPEEDUP
+from bench._width_common import FLOOR_DROP, PAPER_SPEEDUP
 from hwcc.report.svg import BLUE, GREEN, GREY, ORANGE, Chart, percent_labels, si_labels
 
 
