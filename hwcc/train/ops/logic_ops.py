@@ -73,7 +73,9 @@ def _constant_of_shape(node: Node, ctx: BuildContext) -> OpFn:
     fill = torch.zeros(1) if value is None else torch.tensor(np.array(value)).reshape(-1)
     if fill.numel() != 1:
         raise reject(node, f"its value has {fill.numel()} elements", "give a one-element value")
-    return lambda shape: torch.full(ints(shape.tolist()), fill.item(), dtype=fill.dtype)
+    return lambda shape: torch.full(
+        ints(shape.tolist()), fill.item(), dtype=fill.dtype, device=shape.device
+    )
 
 
 @register("Expand")
