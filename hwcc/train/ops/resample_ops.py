@@ -1,0 +1,181 @@
+"""Resampling ops: Resize and Upsample (nearest and linear), DepthToSpace and SpaceToDepth.
+
+Resize and Upsample map each output index of a resized axis to a coordinate of the input
+(the coordinate transformation mode), then take the nearest input cell (the nearest mode)
+or interpolate linearly between the two cells around it; linear resizing of several axes
+is done one axis after the other, which is what multilinear interpolation is. The
+arithmetic is float32, as onnxruntime's, so that ties in nearest rounding fall the same
+way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hwcc.ir import Node
+from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject
+
+_TRANSFORMS = (
+    "half_pixel",
+    "half_pixel_symmetric",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "tf_half_pixel_for_nn",
+)
+_NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _source(mode: str, out: int, size: int, scale: float) -> torch.Tensor:
+    """The input coordinate (float32) of each of the ``out`` output indices of one axis."""
+    r = torch.arange(out, dtype=torch.float32)
+    s = torch.tensor(scale, dtype=torch.float32)
+    if mode == "asymmetric":
+        return r / s
+    if mode == "tf_half_pixel_for_nn":
+        return (r + 0.5) / s
+    if mode == "align_corners":
+        return torch.zeros(out) if out == 1 else r * (size - 1) / (out - 1)
+    if mode == "pytorch_half_pixel" and out <= 1:
+        return torch.zeros(out)
+    x = (r + 0.5) / s - 0.5
+    if mode == "half_pixel_symmetric":
+        adjust = out / (s * size)
+        x = x + (size / 2) * (1 - adjust)
+    return x
+
+
+def _nearest(x: torch.Tensor, mode: str, downsample: bool) -> torch.Tensor:
+    if mode == "round_prefer_floor":
+        return torch.where(x == torch.floor(x) + 0.5, torch.floor(x), torch.round(x))
+    if mode == "round_prefer_ceil":
+        return torch.where(x == torch.floor(x) + 0.5, torch.ceil(x), torch.round(x))
+    if mode == "ceil" or (mode == "simple" and downsample):
+        return torch.ceil(x)
+    if mode == "simple":
+        return torch.trunc(x)
+    return torch.floor(x)
+
+
+def _resample(x, plan, linear: bool, transform: str, nearest: str):
+    """``x`` resized along each ``(axis, out_size, scale)`` of ``plan``."""
+    for axis, out, scale in plan:
+        size = x.shape[axis]
+        if out == size and scale == 1.0:
+            continue
+        src = _source(transform, out, size, scale)
+        if not linear:
+            idx = _nearest(src, nearest, scale < 1.0).clamp(0, size - 1).long()
+            x = x.index_select(axis, idx)
+            continue
+        src = src.clamp(0, size - 1)
+        lo = torch.floor(src).long().clamp(max=size - 1)
+        hi = (lo + 1).clamp(max=size - 1)
+        shape = [1] * x.dim()
+        shape[axis] = out
+        w = (src - lo).to(x.dtype).reshape(shape)
+        x = x.index_select(axis, lo) * (1 - w) + x.index_select(axis, hi) * w
+    return x
+
+
+def _mode(node: Node, mode: str) -> bool:
+    """True for linear interpolation, False for nearest; anything else is refused."""
+    if mode in ("linear", "bilinear", "trilinear"):
+        return True
+    if mode != "nearest":
+        raise reject(
+            node,
+            f"mode={mode!r} is not supported",
+            "use mode 'nearest' or 'linear' (cubic resizing is not implemented)",
+        )
+    return False
+
+
+@register("Resize", "Upsample")
+def _resize(node: Node, ctx: BuildContext) -> OpFn:
+    old = node.op_type == "Upsample" or ctx.opset < 11  # asymmetric, "simple" nearest
+    linear = _mode(node, node.attr("mode", "nearest"))
+    transform = "asymmetric" if old else node.attr("coordinate_transformation_mode", "half_pixel")
+    nearest = "simple" if old else node.attr("nearest_mode", "round_prefer_floor")
+    if transform not in _TRANSFORMS:
+        raise reject(
+            node,
+            f"coordinate_transformation_mode={transform!r} is not supported",
+            f"use one of {', '.join(_TRANSFORMS)} (tf_crop_and_resize is not implemented)",
+        )
+    if not linear and not old and nearest not in _NEAREST:
+        raise reject(
+            node,
+            f"nearest_mode={nearest!r} is not an ONNX value",
+            f"use one of {', '.join(_NEAREST)}",
+        )
+    if int(node.attr("antialias", 0)) and linear:
+        raise reject(node, "antialiased resizing is not supported", "set antialias=0")
+    if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise reject(node, "keep_aspect_ratio_policy is not supported", "use 'stretch'")
+    axes = node.attr("axes")
+    axes = None if axes is None else ints(axes)
+    attr_scales = node.attr("scales")  # Upsample before opset 9
+    # Where scales and sizes are among the inputs after X (roi comes first from opset 11).
+    at = (
+        {"scales": 2, "sizes": 3} if node.op_type == "Resize" and ctx.opset >= 11 else {"scales": 1}
+    )
+    x_shape = ctx.shape(node, 0)
+    keep_batch = ctx.batch is not None and bool(x_shape) and x_shape[0] == ctx.batch
+
+    def values(t):
+        return None if t is None or t.numel() == 0 else t.reshape(-1).tolist()
+
+    def run(x, *rest):
+        scales = values(rest[at["scales"] - 1]) if len(rest) >= at["scales"] else None
+        sizes = None
+        if "sizes" in at and len(rest) >= at["sizes"]:
+            sizes = values(rest[at["sizes"] - 1])
+        if scales is None and sizes is None:
+            scales = [float(s) for s in attr_scales] if attr_scales is not None else None
+        if scales is None and sizes is None:
+            raise reject(node, "it has neither scales nor sizes", "give one of them")
+        names = list(range(x.dim())) if axes is None else [a % x.dim() for a in axes]
+        plan = []
+        for i, a in enumerate(names):
+            if sizes is not None:
+                out = int(sizes[i])
+                if a == 0 and keep_batch and out == ctx.batch:
+                    out = x.shape[0]  # the graph's fixed batch follows the batch it is given
+                plan.append((a, out, float(np.float32(out) / np.float32(x.shape[a]))))
+            else:
+                s = np.float32(scales[i])
+                plan.append((a, int(np.float32(x.shape[a]) * s), float(s)))
+        return _resample(x, plan, linear, transform, nearest)
+
+    return run
+
+
+@register("DepthToSpace")
+def _depth_to_space(node: Node, ctx: BuildContext) -> OpFn:
+    bs, mode = int(node.attr("blocksize")), node.attr("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        raise reject(node, f"mode={mode!r} is not an ONNX value", "use DCR or CRD")
+
+    def run(x):
+        n, c, h, w = x.shape
+        if mode == "DCR":
+            y = x.reshape(n, bs, bs, c // (bs * bs), h, w).permute(0, 3, 4, 1, 5, 2)
+        else:
+            y = x.reshape(n, c // (bs * bs), bs, bs, h, w).permute(0, 1, 4, 2, 5, 3)
+        return y.reshape(n, c // (bs * bs), h * bs, w * bs)
+
+    return run
+
+
+@register("SpaceToDepth")
+def _space_to_depth(node: Node, ctx: BuildContext) -> OpFn:
+    bs = int(node.attr("blocksize"))
+
+    def run(x):
+        n, c, h, w = x.shape
+        y = x.reshape(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
+        return y.reshape(n, c * bs * bs, h // bs, w // bs)
+
+    return run
