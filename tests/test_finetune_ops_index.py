@@ -73,7 +73,7 @@ def test_gather_elements_negative_indices_and_axis():
 
 @pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
 def test_scatter_elements_reductions(reduction):
-    idx = np.array([[1, 0, 2], [-1, 2, 0]], I64)  # duplicates only where a reduction says
+    idx = np.array([[1, 0, 2], [-1, 0, 1]], I64)  # duplicates only where a reduction says
     if reduction != "none":
         idx = np.array([[1, 1, 2], [0, 2, 2]], I64)
     check(
