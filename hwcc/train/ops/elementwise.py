@@ -28,18 +28,68 @@ _UNARY: dict[str, OpFn] = {
 }
 _BINARY: dict[str, OpFn] = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Pow": torch.pow}
 
-for _op, _fn in (_UNARY | _BINARY).items():
+# torch has no add, sub or division kernels for these: they run in int64, and wrap around
+# modulo 2**bits as ONNX's (C++'s) unsigned arithmetic does
+_UINT_BITS = {torch.uint16: 16, torch.uint32: 32, torch.uint64: 64}
+_INT64_MIN = torch.iinfo(torch.int64).min
+
+
+def _unsigned(fn: OpFn) -> OpFn:
+    """``fn(a, b)`` that also takes uint16/32/64 operands (of one dtype, as ONNX's ``T``):
+    computed in int64 and returned in the operands' dtype, wrapped around modulo 2**bits.
+    uint64 travels as its bits in int64 (two's complement add, sub and mul wrap alike);
+    ``fn`` gets ``unsigned=True`` then, for the ops whose result depends on the sign."""
+
+    def run(a, b):
+        bits = _UINT_BITS.get(a.dtype)
+        if bits is None:
+            return fn(a, b)
+        if bits == 64:
+            x, y = a.view(torch.int64), b.to(torch.uint64).view(torch.int64)
+            return fn(x, y, unsigned=True).view(torch.uint64)
+        out = fn(a.to(torch.int64), b.to(torch.int64))
+        return (out & ((1 << bits) - 1)).to(a.dtype)
+
+    return run
+
+
+def _u64_ge(a, b):
+    """``a >= b`` for int64 tensors holding uint64 bits."""
+    return (a ^ _INT64_MIN) >= (b ^ _INT64_MIN)
+
+
+def _udiv64(a, b):
+    """The unsigned quotient of int64 tensors holding uint64 bits: halve the dividend
+    (logical shift) so that it is non-negative, divide, and correct the last bit."""
+    big = b < 0  # a divisor >= 2**63 goes into any uint64 at most once
+    d = torch.where(big, 1, b)
+    q = (((a >> 1) & ~_INT64_MIN) // d) << 1
+    q = q + _u64_ge(a - q * d, d).to(torch.int64)  # a - q*d < 2*d: at most one more
+    return torch.where(big, _u64_ge(a, b).to(torch.int64), q)
+
+
+def _arith(fn: OpFn) -> OpFn:
+    return lambda a, b, unsigned=False: fn(a, b)
+
+
+for _op, _fn in _UNARY.items():
     register(_op)(lambda node, ctx, fn=_fn: fn)
+register("Pow")(lambda node, ctx: torch.pow)  # ONNX's Pow takes no unsigned type
+for _op in ("Add", "Sub", "Mul"):
+    register(_op)(lambda node, ctx, fn=_unsigned(_arith(_BINARY[_op])): fn)
+
+
+def _int_div(a, b, unsigned=False):
+    if a.is_floating_point() or b.is_floating_point():
+        return a / b
+    if unsigned:
+        return _udiv64(a, b)
+    return torch.div(a, b, rounding_mode="trunc")  # ONNX integer division truncates
 
 
 @register("Div")
 def _div(node: Node, ctx: BuildContext) -> OpFn:
-    def run(a, b):
-        if a.is_floating_point() or b.is_floating_point():
-            return a / b
-        return torch.div(a, b, rounding_mode="trunc")  # ONNX integer division truncates
-
-    return run
+    return _unsigned(_int_div)
 
 
 @register("Identity", "Dropout")
