@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from hwcc.ir import Node
-from hwcc.train.ops.registry import BuildContext, OpFn, input_or_attr, register, reject
+from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
+from hwcc.train.ops.tensor_ops import reduce_axes
 
 
 def _positive(idx: torch.Tensor, size) -> torch.Tensor:
@@ -113,10 +114,11 @@ _REDUCE = {
 @register(*_REDUCE)
 def _reduce(node: Node, ctx: BuildContext) -> OpFn:
     fn, over_none, since = _REDUCE[node.op_type]
-    axes = input_or_attr(node, ctx, 1, "") if ctx.opset >= since else node.attr("axes")
+    get_axes = reduce_axes(node, ctx, since)
     keep, noop = bool(node.attr("keepdims", 1)), bool(node.attr("noop_with_empty_axes", 0))
 
-    def run(x, *_):
+    def run(*inputs):
+        x, axes = inputs[0], get_axes(inputs)
         if not axes and noop:  # ONNX still applies the elementwise part (L2 of x is |x|)
             return over_none(x)
         return fn(x, tuple(axes) if axes else tuple(range(x.dim())), keep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,18 @@ from hwcc.train.ops.registry import (
     reject,
     torch_pads,
 )
+
+Ints = Callable[[Sequence], "list[int] | None"]
+
+
+def operand(node: Node, ctx: BuildContext, index: int, attr: str = "") -> Ints:
+    """``get(inputs) -> ints``: input ``index`` where the node has it, else attribute ``attr``
+    (None if neither is given). A constant input is read once, here; any other input is
+    read from the tensor ``fn`` receives, on each run."""
+    if index < len(node.inputs) and node.inputs[index] and ctx.const(node, index) is None:
+        return lambda inputs: [int(v) for v in inputs[index].reshape(-1).tolist()]
+    fixed = input_or_attr(node, ctx, index, attr)
+    return lambda inputs: fixed
 
 
 @register("Flatten")
@@ -65,11 +78,13 @@ def _concat(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("Split", outputs=-1)
 def _split(node: Node, ctx: BuildContext) -> OpFn:
-    axis, parts = int(node.attr("axis", 0)), len(node.outputs)
-    sizes = input_or_attr(node, ctx, 1, "split")
+    axis = int(node.attr("axis", 0))
+    parts = int(node.attr("num_outputs", len(node.outputs)))  # opset 18 names the count
+    get_sizes = operand(node, ctx, 1, "split")
 
-    def run(x, _split=None):
-        if sizes is not None:
+    def run(*inputs):
+        x, sizes = inputs[0], get_sizes(inputs)
+        if sizes:
             return torch.split(x, sizes, axis)
         return torch.split(x, math.ceil(x.shape[axis] / parts), axis)
 
@@ -79,19 +94,20 @@ def _split(node: Node, ctx: BuildContext) -> OpFn:
 @register("Slice")
 def _slice(node: Node, ctx: BuildContext) -> OpFn:
     if ctx.opset < 10:
-        starts, ends = ints(node.attr("starts")), ints(node.attr("ends"))
-        axes, steps = node.attr("axes"), None
+        fixed = [node.attr(k) for k in ("starts", "ends", "axes")]
+        gets = [lambda _, v=v: None if v is None else ints(v) for v in fixed] + [lambda _: None]
     else:
-        starts, ends = input_or_attr(node, ctx, 1, ""), input_or_attr(node, ctx, 2, "")
-        axes, steps = input_or_attr(node, ctx, 3, ""), input_or_attr(node, ctx, 4, "")
-    axes = list(range(len(starts))) if axes is None else ints(axes)
-    steps = [1] * len(starts) if steps is None else steps
+        gets = [operand(node, ctx, i) for i in (1, 2, 3, 4)]
 
-    def run(x, *_):
+    def run(*inputs):
+        x = inputs[0]
+        starts, ends, axes, steps = (get(inputs) for get in gets)
+        axes = list(range(len(starts))) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
         for a, s, e, st in zip(axes, starts, ends, steps):
-            dim = x.shape[a]
-            if st > 0:
-                x = x[(slice(None),) * (a % x.dim()) + (slice(s, e, st),)]
+            a, dim = a % x.dim(), x.shape[a]
+            if st > 0:  # Python's slice clamps as ONNX does
+                x = x[(slice(None),) * a + (slice(s, e, st),)]
             else:  # torch slices only forwards: gather the indices range() gives
                 s = min(max(s + dim if s < 0 else s, 0), dim - 1)
                 e = min(max(e + dim if e < 0 else e, -1), dim - 1)
@@ -103,15 +119,21 @@ def _slice(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("Squeeze")
 def _squeeze(node: Node, ctx: BuildContext) -> OpFn:
-    axes = input_or_attr(node, ctx, 1, "axes")
-    return lambda x, *_: x.squeeze() if axes is None else x.squeeze(tuple(axes))
+    get_axes = operand(node, ctx, 1, "axes")
+
+    def run(*inputs):
+        axes = get_axes(inputs)
+        return inputs[0].squeeze() if axes is None else inputs[0].squeeze(tuple(axes))
+
+    return run
 
 
 @register("Unsqueeze")
 def _unsqueeze(node: Node, ctx: BuildContext) -> OpFn:
-    axes = input_or_attr(node, ctx, 1, "axes") or []
+    get_axes = operand(node, ctx, 1, "axes")
 
-    def run(x, *_):
+    def run(*inputs):
+        x, axes = inputs[0], get_axes(inputs) or []
         for a in sorted(a % (x.dim() + len(axes)) for a in axes):
             x = x.unsqueeze(a)
         return x
@@ -119,35 +141,58 @@ def _unsqueeze(node: Node, ctx: BuildContext) -> OpFn:
     return run
 
 
-_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def _pad_index(mode: str, size: int, begin: int, end: int, device) -> torch.Tensor:
+    """The source index of each position of an axis padded by ``begin`` and ``end`` (either
+    may be negative: a crop) in a ``reflect``, ``edge`` or ``wrap`` pad."""
+    i = torch.arange(-begin, size + end, device=device)
+    if mode == "edge":
+        return i.clamp(0, size - 1)
+    if mode == "wrap":
+        return torch.remainder(i, size)
+    period = 2 * (size - 1)
+    if period == 0:
+        return torch.zeros_like(i)
+    i = torch.remainder(i, period)
+    return torch.where(i >= size, period - i, i)
 
 
 @register("Pad")
 def _pad(node: Node, ctx: BuildContext) -> OpFn:
-    mode = _PAD_MODES.get(node.attr("mode", "constant"))
-    if mode is None:
-        raise reject(
-            node, f"mode {node.attr('mode')!r} is unknown", f"use one of {sorted(_PAD_MODES)}"
-        )
-    pads = input_or_attr(node, ctx, 1, "pads")
-    axes = input_or_attr(node, ctx, 3, "")
-    value = ctx.const(node, 2)
-    if value is None and len(node.inputs) > 2 and node.inputs[2]:
-        raise reject(node, "its constant_value is computed at run time", "make it a constant")
-    if value is None or value.size == 0:
-        value = float(node.attr("value", 0.0))
+    mode = node.attr("mode", "constant")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode not in _PAD_MODES:
+        raise reject(node, f"mode {mode!r} is unknown", f"use one of {sorted(_PAD_MODES)}")
+    get_pads, get_axes = operand(node, ctx, 1, "pads"), operand(node, ctx, 3)
+    fixed_value = ctx.const(node, 2)
+    runtime_value = fixed_value is None and len(node.inputs) > 2 and bool(node.inputs[2])
+    if fixed_value is None or fixed_value.size == 0:
+        fixed_value = float(node.attr("value", 0.0))
     else:
-        value = float(value.reshape(-1)[0])
+        fixed_value = float(fixed_value.reshape(-1)[0])
 
-    def run(x, *_):
+    def run(*inputs):
+        x, pads, axes = inputs[0], get_pads(inputs), get_axes(inputs)
         ax = list(range(x.dim())) if axes is None else [a % x.dim() for a in axes]
-        full = [0] * 2 * x.dim()
+        begins, ends = [0] * x.dim(), [0] * x.dim()
         for i, a in enumerate(ax):
-            full[a], full[x.dim() + a] = pads[i], pads[len(ax) + i]
-        flat = torch_pads(full[: x.dim()], full[x.dim() :])
+            begins[a], ends[a] = pads[i], pads[len(ax) + i]
+        if mode != "constant":
+            for a in range(x.dim()):
+                if begins[a] or ends[a]:
+                    idx = _pad_index(mode, x.shape[a], begins[a], ends[a], x.device)
+                    x = x.index_select(a, idx)
+            return x
+        value = fixed_value
+        if runtime_value and inputs[2].numel():
+            value = inputs[2].reshape(-1)[0].item()
+        flat = torch_pads(begins, ends)
         while flat and not flat[-1] and not flat[-2]:  # torch pads the last dims only
             flat = flat[:-2]
-        return F.pad(x, flat, mode, value if mode == "constant" else None)
+        return F.pad(x, flat, "constant", value)
 
     return run
 
@@ -197,13 +242,24 @@ _REDUCE = {
 }
 
 
+def reduce_axes(node: Node, ctx: BuildContext, since: int) -> Ints:
+    """``get(inputs) -> axes``: ONNX Reduce*'s axes, an input from opset ``since`` on (a
+    constant or read on each run), an attribute before."""
+    if ctx.opset >= since:
+        return operand(node, ctx, 1)
+    fixed = node.attr("axes")
+    fixed = None if fixed is None else ints(fixed)
+    return lambda inputs: fixed
+
+
 @register(*_REDUCE)
 def _reduce(node: Node, ctx: BuildContext) -> OpFn:
     fn, since = _REDUCE[node.op_type]
-    axes = input_or_attr(node, ctx, 1, "") if ctx.opset >= since else node.attr("axes")
+    get_axes = reduce_axes(node, ctx, since)
     keep, noop = bool(node.attr("keepdims", 1)), bool(node.attr("noop_with_empty_axes", 0))
 
-    def run(x, *_):
+    def run(*inputs):
+        x, axes = inputs[0], get_axes(inputs)
         if not axes and noop:
             return x
         return fn(x, dim=tuple(axes) if axes else tuple(range(x.dim())), keepdim=keep)
