@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hwcc.ir import Node
+from hwcc.train.ops.norm_ops import check_axis, stash_dtype
 from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject, torch_pads
 
 
@@ -137,14 +138,27 @@ def _batchnorm(node: Node, ctx: BuildContext) -> OpFn:
     return run
 
 
-@register("LayerNormalization", weights=(1, 2))
+@register("LayerNormalization", weights=(1, 2), outputs=3)
 def _layernorm(node: Node, ctx: BuildContext) -> OpFn:
+    """Y, and Mean and InvStdDev (in ``stash_type``, over the axes from ``axis`` on, kept
+    as size 1) when the node names them; the statistics are computed in ``stash_type``."""
     axis, eps = int(node.attr("axis", -1)), float(node.attr("epsilon", 1e-5))
+    stash = stash_dtype(node)
+    stats = any(node.outputs[1:])
+    check_axis(node, ctx, axis)
 
     def run(x, scale, bias=None):
         a = axis % x.dim()
-        y = F.layer_norm(x, x.shape[a:], None, None, eps) * scale
-        return y if bias is None else y + bias
+        if stats or x.dtype != stash:
+            dims = tuple(range(a, x.dim()))
+            xs = x.to(stash)
+            mean = xs.mean(dims, keepdim=True)
+            d = xs - mean
+            inv = torch.rsqrt((d * d).mean(dims, keepdim=True) + eps)
+            y = (d * inv).to(x.dtype) * scale
+        else:  # the fused kernel where only Y is asked for
+            y, mean, inv = F.layer_norm(x, x.shape[a:], None, None, eps) * scale, None, None
+        return (y if bias is None else y + bias), mean, inv
 
     return run
 
