@@ -79,8 +79,11 @@ def _topk(node: Node, ctx: BuildContext) -> OpFn:
 
     def run(x, k=None):
         count = int(fixed_k) if fixed_k is not None else int(k.reshape(-1)[0])
-        values, indices = torch.topk(x, count, axis, largest, ordered)
-        return values, indices
+        if not ordered:
+            return torch.topk(x, count, axis, largest, False)
+        # a stable sort: of equal values, the lower index first (as ONNX asks)
+        values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+        return values.narrow(axis, 0, count), indices.narrow(axis, 0, count)
 
     return run
 

@@ -111,7 +111,8 @@ def _slice(node: Node, ctx: BuildContext) -> OpFn:
             else:  # torch slices only forwards: gather the indices range() gives
                 s = min(max(s + dim if s < 0 else s, 0), dim - 1)
                 e = min(max(e + dim if e < 0 else e, -1), dim - 1)
-                x = x.index_select(a, torch.arange(s, e, st, device=x.device))
+                idx = torch.tensor(range(s, e, st), dtype=torch.int64, device=x.device)
+                x = x.index_select(a, idx)
         return x
 
     return run
@@ -145,18 +146,22 @@ _PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 
 def _pad_index(mode: str, size: int, begin: int, end: int, device) -> torch.Tensor:
-    """The source index of each position of an axis padded by ``begin`` and ``end`` (either
-    may be negative: a crop) in a ``reflect``, ``edge`` or ``wrap`` pad."""
-    i = torch.arange(-begin, size + end, device=device)
+    """The source index of each position of an axis padded by ``begin`` and ``end`` in a
+    ``reflect``, ``edge`` or ``wrap`` pad; a negative pad crops first (as onnxruntime does),
+    and the padding repeats the cropped axis."""
+    lo, size = max(-begin, 0), size - max(-begin, 0) - max(-end, 0)
+    i = torch.arange(-max(begin, 0), size + max(end, 0), device=device)
     if mode == "edge":
-        return i.clamp(0, size - 1)
-    if mode == "wrap":
-        return torch.remainder(i, size)
-    period = 2 * (size - 1)
-    if period == 0:
-        return torch.zeros_like(i)
-    i = torch.remainder(i, period)
-    return torch.where(i >= size, period - i, i)
+        i = i.clamp(0, size - 1)
+    elif mode == "wrap":
+        i = torch.remainder(i, size)
+    elif size == 1:
+        i = torch.zeros_like(i)
+    else:
+        period = 2 * (size - 1)
+        i = torch.remainder(i, period)
+        i = torch.where(i >= size, period - i, i)
+    return i + lo
 
 
 @register("Pad")
@@ -242,6 +247,16 @@ _REDUCE = {
 }
 
 
+def _empty_extreme(x: torch.Tensor, dims: tuple, keep: bool, is_max: bool) -> torch.Tensor:
+    """ReduceMax (ReduceMin) of an empty tensor: the dtype's lowest (highest) value."""
+    if x.dtype.is_floating_point:
+        low, high = -math.inf, math.inf
+    else:
+        low, high = torch.iinfo(x.dtype).min, torch.iinfo(x.dtype).max
+    shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keep or i not in dims]
+    return x.new_full(shape, low if is_max else high)
+
+
 def reduce_axes(node: Node, ctx: BuildContext, since: int) -> Ints:
     """``get(inputs) -> axes``: ONNX Reduce*'s axes, an input from opset ``since`` on (a
     constant or read on each run), an attribute before."""
@@ -262,6 +277,9 @@ def _reduce(node: Node, ctx: BuildContext) -> OpFn:
         x, axes = inputs[0], get_axes(inputs)
         if not axes and noop:
             return x
-        return fn(x, dim=tuple(axes) if axes else tuple(range(x.dim())), keepdim=keep)
+        dims = tuple(a % x.dim() for a in axes) if axes else tuple(range(x.dim()))
+        if x.numel() == 0 and node.op_type in ("ReduceMax", "ReduceMin"):
+            return _empty_extreme(x, dims, keep, node.op_type == "ReduceMax")
+        return fn(x, dim=dims, keepdim=keep)
 
     return run
