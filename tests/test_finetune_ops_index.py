@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finetune_graphs import ATOL, RTOL
-from onnx import helper, numpy_helper
+from finetune_graphs import ATOL, RTOL, check_against_ort, typed_model
+from onnx import helper
 
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, onnx_io
-from hwcc.ir.verify import run_onnx
+from hwcc.ir import Graph
 from hwcc.train.graph_module import to_torch
 
 torch = pytest.importorskip("torch")
@@ -25,34 +24,12 @@ N = helper.make_node
 F32, I64 = np.float32, np.int64
 
 
-def model(nodes, feeds: dict, inits: dict, outputs: dict, opset: int = 17) -> Graph:
-    """A one-graph model; ``feeds`` and ``inits`` name -> array, ``outputs`` name -> dtype."""
-
-    def info(name, dtype, shape):
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), shape)
-
-    g = helper.make_graph(
-        nodes,
-        "case",
-        [info(n, v.dtype, list(v.shape)) for n, v in feeds.items()],
-        [info(n, np.dtype(t), None) for n, t in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
-    return onnx_io.from_proto(m)
+def model(nodes, feeds, inits, outputs, opset=17) -> Graph:
+    return typed_model(nodes, feeds, inits, outputs, opset)
 
 
 def check(nodes, feeds, inits, outputs, opset=17, rtol=RTOL, atol=ATOL) -> None:
-    """The torch executor's outputs equal onnxruntime's: shape, dtype and values."""
-    graph = model(nodes, feeds, inits, outputs, opset)
-    ref = run_onnx(graph, feeds)
-    out = to_torch(graph)(**feeds)
-    assert len(out) == len(outputs)
-    for name, o, r in zip(outputs, out, ref):
-        o = o.detach().numpy()
-        assert o.shape == r.shape, name
-        assert o.dtype == r.dtype, name
-        np.testing.assert_allclose(o, r, rtol=rtol, atol=atol, err_msg=name)
+    check_against_ort(nodes, feeds, inits, outputs, opset=opset, rtol=rtol, atol=atol)
 
 
 def rand(*shape, seed=0):

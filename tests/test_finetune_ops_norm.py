@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
+from finetune_graphs import check_against_ort
+from finetune_graphs import typed_model as model
+from onnx import helper
 
 from hwcc.errors import HwccError
-from hwcc.ir import Graph, onnx_io
-from hwcc.ir.verify import run_onnx
 from hwcc.train.graph_module import to_torch
 
 torch = pytest.importorskip("torch")
@@ -26,34 +26,8 @@ NORM_TOL = {"rtol": 1e-4, "atol": 1e-5}  # float32 statistics: summation order d
 EXACT = {"rtol": 0, "atol": 0}  # integer arithmetic
 
 
-def model(nodes, feeds: dict, inits: dict, outputs: dict, opset: int = 17) -> Graph:
-    """A one-graph model; ``feeds`` and ``inits`` name -> array, ``outputs`` name -> dtype."""
-
-    def info(name, dtype, shape):
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), shape)
-
-    g = helper.make_graph(
-        nodes,
-        "case",
-        [info(n, v.dtype, list(v.shape)) for n, v in feeds.items()],
-        [info(n, np.dtype(t), None) for n, t in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
-    return onnx_io.from_proto(m)
-
-
 def check(nodes, feeds, inits, outputs, *, rtol, atol, opset=17) -> None:
-    """The torch executor's outputs equal onnxruntime's: shape, dtype and values."""
-    graph = model(nodes, feeds, inits, outputs, opset)
-    ref = run_onnx(graph, feeds)
-    out = to_torch(graph)(**feeds)
-    assert len(out) == len(outputs)
-    for name, o, r in zip(outputs, out, ref):
-        o = o.detach().numpy()
-        assert o.shape == r.shape, name
-        assert o.dtype == r.dtype, name
-        np.testing.assert_allclose(o, r, rtol=rtol, atol=atol, err_msg=name)
+    check_against_ort(nodes, feeds, inits, outputs, opset=opset, rtol=rtol, atol=atol)
 
 
 def rand(*shape, seed=0, scale=1.0, shift=0.0):

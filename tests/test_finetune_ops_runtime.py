@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper, numpy_helper
-
-from hwcc.ir import Graph, onnx_io
-from hwcc.ir.verify import run_onnx
-from hwcc.train.graph_module import to_torch
+from finetune_graphs import check_against_ort
+from onnx import helper
 
 torch = pytest.importorskip("torch")
 
@@ -24,37 +21,12 @@ F32, I64 = np.float32, np.int64
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def model(nodes, feeds: dict, inits: dict, outputs: dict, opset: int) -> Graph:
-    """A one-graph model; ``feeds`` and ``inits`` name -> array, ``outputs`` name -> dtype."""
-
-    def info(name, dtype, shape):
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), shape)
-
-    g = helper.make_graph(
-        nodes,
-        "case",
-        [info(n, v.dtype, list(v.shape)) for n, v in feeds.items()],
-        [info(n, np.dtype(t), None) for n, t in outputs.items()],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()],
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
-    return onnx_io.from_proto(m)
-
-
 def check(node, feeds: dict, outputs: dict, opset: int, const: tuple = ()) -> None:
     """The torch executor's outputs equal onnxruntime's (shape, dtype, values), with the
     operands named in ``const`` as initializers and every other one a graph input."""
     inits = {k: v for k, v in feeds.items() if k in const}
     feeds = {k: v for k, v in feeds.items() if k not in const}
-    graph = model([node], feeds, inits, outputs, opset)
-    ref = run_onnx(graph, feeds)
-    out = to_torch(graph)(**feeds)
-    assert len(out) == len(outputs)
-    for name, o, r in zip(outputs, out, ref):
-        o = o.detach().numpy()
-        assert o.shape == r.shape, name
-        assert o.dtype == r.dtype, name
-        np.testing.assert_allclose(o, r, rtol=RTOL, atol=ATOL, err_msg=name)
+    check_against_ort([node], feeds, inits, outputs, opset=opset, rtol=RTOL, atol=ATOL)
 
 
 def rand(*shape, seed=0):
