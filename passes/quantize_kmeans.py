@@ -41,7 +41,6 @@ from hwcc.passes.lib.weights import (
     WeightedLayer,
     check_layer_names,
     matrix_view,
-    parse_per_layer,
     sqnr_db,
 )
 
@@ -87,7 +86,13 @@ class QuantizeKmeans(Pass):
         Knob(
             "bits", int, 4, "index bits per weight (2**bits shared values per layer)", range=(1, 8)
         ),
-        Knob("layer_bits", str, "", "per-layer bits overriding bits: LAYER=B,LAYER=B or JSON"),
+        Knob(
+            "layer_bits",
+            dict,
+            {},
+            "per-layer bits overriding bits: LAYER=B,LAYER=B or JSON",
+            item=int,
+        ),
         Knob(
             "zero_slot",
             bool,
@@ -118,7 +123,7 @@ class QuantizeKmeans(Pass):
         choice = choose_layers(graph, opts["layers"], self.layers, knob_set)
         if choice.why_not:
             return choice.refusal(graph)
-        per_layer = {**self.layer_bits, **parse_per_layer(opts["layer_bits"], int, "layer_bits")}
+        per_layer = {**self.layer_bits, **opts["layer_bits"]}
         check_layer_names(per_layer, choice.chosen, choice.reasons, "layer_bits")
         for name, b in per_layer.items():
             if not 1 <= b <= 8:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwcc.ir import Graph
-from hwcc.ir.knobs import _show
+from hwcc.ir.knobs import show_value
 from hwcc.ir.transform import PassContext, PassResult, get_pass
 from hwcc.ir.verify import Verification
 
@@ -54,7 +54,7 @@ class ApplyReport:
 
     def summary(self) -> str:
         """A few lines for a person: what changed or why nothing did, and the check."""
-        knobs = ", ".join(f"{k}={_show(v)}" for k, v in self.settings.items())
+        knobs = ", ".join(f"{k}={show_value(v)}" for k, v in self.settings.items())
         head = f"{self.pass_name}" + (f" ({knobs})" if knobs else "")
         if not self.modified:
             return f"{head}: did not apply: {self.result.reason or 'nothing to change'}"

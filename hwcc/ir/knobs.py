@@ -22,7 +22,7 @@ from typing import Any
 
 from hwcc.errors import HwccError
 
-__all__ = ["Knob"]
+__all__ = ["Knob", "show_value"]
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _SCALARS = (int, float, str, bool)
@@ -59,7 +59,7 @@ class Knob:
         if self.type is tuple:
             return "node names NAME,NAME (blank: none)"
         if self.choices is not None:
-            return "one of " + ", ".join(_show(c) for c in self.choices)
+            return "one of " + ", ".join(show_value(c) for c in self.choices)
         return _Scalar(self.type, self.range).describe()
 
     def parse(self, text: str, pass_name: str) -> Any:
@@ -120,13 +120,13 @@ class Knob:
             )
         )
         what = (
-            f"cannot read {self.name} {_show(value)}: a bad entry"
+            f"cannot read {self.name} {show_value(value)}: a bad entry"
             if self.type in (dict, tuple)
-            else f"knob {self.name!r} cannot be {_show(value)}"
+            else f"knob {self.name!r} cannot be {show_value(value)}"
         )
         return HwccError(
             f"pass {pass_name!r}: {what}",
-            f"{self.name} takes {self.describe()} (default {_show(default)})",
+            f"{self.name} takes {self.describe()} (default {show_value(default)})",
         )
 
     def check_declaration(self) -> str | None:
@@ -201,5 +201,6 @@ def _number(value: Any, kind: type) -> Any:
     return value
 
 
-def _show(v: Any) -> str:
+def show_value(v: Any) -> str:
+    """A knob value as messages and reports show it: strings quoted, flags as true/false."""
     return repr(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)

@@ -18,9 +18,8 @@ values ``q``, in decibels: ``10·log10(Σ w² / Σ (w − q)²)`` (``inf`` when 
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,6 @@ __all__ = [
     "check_layer_names",
     "find_layers",
     "matrix_view",
-    "parse_per_layer",
     "replace_weights",
     "sqnr_db",
 ]
@@ -144,42 +142,6 @@ def matrix_view(layer: WeightedLayer) -> np.ndarray:
     if layer.index == 1:
         return np.swapaxes(w, -1, -2).reshape(-1, w.shape[-2])
     return w.reshape(-1, w.shape[-1])
-
-
-def parse_per_layer(spec: str, cast: Callable[[str], Any], what: str) -> dict[str, Any]:
-    """Per-layer values from a knob string: ``"fc1=0.1,fc2=0.05"`` or a JSON object.
-
-    Args:
-        spec: the knob's text; ``""`` means no per-layer values.
-        cast: converts one value (``float``, ``int``).
-        what: the knob's name, for error messages.
-
-    Raises:
-        HwccError: the text cannot be read.
-    """
-    spec = spec.strip()
-    if not spec:
-        return {}
-    try:
-        if spec.startswith("{"):
-            pairs = list(json.loads(spec).items())
-        else:
-            pairs = [
-                tuple(s.strip() for s in item.rpartition("=")[::2])
-                for item in spec.split(",")
-                if item.strip()
-            ]
-        out = {}
-        for name, value in pairs:
-            if not name:
-                raise ValueError
-            out[str(name)] = cast(value)
-        return out
-    except (ValueError, TypeError, AttributeError):
-        raise HwccError(
-            f"cannot read {what} {spec!r}",
-            'write it as LAYER=VALUE,LAYER=VALUE or as a JSON object {"LAYER": VALUE}',
-        ) from None
 
 
 def check_layer_names(
