@@ -34,18 +34,9 @@ import torch.nn.functional as F
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.train.graph_module import (
-    GraphModule,
-    Inputs,
-    as_feeds,
-    to_torch,
-    torch_outputs,
-    write_back,
-)
+from hwcc.train.graph_module import Inputs, as_feeds, to_torch, torch_outputs, write_back
 
-# GraphModule, to_torch, torch_outputs and write_back are imported from here by callers
-# that predate hwcc.train.graph_module.
-__all__ = ["FinetuneResult", "GraphModule", "finetune", "to_torch", "torch_outputs", "write_back"]
+__all__ = ["FinetuneResult", "finetune"]
 
 _DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
 
