@@ -67,6 +67,9 @@ class PracticeModel:
     preprocessing: str = ""
     notes: str = ""
 
+    def __hash__(self) -> int:  # the mappings are not hashable; these fields name the model
+        return hash((self.id, self.wheel, self.member))
+
     @property
     def requirement(self) -> str:
         """The pip requirement, ``package==version``."""
