@@ -38,7 +38,9 @@ from hwcc.errors import BudgetError, HwccError
 from hwcc.ir import Graph
 from hwcc.ir.cleanup import CLEANUP, cleanup
 from hwcc.ir.onnx_io import load, to_proto
+from hwcc.ir.specialise import specialise
 from hwcc.ir.verify import Session
+from hwcc.passes.dequantize import dequantize_for_search
 from hwcc.report.artifact import (
     Checkpoint,
     check_destination,
@@ -160,7 +162,10 @@ def compile(
     tgt = load_target(target)
     src = model if isinstance(model, Graph) else load(model, input_shapes=input_shapes or {})
     emit = progress or (lambda kind, info: None)
+    src, quantized = dequantize_for_search(src, source=_source_name(model))
     tune, held, data_warning = resolve_data(src, data, holdout, config.seed)
+    specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
+    src = specialised.graph
     evaluator, finetune = Evaluator(src, held), _finetuner(src, tune, config)
     calib = {k: v[:64] for k, v in tune.inputs.items()}
     price = Pricer(tgt, src, {k: v[:4] for k, v in calib.items()}, config.seed)
@@ -179,7 +184,7 @@ def compile(
             initial_reduction=config.initial_reduction,
             decay=config.decay,
             max_iterations=config.max_iterations,
-            warnings=[data_warning] if data_warning else [],
+            warnings=[w for w in (quantized, specialised.notice, data_warning) if w],
             cleanup={"passes": list(CLEANUP), "metrics": price(graph)},
         )
         if ckpt:  # a run killed in its first iteration resumes after the cleanups
@@ -244,6 +249,14 @@ def _parsed(budget: str | Budget | Sequence[str | Budget]) -> list[Budget]:
     if not given:
         raise BudgetError("no budget given", "give at least one, e.g. budget='5ms' (--budget 5ms)")
     return [b if isinstance(b, Budget) else parse_budget(b) for b in given]
+
+
+def _source_name(model: str | os.PathLike | Graph) -> str:
+    """How messages name the input model: its file name, zoo:NAME, or the graph's name."""
+    if isinstance(model, Graph):
+        return model.name
+    text = os.fspath(model)
+    return text if text.startswith("zoo:") else Path(text).name
 
 
 def _check_output(output: str | os.PathLike | None, resume: bool) -> None:

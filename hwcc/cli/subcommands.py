@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 import hwcc
 from hwcc.cli import apply_view, workload_view
@@ -26,12 +27,22 @@ from hwcc.data.activations import capture_activations, measure_density
 from hwcc.errors import HwccError
 from hwcc.ir import transform as pass_infra
 from hwcc.ir import workload
+from hwcc.ir.specialise import specialise
 from hwcc.targets.base import CostContext, list_targets, load_target
+
+
+def _loaded(args: argparse.Namespace) -> hwcc.Graph:
+    """MODEL loaded at its --input-shape, specialised to it (shapes onnx leaves unknown read
+    from onnxruntime, shape arithmetic folded: :mod:`hwcc.ir.specialise`), with a notice."""
+    done = specialise(hwcc.load(args.model, input_shapes=input_shapes(args.input_shape)))
+    if done.notice:
+        warnings.warn(done.notice, stacklevel=1)
+    return done.graph
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Run ``hwcc inspect``: the workload table, or the costs on ``--target``."""
-    graph = hwcc.load(args.model, input_shapes=input_shapes(args.input_shape))
+    graph = _loaded(args)
     if args.target:
         return _inspect_target(graph, args)
     if args.batch != 1 or args.data or args.act_density is not None:
@@ -150,7 +161,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     """Run ``hwcc profile``: measure MODEL's layers into the target's lookup table."""
     target = load_target(args.target)
-    graph = hwcc.load(args.model, input_shapes=input_shapes(args.input_shape))
+    graph = _loaded(args)
     report = target.profile(graph, progress=True)
     print(report.summary() if hasattr(report, "summary") else report)
     return 0
