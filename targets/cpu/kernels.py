@@ -14,10 +14,12 @@ Level 1-2 fusions (per node, on single-use chains that are not graph outputs):
 1. ``Identity`` and ``Dropout`` are removed (a ``Dropout`` that makes a graph output, or
    whose mask is read, stays).
 2. ``Conv`` absorbs a following ``BatchNormalization``, ``Add`` or ``Mul`` with constant
-   per-channel operands (they fold into its weights and bias), then one activation of
-   ``Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid, Clip`` (``FusedConv``).
+   per-channel operands (they fold into its weights and bias), then one activation
+   (``FusedConv``): those the installed onnxruntime fuses, asked of it
+   (:func:`.fusions.fused_activations`; ``Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid,
+   Clip`` in every release, ``HardSwish`` in recent ones).
 3. ``MatMul`` (2-D input, constant 2-D weight) + ``Add`` of a constant bias becomes
-   ``Gemm``; ``Gemm`` absorbs one activation (``FusedGemm``).
+   ``Gemm``; ``Gemm`` absorbs one activation (``FusedGemm``; again as the build says).
 
 Level 3, the NCHWc layout (block ``B`` channels; 16 with AVX-512, 8 with AVX2; 0 turns it
 off). Tensors in NCHWc are zero-padded to a multiple of ``B`` channels, so a kernel's cost
@@ -46,7 +48,7 @@ is a staircase in channel count with steps of ``B``:
 
 Rules 4-9 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are built by
 :mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
-(attention, LayerNorm, GELU), ``HardSwish`` decomposition, ``Transpose``/``Resize`` in
+(attention, LayerNorm, GELU), ``Transpose``/``Resize`` in
 NCHWc, quantized-op fusions.
 """
 
@@ -59,14 +61,13 @@ import numpy as np
 
 from hwcc.ir import Graph, Node, dtypes
 from hwcc.ir.workload import Workload
+from hwcc.targets.cpu.fusions import fused_activations
 from hwcc.targets.cpu.nchwc import NchwcLayout
 from hwcc.targets.cpu.specs import STANDARD_DOMAINS, Kernel, op_kernel, reorder_kernel, spec_key
 
 __all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
 
 _ELIMINATED = ("Identity", "Dropout")
-_CONV_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "Clip")
-_GEMM_ACTS = ("Relu", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid")
 
 
 @dataclass
@@ -201,16 +202,16 @@ class _Planner(NchwcLayout):
         if std and node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] in self.const:
             bias = len(node.inputs) > 2 and bool(node.inputs[2])
             op = _Op(node, [], "conv", ins[:1], out, bias=bias)
-            self.absorb(op, per_channel=True, acts=_CONV_ACTS)
+            self.absorb(op, per_channel=True, acts=fused_activations("conv"))
         elif std and node.op_type == "Gemm":
             op = _Op(node, [], "gemm", ins, out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
-            self.absorb(op, per_channel=False, acts=_GEMM_ACTS)
+            self.absorb(op, per_channel=False, acts=fused_activations("gemm"))
         elif std and node.op_type == "MatMul" and self.matmul_add(node):
             op = _Op(node, [], "gemm", ins, out, bias=True)
             add = self.sole_user(out)
             op.members.append(add)
             op.output = add.outputs[0]
-            self.absorb(op, per_channel=False, acts=_GEMM_ACTS)
+            self.absorb(op, per_channel=False, acts=fused_activations("gemm"))
         else:
             op = _Op(node, [], "generic", ins, out)
         return op
@@ -304,7 +305,7 @@ class _Planner(NchwcLayout):
                     if (
                         nxt is not None
                         and nxt.kind == "generic"
-                        and act.op_type in _CONV_ACTS
+                        and act.op_type in fused_activations("conv")
                         and not nxt.nchwc
                     ):
                         conv.act, conv.act_params = act.op_type, self.act_params(act)
