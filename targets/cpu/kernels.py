@@ -36,8 +36,10 @@ is a staircase in channel count with steps of ``B``:
 7. ``Add``/``Sum`` of two NCHWc tensors fuses into a producing single-use NCHWc conv that
    has no activation yet (its "Sum" input); ``Mul`` and unfused ``Add`` run on the padded
    NCHWc tensors.
-8. ``Relu, Sigmoid, Tanh, HardSigmoid`` after an NCHWc tensor fuse into its single-use,
-   not yet activated conv, else run on the padded tensor; ``BatchNormalization`` on an
+8. The activations the build runs on NCHWc tensors (``Relu, Sigmoid, Tanh, HardSigmoid``,
+   and in recent releases ``Clip``, ``HardSwish``, ``Gelu``; asked of it like rule 2)
+   fuse into the single-use, not yet activated conv before them when rule 2's list has
+   them, else run on the padded tensor; ``BatchNormalization`` on an
    NCHWc tensor becomes a depthwise 1x1 ``nchwc.Conv``; ``Concat`` on channels stays NCHWc
    when every input's channel count is a multiple of ``B``.
 9. An NCHWc tensor read by anything else, or that is a graph output, gets one

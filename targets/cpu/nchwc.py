@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hwcc.ir import dtypes
+from hwcc.targets.cpu.fusions import fused_activations
 from hwcc.targets.cpu.specs import NCHWC_POOLS, STANDARD_DOMAINS
 
 if TYPE_CHECKING:
     from hwcc.targets.cpu.kernels import _Op
 
 __all__ = ["NchwcLayout"]
-
-_NCHWC_ACTS = ("Relu", "Sigmoid", "Tanh", "HardSigmoid")
 
 
 @dataclass
@@ -137,10 +136,11 @@ class NchwcLayout:
             op.nchwc = True
             op.padded.update(ins)
             self.new_arg(op, op.output, args[0].channels)
-        elif name in _NCHWC_ACTS and len(ins) == 1:
+        elif name in fused_activations("nchwc") and len(ins) == 1:
             args[0].remaining -= 1
             conv = args[0].producer
-            if conv.kind == "conv" and args[0].start == 1 and not conv.act:
+            fusable = name in fused_activations("conv")
+            if conv.kind == "conv" and args[0].start == 1 and not conv.act and fusable:
                 conv.act, conv.act_params = name, self.act_params(node)
                 conv.members.append(node)
                 op.kind = "fused"

@@ -161,3 +161,51 @@ def test_fidelity_30_width_variants(bench, report_line):
     s = _fidelity(bench, 30, bench.FAMILIES, report_line, "digits + 64x64")
     assert s["error_within_10pct"] >= 0.8
     assert math.isfinite(s["error_median_abs"])
+
+
+@pytest.mark.parametrize("kind", ["conv", "gemm"])
+def test_fused_activations_match_onnxruntime(kind, block):
+    """Every candidate activation between two convs (two Gemms), at a shape of its own:
+    the planned kernels are onnxruntime's, whichever activations this build fuses."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwcc.targets.cpu.fusions import CANDIDATES
+
+    rng = np.random.default_rng(1)
+    for act in CANDIDATES:
+        shape, w = ([1, 16, 10, 10], (16, 16, 3, 3)) if kind == "conv" else ([4, 24], (24, 24))
+        op = "Conv" if kind == "conv" else "Gemm"
+        attrs = {"pads": [1, 1, 1, 1]} if kind == "conv" else {}
+        extra = ["lo", "hi"] if act == "Clip" else []
+        nodes = [
+            helper.make_node(op, ["x", "w", "b"], ["t"], **attrs),
+            helper.make_node(act, ["t", *extra], ["u"]),
+            helper.make_node(op, ["u", "w", "b"], ["y"], **attrs),
+        ]
+        inits = [
+            numpy_helper.from_array(rng.standard_normal(w).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(w[0]).astype(np.float32), "b"),
+            numpy_helper.from_array(np.array(0, np.float32), "lo"),
+            numpy_helper.from_array(np.array(6, np.float32), "hi"),
+        ]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+        graph = helper.make_graph(nodes, act, [x], [y], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+        data = model.SerializeToString()
+        assert _plan_kernels(hwcc.load(model), block) == _inlined(_ort_kernels(data)), act
+
+
+def _inlined(kernels: list[tuple]) -> list[tuple]:
+    """onnxruntime's kernels with an unfused ``HardSwish`` as the planner lists it: one
+    kernel, where onnxruntime runs its function body (``HardSigmoid`` then ``Mul``). The
+    table times a one-node ``HardSwish`` model, which onnxruntime runs as the same two
+    kernels, so the price is the same; only the listing differs."""
+    out = list(kernels)
+    pair = [(":HardSigmoid", "", None, False), (":Mul", "", None, False)]
+    if all(k in out for k in pair):
+        for k in pair:
+            out.remove(k)
+        out = sorted([*out, (":HardSwish", "", None, False)], key=repr)
+    return out
