@@ -34,6 +34,7 @@ import numpy as np
 
 from hwcc.data.activations import split_batches
 from hwcc.data.evaluate import Dataset, Evaluator, resolve_data
+from hwcc.data.metrics import Metric
 from hwcc.errors import BudgetError, HwccError
 from hwcc.ir import Graph
 from hwcc.ir.cleanup import CLEANUP, cleanup
@@ -120,6 +121,7 @@ def compile(
     *,
     data: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     holdout: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+    metric: str | Metric | None = None,
     output: str | os.PathLike | None = None,
     resume: bool = False,
     config: SearchConfig | None = None,
@@ -138,6 +140,9 @@ def compile(
         data: ``.npz`` (or arrays) with one array per model input and optionally
             ``labels``; ``"zoo:digits"`` for the bundled digits; None: random inputs.
         holdout: a held-out set of its own (else ``data`` is split with the seed).
+        metric: how accuracy is measured (:mod:`hwcc.data.metrics`): ``"top1"``,
+            ``"per-step"``, ``"binary"``, ``"cosine"``, ``"auto"``/None (picked from the
+            original's output), or a callable ``f(output, reference, labels) -> float``.
         output: the artifact folder. When given, the artifact is written there, the run
             checkpoints to ``OUTPUT.checkpoint`` and holds ``OUTPUT.lock`` while it runs.
         resume: continue the run checkpointed for ``output``.
@@ -166,11 +171,11 @@ def compile(
     tune, held, data_warning = resolve_data(src, data, holdout, config.seed)
     specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
     src = specialised.graph
-    evaluator, finetune = Evaluator(src, held), _finetuner(src, tune, config)
+    evaluator, finetune = Evaluator(src, held, metric), _finetuner(src, tune, config)
     calib = {k: v[:64] for k, v in tune.inputs.items()}
     price = Pricer(tgt, src, {k: v[:4] for k, v in calib.items()}, config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
-    ckpt = _checkpoint(output, resume, src, tune, held, tgt, budgets, config)
+    ckpt = _checkpoint(output, resume, src, tune, held, tgt, budgets, config, evaluator.kind)
     if resume:
         graph, state = _resumed(ckpt, output)
         emit("resumed", {"state": state})
@@ -285,6 +290,7 @@ def _checkpoint(
     tgt: Any,
     budgets: Sequence[Budget],
     config: SearchConfig,
+    metric: str,
 ) -> Checkpoint | None:
     """The run's checkpoint (None without ``output``); one left by a killed run is refused
     unless ``resume`` asks to continue it."""
@@ -297,6 +303,7 @@ def _checkpoint(
         "target": tgt.name,
         "budgets": [b.text for b in budgets],
         "config": config.to_dict(),
+        "metric": metric,
     }
     ckpt = Checkpoint(f"{output}.checkpoint", fingerprint)
     if ckpt.exists and not resume:

@@ -22,6 +22,7 @@ from hwcc.cli.compile_view import (
     parse_passes,
     passes_help,
 )
+from hwcc.data.metrics import METRICS
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
 from hwcc.search.budget import is_split_budget, parse_budget
@@ -79,6 +80,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             budgets,
             data=args.data,
             holdout=args.holdout,
+            metric=args.metric,
             output=output,
             resume=args.resume,
             input_shapes=input_shapes(args.input_shape),
@@ -135,6 +137,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="H.npz",
         help="a held-out set of its own (then --data is all fine-tune data; "
         "zoo:digits: its test split)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=("auto", *METRICS),
+        default="auto",
+        help="how accuracy is measured: top1 (classes on axis 1), per-step (a decision per "
+        "step: CTC, taggers), binary (one probability per sample, at 0.5), cosine (embeddings, "
+        "dense maps); against the labels when the data has them, else against the original "
+        "model. auto (default) picks from the original's output",
     )
     p.add_argument(
         "--max-accuracy-drop",

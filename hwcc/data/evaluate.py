@@ -5,13 +5,11 @@ A data set is one array per model input, samples on axis 0, and optionally ``lab
 and a held-out set (``holdout`` of the samples, stratified by label when there are
 labels); ``--holdout H.npz`` gives the held-out set explicitly instead.
 
-Accuracy of a model ``f`` on held-out samples ``x_i``:
-
-* with labels ``y_i``: top-1 accuracy, ``mean_i [argmax f(x_i) = y_i]``;
-* without labels, for a classifier (first output of shape ``[batch, classes]``): top-1
-  agreement with the original model ``f0``, ``mean_i [argmax f(x_i) = argmax f0(x_i)]``;
-* without labels otherwise: the mean cosine similarity of the flattened first outputs,
-  ``mean_i <f(x_i), f0(x_i)> / (|f(x_i)| |f0(x_i)|)``.
+Accuracy of a model ``f`` on held-out samples ``x_i`` compares its first output with the
+labels ``y_i`` (top-1 accuracy) or, without labels, with the original model's ``f0(x_i)``,
+by the metric that fits the output (:mod:`hwcc.data.metrics`): top-1 agreement for a
+classifier, per-step agreement for sequences, decision agreement for one probability per
+sample, cosine similarity for embeddings and dense maps; or the metric the user names.
 
 Without any data, random inputs stand in (standard normal floats); accuracy is then
 fidelity to the original model on noise, which says little about real inputs, and the
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_batches
+from hwcc.data.metrics import Metric, describe, resolve_metric
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
@@ -251,44 +250,29 @@ class Evaluator:
     Args:
         original: the input model (the reference when there are no labels).
         held_out: the held-out samples.
+        metric: a name of :data:`hwcc.data.metrics.METRICS`, ``"auto"``/None (chosen from
+            the original's output, :func:`hwcc.data.metrics.auto_metric`), or a callable
+            ``f(output, reference, labels) -> float``.
     """
 
-    def __init__(self, original: Graph, held_out: Dataset):
+    def __init__(self, original: Graph, held_out: Dataset, metric: str | Metric | None = None):
         self.data = held_out
         self.batches = split_batches(original, held_out.inputs)
-        self.reference = None if held_out.labels is not None else self.outputs(original)
-        ref = self.reference
-        self.classifier = ref is None or (
-            ref.shape[1] > 1 and len(self._first_shape(original)) == 2
-        )
-
-    @staticmethod
-    def _first_shape(graph: Graph) -> tuple:
-        return tuple(graph.tensors[graph.outputs[0]].shape or ())
+        first = self.outputs(original)
+        self.reference = None if held_out.labels is not None else first
+        self.metric_name, self.metric = resolve_metric(metric, first, held_out.labels)
 
     @property
     def kind(self) -> str:
-        if self.data.labels is not None:
-            return f"top-1 accuracy on {len(self.data)} held-out labelled samples"
-        if self.classifier:
-            return f"top-1 agreement with the original model on {len(self.data)} held-out samples"
-        return (
-            f"cosine similarity to the original model's output on {len(self.data)} held-out samples"
-        )
+        """What :meth:`accuracy` measures, on how many samples, for the report."""
+        return describe(self.metric_name, self.data.labels is not None, len(self.data))
 
     def outputs(self, graph: Graph) -> np.ndarray:
         """The first output of ``graph`` on every held-out sample, stacked ``[N, ...]``."""
         session = Session(graph)
-        out = [session.run(feed)[0] for feed in self.batches]
-        return np.concatenate(out).reshape(len(self.data), -1)
+        out = np.concatenate([np.atleast_1d(session.run(feed)[0]) for feed in self.batches])
+        return out if len(out) == len(self.data) else out.reshape(len(self.data), -1)
 
     def accuracy(self, graph: Graph) -> float:
-        """Accuracy of ``graph`` (see the module docstring for what it means here)."""
-        out = self.outputs(graph)
-        if self.data.labels is not None:
-            return float(np.mean(np.argmax(out, axis=1) == self.data.labels))
-        if self.classifier:
-            return float(np.mean(np.argmax(out, axis=1) == np.argmax(self.reference, axis=1)))
-        num = np.sum(out * self.reference, axis=1)
-        den = np.linalg.norm(out, axis=1) * np.linalg.norm(self.reference, axis=1)
-        return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+        """Accuracy of ``graph`` (see :mod:`hwcc.data.metrics` for what it means here)."""
+        return float(self.metric(self.outputs(graph), self.reference, self.data.labels))

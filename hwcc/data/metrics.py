@@ -1,0 +1,143 @@
+"""How close a model's outputs are to the truth: one number in [0, 1], higher is better.
+
+Most users have inputs and no labels, so the reference is usually the original model's
+own output, and the right comparison depends on what the output is:
+
+* ``top1``: a classifier (``[N, classes]``): the share of samples whose top class agrees
+  (with the labels when there are any: top-1 accuracy).
+* ``per-step``: a sequence of decisions (``[N, steps, classes]`` probabilities, as CTC
+  recognisers and taggers emit, or integer-valued outputs such as decoded indices): the
+  share of steps whose decision agrees.
+* ``binary``: one probability per sample (``[N]`` or ``[N, 1]`` in ``[0, 1]``: a
+  detector of speech or of a turn's end): the share of samples on the same side of 0.5.
+* ``cosine``: anything else (embeddings, dense maps, raw boxes): the mean cosine
+  similarity of each sample's flattened output to the reference.
+
+:func:`auto_metric` picks one from the reference output; ``--metric`` (``metric=`` in
+Python, where a callable ``f(output, reference, labels) -> float`` is accepted too)
+overrides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hwcc.errors import HwccError
+
+__all__ = ["METRICS", "Metric", "auto_metric", "describe", "resolve_metric"]
+
+Metric = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
+
+
+def top1(out: np.ndarray, ref: np.ndarray | None, labels: np.ndarray | None) -> float:
+    """Top-1 accuracy against ``labels``, else top-1 agreement with ``ref`` (class axis 1)."""
+    got = np.argmax(out.reshape(len(out), out.shape[1] if out.ndim > 1 else 1, -1), axis=1)
+    if labels is not None:
+        return float(np.mean(got.reshape(len(out), -1)[:, 0] == labels))
+    want = np.argmax(ref.reshape(len(ref), ref.shape[1] if ref.ndim > 1 else 1, -1), axis=1)
+    return float(np.mean(got == want))
+
+
+def per_step(out: np.ndarray, ref: np.ndarray | None, labels: np.ndarray | None) -> float:
+    """The share of steps whose decision agrees: the class on the last axis for
+    probabilities, the value itself for integer-valued outputs."""
+    target = labels if labels is not None else ref
+    if _integral(target) and not (target.ndim >= 3 and _probabilities(target)):
+        return float(np.mean(np.rint(out).astype(np.int64) == np.rint(target).astype(np.int64)))
+    return float(np.mean(np.argmax(out, axis=-1) == np.argmax(target, axis=-1)))
+
+
+def binary(out: np.ndarray, ref: np.ndarray | None, labels: np.ndarray | None) -> float:
+    """The share of samples on the same side of 0.5 (labels: 1 for the positive class)."""
+    got = out.reshape(len(out), -1) > 0.5
+    if labels is not None:
+        want = labels.reshape(len(out), -1) > 0
+    else:
+        want = ref.reshape(len(ref), -1) > 0.5
+    return float(np.mean(got == want))
+
+
+def cosine(out: np.ndarray, ref: np.ndarray | None, labels: np.ndarray | None) -> float:
+    """The mean cosine similarity of each sample's flattened output to the reference's."""
+    if ref is None:
+        raise HwccError(
+            "the cosine metric compares with the original model's outputs, not with labels",
+            "use --metric top1 (or per-step) with labels, or drop the labels",
+        )
+    a, b = out.reshape(len(out), -1).astype(np.float64), ref.reshape(len(ref), -1)
+    num = np.sum(a * b, axis=1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(np.where(den > 0, num / np.maximum(den, 1e-30), 1.0)))
+
+
+METRICS: dict[str, Metric] = {
+    "top1": top1,
+    "per-step": per_step,
+    "binary": binary,
+    "cosine": cosine,
+}
+_DESCRIBED = {
+    "top1": "top-1 {what}",
+    "per-step": "per-step {what}",
+    "binary": "decision {what} at 0.5",
+    "cosine": "cosine similarity to the original model's output",
+}
+
+
+def _integral(a: np.ndarray) -> bool:
+    return a.dtype.kind in "iub" or bool(np.all(np.isfinite(a)) and np.all(a == np.rint(a)))
+
+
+def _probabilities(a: np.ndarray, axis: int = -1) -> bool:
+    """Non-negative and summing to 1 along ``axis`` (a softmax's output)."""
+    return bool(np.all(a >= 0) and np.allclose(a.sum(axis=axis), 1.0, atol=1e-3))
+
+
+def auto_metric(reference: np.ndarray, labels: np.ndarray | None) -> str:
+    """The metric for outputs like ``reference`` (the original model's first output on
+    the held-out samples, ``[N, ...]``): see the module docstring."""
+    per_sample = reference.shape[1:]
+    size = int(np.prod(per_sample)) if per_sample else 1
+    if labels is not None:
+        return "per-step" if labels.ndim > 1 else "top1"
+    if size == 1:
+        return "binary" if bool(np.all((reference >= 0) & (reference <= 1))) else "cosine"
+    if _integral(reference):
+        return "per-step"
+    if len(per_sample) == 1:
+        return "top1"
+    if len(per_sample) == 2 and per_sample[-1] > 1 and _probabilities(reference):
+        return "per-step"
+    return "cosine"
+
+
+def resolve_metric(
+    metric: str | Metric | None, reference: np.ndarray, labels: np.ndarray | None
+) -> tuple[str, Metric]:
+    """``(name, function)`` for ``metric``: a name of :data:`METRICS`, ``"auto"``/None, or
+    a callable (named after itself).
+
+    Raises:
+        HwccError: an unknown name.
+    """
+    if callable(metric):
+        return getattr(metric, "__name__", "custom metric"), metric
+    name = auto_metric(reference, labels) if metric in (None, "auto") else metric
+    if name not in METRICS:
+        raise HwccError(
+            f"unknown metric {metric!r}",
+            f"use one of: auto, {', '.join(METRICS)} (or, in Python, a callable)",
+        )
+    return name, METRICS[name]
+
+
+def describe(name: str, labels: bool, samples: int) -> str:
+    """What a metric measured, for the report: ``top-1 agreement with the original model on
+    64 held-out samples``."""
+    what = "accuracy" if labels else "agreement with the original model"
+    text = _DESCRIBED.get(name, name).format(what=what)
+    if name not in _DESCRIBED:
+        text = f"{name} (a metric given in Python)"
+    return f"{text} on {samples} held-out {'labelled ' if labels else ''}samples"

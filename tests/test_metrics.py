@@ -1,0 +1,83 @@
+"""Label-free metrics: which one fits an output, what each measures, and the compile's
+``metric`` option (a name or a callable)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hwcc
+from hwcc.data.metrics import METRICS, auto_metric, describe, resolve_metric
+from hwcc.errors import HwccError
+
+rng = np.random.default_rng(0)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "reference, labels, want",
+    [
+        (rng.standard_normal((8, 10)), None, "top1"),  # logits of a classifier
+        (_softmax(rng.standard_normal((8, 40, 97))), None, "per-step"),  # a CTC recogniser
+        (rng.integers(0, 50, (8, 12)).astype(np.float32), None, "per-step"),  # decoded ids
+        (rng.random((8, 1)), None, "binary"),  # one probability per sample
+        (rng.random(8), None, "binary"),
+        (rng.standard_normal((8, 384)) * 1.5, None, "top1"),  # [N, C]: read as classes
+        (rng.standard_normal((8, 3549, 6)), None, "cosine"),  # raw detector boxes
+        (rng.standard_normal((8, 1, 32, 32)), None, "cosine"),  # a dense map
+        (rng.standard_normal((8, 1)) * 5, None, "cosine"),  # one unbounded value
+        (rng.standard_normal((8, 10)), np.arange(8), "top1"),
+    ],
+)
+def test_auto_picks_the_metric_that_fits_the_output(reference, labels, want):
+    assert auto_metric(reference, labels) == want
+
+
+def test_each_metric_on_hand_made_outputs():
+    ref = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    out = np.array([[0.2, 0.8], [0.4, 0.6], [0.1, 0.9], [0.9, 0.1]])
+    assert METRICS["top1"](out, ref, None) == pytest.approx(0.75)
+    assert METRICS["top1"](out, None, np.array([1, 1, 1, 0])) == pytest.approx(1.0)
+    seq_ref = np.eye(3)[[[0, 1, 2, 2], [1, 1, 0, 0]]]  # [2 samples, 4 steps, 3 classes]
+    seq_out = np.eye(3)[[[0, 1, 2, 0], [1, 1, 0, 0]]]
+    assert METRICS["per-step"](seq_out, seq_ref, None) == pytest.approx(7 / 8)
+    ids = np.array([[3.0, 4.0, 5.0], [1.0, 1.0, 1.0]])
+    assert METRICS["per-step"](ids + [[0, 0, 1], [0, 0, 0]], ids, None) == pytest.approx(5 / 6)
+    p_ref, p_out = np.array([0.9, 0.1, 0.6, 0.4]), np.array([0.7, 0.2, 0.4, 0.45])
+    assert METRICS["binary"](p_out, p_ref, None) == pytest.approx(0.75)
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    b = np.array([[1.0, 1.0], [0.0, 3.0]])
+    assert METRICS["cosine"](b, a, None) == pytest.approx((1 / np.sqrt(2) + 1.0) / 2)
+
+
+def test_unknown_names_and_cosine_against_labels_are_refused():
+    with pytest.raises(HwccError, match="unknown metric 'f1'"):
+        resolve_metric("f1", np.zeros((2, 3)), None)
+    with pytest.raises(HwccError, match="not with labels"):
+        METRICS["cosine"](np.zeros((2, 3)), None, np.array([0, 1]))
+
+
+def test_the_report_says_which_metric_and_how_many_samples():
+    assert describe("per-step", False, 32) == (
+        "per-step agreement with the original model on 32 held-out samples"
+    )
+    assert describe("top1", True, 10) == "top-1 accuracy on 10 held-out labelled samples"
+
+
+def test_compile_takes_a_metric_by_name_and_a_callable():
+    calls = []
+
+    def worst_case(out, ref, labels):
+        calls.append(out.shape)
+        return float(np.min(np.argmax(out, 1) == np.argmax(ref, 1)))
+
+    common = dict(data=None, max_iterations=1, short_term_steps=1, long_term_steps=0)
+    named = hwcc.compile("zoo:lenet300-digits", "eie", "90%", metric="cosine", **common)
+    assert named.summary.accuracy_kind.startswith("cosine similarity")
+    custom = hwcc.compile("zoo:lenet300-digits", "eie", "90%", metric=worst_case, **common)
+    assert custom.summary.accuracy_kind.startswith("worst_case (a metric given in Python)")
+    assert calls and all(len(s) == 2 for s in calls)
