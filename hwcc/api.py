@@ -161,6 +161,8 @@ def compile(
             compile is writing ``output``; its disk is full or not writable.
     """
     start = time.monotonic()
+    if data is None and config is None and "max_accuracy_drop" not in options:
+        options["max_accuracy_drop"] = None  # on noise, accuracy is no measure to hold a floor to
     config = dataclasses.replace(config or SearchConfig(), **_checked_options(options))
     budgets = _parsed(budget)
     _check_output(output, resume)

@@ -150,7 +150,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-accuracy-drop",
         metavar="DROP",
-        help="stop before accuracy falls more than this: 1%% or 0.01 (one point)",
+        help="stop before accuracy falls more than this: 1%% or 0.01 (one point); "
+        "default 5%%; none: no floor",
     )
     p.add_argument(
         "--passes",

@@ -82,15 +82,17 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def parse_accuracy_drop(text: str) -> float:
-    """``1%`` or ``0.01`` -> 0.01 (a fraction: one point of accuracy)."""
+def parse_accuracy_drop(text: str) -> float | None:
+    """``1%`` or ``0.01`` -> 0.01 (a fraction: one point of accuracy); ``none`` -> None."""
     s = text.strip()
+    if s.lower() == "none":
+        return None
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
         raise HwccError(
             f"--max-accuracy-drop {text!r} is not a number",
-            "e.g. --max-accuracy-drop 1% (or 0.01): one point of accuracy",
+            "e.g. --max-accuracy-drop 1% (or 0.01): one point of accuracy; none: no floor",
         ) from None
     if not 0 <= value < 1:
         raise HwccError(f"--max-accuracy-drop {text!r} must be between 0 and 100%")

@@ -27,6 +27,7 @@ import numpy as np
 
 from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_batches
 from hwcc.data.metrics import Metric, describe, resolve_metric
+from hwcc.data.noise import noise_warning
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
@@ -237,11 +238,12 @@ def resolve_data(
             else load_dataset(graph, holdout_data)
         )
         full = zoo_dataset(graph, data, "train") if _is_zoo(data) else load_dataset(graph, data)
-        return full, held, None
+        return full, held, noise_warning(full.inputs, full.source)
     if _is_zoo(data):
         return zoo_dataset(graph, data, "train"), zoo_dataset(graph, data, "test"), None
-    tune, held = split_dataset(load_dataset(graph, data), holdout, seed)
-    return tune, held, None
+    full = load_dataset(graph, data)
+    tune, held = split_dataset(full, holdout, seed)
+    return tune, held, noise_warning(full.inputs, full.source)
 
 
 class Evaluator:

@@ -14,6 +14,9 @@ def _default_passes() -> tuple[str, ...]:
     return tuple(search_passes(default_only=True))
 
 
+DEFAULT_ACCURACY_DROP = 0.05  # five points: the fidelity a deployment would still accept
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Options of the search; every one is recorded in the artifact.
@@ -33,7 +36,9 @@ class SearchConfig:
             or ``sgd``.
         batch_size: fine-tune batch size.
         max_accuracy_drop: stop before accuracy falls more than this below the input
-            model's (a fraction, 0.01 = one point); None: no floor.
+            model's (a fraction, 0.01 = one point); default :data:`DEFAULT_ACCURACY_DROP`
+            (a compile that met its budget by answering one class for every input is no
+            use to anyone); None: no floor.
         seed: seeds every random choice.
     """
 
@@ -47,7 +52,7 @@ class SearchConfig:
     lr: float | None = None
     optimizer: str = "adam"
     batch_size: int = 32
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
