@@ -9,6 +9,10 @@ integer tensors) is a constant. BatchNormalization always uses its running stati
 and Dropout is the identity, so training changes the weights, never the function the
 graph computes from them. :func:`write_back` puts the trained values back into a copy of
 the graph.
+
+The bodies of If, Loop and Scan are modules nested in the graph's (see
+:mod:`hwcc.train.ops.control_ops`): their own weights train with the rest and are written
+back into the body; an outer weight a body uses is one parameter, of the outer module.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.ir.dtypes import numpy_dtype
 from hwcc.train.ops import OPS, BuildContext, reject
+from hwcc.train.ops.control_ops import bodies, body_graph, weight_uses
 
 __all__ = ["GraphModule", "Inputs", "as_feeds", "to_torch", "torch_outputs", "write_back"]
 
@@ -67,11 +74,17 @@ class GraphModule(nn.Module):
         self.output_names = list(graph.outputs)
         _check_supported(graph)
         constants = dict(graph.initializers)
-        ctx = BuildContext(graph, constants, _fixed_batch(graph))
         trainable = _trainable(graph)
+        ctx = BuildContext(
+            graph,
+            constants,
+            _fixed_batch(graph),
+            lambda node, attr: self._nest(node, attr, ctx, trainable),
+        )
         self._keys: dict[str, str] = {}  # tensor name -> attribute holding its value
         self._params: dict[str, str] = {}  # trainable tensor name -> attribute
         self._steps: list[_Step] = []
+        self.bodies: dict[tuple[str, str], GraphModule] = {}  # (node, attribute) -> body
         for name, array in graph.initializers.items():
             self._store(name, array, name in trainable)
         for node in graph.nodes:
@@ -82,7 +95,20 @@ class GraphModule(nn.Module):
                 constants[node.outputs[0]] = value = fn()
                 self._store(node.outputs[0], value, False)
             else:
-                self._steps.append(_Step(fn, node.inputs, node.outputs, spec.outputs != 1))
+                inputs = (*node.inputs, *node.implicit_inputs)
+                self._steps.append(_Step(fn, inputs, node.outputs, spec.outputs != 1))
+
+    def _nest(self, node: Node, attr: str, ctx: BuildContext, fed: set[str]) -> GraphModule:
+        """The module of the graph attribute ``attr`` of ``node``, nested in this one."""
+        try:
+            body = GraphModule(body_graph(node, attr, ctx, fed))
+        except HwccError as e:
+            raise HwccError(
+                f"in the {attr} of node {node.name!r} ({node.op_type}): {e.message}", e.hint
+            ) from None
+        self.add_module(f"body_{len(self.bodies)}", body)
+        self.bodies[(node.name, attr)] = body
+        return body
 
     def _store(self, name: str, array: np.ndarray, trainable: bool) -> None:
         key = re.sub(r"\W", "_", name)
@@ -109,8 +135,12 @@ class GraphModule(nn.Module):
         return {name: getattr(self, key) for name, key in self._params.items()}
 
     def forward(self, *args, **kwargs) -> tuple[torch.Tensor, ...]:
+        return self.evaluate(self._bind(args, kwargs))
+
+    def evaluate(self, values: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The outputs from the tensors ``values`` names (the inputs, unchecked)."""
         env = {name: getattr(self, key) for name, key in self._keys.items()}
-        env.update(self._bind(args, kwargs))
+        env.update(values)
         for step in self._steps:
             out = step.fn(*[env[i] if i else None for i in step.inputs])
             if step.many:
@@ -176,10 +206,13 @@ def _check_outputs(graph: Graph, node: Node, count: int) -> None:
 
 
 def _trainable(graph: Graph) -> set[str]:
+    """The float initializers read at a weight position, here or in a body."""
     names = set()
     for node in graph.nodes:
-        for i in OPS[node.op_type].weights:
-            name = node.inputs[i] if i < len(node.inputs) else ""
+        used = {node.inputs[i] for i in OPS[node.op_type].weights if i < len(node.inputs)}
+        for _, body in bodies(node):
+            used |= weight_uses(body)
+        for name in used:
             data = graph.initializer(name) if name else None
             if data is not None and data.dtype.kind == "f":
                 names.add(name)
@@ -216,7 +249,22 @@ def write_back(module: GraphModule, graph: Graph) -> Graph:
                 "write back into the graph the module was built from",
             )
         out.add_initializer(name, value.astype(old.dtype, copy=True), out.tensors[name].elem_type)
+    for (node, attr), body in module.bodies.items():
+        _write_body(body, out.node(node).attr(attr).proto.g)
     return out
+
+
+def _write_body(module: GraphModule, proto: onnx.GraphProto) -> None:
+    """Puts the parameters of a body's module into the body's graph, in place."""
+    inits = {t.name: t for t in proto.initializer}
+    for name, param in module.onnx_parameters.items():
+        old = inits[name]
+        value = param.detach().cpu().numpy().astype(numpy_dtype(old.data_type))
+        old.CopyFrom(numpy_helper.from_array(value, name))
+    for (node, attr), body in module.bodies.items():
+        outputs = list(module.graph.node(node).outputs)
+        n = next(n for n in proto.node if list(n.output) == outputs)
+        _write_body(body, next(a.g for a in n.attribute if a.name == attr))
 
 
 def torch_outputs(

@@ -65,11 +65,26 @@ class BuildContext:
         graph: the graph being converted.
         constants: tensor name -> value known before running (initializers, Constants).
         batch: the graph's fixed batch size, or None when its inputs do not share one.
+        nest: ``nest(node, attr)`` -> the module running the graph attribute ``attr`` of
+            ``node`` (If's branches, Loop's body), with an ``evaluate(values)`` method.
     """
 
-    def __init__(self, graph: Graph, constants: dict[str, np.ndarray], batch: int | None):
+    def __init__(
+        self,
+        graph: Graph,
+        constants: dict[str, np.ndarray],
+        batch: int | None,
+        nest: Callable[[Node, str], Any] | None = None,
+    ):
         self.graph, self.constants, self.batch = graph, constants, batch
         self.opset = graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 17))
+        self._nest = nest
+
+    def nest(self, node: Node, attr: str) -> Any:
+        """The module running the graph attribute ``attr`` of ``node``."""
+        if self._nest is None or node.attr(attr) is None:
+            raise reject(node, f"it has no graph attribute {attr!r} to run", "check the model")
+        return self._nest(node, attr)
 
     def const(self, node: Node, index: int) -> np.ndarray | None:
         """The value of input ``index`` of ``node`` if it is a constant, else None."""
