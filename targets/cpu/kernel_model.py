@@ -103,6 +103,8 @@ def kernel_graph(spec: dict[str, Any], block: int) -> Graph:
             else:
                 values = entry[3] if entry[0] == "c" else None
                 ins.append(const(f"c{i}", entry[2], entry[1], values))
+        if "opset" in spec:
+            g.opset_imports[""] = spec["opset"]
         outs = [output(f"out{i}", o[1], o[0]) if o else "" for i, o in enumerate(spec["outputs"])]
         g.add_node(name, ins, outs, dict(spec["attrs"]), domain=domain)
     return g

@@ -195,12 +195,15 @@ def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
         if op.nchwc and node.op_type in NCHWC_POOLS
         else ("" if node.domain in STANDARD_DOMAINS else node.domain + ".")
     )
-    return {
+    spec = {
         "op": domain + node.op_type,
         "inputs": inputs,
         "outputs": outputs,
         "attrs": _attrs(node),
     }
+    if not domain and "" in p.g.opset_imports:  # rebuilt at its own opset: attributes such
+        spec["opset"] = p.g.opset_imports[""]  # as Squeeze's axes moved to inputs over time
+    return spec
 
 
 def _attrs(node: Node) -> dict[str, Any]:

@@ -299,3 +299,30 @@ def test_an_accelerator_prepares_its_cpu_host_for_the_layers_it_sends_there(tmp_
     assert [(x.layer.name, x.on) for x in gc.layers] == [("fc", "eie"), ("softmax", "cpu")]
     assert gc.layer("softmax").cost.latency_s == pytest.approx(10e-6)  # hot: its data fits L2
     assert eie.price(g).to_dict() == gc.to_dict() and len(measure.calls) == 1
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_a_kernel_is_rebuilt_at_its_models_opset(opset):
+    """Squeeze takes its axes as an attribute before opset 13 and as an input from 13 on:
+    the one-kernel model must be written at the source's opset, or onnxruntime refuses it."""
+    from hwcc.targets.cpu.kernel_model import kernel_graph
+    from hwcc.targets.cpu.measure import session
+
+    if opset < 13:
+        nodes = [helper.make_node("Squeeze", ["x"], ["y"], axes=[1])]
+        inits = []
+    else:
+        nodes = [helper.make_node("Squeeze", ["x", "axes"], ["y"])]
+        inits = [numpy_helper.from_array(np.array([1], np.int64), "axes")]
+    x = helper.make_tensor_value_info("x", 1, [1, 1, 8])
+    y = helper.make_tensor_value_info("y", 1, [1, 8])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    t = load_target("cpu")
+    (kernel,) = [k for k in t.plan(hwcc.load(model)).kernels if not k.is_reorder]
+    assert kernel.spec["opset"] == opset
+    from hwcc.ir.onnx_io import to_proto
+
+    session(to_proto(kernel_graph(kernel.spec, t.table.block)).SerializeToString(), 1)
