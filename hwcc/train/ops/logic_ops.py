@@ -37,6 +37,11 @@ _TORCH_DTYPES = {
 }
 
 
+def torch_dtype(elem: int) -> torch.dtype | None:
+    """The torch dtype of the ONNX element type ``elem``; None where torch has none here."""
+    return _TORCH_DTYPES.get(elem)
+
+
 @register("Cast")
 def _cast(node: Node, ctx: BuildContext) -> OpFn:
     to = node.attr("to")
