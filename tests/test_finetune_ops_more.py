@@ -75,3 +75,52 @@ def test_rotary_embedding_matches_onnxruntime(interleaved):
     )
     feeds = {"x": x, "cos": cos, "sin": sin, "pos": pos}
     check_against_ort([node], feeds, {}, {"y": np.float32}, opset=23, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_losses_match_onnxruntime(reduction, weighted):
+    scores, target = _f(3, 5, 2), RNG.integers(0, 5, (3, 2))
+    target[0, 1] = -1  # ignored
+    ins = ["x", "t", "w"] if weighted else ["x", "t"]
+    feeds = {"x": scores, "t": target} | ({"w": np.abs(_f(5))} if weighted else {})
+    sce = N("SoftmaxCrossEntropyLoss", ins, ["loss", "logp"], reduction=reduction, ignore_index=-1)
+    outs = {"loss": np.float32, "logp": np.float32}
+    check_against_ort([sce], feeds, {}, outs, opset=13, rtol=1e-5, atol=1e-6)
+    nll = N("NegativeLogLikelihoodLoss", ins, ["loss"], reduction=reduction, ignore_index=-1)
+    check_against_ort([nll], feeds, {}, {"loss": np.float32}, opset=13, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])  # onnxruntime's types
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_bit_shift_matches_onnxruntime_at_every_width(dtype, direction):
+    info = np.iinfo(dtype)
+    x = np.array([info.min, info.max, 5, 1], dtype)
+    n = np.array([0, 1, 3, info.bits - 1], dtype)
+    node = N("BitShift", ["x", "n"], ["y"], direction=direction)
+    check_against_ort([node], {"x": x, "n": n}, {}, {"y": dtype}, opset=11, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_unsigned_comparisons_extrema_and_bitwise_ops_match_onnxruntime(dtype):
+    big = np.iinfo(dtype).max
+    a = np.array([0, 1, big, big - 3, 7], dtype)
+    b = np.array([1, 1, 2, big, 3], dtype)
+    nodes = [
+        N("Greater", ["a", "b"], ["gt"]),
+        N("LessOrEqual", ["a", "b"], ["le"]),
+        N("BitwiseXor", ["a", "b"], ["xor"]),
+        N("BitwiseNot", ["a"], ["not"]),
+    ]
+    outs = {"gt": np.bool_, "le": np.bool_, "xor": dtype, "not": dtype}
+    if dtype != np.uint16:  # onnxruntime has no uint16 Max, Min or Mod
+        nodes += [N("Max", ["a", "b"], ["max"]), N("Min", ["a", "b"], ["min"])]
+        nodes += [N("Mod", ["a", "b"], ["mod"])]
+        outs |= {"max": dtype, "min": dtype, "mod": dtype}
+    check_against_ort(nodes, {"a": a, "b": b}, {}, outs, opset=18, rtol=0, atol=0)
+
+
+def test_bit_cast_keeps_the_bits_and_the_shape():
+    x = np.array(-1.5, np.float32)
+    node = N("BitCast", ["x"], ["y"], to=6)
+    check_against_ort([node], {"x": x}, {}, {"y": np.int32}, opset=26, rtol=0, atol=0)

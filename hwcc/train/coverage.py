@@ -224,7 +224,7 @@ def classify(case, op: str | None = None) -> CaseResult | None:
         names = [i.name for i in case.model.graph.input]
         for inputs, expected in case.data_sets:
             feeds = {
-                n: torch.from_numpy(np.ascontiguousarray(a))
+                n: torch.from_numpy(np.array(a))  # ascontiguousarray makes a 0-d array 1-d
                 for n, a in zip(names, inputs)
                 if n in module.input_names
             }

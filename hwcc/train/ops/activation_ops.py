@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hwcc.ir import Node
+from hwcc.train.ops.bit_ops import UNSIGNED, unsigned_mod
 from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
 
 _UNARY: dict[str, OpFn] = {
@@ -66,4 +67,5 @@ def _thresholded_relu(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("Mod")
 def _mod(node: Node, ctx: BuildContext) -> OpFn:
-    return torch.fmod if int(node.attr("fmod", 0)) else torch.remainder
+    fn = torch.fmod if int(node.attr("fmod", 0)) else torch.remainder
+    return lambda a, b: unsigned_mod(a, b) if a.dtype in UNSIGNED else fn(a, b)

@@ -58,7 +58,7 @@ def _u64_ge(a, b):
     return (a ^ _INT64_MIN) >= (b ^ _INT64_MIN)
 
 
-def _udiv64(a, b):
+def udiv64(a, b):
     """The unsigned quotient of int64 tensors holding uint64 bits: halve the dividend
     (logical shift) so that it is non-negative, divide, and correct the last bit."""
     big = b < 0  # a divisor >= 2**63 goes into any uint64 at most once
@@ -83,7 +83,7 @@ def _int_div(a, b, unsigned=False):
     if a.is_floating_point() or b.is_floating_point():
         return a / b
     if unsigned:
-        return _udiv64(a, b)
+        return udiv64(a, b)
     return torch.div(a, b, rounding_mode="trunc")  # ONNX integer division truncates
 
 

@@ -20,6 +20,7 @@ import torch
 
 from hwcc.ir import Node
 from hwcc.ir import dtypes as dt
+from hwcc.train.ops.bit_ops import comparing, extremum
 from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject
 
 # ONNX element type -> torch dtype; what is missing (STRING, complex, float8) is refused.
@@ -109,8 +110,10 @@ _COMPARE = {
 }
 _LOGIC = {"And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor}
 
-for _op, _fn in (_COMPARE | _LOGIC | {"Not": torch.logical_not, "Where": torch.where}).items():
+for _op, _fn in (_LOGIC | {"Not": torch.logical_not, "Where": torch.where}).items():
     register(_op)(lambda node, ctx, fn=_fn: fn)
+for _op, _fn in _COMPARE.items():
+    register(_op)(lambda node, ctx, fn=comparing(_fn): fn)
 
 
 def _mean(*xs):
@@ -118,8 +121,8 @@ def _mean(*xs):
 
 
 _VARIADIC = {
-    "Max": lambda *xs: functools.reduce(torch.maximum, xs),
-    "Min": lambda *xs: functools.reduce(torch.minimum, xs),
+    "Max": extremum(torch.maximum),
+    "Min": extremum(torch.minimum),
     "Sum": lambda *xs: functools.reduce(torch.add, xs),
     "Mean": _mean,
 }
