@@ -124,3 +124,43 @@ def test_bit_cast_keeps_the_bits_and_the_shape():
     x = np.array(-1.5, np.float32)
     node = N("BitCast", ["x"], ["y"], to=6)
     check_against_ort([node], {"x": x}, {}, {"y": np.int32}, opset=26, rtol=0, atol=0)
+
+
+def _math_cases():
+    x = _f(3, 4)
+    idx = np.array([[0, 1], [2, 3], [0, 1]], np.int64)
+    return {
+        "trig": ([N(op, ["x"], [op]) for op in ("Tan", "Atan", "Sinh", "Asinh")], {"x": x}),
+        "softsign_shrink_swish": (
+            [N("Softsign", ["x"], ["a"]), N("Shrink", ["x"], ["b"], lambd=0.3, bias=0.1)],
+            {"x": x},
+        ),
+        "hardmax": ([N("Hardmax", ["x"], ["h"], axis=0)], {"x": x}),
+        "cumprod": (
+            [N("CumProd", ["x", "ax"], ["c"], exclusive=1, reverse=1)],
+            {"x": x, "ax": np.array(1, np.int64)},
+        ),
+        "reductions": (
+            [N(op, ["x", "axes"], [op], keepdims=0) for op in ("ReduceL1", "ReduceSumSquare")],
+            {"x": x, "axes": np.array([1], np.int64)},
+        ),
+        "scatter_nd_add": (
+            [N("ScatterND", ["x", "i", "u"], ["y"], reduction="add")],
+            {"x": x, "i": idx, "u": _f(3)},
+        ),
+        "compress_reverse": (
+            [
+                N("Compress", ["x", "keep"], ["c"], axis=1),
+                N("ReverseSequence", ["x", "lens"], ["r"], batch_axis=0, time_axis=1),
+            ],
+            {"x": x, "keep": np.array([1, 0, 1], bool), "lens": np.array([1, 4, 2], np.int64)},
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_math_cases()))
+def test_math_ops_match_onnxruntime(case):
+    nodes, feeds = _math_cases()[case]
+    outs = {o: np.float32 for n in nodes for o in n.output}
+    opset = 26 if case == "cumprod" else 18
+    check_against_ort(nodes, feeds, {}, outs, opset=opset, rtol=1e-5, atol=1e-6)

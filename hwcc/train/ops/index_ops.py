@@ -1,5 +1,6 @@
 """Indexing, selection, reduction and normalisation ops: GatherElements, ScatterElements,
-GatherND, TopK, Einsum, Trilu, ReduceProd, ReduceL2, ReduceLogSumExp,
+GatherND, TopK, Einsum, Trilu, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum,
+ReduceLogSumExp,
 InstanceNormalization and GroupNormalization.
 
 Indices follow ONNX: a negative index counts from the end of its axis.
@@ -37,7 +38,7 @@ def _gather_elements(node: Node, ctx: BuildContext) -> OpFn:
 _SCATTER = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 
-@register("ScatterElements")
+@register("ScatterElements", "Scatter")
 def _scatter_elements(node: Node, ctx: BuildContext) -> OpFn:
     axis, reduction = int(node.attr("axis", 0)), node.attr("reduction", "none")
     if reduction != "none" and reduction not in _SCATTER:
@@ -111,6 +112,9 @@ _REDUCE = {
     "ReduceProd": (_prod, lambda x: x, 18),
     "ReduceL2": (lambda x, d, k: torch.sqrt(torch.sum(x * x, d, keepdim=k)), torch.abs, 18),
     "ReduceLogSumExp": (lambda x, d, k: torch.logsumexp(x, d, keepdim=k), lambda x: x, 18),
+    "ReduceL1": (lambda x, d, k: torch.sum(torch.abs(x), d, keepdim=k), torch.abs, 18),
+    "ReduceSumSquare": (lambda x, d, k: torch.sum(x * x, d, keepdim=k), lambda x: x * x, 18),
+    "ReduceLogSum": (lambda x, d, k: torch.log(torch.sum(x, d, keepdim=k)), torch.log, 18),
 }
 
 

@@ -2,7 +2,7 @@
 
 Cast and CastLike, Range, ConstantOfShape, Expand and Tile; the comparisons (Equal,
 Less, LessOrEqual, Greater, GreaterOrEqual); Not, And, Or and Xor; Where; the variadic
-Max, Min, Mean and Sum; Size, ArgMax, ArgMin, CumSum and NonZero.
+Max, Min, Mean and Sum; Size, ArgMax, ArgMin, CumSum, CumProd and NonZero.
 
 All broadcast as numpy does (ONNX's multidirectional broadcasting, which torch shares).
 Comparisons, logic, Size, ArgMax/ArgMin and NonZero return bool or int64 tensors and
@@ -156,8 +156,9 @@ def _arg(node: Node, ctx: BuildContext) -> OpFn:
     return run
 
 
-@register("CumSum")
-def _cumsum(node: Node, ctx: BuildContext) -> OpFn:
+@register("CumSum", "CumProd")
+def _cumulative(node: Node, ctx: BuildContext) -> OpFn:
+    fn, first = (torch.cumsum, 0) if node.op_type == "CumSum" else (torch.cumprod, 1)
     exclusive, reverse = bool(node.attr("exclusive", 0)), bool(node.attr("reverse", 0))
     fixed = ctx.const(node, 1)
     if fixed is not None and fixed.size != 1:
@@ -166,9 +167,9 @@ def _cumsum(node: Node, ctx: BuildContext) -> OpFn:
     def run(x, axis):
         a = (int(fixed.reshape(-1)[0]) if fixed is not None else int(axis.reshape(-1)[0])) % x.dim()
         y = x.flip(a) if reverse else x
-        out = torch.cumsum(y, a, dtype=x.dtype)  # torch would widen ints to int64
-        if exclusive:  # shift by one along the axis, a zero first
-            head = torch.zeros_like(out.narrow(a, 0, 1))
+        out = fn(y, a, dtype=x.dtype)  # torch would widen ints to int64
+        if exclusive:  # shift by one along the axis, the identity (0 or 1) first
+            head = torch.full_like(out.narrow(a, 0, 1), first)
             out = torch.cat([head, out.narrow(a, 0, out.shape[a] - 1)], a)
         return out.flip(a) if reverse else out
 
