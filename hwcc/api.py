@@ -42,6 +42,7 @@ from hwcc.ir.onnx_io import load, to_proto
 from hwcc.ir.specialise import specialise
 from hwcc.ir.verify import Session
 from hwcc.passes.dequantize import dequantize_for_search
+from hwcc.progress import PhaseClock
 from hwcc.report.artifact import (
     Checkpoint,
     check_destination,
@@ -174,8 +175,8 @@ def compile(
     specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
     src = specialised.graph
     evaluator, finetune = Evaluator(src, held, metric), _finetuner(src, tune, config)
-    calib = {k: v[:64] for k, v in tune.inputs.items()}
-    price = Pricer(tgt, src, {k: v[:4] for k, v in calib.items()}, config.seed)
+    calib = tune.head(64)  # whole runs, joined on axis 0: what calibration reads
+    price = Pricer(tgt, src, tune.head(4), config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
     ckpt = _checkpoint(output, resume, src, tune, held, tgt, budgets, config, evaluator.kind)
     if resume:
@@ -198,18 +199,21 @@ def compile(
             ckpt.save(graph, state.to_json())
     for w in state.warnings:
         emit("warning", {"message": w})
+    clock = PhaseClock()
     hooks = Hooks(
-        price=price,
+        price=clock.timed("pricing", price),
         layer_energy=price.layer_energy,
-        finetune=finetune,
-        accuracy=evaluator.accuracy,
+        finetune=clock.timed("fine-tuning", finetune),
+        accuracy=clock.timed("evaluation", evaluator.accuracy),
         checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
         event=emit,
     )
     finish = Finish(
-        finetune=lambda g, seed: finetune(g, config.long_term_steps, seed),
-        legalize=lambda g: tgt.legalize(g, calib, config.seed),
-        price=price.cost_metrics,
+        finetune=clock.timed(
+            "long-term fine-tune", lambda g, seed: finetune(g, config.long_term_steps, seed)
+        ),
+        legalize=clock.timed("legal form", lambda g: tgt.legalize(g, calib, config.seed)),
+        price=clock.timed("pricing", price.cost_metrics),
     )
     outcome = search(
         graph,
@@ -241,6 +245,7 @@ def compile(
         layers_before=price.cost(price.source_legal).layers,
         layers_after=price.cost(outcome.graph).layers,
         wall_s=time.monotonic() - start,
+        phases=clock.seconds,
     )
     result = CompileResult(outcome.graph, summary, tgt)
     if output is not None:

@@ -25,7 +25,10 @@ import os
 import shutil
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["Progress", "format_duration"]
 
@@ -168,3 +171,25 @@ class Progress:
         self._drawn = now
         self.stream.write("\r" + self.line() + "\x1b[K")
         self.stream.flush()
+
+
+class PhaseClock:
+    """Seconds spent in each named phase of a run, summed over every call.
+
+    ``clock.timed("pricing", price)`` returns ``price`` wrapped so that each call adds its
+    wall time to ``clock.seconds["pricing"]``: where a compile's time goes, in its
+    ``hwcc.json`` (``timing.phases_s``).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, phase: str, fn: Callable[..., T]) -> Callable[..., T]:
+        def run(*args: Any, **kwargs: Any) -> T:
+            start = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - start
+
+        return run

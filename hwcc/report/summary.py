@@ -88,9 +88,11 @@ class CompileSummary:
         layers_before: Sequence[Any],
         layers_after: Sequence[Any],
         wall_s: float,
+        phases: Mapping[str, float] | None = None,
     ) -> CompileSummary:
         """The summary of a finished run. ``budgets`` are resolved; ``layers_*`` are the
-        priced layers (``LayerCost``) of the input and final models in the legal form."""
+        priced layers (``LayerCost``) of the input and final models in the legal form;
+        ``phases`` the seconds spent in each part of the run (pricing, fine-tuning, ...)."""
         from hwcc import __version__  # the package's face imports the API, which imports this
 
         final = outcome.metrics
@@ -140,7 +142,11 @@ class CompileSummary:
             rejected=list(state.rejected),
             honesty_rounds=list(state.rounds),
             cleanup=state.cleanup,
-            timing={"wall_s": wall_s, "iterations": state.iteration},
+            timing={
+                "wall_s": wall_s,
+                "iterations": state.iteration,
+                **({"phases_s": dict(phases)} if phases else {}),
+            },
             metric_notes={
                 "size_bytes": "weights of compute layers at their bit width, zeros included",
                 "original": "the input model in the target's legal form",
