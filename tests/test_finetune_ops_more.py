@@ -164,3 +164,76 @@ def test_math_ops_match_onnxruntime(case):
     outs = {o: np.float32 for n in nodes for o in n.output}
     opset = 26 if case == "cumprod" else 18
     check_against_ort(nodes, feeds, {}, outs, opset=opset, rtol=1e-5, atol=1e-6)
+
+
+def _signal_cases():
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    return {
+        "dft_onesided": (
+            [N("DFT", ["x", "", "ax"], ["y"], onesided=1)],
+            {"x": _f(2, 8, 1), "ax": i64(1)},
+            20,
+        ),
+        "dft_inverse": ([N("DFT", ["x"], ["y"], inverse=1, axis=1)], {"x": _f(2, 6, 2)}, 17),
+        "stft": (
+            [N("STFT", ["x", "step", "w"], ["y"])],
+            {"x": _f(1, 32, 1), "step": i64(4), "w": np.hanning(8).astype(np.float32)},
+            17,
+        ),
+        "grid_sample": (
+            [N("GridSample", ["x", "g"], ["y"], padding_mode="border", align_corners=1)],
+            {"x": _f(1, 2, 4, 5), "g": RNG.uniform(-1.2, 1.2, (1, 3, 3, 2)).astype(np.float32)},
+            16,
+        ),
+        "affine_grid": (
+            [N("AffineGrid", ["t", "size"], ["y"])],
+            {"t": _f(2, 2, 3), "size": i64(2, 1, 3, 4)},
+            20,
+        ),
+        "lp_pool": (
+            [
+                N(
+                    "LpPool",
+                    ["x"],
+                    ["y"],
+                    kernel_shape=[2, 2],
+                    dilations=[2, 1],
+                    pads=[1, 0, 0, 1],
+                    p=3,
+                )
+            ],
+            {"x": _f(1, 2, 6, 5)},
+            18,
+        ),
+        "avg_pool_dilated_ceil": (
+            [
+                N(
+                    "AveragePool",
+                    ["x"],
+                    ["y"],
+                    kernel_shape=[2, 2],
+                    dilations=[2, 2],
+                    strides=[2, 2],
+                    ceil_mode=1,
+                )
+            ],
+            {"x": _f(1, 2, 7, 6)},
+            19,
+        ),
+        "center_crop_pad": (
+            [N("CenterCropPad", ["x", "s"], ["y"])],
+            {"x": _f(3, 5), "s": i64(4, 2)},
+            18,
+        ),
+        "col2im": (
+            [N("Col2Im", ["x", "img", "blk"], ["y"], strides=[1, 2], pads=[1, 0, 1, 0])],
+            {"x": _f(1, 4, 18), "img": i64(5, 6), "blk": i64(2, 2)},
+            18,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_signal_cases()))
+def test_signal_and_sampling_ops_match_onnxruntime(case):
+    nodes, feeds, opset = _signal_cases()[case]
+    check_against_ort(nodes, feeds, {}, {"y": np.float32}, opset=opset, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Convolution, Gemm and MatMul, normalisation and pooling, with ONNX's padding rules."""
+"""Convolution, Gemm and MatMul, normalisation and pooling (LpPool and dilated average pooling
+as sums over windows), with ONNX's padding rules."""
 
 from __future__ import annotations
 
@@ -207,12 +208,30 @@ def _avg_pool(x, kernel, strides, pads, ceil, include, divisor=None):
 def _avgpool(node: Node, ctx: BuildContext) -> OpFn:
     kernel = ints(node.attr("kernel_shape"))
     n = len(kernel)
-    if any(d != 1 for d in node.attr("dilations", [1] * n)):
-        raise reject(node, "dilated average pooling is not supported", "use dilations of 1")
     strides, ceil = ints(node.attr("strides", [1] * n)), bool(node.attr("ceil_mode", 0))
+    dil = ints(node.attr("dilations", [1] * n))
     include = bool(node.attr("count_include_pad", 0))
     pad_x, explicit = _window(node, kernel, 0.0)
     pad_mask, _ = _window(node, kernel, float(include))
+    if any(d != 1 for d in dil):
+
+        def dilated(x):  # each window's sum over the number of its cells that count
+            xp, p = pad_x(x)
+            mask, _ = pad_mask(torch.ones_like(x[:1, :1]))
+            pads = torch_pads(p, p)
+            xp, mask = F.pad(xp, pads), F.pad(mask, pads, value=float(include))
+            if ceil:  # the last windows may run past the end: zeros that do not count
+                extra = _ceil_extra(xp.shape[2:], kernel, strides, dil, p)
+                xp, mask = (
+                    F.pad(xp, torch_pads([0] * n, extra)),
+                    F.pad(mask, torch_pads([0] * n, extra)),
+                )
+            zero = [0] * n
+            return _window_sum(xp, kernel, strides, zero, dil) / _window_sum(
+                mask, kernel, strides, zero, dil
+            )
+
+        return dilated
 
     def run(x):
         xp, p = pad_x(x)
@@ -223,6 +242,42 @@ def _avgpool(node: Node, ctx: BuildContext) -> OpFn:
         return _avg_pool(xp, kernel, strides, [0] * n, ceil, True, 1) / _avg_pool(
             mask, kernel, strides, [0] * n, ceil, True, 1
         )
+
+    return run
+
+
+def _ceil_extra(size, kernel, strides, dil, pads) -> list[int]:
+    """Cells to add at the end of each padded axis for ceil_mode's last windows (a window
+    must start inside the input or its begin pad, as in torch)."""
+    out = []
+    for i, k, s, d, p in zip(size, kernel, strides, dil, pads):
+        eff = (k - 1) * d + 1
+        count = -(-(i - eff) // s) + 1
+        if (count - 1) * s >= i - p:
+            count -= 1
+        out.append(max((count - 1) * s + eff - i, 0))
+    return out
+
+
+def _window_sum(x, kernel, strides, pads, dil):
+    """The sum of each (dilated) window, per channel: a convolution with ones."""
+    ones = torch.ones((x.shape[1], 1, *kernel), dtype=x.dtype)
+    return _CONV[len(kernel)](x, ones, None, strides, pads, dil, x.shape[1])
+
+
+@register("LpPool")
+def _lp_pool(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = ints(node.attr("kernel_shape"))
+    n, p = len(kernel), float(node.attr("p", 2))
+    if node.attr("ceil_mode", 0):
+        raise reject(node, "ceil_mode is not supported", "use ceil_mode=0")
+    strides = ints(node.attr("strides", [1] * n))
+    dil = ints(node.attr("dilations", [1] * n))
+    pad, _ = _window(node, kernel, 0.0)
+
+    def run(x):
+        xp, pads = pad(x)
+        return _window_sum(xp.abs() ** p, kernel, strides, pads, dil) ** (1 / p)
 
     return run
 

@@ -1,7 +1,6 @@
 """Indexing, selection, reduction and normalisation ops: GatherElements, ScatterElements,
-GatherND, TopK, Einsum, Trilu, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum,
-ReduceLogSumExp,
-InstanceNormalization and GroupNormalization.
+GatherND, TopK, Einsum, Trilu, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
+ReduceLogSum, ReduceLogSumExp, InstanceNormalization and GroupNormalization.
 
 Indices follow ONNX: a negative index counts from the end of its axis.
 """

@@ -1,4 +1,5 @@
-"""Resampling ops: Resize and Upsample (nearest and linear), DepthToSpace and SpaceToDepth.
+"""Resampling ops: Resize and Upsample (nearest and linear), DepthToSpace, SpaceToDepth,
+GridSample and AffineGrid (torch's grid_sample and affine_grid).
 
 Resize and Upsample map each output index of a resized axis to a coordinate of the input
 (the coordinate transformation mode), then take the nearest input cell (the nearest mode)
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from hwcc.ir import Node
 from hwcc.train.ops.registry import BuildContext, OpFn, ints, register, reject
@@ -179,3 +181,28 @@ def _space_to_depth(node: Node, ctx: BuildContext) -> OpFn:
         return y.reshape(n, c * bs * bs, h // bs, w // bs)
 
     return run
+
+
+_GRID_MODES = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest"}
+_GRID_MODES |= {"bicubic": "bicubic", "cubic": "bicubic"}
+
+
+@register("GridSample")
+def _grid_sample(node: Node, ctx: BuildContext) -> OpFn:
+    mode = _text(node.attr("mode", "linear" if ctx.opset >= 20 else "bilinear"))
+    padding = _text(node.attr("padding_mode", "zeros"))
+    align = bool(node.attr("align_corners", 0))
+    if mode not in _GRID_MODES or padding not in ("zeros", "border", "reflection"):
+        raise reject(node, f"mode={mode!r}, padding_mode={padding!r}", "use ONNX's values")
+    how = _GRID_MODES[mode]
+    return lambda x, grid: F.grid_sample(x, grid, how, padding, align)
+
+
+@register("AffineGrid")
+def _affine_grid(node: Node, ctx: BuildContext) -> OpFn:
+    align = bool(node.attr("align_corners", 0))
+    return lambda theta, size: F.affine_grid(theta, size.tolist(), align)
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,123 @@
+"""Signal and block ops: DFT and STFT through ``torch.fft`` (so gradients pass), Col2Im
+and CenterCropPad.
+
+ONNX keeps complex numbers as a last axis of two (real, imaginary); a real signal may
+have a last axis of one. DFT's axis is an attribute up to opset 19 and an input from 20
+on (default -2); ``onesided`` keeps the first ``n // 2 + 1`` bins of a forward transform
+and makes an inverse one real (``irfft``). Col2Im is ``fold`` (2-D images, symmetric
+pads); CenterCropPad crops or zero-pads each axis it names about the centre, the odd
+cell at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hwcc.ir import Node
+from hwcc.train.ops.registry import BuildContext, OpFn, register
+
+
+def _complex(x: torch.Tensor) -> torch.Tensor:
+    """``[..., 1|2]`` -> a real or complex tensor without the last axis."""
+    if x.shape[-1] == 1:
+        return x.squeeze(-1)
+    return torch.complex(x[..., 0], x[..., 1])
+
+
+def _pairs(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A complex (or real) result as ONNX's ``[..., 2]`` (or ``[..., 1]``)."""
+    if y.is_complex():
+        return torch.view_as_real(y).to(dtype)
+    return y.unsqueeze(-1).to(dtype)
+
+
+def _scalar(t, default):
+    return default if t is None else int(t.reshape(-1)[0])
+
+
+@register("DFT")
+def _dft(node: Node, ctx: BuildContext) -> OpFn:
+    inverse, onesided = bool(node.attr("inverse", 0)), bool(node.attr("onesided", 0))
+    axis_attr = int(node.attr("axis", 1))
+
+    def run(x, length=None, axis=None):
+        a = (axis_attr if ctx.opset < 20 else _scalar(axis, -2)) % x.dim()
+        if a == x.dim() - 1:
+            raise ValueError("DFT's axis cannot be the last (real, imaginary) axis")
+        signal = _complex(x)
+        if inverse and onesided:
+            n = _scalar(length, 2 * (x.shape[a] - 1))
+            return _pairs(torch.fft.irfft(signal, n, dim=a), x.dtype)
+        n = _scalar(length, x.shape[a])
+        if inverse:
+            return _pairs(torch.fft.ifft(signal, n, dim=a), x.dtype)
+        y = torch.fft.fft(signal, n, dim=a)
+        if onesided:
+            y = y.narrow(a, 0, n // 2 + 1)
+        return _pairs(y, x.dtype)
+
+    return run
+
+
+@register("STFT")
+def _stft(node: Node, ctx: BuildContext) -> OpFn:
+    onesided = bool(node.attr("onesided", 1))
+
+    def run(signal, step, window=None, length=None):
+        hop = _scalar(step, 1)
+        n = _scalar(length, None) if length is not None else None
+        if n is None:
+            if window is None:
+                raise ValueError("STFT needs a window or a frame_length")
+            n = window.shape[0]
+        frames = signal.unfold(1, n, hop)  # [batch, frames, 1|2, n]
+        frames = frames.movedim(-1, -2)  # [batch, frames, n, 1|2]
+        if window is not None:
+            frames = frames * window.reshape(-1, 1).to(frames.dtype)
+        y = torch.fft.fft(_complex(frames), n, dim=-1)
+        if onesided:
+            y = y[..., : n // 2 + 1]
+        return _pairs(y, signal.dtype)
+
+    return run
+
+
+@register("Col2Im")
+def _col2im(node: Node, ctx: BuildContext) -> OpFn:
+    dil, pads = node.attr("dilations"), node.attr("pads")
+    strides = node.attr("strides")
+
+    def run(x, image, block):
+        size, kernel = image.tolist(), block.tolist()
+        if len(size) != 2:
+            raise ValueError("Col2Im runs on 2-D images only")
+        d = list(dil) if dil else [1, 1]
+        s = list(strides) if strides else [1, 1]
+        p = list(pads) if pads else [0, 0, 0, 0]
+        if p[:2] != p[2:]:
+            raise ValueError("Col2Im's begin and end pads differ")
+        return torch.nn.functional.fold(x, size, kernel, d, p[:2], s)
+
+    return run
+
+
+@register("CenterCropPad")
+def _center_crop_pad(node: Node, ctx: BuildContext) -> OpFn:
+    axes_attr = node.attr("axes")
+
+    def run(x, shape):
+        target = shape.tolist()
+        axes = [a % x.dim() for a in axes_attr] if axes_attr else list(range(x.dim()))
+        if len(axes) != len(target):
+            raise ValueError("CenterCropPad's shape and axes differ in length")
+        for a, want in zip(axes, target):
+            have = x.shape[a]
+            if have > want:  # crop: the extra from the end when odd
+                x = x.narrow(a, (have - want) // 2, want)
+            elif have < want:  # pad: the extra at the end when odd
+                low = (want - have) // 2
+                pads = [0, 0] * (x.dim() - 1 - a) + [low, want - have - low]
+                x = torch.nn.functional.pad(x, pads)
+        return x
+
+    return run
