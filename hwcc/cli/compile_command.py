@@ -127,7 +127,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         metavar="D.npz",
-        help="one array per model input and optionally 'labels'; split with the seed "
+        help="one array per model input and optionally 'labels' (one per sample). For an "
+        "input of shape S, an array [N, *S[1:]] holds samples on axis 0 (runs of S[0]); "
+        "[R, *S] holds R whole runs (a state whose batch is not on axis 0, a scalar per "
+        "run as [R]); exactly S is one run fed to every run (a state at zeros, a 0-d "
+        "scalar); all arrays give the same number of runs. Split by runs with the seed "
         "into fine-tune and held-out sets. zoo:digits: the bundled digits (train split "
         "to fine-tune, test split held out). Without it: random inputs, and accuracy "
         "means agreement with the original model on noise",

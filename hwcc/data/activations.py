@@ -11,8 +11,9 @@ activations are exposed as extra graph outputs, and reports:
   tensor over all samples, ready for ``CostContext(act_density=...)``.
 
 Data is a mapping from input name to array, or an ``.npz`` with one array per model input
-(same names; a ``labels`` array is ignored). When the model declares a fixed batch ``b``
-and the data has ``n = k·b`` samples, the model is run ``k`` times on ``b`` samples each.
+(same names; a ``labels`` array is ignored). Each array holds samples on axis 0, a stack of
+whole runs, or one run fed to every run (:mod:`hwcc.data.layout`); the model is run once
+per run, on the input shapes it declares.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwcc.data.layout import Layout, data_layout
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
@@ -38,6 +40,8 @@ __all__ = [
     "read_npz",
     "check_data_array",
     "load_feeds",
+    "input_shapes",
+    "feeds_layout",
     "split_batches",
     "compute_inputs",
     "capture_activations",
@@ -49,13 +53,13 @@ Feeds = Mapping[str, np.ndarray] | str | os.PathLike
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every array of a data ``.npz`` file, by name, each checked to hold samples.
+    """Every array of a data ``.npz`` file, by name, each checked to hold numbers.
 
-    A data file holds samples on axis 0 of every array (one per model input, and
-    optionally ``labels``), so each array must be numeric (bool, integer or float), at
-    least 1-D, and all must hold the same number of samples. Checking here turns a bad
-    file into one message naming the file and the array, instead of a failure deep in
-    onnxruntime or the fine-tuner.
+    A data file holds one array per model input (in a layout of :mod:`hwcc.data.layout`,
+    checked against the model by :func:`load_feeds`), and optionally ``labels``; each
+    array must be numeric (bool, integer or float). Checking here turns a bad file into
+    one message naming the file and the array, instead of a failure deep in onnxruntime
+    or the fine-tuner.
 
     Raises:
         HwccError: the path is missing, a folder or a ``zoo:`` name; the file is not a
@@ -78,13 +82,6 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     arrays = _npz_arrays(path)
     for name, a in arrays.items():
         check_data_array(path, name, a)
-    counts = {name: len(a) for name, a in arrays.items()}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in counts.items())
-        raise HwccError(
-            f"{path}: the arrays hold different numbers of samples ({listed})",
-            "every array holds one entry per sample on axis 0",
-        )
     return arrays
 
 
@@ -133,7 +130,7 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def check_data_array(source: str | os.PathLike, name: str, a: np.ndarray) -> None:
-    """Refuse a data array that cannot hold samples: not numbers, or a single value.
+    """Refuse a data array that does not hold numbers.
 
     Raises:
         HwccError: naming ``source`` and the array.
@@ -142,11 +139,6 @@ def check_data_array(source: str | os.PathLike, name: str, a: np.ndarray) -> Non
         raise HwccError(
             f"{source}: array {name!r} holds {a.dtype} values, not numbers",
             "data arrays hold numbers (bool, integer or float)",
-        )
-    if a.ndim == 0:
-        raise HwccError(
-            f"{source}: array {name!r} is a single value, not samples",
-            "put the samples on axis 0, e.g. shape [N, ...]",
         )
 
 
@@ -162,7 +154,8 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
     """The arrays for every real input of ``graph``, from a mapping or an ``.npz`` path.
 
     Raises:
-        HwccError: the file is missing or not an ``.npz``, or an input has no array.
+        HwccError: the file is missing or not an ``.npz``, an input has no array, or the
+            arrays fit no layout of :mod:`hwcc.data.layout` or disagree on the runs.
     """
     if isinstance(data, (str, os.PathLike)):
         data = read_npz(data)
@@ -172,7 +165,19 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
             f"the data has no array for model input(s) {', '.join(missing)}",
             f"name the arrays after the model's inputs: {', '.join(graph.real_inputs())}",
         )
-    return {n: np.asarray(data[n]) for n in graph.real_inputs()}
+    feeds = {n: np.asarray(data[n]) for n in graph.real_inputs()}
+    feeds_layout(graph, feeds)
+    return feeds
+
+
+def input_shapes(graph: Graph, names) -> dict[str, tuple]:
+    """The declared shape of each input ``names`` of ``graph`` (``()`` for a scalar)."""
+    return {n: tuple(graph.tensors[n].shape or ()) for n in names}
+
+
+def feeds_layout(graph: Graph, feeds: Mapping[str, np.ndarray], source: str = "the data") -> Layout:
+    """:func:`hwcc.data.layout.data_layout` of ``feeds`` for ``graph``'s inputs."""
+    return data_layout(input_shapes(graph, feeds), feeds, source)
 
 
 def compute_inputs(graph: Graph) -> dict[str, str]:
@@ -190,30 +195,33 @@ def compute_inputs(graph: Graph) -> dict[str, str]:
 def split_batches(
     graph: Graph, feeds: Mapping[str, np.ndarray], max_samples: int | None = None
 ) -> list[dict[str, np.ndarray]]:
-    """The samples cut into runs the model's declared batch accepts, cast to the input types.
+    """One feed per run of the model (:mod:`hwcc.data.layout`), cast to the input types.
+
+    Samples on a free axis 0 (the model does not fix it) make one run of them all.
+
+    Args:
+        max_samples: use at most this many samples (whole runs).
 
     Raises:
-        HwccError: no samples, or a count that is not a multiple of the model's batch.
+        HwccError: no samples, a count that is not a multiple of the model's batch, arrays
+            that fit no layout or disagree on the runs, or ``max_samples`` below one run.
     """
-    n = min(len(a) if a.ndim else 1 for a in feeds.values())
-    if max_samples is not None:
-        n = min(n, max_samples)
-    declared = {
-        graph.tensors[k].shape[0]
-        for k in feeds
-        if graph.tensors[k].shape and isinstance(graph.tensors[k].shape[0], int)
-    }
-    step = declared.pop() if len(declared) == 1 else n
-    if n == 0 or step < 1 or n % step:
-        raise HwccError(
-            f"{n} samples do not split into runs of the model's batch {step}",
-            f"give a positive multiple of {step} samples",
-        )
+    layout = feeds_layout(graph, feeds)
     types = {k: numpy_dtype(graph.tensors[k].elem_type) for k in feeds}
-    return [
-        {k: a[i : i + step].astype(types[k], copy=False) for k, a in feeds.items()}
-        for i in range(0, n, step)
-    ]
+    cast = lambda feed: {k: np.asarray(a).astype(types[k], copy=False) for k, a in feed.items()}  # noqa: E731
+    if layout.mergeable:
+        n = layout.runs if max_samples is None else min(layout.runs, max_samples)
+        return [cast(layout.joined(feeds, n))] if n > 0 else []
+    runs = layout.runs
+    if max_samples is not None:
+        runs = min(runs, max_samples // layout.samples_per_run)
+        if runs < 1:
+            raise HwccError(
+                f"max_samples={max_samples} is less than one run of the model "
+                f"({layout.samples_per_run} samples)",
+                f"give at least {layout.samples_per_run} samples",
+            )
+    return [cast(layout.run(feeds, i)) for i in range(runs)]
 
 
 def capture_activations(

@@ -1,9 +1,11 @@
 """Data for a compile run, and accuracy on held-out data measured in onnxruntime.
 
-A data set is one array per model input, samples on axis 0, and optionally ``labels``
-(integer class per sample). ``--data D.npz`` is split with the seed into a fine-tune set
-and a held-out set (``holdout`` of the samples, stratified by label when there are
-labels); ``--holdout H.npz`` gives the held-out set explicitly instead.
+A data set is one array per model input and optionally ``labels`` (integer class per
+sample). Each array holds samples on axis 0, a stack of whole runs, or one run fed to
+every run (:mod:`hwcc.data.layout` has the rule). ``--data D.npz`` is split with the seed
+into a fine-tune set and a held-out set by whole runs (``holdout`` of the runs,
+stratified by label when a run holds one labelled sample); ``--holdout H.npz`` gives the
+held-out set explicitly instead.
 
 Accuracy of a model ``f`` on held-out samples ``x_i`` compares its first output with the
 labels ``y_i`` (top-1 accuracy) or, without labels, with the original model's ``f0(x_i)``,
@@ -11,7 +13,8 @@ by the metric that fits the output (:mod:`hwcc.data.metrics`): top-1 agreement f
 classifier, per-step agreement for sequences, decision agreement for one probability per
 sample, cosine similarity for embeddings and dense maps; or the metric the user names.
 
-Without any data, random inputs stand in (standard normal floats); accuracy is then
+Without any data, random inputs stand in (standard normal floats, samples on axis 0, or
+stacked runs when the inputs' axes 0 differ); accuracy is then
 fidelity to the original model on noise, which says little about real inputs, and the
 caller warns loudly.
 """
@@ -25,7 +28,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwcc.data.activations import check_data_array, load_feeds, read_npz, split_batches
+from hwcc.data.activations import (
+    check_data_array,
+    feeds_layout,
+    input_shapes,
+    load_feeds,
+    read_npz,
+    split_batches,
+)
+from hwcc.data.layout import SAMPLES, InputLayout, Layout
 from hwcc.data.metrics import Metric, describe, resolve_metric
 from hwcc.data.noise import noise_warning
 from hwcc.errors import HwccError
@@ -47,21 +58,27 @@ __all__ = [
 
 @dataclass
 class Dataset:
-    """Samples for a model: ``inputs`` by input name (samples on axis 0), ``labels`` or None.
+    """Samples for a model: ``inputs`` by input name, ``labels`` or None.
 
     Attributes:
-        inputs: model input name -> array ``[N, ...]``.
-        labels: ``[N]`` integer classes, or None.
+        inputs: model input name -> array, in a layout of :mod:`hwcc.data.layout`.
+        labels: ``[N]`` integer classes (one per sample, runs in order), or None.
         source: where the samples came from (a path, ``zoo:digits``, ``random``).
         sha256: digest of the arrays (names, shapes, bytes), for the artifact's manifest.
+        layout: how the arrays hold the model's runs; None: samples on axis 0 of every
+            array, one sample per run.
     """
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None
     source: str
     sha256: str = ""
+    layout: Layout | None = None
 
     def __post_init__(self) -> None:
+        if self.layout is None:
+            n = min(len(a) for a in self.inputs.values())
+            self.layout = Layout(dict.fromkeys(self.inputs, InputLayout(SAMPLES)), n)
         if not self.sha256:
             h = hashlib.sha256()
             for k in sorted(self.inputs):
@@ -73,34 +90,53 @@ class Dataset:
             self.sha256 = h.hexdigest()
 
     def __len__(self) -> int:
-        return min(len(a) for a in self.inputs.values())
+        """The number of samples."""
+        return self.layout.samples
+
+    @property
+    def runs(self) -> int:
+        """The number of runs of the model the data makes."""
+        return self.layout.runs
 
     def take(self, index: np.ndarray, source: str) -> Dataset:
-        labels = None if self.labels is None else self.labels[index]
-        return Dataset({k: a[index] for k, a in self.inputs.items()}, labels, source)
+        """The runs ``index``, in that order, as a data set of their own."""
+        labels = None
+        if self.labels is not None:
+            per_run = self.labels.reshape(self.runs, -1, *self.labels.shape[1:])
+            labels = per_run[index].reshape(-1, *self.labels.shape[1:])
+        inputs = self.layout.take(self.inputs, index)
+        return Dataset(inputs, labels, source, layout=self.layout.with_runs(len(index)))
+
+    def head(self, samples: int) -> dict[str, np.ndarray]:
+        """The first runs holding at most ``samples`` samples (at least one run), each
+        input's runs joined along its axis 0: calibration data in the layout that readers
+        knowing only samples on axis 0 accept (see :meth:`Layout.joined`)."""
+        runs = min(self.runs, max(1, samples // self.layout.samples_per_run))
+        return self.layout.joined(self.inputs, runs)
 
 
 def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray]) -> Dataset:
     """Read ``data`` (an ``.npz`` path or a mapping) for ``graph``'s inputs.
 
-    The model's declared batch is the size of one run; the data holds any number of
-    samples, so each array is ``[N, ...]`` with the model's per-sample shape.
+    The model's declared shapes make one run; each array holds any number of runs in a
+    layout of :mod:`hwcc.data.layout` (samples on axis 0, stacked runs, or one run for
+    all), and all agree on the number of runs.
 
     Raises:
         HwccError: a missing or unreadable file, a missing input array, an array that is
-            not numbers or is a single value, arrays of different lengths, per-sample
-            shapes that do not match the model, or labels that are not integers or name a
-            class the model's output does not have.
+            not numbers or fits no layout, arrays that disagree on the runs, labels that
+            are not one integer per sample or name a class the model's output does not have.
     """
     from_file = isinstance(data, (str, os.PathLike))
     source = os.fspath(data) if from_file else "arrays"
     raw = read_npz(data) if from_file else data
-    feeds = load_feeds(graph, raw)
     if not from_file:  # read_npz checked a file's arrays
-        for name, a in feeds.items():
-            check_data_array(source, name, a)
+        for name in graph.real_inputs():
+            if name in raw:
+                check_data_array(source, name, np.asarray(raw[name]))
+    feeds = load_feeds(graph, raw)
+    layout = feeds_layout(graph, feeds, source)
     labels = raw.get("labels")
-    lengths = {k: len(a) for k, a in feeds.items()}
     if labels is not None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
@@ -109,23 +145,14 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
                 f"got {labels.dtype} of shape {labels.shape}"
             )
         _check_classes(source, labels, graph)
-        lengths["labels"] = len(labels)
-    if len(set(lengths.values())) != 1:
-        raise HwccError(
-            f"{source}: arrays hold different numbers of samples: {lengths}",
-            "give every input and the labels the same length on axis 0",
-        )
-    for name, a in feeds.items():
-        want = graph.tensors[name].shape
-        if want and tuple(a.shape[1:]) != tuple(want[1:]):
+        if len(labels) != layout.samples:
             raise HwccError(
-                f"{source}: array {name!r} has samples of shape {tuple(a.shape[1:])}, "
-                f"the model's input takes {tuple(want[1:])}",
-                "samples go on axis 0; the other axes must match the model's input",
+                f"{source}: arrays hold different numbers of samples: the inputs "
+                f"{layout.samples} ({layout.runs} runs of {layout.samples_per_run}), "
+                f"'labels' {len(labels)}",
+                "give one label per sample, the runs in order",
             )
-    if min(lengths.values(), default=0) == 0:
-        raise HwccError(f"{source}: the data holds no samples")
-    return Dataset(feeds, labels, source)
+    return Dataset(feeds, labels, source, layout=layout)
 
 
 def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
@@ -149,25 +176,36 @@ def _check_classes(source: str, labels: np.ndarray, graph: Graph) -> None:
 
 
 def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
-    """``n`` standard-normal samples per input (no labels): the stand-in when no data is given."""
+    """About ``n`` standard-normal samples per input (no labels): the stand-in when no data
+    is given. Samples on axis 0 when every input has the same axis 0 (or a free one);
+    otherwise stacked runs (``n`` samples' worth, at least two runs)."""
     rng = np.random.default_rng(seed)
-    inputs = {}
-    for name in graph.real_inputs():
-        t = graph.tensors[name]
-        shape = (n,) + tuple(t.shape[1:])
-        inputs[name] = rng.standard_normal(shape).astype(numpy_dtype(t.elem_type))
-    return Dataset(inputs, None, "random")
+    shapes = input_shapes(graph, graph.real_inputs())
+    firsts = {s[0] if s and isinstance(s[0], int) else None for s in shapes.values()}
+    if all(shapes.values()) and len(firsts) == 1:  # samples on axis 0, whole runs of them
+        step = firsts.pop() or 1
+        lead = lambda shape: (max(1, n // step) * step, *shape[1:])  # noqa: E731
+    else:
+        fixed = [s[0] for s in shapes.values() if s and isinstance(s[0], int) and s[0] > 0]
+        runs = max(2, n // (fixed[0] if fixed else 1))
+        lead = lambda shape: (runs, *shape)  # noqa: E731
+    inputs = {
+        name: rng.standard_normal(lead(shape)).astype(numpy_dtype(graph.tensors[name].elem_type))
+        for name, shape in shapes.items()
+    }
+    return Dataset(inputs, None, "random", layout=feeds_layout(graph, inputs, "random"))
 
 
 def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Fine-tune and held-out sets: ``holdout`` of the samples, per class when labelled.
+    """Fine-tune and held-out sets by whole runs: ``holdout`` of the runs, per class when
+    each run holds one labelled sample.
 
     Raises:
         HwccError: either part would be empty.
     """
-    n = len(data)
+    n = data.runs
     rng = np.random.default_rng(seed)
-    if data.labels is not None:
+    if data.labels is not None and len(data.labels) == n:
         held = []
         for c in np.unique(data.labels):
             idx = np.flatnonzero(data.labels == c)
@@ -178,8 +216,9 @@ def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Da
         held_idx = np.sort(rng.permutation(n)[: int(round(holdout * n))])
     tune_idx = np.setdiff1d(np.arange(n), held_idx)
     if len(held_idx) == 0 or len(tune_idx) == 0:
+        what = "samples" if data.layout.samples_per_run == 1 else "runs"
         raise HwccError(
-            f"{data.source}: {n} samples cannot be split into fine-tune and held-out sets",
+            f"{data.source}: {n} {what} cannot be split into fine-tune and held-out sets",
             "give more samples, or a held-out set of its own (--holdout)",
         )
     return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(
