@@ -10,7 +10,19 @@ without replacement from the ``N`` samples (reshuffled each epoch):
   Dean 2015) at temperature ``T``, with ``p^T = softmax(t/T)`` and ``q^T = softmax(s/T)``:
   ``L = T² · (1/|B|) Σ_b KL(p^T_b ‖ q^T_b)
   = T² · (1/|B|) Σ_b Σ_c p^T_bc (log p^T_bc − log q^T_bc)``;
-  the ``T²`` keeps the gradients' scale independent of ``T``.
+  the ``T²`` keeps the gradients' scale independent of ``T``. An output with one value
+  per sample (no class axis) is a probability when the teacher's values lie in [0, 1]:
+  the loss is then the mean Bernoulli ``KL(t ‖ s) = t log(t/s) + (1−t) log((1−t)/(1−s))``;
+  otherwise the mean squared error ``mean((s − t)²)``.
+
+How samples are batched depends on the data's layout (:mod:`hwcc.data.layout`). When
+every input holds samples on axis 0 and the inputs share their axis 0 (the classic
+layout), a minibatch is ``batch_size`` samples fed at once, the graph's batch axis
+replaced by them. Otherwise (stacked runs, one run fed to every run, a recurrent state
+whose batch is on axis 1, a model whose axis 0 is time) a minibatch is
+``max(1, batch_size // samples_per_run)`` whole runs, each fed in the model's own input
+shapes and their losses averaged: samples are never regrouped, so a state stays with its
+run and consecutive frames stay in order, whatever axis holds an input's batch.
 
 Pruned weights stay pruned: for each trainable tensor ``W`` the mask ``M = [W₀ ≠ 0]`` is
 taken from its values at the start. Each step uses the masked gradient ``M ⊙ ∇W`` and
@@ -25,16 +37,26 @@ the global RNG state and the deterministic-algorithms setting are restored after
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwcc.data.activations import input_shapes
+from hwcc.data.layout import Layout, data_layout
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.train.graph_module import Inputs, as_feeds, to_torch, torch_outputs, write_back
+from hwcc.ir.dtypes import numpy_dtype
+from hwcc.train.graph_module import (
+    GraphModule,
+    Inputs,
+    as_feeds,
+    to_torch,
+    torch_outputs,
+    write_back,
+)
 
 __all__ = ["FinetuneResult", "finetune"]
 
@@ -75,11 +97,13 @@ def finetune(
     Args:
         graph: the model to train; not modified.
         inputs: an array ``[N, ...]`` for a one-input graph, or arrays by input name, the
-            graph's batch dimension replaced by the ``N`` samples.
+            graph's batch dimension replaced by the ``N`` samples; or arrays in any layout
+            of :mod:`hwcc.data.layout` (see the module docstring).
         labels: int class labels ``[N]`` (or ``[N, ...]`` for dense outputs): train with
             cross-entropy on the first output.
         teacher: without labels, the model to distil from: a graph (the original model),
-            or its first output precomputed for the ``N`` samples.
+            or its first output precomputed for the ``N`` samples (for data in runs: the
+            runs' first outputs joined along axis 0).
         steps: optimizer steps; 0 returns a copy of ``graph`` unchanged.
         lr: learning rate; default 0.01 for SGD, 1e-3 for Adam.
         batch_size: samples per step (all ``N`` if fewer).
@@ -98,19 +122,33 @@ def finetune(
     if steps == 0:
         return FinetuneResult(graph.copy(), [], 0)
     module = to_torch(graph)
-    feeds = as_feeds(module, inputs)
-    n = len(next(iter(feeds.values())))
-    loss_fn = _loss(labels, teacher, feeds, n, temperature)
+    if _on_axis0(graph, inputs):
+        feeds = as_feeds(module, inputs)
+        n = len(next(iter(feeds.values())))
+        loss_fn = _loss(labels, teacher, feeds, n, temperature)
+        size = min(batch_size, n)
+
+        def step_loss(idx: np.ndarray) -> torch.Tensor:
+            index = torch.from_numpy(idx)
+            out = module(**{k: v.index_select(0, index) for k, v in feeds.items()})[0]
+            return loss_fn(out, index)
+    else:
+        runs = _Runs(module, graph, inputs)
+        n = runs.layout.runs
+        loss_fn = runs.loss(labels, teacher, temperature)
+        size = min(max(1, batch_size // runs.layout.samples_per_run), n)
+
+        def step_loss(idx: np.ndarray) -> torch.Tensor:
+            return sum(loss_fn(runs(int(i)), int(i)) for i in idx) / len(idx)
+
     losses: list[float] = []
     with _deterministic(seed), torch.enable_grad():
         masks = [(p, p != 0) for p in module.parameters() if not bool(torch.all(p != 0))]
         rate = lr if lr is not None else _DEFAULT_LR[optimizer]
         opt = _optimizer(optimizer, module.parameters(), rate)
         module.train()
-        for step, idx in enumerate(_minibatches(n, min(batch_size, n), steps, seed), 1):
-            index = torch.from_numpy(idx)
-            out = module(**{k: v.index_select(0, index) for k, v in feeds.items()})[0]
-            loss = loss_fn(out, index)
+        for step, idx in enumerate(_minibatches(n, size, steps, seed), 1):
+            loss = step_loss(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             for p, keep in masks:
@@ -124,6 +162,74 @@ def finetune(
             if progress is not None:
                 progress(step, losses[-1])
     return FinetuneResult(write_back(module, graph), losses, steps)
+
+
+def _on_axis0(graph: Graph, inputs: Inputs) -> bool:
+    """The classic layout: every array holds the same number of samples on axis 0, in the
+    input's rank, and the inputs that fix their axis 0 fix it to one size (a missing
+    input is reported by :func:`as_feeds`)."""
+    if not isinstance(inputs, Mapping):
+        return True
+    shapes = input_shapes(graph, graph.real_inputs())
+    if any(name not in inputs for name in shapes):
+        return True
+    arrays = {name: np.asarray(inputs[name]) for name in shapes}
+    ranks = all(a.ndim == len(shapes[k]) >= 1 for k, a in arrays.items())
+    lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
+    fixed = {s[0] for s in shapes.values() if s and isinstance(s[0], int)}
+    return ranks and len(lengths) == 1 and len(fixed) <= 1
+
+
+class _Runs:
+    """The data as whole runs (:mod:`hwcc.data.layout`): ``runs(i)`` is run ``i``'s first
+    output from the module being trained."""
+
+    def __init__(self, module: GraphModule, graph: Graph, inputs: Mapping[str, np.ndarray]):
+        names = graph.real_inputs()
+        arrays = {n: np.asarray(inputs[n]) for n in names}
+        self.layout: Layout = data_layout(input_shapes(graph, names), arrays)
+        self.module, self.arrays = module, arrays
+        self.types = {n: numpy_dtype(graph.tensors[n].elem_type) for n in names}
+
+    def feed(self, i: int) -> dict[str, torch.Tensor]:
+        run = self.layout.run(self.arrays, i)
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(a.astype(self.types[k], copy=False)))
+            for k, a in run.items()
+        }
+
+    def __call__(self, i: int) -> torch.Tensor:
+        return self.module(**self.feed(i))[0]
+
+    def per_run(self, rows: np.ndarray | torch.Tensor, what: str) -> list:
+        """``rows`` (one entry per sample, runs in order) cut into one chunk per run."""
+        r = self.layout.runs
+        if len(rows) % r:
+            raise HwccError(
+                f"{len(rows)} {what} for {r} runs of the data",
+                f"give {what} for every run's samples, the runs in order",
+            )
+        step = len(rows) // r
+        return [rows[i * step : (i + 1) * step] for i in range(r)]
+
+    def loss(self, labels, teacher, temperature: float) -> Callable:
+        """``loss(output, run) -> scalar`` for labels or a teacher."""
+        if labels is not None:
+            target = torch.from_numpy(np.asarray(labels).astype(np.int64))
+            chunks = self.per_run(target, "labels")
+            return lambda out, i: F.cross_entropy(out, chunks[i])
+        if isinstance(teacher, Graph):
+            teacher = self._outputs(to_torch(teacher))
+        soft = torch.from_numpy(np.asarray(teacher, dtype=np.float32))
+        prepare, distill = _distiller(soft, temperature)
+        chunks = self.per_run(prepare(soft), "teacher outputs")
+        return lambda out, i: distill(out, chunks[i])
+
+    def _outputs(self, teacher: GraphModule) -> np.ndarray:
+        teacher.eval()
+        with torch.no_grad():
+            outs = [teacher(**self.feed(i))[0] for i in range(self.layout.runs)]
+        return torch.cat([o.reshape(-1, *o.shape[1:]) for o in outs]).numpy()
 
 
 def _check_settings(steps, batch_size, optimizer, temperature, labels, teacher) -> None:
@@ -157,14 +263,32 @@ def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
             f"teacher outputs for {len(soft)} samples, inputs have {n}",
             "give the teacher's outputs for the same samples, in the same order",
         )
-    log_p = F.log_softmax(soft / temperature, dim=1)
+    prepare, distill = _distiller(soft, temperature)
+    target = prepare(soft)
+    return lambda out, idx: distill(out, target.index_select(0, idx))
 
-    def distill(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        log_q = F.log_softmax(out / temperature, dim=1)
-        kl = F.kl_div(log_q, log_p.index_select(0, idx), reduction="batchmean", log_target=True)
-        return kl * temperature**2
 
-    return distill
+def _distiller(soft: torch.Tensor, temperature: float) -> tuple[Callable, Callable]:
+    """``(prepare, loss)``: ``prepare(teacher_rows)`` once, then ``loss(output, prepared)``
+    per minibatch (see the module docstring for the three cases)."""
+    if soft.ndim >= 2 and soft.shape[1] > 1:  # class scores on axis 1
+
+        def kl(out: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+            log_q = F.log_softmax(out / temperature, dim=1)
+            div = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+            return div * temperature**2
+
+        return (lambda t: F.log_softmax(t / temperature, dim=1)), kl
+    if len(soft) and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0:
+
+        def bernoulli(out: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            q = out.reshape(p.shape).clamp(1e-6, 1 - 1e-6)
+            kl = torch.xlogy(p, p) - p * torch.log(q)
+            kl = kl + torch.xlogy(1 - p, 1 - p) - (1 - p) * torch.log1p(-q)
+            return kl.mean()
+
+        return (lambda t: t), bernoulli
+    return (lambda t: t), lambda out, t: F.mse_loss(out.reshape(t.shape), t)
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
