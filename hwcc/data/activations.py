@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwcc.data.layout import Layout, data_layout
+from hwcc.data.layout import SAME, Layout, data_layout
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
@@ -207,11 +207,14 @@ def split_batches(
             that fit no layout or disagree on the runs, or ``max_samples`` below one run.
     """
     layout = feeds_layout(graph, feeds)
+    if max_samples is not None and max_samples < 1:
+        raise HwccError(f"max_samples={max_samples}: use at least one sample")
     types = {k: numpy_dtype(graph.tensors[k].elem_type) for k in feeds}
     cast = lambda feed: {k: np.asarray(a).astype(types[k], copy=False) for k, a in feed.items()}  # noqa: E731
-    if layout.mergeable:
+    if layout.mergeable:  # one run of every sample; a one-for-all array as it is
         n = layout.runs if max_samples is None else min(layout.runs, max_samples)
-        return [cast(layout.joined(feeds, n))] if n > 0 else []
+        merged = {k: a if layout.inputs[k].kind == SAME else a[:n] for k, a in feeds.items()}
+        return [cast(merged)]
     runs = layout.runs
     if max_samples is not None:
         runs = min(runs, max_samples // layout.samples_per_run)

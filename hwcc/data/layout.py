@@ -81,13 +81,6 @@ class Layout:
         varying = [x for x in self.inputs.values() if x.kind != SAME]
         return bool(varying) and all(x.kind == SAMPLES and x.free for x in varying)
 
-    @property
-    def on_axis0(self) -> bool:
-        """Every input holds samples on axis 0 in runs of one size: the classic layout,
-        where runs joined along axis 0 make one bigger batch."""
-        kinds = set(self.inputs.values())
-        return len(kinds) == 1 and next(iter(kinds)).kind == SAMPLES
-
     def with_runs(self, runs: int) -> Layout:
         return replace(self, runs=runs)
 
