@@ -237,3 +237,23 @@ def _signal_cases():
 def test_signal_and_sampling_ops_match_onnxruntime(case):
     nodes, feeds, opset = _signal_cases()[case]
     check_against_ort(nodes, feeds, {}, {"y": np.float32}, opset=opset, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_conv_with_state_matches_onnxruntime():
+    node = N("CausalConvWithState", ["x", "w", "b", "past"], ["y", "state"], activation="silu")
+    feeds = {"x": _f(2, 4, 8), "w": _f(4, 1, 3), "b": _f(4), "past": _f(2, 4, 2)}
+    outs = {"y": np.float32, "state": np.float32}
+    check_against_ort([node], feeds, {}, outs, opset=27, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["linear", "gated_delta"])
+def test_linear_attention_matches_onnxruntime(rule):
+    ins = ["q", "k", "v", "past"] + (["decay", "beta"] if rule == "gated_delta" else [])
+    node = N(
+        "LinearAttention", ins, ["y", "state"], q_num_heads=4, kv_num_heads=2, update_rule=rule
+    )
+    feeds = {"q": _f(2, 3, 16), "k": _f(2, 3, 8) / 2, "v": _f(2, 3, 6), "past": _f(2, 2, 4, 3)}
+    if rule == "gated_delta":
+        feeds |= {"decay": -np.abs(_f(2, 3, 8)), "beta": RNG.random((2, 3, 2)).astype(np.float32)}
+    outs = {"y": np.float32, "state": np.float32}
+    check_against_ort([node], feeds, {}, outs, opset=27, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""Attention (opset 23) and RotaryEmbedding: the fused transformer ops.
+"""Attention (opset 23), RotaryEmbedding and LinearAttention: the fused transformer ops.
 
 Attention takes Q, K and V as ``[batch, heads, seq, head]`` or, with ``q_num_heads`` and
 ``kv_num_heads``, as ``[batch, seq, hidden]``; it appends K and V to a cache
@@ -8,6 +8,10 @@ value heads for grouped queries, and masks with a boolean or additive mask, caus
 is masked attends to nothing (zeros), as ONNX's reference does. ``nonpad_kv_seqlen``
 (an external cache's valid lengths) and sliding windows mask too. The optional fourth
 output is the product QK^T at the stage ``qk_matmul_output_mode`` names.
+
+LinearAttention runs its recurrence step by step in float32, as ONNX's reference does:
+the state decays (gated rules), is corrected towards the value (delta rules) and takes
+the outer product of key and value; each query reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 
 from hwcc.ir import Node
 from hwcc.train.ops.logic_ops import torch_dtype
-from hwcc.train.ops.registry import BuildContext, OpFn, register
+from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -128,5 +132,47 @@ def _rotary(node: Node, ctx: BuildContext) -> OpFn:
             turned = torch.cat([real, imag], -1)
         out = torch.cat([turned, keep], -1)
         return out.transpose(1, 2) if len(shape) == 4 else out.reshape(shape)
+
+    return run
+
+
+@register("LinearAttention", outputs=2)
+def _linear_attention(node: Node, ctx: BuildContext) -> OpFn:
+    rule = node.attr("update_rule", "gated_delta")
+    rule = rule.decode() if isinstance(rule, bytes) else rule
+    q_heads, kv_heads = int(node.attr("q_num_heads", 0)), int(node.attr("kv_num_heads", 0))
+    if rule not in ("linear", "gated", "delta", "gated_delta") or not q_heads or not kv_heads:
+        raise reject(node, f"update_rule={rule!r} with heads {q_heads}/{kv_heads}", "see ONNX")
+    gated, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+    scale_attr = float(node.attr("scale", 0.0))
+
+    def run(q, k, v, state=None, decay=None, beta=None):
+        b, t, _ = q.shape
+        q4, k4, v4 = (_heads(x.float(), h) for x, h in ((q, q_heads), (k, kv_heads), (v, kv_heads)))
+        d_k, d_v = q4.shape[-1], v4.shape[-1]
+        if decay is not None:  # one per head, or one per head and key channel
+            per = 1 if decay.shape[-1] == kv_heads else d_k
+            decay = decay.float().reshape(b, t, kv_heads, per).transpose(1, 2)
+        if beta is not None:
+            beta = beta.float().reshape(b, t, beta.shape[-1], 1).transpose(1, 2)
+        out_state = q.dtype if state is None else state.dtype
+        s = (
+            q.new_zeros((b, kv_heads, d_k, d_v), dtype=torch.float32)
+            if state is None
+            else state.float()
+        )
+        scale = scale_attr or 1 / math.sqrt(d_k)
+        ys = []
+        for i in range(t):
+            v_t = v4[:, :, i]
+            if gated:
+                s = s * torch.exp(decay[:, :, i]).unsqueeze(-1)
+            if delta:
+                v_t = beta[:, :, i] * (v_t - torch.einsum("bhdm,bhd->bhm", s, k4[:, :, i]))
+            s = s + k4[:, :, i].unsqueeze(-1) * v_t.unsqueeze(-2)
+            read = s.repeat_interleave(q_heads // kv_heads, 1)
+            ys.append(scale * torch.einsum("bhd,bhdm->bhm", q4[:, :, i], read))
+        y = torch.stack(ys, 2).transpose(1, 2).reshape(b, t, q_heads * d_v)
+        return y.to(q.dtype), s.to(out_state)
 
     return run

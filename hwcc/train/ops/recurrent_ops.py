@@ -1,4 +1,5 @@
-"""Recurrent ops: LSTM, GRU and RNN in ONNX's own weight layouts, trainable W, R and B.
+"""Recurrent ops: LSTM, GRU and RNN in ONNX's own weight layouts, trainable W, R and B; and
+CausalConvWithState, a depthwise causal convolution that carries its last inputs.
 
 The recurrence is written out in torch: the input projection ``X W^T + Wb`` of every
 time step in one matmul, then a loop over time with one matmul ``H R^T`` per step, so
@@ -185,3 +186,23 @@ def _lstm(node: Node, ctx: BuildContext) -> OpFn:
 @register("GRU", "RNN", weights=(1, 2, 3), outputs=2)
 def _gru_rnn(node: Node, ctx: BuildContext) -> OpFn:
     return _build(node, ctx)
+
+
+@register("CausalConvWithState", weights=(1, 2), outputs=2)
+def _causal_conv_with_state(node: Node, ctx: BuildContext) -> OpFn:
+    activation = node.attr("activation", "none")
+    activation = activation.decode() if isinstance(activation, bytes) else activation
+    if activation not in ("none", "silu", "swish"):
+        raise reject(node, f"activation {activation!r} is unknown", "use none, silu or swish")
+
+    def run(x, w, b=None, past=None):
+        k = w.shape[2]
+        if past is None:
+            past = x.new_zeros((x.shape[0], x.shape[1], k - 1))
+        padded = torch.cat([past, x], 2)
+        y = torch.nn.functional.conv1d(padded, w, b, groups=x.shape[1])
+        if activation != "none":
+            y = (y.float() * torch.sigmoid(y.float())).to(x.dtype)
+        return y, padded[:, :, padded.shape[2] - (k - 1) :]
+
+    return run
