@@ -139,10 +139,10 @@ def test_resize_passes_gradients():
 @pytest.mark.parametrize(
     "attrs, message",
     [
-        ({"mode": "cubic"}, "mode='cubic' is not supported"),
-        ({"coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop_and_resize"),
+        ({"mode": "area"}, "mode='area' is not supported"),
+        ({"mode": "cubic", "antialias": 1}, "antialiased"),
         ({"mode": "linear", "antialias": 1}, "antialiased"),
-        ({"keep_aspect_ratio_policy": "not_larger"}, "keep_aspect_ratio_policy"),
+        ({"keep_aspect_ratio_policy": "fit"}, "keep_aspect_ratio_policy"),
         ({"nearest_mode": "nearest"}, "nearest_mode='nearest'"),
     ],
 )

@@ -257,3 +257,26 @@ def test_linear_attention_matches_onnxruntime(rule):
         feeds |= {"decay": -np.abs(_f(2, 3, 8)), "beta": RNG.random((2, 3, 2)).astype(np.float32)}
     outs = {"y": np.float32, "state": np.float32}
     check_against_ort([node], feeds, {}, outs, opset=27, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"mode": "cubic"},
+        {"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1},
+        {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
+        {"mode": "nearest", "keep_aspect_ratio_policy": "not_larger"},
+    ],
+    ids=["cubic", "cubic_exclude", "tf_crop", "keep_aspect"],
+)
+def test_resize_modes_match_onnxruntime(attrs):
+    roi = np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.2], np.float32)
+    node = N("Resize", ["x", "roi", "", "sizes"], ["y"], extrapolation_value=-2.0, **attrs)
+    feeds = {"x": _f(1, 2, 4, 5), "roi": roi, "sizes": np.array([1, 2, 7, 3], np.int64)}
+    check_against_ort([node], feeds, {}, {"y": np.float32}, opset=19, rtol=1e-4, atol=1e-5)
+
+
+def test_integer_pow_keeps_the_base_type():
+    nodes = [N("Pow", ["b", "e"], ["p"])]
+    feeds = {"b": np.array([2, 3, -4], np.int64), "e": np.array([2.0, 0.5, 3.0], np.float32)}
+    check_against_ort(nodes, feeds, {}, {"p": np.int64}, opset=15, rtol=0, atol=0)

@@ -74,7 +74,8 @@ def _arith(fn: OpFn) -> OpFn:
 
 for _op, _fn in _UNARY.items():
     register(_op)(lambda node, ctx, fn=_fn: fn)
-register("Pow")(lambda node, ctx: torch.pow)  # ONNX's Pow takes no unsigned type
+# ONNX's Pow takes no unsigned type; its result has the base's type (int ** float: int)
+register("Pow")(lambda node, ctx: lambda a, b: torch.pow(a, b).to(a.dtype))
 for _op in ("Add", "Sub", "Mul"):
     register(_op)(lambda node, ctx, fn=_unsigned(_arith(_BINARY[_op])): fn)
 

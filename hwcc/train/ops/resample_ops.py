@@ -1,12 +1,14 @@
-"""Resampling ops: Resize and Upsample (nearest and linear), DepthToSpace, SpaceToDepth,
+"""Resampling ops: Resize and Upsample (nearest, linear and cubic), DepthToSpace, SpaceToDepth,
 GridSample and AffineGrid (torch's grid_sample and affine_grid).
 
 Resize and Upsample map each output index of a resized axis to a coordinate of the input
 (the coordinate transformation mode), then take the nearest input cell (the nearest mode)
-or interpolate linearly between the two cells around it; linear resizing of several axes
-is done one axis after the other, which is what multilinear interpolation is. The
-arithmetic is float32, as onnxruntime's, so that ties in nearest rounding fall the same
-way.
+or interpolate linearly between the two cells around it (or cubically between four, Keys'
+convolution with ONNX's coefficient); resizing several axes is done one axis after the
+other, which is what multilinear (multicubic) interpolation is. tf_crop_and_resize
+samples a region of interest and fills what falls outside the input with the
+extrapolation value. Antialiased downsampling is refused. The arithmetic is float32, as
+onnxruntime's, so that ties in nearest rounding fall the same way.
 """
 
 from __future__ import annotations
@@ -25,20 +27,27 @@ _TRANSFORMS = (
     "align_corners",
     "asymmetric",
     "tf_half_pixel_for_nn",
+    "tf_crop_and_resize",
 )
 _NEAREST = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-def _source(mode: str, out: int, size: int, scale: float) -> torch.Tensor:
-    """The input coordinate (float32) of each of the ``out`` output indices of one axis."""
+def _source(mode: str, out: int, size: int, scale: float, roi=(0.0, 1.0)) -> torch.Tensor:
+    """The input coordinate (float32) of each of the ``out`` output indices of one axis;
+    ``roi`` is the (start, end) of the region tf_crop_and_resize samples."""
     r = torch.arange(out, dtype=torch.float32)
     s = torch.tensor(scale, dtype=torch.float32)
+    if mode == "tf_crop_and_resize":
+        lo, hi = roi
+        if out == 1:
+            return torch.full((1,), 0.5 * (lo + hi) * (size - 1))
+        return lo * (size - 1) + r * (hi - lo) * (size - 1) / (out - 1)
     if mode == "asymmetric":
         return r / s
     if mode == "tf_half_pixel_for_nn":
         return (r + 0.5) / s
-    if mode == "align_corners":
-        return torch.zeros(out) if out == 1 else r * (size - 1) / (out - 1)
+    if mode == "align_corners":  # over the resized length before rounding, as ONNX does
+        return torch.zeros(out) if out == 1 else r * (size - 1) / (size * s - 1)
     if mode == "pytorch_half_pixel" and out <= 1:
         return torch.zeros(out)
     x = (r + 0.5) / s - 0.5
@@ -60,36 +69,76 @@ def _nearest(x: torch.Tensor, mode: str, downsample: bool) -> torch.Tensor:
     return torch.floor(x)
 
 
-def _resample(x, plan, linear: bool, transform: str, nearest: str):
-    """``x`` resized along each ``(axis, out_size, scale)`` of ``plan``."""
+def _cubic(x, axis, src, size, a: float, exclude: bool):
+    """Cubic convolution (Keys, coefficient ``a``) along ``axis`` at coordinates ``src``."""
+    base = torch.floor(src)
+    t = src - base
+    shape = [1] * x.dim()
+    shape[axis] = len(src)
+    taps = []
+    for off in (-1, 0, 1, 2):
+        d = (t - off).abs()  # distance from the tap
+        w = torch.where(
+            d <= 1,
+            ((a + 2) * d - (a + 3)) * d * d + 1,
+            ((a * d - 5 * a) * d + 8 * a) * d - 4 * a,
+        )
+        idx = base.long() + off
+        if exclude:
+            w = torch.where((idx >= 0) & (idx < size), w, 0.0)
+        taps.append((idx.clamp(0, size - 1), w))
+    total = sum(w for _, w in taps) if exclude else 1.0
+    out = 0
+    for idx, w in taps:
+        out = out + x.index_select(axis, idx) * (w / total).to(x.dtype).reshape(shape)
+    return out
+
+
+def _resample(x, plan, linear, transform: str, nearest: str, cubic=None, crop=None):
+    """``x`` resized along each ``(axis, out_size, scale)`` of ``plan``; ``cubic`` is
+    ``(a, exclude_outside)`` for cubic interpolation, ``crop`` ``(roi by axis,
+    extrapolation value)`` for tf_crop_and_resize."""
     for axis, out, scale in plan:
         size = x.shape[axis]
-        if out == size and scale == 1.0:
+        if out == size and scale == 1.0 and crop is None:
             continue
-        src = _source(transform, out, size, scale)
-        if not linear:
-            idx = _nearest(src, nearest, scale < 1.0).clamp(0, size - 1).long()
-            x = x.index_select(axis, idx)
-            continue
-        src = src.clamp(0, size - 1)
-        lo = torch.floor(src).long().clamp(max=size - 1)
-        hi = (lo + 1).clamp(max=size - 1)
-        shape = [1] * x.dim()
-        shape[axis] = out
-        w = (src - lo).to(x.dtype).reshape(shape)
-        x = x.index_select(axis, lo) * (1 - w) + x.index_select(axis, hi) * w
+        roi = [crop[0][axis]] if crop else []
+        src = _source(transform, out, size, scale, *roi)
+        x = _one_axis(x, axis, src, size, scale, linear, nearest, cubic)
+        if crop is not None:  # outside the input: the extrapolation value
+            shape = [1] * x.dim()
+            shape[axis] = out
+            x = x.masked_fill(((src < 0) | (src > size - 1)).reshape(shape), crop[1])
     return x
 
 
+def _one_axis(x, axis, src, size, scale, linear, nearest, cubic):
+    """``x`` sampled along ``axis`` at the input coordinates ``src``."""
+    if cubic is not None:
+        return _cubic(x, axis, src, size, *cubic)
+    if not linear:
+        idx = _nearest(src, nearest, scale < 1.0).clamp(0, size - 1).long()
+        return x.index_select(axis, idx)
+    src = src.clamp(0, size - 1)
+    lo = torch.floor(src).long().clamp(max=size - 1)
+    hi = (lo + 1).clamp(max=size - 1)
+    shape = [1] * x.dim()
+    shape[axis] = len(src)
+    w = (src - lo).to(x.dtype).reshape(shape)
+    return x.index_select(axis, lo) * (1 - w) + x.index_select(axis, hi) * w
+
+
 def _mode(node: Node, mode: str) -> bool:
-    """True for linear interpolation, False for nearest; anything else is refused."""
+    """True for linear interpolation, False for nearest (or cubic); anything else is refused."""
     if mode in ("linear", "bilinear", "trilinear"):
         return True
+    if mode == "cubic" and node.op_type == "Resize":
+        return False
     if mode != "nearest":
         raise reject(
             node,
             f"mode={mode!r} is not supported",
-            "use mode 'nearest' or 'linear' (cubic resizing is not implemented)",
+            "use mode 'nearest', 'linear' or 'cubic'",
         )
     return False
 
@@ -104,7 +153,7 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
         raise reject(
             node,
             f"coordinate_transformation_mode={transform!r} is not supported",
-            f"use one of {', '.join(_TRANSFORMS)} (tf_crop_and_resize is not implemented)",
+            f"use one of {', '.join(_TRANSFORMS)}",
         )
     if not linear and not old and nearest not in _NEAREST:
         raise reject(
@@ -112,10 +161,14 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
             f"nearest_mode={nearest!r} is not an ONNX value",
             f"use one of {', '.join(_NEAREST)}",
         )
-    if int(node.attr("antialias", 0)) and linear:
+    cubic = None
+    if node.attr("mode") == "cubic":
+        cubic = float(node.attr("cubic_coeff_a", -0.75)), bool(node.attr("exclude_outside", 0))
+    if int(node.attr("antialias", 0)) and (linear or cubic):
         raise reject(node, "antialiased resizing is not supported", "set antialias=0")
-    if node.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-        raise reject(node, "keep_aspect_ratio_policy is not supported", "use 'stretch'")
+    policy = node.attr("keep_aspect_ratio_policy", "stretch")
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        raise reject(node, f"keep_aspect_ratio_policy={policy!r}", "use an ONNX value")
     axes = node.attr("axes")
     axes = None if axes is None else ints(axes)
     attr_scales = node.attr("scales")  # Upsample before opset 9
@@ -125,6 +178,21 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
     )
     x_shape = ctx.shape(node, 0)
     keep_batch = ctx.batch is not None and bool(x_shape) and x_shape[0] == ctx.batch
+
+    extrapolation = float(node.attr("extrapolation_value", 0.0))
+
+    def crop(x, rest, names):
+        if transform != "tf_crop_and_resize":
+            return None
+        roi = values(rest[0]) if rest else None
+        if roi is None:
+            raise ValueError("tf_crop_and_resize needs a region of interest (roi)")
+        n = len(roi) // 2
+        by_axis = {
+            a: (roi[i if n == len(names) else a], roi[n + (i if n == len(names) else a)])
+            for i, a in enumerate(names)
+        }
+        return by_axis, extrapolation
 
     def values(t):
         return None if t is None or t.numel() == 0 else t.reshape(-1).tolist()
@@ -139,6 +207,11 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
         if scales is None and sizes is None:
             raise reject(node, "it has neither scales nor sizes", "give one of them")
         names = list(range(x.dim())) if axes is None else [a % x.dim() for a in axes]
+        if sizes is not None and policy != "stretch":  # one scale for all axes, sizes rounded
+            pick = min if policy == "not_larger" else max
+            s = pick(sizes[i] / x.shape[a] for i, a in enumerate(names))
+            plan = [(a, int(s * x.shape[a] + 0.5), s) for a in names]
+            return _resample(x, plan, linear, transform, nearest, cubic, crop(x, rest, names))
         plan = []
         for i, a in enumerate(names):
             if sizes is not None:
@@ -149,7 +222,7 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
             else:
                 s = np.float32(scales[i])
                 plan.append((a, int(np.float32(x.shape[a]) * s), float(s)))
-        return _resample(x, plan, linear, transform, nearest)
+        return _resample(x, plan, linear, transform, nearest, cubic, crop(x, rest, names))
 
     return run
 
@@ -173,11 +246,14 @@ def _depth_to_space(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("SpaceToDepth")
 def _space_to_depth(node: Node, ctx: BuildContext) -> OpFn:
-    bs = int(node.attr("blocksize"))
+    bs, mode = int(node.attr("blocksize")), node.attr("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        raise reject(node, f"mode={mode!r} is not an ONNX value", "use DCR or CRD")
+    order = (0, 3, 5, 1, 2, 4) if mode == "DCR" else (0, 1, 3, 5, 2, 4)
 
     def run(x):
         n, c, h, w = x.shape
-        y = x.reshape(n, c, h // bs, bs, w // bs, bs).permute(0, 3, 5, 1, 2, 4)
+        y = x.reshape(n, c, h // bs, bs, w // bs, bs).permute(*order)
         return y.reshape(n, c * bs * bs, h // bs, w // bs)
 
     return run
