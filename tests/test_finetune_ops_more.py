@@ -280,3 +280,37 @@ def test_integer_pow_keeps_the_base_type():
     nodes = [N("Pow", ["b", "e"], ["p"])]
     feeds = {"b": np.array([2, 3, -4], np.int64), "e": np.array([2.0, 0.5, 3.0], np.float32)}
     check_against_ort(nodes, feeds, {}, {"p": np.int64}, opset=15, rtol=0, atol=0)
+
+
+def test_integer_matmuls_and_dynamic_quantization_match_onnxruntime():
+    a = RNG.integers(0, 255, (3, 4)).astype(np.uint8)
+    b = RNG.integers(0, 255, (4, 2)).astype(np.uint8)
+    u8 = lambda v: np.array(v, np.uint8)  # noqa: E731
+    scale = lambda v: np.array(v, np.float32)  # noqa: E731
+    nodes = [
+        N("MatMulInteger", ["a", "b", "za", "zb"], ["i"]),
+        N("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["q"]),
+        N("DynamicQuantizeLinear", ["x"], ["dy", "ds", "dz"]),
+    ]
+    feeds = {"a": a, "b": b, "za": u8(120), "zb": u8(7), "x": _f(2, 5)}
+    feeds |= {"sa": scale(0.02), "sb": scale(0.01), "sy": scale(0.5), "zy": u8(100)}
+    outs = {"i": np.int32, "q": np.uint8, "dy": np.uint8, "ds": np.float32, "dz": np.uint8}
+    check_against_ort(nodes, feeds, {}, outs, opset=13, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("center", [0, 1])
+def test_non_max_suppression_matches_onnxruntime(center):
+    boxes = RNG.uniform(0, 1, (2, 6, 4)).astype(np.float32)
+    node = N("NonMaxSuppression", ["b", "s", "n", "iou", "floor"], ["sel"], center_point_box=center)
+    feeds = {"b": boxes, "s": RNG.random((2, 2, 6)).astype(np.float32)}
+    feeds |= {"n": np.array([3], np.int64), "iou": np.array([0.3], np.float32)}
+    feeds["floor"] = np.array([0.1], np.float32)
+    check_against_ort([node], feeds, {}, {"sel": np.int64}, opset=11, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("attrs", [{"sorted": 1}, {"sorted": 0}, {"axis": 1, "sorted": 0}])
+def test_unique_matches_onnxruntime(attrs):
+    x = RNG.integers(0, 3, (3, 4)).astype(np.float32)
+    node = N("Unique", ["x"], ["y", "first", "inverse", "counts"], **attrs)
+    outs = {"y": np.float32, "first": np.int64, "inverse": np.int64, "counts": np.int64}
+    check_against_ort([node], {"x": x}, {}, outs, opset=11, rtol=0, atol=0)

@@ -1,4 +1,5 @@
-"""QuantizeLinear and DequantizeLinear, with straight-through rounding for training."""
+"""QuantizeLinear and DequantizeLinear, with straight-through rounding for training; the
+integer-only ops MatMulInteger, QLinearMatMul and DynamicQuantizeLinear (no gradients)."""
 
 from __future__ import annotations
 
@@ -54,5 +55,51 @@ def _quantize(node: Node, ctx: BuildContext) -> OpFn:
         q = q + (torch.round(q) - q).detach()  # straight-through rounding
         q = q if z is None else q + _per_axis(z, x, axis).to(q.dtype)
         return torch.clamp(q, lo, hi)
+
+    return run
+
+
+def _centered(q: torch.Tensor, z, axis: int | None = None) -> torch.Tensor:
+    """``q - z`` in float64 (exact for 8- and 16-bit integers and their products' sums)."""
+    q = q.to(torch.float64)
+    if z is None:
+        return q
+    z = z.to(torch.float64)
+    if axis is not None and z.numel() > 1:  # one zero point per row of A or column of B
+        shape = [1] * q.dim()
+        shape[axis % q.dim()] = -1
+        z = z.reshape(shape)
+    return q - z
+
+
+@register("MatMulInteger")
+def _matmul_integer(node: Node, ctx: BuildContext) -> OpFn:
+    def run(a, b, za=None, zb=None):
+        return (_centered(a, za, -2) @ _centered(b, zb, -1)).to(torch.int32)
+
+    return run
+
+
+@register("QLinearMatMul")
+def _qlinear_matmul(node: Node, ctx: BuildContext) -> OpFn:
+    def run(a, sa, za, b, sb, zb, sy, zy):
+        acc = _centered(a, za, -2) @ _centered(b, zb, -1)
+        scale = sa.float() * sb.float() / sy.float()
+        y = torch.round(acc.float() * scale) + zy.float()
+        lo, hi = _QRANGE[np.dtype(str(zy.dtype).removeprefix("torch."))]
+        return y.clamp(lo, hi).to(zy.dtype)
+
+    return run
+
+
+@register("DynamicQuantizeLinear", outputs=3)
+def _dynamic_quantize(node: Node, ctx: BuildContext) -> OpFn:
+    def run(x):
+        lo = torch.clamp(x.min(), max=0.0)
+        hi = torch.clamp(x.max(), min=0.0)
+        scale = (hi - lo) / 255.0
+        zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+        y = torch.clamp(torch.round(x / scale) + zero, 0, 255)
+        return y.to(torch.uint8), scale.to(x.dtype), zero.to(torch.uint8)
 
     return run
