@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hwcc.errors import HwccError
 from hwcc.ir.transform import search_passes
 
 __all__ = ["SearchConfig"]
@@ -28,6 +29,10 @@ class SearchConfig:
         decay: ``d``, each step is ``d`` times the previous one.
         max_iterations: the most iterations.
         max_units: propose for at most this many units per iteration (0: all).
+        max_step_fraction: a unit may take at most this share of its steps (smallest first)
+            in one iteration: 0.5 removes at most half a layer's channels at once.
+        finetune_top: fine-tune only this many of each iteration's proposals, the most
+            promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt).
         short_term_steps: fine-tune steps for each proposal.
         long_term_steps: fine-tune steps after the loop.
         lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer).
@@ -47,6 +52,8 @@ class SearchConfig:
     decay: float = 0.96
     max_iterations: int = 40
     max_units: int = 0
+    max_step_fraction: float = 0.5
+    finetune_top: int = 4
     short_term_steps: int = 30
     long_term_steps: int = 200
     lr: float | None = None
@@ -54,6 +61,15 @@ class SearchConfig:
     batch_size: int = 32
     max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_step_fraction <= 1:
+            raise HwccError(
+                f"max_step_fraction={self.max_step_fraction}: give a share in (0, 1]",
+                "0.5: a unit may take at most half its steps (channels) in one iteration",
+            )
+        if self.finetune_top < 0:
+            raise HwccError(f"finetune_top={self.finetune_top}: give 0 (every proposal) or more")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

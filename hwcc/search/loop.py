@@ -13,8 +13,13 @@ the iterations allowed (:class:`hwcc.search.state.Schedule`).
 
 For every unit (a layer or coupled group, for each pass; :mod:`hwcc.search.space`) the
 smallest step whose priced result meets ``target_i`` is found in the target's tables,
-the proposal gets a short-term fine-tune and is evaluated on the held-out set. The
-proposal kept is the one losing the least accuracy per unit of resource removed,
+among the first ``max_step_fraction`` of the unit's steps (half by default: one
+iteration cannot take a layer from 32 channels to 7). Each proposal is evaluated on the
+held-out set as it is; the ``finetune_top`` most promising (least accuracy lost per
+resource removed) get a short-term fine-tune and are evaluated again (NetAdapt
+fine-tunes every proposal; ranking first spends the fine-tuning where it can win, and
+is what makes a 50-layer model affordable on two cores). The proposal kept is the
+fine-tuned one losing the least accuracy per unit of resource removed,
 
     score = (a_i − a) / ((R_i − R) / R0)         (smallest wins; NetAdapt's reference code),
 
@@ -59,6 +64,7 @@ class Proposal:
     metrics: dict[str, float]
     accuracy: float | None
     score: float = math.inf
+    untuned: float | None = None  # accuracy before the short-term fine-tune, once tuned
 
     def record(self, iteration: int, picked: bool) -> dict[str, Any]:
         return {
@@ -68,6 +74,8 @@ class Proposal:
             "settings": dict(self.step.shown),
             **self.metrics,
             "accuracy": self.accuracy,
+            "accuracy_before_finetune": self.untuned if self.untuned is not None else None,
+            "finetuned": self.untuned is not None,
             "score": _finite(self.score),
             "picked": picked,
         }
@@ -180,28 +188,47 @@ def _iterate(
             g = apply_step(graph, unit, step)
             return g if isinstance(g, str) else (g, hooks.price(g)[metric])
 
-        got = smallest_meeting(unit.steps, at, target, metric, show=shown)
+        got = smallest_meeting(capped(unit.steps, config), at, target, metric, show=shown)
         if isinstance(got, str):
             state.rejected.append(
                 {"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got}
             )
             continue
         chosen, changed, _ = got
-        tuned = hooks.finetune(changed, config.short_term_steps, _seed(config.seed, i, j))
         # Fine-tuning changes values, not shapes or the zero pattern (masks keep every zero),
         # so the proposal prices as the change it came from: a cache hit, not a new pricing.
-        p = Proposal(unit, chosen, tuned, hooks.price(changed), hooks.accuracy(tuned))
-        removed = (r_now - p.metrics[metric]) / state.original[metric]
-        loss = 0.0 if p.accuracy is None or state.accuracy is None else state.accuracy - p.accuracy
-        p.score = loss / removed if removed > 0 else math.inf
+        p = Proposal(unit, chosen, changed, hooks.price(changed), hooks.accuracy(changed))
+        p.score = _score(p, state, metric, r_now)
         found.append(p)
-        hooks.event("proposal", {"proposal": p, "done": j + 1, "total": len(todo)})
     if not found:
         return None
+    # Fine-tune the most promising proposals (by their accuracy before fine-tuning), and
+    # keep the one that loses the least accuracy per resource removed after it.
+    ranked = sorted(found, key=lambda p: (p.score, p.metrics[metric]))
+    top = ranked[: config.finetune_top] if config.finetune_top else ranked
+    for k, p in enumerate(top):
+        j = todo.index(p.unit)
+        p.untuned = p.accuracy
+        p.graph = hooks.finetune(p.graph, config.short_term_steps, _seed(config.seed, i, j))
+        p.accuracy = hooks.accuracy(p.graph)
+        p.score = _score(p, state, metric, r_now)
+        hooks.event("proposal", {"proposal": p, "done": k + 1, "total": len(top)})
     # Smallest loss per resource; ties to the larger saving, then the earlier unit.
-    best = min(found, key=lambda p: (p.score, p.metrics[metric]))
-    state.proposals.extend(p.record(i + 1, p is best) for p in found)
+    best = min(top, key=lambda p: (p.score, p.metrics[metric]))
+    state.proposals.extend(p.record(i + 1, p is best) for p in ranked)
     return best
+
+
+def capped(steps: tuple[Step, ...], config: SearchConfig) -> tuple[Step, ...]:
+    """The first ``max_step_fraction`` of a unit's steps (smallest first): one iteration
+    cannot take a layer from 32 channels to 7, whatever the schedule asks."""
+    return steps[: max(1, math.ceil(len(steps) * config.max_step_fraction))]
+
+
+def _score(p: Proposal, state: SearchState, metric: str, r_now: float) -> float:
+    removed = (r_now - p.metrics[metric]) / state.original[metric]
+    loss = 0.0 if p.accuracy is None or state.accuracy is None else state.accuracy - p.accuracy
+    return loss / removed if removed > 0 else math.inf
 
 
 def _seed(seed: int, iteration: int, unit: int) -> int:
