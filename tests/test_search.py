@@ -7,6 +7,7 @@ import math
 import pytest
 
 import hwcc
+from hwcc.errors import HwccError
 from hwcc.search.config import SearchConfig
 from hwcc.search.loop import Hooks, run_loop
 from hwcc.search.space import smallest_meeting, units
@@ -197,3 +198,45 @@ def test_tighten_keeps_the_users_limit_and_lowers_the_search_limit():
     new = state.tighten("latency_s", 0.8)
     assert new == pytest.approx(0.784) and state.limits["latency_s"] == new
     assert state.user_limits == {"latency_s": 1.0}
+
+
+def test_only_the_most_promising_proposals_are_fine_tuned(lenet5, eyeriss):
+    """Each proposal is evaluated as it is; the ``finetune_top`` best by that accuracy are
+    fine-tuned, and the pick is made among them by their accuracy after fine-tuning."""
+    r0 = _metrics(eyeriss, lenet5)
+    tuned: list = []
+
+    def finetune(g, steps, seed):
+        tuned.append(g)
+        out = g.copy()
+        out.meta["tuned"] = True
+        return out
+
+    def acc(g):  # pruning conv2 costs more than pruning the Gemm, before fine-tuning
+        conv2 = g.initializer("2.weight").shape[0] < 50
+        return (0.8 if conv2 else 0.85) + (0.02 if g.meta.get("tuned") else 0.0)
+
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1)
+    state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
+    hooks = _hooks(eyeriss, acc)
+    hooks.finetune = finetune
+    run_loop(lenet5, state, cfg, hooks)
+    by_layer = {p["layer"]: p for p in state.proposals}
+    assert len(tuned) == 1 and len(by_layer) >= 2
+    gemm, conv2 = by_layer["channels of /6/Gemm"], by_layer["channels of /2/Conv"]
+    assert gemm["finetuned"] and gemm["picked"] and gemm["accuracy"] == pytest.approx(0.87)
+    assert gemm["accuracy_before_finetune"] == pytest.approx(0.85)
+    assert not conv2["finetuned"] and not conv2["picked"] and conv2["accuracy"] == 0.8
+
+
+def test_one_iteration_takes_at_most_half_a_units_steps(lenet5, eyeriss):
+    """Asked for 90 % of the size at once, no proposal removes more than half a layer."""
+    r0 = _metrics(eyeriss, lenet5)
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, initial_reduction=0.9)
+    state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
+    run_loop(lenet5, state, cfg, _hooks(eyeriss))
+    for p in state.proposals:
+        before, after = map(int, p["settings"]["channels"].split("->"))
+        assert after >= before / 2, p
+    with pytest.raises(HwccError, match="max_step_fraction"):
+        SearchConfig(max_step_fraction=0)
