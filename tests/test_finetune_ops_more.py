@@ -314,3 +314,52 @@ def test_unique_matches_onnxruntime(attrs):
     node = N("Unique", ["x"], ["y", "first", "inverse", "counts"], **attrs)
     outs = {"y": np.float32, "first": np.int64, "inverse": np.int64, "counts": np.int64}
     check_against_ort([node], {"x": x}, {}, outs, opset=11, rtol=0, atol=0)
+
+
+def _pool_cases():
+    w = _f(2, 3, 3, 3)
+    return {
+        "conv_transpose_output_shape": (
+            [N("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2], output_shape=[10, 8])],
+            {"x": _f(1, 2, 3, 3), "w": w},
+            {"y": np.float32},
+        ),
+        "conv_transpose_same_lower": (
+            [N("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], auto_pad="SAME_LOWER")],
+            {"x": _f(1, 2, 3, 4), "w": w},
+            {"y": np.float32},
+        ),
+        "max_pool_indices": (
+            [
+                N(
+                    "MaxPool",
+                    ["x"],
+                    ["y", "i"],
+                    kernel_shape=[2, 3],
+                    pads=[1, 0, 0, 2],
+                    storage_order=1,
+                )
+            ],
+            {"x": _f(2, 3, 5, 6)},
+            {"y": np.float32, "i": np.int64},
+        ),
+        "max_unpool": (
+            [
+                N("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2]),
+                N("MaxUnpool", ["p", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+            ],
+            {"x": _f(1, 2, 4, 4)},  # a larger output_shape: onnxruntime and ONNX disagree
+            {"y": np.float32},
+        ),
+        "dropout_mask": (
+            [N("Dropout", ["x"], ["y", "mask"])],
+            {"x": _f(2, 3)},
+            {"y": np.float32, "mask": np.bool_},
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_pool_cases()))
+def test_pooling_and_transposed_convolution_match_onnxruntime(case):
+    nodes, feeds, outs = _pool_cases()[case]
+    check_against_ort(nodes, feeds, {}, outs, opset=13, rtol=1e-5, atol=1e-5)

@@ -88,21 +88,32 @@ def _conv(node: Node, ctx: BuildContext) -> OpFn:
 def _conv_transpose(node: Node, ctx: BuildContext) -> OpFn:
     kernel = _kernel(node, ctx)
     n = len(kernel)
-    auto_same = node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
-    if node.attr("output_shape") is not None or auto_same:
-        raise reject(
-            node,
-            "output_shape and auto_pad SAME_* are not supported",
-            "re-export the model with explicit pads",
-        )
+    auto = node.attr("auto_pad", "NOTSET")
+    shape = node.attr("output_shape")
+    shape = None if shape is None else ints(shape)[-n:]
     strides, dil = ints(node.attr("strides", [1] * n)), ints(node.attr("dilations", [1] * n))
     out_pad, group = ints(node.attr("output_padding", [0] * n)), int(node.attr("group", 1))
     pads = [0] * 2 * n if node.attr("auto_pad") == "VALID" else ints(node.attr("pads", [0] * 2 * n))
     conv_t = _CONV_T[n]
 
+    def fitted(y, x) -> list[int]:
+        """The pads that give the output_shape asked for (SAME: input size x stride)."""
+        want = shape or [i * s for i, s in zip(x.shape[2:], strides)]
+        total = [full - o for full, o in zip(y.shape[2:], want)]
+        if auto == "SAME_UPPER":
+            return [t // 2 for t in total] + [t - t // 2 for t in total]
+        return [t - t // 2 for t in total] + [t // 2 for t in total]
+
     def run(x, w, b=None):
         y = conv_t(x, w, b, strides, 0, out_pad, group, dil)
-        crop = [slice(p, y.shape[2 + i] - pads[n + i]) for i, p in enumerate(pads[:n])]
+        p = pads
+        if shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+            p = fitted(y, x)
+            if min(p) < 0:  # longer than the full output: extra output padding at the end
+                extra = [o - min(e, 0) for o, e in zip(out_pad, p[n:])]
+                y = conv_t(x, w, b, strides, 0, extra, group, dil)
+                p = fitted(y, x)
+        crop = [slice(lo, y.shape[2 + i] - p[n + i]) for i, lo in enumerate(p[:n])]
         return y[(slice(None), slice(None), *crop)]
 
     return run
@@ -179,7 +190,7 @@ def _lrn(node: Node, ctx: BuildContext) -> OpFn:
 
 
 # ---------------------------------------------------------------------- pooling
-@register("MaxPool")
+@register("MaxPool", outputs=2)
 def _maxpool(node: Node, ctx: BuildContext) -> OpFn:
     kernel = ints(node.attr("kernel_shape"))
     pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[len(kernel)]
@@ -187,11 +198,42 @@ def _maxpool(node: Node, ctx: BuildContext) -> OpFn:
     strides = ints(node.attr("strides", [1] * len(kernel)))
     dil = ints(node.attr("dilations", [1] * len(kernel)))
 
+    column_major = int(node.attr("storage_order", 0)) == 1
+    auto = node.attr("auto_pad", "NOTSET")
+    listed = ints(node.attr("pads", [0] * 2 * len(kernel)))[: len(kernel)]
+
     def run(x):
-        x, p = pad(x)
-        return pool(x, kernel, strides, p, dil, ceil)
+        xp, p = pad(x)
+        if len(node.outputs) < 2 or not node.outputs[1]:
+            return pool(xp, kernel, strides, p, dil, ceil), None
+        y, idx = pool(xp, kernel, strides, p, dil, ceil, return_indices=True)
+        tot = [a - b for a, b in zip(xp.shape[2:], x.shape[2:])]  # what ``pad`` added
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in tot]
+        else:
+            begins = listed if any(tot) else [0] * len(kernel)
+        return y, _onnx_indices(idx, x.shape, xp.shape, begins, column_major)
 
     return run
+
+
+def _onnx_indices(idx, shape, padded, begins, column_major: bool) -> torch.Tensor:
+    """torch's per-plane indices into the (explicitly padded) input -> ONNX's, into the
+    whole input tensor, row-major (or column-major within a plane)."""
+    n = len(shape) - 2
+    coords, rest = [], idx
+    for size in reversed(padded[2:]):  # unravel over the padded plane
+        coords.append(rest % size)
+        rest = rest // size
+    coords = coords[::-1]
+    coords = [c - b for c, b in zip(coords, begins)]
+    flat = torch.zeros_like(idx)
+    dims = list(shape[2:])
+    order = range(n - 1, -1, -1) if column_major else range(n)
+    for i in order:
+        flat = flat * dims[i] + coords[i]
+    plane = torch.arange(shape[0] * shape[1]).reshape(shape[0], shape[1], *[1] * n)
+    return flat + plane * math.prod(dims)
 
 
 def _avg_pool(x, kernel, strides, pads, ceil, include, divisor=None):
@@ -290,3 +332,26 @@ def _global_avg_pool(node: Node, ctx: BuildContext) -> OpFn:
 @register("GlobalMaxPool")
 def _global_max_pool(node: Node, ctx: BuildContext) -> OpFn:
     return lambda x: x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+@register("MaxUnpool")
+def _max_unpool(node: Node, ctx: BuildContext) -> OpFn:
+    kernel = ints(node.attr("kernel_shape"))
+    n = len(kernel)
+    strides = ints(node.attr("strides", [1] * n))
+    pads = ints(node.attr("pads", [0] * 2 * n))
+
+    def run(x, idx, shape=None):
+        spatial = [
+            (i - 1) * s + k - b - e
+            for i, s, k, b, e in zip(x.shape[2:], strides, kernel, pads[:n], pads[n:])
+        ]
+        size = [*x.shape[:2], *spatial]
+        flat = x.new_zeros(math.prod(size))  # ONNX's indices run over the whole output
+        y = flat.scatter(0, idx.reshape(-1), x.reshape(-1)).reshape(size)
+        if shape is None:
+            return y
+        ends = [int(v) - d for v, d in zip(shape.tolist(), size)]  # a larger output_shape
+        return F.pad(y, torch_pads([0] * len(ends), ends))  # gets zeros at the end
+
+    return run

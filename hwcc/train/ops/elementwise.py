@@ -93,9 +93,15 @@ def _div(node: Node, ctx: BuildContext) -> OpFn:
     return _unsigned(_int_div)
 
 
-@register("Identity", "Dropout")
+@register("Identity")
 def _identity(node: Node, ctx: BuildContext) -> OpFn:
-    return lambda x, *_: x  # Dropout runs as in inference: fine-tuning keeps the graph's function
+    return lambda x: x
+
+
+@register("Dropout", outputs=2)
+def _dropout(node: Node, ctx: BuildContext) -> OpFn:
+    # As in inference: fine-tuning keeps the graph's function; the mask keeps everything.
+    return lambda x, *_: (x, torch.ones_like(x, dtype=torch.bool))
 
 
 @register("LeakyRelu")
