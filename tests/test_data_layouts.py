@@ -264,3 +264,10 @@ def test_a_shape_that_fits_no_layout():
         load_dataset(lstm(), {"x": _frames(2)[:5], "h": ZEROS, "c": ZEROS})
     with pytest.raises(HwccError, match="different numbers of samples"):
         load_dataset(lstm(), {"x": _frames(2), "h": ZEROS, "c": ZEROS, "labels": np.zeros(7, int)})
+
+
+def test_a_file_is_named_in_the_message(tmp_path):
+    path = tmp_path / "D.npz"
+    np.savez(path, x=np.ones((4, 4), np.float32), state=np.zeros((4, 1, 4), np.float32))
+    with pytest.raises(HwccError, match=f"^{path}: the arrays give different numbers of runs"):
+        load_dataset(axis1_state(), path)

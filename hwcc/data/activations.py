@@ -150,15 +150,17 @@ def _reason(e: BaseException) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
+def load_feeds(graph: Graph, data: Feeds, source: str = "the data") -> dict[str, np.ndarray]:
     """The arrays for every real input of ``graph``, from a mapping or an ``.npz`` path.
+
+    ``source`` names mapping data in messages (a file is named by its path).
 
     Raises:
         HwccError: the file is missing or not an ``.npz``, an input has no array, or the
             arrays fit no layout of :mod:`hwcc.data.layout` or disagree on the runs.
     """
     if isinstance(data, (str, os.PathLike)):
-        data = read_npz(data)
+        source, data = os.fspath(data), read_npz(data)
     missing = [n for n in graph.real_inputs() if n not in data]
     if missing:
         raise HwccError(
@@ -166,7 +168,7 @@ def load_feeds(graph: Graph, data: Feeds) -> dict[str, np.ndarray]:
             f"name the arrays after the model's inputs: {', '.join(graph.real_inputs())}",
         )
     feeds = {n: np.asarray(data[n]) for n in graph.real_inputs()}
-    feeds_layout(graph, feeds)
+    feeds_layout(graph, feeds, source)
     return feeds
 
 

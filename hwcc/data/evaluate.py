@@ -134,7 +134,7 @@ def load_dataset(graph: Graph, data: str | os.PathLike | Mapping[str, np.ndarray
         for name in graph.real_inputs():
             if name in raw:
                 check_data_array(source, name, np.asarray(raw[name]))
-    feeds = load_feeds(graph, raw)
+    feeds = load_feeds(graph, raw, source)
     layout = feeds_layout(graph, feeds, source)
     labels = raw.get("labels")
     if labels is not None:
