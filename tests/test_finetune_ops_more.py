@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finetune_graphs import check_against_ort
+from finetune_graphs import check_against_ort, typed_model
 from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from hwcc.ir import onnx_io
+from hwcc.train.graph_module import to_torch
 
 torch = pytest.importorskip("torch")
 
@@ -363,3 +367,33 @@ def _pool_cases():
 def test_pooling_and_transposed_convolution_match_onnxruntime(case):
     nodes, feeds, outs = _pool_cases()[case]
     check_against_ort(nodes, feeds, {}, outs, opset=13, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["TF", "IDF", "TFIDF"])
+def test_tfidf_vectorizer_matches_onnxruntime(mode):
+    node = N(
+        "TfIdfVectorizer",
+        ["x"],
+        ["y"],
+        mode=mode,
+        min_gram_length=1,
+        max_gram_length=2,
+        max_skip_count=2,
+        ngram_counts=[0, 3],
+        ngram_indexes=[0, 1, 2, 3, 4],
+        pool_int64s=[2, 3, 5, 2, 3, 5, 4],
+        weights=[0.5, 1.0, 2.0, 1.5, 3.0],
+    )
+    x = RNG.integers(2, 6, (2, 9)).astype(np.int64)
+    check_against_ort([node], {"x": x}, {}, {"y": np.float32}, opset=9, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+@pytest.mark.parametrize("periodic", [0, 1])
+def test_windows_match_onnx_reference(op, periodic):
+    """onnxruntime does not run the window ops: ONNX's reference implementation judges."""
+    feeds = {"n": np.array(10, np.int64)}
+    graph = typed_model([N(op, ["n"], ["y"], periodic=periodic)], feeds, {}, {"y": np.float32}, 17)
+    (ref,) = ReferenceEvaluator(onnx_io.to_proto(graph)).run(None, feeds)
+    (out,) = to_torch(graph)(**feeds)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6, atol=1e-7)

@@ -1,7 +1,9 @@
-"""Ops whose output size depends on the data: NonMaxSuppression and Unique.
+"""Ops whose output size or content depends on the data: NonMaxSuppression, Unique and
+TfIdfVectorizer (of integer token ids).
 
-Both pass no gradient (their outputs are indices and selected values) and run on the
-host, on the values of their inputs, one batch and class (NonMaxSuppression) at a time.
+They pass no gradient (their outputs are indices, selected values and counts) and run on
+the host, on the values of their inputs, one batch and class (NonMaxSuppression) or one
+row (TfIdfVectorizer) at a time.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import numpy as np
 import torch
 
 from hwcc.ir import Node
-from hwcc.train.ops.registry import BuildContext, OpFn, register
+from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
 
 
 def _corners(boxes: torch.Tensor, center: bool) -> torch.Tensor:
@@ -89,5 +91,55 @@ def _unique(node: Node, ctx: BuildContext) -> OpFn:
         out = [torch.from_numpy(np.ascontiguousarray(y)).to(x.dtype)]
         out += [torch.from_numpy(v.astype(np.int64)) for v in (first, inverse, counts)]
         return tuple(out)
+
+    return run
+
+
+@register("TfIdfVectorizer")
+def _tfidf(node: Node, ctx: BuildContext) -> OpFn:
+    lo, hi = int(node.attr("min_gram_length")), int(node.attr("max_gram_length"))
+    skips = int(node.attr("max_skip_count", 0))
+    mode = node.attr("mode", "TF")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pool = [int(v) for v in node.attr("pool_int64s") or []]
+    if not pool:
+        raise reject(node, "its pool is of strings", "give integer token ids (pool_int64s)")
+    counts = [int(v) for v in node.attr("ngram_counts")] + [len(pool)]
+    indexes = [int(v) for v in node.attr("ngram_indexes")]
+    weights = [float(v) for v in node.attr("weights") or []]
+    size = max(indexes) + 1
+    grams: dict[tuple[int, ...], int] = {}  # n-gram -> output column
+    gram_id = 0
+    for n, (start, end) in enumerate(zip(counts, counts[1:]), 1):
+        for at in range(start, end, n):
+            if lo <= n <= hi:
+                grams[tuple(pool[at : at + n])] = indexes[gram_id]
+            gram_id += 1
+
+    def row(tokens: list[int]) -> list[float]:
+        freq = [0.0] * size
+        first = lo
+        for step in range(1, skips + 2):  # skip distance: 1 is adjacent tokens
+            for i in range(len(tokens)):
+                if i + step * (first - 1) >= len(tokens):
+                    break
+                for n in range(first, hi + 1):
+                    last = i + step * (n - 1)
+                    if last >= len(tokens):
+                        break
+                    column = grams.get(tuple(tokens[i : last + 1 : step]))
+                    if column is not None:
+                        freq[column] += 1
+            first = max(first, 2)  # unigrams count once, not once per skip distance
+        if mode == "IDF":
+            return [(weights[j] if weights else 1.0) if f > 0 else 0.0 for j, f in enumerate(freq)]
+        if mode == "TFIDF" and weights:
+            return [w * f for w, f in zip(weights, freq)]
+        return freq
+
+    def run(x):
+        rows = x.reshape(1, -1) if x.dim() == 1 else x
+        out = torch.tensor([row(r) for r in rows.tolist()], dtype=torch.float32)
+        return out.reshape(-1) if x.dim() == 1 else out
 
     return run

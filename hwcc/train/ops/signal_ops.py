@@ -1,5 +1,5 @@
-"""Signal and block ops: DFT and STFT through ``torch.fft`` (so gradients pass), Col2Im
-and CenterCropPad.
+"""Signal and block ops: DFT and STFT through ``torch.fft`` (so gradients pass), the Hann,
+Hamming and Blackman windows, Col2Im and CenterCropPad.
 
 ONNX keeps complex numbers as a last axis of two (real, imaginary); a real signal may
 have a last axis of one. DFT's axis is an attribute up to opset 19 and an input from 20
@@ -11,9 +11,12 @@ cell at the end.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hwcc.ir import Node
+from hwcc.train.ops.logic_ops import torch_dtype
 from hwcc.train.ops.registry import BuildContext, OpFn, register
 
 
@@ -119,5 +122,28 @@ def _center_crop_pad(node: Node, ctx: BuildContext) -> OpFn:
                 pads = [0, 0] * (x.dim() - 1 - a) + [low, want - have - low]
                 x = torch.nn.functional.pad(x, pads)
         return x
+
+    return run
+
+
+# Window functions: sums of cosines a0 - a1 cos(2 pi n / D) + a2 cos(4 pi n / D)
+_WINDOWS = {
+    "HannWindow": (0.5, 0.5, 0.0),
+    "HammingWindow": (25 / 46, 21 / 46, 0.0),
+    "BlackmanWindow": (0.42, 0.5, 0.08),
+}
+
+
+@register(*_WINDOWS)
+def _window(node: Node, ctx: BuildContext) -> OpFn:
+    a0, a1, a2 = _WINDOWS[node.op_type]
+    periodic = bool(node.attr("periodic", 1))
+    dtype = torch_dtype(int(node.attr("output_datatype", 1)))
+
+    def run(size):
+        n = int(size.reshape(-1)[0])
+        phase = 2 * math.pi * torch.arange(n, dtype=torch.float64) / (n if periodic else n - 1)
+        w = a0 - a1 * torch.cos(phase) + a2 * torch.cos(2 * phase)
+        return w.to(dtype)
 
     return run
