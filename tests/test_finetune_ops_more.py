@@ -397,3 +397,19 @@ def test_windows_match_onnx_reference(op, periodic):
     (ref,) = ReferenceEvaluator(onnx_io.to_proto(graph)).run(None, feeds)
     (out,) = to_torch(graph)(**feeds)
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_deform_conv_matches_onnxruntime():
+    node = N(
+        "DeformConv",
+        ["x", "w", "off", "b", "m"],
+        ["y"],
+        pads=[1, 0, 1, 1],
+        strides=[1, 2],
+        group=2,
+        offset_group=2,
+    )
+    feeds = {"x": _f(1, 4, 5, 6), "w": _f(6, 2, 2, 2), "b": _f(6)}
+    feeds["off"] = _f(1, 2 * 2 * 4, 6, 3)
+    feeds["m"] = RNG.random((1, 2 * 4, 6, 3)).astype(np.float32)
+    check_against_ort([node], feeds, {}, {"y": np.float32}, opset=19, rtol=1e-4, atol=1e-5)

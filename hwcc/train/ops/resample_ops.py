@@ -1,5 +1,6 @@
 """Resampling ops: Resize and Upsample (nearest, linear and cubic), DepthToSpace, SpaceToDepth,
-GridSample and AffineGrid (torch's grid_sample and affine_grid).
+GridSample and AffineGrid (torch's grid_sample and affine_grid), and DeformConv, which
+samples its input at learned offsets before convolving.
 
 Resize and Upsample map each output index of a resized axis to a coordinate of the input
 (the coordinate transformation mode), then take the nearest input cell (the nearest mode)
@@ -282,3 +283,38 @@ def _affine_grid(node: Node, ctx: BuildContext) -> OpFn:
 
 def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@register("DeformConv", weights=(1, 3))
+def _deform_conv(node: Node, ctx: BuildContext) -> OpFn:
+    shape = ctx.shape(node, 1)
+    kernel = ints(node.attr("kernel_shape") or (shape[2:] if shape else []))
+    if len(kernel) != 2:
+        raise reject(node, "only 2-D deformable convolution is supported", "use a 2-D kernel")
+    (kh, kw), k = kernel, kernel[0] * kernel[1]
+    strides, dil = ints(node.attr("strides", [1, 1])), ints(node.attr("dilations", [1, 1]))
+    pads = ints(node.attr("pads", [0, 0, 0, 0]))
+    group, offset_group = int(node.attr("group", 1)), int(node.attr("offset_group", 1))
+
+    def run(x, w, offset, b=None, mask=None):
+        n, c, h, wd = x.shape
+        oh, ow = offset.shape[2:]
+        # Each kernel tap's sampling position: the regular grid, then its learned offset.
+        ty, tx = torch.meshgrid(torch.arange(kh) * dil[0], torch.arange(kw) * dil[1], indexing="ij")
+        gy = (torch.arange(oh) * strides[0] - pads[0]).reshape(1, -1, 1) + ty.reshape(-1, 1, 1)
+        gx = (torch.arange(ow) * strides[1] - pads[1]).reshape(1, 1, -1) + tx.reshape(-1, 1, 1)
+        off = offset.reshape(n, offset_group, k, 2, oh, ow)
+        ys, xs = gy + off[:, :, :, 0], gx + off[:, :, :, 1]  # [n, G, k, oh, ow]
+        grid = torch.stack([(2 * xs + 1) / wd - 1, (2 * ys + 1) / h - 1], -1)
+        grid = grid.reshape(n * offset_group, k * oh, ow, 2).to(x.dtype)
+        planes = x.reshape(n * offset_group, c // offset_group, h, wd)
+        cols = F.grid_sample(planes, grid, "bilinear", "zeros", align_corners=False)
+        cols = cols.reshape(n, offset_group, c // offset_group, k, oh, ow)
+        if mask is not None:
+            cols = cols * mask.reshape(n, offset_group, 1, k, oh, ow)
+        cols = cols.reshape(n, group, (c // group) * k, oh * ow)
+        w = w.reshape(group, -1, (c // group) * k)
+        out = torch.einsum("gok,ngkp->ngop", w, cols).reshape(n, -1, oh, ow).to(x.dtype)
+        return out if b is None else out + b.reshape(1, -1, 1, 1)
+
+    return run
