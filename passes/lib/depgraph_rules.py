@@ -123,6 +123,26 @@ def _pool(a: ChannelAnalysis, node: Node) -> None:
     a.set_layout(node.outputs[0], lay)
 
 
+@rule("Resize", "Upsample")
+def _resize(a: ChannelAnalysis, node: Node) -> None:
+    """Resampling moves positions within each channel: the channels pass through when the
+    scale on axis 1 is 1; a ``sizes`` operand names the channel count and is rewritten."""
+    lay, ins = a.layout.get(node.inputs[0]), list(node.inputs) + ["", "", ""]
+    for t in node.inputs[1:]:
+        a.block(a.layout.get(t) if t else None, f"{_where(node)} reads them as a parameter")
+    if not _spatial(a, node, lay):
+        return
+    at = 1 if node.op_type == "Upsample" or len(node.inputs) == 2 else 2  # opset 10: (X, scales)
+    scales = node.attr("scales") if node.op_type == "Upsample" else None
+    scales = scales if scales is not None else (a.const(ins[at]) if ins[at] else None)
+    if ins[3] and node.op_type == "Resize" and a.const(ins[3]) is not None:
+        a.site(node, 3, 1, node.outputs[0], "shape")
+    elif scales is None or len(scales) < 2 or float(scales[1]) != 1.0:
+        a.block(lay, f"{_where(node)} scales the channel axis, or its scales or sizes vary")
+        return
+    a.set_layout(node.outputs[0], lay)
+
+
 @rule("BatchNormalization", "InstanceNormalization")
 def _norm(a: ChannelAnalysis, node: Node) -> None:
     lay = a.layout.get(node.inputs[0])

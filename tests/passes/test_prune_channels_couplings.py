@@ -15,6 +15,9 @@ from channel_checks import ATOL, RTOL, assert_channels_removed, prune
 
 import hwcc
 from hwcc.ir import Graph
+from hwcc.ir.pass_manager import PassManager
+from hwcc.ir.specialise import specialise
+from hwcc.ir.transform import PassContext
 from hwcc.ir.verify import compare
 from hwcc.passes.lib.channel_prune import prune_group
 from hwcc.passes.lib.depgraph import analyze
@@ -108,6 +111,25 @@ class SqueezeExcite(nn.Module):
         return self.out(x * s)
 
 
+class Neck(nn.Module):
+    """A detector neck: a feature map upsampled (by scale, or to a size) and fused with a
+    finer one, as FPN and YOLO necks do with Resize and Concat."""
+
+    def __init__(self, by_size: bool):
+        super().__init__()
+        self.by_size = by_size
+        self.coarse, self.fine = conv_bn(3, 8, 3), conv_bn(3, 4, 3)
+        self.head = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        c = self.coarse(x[:, :, ::2, ::2])
+        if self.by_size:
+            up = nn.functional.interpolate(c, size=tuple(x.shape[2:]), mode="nearest")
+        else:
+            up = nn.functional.interpolate(c, scale_factor=2.0, mode="nearest")
+        return self.head(torch.cat([up, self.fine(x)], 1))
+
+
 def randomize_bn(net):
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -162,6 +184,9 @@ def build(kind):
     if kind in ("flatten", "reshape"):
         net = FlattenGemm(kind == "reshape")
         return net, "feat", [(net.feat, ())], x
+    if kind in ("resize_scale", "resize_size"):
+        net = Neck(kind == "resize_size")
+        return net, "coarse", [(net.coarse, ())], torch.randn(2, 3, 6, 6)
     if kind == "matmul":
         net = TokenMLP()
         return net, "fc1", [(net.fc1, ())], torch.randn(2, 5, 8)
@@ -169,7 +194,18 @@ def build(kind):
     return net, "feat", [(net.feat, (net.expand,))], x
 
 
-CASES = ["residual", "depthwise", "concat", "flatten", "reshape", "se_conv", "se_linear", "matmul"]
+CASES = [
+    "residual",
+    "depthwise",
+    "concat",
+    "flatten",
+    "reshape",
+    "se_conv",
+    "se_linear",
+    "matmul",
+    "resize_scale",
+    "resize_size",
+]
 
 
 @pytest.mark.parametrize("kind", CASES)
@@ -180,6 +216,9 @@ def test_removing_silent_channels_keeps_outputs(kind, export_torch):
     for block, extra in blocks:
         silence(block, zero, extra)
     g = export_torch(net, x)
+    if kind.startswith("resize"):  # the exporter computes the scales and sizes: fold them,
+        g = specialise(g).graph  # as every compile does
+        g = PassManager(["fold_constants", "eliminate_dead"], PassContext()).run(g).graph
     grp = find_group(g, producer)
     assert grp.prunable, grp.reason
     # the pass, told to remove 2 channels of the group, picks the silent ones by L2 norm
@@ -247,3 +286,22 @@ def test_structure_of_each_coupling(export_torch):
     assert ops["se_conv"] == (Counter(Conv=2), Counter(Conv=2))  # feat + expand -> reduce, out
     assert ops["se_linear"] == (Counter(Conv=1, Gemm=1), Counter(Conv=1, Gemm=1))
     assert ops["matmul"] == (Counter(MatMul=1), Counter(MatMul=1))
+
+
+def test_a_resize_that_scales_the_channels_blocks_them():
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    scales = numpy_helper.from_array(np.array([1, 2, 1, 1], np.float32), "scales")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="nearest"),
+    ]
+    x = helper.make_tensor_value_info("x", 1, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", 1, [1, 8, 4, 4])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], [w, scales]),
+        opset_imports=[helper.make_opsetid("", 13)],
+    )
+    (grp,) = analyze(hwcc.load(model)).groups()
+    assert not grp.prunable and "scales the channel axis" in grp.reason
