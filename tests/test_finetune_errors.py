@@ -25,34 +25,44 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_unsupported_op_is_named_at_construction():
     N = helper.make_node
     graph = _model(
-        [N("Relu", ["x"], ["r"]), N("Hardmax", ["r"], ["y"], name="head")], {"x": [1, 4]}, {}, ["y"]
+        [N("Relu", ["x"], ["r"]), N("RandomNormalLike", ["r"], ["y"], name="head")],
+        {"x": [1, 4]},
+        {},
+        ["y"],
     )
     with pytest.raises(HwccError) as err:
         to_torch(graph)
     text = str(err.value)
     assert (
-        "Hardmax" in text and "'head'" in text and "hint" in text and "Conv" in text
+        "RandomNormalLike" in text and "'head'" in text and "hint" in text and "Conv" in text
     )  # what, where, what to do
-    with pytest.raises(HwccError, match="Hardmax"):  # before any training step
+    with pytest.raises(HwccError, match="RandomNormalLike"):  # before any training step
         finetune(graph, np.zeros((4, 4), np.float32), np.zeros(4, np.int64), steps=5)
 
 
 def test_unsupported_attribute_and_output_are_refused_at_construction():
     N = helper.make_node
     r = np.random.default_rng(0)
-    shaped = _model(
-        [N("ConvTranspose", ["x", "w"], ["y"], name="up", output_shape=[6, 6], strides=[2, 2])],
-        {"x": [1, 2, 3, 3]},
-        {"w": _rand(r, 2, 2, 2, 2)},
+    ceiled = _model(
+        [N("LpPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], ceil_mode=1)],
+        {"x": [1, 2, 5, 5]},
+        {},
         ["y"],
+        opset=18,
     )
-    with pytest.raises(HwccError, match="'up'.*output_shape"):
-        to_torch(shaped)
-    masked_only = _model(
-        [N("Dropout", ["x"], ["y", "mask"], name="drop")], {"x": [1, 4]}, {}, ["y", "mask"]
+    with pytest.raises(HwccError, match="'pool'.*ceil_mode"):
+        to_torch(ceiled)
+    stats = {n: np.abs(_rand(r, 2)) for n in ("s", "b", "m", "v")}
+    outs = ["y", "mean", "var", "saved_mean", "saved_var"]
+    saved = _model(
+        [N("BatchNormalization", ["x", "s", "b", "m", "v"], outs, name="bn")],
+        {"x": [1, 2, 3]},
+        stats,
+        outs,
+        opset=9,
     )
-    with pytest.raises(HwccError, match="'drop'.*mask"):
-        to_torch(masked_only)
+    with pytest.raises(HwccError, match="'bn'.*saved_mean"):
+        to_torch(saved)
 
 
 def test_bad_arguments_are_clear_errors(digits):

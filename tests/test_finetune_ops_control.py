@@ -187,3 +187,24 @@ def test_silero_vad_op15_matches_onnxruntime():
             out = module(**feed)
         for o, r in zip(out, ref):
             np.testing.assert_allclose(o.numpy(), r, rtol=1e-4, atol=1e-5)
+
+
+def test_scan_8_runs_each_batch_entry():
+    body = helper.make_graph(
+        [N("Add", ["s", "xt"], ["s_out"]), N("Identity", ["s_out"], ["y"])],
+        "body",
+        [_info("s", F, [2]), _info("xt", F, [2])],
+        [_info("s_out", F, [2]), _info("y", F, [2])],
+    )
+    scan = N("Scan", ["", "s0", "x"], ["s", "ys"], body=body, num_scan_inputs=1, directions=[1])
+    graph = _model(
+        [scan],
+        [_info("s0", F, [3, 2]), _info("x", F, [3, 4, 2])],
+        [_info("s", F), _info("ys", F)],
+        opset=8,
+    )
+    rng = np.random.default_rng(3)
+    _same(
+        graph,
+        {"s0": np.zeros((3, 2), np.float32), "x": rng.standard_normal((3, 4, 2)).astype("f4")},
+    )

@@ -194,3 +194,17 @@ def test_deform_conv_matches_onnxruntime():
     feeds["off"] = _f(1, 2 * 2 * 4, 6, 3)
     feeds["m"] = RNG.random((1, 2 * 4, 6, 3)).astype(np.float32)
     check_against_ort([node], feeds, {}, {"y": np.float32}, opset=19, rtol=1e-4, atol=1e-5)
+
+
+def test_col2im_in_three_dimensions_matches_onnxruntime():
+    node = N("Col2Im", ["x", "img", "blk"], ["y"], strides=[1, 2, 1], pads=[0, 1, 0, 1, 0, 0])
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    feeds = {"x": _f(1, 2 * 8, 4 * 2 * 2), "img": i64(4, 4, 3), "blk": i64(2, 2, 2)}
+    check_against_ort([node], feeds, {}, {"y": np.float32}, opset=18, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_normalization_in_training_mode_matches_onnxruntime():
+    node = N("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1)
+    feeds = {"x": _f(3, 2, 4), "s": _f(2), "b": _f(2), "m": _f(2), "v": np.abs(_f(2))}
+    outs = {"y": np.float32, "rm": np.float32, "rv": np.float32}
+    check_against_ort([node], feeds, {}, outs, opset=15, rtol=1e-5, atol=1e-6)

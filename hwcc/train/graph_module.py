@@ -5,10 +5,10 @@ by node, one torch function per op type (see :mod:`hwcc.train.ops`). Float
 initializers that are weights of Conv, ConvTranspose, Gemm, MatMul and
 LayerNormalization, and BatchNormalization's scale and bias, become trainable
 ``nn.Parameter`` s; everything else (BatchNormalization's running statistics, shapes,
-integer tensors) is a constant. BatchNormalization always uses its running statistics
-and Dropout is the identity, so training changes the weights, never the function the
-graph computes from them. :func:`write_back` puts the trained values back into a copy of
-the graph.
+integer tensors) is a constant. BatchNormalization uses its running statistics (unless
+the graph was exported in training mode) and Dropout is the identity, so training changes
+the weights, never the function the graph computes from them. :func:`write_back` puts the
+trained values back into a copy of the graph.
 
 The bodies of If, Loop and Scan are modules nested in the graph's (see
 :mod:`hwcc.train.ops.control_ops`): their own weights train with the rest and are written

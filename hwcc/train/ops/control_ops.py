@@ -180,22 +180,19 @@ def _loop(node: Node, ctx: BuildContext):
 
 @register("Scan", outputs=-1)
 def _scan(node: Node, ctx: BuildContext):
-    if ctx.opset < 9:
-        raise reject(node, "Scan-8 (with sequence_lens) is not supported", "use opset 9 or later")
     body = ctx.nest(node, "body")
+    old = ctx.opset < 9  # Scan-8: a batch axis first, sequence_lens as the first input
     m = int(node.attr("num_scan_inputs"))
-    n = len(node.inputs) - m
+    n = len(node.inputs) - m - old
     k = len(node.outputs) - n
-    in_axes = ints(node.attr("scan_input_axes", [0] * m))
-    in_dirs = ints(node.attr("scan_input_directions", [0] * m))
-    out_axes = ints(node.attr("scan_output_axes", [0] * k))
-    out_dirs = ints(node.attr("scan_output_directions", [0] * k))
+    in_axes = [0] * m if old else ints(node.attr("scan_input_axes", [0] * m))
+    in_dirs = ints(node.attr("directions" if old else "scan_input_directions", [0] * m))
+    out_axes = [0] * k if old else ints(node.attr("scan_output_axes", [0] * k))
+    out_dirs = [0] * k if old else ints(node.attr("scan_output_directions", [0] * k))
     formal = body.graph.inputs[: n + m]
     outer = node.implicit_inputs
 
-    def fn(*values):
-        state, xs = list(values[:n]), values[n : n + m]
-        env = dict(zip(outer, values[n + m :]))
+    def scan(state, xs, env):
         length = xs[0].shape[in_axes[0]] if m else 0
         steps = []
         for t in range(length):
@@ -212,5 +209,16 @@ def _scan(node: Node, ctx: BuildContext):
             axis = out_axes[j] % (seq[0].dim() + 1) if seq else 0
             ys.append(torch.stack(seq, axis) if seq else _empty(ctx, node.outputs[n + j]))
         return (*state, *ys)
+
+    def fn(*values):
+        if not old:
+            return scan(list(values[:n]), values[n : n + m], dict(zip(outer, values[n + m :])))
+        lens, values = values[0], values[1:]
+        states, xs = values[:n], values[n : n + m]
+        if lens is not None and bool((lens != xs[0].shape[1]).any()):
+            raise ValueError("Scan-8 with sequences shorter than the batch's is not supported")
+        env = dict(zip(outer, values[n + m :]))
+        runs = [scan([s[b] for s in states], [x[b] for x in xs], env) for b in range(len(xs[0]))]
+        return tuple(torch.stack(parts) for parts in zip(*runs))
 
     return fn

@@ -140,14 +140,27 @@ def _matmul(node: Node, ctx: BuildContext) -> OpFn:
     return torch.matmul
 
 
-@register("BatchNormalization", weights=(1, 2))
+@register("BatchNormalization", weights=(1, 2), outputs=3)
 def _batchnorm(node: Node, ctx: BuildContext) -> OpFn:
-    eps = float(node.attr("epsilon", 1e-5))
+    eps, momentum = float(node.attr("epsilon", 1e-5)), float(node.attr("momentum", 0.9))
+    if not (ctx.opset >= 14 and node.attr("training_mode", 0)):
+        return lambda x, scale, bias, mean, var: (
+            F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps),
+            mean,
+            var,
+        )
 
-    def run(x, scale, bias, mean, var):
-        return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
+    def train(x, scale, bias, mean, var):  # a graph exported in training mode asks for it
+        dims = [d for d in range(x.dim()) if d != 1]
+        batch_mean, batch_var = x.mean(dims), x.var(dims, unbiased=False)
+        y = F.batch_norm(x, batch_mean, batch_var, scale, bias, False, 0.0, eps)
+        return (
+            y,
+            mean * momentum + batch_mean * (1 - momentum),
+            var * momentum + batch_var * (1 - momentum),
+        )
 
-    return run
+    return train
 
 
 @register("LayerNormalization", weights=(1, 2), outputs=3)

@@ -4,9 +4,9 @@ Hamming and Blackman windows, Col2Im and CenterCropPad.
 ONNX keeps complex numbers as a last axis of two (real, imaginary); a real signal may
 have a last axis of one. DFT's axis is an attribute up to opset 19 and an input from 20
 on (default -2); ``onesided`` keeps the first ``n // 2 + 1`` bins of a forward transform
-and makes an inverse one real (``irfft``). Col2Im is ``fold`` (2-D images, symmetric
-pads); CenterCropPad crops or zero-pads each axis it names about the centre, the odd
-cell at the end.
+and makes an inverse one real (``irfft``). Col2Im adds each block back into the image,
+in any number of dimensions; CenterCropPad crops or zero-pads each axis it names about
+the centre, the odd cell at the end.
 """
 
 from __future__ import annotations
@@ -87,19 +87,32 @@ def _stft(node: Node, ctx: BuildContext) -> OpFn:
 
 @register("Col2Im")
 def _col2im(node: Node, ctx: BuildContext) -> OpFn:
-    dil, pads = node.attr("dilations"), node.attr("pads")
-    strides = node.attr("strides")
-
     def run(x, image, block):
         size, kernel = image.tolist(), block.tolist()
-        if len(size) != 2:
-            raise ValueError("Col2Im runs on 2-D images only")
-        d = list(dil) if dil else [1, 1]
-        s = list(strides) if strides else [1, 1]
-        p = list(pads) if pads else [0, 0, 0, 0]
-        if p[:2] != p[2:]:
-            raise ValueError("Col2Im's begin and end pads differ")
-        return torch.nn.functional.fold(x, size, kernel, d, p[:2], s)
+        n = len(size)
+        dil = [int(v) for v in node.attr("dilations", [1] * n)]
+        strides = [int(v) for v in node.attr("strides", [1] * n)]
+        pads = [int(v) for v in node.attr("pads", [0] * 2 * n)]
+        padded = [s + b + e for s, b, e in zip(size, pads[:n], pads[n:])]
+        counts = [
+            (p - (k - 1) * d - 1) // st + 1 for p, k, d, st in zip(padded, kernel, dil, strides)
+        ]
+        # Where each (kernel offset, block) cell lands in the padded image, flattened:
+        # x's last axes are the kernel offsets, then the blocks, each row-major.
+        where = torch.zeros([1] * 2 * n, dtype=torch.int64)
+        for i, (k, d, st, c) in enumerate(zip(kernel, dil, strides, counts)):
+            pos = (torch.arange(k) * d).reshape(-1, 1) + torch.arange(c) * st  # [k, c]
+            shape = [1] * 2 * n
+            shape[i], shape[n + i] = k, c
+            where = where + pos.reshape(shape) * math.prod(padded[i + 1 :])
+        where = where.reshape(-1)
+        batch, channels = x.shape[0], x.shape[1] // math.prod(kernel)
+        out = x.new_zeros((batch, channels, math.prod(padded)))
+        out = out.index_add(2, where, x.reshape(batch, channels, -1))
+        out = out.reshape(batch, channels, *padded)
+        for axis, (b, s) in enumerate(zip(pads[:n], size)):
+            out = out.narrow(2 + axis, b, s)
+        return out
 
     return run
 
