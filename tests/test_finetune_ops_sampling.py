@@ -110,8 +110,10 @@ def test_signal_and_sampling_ops_match_onnxruntime(case):
         {"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1},
         {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
         {"mode": "nearest", "keep_aspect_ratio_policy": "not_larger"},
+        {"mode": "linear", "antialias": 1},
+        {"mode": "cubic", "antialias": 1, "exclude_outside": 1},
     ],
-    ids=["cubic", "cubic_exclude", "tf_crop", "keep_aspect"],
+    ids=["cubic", "cubic_exclude", "tf_crop", "keep_aspect", "antialias", "antialias_cubic"],
 )
 def test_resize_modes_match_onnxruntime(attrs):
     roi = np.array([0, 0, 0.2, 0.1, 1, 1, 0.9, 1.2], np.float32)

@@ -8,11 +8,14 @@ or interpolate linearly between the two cells around it (or cubically between fo
 convolution with ONNX's coefficient); resizing several axes is done one axis after the
 other, which is what multilinear (multicubic) interpolation is. tf_crop_and_resize
 samples a region of interest and fills what falls outside the input with the
-extrapolation value. Antialiased downsampling is refused. The arithmetic is float32, as
-onnxruntime's, so that ties in nearest rounding fall the same way.
+extrapolation value; antialiased downsampling widens the filter by the scale. The
+arithmetic is float32, as onnxruntime's, so that ties in nearest rounding fall the same
+way.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -70,28 +73,38 @@ def _nearest(x: torch.Tensor, mode: str, downsample: bool) -> torch.Tensor:
     return torch.floor(x)
 
 
-def _cubic(x, axis, src, size, a: float, exclude: bool):
-    """Cubic convolution (Keys, coefficient ``a``) along ``axis`` at coordinates ``src``."""
-    base = torch.floor(src)
-    t = src - base
+def _keys(d: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel with coefficient ``a``."""
+    d = d.abs()
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return torch.where(d <= 1, near, torch.where(d < 2, far, torch.zeros_like(d)))
+
+
+def _triangle(d: torch.Tensor) -> torch.Tensor:
+    return (1 - d.abs()).clamp(0, 1)
+
+
+def _convolve(x, axis, src, size, scale, kernel, support: float, antialias: bool, exclude):
+    """``x`` along ``axis`` at coordinates ``src``, filtered by ``kernel`` (of half-width
+    ``support``); antialiased downsampling stretches the kernel by 1 / scale. The taps'
+    weights sum to one; past the edges the edge cells repeat, or count for nothing with
+    ``exclude`` (the others' weights then sum to one)."""
+    s = min(scale, 1.0) if antialias else 1.0
+    taps = 2 - 2 * (math.floor(-support / s) + 1)
+    first = torch.ceil(src).long() - taps // 2
+    idx = first.unsqueeze(1) + torch.arange(taps)  # [out, taps]
+    w = kernel(s * (idx - src.unsqueeze(1)))
+    w = w / w.sum(1, keepdim=True)
+    if exclude:
+        w = torch.where((idx >= 0) & (idx < size), w, 0.0)
+        w = w / w.sum(1, keepdim=True)
     shape = [1] * x.dim()
     shape[axis] = len(src)
-    taps = []
-    for off in (-1, 0, 1, 2):
-        d = (t - off).abs()  # distance from the tap
-        w = torch.where(
-            d <= 1,
-            ((a + 2) * d - (a + 3)) * d * d + 1,
-            ((a * d - 5 * a) * d + 8 * a) * d - 4 * a,
-        )
-        idx = base.long() + off
-        if exclude:
-            w = torch.where((idx >= 0) & (idx < size), w, 0.0)
-        taps.append((idx.clamp(0, size - 1), w))
-    total = sum(w for _, w in taps) if exclude else 1.0
     out = 0
-    for idx, w in taps:
-        out = out + x.index_select(axis, idx) * (w / total).to(x.dtype).reshape(shape)
+    for k in range(taps):
+        tap = x.index_select(axis, idx[:, k].clamp(0, size - 1))
+        out = out + tap * w[:, k].to(x.dtype).reshape(shape)
     return out
 
 
@@ -116,7 +129,7 @@ def _resample(x, plan, linear, transform: str, nearest: str, cubic=None, crop=No
 def _one_axis(x, axis, src, size, scale, linear, nearest, cubic):
     """``x`` sampled along ``axis`` at the input coordinates ``src``."""
     if cubic is not None:
-        return _cubic(x, axis, src, size, *cubic)
+        return _convolve(x, axis, src, size, scale, *cubic)
     if not linear:
         idx = _nearest(src, nearest, scale < 1.0).clamp(0, size - 1).long()
         return x.index_select(axis, idx)
@@ -162,11 +175,14 @@ def _resize(node: Node, ctx: BuildContext) -> OpFn:
             f"nearest_mode={nearest!r} is not an ONNX value",
             f"use one of {', '.join(_NEAREST)}",
         )
-    cubic = None
+    # A filter for _convolve: cubic, or linear when antialiased (plain linear is cheaper).
+    cubic, exclude = None, bool(node.attr("exclude_outside", 0))
+    antialias = bool(int(node.attr("antialias", 0)))
     if node.attr("mode") == "cubic":
-        cubic = float(node.attr("cubic_coeff_a", -0.75)), bool(node.attr("exclude_outside", 0))
-    if int(node.attr("antialias", 0)) and (linear or cubic):
-        raise reject(node, "antialiased resizing is not supported", "set antialias=0")
+        a = float(node.attr("cubic_coeff_a", -0.75))
+        cubic = (lambda d: _keys(d, a)), 2.0, antialias, exclude
+    elif linear and antialias:
+        cubic = _triangle, 1.0, True, exclude
     policy = node.attr("keep_aspect_ratio_policy", "stretch")
     if policy not in ("stretch", "not_larger", "not_smaller"):
         raise reject(node, f"keep_aspect_ratio_policy={policy!r}", "use an ONNX value")
