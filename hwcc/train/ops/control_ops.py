@@ -126,7 +126,8 @@ def _value_info(name: str, t) -> onnx.ValueInfoProto:
 
 
 def _elem_for(node: Node, i: int) -> int:
-    """The element type of a Loop body's input ``i`` (iteration, condition, carried...)."""
+    """The element type ONNX fixes for a body's input ``i``: a Loop's iteration number and
+    condition; 0 (unknown) for the others."""
     if node.op_type == "Loop" and i < 2:
         return onnx.TensorProto.INT64 if i == 0 else onnx.TensorProto.BOOL
     return 0
