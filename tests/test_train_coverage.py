@@ -9,11 +9,12 @@ import pytest
 from hwcc.train import coverage
 from hwcc.train.ops import OPS
 
-# Measured on 2026-12-06 at commit 0a783d0: 1458 of the 1526 cases onnxruntime runs (95.5%,
+# Measured on 2026-12-06 at commit 71e6fe5: 1469 of the 1526 cases onnxruntime runs (96.3%,
 # onnx 1.23.2, onnxruntime's CPU provider; 940, 61.6%, at fbdbf39 and 477, 31.3%, at 6dbc051
-# the same morning). A regression floor, the share rounded down to the percent: raise it as
-# ops are added, never lower it to let a change pass.
-FLOOR = 0.95
+# the same morning). What is left: strings, sequences and optionals (not runnable), the
+# ai.onnx.ml ops, and last-bit float16/float32 differences. A regression floor, the share
+# rounded down to the percent: raise it as ops are added, never lower it to let a change pass.
+FLOOR = 0.96
 
 
 def _one(name: str) -> coverage.CaseResult:
