@@ -271,3 +271,37 @@ def test_a_file_is_named_in_the_message(tmp_path):
     np.savez(path, x=np.ones((4, 4), np.float32), state=np.zeros((4, 1, 4), np.float32))
     with pytest.raises(HwccError, match=f"^{path}: the arrays give different numbers of runs"):
         load_dataset(axis1_state(), path)
+
+
+def test_a_model_that_moves_its_batch_inside_is_trained_one_run_at_a_time():
+    """[1, 8] -> Reshape [2, 1, 4] (the batch of 1 moves to axis 1, as a CNN's features do on
+    their way into a time-major LSTM) -> Reshape [1, 8]: samples stacked on axis 0 cannot
+    pass, so the fine-tuner runs the model at its own shapes, one run per sample."""
+    from onnx import helper, numpy_helper
+
+    from hwcc.train.finetune import _batch_flows, finetune
+    from hwcc.train.graph_module import to_torch
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([2, 1, 4], np.int64), "s1"),
+        numpy_helper.from_array(np.array([1, 8], np.int64), "s2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Reshape", ["h", "s1"], ["t"]),
+        helper.make_node("Relu", ["t"], ["r"]),
+        helper.make_node("Reshape", ["r", "s2"], ["y"]),
+    ]
+    x = helper.make_tensor_value_info("x", 1, [1, 8])
+    y = helper.make_tensor_value_info("y", 1, [1, 8])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    graph = hwcc.load(model)
+    data = {"x": rng.standard_normal((16, 8)).astype(np.float32)}
+    labels = rng.integers(0, 8, 16)
+    assert not _batch_flows(to_torch(graph), graph, data)
+    result = finetune(graph, data, labels, steps=30, batch_size=8, lr=0.05, seed=0)
+    assert result.losses[-1] < result.losses[0]

@@ -122,7 +122,7 @@ def finetune(
     if steps == 0:
         return FinetuneResult(graph.copy(), [], 0)
     module = to_torch(graph)
-    if _on_axis0(graph, inputs):
+    if _on_axis0(graph, inputs) and _batch_flows(module, graph, inputs):
         feeds = as_feeds(module, inputs)
         n = len(next(iter(feeds.values())))
         loss_fn = _loss(labels, teacher, feeds, n, temperature)
@@ -178,6 +178,32 @@ def _on_axis0(graph: Graph, inputs: Inputs) -> bool:
     lengths = {len(a) if a.ndim else -1 for a in arrays.values()}
     fixed = {s[0] for s in shapes.values() if s and isinstance(s[0], int)}
     return ranks and len(lengths) == 1 and len(fixed) <= 1
+
+
+def _batch_flows(module: GraphModule, graph: Graph, inputs: Inputs) -> bool:
+    """Whether samples stacked on axis 0 stay on axis 0 of the first output. Not so in a
+    model that moves its batch inside (a CNN whose features become an LSTM's time-major
+    sequence, reshaped back with the batch of 1 it was exported with): such a model is
+    trained one run at a time, at its own shapes."""
+    out, names = graph.tensors[graph.outputs[0]].shape, graph.real_inputs()
+    first = input_shapes(graph, names)[names[0]] if names else ()
+    if not out or not first or not isinstance(out[0], int) or not isinstance(first[0], int):
+        return True  # a dynamic batch: the graph was written for any number of samples
+    if not isinstance(inputs, Mapping):
+        inputs = {names[0]: inputs}
+    if any(k not in inputs for k in names):
+        return True  # as_feeds names the missing input
+    arrays = {k: np.asarray(inputs[k]) for k in names}
+    batch = first[0]
+    if min(len(a) for a in arrays.values()) < 2 * batch:
+        return True  # too few samples to tell; one minibatch is one run anyway
+    feeds = as_feeds(module, {k: a[: 2 * batch] for k, a in arrays.items()})
+    try:
+        with torch.no_grad():
+            got = tuple(module(**feeds)[0].shape)
+    except RuntimeError:  # a Reshape to the exported batch of 1 cannot take two samples
+        return False
+    return got == (2 * out[0], *out[1:])
 
 
 class _Runs:
