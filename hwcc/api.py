@@ -174,7 +174,8 @@ def compile(
     tune, held, data_warning = resolve_data(src, data, holdout, config.seed)
     specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
     src = specialised.graph
-    evaluator, finetune = Evaluator(src, held, metric), _finetuner(src, tune, config)
+    evaluator = Evaluator(src, held, metric)
+    finetune = _finetuner(src, tune, config, evaluator.metric_name)
     calib = tune.head(64)  # whole runs, joined on axis 0: what calibration reads
     price = Pricer(tgt, src, tune.head(4), config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
@@ -354,7 +355,7 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _finetuner(
-    src: Graph, tune: Dataset, config: SearchConfig
+    src: Graph, tune: Dataset, config: SearchConfig, distill: str | None = None
 ) -> Callable[[Graph, int, int], Graph]:
     """``(graph, steps, seed) -> graph`` fine-tuned on ``tune``; distilled from the input's
     outputs when there are no labels. An op the fine-tuner cannot run fails now, not mid-search."""
@@ -379,6 +380,7 @@ def _finetuner(
             batch_size=config.batch_size,
             seed=seed,
             optimizer=config.optimizer,
+            distill=distill,
         ).graph
 
     return run

@@ -240,3 +240,12 @@ def test_one_iteration_takes_at_most_half_a_units_steps(lenet5, eyeriss):
         assert after >= before / 2, p
     with pytest.raises(HwccError, match="max_step_fraction"):
         SearchConfig(max_step_fraction=0)
+
+
+def test_a_long_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5):
+    from hwcc.search.run import _tuned_if_better
+
+    worse, better = lenet5.copy(), lenet5.copy()
+    acc = {id(lenet5): 0.9, id(worse): 0.5, id(better): 0.95}
+    assert _tuned_if_better(lenet5, lambda g, s: worse, lambda g: acc[id(g)], 0) is lenet5
+    assert _tuned_if_better(lenet5, lambda g, s: better, lambda g: acc[id(g)], 0) is better

@@ -82,3 +82,25 @@ def test_the_targets_price_the_specialised_graph_and_not_the_original():
         assert cost["latency_s"] > 0, name
     with pytest.raises(HwccError, match="shape of 'flat' unknown"):
         Pricer(load_target("eyeriss"), g, random_feeds(g, 0), 0).original()
+
+
+def test_shape_arithmetic_folds_even_when_every_shape_is_known():
+    """A Reshape whose target is computed from ``Shape`` at run time: onnx sizes it, but a
+    kernel rebuilt alone would be fed zeros for the target, so the arithmetic folds."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+        helper.make_node("Concat", ["n", "minus_one"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    ints = {
+        "zero": np.array([0], np.int64),
+        "one": np.array([1], np.int64),
+        "minus_one": np.array([-1], np.int64),
+    }
+    g = onnx_graph(nodes, {"x": [2, 3, 4]}, {"y": [2, 12]}, initializers=ints, opset=13)
+    assert unsized(g) == []
+    s = specialise(g)
+    assert [n.op_type for n in s.graph.nodes] == ["Reshape"] and s.probed == 0
+    assert s.graph.initializer(s.graph.nodes[0].inputs[1]).tolist() == [2, -1]
+    assert "folded" in s.notice

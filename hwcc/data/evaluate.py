@@ -311,8 +311,13 @@ class Evaluator:
     def outputs(self, graph: Graph) -> np.ndarray:
         """The first output of ``graph`` on every held-out sample, stacked ``[N, ...]``."""
         session = Session(graph)
-        out = np.concatenate([np.atleast_1d(session.run(feed)[0]) for feed in self.batches])
-        return out if len(out) == len(self.data) else out.reshape(len(self.data), -1)
+        runs = [np.atleast_1d(session.run(feed)[0]) for feed in self.batches]
+        out = np.concatenate(runs)
+        if len(out) == len(self.data):
+            return out
+        if len(runs) == len(self.data):  # one sample per run, its batch not on axis 0 of the
+            return np.stack(runs)  # output (a time-major [T, 1, C]): one row per run
+        return out.reshape(len(self.data), -1)
 
     def accuracy(self, graph: Graph) -> float:
         """Accuracy of ``graph`` (see :mod:`hwcc.data.metrics` for what it means here)."""

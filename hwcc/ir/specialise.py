@@ -55,7 +55,7 @@ class Specialised:
     def notice(self) -> str | None:
         """One line for the user, or None when there was nothing to do."""
         if not self.probed:
-            return None
+            return None if not self.folded else f"{self.folded} nodes of shape arithmetic folded"
         text = (
             f"{self.probed} tensor shapes onnx's shape inference left unknown were read from "
             f"onnxruntime at the fixed input shapes, and {self.folded} nodes of shape "
@@ -106,21 +106,27 @@ def probe_shapes(graph: Graph, feeds: Mapping[str, np.ndarray], names: list[str]
     return sized
 
 
+def _computes_shapes(graph: Graph) -> bool:
+    """Whether the graph reads shapes at run time (``Shape``, ``Size``): exporters' shape
+    arithmetic, which a kernel rebuilt alone would be fed zeros for."""
+    return any(n.op_type in ("Shape", "Size") for n in graph.nodes)
+
+
 def specialise(
     graph: Graph, feeds: Mapping[str, np.ndarray] | None = None, seed: int = 0
 ) -> Specialised:
     """``graph`` with every shape known and its shape arithmetic folded, when it needs it.
 
-    A graph whose shapes onnx's inference already knows is returned as it is. Otherwise
-    the unknown shapes are probed in onnxruntime on ``feeds`` (one sample of the user's
-    inputs; random ones when None) and the graph is folded (``fold_constants``,
-    ``eliminate_dead``, verified).
+    A graph whose shapes onnx's inference already knows and that reads no shape at run
+    time is returned as it is. Otherwise the unknown shapes are probed in onnxruntime on
+    ``feeds`` (one sample of the user's inputs; random ones when None) and the graph is
+    folded (``fold_constants``, ``eliminate_dead``, verified).
 
     Raises:
         HwccError: an input is still dynamic, or onnxruntime cannot run the model.
     """
     names = unsized(graph)
-    if not names:
+    if not names and not _computes_shapes(graph):
         return Specialised(graph, 0, 0, ())
     dynamic = [n for n in graph.real_inputs() if not graph.tensor(n).is_static]
     if dynamic:
@@ -129,8 +135,10 @@ def specialise(
             "cannot be known",
             "fix them with --input-shape NAME:DIMS",
         )
-    feeds = dict(feeds) if feeds is not None else random_feeds(graph, seed)
     graph = graph.copy()
-    probed = probe_shapes(graph, feeds, names)
+    probed = 0
+    if names:
+        feeds = dict(feeds) if feeds is not None else random_feeds(graph, seed)
+        probed = probe_shapes(graph, feeds, names)
     folded = PassManager(list(SHAPE_PASSES), PassContext(seed=seed, verify=True)).run(graph).graph
     return Specialised(folded, probed, len(graph) - len(folded), tuple(unsized(folded)))

@@ -42,6 +42,22 @@ class Finish:
     price: Callable[[Graph], dict[str, float]]
 
 
+def _tuned_if_better(
+    graph: Graph,
+    finetune: Callable[[Graph, int], Graph],
+    accuracy: Callable[[Graph], float | None],
+    seed: int,
+) -> Graph:
+    """The long-term fine-tune of ``graph``, unless it leaves the held-out accuracy lower
+    than it found it (a fine-tune can drift: a distilled sequence model lost 94 points in
+    200 steps); then ``graph`` as it was."""
+    tuned = finetune(graph, seed)
+    if tuned is graph:
+        return graph
+    before, after = accuracy(graph), accuracy(tuned)
+    return graph if before is not None and after is not None and after < before else tuned
+
+
 @dataclass(frozen=True)
 class Measured:
     """The input and final models timed side by side on the device.
@@ -97,7 +113,7 @@ def search(
         graph = run_loop(graph, state, config, hooks)
         hooks.event("long_term", {"steps": config.long_term_steps})
         seed = config.seed + 1_000_003 * (len(state.rounds) + 1)
-        final = finish.legalize(finish.finetune(graph, seed))
+        final = finish.legalize(_tuned_if_better(graph, finish.finetune, hooks.accuracy, seed))
         metrics = finish.price(final)
         measured, miss = (
             _measure(target, source, final, budgets) if target.measures else (None, None)

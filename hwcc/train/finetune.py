@@ -89,6 +89,7 @@ def finetune(
     batch_size: int = 32,
     seed: int = 0,
     temperature: float = 4.0,
+    distill: str | None = None,
     optimizer: str = "sgd",
     progress: Callable[[int, float], None] | None = None,
 ) -> FinetuneResult:
@@ -109,6 +110,9 @@ def finetune(
         batch_size: samples per step (all ``N`` if fewer).
         seed: seeds the minibatch order and torch; the same seed gives the same weights.
         temperature: distillation temperature ``T``.
+        distill: what to distil, named by the metric the run is judged by (``top1``,
+            ``per-step``, ``binary``, ``cosine``; see :func:`_distiller`); None: read
+            off the teacher's outputs.
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"``.
         progress: called after each step with the step number (from 1) and its loss.
 
@@ -125,7 +129,7 @@ def finetune(
     if _on_axis0(graph, inputs) and _batch_flows(module, graph, inputs):
         feeds = as_feeds(module, inputs)
         n = len(next(iter(feeds.values())))
-        loss_fn = _loss(labels, teacher, feeds, n, temperature)
+        loss_fn = _loss(labels, teacher, feeds, n, temperature, distill)
         size = min(batch_size, n)
 
         def step_loss(idx: np.ndarray) -> torch.Tensor:
@@ -135,7 +139,7 @@ def finetune(
     else:
         runs = _Runs(module, graph, inputs)
         n = runs.layout.runs
-        loss_fn = runs.loss(labels, teacher, temperature)
+        loss_fn = runs.loss(labels, teacher, temperature, distill)
         size = min(max(1, batch_size // runs.layout.samples_per_run), n)
 
         def step_loss(idx: np.ndarray) -> torch.Tensor:
@@ -238,7 +242,7 @@ class _Runs:
         step = len(rows) // r
         return [rows[i * step : (i + 1) * step] for i in range(r)]
 
-    def loss(self, labels, teacher, temperature: float) -> Callable:
+    def loss(self, labels, teacher, temperature: float, distill: str | None) -> Callable:
         """``loss(output, run) -> scalar`` for labels or a teacher."""
         if labels is not None:
             target = torch.from_numpy(np.asarray(labels).astype(np.int64))
@@ -247,9 +251,9 @@ class _Runs:
         if isinstance(teacher, Graph):
             teacher = self._outputs(to_torch(teacher))
         soft = torch.from_numpy(np.asarray(teacher, dtype=np.float32))
-        prepare, distill = _distiller(soft, temperature)
+        prepare, distil = _distiller(soft, temperature, distill)
         chunks = self.per_run(prepare(soft), "teacher outputs")
-        return lambda out, i: distill(out, chunks[i])
+        return lambda out, i: distil(out, chunks[i])
 
     def _outputs(self, teacher: GraphModule) -> np.ndarray:
         teacher.eval()
@@ -274,7 +278,7 @@ def _check_settings(steps, batch_size, optimizer, temperature, labels, teacher) 
         )
 
 
-def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
+def _loss(labels, teacher, feeds, n: int, temperature: float, distill: str | None) -> Callable:
     """``loss(output, sample_index) -> scalar`` for labels or a teacher."""
     if labels is not None:
         target = torch.from_numpy(np.asarray(labels).astype(np.int64))
@@ -289,23 +293,45 @@ def _loss(labels, teacher, feeds, n: int, temperature: float) -> Callable:
             f"teacher outputs for {len(soft)} samples, inputs have {n}",
             "give the teacher's outputs for the same samples, in the same order",
         )
-    prepare, distill = _distiller(soft, temperature)
+    prepare, distil = _distiller(soft, temperature, distill)
     target = prepare(soft)
-    return lambda out, idx: distill(out, target.index_select(0, idx))
+    return lambda out, idx: distil(out, target.index_select(0, idx))
 
 
-def _distiller(soft: torch.Tensor, temperature: float) -> tuple[Callable, Callable]:
+def _distiller(
+    soft: torch.Tensor, temperature: float, kind: str | None = None
+) -> tuple[Callable, Callable]:
     """``(prepare, loss)``: ``prepare(teacher_rows)`` once, then ``loss(output, prepared)``
-    per minibatch (see the module docstring for the three cases)."""
-    if soft.ndim >= 2 and soft.shape[1] > 1:  # class scores on axis 1
+    per minibatch. ``kind`` is the metric the run is judged by
+    (:mod:`hwcc.data.metrics`): ``top1`` distils the classes on axis 1, ``per-step`` those
+    on the last axis (at every step), ``binary`` one probability per element, anything
+    else matches the outputs (squared error). None reads it off the teacher: classes on
+    the last axis of a ``[N, steps, classes]`` output, on axis 1 of ``[N, classes]``,
+    probabilities in [0, 1] elementwise, else squared error. Outputs that already are
+    probabilities (a softmax) are distilled through their logarithm, the logits up to a
+    constant, so the temperature softens them as it does logits."""
+    if kind is None:
+        if soft.ndim >= 3 and soft.shape[-1] > 1:
+            kind = "per-step"
+        elif soft.ndim >= 2 and soft.shape[1] > 1:
+            kind = "top1"
+        elif len(soft) and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0:
+            kind = "binary"
+    if kind in ("top1", "per-step") and soft.ndim >= 2:
+        axis = 1 if kind == "top1" else -1
+        probs = bool(soft.min() >= 0) and bool(
+            torch.allclose(soft.sum(axis), torch.ones(()), atol=1e-3)
+        )
+        logits = (lambda t: torch.log(t.clamp_min(1e-12))) if probs else (lambda t: t)
 
         def kl(out: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-            log_q = F.log_softmax(out / temperature, dim=1)
-            div = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
-            return div * temperature**2
+            log_q = F.log_softmax(logits(out.reshape(log_p.shape)) / temperature, dim=axis)
+            div = F.kl_div(log_q, log_p, reduction="sum", log_target=True)
+            rows = log_p.numel() // log_p.shape[axis]  # a distribution per step, per sample
+            return div / rows * temperature**2
 
-        return (lambda t: F.log_softmax(t / temperature, dim=1)), kl
-    if len(soft) and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0:
+        return (lambda t: F.log_softmax(logits(t) / temperature, dim=axis)), kl
+    if kind == "binary" and len(soft) and float(soft.min()) >= 0 and float(soft.max()) <= 1:
 
         def bernoulli(out: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
             q = out.reshape(p.shape).clamp(1e-6, 1 - 1e-6)
