@@ -91,6 +91,16 @@ def quantize_int8(
     Raises:
         HwccError: onnxruntime's quantizer failed on this model.
     """
+    opset = graph.opset_imports.get("", graph.opset_imports.get("ai.onnx", 0))
+    if opset and opset < 10:
+        raise HwccError(
+            f"the model is at opset {opset}; int8 in QDQ form needs opset 10 or later",
+            "re-export the model at opset 13 or later (per-channel int8 needs 13)",
+        )
+    # Per-channel scales need DequantizeLinear's axis, from opset 13 on: below it the weights
+    # are quantized per tensor rather than the model's opset raised under its other ops
+    # (an opset-12 Squeeze with axes as an attribute is invalid at 13).
+    per_channel = not opset or opset >= 13
     named = graph.copy()
     for node in named.nodes:
         node.meta.pop("onnx_name", None)  # write every node under its (unique) IR name
@@ -109,7 +119,7 @@ def quantize_int8(
                     calibration_cache_path=ranges,
                     op_types_to_quantize=list(LAYER_OPS),
                     nodes_to_quantize=[lay.name for lay in layers],
-                    per_channel=True,
+                    per_channel=per_channel,
                     reduce_range=False,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,

@@ -154,3 +154,38 @@ def test_int8_not_on_its_own_result(lenet5, train_x):
     again = int8(once.graph, {"input": train_x}, samples=8)
     assert not again.modified and again.graph is once.graph
     assert "no Conv, Gemm or MatMul has constant float weights" in again.reason
+
+
+@pytest.mark.parametrize("opset", [11, 12, 13])
+def test_int8_is_valid_at_the_models_own_opset(opset):
+    """Per-channel weights need DequantizeLinear's axis (opset 13); below it the weights
+    are quantized per tensor and the model keeps its opset, so its other ops stay valid
+    (a Squeeze with axes as an attribute, as opset-12 exporters write it)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"])]
+    inits = [w]
+    if opset < 13:
+        nodes.append(helper.make_node("Squeeze", ["r"], ["y"], axes=[0]))
+    else:
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
+        nodes.append(helper.make_node("Squeeze", ["r", "axes"], ["y"]))
+    x = helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", 1, [4, 6, 6])
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y], inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    g = onnx_io.load(model)
+    data = {"x": rng.standard_normal((16, 1, 3, 8, 8)).astype(np.float32)[:, 0]}
+    q = int8(g, data, samples=16).graph
+    proto = onnx_io.to_proto(q)
+    onnx.checker.check_model(proto, full_check=True)
+    assert q.opset_imports[""] == opset
+    axes = {d.attr("axis") for d in q.nodes if d.op_type == "DequantizeLinear"}
+    weight_scales = [q.initializer(d.inputs[1]) for d in q.nodes if d.op_type == "DequantizeLinear"]
+    assert max(s.size for s in weight_scales) == (4 if opset >= 13 else 1), axes
+    feeds = {"x": data["x"][:1]}
+    np.testing.assert_allclose(run_onnx(q, feeds)[0], run_onnx(g, feeds)[0], rtol=0.1, atol=0.1)
