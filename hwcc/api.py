@@ -41,6 +41,7 @@ from hwcc.ir.cleanup import CLEANUP, cleanup
 from hwcc.ir.onnx_io import load, to_proto
 from hwcc.ir.specialise import specialise
 from hwcc.ir.verify import Session
+from hwcc.ir.workload import analyze
 from hwcc.passes.dequantize import dequantize_for_search
 from hwcc.progress import PhaseClock
 from hwcc.report.artifact import (
@@ -366,6 +367,10 @@ def _finetuner(
 
     to_torch(src)
     teacher = None if tune.labels is not None else _outputs(src, tune.inputs)
+    batch = config.batch_size
+    if config.step_macs:
+        per_sample = analyze(src).macs / max(tune.layout.samples_per_run, 1)
+        batch = max(1, min(batch, int(config.step_macs // max(per_sample, 1))))
 
     def run(g: Graph, steps: int, seed: int) -> Graph:
         if steps <= 0:
@@ -377,7 +382,7 @@ def _finetuner(
             teacher=teacher,
             steps=steps,
             lr=config.lr,
-            batch_size=config.batch_size,
+            batch_size=batch,
             seed=seed,
             optimizer=config.optimizer,
             distill=distill,

@@ -39,7 +39,11 @@ class SearchConfig:
         optimizer: ``adam`` (default: it recovered heavily pruned proposals where SGD at
             0.01 diverged, e.g. resnet-digits' stem halved: 77 % against 10 % after 30 steps)
             or ``sgd``.
-        batch_size: fine-tune batch size.
+        batch_size: fine-tune batch size, at most.
+        step_macs: forward multiply-accumulates one fine-tune step may cost (0: no cap):
+            the batch shrinks for a heavy model, 32 samples of a 0.15 GMAC classifier but
+            1 of a 3.6 GMAC transformer, so that a proposal's fine-tune costs about the
+            same whatever the model (a step of 5e9 MACs takes about half a second here).
         max_accuracy_drop: stop before accuracy falls more than this below the input
             model's (a fraction, 0.01 = one point); default :data:`DEFAULT_ACCURACY_DROP`
             (a compile that met its budget by answering one class for every input is no
@@ -59,6 +63,7 @@ class SearchConfig:
     lr: float | None = None
     optimizer: str = "adam"
     batch_size: int = 32
+    step_macs: float = 5e9
     max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
     seed: int = 0
 
@@ -68,6 +73,8 @@ class SearchConfig:
                 f"max_step_fraction={self.max_step_fraction}: give a share in (0, 1]",
                 "0.5: a unit may take at most half its steps (channels) in one iteration",
             )
+        if self.step_macs < 0:
+            raise HwccError(f"step_macs={self.step_macs}: give 0 (no cap) or more")
         if self.finetune_top < 0:
             raise HwccError(f"finetune_top={self.finetune_top}: give 0 (every proposal) or more")
 
