@@ -249,3 +249,21 @@ def test_a_long_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5):
     acc = {id(lenet5): 0.9, id(worse): 0.5, id(better): 0.95}
     assert _tuned_if_better(lenet5, lambda g, s: worse, lambda g: acc[id(g)], 0) is lenet5
     assert _tuned_if_better(lenet5, lambda g, s: better, lambda g: acc[id(g)], 0) is better
+
+
+def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss):
+    r0 = _metrics(eyeriss, lenet5)
+
+    def finetune(g, steps, seed):
+        out = g.copy()
+        out.meta["tuned"] = True
+        return out
+
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1)
+    state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
+    hooks = _hooks(eyeriss, lambda g: 0.6 if g.meta.get("tuned") else 0.88)
+    hooks.finetune = finetune
+    graph = run_loop(lenet5, state, cfg, hooks)
+    (tuned,) = [p for p in state.proposals if p["finetuned"]]
+    assert tuned["accuracy"] == 0.88 and tuned["accuracy_before_finetune"] == 0.88
+    assert not graph.meta.get("tuned")
