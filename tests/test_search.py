@@ -267,3 +267,19 @@ def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss
     (tuned,) = [p for p in state.proposals if p["finetuned"]]
     assert tuned["accuracy"] == 0.88 and tuned["accuracy_before_finetune"] == 0.88
     assert not graph.meta.get("tuned")
+
+
+def test_a_step_that_costs_too_much_accuracy_is_halved_before_giving_up(lenet5, eyeriss):
+    """Every unit's 10 % step would fall below the floor; half of it does not."""
+    r0 = _metrics(eyeriss, lenet5)
+
+    def acc(g):
+        removed = 1 - _metrics(eyeriss, g)["size_bytes"] / r0["size_bytes"]
+        return 0.5 if removed > 0.07 else 0.9
+
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, max_accuracy_drop=0.05)
+    state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
+    run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
+    assert state.iteration == 1, state.stop
+    assert state.history[0]["target"] >= 0.93 * r0["size_bytes"]  # a halved step
+    assert state.history[0]["metrics"]["accuracy"] == 0.9

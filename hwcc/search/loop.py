@@ -26,8 +26,9 @@ fine-tuned one losing the least accuracy per unit of resource removed,
 where ``a_i`` is the current accuracy. With several budgets, each iteration works on the
 one exceeded most (largest ``R / L``); with an energy budget, units are visited
 most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters when
-``max_units`` caps the proposals per iteration. If no unit can meet ``target_i``, the
-step is halved (up to three times) before the search gives up.
+``max_units`` caps the proposals per iteration. If no unit can meet ``target_i``, or
+every proposal would take accuracy below the floor, the step is halved (up to three
+times) before the search gives up.
 
 The loop stops when every budget is met, when the best proposal would take accuracy
 below the floor (``max_accuracy_drop``), or after ``max_iterations``. It always keeps
@@ -122,21 +123,26 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             return graph
         metric = max(over, key=over.get)
         hooks.event("iteration", {"iteration": i + 1, "metric": metric, "state": state})
-        picked = None
-        for halving in range(4):
+        picked, below = None, None
+        floor = state.floor(config.max_accuracy_drop)
+        for halving in range(4):  # a smaller step when no unit meets it, or none above the floor
             step = sched.step(state.original[metric], i) / 2**halving
             target = max(state.limits[metric], state.current[metric] - step)
             picked = _iterate(graph, state, config, hooks, metric, target, i)
+            if picked is not None and _below(picked, floor):
+                below, picked = picked, None
+                continue
             if picked is not None:
                 break
+        if picked is None and below is not None:
+            picked = below
         if picked is None:
             state.stop = (
                 f"no change to any layer brings {metric} down from "
                 f"{state.current[metric]:.4g} (see the rejected proposals)"
             )
             return graph
-        floor = state.floor(config.max_accuracy_drop)
-        if floor is not None and picked.accuracy is not None and picked.accuracy < floor:
+        if _below(picked, floor):
             state.stop = (
                 f"the best proposal ({picked.unit.id}) would take accuracy to "
                 f"{picked.accuracy:.2%}, below the floor {floor:.2%} (--max-accuracy-drop)"
@@ -233,6 +239,10 @@ def _score(p: Proposal, state: SearchState, metric: str, r_now: float) -> float:
     removed = (r_now - p.metrics[metric]) / state.original[metric]
     loss = 0.0 if p.accuracy is None or state.accuracy is None else state.accuracy - p.accuracy
     return loss / removed if removed > 0 else math.inf
+
+
+def _below(p: Proposal, floor: float | None) -> bool:
+    return floor is not None and p.accuracy is not None and p.accuracy < floor
 
 
 def _seed(seed: int, iteration: int, unit: int) -> int:
