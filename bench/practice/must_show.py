@@ -118,7 +118,7 @@ def check_cpu(model_id: str, work: Path, out: Path) -> dict:
     fidelity on a fresh held-out set."""
     original, compiled = _original(model_id, work), hwcc.load(out / "model.onnx")
     held = load_dataset(original, data(model_id, HELD_OUT, HELD_SEED))
-    evaluator = Evaluator(original, held)
+    evaluator = Evaluator(original, held, "per-step" if model_id in PER_STEP else None)
     calib = {k: v[:4] for k, v in held.inputs.items()}
     with _fresh_cache():  # a table built now, on this machine, beside the measurement
         cpu = load_target("cpu")
