@@ -84,6 +84,8 @@ def compile_cli(model_id: str, target: str, budget: str, work: Path) -> dict:
     cmd += ["--budget", budget, "--data", str(npz), "-o", str(out), "--json"]
     if model_id in PER_STEP:
         cmd += ["--metric", "per-step"]
+    if Path(f"{out}.checkpoint").exists():  # a bench run killed in this compile: go on
+        cmd += ["--resume"]
     start = time.monotonic()
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
