@@ -44,17 +44,18 @@ class Finish:
 
 def _tuned_if_better(
     graph: Graph,
+    before: float | None,
     finetune: Callable[[Graph, int], Graph],
     accuracy: Callable[[Graph], float | None],
     seed: int,
 ) -> Graph:
-    """The long-term fine-tune of ``graph``, unless it leaves the held-out accuracy lower
-    than it found it (a fine-tune can drift: a distilled sequence model lost 94 points in
-    200 steps); then ``graph`` as it was."""
+    """The long-term fine-tune of ``graph`` (whose held-out accuracy, already measured, is
+    ``before``), unless it leaves that accuracy lower (a fine-tune can drift: a distilled
+    sequence model lost 94 points in 200 steps); then ``graph`` as it was."""
     tuned = finetune(graph, seed)
     if tuned is graph:
         return graph
-    before, after = accuracy(graph), accuracy(tuned)
+    after = accuracy(tuned)
     return graph if before is not None and after is not None and after < before else tuned
 
 
@@ -113,7 +114,9 @@ def search(
         graph = run_loop(graph, state, config, hooks)
         hooks.event("long_term", {"steps": config.long_term_steps})
         seed = config.seed + 1_000_003 * (len(state.rounds) + 1)
-        final = finish.legalize(_tuned_if_better(graph, finish.finetune, hooks.accuracy, seed))
+        final = finish.legalize(
+            _tuned_if_better(graph, state.accuracy, finish.finetune, hooks.accuracy, seed)
+        )
         metrics = finish.price(final)
         measured, miss = (
             _measure(target, source, final, budgets) if target.measures else (None, None)
