@@ -3,7 +3,11 @@
 Given the groups of :mod:`hwcc.passes.lib.depgraph` and, for each group to prune, the
 channels it keeps, every producer's filters and bias, every consumer's input channels,
 BatchNormalization parameters, depthwise weights and channel Concats are cut to the kept
-positions (``W_p[K, …]``, ``W_c[:, K', …]``); constants left unused are dropped.
+positions (``W_p[K, …]``, ``W_c[:, K', …]``); constants left unused are dropped. A site
+that stacks the positions several times (a recurrent layer's gates, ``Site.tile``) keeps
+them in every block, an attribute site (``group``, ``hidden_size``) is set to the
+number kept, and an ``omit`` site (a recurrent layer's all-zero initial state) drops the
+input, which the op then takes as zeros of the new size.
 """
 
 from __future__ import annotations
@@ -98,11 +102,29 @@ def _resolve(
     return analysis, by_root
 
 
+_ATTRIBUTES = ("group", "hidden_size")
+"""Site roles that name an attribute holding the number of channels."""
+
+
+def tiled(pos: np.ndarray, length: int, tile: int) -> np.ndarray:
+    """The indices along an axis of ``length`` entries that ``tile`` stacked blocks of
+    positions ``pos`` occupy (a recurrent layer's gates: ``p + g·length/tile``)."""
+    if tile == 1:
+        return pos
+    n = length // tile
+    return (np.arange(tile)[:, None] * n + pos[None, :]).reshape(-1)
+
+
 def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> str | None:
     """Rewrite one site; return the name of the input it replaced, if any."""
     node = g.node(site.node)
-    if site.role == "group":
-        node.attrs["group"] = int(len(pos))
+    if site.role in _ATTRIBUTES:
+        node.attrs[site.role] = int(len(pos))
+        return None
+    if site.role == "omit":
+        old = node.inputs[site.index]
+        g.set_input(node, site.index, "")
+        _drop_dead_producers(g, old)
         return None
     old = node.inputs[site.index]
     value = constant_of(g, old, analysis.overridable)
@@ -111,7 +133,7 @@ def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> 
         if value[site.axis] != -1:
             value[site.axis] = len(pos)
     else:
-        value = np.take(value, pos, axis=site.axis)
+        value = np.take(value, tiled(pos, value.shape[site.axis], site.tile), axis=site.axis)
     set_constant_input(g, node, site.index, value)
     return old
 
@@ -130,3 +152,22 @@ def _drop_dead_constants(g: Graph, names: list[str]) -> None:
                 t = ""
             else:
                 t = ""
+
+
+def _drop_dead_producers(g: Graph, tensor: str) -> None:
+    """Erase the nodes (and initializers) that only computed ``tensor``, now unread: the
+    shape computation of a zero initial state that an omitted input leaves behind."""
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if not t or g.users(t) or t in g.outputs:
+            continue
+        p = g.producer(t)
+        if p is None:
+            if g.initializer(t) is not None and t not in g.inputs:
+                del g.tensors[t]
+            continue
+        if any(o and (g.users(o) or o in g.outputs) for o in p.outputs):
+            continue
+        stack.extend(p.inputs)
+        g.erase_node(p)

@@ -115,7 +115,12 @@ class Site:
             the entry to rewrite).
         tensor: the tensor whose positions index it.
         role: ``filter`` (a producer's output filters), ``consumer`` (a layer's input
-            channels), ``param`` (a per-channel constant), ``group`` or ``shape``.
+            channels), ``param`` (a per-channel constant), ``group`` or ``hidden_size``
+            (the attribute of that name, set to the number of positions kept),
+            ``shape`` or ``omit`` (an all-zero input, dropped for the op's default).
+        tile: how many times the positions repeat along ``axis``: a recurrent layer
+            stacks its gates, so position ``p`` indexes ``p + g·n`` for ``g < tile``,
+            ``n`` being the axis length divided by ``tile``.
     """
 
     node: str
@@ -123,6 +128,7 @@ class Site:
     axis: int
     tensor: str
     role: str
+    tile: int = 1
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,8 @@ class ChannelAnalysis:
 
 def analyze(graph: Graph) -> ChannelAnalysis:
     """Compute the channel spaces, layouts, sites and groups of ``graph`` (shapes inferred)."""
-    import hwcc.passes.lib.depgraph_rules  # noqa: F401  (registers the rules)
+    import hwcc.passes.lib.depgraph_recurrent  # noqa: F401  (registers the rules)
+    import hwcc.passes.lib.depgraph_rules  # noqa: F401
 
     a = ChannelAnalysis(graph)
     for node in graph.nodes:

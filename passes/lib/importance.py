@@ -6,7 +6,9 @@ scores. Criteria register by name with :func:`criterion`:
 * ``l2`` (NetAdapt's default): ``score_c = sqrt(Σ_members ‖F_m,c‖²)``, the L2 norm of
   channel ``c``'s output filters over every member of the group: the rows of each
   producer's weight and the filters of the depthwise convolutions the channel flows
-  through. For a single layer it is the filter's L2 norm.
+  through. For a single layer it is the filter's L2 norm; for a recurrent layer, whose
+  weights stack one row per gate (``Site.tile``), a hidden unit's filter is its rows at
+  every gate of W and R.
 * ``l1``: ``score_c = Σ_members ‖F_m,c‖₁`` over the same filters.
 * ``activation``: ``score_c = Σ_t mean |a_t,c|``, the mean absolute value of channel ``c``
   over the given data (every sample, every other axis) of each tensor ``t`` the group's
@@ -87,6 +89,8 @@ def _filter_norms(
             w = analysis.const(analysis.graph.node(site.node).inputs[site.index]).astype(np.float64)
             w = np.moveaxis(w, site.axis, 0).reshape(w.shape[site.axis], -1)
             per = (w * w).sum(axis=1) if power == 2 else np.abs(w).sum(axis=1)
+            if site.tile > 1:  # stacked gates: a channel's filter is its row in each block
+                per = per.reshape(site.tile, -1).sum(axis=0)
             _accumulate(analysis, group, site.tensor, per, total)
         out[group.id] = np.sqrt(total) if power == 2 else total
     return out
