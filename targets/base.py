@@ -17,6 +17,12 @@ numbers come from::
     bits = 4                           # the chip runs, with their knob settings
     zero_slot = true
 
+Control flow is priced as it runs: before a graph is analysed, each ``If`` is replaced by
+the nodes of the branch its condition takes (:meth:`Target.resolved`, after
+:func:`hwcc.ir.workload_flow.resolve`; the condition is evaluated on ``CostContext.sample``
+where it depends on the inputs), so every target prices a branch's nodes like top-level
+ones, on chip or on its host; what could not be decided is in :attr:`GraphCost.notes`.
+
 Pricing goes through the workload view: :meth:`Target.cost` analyses the graph once
 (:func:`hwcc.ir.workload.analyze`), asks :meth:`Target.supports` of every layer, prices the
 supported ones with :meth:`Target.cost_layer` and the others on the declared host, and
@@ -43,6 +49,7 @@ import dataclasses
 import importlib
 import pkgutil
 import tomllib
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +57,7 @@ from typing import Any, ClassVar
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.workload import Layer, Workload, analyze
+from hwcc.ir.workload_flow import Resolved, has_control_flow, resolve
 from hwcc.targets.costs import (
     ZERO,
     Cost,
@@ -113,6 +121,10 @@ class Target:
                 f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}"
             )
         self._legal_form = _parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
+        # graph -> (the sample it was resolved with, its Resolved form): prepare and cost
+        # of one graph resolve its control flow once; resolved graph -> (taken, notes)
+        self._resolved: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._flat: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     @property
     def legal_form(self) -> dict[str, dict[str, Any]]:
@@ -227,6 +239,24 @@ class Target:
         )
 
     # -- shared machinery ------------------------------------------------------------
+    def resolved(self, graph: Graph, ctx: CostContext | None = None) -> Resolved:
+        """``graph`` with each ``If`` replaced by the branch it takes on ``ctx.sample``
+        (:func:`hwcc.ir.workload_flow.resolve`), kept per graph object; a graph without
+        control flow is returned as it is, at the cost of one look at its nodes."""
+        sample = ctx.sample if ctx is not None else None
+        hit = self._resolved.get(graph)
+        if hit is not None and hit[0] is sample:
+            return hit[1]
+        if graph in self._flat:  # a resolved graph priced again (as the EIE target does)
+            taken, notes = self._flat[graph]
+            return Resolved(graph, dict(taken), list(notes))
+        if not has_control_flow(graph):
+            return Resolved(graph)
+        flat = resolve(graph, sample)
+        self._resolved[graph] = (sample, flat)
+        self._flat[flat.graph] = (dict(flat.taken), list(flat.notes))  # no reference to it
+        return flat
+
     def workload(self, graph: Graph, ctx: CostContext) -> Workload:
         """``graph`` analysed with ``ctx``'s activation densities and density memo."""
         return analyze(graph, act_density=ctx.act_density, densities=ctx.densities)
@@ -241,6 +271,10 @@ class Target:
         ctx = ctx or CostContext()
         if ctx.batch < 1:
             raise HwccError(f"batch must be at least 1, got {ctx.batch}")
+        notes: list[str] = []
+        if isinstance(graph, Graph):
+            flat = self.resolved(graph, ctx)
+            graph, notes = flat.graph, flat.notes
         work = graph if isinstance(graph, Workload) else self.workload(graph, ctx)
         out: list[LayerCost] = []
         for layer in work.layers:
@@ -273,7 +307,7 @@ class Target:
             c = host.cost_layer(layer, ctx)
             note = f"{reason} [{c.note}]" if c.note else reason  # why it left comes first
             out.append(LayerCost(layer, dataclasses.replace(c, note=note), host.name))
-        return GraphCost(self.name, out, ctx.batch)
+        return GraphCost(self.name, out, ctx.batch, list(notes))
 
     def describe(self) -> dict[str, Any]:
         """What ``hwcc targets`` shows: parameters and where the numbers come from."""

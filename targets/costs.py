@@ -67,6 +67,7 @@ class GraphCost:
     target: str
     layers: list[LayerCost]
     batch: int = 1
+    notes: list[str] = field(default_factory=list)  # what the user should know about it
 
     def _sum(self, attr: str, where: Callable[[LayerCost], bool] = lambda x: True) -> float:
         return sum(getattr(x.cost, attr) for x in self.layers if where(x))
@@ -100,6 +101,7 @@ class GraphCost:
             "layers": [x.to_dict() for x in self.layers],
             "total": {"latency_s": self.latency_s, "energy_j": self.energy_j},
             "host": {"latency_s": self.host_latency_s, "energy_j": self.host_energy_j},
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 
@@ -116,12 +118,16 @@ class CostContext:
             :func:`hwcc.data.activations.capture_activations`.
         densities: weight densities already counted, owned by a caller that prices many
             graphs sharing their weights (a search); None: count them in every analysis.
+        sample: one run's inputs (name -> array), which decide the branch an ``If`` whose
+            condition depends on input values takes (:mod:`hwcc.ir.workload_flow`);
+            None: such an ``If`` is priced as its more expensive branch, with a note.
     """
 
     batch: int = 1
     act_density: float | Mapping[str, float] | None = None
     activations: Mapping[str, Any] | None = None
     densities: DensityMemo | None = field(default=None, compare=False, repr=False)
+    sample: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class NotPrepared(HwccError):

@@ -15,7 +15,10 @@ A search prices thousands of graphs. :class:`Pricer` keeps that cheap and honest
 * each graph is priced once (a cache keyed by the graph object, dropped with it), and
   weight densities are counted once per weight array (one :class:`DensityMemo` a pricer).
 
-The input's legal form is made once and kept (:attr:`Pricer.source_legal`).
+The input's legal form is made once and kept (:attr:`Pricer.source_legal`). The first run
+of the calibration inputs is the sample (:attr:`CostContext.sample`) that decides which
+branch of an ``If`` runs when its condition reads the inputs (the silero detector's
+sample rate).
 """
 
 from __future__ import annotations
@@ -26,9 +29,29 @@ from typing import Any
 
 from hwcc.ir import Graph
 from hwcc.ir.workload import DensityMemo
+from hwcc.ir.workload_flow import has_control_flow
 from hwcc.targets.base import CostContext, GraphCost, NotPrepared, Target
 
-__all__ = ["Pricer", "metrics_of"]
+__all__ = ["Pricer", "first_run", "metrics_of"]
+
+
+def first_run(graph: Graph, data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The first run's inputs of ``data`` for ``graph`` (None when there is no data or
+    it does not fit the graph's inputs: pricing then says it could not tell)."""
+    if not data:
+        return None
+    from hwcc.data.activations import split_batches
+    from hwcc.errors import HwccError
+
+    try:
+        run = split_batches(graph, data)[0]
+    except (HwccError, KeyError, ValueError, TypeError):
+        return None
+    fits = all(
+        k in run and tuple(run[k].shape) == tuple(graph.tensors[k].shape)
+        for k in graph.real_inputs()
+    )
+    return run if fits else None
 
 
 def metrics_of(cost: GraphCost) -> dict[str, float]:
@@ -57,7 +80,8 @@ class Pricer:
     ):
         self.target, self.calib, self.seed = target, calib, seed
         self.cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.ctx = CostContext(densities=DensityMemo())
+        sample = first_run(source, calib) if has_control_flow(source) else None
+        self.ctx = CostContext(densities=DensityMemo(), sample=sample)
         self.source_legal = self.legalize(source)
         self.size_scale, self.direct = 1.0, not target.legal_form
         if target.legal_form:

@@ -41,9 +41,7 @@ from hwcc.targets.pricing import Pricer
 
 SMALL = [m for m in models.PRACTICE if m.small]
 # (check, model id) -> the error hwcc gives today (issue 13)
-KNOWN = {
-    ("price", "silero_op15"): "control flow: the cpu host cannot rebuild an If node",
-}
+KNOWN = {}
 # one fine-tune step of these takes 15 to 30 s here (the QDQ transformer; PP-OCRv4 rec at
 # 48x320; ddddocr's quantized recogniser, trained one run at a time): not fast tests
 SLOW = {("finetune", "smart_turn"), ("finetune", "ppocr_rec"), ("finetune", "ddddocr_old")}

@@ -77,6 +77,8 @@ def format_cost_table(
         lines.append(
             f"({hidden} data-movement or constant nodes at no cost hidden; --all shows them)"
         )
+    for note in getattr(gc, "notes", ()):  # e.g. an If whose branch no sample decided
+        lines += textwrap.wrap(f"note: {note}", width - 1, subsequent_indent="  ")
     return "\n".join(lines)
 
 

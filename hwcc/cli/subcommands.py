@@ -29,6 +29,7 @@ from hwcc.ir import transform as pass_infra
 from hwcc.ir import workload
 from hwcc.ir.specialise import specialise
 from hwcc.targets.base import CostContext, list_targets, load_target
+from hwcc.targets.pricing import first_run
 
 
 def _loaded(args: argparse.Namespace) -> hwcc.Graph:
@@ -66,14 +67,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_target(graph, args: argparse.Namespace) -> int:
     if args.data and args.act_density is not None:
         raise HwccError("give --data or --act-density, not both")
-    density, vectors = args.act_density, None
+    density, vectors, sample = args.act_density, None, None
     target = load_target(args.target)
     if args.data:
         data = read_data(graph, args.data)
+        sample = first_run(graph, data)  # decides the branch an If on the inputs takes
         density = measure_density(graph, data)
         if target.uses_activation_vectors:
             vectors = capture_activations(graph, data, max_samples=16)
-    gc = target.price(graph, CostContext(args.batch, density, vectors))
+    gc = target.price(graph, CostContext(args.batch, density, vectors, sample=sample))
     if args.json:
         print(json.dumps(gc.to_dict(), indent=2))
     else:

@@ -83,6 +83,7 @@ _NOT_FLAGS = (
     "act_density",
     "weight_bits",
     "act_bits",
+    "scope",  # the If branch a node was inlined from (hwcc.ir.workload_flow)
 )
 
 

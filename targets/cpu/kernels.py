@@ -48,6 +48,11 @@ is a staircase in channel count with steps of ``B``:
     ``Add`` of two equal 4-D tensors it feeds (the Add's first input that qualifies) and
     the activation after it (``FusedConv`` with a "Z" input).
 
+Fusions 1-3 and 10 join only nodes of one graph: the nodes of an ``If``'s taken branch
+(inlined for pricing by :mod:`hwcc.ir.workload_flow`, tagged ``meta["scope"]``) fuse among
+themselves, never with the nodes around the ``If``, as onnxruntime optimizes a branch
+as a graph of its own.
+
 Rules 4-9 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are built by
 :mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
 (attention, LayerNorm, GELU), ``Transpose``/``Resize`` in
@@ -224,12 +229,18 @@ class _Planner(NchwcLayout):
         add = self.sole_user(node.outputs[0])
         if add is None or add.op_type != "Add" or add.domain not in STANDARD_DOMAINS:
             return False
+        if not _same_scope(add, node):
+            return False
         other = [t for t in add.inputs if self.resolve(t) != node.outputs[0]]
         return len(other) == 1 and other[0] in self.const and len(self.shape(other[0])) <= 2
 
     def absorb(self, op: _Op, *, per_channel: bool, acts: tuple[str, ...]) -> None:
         """Fold a single-use chain of constant BN/Add/Mul (convs) and one activation."""
-        while (nxt := self.sole_user(op.output)) is not None and nxt.domain in STANDARD_DOMAINS:
+        while (
+            (nxt := self.sole_user(op.output)) is not None
+            and nxt.domain in STANDARD_DOMAINS
+            and _same_scope(nxt, op.head)
+        ):
             rest = [t for t in nxt.inputs[1:] if t]
             constant = all(t in self.const for t in rest)
             if per_channel and nxt.op_type == "BatchNormalization" and constant:
@@ -298,6 +309,7 @@ class _Planner(NchwcLayout):
                     and not conv.sum_input
                     and self.uses.get(ins[n]) == 1
                     and len(self.shape(ins[n])) == 4
+                    and _same_scope(conv.head, node)
                 ):
                     conv.sum_input, op.kind = ins[1 - n], "fused"
                     conv.members.append(node)
@@ -309,6 +321,7 @@ class _Planner(NchwcLayout):
                         and nxt.kind == "generic"
                         and act.op_type in fused_activations("conv")
                         and not nxt.nchwc
+                        and _same_scope(act, node)
                     ):
                         conv.act, conv.act_params = act.op_type, self.act_params(act)
                         nxt.kind = "fused"
@@ -353,6 +366,14 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
     in_bytes = sum(p.g.tensors[t].data is None and _nbytes(p, t) or 0 for t in graph.real_inputs())
     out_bytes = sum(_nbytes(p, p.resolve(t)) for t in graph.outputs)
     return Plan(out, removed, in_bytes, out_bytes)
+
+
+def _same_scope(a: Node, b: Node) -> bool:
+    """Whether two nodes ran in the same graph before control flow was inlined
+    (:mod:`hwcc.ir.workload_flow` tags a taken branch's nodes with ``meta["scope"]``):
+    onnxruntime optimizes each branch of an ``If`` as a graph of its own, so its fusions
+    never join a node inside a branch with one outside."""
+    return a.meta.get("scope") == b.meta.get("scope")
 
 
 def _nbytes(p: _Planner, t: str) -> int:

@@ -93,6 +93,8 @@ def layer_graph(layer: Layer) -> tuple[Graph, str]:
     if k in ("conv", "depthwise_conv", "grouped_conv", "conv_transpose", "pool"):
         g.add_input("x", 1, [layer.N, layer.C, layer.H, layer.W])
         pads = list(layer.pads) if len(layer.pads) == 4 else [0, 0, 0, 0]
+        if len(layer.pads) == 2:  # one spatial dim, rebuilt as H = 1: its pads go on W
+            pads = [0, layer.pads[0], 0, layer.pads[1]]
         attrs = {
             "kernel_shape": [layer.R, layer.S],
             "strides": two_d(layer.stride, 1),

@@ -172,6 +172,8 @@ class EIE(Target):
         if activations is None and ctx is not None:
             activations = ctx.activations
         previous = self._view
+        if isinstance(graph, Graph):  # an If is priced as the branch it takes
+            graph = self.resolved(graph, ctx).graph
         self._view = view_of(graph, activations) if isinstance(graph, Graph) else None
         if activations and self._view is None:
             raise HwccError("activations need the graph, not an analysed workload")

@@ -222,8 +222,11 @@ class Eyeriss(Target):
         ctx = ctx or CostContext()
         if isinstance(graph, Workload):
             return super().cost(graph, ctx)
-        work = self.workload(graph, ctx)
-        return super().cost(work, self.graph_context(graph, work, ctx))
+        flat = self.resolved(graph, ctx)  # an If is priced as the branch it takes
+        work = self.workload(flat.graph, ctx)
+        priced = super().cost(work, self.graph_context(flat.graph, work, ctx))
+        priced.notes = list(flat.notes)
+        return priced
 
     def graph_context(self, graph: Graph, work: Workload, ctx: CostContext) -> EyerissContext:
         """``ctx`` with the fused ReLUs and written densities of ``graph`` (analysed as

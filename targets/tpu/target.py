@@ -215,10 +215,14 @@ class TPU(Target):
         ctx = ctx or CostContext()
         if ctx.batch < 1:
             raise HwccError(f"batch must be at least 1, got {ctx.batch}")
-        work = self.workload(graph, ctx)
-        return super().cost(
-            Workload(placed(graph, work, self.supports), work.activation_bytes, work.name), ctx
+        flat = self.resolved(graph, ctx)  # an If is priced as the branch it takes
+        work = self.workload(flat.graph, ctx)
+        priced = super().cost(
+            Workload(placed(flat.graph, work, self.supports), work.activation_bytes, work.name),
+            ctx,
         )
+        priced.notes = list(flat.notes)
+        return priced
 
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         """The cost of one supported layer, already scaled to ``ctx.batch``."""

@@ -1,0 +1,356 @@
+"""Control flow for cost models: an ``If`` is priced as the branch it takes.
+
+A cost model prices what a device executes. For an ``If`` node that is the branch its
+condition selects, node by node, not the node as an opaque whole: its branch can hold
+the whole network (the silero voice detector wraps everything in an ``If`` on the sample
+rate) and a kernel measured or modelled as "the If" would have no dims to price. So
+:func:`resolve` rewrites a graph before it is analysed: each ``If`` is replaced by the
+nodes of its taken branch, in place, until none is left (branches nest). Every target
+then prices those nodes like top-level ones, with everything it knows: the CPU replays
+onnxruntime's fusions on them and looks their kernels up, the accelerators run what they
+support on chip and send the rest to their host. The branch's nodes keep their own names
+behind the ``If``'s (``/m/If.then/conv``), so reports show where they came from.
+
+Why inline rather than time the ``If`` as one kernel: a one-kernel model of an ``If``
+would carry its whole branch, with weights, as a table key, and only the CPU could use
+it; inlining prices the branch the same way on every target and reuses every kernel
+already measured. What inlining changes, and is allowed to: the ``If``'s own dispatch in
+onnxruntime (it runs the branch as a nested graph, some microseconds) is not priced, and
+nodes of a branch are tagged with it (``meta["scope"]``) so that a fusion model does not
+fuse across the branch's boundary, which onnxruntime's optimizer does not cross either.
+
+The condition is evaluated, never guessed:
+
+1. a condition that is a constant (an initializer, a ``Constant``: what specialising a
+   model to its shapes leaves) is read;
+2. otherwise the condition is computed by onnxruntime on the model with it exposed as an
+   output: on the sample inputs the pricer was given, or on random inputs when it does
+   not depend on input values (only on constants and shapes, which are fixed);
+3. a condition that depends on input values when no sample was given cannot be known: the
+   branch with the larger workload (FLOPs, then bytes moved; the target is not asked, so
+   that choosing stays a function of the graph alone) is priced, and a note says so.
+
+``Loop`` and ``Scan`` are left as they are: they are listed as unknown layers by the
+workload view, and a target refuses or hosts them as any node it cannot price.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, helper
+
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+
+__all__ = ["Resolved", "has_control_flow", "resolve", "BRANCHES"]
+
+BRANCHES = ("then", "else")
+_MAX_DEPTH = 32  # nesting levels; real models have a handful
+
+
+@dataclass
+class Resolved:
+    """A graph with its ``If`` nodes replaced by their taken branches.
+
+    Attributes:
+        graph: the rewritten graph (the input itself when it had no ``If``).
+        taken: ``If`` node name -> the branch priced (``"then"`` or ``"else"``), nested
+            ``If`` nodes under their prefixed names.
+        notes: one line per choice the user should know about (a condition that could
+            not be evaluated).
+    """
+
+    graph: Graph
+    taken: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_if(node) -> bool:
+    return node.op_type == "If" and node.domain in ("", "ai.onnx")
+
+
+def has_control_flow(graph: Graph) -> bool:
+    """Whether ``graph`` has an ``If`` node at its top level."""
+    return any(_is_if(n) for n in graph.nodes)
+
+
+def resolve(graph: Graph, sample: Mapping[str, np.ndarray] | None = None) -> Resolved:
+    """``graph`` with every ``If`` replaced by the branch its condition takes.
+
+    Args:
+        graph: a shape-inferred graph with fixed input shapes.
+        sample: one run's inputs (name -> array, as the graph takes them), for conditions
+            that depend on input values. None: such conditions are not known, and the
+            more expensive branch is priced (with a note).
+
+    Returns:
+        The :class:`Resolved` graph; ``graph`` itself, untouched, when it has no ``If``.
+
+    Raises:
+        HwccError: onnxruntime cannot compute a condition or a shape, or the branches nest
+            deeper than any real model.
+    """
+    out = Resolved(graph)
+    if not has_control_flow(graph):
+        return out
+    g = graph
+    for _ in range(_MAX_DEPTH):
+        ifs = [n for n in g.nodes if _is_if(n)]
+        if not ifs:
+            return out
+        choice = _conditions(g, ifs, sample)
+        for node in ifs:
+            if choice[node.name] is None:
+                which, note = _costlier(g, node)
+                choice[node.name] = which
+                out.notes.append(note)
+        out.taken.update(choice)
+        g = _inlined(g, choice, sample)
+        out.graph = g
+    raise HwccError(
+        f"{graph.name}: If nodes nest more than {_MAX_DEPTH} levels deep",
+        "price a model whose control flow was folded (specialise it to its inputs)",
+    )
+
+
+# ---------------------------------------------------------------------- conditions
+def _constant(g: Graph, name: str) -> np.ndarray | None:
+    t = g.tensors.get(name)
+    if t is not None and t.data is not None:
+        return t.data
+    p = g.producer(name)
+    if p is not None and p.op_type == "Constant" and isinstance(p.attr("value"), np.ndarray):
+        return p.attr("value")
+    return None
+
+
+def _reads_input_values(g: Graph, name: str) -> bool:
+    """Whether ``name`` depends on the values of a graph input (shapes are fixed: a
+    ``Shape`` or ``Size`` of a static tensor does not)."""
+    inputs, seen, todo = set(g.real_inputs()), set(), [name]
+    while todo:
+        t = todo.pop()
+        if t in seen or not t:
+            continue
+        seen.add(t)
+        if t in inputs:
+            return True
+        p = g.producer(t)
+        if p is None:
+            continue
+        if p.op_type in ("Shape", "Size") and p.inputs and g.tensors[p.inputs[0]].is_static:
+            continue
+        todo.extend(p.inputs)
+        todo.extend(p.implicit_inputs)
+    return False
+
+
+def _conditions(
+    g: Graph, ifs: list, sample: Mapping[str, np.ndarray] | None
+) -> dict[str, str | None]:
+    """The branch each ``If`` takes; None where it cannot be known without a sample."""
+    choice: dict[str, str | None] = {}
+    run: dict[str, str] = {}  # If name -> condition tensor computed by onnxruntime
+    for node in ifs:
+        value = _constant(g, node.inputs[0])
+        if value is not None:
+            choice[node.name] = _branch(value)
+        elif sample is None and _reads_input_values(g, node.inputs[0]):
+            choice[node.name] = None
+        else:
+            run[node.name] = node.inputs[0]
+    if run:
+        values = _computed(g, sorted(set(run.values())), sample)
+        choice.update({n: _branch(values[c]) for n, c in run.items()})
+    return choice
+
+
+def _branch(value: np.ndarray) -> str:
+    v = np.asarray(value)
+    if v.size != 1:
+        raise HwccError(f"an If condition must hold one value, this one has shape {v.shape}")
+    return "then" if bool(v.reshape(())) else "else"
+
+
+def _feeds(g: Graph, sample: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    from hwcc.ir.verify import random_feeds  # onnxruntime: only for graphs that need it
+
+    feeds = random_feeds(g, 0)
+    if sample is not None:
+        feeds.update({k: np.asarray(v) for k, v in sample.items() if k in feeds})
+    return feeds
+
+
+def _computed(
+    g: Graph, names: list[str], sample: Mapping[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """``names`` as onnxruntime computes them on ``sample`` (random inputs where absent)."""
+    from hwcc.ir.onnx_io import to_proto
+    from hwcc.ir.verify import Session
+
+    model = to_proto(g)
+    have = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    session = Session(model)
+    values = dict(zip(session.output_names, session.run(_feeds(g, sample))))
+    return {n: values[n] for n in names}
+
+
+def _costlier(g: Graph, node) -> tuple[str, str]:
+    """The branch of ``node`` with the larger workload (FLOPs, then bytes), and the note."""
+    from hwcc.ir.workload import analyze
+
+    sizes = {}
+    for which in BRANCHES:
+        # Only this If is inlined: the other Ifs of its level stay single unknown layers.
+        trial = _inlined(g, {node.name: which}, None, probe=False)
+        prefix = _prefix(node.name, which)
+        mine = [x for x in analyze(trial).layers if x.name.startswith(prefix)]
+        nbytes = sum(x.weight_bytes + x.input_bytes + x.output_bytes for x in mine)
+        sizes[which] = (sum(x.flops for x in mine), nbytes)
+    which = max(BRANCHES, key=lambda b: sizes[b])
+    note = (
+        f"the condition of {node.name} depends on the input values and no sample inputs "
+        f"were given: priced its {which} branch, the more expensive one "
+        f"({sizes[which][0]} against {sizes[_other(which)][0]} FLOPs); "
+        "give sample inputs (--data) to price the branch that runs"
+    )
+    return which, note
+
+
+def _other(which: str) -> str:
+    return "else" if which == "then" else "then"
+
+
+# ---------------------------------------------------------------------- inlining
+def _prefix(if_name: str, which: str) -> str:
+    return f"{if_name}.{which}/"
+
+
+def _inlined(
+    g: Graph, choice: Mapping[str, str], sample: Mapping[str, np.ndarray] | None, probe=True
+) -> Graph:
+    """``g`` with the ``If`` nodes named in ``choice`` replaced by their chosen branch,
+    shapes inferred (and read from onnxruntime where onnx's inference cannot size them)."""
+    from hwcc.ir.onnx_io import from_proto, to_proto
+    from hwcc.ir.specialise import probe_shapes, unsized
+
+    model = to_proto(g)
+    mg = model.graph
+    taken = _names(mg)
+    nodes: list[onnx.NodeProto] = []
+    scopes: dict[str, str] = {}
+    for n in mg.node:
+        if n.name in choice:
+            inner = _branch_nodes(mg, n, choice[n.name], taken)
+            scopes.update({x.name: f"{n.name}.{choice[n.name]}" for x in inner})
+            nodes.extend(inner)
+        else:
+            nodes.append(n)
+    del mg.node[:]
+    mg.node.extend(nodes)
+    flat = from_proto(model, source=g.meta.get("source", "<model>"))
+    for node in flat.nodes:
+        outer = g.node(node.name).meta.get("scope") if g.has_node(node.name) else None
+        scope = scopes.get(node.name, outer)
+        if scope is not None:
+            node.meta["scope"] = scope
+    if probe and (left := unsized(flat)):
+        probe_shapes(flat, _feeds(flat, sample), left)
+    return flat
+
+
+def _names(mg: onnx.GraphProto) -> set[str]:
+    """Every tensor and node name of the top-level graph."""
+    names = {i.name for i in mg.input} | {i.name for i in mg.initializer}
+    names |= {v.name for v in mg.value_info} | {o.name for o in mg.output}
+    for n in mg.node:
+        names.update(n.output)
+        names.add(n.name)
+    return names
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}__{i}"
+    taken.add(name)
+    return name
+
+
+def _branch_nodes(
+    mg: onnx.GraphProto, node: onnx.NodeProto, which: str, taken: set[str]
+) -> list[onnx.NodeProto]:
+    """The nodes of ``node``'s ``which`` branch, renamed to live in ``mg``: node names
+    behind the If's, branch outputs renamed to the If's outputs (an ``Identity`` where a
+    branch output is not computed in the branch, or is given twice), local names that
+    clash with the outer graph's made unique; initializers and value infos moved out."""
+    (branch,) = [a.g for a in node.attribute if a.name == f"{which}_branch"]
+    prefix = _prefix(node.name, which)
+    produced = [t for n in branch.node for t in n.output if t]
+    local = set(produced) | {i.name for i in branch.initializer}
+    rename: dict[str, str] = {}
+    tail: list[onnx.NodeProto] = []
+    for src, dst in zip(branch.output, node.output):
+        if not dst:
+            continue
+        if src.name in produced and src.name not in rename:
+            rename[src.name] = dst
+        else:
+            tail.append(
+                helper.make_node(
+                    "Identity", [src.name], [dst], name=_unique(f"{prefix}output:{dst}", taken)
+                )
+            )
+    for t in sorted(local - set(rename)):
+        rename[t] = _unique(f"{prefix}{t}", taken) if t in taken else t
+        taken.add(rename[t])
+    for init in branch.initializer:
+        moved = copy.deepcopy(init)
+        moved.name = rename[init.name]
+        mg.initializer.append(moved)
+    declared = {v.name for v in mg.value_info}
+    for vi in branch.value_info:
+        if vi.name in rename and rename[vi.name] not in declared:
+            moved = copy.deepcopy(vi)
+            moved.name = rename[vi.name]
+            mg.value_info.append(moved)
+    out = []
+    for i, n in enumerate(branch.node):
+        m = copy.deepcopy(n)
+        m.name = _unique(f"{prefix}{n.name.lstrip('/') or f'{n.op_type}_{i}'}", taken)
+        out.append(m)
+    for m in out + tail:
+        _rename_in_node(m, rename)
+    return out + tail
+
+
+def _rename_in_node(n: onnx.NodeProto, rename: Mapping[str, str]) -> None:
+    for i, t in enumerate(n.input):
+        if t in rename:
+            n.input[i] = rename[t]
+    for i, t in enumerate(n.output):
+        if t in rename:
+            n.output[i] = rename[t]
+    for a in n.attribute:
+        if a.type == AttributeProto.GRAPH:
+            _rename_refs(a.g, rename)
+        elif a.type == AttributeProto.GRAPHS:
+            for sg in a.graphs:
+                _rename_refs(sg, rename)
+
+
+def _rename_refs(sg: onnx.GraphProto, rename: Mapping[str, str]) -> None:
+    """Outer-scope names a nested subgraph reads, renamed (ONNX forbids a subgraph to
+    shadow an outer name, so none of its own names is in ``rename``)."""
+    for n in sg.node:
+        _rename_in_node(n, rename)
+    for o in sg.output:
+        if o.name in rename:
+            o.name = rename[o.name]
