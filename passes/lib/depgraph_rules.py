@@ -73,10 +73,6 @@ _ELEMENTWISE = (
 )
 _MIXING = {
     "LRN": "mixes neighbouring channels",
-    "Transpose": "moves the channel axis",
-    "Softmax": "normalises across an axis",
-    "LogSoftmax": "normalises across an axis",
-    "LayerNormalization": "normalises over its trailing axes",
     "Shape": "reads the channel count at run time",
     "Size": "reads the channel count at run time",
 }
@@ -86,11 +82,17 @@ def _where(node: Node) -> str:
     return f"{node.op_type} {node.name!r}"
 
 
-@rule(*_UNARY)
-def _unary(a: ChannelAnalysis, node: Node) -> None:
-    lay = a.layout.get(node.inputs[0]) if node.inputs else None
+def _data_layout(a: ChannelAnalysis, node: Node) -> Layout | None:
+    """The layout of the node's data input (its first); channels that reach any other
+    input are read as a parameter there and cannot shrink."""
     for t in node.inputs[1:]:
         a.block(a.layout.get(t), f"{_where(node)} reads them as a parameter")
+    return a.layout.get(node.inputs[0]) if node.inputs else None
+
+
+@rule(*_UNARY)
+def _unary(a: ChannelAnalysis, node: Node) -> None:
+    lay = _data_layout(a, node)
     if lay is not None:
         for out in node.outputs:
             a.set_layout(out, lay)
@@ -102,11 +104,12 @@ def _mixing(a: ChannelAnalysis, node: Node) -> None:
         a.block(a.layout.get(t), f"they reach {_where(node)}, which {_MIXING[node.op_type]}")
 
 
-def _spatial(a: ChannelAnalysis, node: Node, lay: Layout | None) -> bool:
-    """True if ``lay`` is an NCHW channel axis (axis 1, one element per position)."""
+def _spatial(a: ChannelAnalysis, node: Node, lay: Layout | None, blocks: bool = False) -> bool:
+    """True if ``lay`` is an NCHW channel axis (axis 1, one element per position, or with
+    ``blocks`` several: a unit of a channel shuffle, read by a layer's input columns)."""
     if lay is None:
         return False
-    if lay.axis != 1 or lay.inner != 1:
+    if lay.axis != 1 or (lay.inner != 1 and not blocks):
         a.block(lay, f"{_where(node)} expects them on axis 1 of an N×C×… tensor")
         return False
     return True
@@ -145,9 +148,7 @@ def _resize(a: ChannelAnalysis, node: Node) -> None:
 
 @rule("BatchNormalization", "InstanceNormalization")
 def _norm(a: ChannelAnalysis, node: Node) -> None:
-    lay = a.layout.get(node.inputs[0])
-    for t in node.inputs[1:]:
-        a.block(a.layout.get(t), f"{_where(node)} reads them as a parameter")
+    lay = _data_layout(a, node)
     if not _spatial(a, node, lay):
         return
     if sum(1 for o in node.outputs if o) > 1 or node.attr("training_mode", 0):
@@ -179,7 +180,7 @@ def _conv(a: ChannelAnalysis, node: Node) -> None:
     m, c = w.shape[0], w.shape[1] * group
     out = node.outputs[0]
     if group == 1:
-        if lay is not None and _spatial(a, node, lay):
+        if lay is not None and _spatial(a, node, lay, blocks=True):
             a.site(node, 1, 1, x, "consumer")
         s = a.new_space(node, m)
         a.set_layout(out, make_layout(1, 1, [(s, m)]))
@@ -229,8 +230,11 @@ def _gemm(a: ChannelAnalysis, node: Node) -> None:
 def _matmul(a: ChannelAnalysis, node: Node) -> None:
     x, w_name = node.inputs
     lay = a.layout.get(x)
-    a.block(a.layout.get(w_name), f"{_where(node)} reads them as its right operand")
     w, shape = a.const(w_name), a.shape(x)
+    if w is None and (lay is not None or w_name in a.layout):
+        _batched_matmul(a, node)
+        return
+    a.block(a.layout.get(w_name), f"{_where(node)} reads them as its right operand")
     if w is None or w.ndim != 2 or shape is None:
         a.block(lay, f"they reach {_where(node)}, whose weight is not a constant matrix")
         return
@@ -245,6 +249,141 @@ def _matmul(a: ChannelAnalysis, node: Node) -> None:
     s = a.new_space(node, w.shape[1])
     a.set_layout(node.outputs[0], make_layout(len(out) - 1, 1, [(s, w.shape[1])]))
     a.site(node, 1, 1, node.outputs[0], "filter")
+
+
+def _batched_matmul(a: ChannelAnalysis, node: Node) -> None:
+    """A product of two computed tensors (attention's ``Q·Kᵀ`` and ``P·V``): channels on
+    the contracted axis of both operands go together (and leave the product); channels
+    on ``A``'s rows, ``B``'s columns or a batch axis (attention heads) carry through to
+    the same axis of the product, and batch axes of both operands are tied."""
+    (x, y), out = node.inputs, node.outputs[0]
+    la, lb = a.layout.get(x), a.layout.get(y)
+    sa, sb, so = a.shape(x), a.shape(y), a.shape(out)
+    if sa is None or sb is None or so is None or min(len(sa), len(sb)) < 2:
+        for lay in (la, lb):
+            a.block(lay, f"{_where(node)} multiplies operands of unknown or vector shape")
+        return
+    r = len(so)
+    ka = la is not None and la.axis == len(sa) - 1
+    kb = lb is not None and lb.axis == len(sb) - 2
+    if ka and kb:
+        a.unify(la, lb, _where(node))
+    elif ka or kb:
+        a.block(la if ka else lb, f"{_where(node)} contracts them with channels that cannot shrink")
+    placed: dict[int, list[tuple[Layout, tuple]]] = {}
+    for lay, shape, contracted, last in ((la, sa, ka, r - 2), (lb, sb, kb, r - 1)):
+        if lay is None or contracted:
+            continue
+        matrix_axis = len(shape) - 2 if shape is sa else len(shape) - 1
+        axis = last if lay.axis == matrix_axis else r - len(shape) + lay.axis
+        placed.setdefault(axis, []).append((lay, shape))
+    if len(placed) > 1:
+        for lays in placed.values():
+            for lay, _ in lays:
+                a.block(lay, f"{_where(node)} puts channels of both operands on different axes")
+        return
+    for axis, lays in placed.items():
+        base = lays[0][0]
+        for lay, _ in lays[1:]:
+            a.unify(base, lay, _where(node))
+        if axis < r - 2 and len(lays) == 1:  # a batch axis of one operand only
+            other = sb if lays[0][1] is sa else sa
+            own = axis - (r - len(other))
+            if own >= 0 and other[own] != 1:
+                a.block(base, f"{_where(node)} pairs them with a batch axis that cannot shrink")
+                return
+        a.set_layout(out, base.moved(axis))
+
+
+@rule("Softmax", "LogSoftmax", "Hardmax")
+def _softmax(a: ChannelAnalysis, node: Node) -> None:
+    """Normalising along another axis keeps the channels apart; along the channel axis (or,
+    before opset 13, over a flattened tail that holds it) it mixes them."""
+    lay, shape = a.layout.get(node.inputs[0]), a.shape(node.inputs[0])
+    if lay is None:
+        return
+    if shape is None:
+        a.block(lay, f"{_where(node)} normalises a tensor of unknown rank")
+        return
+    opset = a.graph.opset_imports.get("", a.graph.opset_imports.get("ai.onnx", 13))
+    axis = int(node.attr("axis", -1 if opset >= 13 else 1)) % len(shape)
+    if (lay.axis == axis) if opset >= 13 else (lay.axis >= axis):
+        a.block(lay, f"they reach {_where(node)}, which normalises across them")
+        return
+    a.set_layout(node.outputs[0], lay)
+
+
+@rule("LayerNormalization")
+def _layer_norm(a: ChannelAnalysis, node: Node) -> None:
+    """Layer normalisation over the axes after the channels treats each channel alone."""
+    lay, shape = _data_layout(a, node), a.shape(node.inputs[0])
+    if lay is None:
+        return
+    if shape is None or lay.axis >= int(node.attr("axis", -1)) % len(shape):
+        a.block(lay, f"they reach {_where(node)}, which normalises over them")
+        return
+    if any(node.outputs[1:]):
+        a.block(lay, f"{_where(node)} returns its statistics")
+        return
+    a.set_layout(node.outputs[0], lay)
+
+
+@rule("Transpose")
+def _transpose(a: ChannelAnalysis, node: Node) -> None:
+    lay = a.layout.get(node.inputs[0])
+    if lay is None:
+        return
+    perm = node.attr("perm")
+    shape = a.shape(node.inputs[0])
+    if perm is None:
+        if shape is None:
+            a.block(lay, f"{_where(node)} reverses axes of a tensor of unknown rank")
+            return
+        perm = list(range(len(shape)))[::-1]
+    a.set_layout(node.outputs[0], lay.moved(list(perm).index(lay.axis)))
+
+
+@rule("Slice")
+def _slice(a: ChannelAnalysis, node: Node) -> None:
+    """A slice along other axes keeps every channel."""
+    lay = _data_layout(a, node)
+    if lay is None:
+        return
+    src, dst = a.shape(node.inputs[0]), a.shape(node.outputs[0])
+    if src is None or dst is None or len(src) != len(dst):
+        a.block(lay, f"they reach {_where(node)}, whose shapes are unknown")
+        return
+    if src[lay.axis] != dst[lay.axis] or not isinstance(src[lay.axis], int):
+        a.block(lay, f"they reach {_where(node)}, which slices them")
+        return
+    a.set_layout(node.outputs[0], lay)
+
+
+@rule("Split")
+def _split(a: ChannelAnalysis, node: Node) -> None:
+    lay, shape = _data_layout(a, node), a.shape(node.inputs[0])
+    if lay is None:
+        return
+    if shape is None or int(node.attr("axis", 0)) % len(shape) == lay.axis:
+        a.block(lay, f"they reach {_where(node)}, which splits them")
+        return
+    for out in node.outputs:
+        a.set_layout(out, lay)
+
+
+@rule("Gather")
+def _gather(a: ChannelAnalysis, node: Node) -> None:
+    """Gathering along another axis moves the channel axis by the indices' rank − 1."""
+    lay, shape = a.layout.get(node.inputs[0]), a.shape(node.inputs[0])
+    a.block(a.layout.get(node.inputs[1]), f"{_where(node)} reads them as indices")
+    if lay is None:
+        return
+    idx = a.shape(node.inputs[1])
+    axis = int(node.attr("axis", 0)) % len(shape) if shape is not None else None
+    if axis is None or idx is None or axis == lay.axis:
+        a.block(lay, f"they reach {_where(node)}, which gathers along them")
+        return
+    a.set_layout(node.outputs[0], lay.moved(lay.axis + (len(idx) - 1 if axis < lay.axis else 0)))
 
 
 @rule(*_ELEMENTWISE)
@@ -326,38 +465,131 @@ def _reshape(a: ChannelAnalysis, node: Node) -> None:
     if not (_static(src) and _static(dst)):
         a.block(lay, f"they reach {_where(node)}, whose shapes are not static")
         return
-    mapped = _regroup(src, dst, lay)
-    if mapped is None:
+    if node.op_type == "Reshape" and a.const(node.inputs[1]) is None:
+        a.block(lay, f"{_where(node)} computes its target shape at run time")
+        return
+    out = _regroup(src, dst, lay) or _split_units(a, node.inputs[0], src, dst)
+    if out is None:
         a.block(lay, f"they reach {_where(node)}, which mixes the channels with other dims")
         return
-    axis, inner = mapped
     if node.op_type == "Reshape":
-        target = a.const(node.inputs[1])
-        if target is None:
-            a.block(lay, f"{_where(node)} computes its target shape at run time")
-            return
-        a.site(node, 1, axis, node.outputs[0], "shape")
-    a.set_layout(node.outputs[0], lay.moved(axis, inner))
+        a.site(node, 1, out.axis, node.outputs[0], "shape")
+    a.set_layout(node.outputs[0], out)
 
 
 def _static(shape: tuple | None) -> bool:
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
 
 
-def _regroup(src: tuple[int, ...], dst: tuple[int, ...], lay: Layout) -> tuple[int, int] | None:
-    """The output axis and inner size that carry ``lay``'s channel blocks, or ``None``
-    (the memory-block mapping of the module docstring of ``_depgraph``)."""
-    pre, block = math.prod(src[: lay.axis]), lay.inner * math.prod(src[lay.axis + 1 :])
-    run = 1
-    for j, d in enumerate(dst):
-        if run == pre:
-            rest = math.prod(dst[j + 1 :])
-            if rest and block % rest == 0 and d == lay.positions * (block // rest):
-                return j, block // rest
-        run *= d
-        if run > pre:
-            break
+def _regroup(src: tuple[int, ...], dst: tuple[int, ...], lay: Layout) -> Layout | None:
+    """The layout of the reshaped tensor when whole channel blocks map to an output axis,
+    or ``None`` (the memory-block mapping of the module docstring of ``depgraph``).
+
+    Leading axes merged into the channel axis (a bidirectional recurrent output
+    ``[S, B, 2, H] → [S, B, 2·H]``) repeat the layout once per index of those axes."""
+    block = lay.inner * math.prod(src[lay.axis + 1 :])
+    for k in range(lay.axis, -1, -1):
+        pre, copies = math.prod(src[:k]), math.prod(src[k : lay.axis])
+        run = 1
+        for j, d in enumerate(dst):
+            if run == pre:
+                rest = math.prod(dst[j + 1 :])
+                if rest and block % rest == 0 and d == copies * lay.positions * (block // rest):
+                    return Layout(j, block // rest, lay.segs * copies)
+            run *= d
+            if run > pre:
+                break
     return None
+
+
+def _split_units(
+    a: ChannelAnalysis, tensor: str, src: tuple[int, ...], dst: tuple[int, ...]
+) -> Layout | None:
+    """The layout after a Reshape that splits the channel axis into several axes, as
+    attention splits a projection into ``(heads, head_dim)`` or a fused one into
+    ``(3, heads, head_dim)``; ``None`` if no axis of the split can carry them.
+
+    An axis ``u`` of the split carries the channels in units of the elements after it:
+    with ``m`` elements of the split before ``u`` and ``g`` channels per index of ``u``,
+    the group is refined (:func:`_refine`) so that a channel is a unit of ``g`` (a head)
+    present in each of the ``m`` copies (query, key and value of that head). Without a
+    refinement (``g = 1`` and a layout already repeated ``m`` times) any axis will do;
+    otherwise the last-but-one axis of the split is preferred (the heads of
+    ``(heads, head_dim)``), then the others from the last."""
+    lay = a.layout[tensor]
+    block = lay.inner * math.prod(src[lay.axis + 1 :])
+    pre = math.prod(src[: lay.axis])
+    j, run = 0, 1
+    while j < len(dst) and run < pre:
+        run *= dst[j]
+        j += 1
+    if run != pre:
+        return None
+    last = len(dst) - 1
+    while last > j and math.prod(dst[j : last + 1]) != lay.positions * block:
+        last -= 1
+    options = []
+    for u in range(j, last + 1):
+        if (lay.positions * lay.inner) % math.prod(dst[j : u + 1]):
+            break  # past the channel axis, into the axes after it
+        m, units, rest = math.prod(dst[j:u]), dst[u], math.prod(dst[u + 1 :])
+        if rest >= block:
+            if rest % block:
+                continue
+            g, inner = rest // block, 1
+        elif block % rest:
+            continue
+        else:
+            g, inner = 1, block // rest
+        if lay.positions % (g * m) or units != lay.positions // (g * m) * inner:
+            continue
+        options.append((u, m, g, inner))
+    free = [o for o in options if o[2] == 1 and _repeats(lay.segs, o[1])]
+    if free:
+        u, m, _, inner = free[0]
+        return Layout(u, inner, lay.segs[: len(lay.segs) // m])
+    order = sorted(options, key=lambda o: (o[0] != last - 1, -o[0]))
+    for u, m, g, inner in order:
+        if _refine(a, lay, g, m):
+            segs = a.layout[tensor].segs
+            return Layout(u, inner, segs[: len(segs) // m])
+    return None
+
+
+def _repeats(segs: tuple, m: int) -> bool:
+    if m == 1:
+        return True
+    if len(segs) % m:
+        return False
+    n = len(segs) // m
+    return all(segs[i * n : (i + 1) * n] == segs[:n] for i in range(m))
+
+
+def _refine(a: ChannelAnalysis, lay: Layout, g: int, m: int) -> bool:
+    """Coarsen the group of ``lay`` so that one channel is ``g`` adjacent old channels
+    (a head of ``g`` dims), the same in each of ``m`` equal parts of the space (query,
+    key and value of a fused projection): every tensor of the group gets its new layout
+    and the group its new size. Refused (False) unless every tensor of the group holds
+    exactly the group's channels, once, and they divide evenly."""
+    if len(lay.segs) != 1 or lay.segs[0][0] == FIXED:
+        return False
+    root = a.find(lay.segs[0][0])
+    members = [s for s in range(len(a.size)) if a.find(s) == root]
+    n = a.size[root]
+    if n % (g * m):
+        return False
+    tensors = dict.fromkeys(t for s in members for t in a.space_tensors[s])
+    for t in tensors:
+        segs = a.layout[t].segs
+        if len(segs) != 1 or a.find(segs[0][0]) != root or segs[0][1] != n:
+            return False
+    units = n // (g * m)
+    for s in members:
+        a.size[s] = units
+    for t in tensors:
+        old = a.layout[t]
+        a.layout[t] = Layout(old.axis, old.inner * g, ((old.segs[0][0], units),) * m)
+    return True
 
 
 @rule(

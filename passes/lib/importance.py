@@ -70,10 +70,15 @@ def _accumulate(
     per_position: np.ndarray,
     total: np.ndarray,
 ) -> None:
-    """Add ``per_position`` (one value per channel position of ``tensor``) into the
-    group's channel scores, for each segment of ``tensor`` that belongs to the group."""
+    """Add ``per_position`` (one value per channel position of ``tensor``, or one per
+    element of its channel axis, which is summed over each position's ``inner`` elements:
+    a head's dims) into the group's channel scores, for each segment of ``tensor`` that
+    belongs to the group."""
+    lay = analysis.layout[tensor]
+    if lay.inner > 1 and len(per_position) == lay.positions * lay.inner:
+        per_position = per_position.reshape(lay.positions, lay.inner).sum(axis=1)
     offset = 0
-    for s, n in analysis.layout[tensor].segs:
+    for s, n in lay.segs:
         if s != FIXED and analysis.find(s) == group.root:
             total += per_position[offset : offset + n]
         offset += n

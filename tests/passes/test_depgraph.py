@@ -53,8 +53,8 @@ def test_a_conv_followed_by_a_conv_is_one_prunable_group():
 
 
 def _transpose(g, x, rng):
-    g.add_node("Transpose", [x], ["t"], {"perm": [0, 1, 3, 2]}, name="tr")
-    return "t"
+    g.add_node("Transpose", [x], ["t"], {"perm": [0, 2, 3, 1]}, name="tr")  # NHWC
+    return head_conv(g, "t", rng)
 
 
 def _lrn(g, x, rng):
@@ -63,10 +63,11 @@ def _lrn(g, x, rng):
 
 
 def _mixing_reshape(g, x, rng):
-    g.add_initializer("shape", np.array([1, 2, 2, 16], dtype=np.int64))  # [1,4,4,4]: splits C
-    g.add_node("Reshape", [x, "shape"], ["rs"], name="rs")
-    g.add_node("Transpose", ["rs"], ["rt"], {"perm": [0, 1, 2, 3]}, name="keep")
-    return "rt"
+    # NHWC [1,4,4,4] -> [1,4,8,2]: rows of 8 hold two pixels' 4 channels, split in half
+    g.add_node("Transpose", [x], ["nhwc"], {"perm": [0, 2, 3, 1]}, name="keep")
+    g.add_initializer("shape", np.array([1, 4, 8, 2], dtype=np.int64))
+    g.add_node("Reshape", ["nhwc", "shape"], ["rs"], name="rs")
+    return "rs"
 
 
 def _spatial_concat(g, x, rng):
@@ -81,7 +82,7 @@ def _grouped(g, x, rng):
 
 
 def _unknown(g, x, rng):
-    g.add_node("Hardmax", [x], ["h"], {"axis": 1}, name="hm")
+    g.add_node("LpNormalization", [x], ["h"], {"axis": 1}, name="lp")
     return head_conv(g, "h", rng)
 
 
@@ -109,14 +110,14 @@ def _fixed_add(g, x, rng):
     "tail,why",
     [
         (lambda g, x, rng: x, "reach the graph output 'r'"),
-        (_transpose, "reach Transpose 'tr', which moves the channel axis"),
+        (_transpose, "Conv 'head' expects them on axis 1 of an N×C×… tensor"),
         (_lrn, "reach LRN 'lrn', which mixes neighbouring channels"),
         (_mixing_reshape, "reach Reshape 'rs', which mixes the channels with other dims"),
         (_spatial_concat, "Concat 'cat' concatenates along axis 2, not their channel axis"),
         (_grouped, "reach Conv 'grouped' is a grouped convolution (group=2) that is not depthwise"),
-        (_unknown, "reach Hardmax 'hm', which the pruner does not know"),
+        (_unknown, "reach LpNormalization 'lp', which the pruner does not know"),
         (_runtime_gemm, "reach Gemm 'gemm', whose weight is not constant"),
-        (_runtime_matmul, "reach MatMul 'mm', whose weight is not a constant matrix"),
+        (_runtime_matmul, "MatMul 'mm' contracts them with channels that cannot shrink"),
         (_fixed_add, "Add 'add' combines them with 'other', whose channels cannot shrink"),
     ],
 )

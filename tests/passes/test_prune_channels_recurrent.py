@@ -375,7 +375,6 @@ def test_layout_1_prunes_with_the_batch_first_shapes(op):
         np.testing.assert_allclose(o.numpy(), w.numpy(), rtol=RTOL, atol=ATOL, err_msg=name)
 
 
-@pytest.mark.xfail(strict=False, reason="needs the Transpose/Reshape-merge rules")
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 def test_bidirectional_through_transpose_and_reshape(op):
     """ddddocr's recogniser: Y [S, 2, B, H] → Transpose(0,2,1,3) → Reshape [S, B, 2H] →

@@ -25,8 +25,8 @@ ZOO_GROUPS = {
     "resnet18": (12, 13),
     "squeezenet1_1": (25, 26),
     "tpu_mlp": (4, 5),
-    "lstm_lm": (0, 1),
-    "transformer_encoder": (2, 12),
+    "lstm_lm": (2, 3),  # the two LSTM layers' hidden sizes
+    "transformer_encoder": (4, 8),  # per layer: the heads and the feed-forward width
     "lenet300-digits": (2, 3),
     "lenet5-digits": (3, 4),
     "mobilenet-digits": (6, 7),
