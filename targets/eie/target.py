@@ -18,13 +18,14 @@ Latency, per layer (the equations of the cycle model are in :mod:`.sim`):
    mean over at most ``max_vectors`` vectors), else a seeded random pattern with exactly
    ``round(act_density · cols)`` non-zeros (density from ``CostContext.act_density``,
    default 1.0).
-3. Each pass (:mod:`.plan`: row tiles of 4096 outputs; weight passes if the layer does
-   not fit the 128 KB sparse-matrix SRAM) is simulated: per-PE activation queues of depth
+3. Each pass (:mod:`.plan`: row tiles of 4096 outputs, input pieces of 4096 inputs; weight
+   passes only if the entries do not fit the 128 KB sparse-matrix SRAM, the paper's
+   capacity) is simulated: per-PE activation queues of depth
    8, one broadcast per cycle, pointer-read and matrix-read stages, 4-stage pipeline; a
    pass lasts at least ``ceil(cols / N)`` cycles, the LNZD scanning N activations a cycle.
    ``compute_s = Σ cycles / f`` per vector, times the layer's vectors (rows × batch: EIE
    has no batching, each vector is one M×V).
-4. A layer that does not fit reloads its weights from DRAM once per batch:
+4. A layer whose entries do not fit reloads its weights from DRAM once per batch:
    ``reload_s = bits / dram_bandwidth`` (an assumption: EIE publishes no DMA bandwidth).
 5. ``theoretical_s = Σ entries / (N · f)``: perfect balance, padding counted as work (the
    paper's Table IV "theoretical time"); ``load_balance_efficiency = theoretical_s /
@@ -47,8 +48,12 @@ views). Everything else runs on the declared host, priced there and reported apa
 Assumptions: the activation-SRAM traffic of inputs longer than 4096 (read once per chunk)
 and of row tiles (written back once) is not timed; the broadcast network is pipelined
 (constant latency, not counted); each layer's SRAM fit is checked on its own (a model's
-layers share the SRAM in hardware); the 16-bit pointers are taken relative to the layer's
-base (the paper's 13-bit row + 3-bit offset would address only 64 of the 128 KB); a
+layers share the SRAM in hardware); the 16-bit pointers are relative to each input
+piece's base (the paper's 13-bit row + 3-bit offset address 64 of the 128 KB); the pointer
+SRAM (32 KB) does not bound residency, as in the paper's own capacity figure (Table V,
+84 M parameters from the sparse-matrix SRAM alone): a layer needing more pointers is
+resident with a note (a layer wider than 16 K inputs, e.g. one of ~100 M weights at 4 %,
+whose ~100 KB of entries fit); a
 workload without its graph (no weights to read) is priced on a seeded random pattern at
 the layer's weight density, and says so in the note.
 
@@ -241,21 +246,29 @@ class EIE(Target):
             "padding_per_vector": work - nnz,
             "real_work_fraction": nnz / work if work else 1.0,
             "row_tiles": len(plan.entries),
-            "input_chunks": math.ceil(cols / (self.regs * N)),
+            "input_chunks": plan.pieces,
             "weight_passes": len(plan.units),
             "sram_fits": float(plan.fits),
             "spmat_bytes_max_pe": plan.spmat_bytes_max,
             "pointer_bytes_pe": plan.pointer_bytes,
+            "pointer_sram_fits": float(plan.pointer_fits),
             **{f"{k}_j": w * latency for k, w in self.module_w.items()},
             "lnzd_j": self.lnzd_w * latency,
             "dram_j": dram_j,
         }
         notes = [w_note, a_note]
+        if plan.fits and not plan.pointer_fits:
+            notes.append(
+                f"resident: {plan.spmat_bytes_max / 1024:.0f} of {self.spmat_bytes / 1024:g} KB "
+                f"sparse-matrix SRAM per PE; its {plan.pointer_bytes / 1024:.1f} KB of pointers "
+                f"exceed the {self.pointer_bytes / 1024:g} KB pointer SRAM, which the paper's "
+                f"capacity (Table V) does not count"
+            )
         if not plan.fits:
             notes.append(
-                f"does not fit: {plan.spmat_bytes_max / 1024:.0f} KB per PE of a "
+                f"does not fit: {plan.spmat_bytes_max / 1024:.0f} KB of entries per PE for a "
                 f"{self.spmat_bytes / 1024:g} KB sparse-matrix SRAM (pointers "
-                f"{plan.pointer_bytes / 1024:.1f} of {self.pointer_bytes / 1024:g} KB); split into "
+                f"{plan.pointer_bytes / 1024:.1f} KB, own {self.pointer_bytes / 1024:g} KB SRAM); split into "
                 f"{len(plan.units)} weight passes over {len(plan.entries)} row tiles, reloaded "
                 f"from DRAM each batch"
             )

@@ -3,6 +3,7 @@ splits, the host, and the published per-layer times (Han et al., ISCA 2016, Tabl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -245,6 +246,46 @@ def test_layer_too_big_for_sram_is_split(tmp_path):
     assert price(fc(np.ones((128, 100)))).layer("fc").cost.breakdown["sram_fits"] == 1
 
 
+def _wide_sparse_workload(rows: int, cols: int, density: float, act_density: float):
+    """A one-FC workload of the given size (priced on a seeded pattern at ``density``)."""
+    layer = analyze(fc(np.ones((2, 2)))).layer("fc")
+    big = dataclasses.replace(
+        layer, C=cols, M=rows, weight_density=density, act_density=act_density
+    )
+    return dataclasses.replace(analyze(fc(np.ones((2, 2)))), layers=[big])
+
+
+def test_entries_decide_residency_not_pointers():
+    # The issue's held-out case: ~100 M dense weights at 4 % (VGG-16 FC6's 25088 inputs ×
+    # 4096 outputs). Entries per PE: 4096/64 = 64 local rows × 25088 columns at 4 %, plus a
+    # padding entry per 16-zero gap: ~100 K entries = ~98 KB of the 128 KB sparse-matrix
+    # SRAM: resident (loaded once, Section IV "one time cost"). Pointers: 7 input pieces of
+    # <= 4096 columns, each with its own array: 25088 + 7 = 25095 · 2 B = 49.0 KB, beyond
+    # the 32 KB pointer SRAM, which the paper's capacity (Table V, 84 M) does not count.
+    c = load_target("eie").cost(_wide_sparse_workload(4096, 25088, 0.04, 0.35)).layer("fc").cost
+    b = c.breakdown
+    assert b["sram_fits"] == 1 and b["reload_s"] == 0 and b["dram_j"] == 0
+    assert b["input_chunks"] == 7 and b["weight_passes"] == 1
+    assert b["pointer_bytes_pe"] == 25095 * 2 and b["pointer_sram_fits"] == 0
+    assert 90 * 1024 < b["spmat_bytes_max_pe"] < 128 * 1024
+    assert "resident" in c.note and "pointer SRAM" in c.note
+    # compute-bound: the model charged ~66x the paper's time reloading it from DRAM before
+    assert c.latency_s == pytest.approx(b["compute_s"])
+    assert b["theoretical_s"] <= c.latency_s < 1.5 * b["theoretical_s"]
+
+
+def test_entries_beyond_the_sram_are_split_per_input_piece(tmp_path):
+    # 64 × 5000 dense on 64 PEs with a 4 KB sparse-matrix SRAM (4096 entries): 1 entry per
+    # PE per column, 5000 per PE -> does not fit. Input pieces [0, 4096) and [4096, 5000):
+    # blocks of <= 4096 columns inside each -> 2 passes (4096, 904), never one across the
+    # piece boundary. Reload: 64 · 5000 · 8 + 64 · (4097 + 905) · 16 bits.
+    t = load_target(variant(tmp_path, spmat_sram_KB=4))
+    c = price(fc(np.ones((64, 5000))), t).layer("fc").cost
+    b = c.breakdown
+    assert b["sram_fits"] == 0 and b["weight_passes"] == 2 and b["input_chunks"] == 2
+    assert b["reload_s"] == pytest.approx((64 * 5000 * 8 + 64 * 5002 * 16) / (4.26e9 * 8))
+
+
 def test_more_than_4096_outputs_run_in_row_tiles():
     c = price(fc(np.ones((4096 + 64, 2)))).layer("fc").cost
     assert c.breakdown["row_tiles"] == 2 and "2 row tiles" in c.note
@@ -344,6 +385,23 @@ def test_paper_load_balance_efficiency(paper_costs, report_line, name):
     published = PAPER[name][4] / PAPER[name][5]
     balance = paper_costs[name].cost.breakdown["load_balance_efficiency"]
     _check(paper_costs, report_line, name, "balance", balance, published, BALANCE_RTOL)
+
+
+ROW_RTOL = 0.25  # issue 16: every published EIE row, actual time
+
+
+def test_every_published_row_within_25_percent(paper_costs, report_line):
+    # Every Table IV row this project holds, actual time, one list: the rows the model was
+    # checked on. Model before the storage fix (commit 850adf3): Alex-6 -5.4 %, Alex-7
+    # -1.9 %, Alex-8 -19 %, NT-We -13 %, NT-Wd +3 % (same cycle model; the fix changes
+    # only layers wider than 16 K inputs, none of these).
+    errors = {
+        name: paper_costs[name].cost.latency_s * 1e6 / PAPER[name][5] - 1 for name in PAPER
+    }
+    table = ", ".join(f"{n} {e:+.1%}" for n, e in errors.items())
+    report_line(f"EIE actual time vs Table IV: {table}")
+    assert all(paper_costs[n].cost.breakdown["sram_fits"] == 1 for n in PAPER)
+    assert all(abs(e) <= ROW_RTOL for e in errors.values()), table
 
 
 @pytest.mark.parametrize("name", PAPER)
