@@ -55,12 +55,17 @@ def first_run(graph: Graph, data: Mapping[str, Any] | None) -> dict[str, Any] | 
 
 
 def metrics_of(cost: GraphCost) -> dict[str, float]:
-    """Latency, energy and size (weights of compute layers at their bit width) of a priced graph."""
+    """Latency, energy and size (weights of compute layers at their bit width) of a priced
+    graph: latency and energy of the system (chip and host), and of the chip alone
+    (``chip_latency_s``, ``chip_energy_j``: what ``chip:`` budgets limit)."""
     size = sum(lc.layer.weight_bytes for lc in cost.layers)
+    latency, energy = float(cost.latency_s), float(cost.energy_j)
     return {
-        "latency_s": float(cost.latency_s),
-        "energy_j": float(cost.energy_j),
+        "latency_s": latency,
+        "energy_j": energy,
         "size_bytes": float(size),
+        "chip_latency_s": latency - float(cost.host_latency_s),
+        "chip_energy_j": energy - float(cost.host_energy_j),
     }
 
 

@@ -63,3 +63,30 @@ def test_format_metric():
     assert format_metric("energy_j", 3e-5) == "30 uJ"
     assert format_metric("size_bytes", 1.5e6) == "1.5 MB"
     assert Budget("5ms", "latency_s", 5e-3).describe().startswith("5 ms")
+
+
+@pytest.mark.parametrize(
+    "text, metric, limit, fraction",
+    [
+        ("chip:2mJ", "chip_energy_j", 2e-3, None),
+        ("chip:5 ms", "chip_latency_s", 5e-3, None),
+        ("chip:40%energy", "chip_energy_j", None, 0.4),
+        ("system:2mJ", "energy_j", 2e-3, None),
+        ("2mJ", "energy_j", 2e-3, None),
+    ],
+)
+def test_chip_and_system_budgets(text, metric, limit, fraction):
+    b = parse_budget(text)
+    assert (b.metric, b.text, b.fraction) == (metric, text, fraction)
+    assert b.limit == (pytest.approx(limit) if limit else None)
+    assert b.chip == text.startswith("chip:")
+
+
+@pytest.mark.parametrize("text", ["chip:2MB", "chip:chip:2mJ", "chip:", "chip:25%size"])
+def test_chip_budgets_refused(text):
+    with pytest.raises(BudgetError):
+        parse_budget(text)
+
+
+def test_chip_metrics_format_like_the_system_ones():
+    assert format_metric("chip_energy_j", 2e-3) == format_metric("energy_j", 2e-3) == "2 mJ"

@@ -74,3 +74,31 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
     assert calls and s["honesty_rounds"], "the first final model missed when measured"
     assert s["measured"]["final_latency_s"] <= 0.7 * s["measured"]["original_latency_s"]
     assert s["budget_met"] and r.exit_code == 0
+
+
+def test_a_chip_budget_limits_the_chip_and_the_report_shows_both(tmp_path, capsys):
+    # lenet5 on Eyeriss: its MaxPool runs on the embedded host; chip:90%energy limits the
+    # chip's share alone, and the table prints the chip's rows beside the system's
+    out = tmp_path / "art"
+    code = main(
+        [
+            "compile",
+            "zoo:lenet5-digits",
+            "--target",
+            "eyeriss",
+            "--budget",
+            "chip:90%energy",
+            "--data",
+            "zoo:digits",
+            "-o",
+            str(out),
+            *FAST_FLAGS,
+        ]
+    )
+    printed = capsys.readouterr().out
+    s = _summary(out)
+    assert code == 0 and [b["metric"] for b in s["budgets"]] == ["chip_energy_j"]
+    assert s["final"]["chip_energy_j"] <= 0.9 * s["original"]["chip_energy_j"]
+    for when in ("original", "final"):
+        assert s[when]["chip_energy_j"] < s[when]["energy_j"]  # the host's share is apart
+    assert "chip_energy_j" in printed and "chip_latency_s" in printed

@@ -63,6 +63,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "long_term_steps",
         "initial_reduction",
         "decay",
+        "one_shot",
     ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -122,7 +123,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="BUDGET",
         help="one word: 5ms, 2mJ, 1.5MB, 50%% (of the input's primary metric), "
-        "40%%energy; at least 0.001ns, 1pJ, 1B or 0.01%%; repeatable: all must hold",
+        "40%%energy; at least 0.001ns, 1pJ, 1B or 0.01%%; latency and energy count the chip "
+        "and its host, chip:2mJ or chip:40%%energy the chip alone; repeatable: all must hold",
     )
     p.add_argument(
         "--data",
@@ -192,6 +194,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="D",
         type=ranged(float, "a number in (0, 1]", lambda v: 0 < v <= 1),
         help="each step is this times the previous one, in (0, 1] (default 0.96)",
+    )
+    p.add_argument(
+        "--one-shot",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start by pruning every channel group at once, each by its measured "
+        "sensitivity, then refine one layer per iteration (default: on)",
     )
     p.add_argument(
         "--short-term-steps",

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from hwcc.errors import HwccError
 from hwcc.ir.transform import get_pass, resolve_search_passes, search_passes
 from hwcc.progress import Progress
-from hwcc.search.budget import format_metric
+from hwcc.search.budget import CHIP_METRICS, format_metric
 from hwcc.search.state import needed_reduction
 
 __all__ = [
@@ -157,6 +157,22 @@ class Reporter:
         else:
             self._line(f"hwcc compile: {text}")
 
+    def on_one_shot(self, info: dict[str, Any]) -> None:
+        state, stage = info["state"], info["stage"]
+        if stage == "sensitivity" and "done" not in info:
+            self._line("hwcc compile: one-shot start: measuring each channel group's sensitivity")
+        elif stage == "fine-tune":
+            self._line(f"hwcc compile: one-shot start: fine-tuning {info['units']} groups pruned")
+        elif stage == "kept":
+            self._line(
+                "hwcc compile: one-shot start kept: "
+                + "; ".join(
+                    f"{_short(m)} {format_metric(m, state.current[m])}/{format_metric(m, lim)}"
+                    for m, lim in state.limits.items()
+                )
+                + (f"; accuracy {state.accuracy:.2%}" if state.accuracy is not None else "")
+            )
+
     def on_long_term(self, info: dict[str, Any]) -> None:
         self.close()
         if info["steps"]:
@@ -189,7 +205,9 @@ def format_result(result: Any, explain: bool = False) -> str:
     s = result.summary.to_json()
     budgets = {b["metric"]: b for b in s["budgets"]}
     rows = [("metric", "original", "final", "ratio", "budget", "status")]
-    for m in ("latency_s", "energy_j", "size_bytes"):
+    # the system's metrics (chip and host), then the chip's alone where the target has a host
+    chip = [m for m in CHIP_METRICS if m in s["original"] and m in s["final"]]
+    for m in ("latency_s", "energy_j", "size_bytes", *chip):
         o, f = s["original"][m], s["final"][m]
         b = budgets.get(m)
         rows.append(

@@ -12,6 +12,11 @@ relative to the input   ``50%`` (the target's primary metric),
                         ``50%latency``, ``40%energy``, ``25%size``
 ======================  =========================================  ============
 
+Latency and energy count the *system*: the accelerator and the host that runs what the
+chip cannot (:attr:`hwcc.targets.base.Target.host`). Prefixed with ``chip:`` they count
+the chip alone (``chip:2mJ``, ``chip:5ms``, ``chip:40%energy``: metrics ``chip_energy_j``,
+``chip_latency_s``); ``system:`` may be written for the default. Size has no such split.
+
 Sizes use SI prefixes (``1 MB = 10**6 bytes``, as the Deep Compression paper counts);
 ``KiB``/``MiB``/``GiB`` are binary. A relative budget becomes absolute once the input
 model has been priced: :meth:`Budget.resolve`.
@@ -23,6 +28,7 @@ as are control characters and any whitespace but a space.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -31,6 +37,9 @@ from dataclasses import dataclass
 from hwcc.errors import BudgetError
 
 METRICS = ("latency_s", "energy_j", "size_bytes")
+CHIP_METRICS = ("chip_latency_s", "chip_energy_j")  # the accelerator alone, without its host
+_CHIP = "chip:"
+_SYSTEM = "system:"
 
 _UNITS: dict[str, tuple[str, float]] = {
     "s": ("latency_s", 1.0),
@@ -73,7 +82,8 @@ MIN_PERCENT = 0.01
 
 ACCEPTED_FORMS = (
     "latency 5ms, 250us, 1.2s; energy 2mJ, 30uJ, 0.5J; size 1.5MB, 800KB, 2MiB; "
-    "relative to the input model 50% (the target's primary metric), 50%latency, 40%energy, 25%size"
+    "relative to the input model 50% (the target's primary metric), 50%latency, 40%energy, 25%size; "
+    "chip:2mJ, chip:5ms, chip:40%energy for the chip without its host"
 )
 _HINT = f"accepted forms: {ACCEPTED_FORMS}"
 
@@ -88,12 +98,14 @@ class Budget:
             relative budget until :meth:`resolve` picks the target's primary metric.
         limit: the absolute limit in seconds, joules or bytes (``None`` while relative).
         fraction: for a relative budget, the fraction of the input model's value.
+        chip: the budget counts the chip alone (``chip:``), not the system with its host.
     """
 
     text: str
     metric: str | None
     limit: float | None = None
     fraction: float | None = None
+    chip: bool = False
 
     @property
     def is_relative(self) -> bool:
@@ -108,7 +120,7 @@ class Budget:
         """
         if not self.is_relative:
             return self
-        metric = self.metric or primary_metric
+        metric = self.metric or (_chip_metric(primary_metric) if self.chip else primary_metric)
         if metric not in original:
             raise BudgetError(
                 f"budget {self.text!r} needs the input model's {metric}, "
@@ -121,7 +133,7 @@ class Budget:
                 f"the input model's is {original[metric]!r}",
                 "give an absolute budget instead, e.g. 5ms, 2mJ or 1.5MB",
             )
-        return Budget(self.text, metric, limit, self.fraction)
+        return Budget(self.text, metric, limit, self.fraction, self.chip)
 
     def is_met(self, metrics: Mapping[str, float]) -> bool:
         if self.limit is None or self.metric is None:
@@ -160,6 +172,10 @@ def parse_budget(text: str) -> Budget:
             f"budget {shown} holds a control character or a whitespace other than a space", _HINT
         )
     s = text.strip(" ")
+    if s.startswith(_CHIP):
+        return _on_chip(text, parse_budget(s[len(_CHIP) :]))
+    if s.startswith(_SYSTEM):
+        return dataclasses.replace(parse_budget(s[len(_SYSTEM) :]), text=text)
     m = _RELATIVE.fullmatch(s)
     if m:
         return _relative(text, float(m.group(1)), m.group(2))
@@ -171,6 +187,23 @@ def parse_budget(text: str) -> Budget:
     if _BARE_NUMBER.fullmatch(s):
         raise BudgetError(f"cannot read budget {shown}: it has no unit", _HINT)
     raise BudgetError(f"cannot read budget {shown}", _HINT)
+
+
+def _chip_metric(metric: str) -> str:
+    return metric if metric.startswith("chip_") else f"chip_{metric}"
+
+
+def _on_chip(text: str, inner: Budget) -> Budget:
+    """``inner`` counted on the chip alone: latency and energy only."""
+    if inner.chip:
+        raise BudgetError(f"budget {_shown(text)} says chip: twice", _HINT)
+    if inner.metric == "size_bytes":
+        raise BudgetError(
+            f"budget {_shown(text)}: size has no chip/system split (the host holds no weights)",
+            _HINT,
+        )
+    metric = None if inner.metric is None else _chip_metric(inner.metric)
+    return Budget(text, metric, inner.limit, inner.fraction, chip=True)
 
 
 def _relative(text: str, percent: float, word: str) -> Budget:
@@ -217,7 +250,10 @@ def is_split_budget(number: str, word: str) -> bool:
 
 
 def format_metric(metric: str | None, value: float) -> str:
-    """A value with its unit scaled for reading: ``0.0052 latency_s`` -> ``5.2 ms``."""
+    """A value with its unit scaled for reading: ``0.0052 latency_s`` -> ``5.2 ms`` (the
+    chip's metrics read like the system's)."""
+    if metric in CHIP_METRICS:
+        metric = metric[len("chip_") :]
     if metric == "latency_s":
         return _scaled(value, [(1, "s"), (1e-3, "ms"), (1e-6, "us"), (1e-9, "ns")])
     if metric == "energy_j":

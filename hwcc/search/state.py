@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwcc.errors import check_fields
+from hwcc.search.budget import CHIP_METRICS
 
 __all__ = ["METRICS", "Schedule", "SearchState", "needed_reduction"]
 
@@ -186,7 +187,7 @@ class SearchState:
             check_fields(data[key], dict.fromkeys(METRICS, _NUMBER), f"the state's {key!r}")
         for key in ("limits", "user_limits"):
             check_fields(data[key], dict.fromkeys(data[key], _NUMBER), f"the state's {key!r}")
-            unknown = sorted(set(data[key]) - set(METRICS))
+            unknown = sorted(set(data[key]) - set(METRICS) - set(CHIP_METRICS))
             if unknown:
                 raise ValueError(f"the state's {key!r} name unknown metrics: {', '.join(unknown)}")
         for key in ("history", "proposals", "rejected", "rounds"):

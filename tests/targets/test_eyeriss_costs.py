@@ -30,7 +30,7 @@ def test_load_target_describes_provenance():
     d = t.describe()
     assert d["family"] == "eyeriss" and d["provenance"] == "model"
     assert any("Table V" in v for v in d["validated_against"]) and d["sources"]
-    assert t.primary_metric == "energy_j" and t.host == "cpu"
+    assert t.primary_metric == "energy_j" and t.host == "host-45nm"
     assert t.params["pe_rows"] * t.params["pe_cols"] == 168
     assert t.params["energy_relative"] == {
         "mac": 1,
