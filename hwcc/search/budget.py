@@ -82,8 +82,8 @@ MIN_PERCENT = 0.01
 
 ACCEPTED_FORMS = (
     "latency 5ms, 250us, 1.2s; energy 2mJ, 30uJ, 0.5J; size 1.5MB, 800KB, 2MiB; "
-    "relative to the input model 50% (the target's primary metric), 50%latency, 40%energy, 25%size; "
-    "chip:2mJ, chip:5ms, chip:40%energy for the chip without its host"
+    "relative to the input model 50% (the target's primary metric), 50%latency, 40%energy, "
+    "25%size; chip:2mJ, chip:5ms, chip:40%energy for the chip without its host"
 )
 _HINT = f"accepted forms: {ACCEPTED_FORMS}"
 

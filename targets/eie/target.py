@@ -268,9 +268,9 @@ class EIE(Target):
             notes.append(
                 f"does not fit: {plan.spmat_bytes_max / 1024:.0f} KB of entries per PE for a "
                 f"{self.spmat_bytes / 1024:g} KB sparse-matrix SRAM (pointers "
-                f"{plan.pointer_bytes / 1024:.1f} KB, own {self.pointer_bytes / 1024:g} KB SRAM); split into "
-                f"{len(plan.units)} weight passes over {len(plan.entries)} row tiles, reloaded "
-                f"from DRAM each batch"
+                f"{plan.pointer_bytes / 1024:.1f} KB, own {self.pointer_bytes / 1024:g} KB SRAM); "
+                f"split into {len(plan.units)} weight passes over {len(plan.entries)} row "
+                f"tiles, reloaded from DRAM each batch"
             )
         elif len(plan.entries) > 1:
             notes.append(f"{len(plan.entries)} row tiles of {self.regs * N} outputs")

@@ -8,6 +8,9 @@ worked out on paper.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cpu_helpers import (
@@ -23,6 +26,7 @@ from cpu_helpers import (
 from onnx import helper, numpy_helper
 
 import hwcc
+import hwcc.targets.base
 from hwcc.errors import HwccError
 from hwcc.ir.workload import analyze
 from hwcc.targets.base import CostContext, NotPrepared, load_target
@@ -280,8 +284,9 @@ def test_cost_layer_is_a_lookup_too(tmp_path):
 
 
 def test_an_accelerator_prepares_its_cpu_host_for_the_layers_it_sends_there(tmp_path):
-    """EIE runs the FC layer and sends the Softmax to its host, the cpu: its prepare()
-    measures the Softmax alone, nothing of the FC layer; then cost() prices both."""
+    """EIE, given the cpu as its host (its bundled host is the embedded host-45nm), runs
+    the FC layer and sends the Softmax there: its prepare() measures the Softmax alone,
+    nothing of the FC layer; then cost() prices both."""
     nodes = [
         helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
         helper.make_node("Softmax", ["g"], ["y"], name="softmax", axis=-1),
@@ -289,7 +294,11 @@ def test_an_accelerator_prepares_its_cpu_host_for_the_layers_it_sends_there(tmp_
     inits = [const("w", 8, 16), const("b", 8)]
     g = hwcc.load(model(nodes, [vi("x", [1, 16])], [vi("y", [1, 8])], inits))
     cpu, measure = fake_target(tmp_path)
-    eie = load_target("eie")
+    bundled = Path(hwcc.targets.base.__file__).parent / "eie" / "eie.toml"
+    text, n = re.subn(r'^host = "[^"]*"', 'host = "cpu"', bundled.read_text(), flags=re.M)
+    assert n == 1
+    (tmp_path / "eie.toml").write_text(text)
+    eie = load_target(tmp_path / "eie.toml")
     eie.host_target.use_table(cpu.table)
     with pytest.raises(NotPrepared, match="softmax"):
         eie.cost(g)

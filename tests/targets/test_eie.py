@@ -395,9 +395,7 @@ def test_every_published_row_within_25_percent(paper_costs, report_line):
     # checked on. Model before the storage fix (commit 850adf3): Alex-6 -5.4 %, Alex-7
     # -1.9 %, Alex-8 -19 %, NT-We -13 %, NT-Wd +3 % (same cycle model; the fix changes
     # only layers wider than 16 K inputs, none of these).
-    errors = {
-        name: paper_costs[name].cost.latency_s * 1e6 / PAPER[name][5] - 1 for name in PAPER
-    }
+    errors = {name: paper_costs[name].cost.latency_s * 1e6 / PAPER[name][5] - 1 for name in PAPER}
     table = ", ".join(f"{n} {e:+.1%}" for n, e in errors.items())
     report_line(f"EIE actual time vs Table IV: {table}")
     assert all(paper_costs[n].cost.breakdown["sram_fits"] == 1 for n in PAPER)

@@ -82,7 +82,9 @@ class _TableCPU(Target):
 
 def _priced_with_cpu_table(tmp_path: Path, monkeypatch, scale: float):
     toml = tmp_path / f"cpu-{scale:g}.toml"
-    toml.write_text(f'family = "test_cpu_table"\nprovenance = "measured"\n[params]\nscale = {scale}\n')
+    toml.write_text(
+        f'family = "test_cpu_table"\nprovenance = "measured"\n[params]\nscale = {scale}\n'
+    )
     files = {**base._target_files(), "cpu": toml}
     monkeypatch.setattr(base, "_target_files", lambda: files)
     assert load_target("cpu").params["scale"] == scale

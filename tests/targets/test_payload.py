@@ -183,8 +183,8 @@ def test_eie_payload_of_a_host_only_graph_writes_no_layer(tmp_path):
     manifest = json.loads((tmp_path / "eie/manifest.json").read_text())
     assert manifest["layers"] == [] and manifest["total_bytes"] == 0
     assert [(x["name"], x["on"]) for x in manifest["host_layers"]] == [
-        ("conv", "cpu"),
-        ("relu", "cpu"),
+        ("conv", "host-45nm"),
+        ("relu", "host-45nm"),
     ]
     assert sorted(p.name for p in (tmp_path / "eie").iterdir()) == ["manifest.json"]
 
@@ -372,7 +372,7 @@ def test_eyeriss_mapping_has_every_layer_and_the_cost_s_energy(tmp_path):
             entry["energy_j"], rel=1e-9
         )
         assert e["mac_j"] + sum(e["by_type"].values()) == pytest.approx(entry["energy_j"], rel=1e-9)
-    assert [(x["name"], x["on"]) for x in doc["host_layers"]] == [("/4/MaxPool", "cpu")]
+    assert [(x["name"], x["on"]) for x in doc["host_layers"]] == [("/4/MaxPool", "host-45nm")]
     everything = doc["layers"] + doc["other_layers"] + doc["host_layers"]
     assert len(everything) == len(g.nodes)
     assert sum(x["energy_j"] for x in everything) == pytest.approx(cost.energy_j, rel=1e-12)
