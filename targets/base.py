@@ -67,6 +67,7 @@ from hwcc.targets.costs import (
     NotPrepared,
     scale_batch,
 )
+from hwcc.targets.legal_form import parse_legal_form
 
 # The cost records are defined in .costs and exported here too: they are part of the contract.
 __all__ = [
@@ -120,7 +121,7 @@ class Target:
             raise HwccError(
                 f"target {name}: provenance must be 'measured' or 'model', not {self.provenance!r}"
             )
-        self._legal_form = _parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
+        self._legal_form = parse_legal_form(spec.get("legal_form", {}), source or f"target {name}")
         # graph -> (the sample it was resolved with, its Resolved form): prepare and cost
         # of one graph resolve its control flow once; resolved graph -> (taken, notes)
         self._resolved: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -337,29 +338,6 @@ class _HostRecorder:
     def cost_layer(self, layer: Layer, ctx: CostContext) -> Cost:
         self.layers.append(layer)
         return ZERO
-
-
-def _parse_legal_form(table: Any, where: Path | str) -> dict[str, dict[str, Any]]:
-    """The ``[legal_form.<pass>]`` tables, each pass and knob checked against the registry."""
-    if not table:
-        return {}
-    from hwcc.ir.transform import get_pass  # the registry imports every pass: only when needed
-
-    if not isinstance(table, Mapping):
-        raise HwccError(f"{where}: legal_form must be a table of [legal_form.<pass>] tables")
-    form: dict[str, dict[str, Any]] = {}
-    for pass_name, knobs in table.items():
-        if not isinstance(knobs, Mapping):
-            raise HwccError(
-                f"{where}: legal_form.{pass_name} must be a table of knob settings",
-                f'write it as [legal_form.{pass_name}] with lines such as mode = "int8"',
-            )
-        try:
-            p = get_pass(pass_name)
-            form[pass_name] = {k: p.knob(k).validate(v, pass_name) for k, v in knobs.items()}
-        except HwccError as e:
-            raise HwccError(f"{where}: [legal_form.{pass_name}]: {e.message}", e.hint) from None
-    return form
 
 
 # ---------------------------------------------------------------------- registry

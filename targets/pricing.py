@@ -27,6 +27,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from hwcc.data.activations import split_batches
+from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.workload import DensityMemo
 from hwcc.ir.workload_flow import has_control_flow
@@ -40,9 +42,6 @@ def first_run(graph: Graph, data: Mapping[str, Any] | None) -> dict[str, Any] | 
     it does not fit the graph's inputs: pricing then says it could not tell)."""
     if not data:
         return None
-    from hwcc.data.activations import split_batches
-    from hwcc.errors import HwccError
-
     try:
         run = split_batches(graph, data)[0]
     except (HwccError, KeyError, ValueError, TypeError):
