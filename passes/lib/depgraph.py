@@ -320,8 +320,10 @@ class ChannelAnalysis:
 
 def analyze(graph: Graph) -> ChannelAnalysis:
     """Compute the channel spaces, layouts, sites and groups of ``graph`` (shapes inferred)."""
-    import hwcc.passes.lib.depgraph_recurrent  # noqa: F401  (registers the rules)
+    import hwcc.passes.lib.depgraph_matmul  # noqa: F401  (registers the rules)
+    import hwcc.passes.lib.depgraph_recurrent  # noqa: F401
     import hwcc.passes.lib.depgraph_rules  # noqa: F401
+    import hwcc.passes.lib.depgraph_shapes  # noqa: F401
 
     a = ChannelAnalysis(graph)
     for node in graph.nodes:
