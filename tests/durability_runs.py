@@ -29,6 +29,7 @@ QUICK = [
     "8",
     "--long-term-steps",
     "8",
+    "--no-one-shot",  # NetAdapt's single-unit iterations: several checkpoints to kill between
 ]
 QUICK_API = {
     "model": "zoo:lenet300-digits",
@@ -39,6 +40,7 @@ QUICK_API = {
     "max_iterations": 3,
     "short_term_steps": 8,
     "long_term_steps": 8,
+    "one_shot": False,
 }
 
 

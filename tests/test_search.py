@@ -115,7 +115,7 @@ def _hooks(target, accuracy=lambda g: 0.9, events=None):
 
 def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
-    cfg = SearchConfig(passes=("prune_channels",), initial_reduction=0.2)
+    cfg = SearchConfig(passes=("prune_channels",), initial_reduction=0.2, one_shot=False)
     state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss))
     assert state.stop == "every budget met" and not state.unmet()
@@ -137,7 +137,7 @@ def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
         w = g.initializer("0.weight")
         return 0.9 - 0.01 * (20 - w.shape[0])
 
-    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1)
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, one_shot=False)
     state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
     picked = [p for p in state.proposals if p["picked"]]
@@ -148,7 +148,7 @@ def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
 
 def test_accuracy_floor_stops_before_accuracy_falls_further(lenet5, eyeriss):
     r0 = _metrics(eyeriss, lenet5)
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
     state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
     assert "below the floor" in state.stop and state.iteration == 0
@@ -216,7 +216,7 @@ def test_only_the_most_promising_proposals_are_fine_tuned(lenet5, eyeriss):
         conv2 = g.initializer("2.weight").shape[0] < 50
         return (0.8 if conv2 else 0.85) + (0.02 if g.meta.get("tuned") else 0.0)
 
-    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1)
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1, one_shot=False)
     state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
     hooks = _hooks(eyeriss, acc)
     hooks.finetune = finetune
@@ -232,7 +232,9 @@ def test_only_the_most_promising_proposals_are_fine_tuned(lenet5, eyeriss):
 def test_one_iteration_takes_at_most_half_a_units_steps(lenet5, eyeriss):
     """Asked for 90 % of the size at once, no proposal removes more than half a layer."""
     r0 = _metrics(eyeriss, lenet5)
-    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, initial_reduction=0.9)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_iterations=1, initial_reduction=0.9, one_shot=False
+    )
     state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss))
     for p in state.proposals:
@@ -259,7 +261,7 @@ def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss
         out.meta["tuned"] = True
         return out
 
-    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1)
+    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, finetune_top=1, one_shot=False)
     state = _start({"size_bytes": 0.1 * r0["size_bytes"]}, r0, cfg)
     hooks = _hooks(eyeriss, lambda g: 0.6 if g.meta.get("tuned") else 0.88)
     hooks.finetune = finetune
@@ -277,7 +279,9 @@ def test_a_step_that_costs_too_much_accuracy_is_halved_before_giving_up(lenet5, 
         removed = 1 - _metrics(eyeriss, g)["size_bytes"] / r0["size_bytes"]
         return 0.5 if removed > 0.07 else 0.9
 
-    cfg = SearchConfig(passes=("prune_channels",), max_iterations=1, max_accuracy_drop=0.05)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_iterations=1, max_accuracy_drop=0.05, one_shot=False
+    )
     state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
     run_loop(lenet5, state, cfg, _hooks(eyeriss, acc))
     assert state.iteration == 1, state.stop

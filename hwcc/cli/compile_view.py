@@ -158,20 +158,11 @@ class Reporter:
             self._line(f"hwcc compile: {text}")
 
     def on_one_shot(self, info: dict[str, Any]) -> None:
-        state, stage = info["state"], info["stage"]
+        stage = info["stage"]
         if stage == "sensitivity" and "done" not in info:
             self._line("hwcc compile: one-shot start: measuring each channel group's sensitivity")
         elif stage == "fine-tune":
             self._line(f"hwcc compile: one-shot start: fine-tuning {info['units']} groups pruned")
-        elif stage == "kept":
-            self._line(
-                "hwcc compile: one-shot start kept: "
-                + "; ".join(
-                    f"{_short(m)} {format_metric(m, state.current[m])}/{format_metric(m, lim)}"
-                    for m, lim in state.limits.items()
-                )
-                + (f"; accuracy {state.accuracy:.2%}" if state.accuracy is not None else "")
-            )
 
     def on_long_term(self, info: dict[str, Any]) -> None:
         self.close()

@@ -48,6 +48,8 @@ class SearchConfig:
             model's (a fraction, 0.01 = one point); default :data:`DEFAULT_ACCURACY_DROP`
             (a compile that met its budget by answering one class for every input is no
             use to anyone); None: no floor.
+        one_shot: start with every channel group pruned at once, each by its measured
+            sensitivity (:mod:`hwcc.search.oneshot`), then refine with NetAdapt's loop.
         seed: seeds every random choice.
     """
 
@@ -65,6 +67,7 @@ class SearchConfig:
     batch_size: int = 32
     step_macs: float = 5e9
     max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
+    one_shot: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -30,6 +30,9 @@ most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters wh
 every proposal would take accuracy below the floor, the step is halved (up to three
 times) before the search gives up.
 
+With ``one_shot`` (the default) the loop starts from every channel group pruned at once
+by its measured sensitivity (:mod:`hwcc.search.oneshot`) and refines from there.
+
 The loop stops when every budget is met, when the best proposal would take accuracy
 below the floor (``max_accuracy_drop``), or after ``max_iterations``. It always keeps
 the best network found: an unmet budget still yields a model and an honest message.
@@ -49,6 +52,7 @@ import numpy as np
 
 from hwcc.ir import Graph
 from hwcc.search.config import SearchConfig
+from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
 from hwcc.search.state import METRICS, SearchState
 
@@ -112,6 +116,8 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         The current (best) graph; ``state.stop`` says why the loop ended.
     """
     sched = state.schedule
+    if state.iteration == 0 and config.one_shot:
+        graph = one_shot(graph, state, config, hooks)
     while True:
         over = state.unmet()
         if not over:
