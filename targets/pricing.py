@@ -125,6 +125,11 @@ class Pricer:
         """The input model's metrics, in the legal form: what relative budgets scale."""
         return self.cost_metrics(self.source_legal)
 
+    def notes(self) -> list[str]:
+        """What the user should know about how the input model was priced (a branch of an
+        ``If`` chosen without sample inputs, say): the run's warnings carry them."""
+        return list(self.cost(self.source_legal).notes)
+
     def layer_energy(self, graph: Graph) -> dict[str, float]:
         """Node name -> energy, for most-energy-first ordering."""
         cost = self.cost(graph if self.direct else self.legalize(graph))

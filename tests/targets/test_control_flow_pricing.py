@@ -192,6 +192,14 @@ def test_an_undecided_condition_is_noted_in_the_cost(name):
     assert cost.layer("choose.then/big1")
 
 
+def test_the_pricer_passes_on_what_the_run_should_say():
+    """The notes of the input model's pricing become the run's warnings (hwcc.api)."""
+    g = hwcc.load(_if_model("data"))
+    (note,) = Pricer(_modelled("gpu"), g).notes()  # no sample: the costlier branch, said
+    assert "then branch" in note and "--data" in note
+    assert Pricer(_modelled("gpu"), g, {"x": -np.ones((1, K), np.float32)}).notes() == []
+
+
 def test_a_plain_model_prices_exactly_as_before():
     """Nothing changes for a graph without control flow: the same costs, no notes."""
     for name in ("eyeriss", "eie", "tpu", "gpu"):
