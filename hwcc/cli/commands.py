@@ -8,8 +8,8 @@ best model found is written) or ``apply --verify`` found the outputs changed (no
 written).
 
 This module builds the parser and runs a command; ``compile`` is in
-:mod:`hwcc.cli.compile_command`, the other commands in :mod:`hwcc.cli.subcommands`, and
-what they share in :mod:`hwcc.cli.args`.
+:mod:`hwcc.cli.compile_command`, ``jobs`` in :mod:`hwcc.cli.jobs_command`, the other
+commands in :mod:`hwcc.cli.subcommands`, and what they share in :mod:`hwcc.cli.args`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hwcc import __version__
-from hwcc.cli import compile_command, subcommands
+from hwcc.cli import compile_command, jobs_command, subcommands
 from hwcc.errors import HwccError
 
 EPILOG = """\
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     compile_command.add_parser(sub)
     subcommands.add_parsers(sub)
+    jobs_command.add_parser(sub)
     return parser
 
 
@@ -96,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "command to continue it",
                     file=sys.stderr,
                 )
+        if args.command == "jobs" and args.jobs_command == "run":
+            print(
+                "  finished jobs are kept and the others checkpointed: run the same command "
+                "again to do what is left",
+                file=sys.stderr,
+            )
         return 130
 
 
