@@ -114,16 +114,19 @@ class _Run:
         self._write()
         if todo:
             engine = connect(address, {j.device for j in todo if j.device})
+            pending: dict[Any, Job] = {}
             try:
-                self._run_all(engine, todo, poll_s)
-            finally:
+                self._run_all(engine, todo, pending, poll_s)
+            finally:  # interrupted: stop this run's tasks, so a rerun does not meet them
+                engine.cancel(pending)
                 engine.close()
         self._write()
         return JobsResult(self.rows(), self.results)
 
-    def _run_all(self, engine: Any, todo: list[Job], poll_s: float) -> None:
+    def _run_all(
+        self, engine: Any, todo: list[Job], pending: dict[Any, Job], poll_s: float
+    ) -> None:
         offered = engine.offered()
-        pending: dict[Any, Job] = {}
         for job in todo:
             if job.resource and job.resource not in offered:
                 self.state[job.id] = {

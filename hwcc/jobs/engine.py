@@ -21,6 +21,7 @@ device the job file names: the machine is then each of them. ``"auto"`` or
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -84,6 +85,14 @@ class Engine:
                 "hint": str(e).splitlines()[0][:300] if str(e) else None,
             }
 
+    def cancel(self, refs: Iterable[Any]) -> None:
+        """Stop the tasks of ``refs``, running or not (their checkpoints stay)."""
+        for ref in refs:
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception:  # already ended, or its node is gone: nothing left to stop
+                pass
+
     def progress(self) -> dict[str, dict[str, Any]]:
         """What each running job posted last (job id -> progress)."""
         return self.ray.get(self.board.snapshot.remote())
@@ -137,26 +146,21 @@ def _run_remote(
     return run_job(spec, results, token, tables, node, report)
 
 
-_BOARD = None
+class _Board:
+    """Each running job's last progress message (a Ray actor: see :func:`_board_class`)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def post(self, job_id: str, info: dict[str, Any]) -> None:
+        self.latest[job_id] = {**self.latest.get(job_id, {}), **info}
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return dict(self.latest)
 
 
+@functools.cache
 def _board_class(ray: Any) -> Any:
-    """The progress board's actor class, made once per process (Ray decorates it lazily so
-    that importing this module does not need Ray)."""
-    global _BOARD
-    if _BOARD is None:
-
-        class _Board:
-            """Each running job's last progress message."""
-
-            def __init__(self) -> None:
-                self.latest: dict[str, dict[str, Any]] = {}
-
-            def post(self, job_id: str, info: dict[str, Any]) -> None:
-                self.latest[job_id] = {**self.latest.get(job_id, {}), **info}
-
-            def snapshot(self) -> dict[str, dict[str, Any]]:
-                return dict(self.latest)
-
-        _BOARD = ray.remote(_Board)
-    return _BOARD
+    """:class:`_Board` as a Ray actor class, made once per process (decorated here, not at
+    import, so that importing this module does not need Ray)."""
+    return ray.remote(_Board)

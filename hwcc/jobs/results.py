@@ -50,6 +50,7 @@ def row(job: Job, state: Mapping[str, Any], summary: Mapping[str, Any] | None) -
         "status": state.get("status", "queued"),
         "node_id": state.get("node_id"),
         "host": state.get("host"),
+        "pid": state.get("pid"),
         "iteration": state.get("iteration"),
         "error": state.get("error"),
         "hint": state.get("hint"),

@@ -127,7 +127,10 @@ def parse_spec(text: str, source: str = "<jobs>", base: Path | None = None) -> J
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise HwccError(f"{source}: not valid TOML: {e}", "fix the line the message names")
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        at = f"{source}:{m.group(1)}" if m else source
+        what = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise HwccError(f"{at}: not valid TOML: {what}", "fix the line the message names")
     return _Reader(doc, _Lines(text, source), base or Path.cwd()).read()
 
 

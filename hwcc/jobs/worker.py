@@ -74,6 +74,7 @@ def run_job(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "resumed_from_iteration": None,
+        "started_at": time.time(),  # with timing.wall_s: when it held its device
         "spec": job.to_json(),
     }
     report({"status": "running", **{k: run[k] for k in ("node_id", "host", "pid")}})
