@@ -214,6 +214,7 @@ def compile(
         accuracy=clock.timed("evaluation", evaluator.accuracy),
         checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
         event=emit,
+        distortion=clock.timed("evaluation", evaluator.distortion),
     )
     finish = Finish(
         finetune=clock.timed(

@@ -81,3 +81,20 @@ def test_compile_takes_a_metric_by_name_and_a_callable():
     custom = hwcc.compile("zoo:lenet300-digits", "eie", "90%", metric=worst_case, **common)
     assert custom.summary.accuracy_kind.startswith("worst_case (a metric given in Python)")
     assert calls and all(len(s) == 2 for s in calls)
+
+
+def test_the_output_distortion_is_relative_and_zero_for_the_original():
+    """Evaluator.distortion: Σ (y − y₀)² / Σ y₀² against the input model's outputs, also
+    when the held-out set has labels (the one-shot start ranks layers by it)."""
+    from hwcc.data.evaluate import Evaluator, load_dataset
+
+    g = hwcc.load("zoo:lenet300-digits")
+    x = np.random.default_rng(0).normal(0, 1, (8, *g.tensors[g.inputs[0]].shape[1:]))
+    data = load_dataset(g, {g.inputs[0]: x.astype(np.float32)})
+    ev = Evaluator(g, data)
+    assert ev.distortion(g) == 0.0
+    double = g.copy()  # the last layer's weight and bias doubled: every logit twice as large
+    last = double.producer(double.outputs[0])
+    for t in last.inputs[1:]:
+        double.tensors[t].data = double.tensors[t].data * 2
+    assert ev.distortion(double) == pytest.approx(1.0, rel=1e-5)  # (2 − 1)² y₀² / y₀²

@@ -45,7 +45,7 @@ def _size(target, g) -> dict[str, float]:
     }
 
 
-def _run(graph, target, limit_share, cfg, accuracy, events=None):
+def _run(graph, target, limit_share, cfg, accuracy, events=None, distortion=None):
     r0 = _size(target, graph)
     state = SearchState.start(
         {"size_bytes": limit_share * r0["size_bytes"]},
@@ -62,6 +62,7 @@ def _run(graph, target, limit_share, cfg, accuracy, events=None):
         finetune=lambda g, steps, seed: g,
         accuracy=accuracy,
         event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None),
+        distortion=distortion,
     )
     return run_loop(graph, state, cfg, hooks), state
 
@@ -101,14 +102,15 @@ def test_a_sensitive_layer_is_pruned_less(lenet5, eyeriss):
 
 def test_an_allocation_below_the_floor_is_not_kept(lenet5, eyeriss):
     """Every level of every layer loses 4 points and the floor allows 5: a combination of
-    two groups or more falls below it, even after the (here: no-op) fine-tune, so the
-    search starts from the input model and says so."""
+    two groups or more falls below it, even after the (here: no-op) fine-tune, at the
+    budget, half and a quarter of the way there, so the search starts from the input
+    model and says so."""
     cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, max_iterations=1)
     cliff = lambda g: 0.9 - 0.04 * sum(share < 1 for share in kept(g).values())  # noqa: E731
     _, state = _run(lenet5, eyeriss, 0.5, cfg, cliff)
     assert not any(h["layer"].startswith("one-shot") for h in state.history)
     one_shots = [r for r in state.rejected if r["layer"].startswith("one-shot")]
-    assert len(one_shots) == 2 and "below the floor" in one_shots[0]["reason"]
+    assert len(one_shots) == 3 and "below the floor" in one_shots[0]["reason"]
     assert any("one-shot start found no allocation" in w for w in state.warnings)
 
 
@@ -149,3 +151,23 @@ def test_a_resumed_search_does_not_repeat_the_one_shot_step(lenet5, eyeriss):
     run_loop(out, state, cfg, hooks)
     assert not [k for k, _ in events if k == "one-shot"]
     assert sum(h["layer"].startswith("one-shot") for h in state.history) == 1
+
+
+def test_the_allocation_ranks_by_distortion_where_accuracy_cannot_tell(lenet5, eyeriss):
+    """Accuracy that never moves (a few held-out decisions) says nothing; the output
+    distortion does: the Gemm distorts ten times as much per share removed, so it keeps
+    more of its filters than when the convs are the distorting ones."""
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05)
+
+    def distortion(cost):
+        return lambda g: sum(cost[n] * (1 - share) for n, share in kept(g).items())
+
+    flat = lambda g: 0.9  # noqa: E731
+    gemm = {"/0/Conv": 0.001, "/2/Conv": 0.001, "/6/Gemm": 0.04}
+    convs = {"/0/Conv": 0.04, "/2/Conv": 0.04, "/6/Gemm": 0.001}
+    out, state = _run(lenet5, eyeriss, 0.8, cfg, flat, distortion=distortion(gemm))
+    out2, _ = _run(lenet5, eyeriss, 0.8, cfg, flat, distortion=distortion(convs))
+    assert state.history[0]["layer"].startswith("one-shot")
+    assert kept(out)["/6/Gemm"] > kept(out2)["/6/Gemm"]
+    ranks = {x["layer"]: x["rank"] for x in state.history[0]["sensitivity"]}
+    assert ranks and all(r > 0 for r in ranks.values())

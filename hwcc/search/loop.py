@@ -98,6 +98,8 @@ class Hooks:
         accuracy: graph -> accuracy on the held-out set (None when not measured).
         checkpoint: ``(graph, state) -> None``, called after every iteration.
         event: ``(kind, info) -> None`` for progress display (see :mod:`hwcc.search.run`).
+        distortion: graph -> how far its outputs are from the input model's (a continuous
+            measure, for ranking sensitivities; None: rank by accuracy).
     """
 
     price: Callable[[Graph], dict[str, float]]
@@ -106,6 +108,7 @@ class Hooks:
     accuracy: Callable[[Graph], float | None]
     checkpoint: Callable[[Graph, SearchState], None] = lambda g, s: None
     event: Callable[[str, dict[str, Any]], None] = lambda k, i: None
+    distortion: Callable[[Graph], float] | None = None
 
 
 def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph:
