@@ -133,6 +133,7 @@ BAD = [
     ),
     ('[[job]]\nmodel = "missing.onnx"\ntarget = "eie"\nbudget = "5ms"\n', 2, ["not found"]),
     ('[[job]]\ntarget = "eie"\nbudget = "5ms"\n', 1, ["job[1]", "needs model"]),
+    ('[defaults]\ndata = "no.npz"\n', 2, ["defaults.data", "not found"]),
     (
         '[matrix]\nmodels = ["zoo:lenet300-digits"]\ntargets = ["eie"]\nbudgets = ["5ms"]\n'
         '[[override]]\ntarget = "cpu"\nseed = 1\n',

@@ -98,6 +98,10 @@ class Engine:
         return self.ray.get(self.board.snapshot.remote())
 
     def close(self) -> None:
+        try:
+            self.ray.kill(self.board)
+        except Exception:  # the cluster is already gone
+            pass
         if self.started:
             self.ray.shutdown()
 

@@ -379,7 +379,7 @@ class _Reader:
             if key in settings:
                 options[key] = settings.pop(key)
         model_path = model if model.startswith("zoo:") else self._resolved_path(model)
-        data = {k: self._data(settings.get(k)) for k in ("data", "holdout")}
+        data = {k: settings.get(k) for k in ("data", "holdout")}  # resolved in _settings
         jid = jid or _default_id(model, target, device if device != default else None, budgets)
         return Job(
             jid,
@@ -410,6 +410,8 @@ class _Reader:
                 )
             if key in ("data", "holdout", "device", "metric") and not isinstance(v, str):
                 raise self.fail(table, index, key, "must be a string")
+            if key in ("data", "holdout"):
+                v = self._data(v, table, index, key)
             if key == "metric" and v not in ("auto", *METRICS):
                 raise self.fail(
                     table,
@@ -507,10 +509,19 @@ class _Reader:
                 raise self.fail(table, index, key, e.message, e.hint) from None
         return tuple(given)
 
-    def _data(self, v: str | None) -> str | None:
+    def _data(self, v: str | None, table: str, index: int | None, key: str) -> str | None:
         if v is None or v.startswith("zoo:"):
             return v
-        return self._resolved_path(v)
+        path = self._resolved_path(v)
+        if not Path(path).is_file():
+            raise self.fail(
+                table,
+                index,
+                key,
+                f"data file not found: {v}",
+                "paths are relative to the job file's folder",
+            )
+        return path
 
     def _resolved_path(self, v: str) -> str:
         p = Path(v).expanduser()
