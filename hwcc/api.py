@@ -130,7 +130,6 @@ def compile(
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
     honesty_rounds: int = 3,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
-    job: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> CompileResult:
     """Compile ``model`` for ``target`` so that it meets every ``budget``.
@@ -155,8 +154,6 @@ def compile(
         honesty_rounds: on a measured target, how often a missed measurement may send the
             search back to work.
         progress: called with ``(event, info)`` as the search goes (see :mod:`hwcc.search.run`).
-        job: what a tuning job (:mod:`hwcc.jobs`) records about where it ran, kept in
-            ``hwcc.json`` under ``job`` as it is when the run ends; no effect on the compile.
 
     Returns:
         A :class:`CompileResult` (saved to ``output`` when given).
@@ -254,7 +251,6 @@ def compile(
         layers_after=price.cost(outcome.graph).layers,
         wall_s=time.monotonic() - start,
         phases=clock.seconds,
-        job=job,
     )
     result = CompileResult(outcome.graph, summary, tgt)
     if output is not None:

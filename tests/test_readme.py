@@ -65,6 +65,9 @@ KNOWN = [
     ("python", "from hwcc.ir.search_space import"),
     ("python", "from hwcc.targets.base import"),
     ("toml", 'family = "mychip"'),
+    ("indented", "hwcc jobs run jobs.toml"),
+    ("toml", "[defaults]"),
+    ("", "ray start --head"),
     ("", "hwcc/ "),
 ]
 
@@ -161,7 +164,7 @@ def test_the_command_synopsis_matches_each_commands_help():
     parser = build_parser()
     for line in lines:
         words = line.split()
-        command = words[1:3] if words[1] == "zoo" else words[1:2]
+        command = words[1:3] if words[1] in ("zoo", "jobs") else words[1:2]
         sub = parser._subparsers._group_actions[0].choices[command[0]]
         if len(command) == 2:
             sub = sub._subparsers._group_actions[0].choices[command[1]]
@@ -229,6 +232,38 @@ def test_the_target_example_loads_from_its_toml(tmp_path):
     macs = sum(x.macs for x in analyze(graph).layers if x.kind in ("conv", "gemm"))
     on_chip = sum(x.cost.latency_s for x in cost.layers if x.on != "cpu")
     assert on_chip == pytest.approx(macs / 256 / 1e9, rel=1e-9)
+
+
+def test_the_job_file_example_is_the_jobs_it_says(tmp_path):
+    """The job file as the README gives it: 2 models x 3 targets x 2 budgets and one single
+    job, the cpu's on the named device; the command line it is run with parses. (Running
+    its 13 full-length compiles is tests/test_jobs_cluster.py's part, at fast settings.)"""
+    from hwcc.cli.commands import build_parser
+    from hwcc.jobs import load_spec
+
+    (tmp_path / "jobs.toml").write_text(_block("toml", "[defaults]"))
+    spec = load_spec(tmp_path / "jobs.toml")
+    assert len(spec) == 2 * 3 * 2 + 1
+    assert {j.device for j in spec.jobs if j.target == "cpu"} == {"xeon-8380"}
+    assert "lenet300-digits.cpu.50pct" in {j.id for j in spec.jobs}
+    override = [j for j in spec.jobs if j.model == "zoo:lenet5-digits" and j.target == "eie"]
+    assert override and all(j.options["passes"] == ("prune_channels",) for j in override)
+    args = build_parser().parse_args(shlex.split(_block("indented", "hwcc jobs run jobs.toml"))[1:])
+    assert args.jobs == "jobs.toml" and args.output == "results/" and args.address is None
+
+
+def test_the_ray_start_lines_offer_devices_as_jobs_ask_for_them():
+    import json
+
+    from hwcc.jobs.spec import DEVICE_PREFIX
+
+    offered = []
+    for line in _block("", "ray start --head").splitlines():
+        argv = shlex.split(line)
+        assert argv[:2] == ["ray", "start"]
+        offered += list(json.loads(argv[argv.index("--resources") + 1]))
+    assert offered and all(r.startswith(DEVICE_PREFIX) for r in offered)
+    assert f"{DEVICE_PREFIX}xeon-8380" in offered  # the job file's cpu device
 
 
 LAYOUT_ROOTS = (

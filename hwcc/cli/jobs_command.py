@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+import hwcc.jobs
 from hwcc.errors import HwccError
+from hwcc.jobs.results import status
+from hwcc.jobs.view import JobsView, line_of
 
 JOBS_EPILOG = (
     "examples:\n"
@@ -23,8 +27,6 @@ JOBS_EPILOG = (
 
 def cmd_jobs_run(args: argparse.Namespace) -> int:
     """Run ``hwcc jobs run``: check the file, run what is left, print the table."""
-    import hwcc.jobs
-    from hwcc.jobs.view import JobsView, line_of
 
     spec = hwcc.jobs.load_spec(args.jobs)  # a bad file: one error, before anything runs
     view = JobsView(sys.stderr)
@@ -43,11 +45,6 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
 
 def cmd_jobs_status(args: argparse.Namespace) -> int:
     """Run ``hwcc jobs status``: where every job of a results folder stands."""
-    from pathlib import Path
-
-    from hwcc.jobs.results import status
-    from hwcc.jobs.view import line_of
-
     folder = Path(args.results)
     if not (folder / "summary.json").is_file():
         raise HwccError(

@@ -46,15 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from hwcc.errors import HwccError
-from hwcc.search.config import SearchConfig
+from hwcc.jobs.spec_values import ID, Values, default_id, matches, merge
+from hwcc.targets.base import load_target
 
 __all__ = ["Job", "JobSpec", "load_spec", "parse_spec", "DEVICE_PREFIX"]
 
 DEVICE_PREFIX = "hwcc-device:"
-# Keys a job (or the defaults, or an override) may set, beside model/target/budget.
-_SETTINGS = ("data", "holdout", "metric", "seed", "max_accuracy_drop", "passes", "search", "device")
 _SELECTORS = ("model", "target", "budget")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,7 @@ class _Lines:
         return HwccError(f"{at}: {name}: {what}", hint)
 
 
-class _Reader:
+class _Reader(Values):
     """Turns the parsed document into jobs, checking each value where it was written."""
 
     def __init__(self, doc: dict[str, Any], lines: _Lines, base: Path):
@@ -232,11 +230,9 @@ class _Reader:
         return t
 
     def _devices(self) -> dict[str, str]:
-        from hwcc.targets.base import load_target
-
         out = {}
         for target, device in self._table("devices").items():
-            if not isinstance(device, str) or not _ID.match(device):
+            if not isinstance(device, str) or not ID.match(device):
                 raise self.fail(
                     "devices",
                     None,
@@ -290,8 +286,8 @@ class _Reader:
                 for budget in budgets:
                     settings = dict(defaults)
                     for i, (select, changes) in overrides:
-                        if _matches(select, model, target, budget):
-                            settings = _merge(settings, changes)
+                        if matches(select, model, target, budget):
+                            settings = merge(settings, changes)
                             used.add(i)
                     jobs.append(
                         self._job(None, model, target, budget, settings, devices, "matrix", None)
@@ -334,7 +330,7 @@ class _Reader:
             target = self._target(j["target"], "job", i, "target")
             budget = self._budgets(j["budget"], "job", i, "budget")
             jid = j.get("id")
-            if jid is not None and (not isinstance(jid, str) or not _ID.match(jid)):
+            if jid is not None and (not isinstance(jid, str) or not ID.match(jid)):
                 raise self.fail(
                     "job",
                     i,
@@ -343,7 +339,7 @@ class _Reader:
                     "letters, digits, '.', '-', '_' and '@', at most 128",
                 )
             rest = {k: v for k, v in j.items() if k not in ("id", *_SELECTORS)}
-            settings = _merge(defaults, self._settings(rest, "job", i))
+            settings = merge(defaults, self._settings(rest, "job", i))
             jobs.append(self._job(jid, model, target, budget, settings, devices, "job", i))
         return jobs
 
@@ -359,8 +355,6 @@ class _Reader:
         table: str,
         index: int | None,
     ) -> Job:
-        from hwcc.targets.base import load_target
-
         tgt = load_target(self._resolved_path(target) if target.endswith(".toml") else target)
         default = devices.get(target) or (Path(target).stem if _measured(tgt) else None)
         device = settings.pop("device", None) or default
@@ -380,7 +374,7 @@ class _Reader:
                 options[key] = settings.pop(key)
         model_path = model if model.startswith("zoo:") else self._resolved_path(model)
         data = {k: settings.get(k) for k in ("data", "holdout")}  # resolved in _settings
-        jid = jid or _default_id(model, target, device if device != default else None, budgets)
+        jid = jid or default_id(model, target, device if device != default else None, budgets)
         return Job(
             jid,
             model_path,
@@ -393,177 +387,7 @@ class _Reader:
             options,
         )
 
-    def _settings(self, t: dict[str, Any], table: str, index: int | None) -> dict[str, Any]:
-        from hwcc.cli.compile_view import parse_accuracy_drop, parse_passes
-        from hwcc.data.metrics import METRICS
-
-        out: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(SearchConfig)}
-        for key, v in t.items():
-            if key not in _SETTINGS:
-                raise self.fail(
-                    table,
-                    index,
-                    key,
-                    "unknown key",
-                    f"a job may set: model, target, budget, {', '.join(_SETTINGS)}",
-                )
-            if key in ("data", "holdout", "device", "metric") and not isinstance(v, str):
-                raise self.fail(table, index, key, "must be a string")
-            if key in ("data", "holdout"):
-                v = self._data(v, table, index, key)
-            if key == "metric" and v not in ("auto", *METRICS):
-                raise self.fail(
-                    table,
-                    index,
-                    key,
-                    f"unknown metric {v!r}",
-                    f"one of: auto, {', '.join(METRICS)}",
-                )
-            if key == "device" and not _ID.match(v):
-                raise self.fail(table, index, key, f"{v!r} is not a device name")
-            if key == "seed" and (
-                not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**32
-            ):
-                raise self.fail(table, index, key, "must be a whole number from 0 to 2**32-1")
-            try:
-                if key == "max_accuracy_drop":
-                    v = parse_accuracy_drop(str(v))
-                if key == "passes":
-                    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                        raise self.fail(table, index, key, "must be a list of pass names")
-                    v = parse_passes(",".join(v))
-            except HwccError as e:
-                raise self.fail(table, index, key, e.message.removeprefix("--passes: "), e.hint)
-            if key == "search":
-                if not isinstance(v, dict):
-                    raise self.fail(table, index, key, "must be a table")
-                for name, value in v.items():
-                    if name not in fields or name in ("seed", "passes", "max_accuracy_drop"):
-                        raise self.fail(
-                            table,
-                            index,
-                            f"search.{name}",
-                            "unknown search option",
-                            "seed, passes and max_accuracy_drop are keys of the job; "
-                            f"search options: {', '.join(sorted(fields))}",
-                        )
-                    _check_option(
-                        self,
-                        table,
-                        index,
-                        f"search.{name}",
-                        name,
-                        value,
-                        getattr(SearchConfig(), name),
-                    )
-                v = {**out.get("search", {}), **v}
-            out[key] = v
-        return out
-
-    def _model(self, v: Any, table: str, index: int | None, key: str) -> str:
-        if not isinstance(v, str) or not v:
-            raise self.fail(table, index, key, f"{v!r} is not a model (a path or zoo:NAME)")
-        if v.startswith("zoo:"):
-            from hwcc.models.registry import all_specs  # imports torch: only for zoo models
-
-            if v[4:] not in {spec.name for spec in all_specs()}:
-                raise self.fail(table, index, key, f"no bundled model {v!r}", "see 'hwcc zoo list'")
-        elif not Path(self._resolved_path(v)).is_file():
-            raise self.fail(
-                table,
-                index,
-                key,
-                f"model file not found: {v}",
-                "paths are relative to the job file's folder",
-            )
-        return v
-
-    def _target(self, v: Any, table: str, index: int | None, key: str) -> str:
-        from hwcc.targets.base import load_target
-
-        if not isinstance(v, str) or not v:
-            raise self.fail(table, index, key, f"{v!r} is not a target name")
-        try:
-            load_target(self._resolved_path(v) if v.endswith(".toml") else v)
-        except HwccError as e:
-            raise self.fail(table, index, key, e.message, e.hint) from None
-        return v
-
-    def _budgets(self, v: Any, table: str, index: int | None, key: str) -> tuple[str, ...]:
-        from hwcc.search.budget import parse_budget
-
-        given = [v] if isinstance(v, str) else v
-        if not isinstance(given, list) or not given or not all(isinstance(b, str) for b in given):
-            raise self.fail(
-                table,
-                index,
-                key,
-                f"{v!r} is not a budget",
-                'a budget is a string such as "5ms", or a list of them',
-            )
-        for b in given:
-            try:
-                parse_budget(b)
-            except HwccError as e:
-                raise self.fail(table, index, key, e.message, e.hint) from None
-        return tuple(given)
-
-    def _data(self, v: str | None, table: str, index: int | None, key: str) -> str | None:
-        if v is None or v.startswith("zoo:"):
-            return v
-        path = self._resolved_path(v)
-        if not Path(path).is_file():
-            raise self.fail(
-                table,
-                index,
-                key,
-                f"data file not found: {v}",
-                "paths are relative to the job file's folder",
-            )
-        return path
-
-    def _resolved_path(self, v: str) -> str:
-        p = Path(v).expanduser()
-        return str(p if p.is_absolute() else (self.base / p).resolve())
-
-
-def _check_option(
-    r: _Reader, table: str, index: int | None, key: str, name: str, value: Any, default: Any
-) -> None:
-    """A search option must have its default's type (ints are fine where floats are)."""
-    kinds = (type(default),) if default is not None else (int, float, str)
-    if isinstance(default, float):
-        kinds = (int, float)
-    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
-        raise r.fail(
-            table, index, key, f"{name} = {value!r}: must be like its default ({default!r})"
-        )
-
 
 def _measured(target: Any) -> bool:
     """Whether a job for ``target`` must run on its device: a measured target."""
     return target.provenance == "measured"
-
-
-def _matches(select: Mapping[str, Any], model: str, target: str, budget: tuple[str, ...]) -> bool:
-    return (
-        select.get("model", model) == model
-        and select.get("target", target) == target
-        and tuple(select.get("budget", budget)) == budget
-    )
-
-
-def _merge(base: Mapping[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in more.items():
-        out[k] = {**out.get(k, {}), **v} if k == "search" else v
-    return out
-
-
-def _default_id(model: str, target: str, device: str | None, budgets: tuple[str, ...]) -> str:
-    """``lenet300-digits.cpu.50pct``: model, target (``@device`` when not the default), budgets."""
-    stem = model[4:] if model.startswith("zoo:") else Path(model).stem
-    tgt = Path(target).stem + (f"@{device}" if device else "")
-    budget = "+".join(budgets).replace("%", "pct").replace(":", "-")
-    return re.sub(r"[^A-Za-z0-9._@+-]", "-", f"{stem}.{tgt}.{budget}")

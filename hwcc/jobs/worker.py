@@ -12,6 +12,10 @@ into a folder of its own machine's cache and sends the files back in its answer,
 the driver writes into place (:func:`unpack`). A checkpoint then stays on that machine,
 so a retry resumes only when Ray runs it there again.
 
+When the compile is done, the job adds its record to the artifact's ``hwcc.json`` under
+``job``: the node, host and process it ran on, when it started, and the iteration a retry
+resumed from (``hwcc.compile`` itself is unchanged).
+
 A measured target's lookup table belongs to its device: the driver sends the table it
 holds for the device (``RESULTS/tables/<device>/``) with the job, the worker puts it in
 this machine's table cache when that has none (so it is not measured again), and the
@@ -20,6 +24,7 @@ table as the compile left it comes back to the driver. Nothing here imports Ray.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hwcc.jobs.spec import Job
+from hwcc.targets.base import load_target
 
 __all__ = ["TOKEN_FILE", "run_job", "unpack", "table_files"]
 
@@ -62,7 +68,7 @@ def run_job(
         ``tables`` (file -> bytes) for a measured target, and ``run`` (the record that
         the artifact's ``hwcc.json`` holds under ``job``).
     """
-    import hwcc  # imported here: a worker process pays for torch once, when it first runs
+    import hwcc  # here, not at the top: the driver imports this module and needs no torch
 
     shared = _reads_token(Path(results), token)
     out = Path(results, job.id) if shared else _scratch(token) / job.id
@@ -109,7 +115,6 @@ def run_job(
             output=str(out),
             resume=checkpoint.is_file(),
             progress=progress,
-            job=run,
             **job.options,
         )
     except hwcc.HwccError as e:
@@ -117,6 +122,7 @@ def run_job(
     except Exception as e:  # a bug or a broken model: the job fails, the others go on
         tail = traceback.format_exc(limit=-3)
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "hint": tail, "run": run}
+    _record(out / "hwcc.json", run)
     answer: dict[str, Any] = {"status": "done", "run": run, "wall_s": time.monotonic() - start}
     answer["exit_code"] = result.exit_code
     if not shared:
@@ -173,9 +179,10 @@ def _install_tables(job: Job, tables: Mapping[str, bytes]) -> None:
     none of that name: a table the machine already holds is at least as full."""
     if not job.device or not tables:
         return
-    from hwcc.targets.cpu.table import tables_dir
-
-    folder = tables_dir()
+    table = getattr(load_target(job.target), "table", None)  # a measured target's own table
+    if table is None:
+        return
+    folder = Path(table.path).parent
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in tables.items():
         path = folder / Path(name).name
@@ -185,6 +192,20 @@ def _install_tables(job: Job, tables: Mapping[str, bytes]) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+
+
+def _record(summary: Path, run: Mapping[str, Any]) -> None:
+    """Add the job's record (where it ran; the iteration a retry resumed from) to the
+    artifact's ``hwcc.json`` under ``job``, replacing the file whole. The compile wrote the
+    artifact atomically; a job killed between the two leaves it complete, without the record.
+    """
+    doc = json.loads(summary.read_text())
+    doc["job"] = dict(run)
+    fd, tmp = tempfile.mkstemp(prefix=".hwcc.json.", dir=summary.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, summary)
 
 
 def _pack(folder: Path) -> dict[str, bytes]:

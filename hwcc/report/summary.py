@@ -72,7 +72,6 @@ class CompileSummary:
     timing: dict[str, Any]
     metric_notes: dict[str, str]
     payload: dict[str, str] | None = None
-    job: dict[str, Any] | None = None  # a tuning job's record: where it ran (hwcc.jobs)
 
     @classmethod
     def make(
@@ -90,12 +89,10 @@ class CompileSummary:
         layers_after: Sequence[Any],
         wall_s: float,
         phases: Mapping[str, float] | None = None,
-        job: Mapping[str, Any] | None = None,
     ) -> CompileSummary:
         """The summary of a finished run. ``budgets`` are resolved; ``layers_*`` are the
         priced layers (``LayerCost``) of the input and final models in the legal form;
-        ``phases`` the seconds spent in each part of the run (pricing, fine-tuning, ...);
-        ``job`` what a tuning job records about where it ran (left out of the JSON when None)."""
+        ``phases`` the seconds spent in each part of the run (pricing, fine-tuning, ...)."""
         from hwcc import __version__  # the package's face imports the API, which imports this
 
         final = outcome.metrics
@@ -154,7 +151,6 @@ class CompileSummary:
                 "size_bytes": "weights of compute layers at their bit width, zeros included",
                 "original": "the input model in the target's legal form",
             },
-            job=dict(job) if job else None,
         )
 
     def with_payload(self, files: Mapping[str, str]) -> CompileSummary:
@@ -163,9 +159,8 @@ class CompileSummary:
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("payload", "job"):
-            if out[key] is None:
-                del out[key]
+        if out["payload"] is None:
+            del out["payload"]
         return {"summary_version": VERSION, **out}
 
 
