@@ -22,7 +22,6 @@ device the job file names: the machine is then each of them. ``"auto"`` or
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -119,7 +118,9 @@ def connect(address: str | None, devices: Iterable[str]) -> Engine:
     try:
         if address is None:
             resources = {f"hwcc-device:{d}": 1 for d in sorted(set(devices))}
-            ray.init(resources=resources, num_cpus=os.cpu_count(), **quiet)
+            # "local": a new instance even where a cluster started by `ray start` is running,
+            # which Ray would otherwise join
+            ray.init(address="local", resources=resources, **quiet)
         else:
             ray.init(
                 address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"}

@@ -141,7 +141,7 @@ def unpack(files: Mapping[str, bytes], folder: Path) -> None:
     try:
         for rel, data in files.items():
             path = tmp / rel
-            if ".." in Path(rel).parts or path.is_absolute():
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise ValueError(f"a worker sent a file outside its artifact: {rel}")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
