@@ -125,7 +125,9 @@ def connect(address: str | None, devices: Iterable[str]) -> Engine:
             ray.init(
                 address=address, **{k: v for k, v in quiet.items() if k != "include_dashboard"}
             )
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # Ray says why in its own exception types (and ray:// needs ray[client])
+        if address is None:
+            raise HwccError(f"cannot start Ray on this machine: {e}") from None
         raise HwccError(
             f"cannot join the Ray cluster at {address}: {e}",
             "start one with 'ray start --head', or leave out --address to run on this machine",
