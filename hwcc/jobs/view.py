@@ -10,6 +10,7 @@ ends, and the totals after each end, so that a log stays short and readable.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -68,8 +69,6 @@ class JobsView:
     def _redraw(self, rows: Sequence[Mapping[str, Any]]) -> None:
         width = 160
         try:
-            import os
-
             width = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, AttributeError, ValueError):
             pass
