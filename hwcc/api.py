@@ -181,6 +181,7 @@ def compile(
     price = Pricer(tgt, src, tune.head(4), config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
     ckpt = _checkpoint(output, resume, src, tune, held, tgt, budgets, config, evaluator.kind)
+    notes = [w for w in (quantized, specialised.notice, data_warning, *price.notes()) if w]
     if resume:
         graph, state = _resumed(ckpt, output)
         emit("resumed", {"state": state})
@@ -194,9 +195,7 @@ def compile(
             initial_reduction=config.initial_reduction,
             decay=config.decay,
             max_iterations=config.max_iterations,
-            warnings=[
-                w for w in (quantized, specialised.notice, data_warning, *price.notes()) if w
-            ],
+            warnings=notes,
             cleanup={"passes": list(CLEANUP), "metrics": price(graph)},
         )
         if ckpt:  # a run killed in its first iteration resumes after the cleanups
@@ -211,7 +210,7 @@ def compile(
         accuracy=clock.timed("evaluation", evaluator.accuracy),
         checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
         event=emit,
-        distortion=clock.timed("evaluation", evaluator.distortion),
+        distortion=clock.timed("evaluation", evaluator.distortion),  # ranks the one-shot's layers
     )
     finish = Finish(
         finetune=clock.timed(
@@ -221,11 +220,7 @@ def compile(
         price=clock.timed("pricing", price.cost_metrics),
     )
     outcome = search(
-        graph,
-        state,
-        config,
-        hooks,
-        finish,
+        *(graph, state, config, hooks, finish),
         target=tgt,
         source=src,
         budgets=budgets,

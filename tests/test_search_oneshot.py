@@ -79,7 +79,7 @@ def test_the_one_shot_start_meets_the_budget_in_one_iteration(lenet5, eyeriss):
     assert state.current["size_bytes"] <= state.limits["size_bytes"]
     assert first["metrics"]["size_bytes"] == pytest.approx(_size(eyeriss, out)["size_bytes"])
     assert state.accuracy == pytest.approx(accuracy_losing(dict.fromkeys(LAYERS, 0.01))(out))
-    stages = [i["stage"] for k, i in events if k == "one-shot"]
+    stages = [i["stage"] for k, i in events if k == "one_shot"]
     assert stages[0] == "sensitivity" and stages[-1] == "fine-tune"
     (picked,) = [i for k, i in events if k == "picked"]  # shown as the first iteration
     assert picked["proposal"].unit.id == first["layer"] and picked["proposal"].graph is out
@@ -149,7 +149,7 @@ def test_a_resumed_search_does_not_repeat_the_one_shot_step(lenet5, eyeriss):
         event=lambda k, i: events.append((k, i)),
     )
     run_loop(out, state, cfg, hooks)
-    assert not [k for k, _ in events if k == "one-shot"]
+    assert not [k for k, _ in events if k == "one_shot"]
     assert sum(h["layer"].startswith("one-shot") for h in state.history) == 1
 
 

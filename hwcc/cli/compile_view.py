@@ -163,6 +163,12 @@ class Reporter:
             self._line("hwcc compile: one-shot start: measuring each channel group's sensitivity")
         elif stage == "fine-tune":
             self._line(f"hwcc compile: one-shot start: fine-tuning {info['units']} groups pruned")
+        elif stage == "tried" and info["untuned"] is not None:
+            tuned = "" if info["tuned"] is None else f", {info['tuned']:.2%} after fine-tuning"
+            self._line(
+                f"hwcc compile: one-shot start at {info['share']:.0%} of the way to the budget: "
+                f"accuracy {info['untuned']:.2%}{tuned}"
+            )
 
     def on_long_term(self, info: dict[str, Any]) -> None:
         self.close()

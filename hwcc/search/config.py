@@ -35,7 +35,8 @@ class SearchConfig:
             promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt).
         short_term_steps: fine-tune steps for each proposal.
         long_term_steps: fine-tune steps after the loop.
-        lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer).
+        lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer, ten
+            times lower when distilling from the input model than when training to labels).
         optimizer: ``adam`` (default: it recovered heavily pruned proposals where SGD at
             0.01 diverged, e.g. resnet-digits' stem halved: 77 % against 10 % after 30 steps)
             or ``sgd``.

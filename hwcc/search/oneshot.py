@@ -16,14 +16,14 @@ result to the loop, which refines it with NetAdapt's single-unit steps.
    input model, when the caller gives it: accuracy on a few held-out samples moves in
    coarse steps, 7.7 % per decision on 13, and cannot rank layers).
 2. **Allocation** by bisection on a common sensitivity level ``λ``: every unit takes its
-   largest level whose distortion (or, without one, accuracy lost) is at most ``λ`` and
-   whose accuracy lost alone is not far past the floor's drop (at most it, or twice it
-   when ranking by distortion), and the smallest ``λ`` whose *combined* model (all those
-   steps applied together, priced as a whole) meets the target is chosen. Savings are not
-   assumed to add: each candidate combination is priced.
-3. **Acceptance.** The combination is fine-tuned (``long_term_steps``; a fine-tune that
-   lowers accuracy is not kept) and evaluated. It is kept when it stays above the
-   accuracy floor; otherwise the target is moved back towards the current model (half,
+   largest level whose distortion is at most ``λ`` (without a distortion: whose accuracy
+   lost is at most ``λ`` and at most the floor's drop), and the smallest ``λ`` whose
+   *combined* model (all those steps applied together, priced as a whole) meets the
+   target is chosen. Savings are not assumed to add: each candidate combination is
+   priced.
+3. **Acceptance.** The combination is fine-tuned (twice the short-term steps: it is one
+   proposal, if a large one; a fine-tune that lowers accuracy is not kept) and evaluated.
+   It is kept when it stays above the accuracy floor; otherwise the target is moved back towards the current model (half,
    then a quarter of the way to the budget) and the allocation is tried again. If none
    holds, the loop starts from the input model as before and says so.
 
@@ -77,17 +77,17 @@ def one_shot(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
     if not over or state.accuracy is None or _PASS not in config.passes:
         return graph
     metric = max(over, key=over.get)
-    hooks.event("one-shot", {"stage": "sensitivity", "state": state})
+    hooks.event("one_shot", {"stage": "sensitivity", "state": state})
     levels = _sensitivity(graph, state, config, hooks, metric)
     if not levels:
         return graph
     floor = state.floor(config.max_accuracy_drop)
-    # a level that alone loses more than the floor allows is out; with a continuous
-    # distortion to rank by, a coarse accuracy (a handful of held-out decisions) only
-    # excludes what loses twice that
+    # without a distortion to rank by, a level that alone loses more than the floor allows
+    # is out; with one, nothing is excluded before fine-tuning (a pretrained recogniser
+    # loses more than 10 points to an eighth of almost any layer, and recovers most of it)
     allowed = config.max_accuracy_drop if config.max_accuracy_drop is not None else math.inf
     if hooks.distortion is not None:
-        allowed *= 2
+        allowed = math.inf
     now = state.current[metric]
     for share in (1.0, 0.5, 0.25):
         target = now - share * (now - state.limits[metric])
@@ -95,24 +95,26 @@ def one_shot(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         if chosen is None:
             continue
         combined, steps = chosen
-        hooks.event("one-shot", {"stage": "fine-tune", "state": state, "units": len(steps)})
-        before = hooks.accuracy(combined)
-        tuned = hooks.finetune(combined, config.long_term_steps, config.seed)
+        hooks.event("one_shot", {"stage": "fine-tune", "state": state, "units": len(steps)})
+        untuned = hooks.accuracy(combined)
+        tuned = hooks.finetune(combined, 2 * config.short_term_steps, config.seed)
         after = hooks.accuracy(tuned)
-        if after is None or before is None or after >= before:
-            combined, before = tuned, after
-        if floor is not None and before is not None and before < floor:
+        kept = after is None or untuned is None or after >= untuned
+        combined, accuracy = (tuned, after) if kept else (combined, untuned)
+        tried = {"share": share, "groups": len(steps), "untuned": untuned, "tuned": after}
+        hooks.event("one_shot", {"stage": "tried", "state": state, **tried})
+        if floor is not None and accuracy is not None and accuracy < floor:
             state.rejected.append(
                 {
                     "iteration": 1,
                     "layer": f"one-shot ({len(steps)} groups)",
                     "pass": _PASS,
-                    "reason": f"took accuracy to {before:.2%} after fine-tuning, below the "
-                    f"floor {floor:.2%}, at {share:.0%} of the way to the budget",
+                    "reason": f"took accuracy to {untuned:.2%}, {after:.2%} after fine-tuning, "
+                    f"below the floor {floor:.2%}, at {share:.0%} of the way to the budget",
                 }
             )
             continue
-        return _keep(combined, steps, before, state, hooks, metric, target)
+        return _keep(combined, steps, accuracy, state, hooks, metric, target)
     state.warnings.append(
         "the one-shot start found no allocation above the accuracy floor; the search "
         "started from the input model"
@@ -128,7 +130,7 @@ def _sensitivity(
     now, acc = state.current[metric], state.accuracy
     todo = units(graph, [_PASS])
     for j, unit in enumerate(todo):
-        hooks.event("one-shot", {"stage": "sensitivity", "done": j, "total": len(todo)})
+        hooks.event("one_shot", {"stage": "sensitivity", "done": j, "total": len(todo)})
         steps = unit.steps[: max(1, math.ceil(len(unit.steps) * config.max_step_fraction))]
         picks = sorted({max(0, round(f * len(unit.steps)) - 1) for f in LEVELS})
         mine = []
