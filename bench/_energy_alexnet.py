@@ -149,8 +149,9 @@ def alexnet_markdown(a: dict[str, Any]) -> list[str]:
         f"here, so no accuracy: the paper's {PAPER_ENERGY_AWARE}x (energy-aware) and "
         f"{PAPER_MAGNITUDE}x (magnitude) are at equal top-5 accuracy (under 1 % loss), "
         "while these compare allocations of the same number of weights, with no accuracy "
-        f"check at all. Dense: {dense * 1e3:.2f} mJ per image on the chip; the host CPU "
-        f"(LRN, pooling) adds {host * 1e3:.1f} mJ that weight pruning does not change.",
+        f"check at all. Dense: {dense * 1e3:.2f} mJ per image on the chip; the host "
+        f"(`host-45nm`: LRN, pooling) adds {host * 1e3:.1f} mJ that weight pruning does not "
+        "change.",
         "",
     ]
     paper = {

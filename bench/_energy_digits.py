@@ -116,6 +116,7 @@ def _search(
         short_term_steps=s.short_term_steps,
         long_term_steps=0,
         max_accuracy_drop=s.stop_drop,
+        one_shot=False,  # the NetAdapt trajectory: each iteration one point of the curve
         progress=progress,
     )
     search_s = time.monotonic() - t0

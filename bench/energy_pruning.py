@@ -122,8 +122,10 @@ def _what(s: Settings) -> str:
         f"in every layer: {densities}. hwcc: one `hwcc.compile(model, 'eyeriss', '{s.budget}', "
         f"data='zoo:digits', max_iterations={s.max_iterations}, "
         f"short_term_steps={s.short_term_steps}, max_units={s.max_units}, "
-        f"max_accuracy_drop={s.stop_drop}, long_term_steps=0)` per pass set; its model after "
-        "each iteration is a point. Every point, of either method, is fine-tuned to "
+        f"max_accuracy_drop={s.stop_drop}, long_term_steps=0, one_shot=False)` per pass set "
+        "(NetAdapt's iterations without the one-shot start, which would jump to the budget in "
+        "one point); its model after each iteration is a point. Every point, of either "
+        "method, is fine-tuned to "
         f"{s.total_steps} steps in all, legalized, priced and scored. AlexNet (`zoo:alexnet`, "
         "two-group, 227x227, batch 1, activation densities from JSSC 2017 Table V and EIE Table "
         "III): dense, Deep Compression's per-layer densities, and a greedy energy-aware "
@@ -137,9 +139,10 @@ def _markdown(data: dict[str, Any], plots: list[str]) -> str:
         "the points whose test accuracy is at least the dense model's minus one point (the "
         "dense model itself counts, at 1x; one test image is 0.28 points, so the last column "
         "repeats the chip's with a two-point floor). *Chip* is the Eyeriss chip's energy, the "
-        "quantity the paper reports; *total* adds the host CPU that runs what Eyeriss cannot "
-        "(pooling, Add, global average pooling), priced by hwcc's `cpu` target at 73 W: that "
-        "is what `hwcc compile` budgets and searches on.",
+        "quantity the paper reports; *total* adds the host that runs what Eyeriss cannot "
+        "(pooling, Add, global average pooling): the embedded core the target declares "
+        "(`host-45nm`, priced per operation and per DRAM byte at 45 nm). The total is what "
+        "`hwcc compile` budgets and searches on by default (`chip:` budgets the chip alone).",
         "",
     ]
     rows = []
@@ -212,9 +215,8 @@ def _digits_findings(models: list[dict[str, Any]]) -> list[str]:
             "point): Eyeriss prices every value as a 16-bit word, whatever its type."
         )
     out.append(
-        "- Host energies come from this machine's measured CPU kernel table (73 W times the "
-        "measured time), so totals move by some percent between runs and for every new "
-        "channel count a pruned model has; chip energies are a model and do not move."
+        "- Host energies are modelled as the chip's are (`host-45nm`: 70 pJ per operation, "
+        "160 pJ per DRAM byte), so neither moves between runs or machines."
     )
     out.append(
         "- Why weight pruning buys so little on the chip: hwcc's Eyeriss model follows the "
