@@ -23,9 +23,10 @@ result to the loop, which refines it with NetAdapt's single-unit steps.
    priced.
 3. **Acceptance.** The combination is fine-tuned (twice the short-term steps: it is one
    proposal, if a large one; a fine-tune that lowers accuracy is not kept) and evaluated.
-   It is kept when it stays above the accuracy floor; otherwise the target is moved back towards the current model (half,
-   then a quarter of the way to the budget) and the allocation is tried again. If none
-   holds, the loop starts from the input model as before and says so.
+   It is kept when it stays above the accuracy floor; otherwise the target is moved back
+   towards the current model (half, then a quarter of the way to the budget) and the
+   allocation is tried again. If none holds, the loop starts from the input model as
+   before and says so.
 
 The first target is the budget itself: if the combination meets it with accuracy above
 the floor, the loop has nothing left to do but the long-term fine-tune. The step is
