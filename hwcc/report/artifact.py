@@ -20,7 +20,6 @@ writer left half-done. A disk that is full, read-only or not a folder is an
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -28,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,13 +35,11 @@ from typing import Any
 from hwcc.errors import HwccError, check_fields
 from hwcc.ir import Graph, onnx_io
 from hwcc.report import html as report
+from hwcc.report.disk import disk_error as _disk_error
 
 __all__ = ["write_artifact", "Checkpoint", "is_artifact", "output_lock"]
 
 SUMMARY = "hwcc.json"
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-_NOT_A_FOLDER = (errno.ENOTDIR, errno.EEXIST)  # EEXIST: mkdir of a path that is a file
 
 
 def is_artifact(folder: Path) -> bool:
@@ -66,27 +64,6 @@ def check_destination(folder: str | os.PathLike) -> Path:
             "name a new or empty folder (-o OUT)",
         )
     return folder
-
-
-def _disk_error(e: OSError, what: str, path: Path) -> BaseException:
-    """``e`` as an HwccError naming ``path`` when it is the disk's fault (full, read-only, a
-    file where a folder should be), which the user can fix; ``e`` itself otherwise."""
-    if e.errno in _FULL:
-        return HwccError(
-            f"cannot write {what} {path}: the disk is full ({e.strerror})",
-            "free some space there, or give -o a folder on another disk, and rerun "
-            "(with --resume if a checkpoint was saved)",
-        )
-    if e.errno in _NOT_WRITABLE:
-        return HwccError(
-            f"cannot write {what} {path}: {e.strerror}", "give -o a folder you can write to"
-        )
-    if e.errno in _NOT_A_FOLDER:
-        return HwccError(
-            f"cannot write {what} {path}: a part of that path is a file, not a folder",
-            "give -o a path whose parent folders are folders",
-        )
-    return e
 
 
 # ---------------------------------------------------------------------- one writer at a time
@@ -153,7 +130,7 @@ def _acquire(path: Path, folder: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             raise HwccError(
                 f"another hwcc compile is writing {folder} (pid {holder})",
@@ -169,6 +146,17 @@ def _acquire(path: Path, folder: Path) -> int:
         os.close(fd)
         raise _disk_error(e, "the lock file", path) from None
     return fd
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock's holder wrote, waiting a moment for it: the holder writes it just
+    after taking the lock, and a second run can find the lock taken in between."""
+    for _ in range(50):
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.002)
+    return "unknown"
 
 
 def _is_current(fd: int, path: Path) -> bool:
