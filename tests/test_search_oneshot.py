@@ -68,7 +68,7 @@ def _run(graph, target, limit_share, cfg, accuracy, events=None, distortion=None
 
 
 def test_the_one_shot_start_meets_the_budget_in_one_iteration(lenet5, eyeriss):
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, one_shot=True)
     events = []
     out, state = _run(
         lenet5, eyeriss, 0.7, cfg, accuracy_losing(dict.fromkeys(LAYERS, 0.01)), events
@@ -89,7 +89,7 @@ def test_a_sensitive_layer_is_pruned_less(lenet5, eyeriss):
     """The big Gemm holds most of the weights; make it ten times as sensitive as the convs:
     the allocation must still meet the budget, taking a smaller share of it than of a
     layer that costs little accuracy (and the same budget with a mild Gemm takes more)."""
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, one_shot=True)
     sensitive = {"/0/Conv": 0.001, "/2/Conv": 0.001, "/6/Gemm": 0.04}
     out, state = _run(lenet5, eyeriss, 0.8, cfg, accuracy_losing(sensitive))
     mild = {"/0/Conv": 0.04, "/2/Conv": 0.04, "/6/Gemm": 0.001}
@@ -105,7 +105,9 @@ def test_an_allocation_below_the_floor_is_not_kept(lenet5, eyeriss):
     two groups or more falls below it, even after the (here: no-op) fine-tune, at the
     budget, half and a quarter of the way there, so the search starts from the input
     model and says so."""
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, max_iterations=1)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_accuracy_drop=0.05, max_iterations=1, one_shot=True
+    )
     cliff = lambda g: 0.9 - 0.04 * sum(share < 1 for share in kept(g).values())  # noqa: E731
     _, state = _run(lenet5, eyeriss, 0.5, cfg, cliff)
     assert not any(h["layer"].startswith("one-shot") for h in state.history)
@@ -117,14 +119,26 @@ def test_an_allocation_below_the_floor_is_not_kept(lenet5, eyeriss):
 @pytest.mark.parametrize(
     "cfg, accuracy, share",
     [
-        (SearchConfig(passes=("prune_weights",), max_iterations=1), lambda g: 0.9, 0.7),
-        (SearchConfig(passes=("prune_channels",), max_iterations=1), lambda g: None, 0.7),
+        (
+            SearchConfig(passes=("prune_weights",), max_iterations=1, one_shot=True),
+            lambda g: 0.9,
+            0.7,
+        ),
+        (
+            SearchConfig(passes=("prune_channels",), max_iterations=1, one_shot=True),
+            lambda g: None,
+            0.7,
+        ),
         (
             SearchConfig(passes=("prune_channels",), max_iterations=1, one_shot=False),
             lambda g: 0.9,
             0.7,
         ),
-        (SearchConfig(passes=("prune_channels",), max_iterations=1), lambda g: 0.9, 2.0),
+        (
+            SearchConfig(passes=("prune_channels",), max_iterations=1, one_shot=True),
+            lambda g: 0.9,
+            2.0,
+        ),
     ],
     ids=["no-channel-pass", "no-accuracy", "turned-off", "budget-already-met"],
 )
@@ -135,7 +149,7 @@ def test_the_one_shot_start_does_not_fire(lenet5, eyeriss, cfg, accuracy, share)
 
 
 def test_a_resumed_search_does_not_repeat_the_one_shot_step(lenet5, eyeriss):
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, one_shot=True)
     acc = accuracy_losing(dict.fromkeys(LAYERS, 0.01))
     out, state = _run(lenet5, eyeriss, 0.7, cfg, acc)
     state.limits["size_bytes"] *= 0.9  # as a measurement re-check tightens it
@@ -157,7 +171,7 @@ def test_the_allocation_ranks_by_distortion_where_accuracy_cannot_tell(lenet5, e
     """Accuracy that never moves (a few held-out decisions) says nothing; the output
     distortion does: the Gemm distorts ten times as much per share removed, so it keeps
     more of its filters than when the convs are the distorting ones."""
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.05, one_shot=True)
 
     def distortion(cost):
         return lambda g: sum(cost[n] * (1 - share) for n, share in kept(g).items())

@@ -200,7 +200,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="start by pruning every channel group at once, each by its measured "
-        "sensitivity, then refine one layer per iteration (default: on)",
+        "sensitivity, then refine one layer per iteration (default: off)",
     )
     p.add_argument(
         "--short-term-steps",

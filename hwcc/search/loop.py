@@ -30,8 +30,8 @@ most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters wh
 every proposal would take accuracy below the floor, the step is halved (up to three
 times) before the search gives up.
 
-With ``one_shot`` (the default) the loop starts from every channel group pruned at once
-by its measured sensitivity (:mod:`hwcc.search.oneshot`) and refines from there.
+With ``one_shot`` the loop starts from every channel group pruned at once by its
+measured sensitivity (:mod:`hwcc.search.oneshot`) and refines from there.
 
 The loop stops when every budget is met, when the best proposal would take accuracy
 below the floor (``max_accuracy_drop``), or after ``max_iterations``. It always keeps
