@@ -23,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from hwcc.report.disk import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("hwcc", "onnx", "onnxruntime", "torch", "numpy", "networkx")
 
@@ -57,14 +59,7 @@ def save_svg(out: Path, filename: str, svg: str, alt: str) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 def fmt_duration(seconds: float) -> str:

@@ -18,12 +18,12 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hwcc.jobs.spec import Job
+from hwcc.report.disk import write_text
 
 __all__ = ["row", "write_summary", "read_summary", "status", "finished", "METRICS"]
 
@@ -87,9 +87,9 @@ def write_summary(
 
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     doc = {"summary_version": 1, **meta, "counts": counts, "jobs": list(rows)}
-    _write(results / "summary.json", json.dumps(doc, indent=2, default=str) + "\n")
-    _write(results / "summary.csv", _csv(rows))
-    _write(results / "index.html", render(doc))
+    write_text(results / "summary.json", json.dumps(doc, indent=2, default=str) + "\n")
+    write_text(results / "summary.csv", _csv(rows))
+    write_text(results / "index.html", render(doc))
 
 
 def read_summary(results: Path) -> dict[str, Any] | None:
@@ -166,14 +166,3 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
                 flat[f"{side}_{m}"] = (r.get(side) or {}).get(m)
         w.writerow(["" if flat.get(k) is None else flat[k] for k in head])
     return buf.getvalue()
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

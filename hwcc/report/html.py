@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwcc.report.disk import write_text
 from hwcc.report.plots import pareto_front, plots
 from hwcc.report.svg import nice_ticks
 from hwcc.report.values import (
@@ -99,19 +99,7 @@ def write(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    path = Path(path)
-    page = render(summary)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, render(summary))
 
 
 # --- sections ---------------------------------------------------------------------------
