@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from search_runs import metrics
 
 import hwcc
 from hwcc.errors import HwccError
@@ -82,15 +83,6 @@ def eyeriss():
     return load_target("eyeriss")
 
 
-def _metrics(target, graph):
-    c = target.price(graph)
-    return {
-        "latency_s": c.latency_s,
-        "energy_j": c.energy_j,
-        "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers)),
-    }
-
-
 def _start(limits, r0, cfg):
     return SearchState.start(
         limits,
@@ -105,7 +97,7 @@ def _start(limits, r0, cfg):
 
 def _hooks(target, accuracy=lambda g: 0.9, events=None):
     return Hooks(
-        price=lambda g: _metrics(target, g),
+        price=lambda g: metrics(target, g),
         layer_energy=lambda g: {lc.layer.name: lc.cost.energy_j for lc in target.price(g).layers},
         finetune=lambda g, steps, seed: g,
         accuracy=accuracy,
@@ -114,12 +106,12 @@ def _hooks(target, accuracy=lambda g: 0.9, events=None):
 
 
 def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_channels",), initial_reduction=0.2, one_shot=False)
     state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss))
     assert state.stop == "every budget met" and not state.unmet()
-    assert _metrics(eyeriss, graph)["size_bytes"] <= 0.5 * r0["size_bytes"]
+    assert metrics(eyeriss, graph)["size_bytes"] <= 0.5 * r0["size_bytes"]
     sizes = [h["metrics"]["size_bytes"] for h in state.history]
     assert sizes == sorted(sizes, reverse=True)
     for h in state.history:
@@ -130,7 +122,7 @@ def test_loop_meets_a_size_budget_and_every_step_meets_its_target(lenet5, eyeris
 
 
 def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
 
     # accuracy falls with the number of conv1 filters removed, not with the others
     def acc(g):
@@ -147,7 +139,7 @@ def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
 
 
 def test_accuracy_floor_stops_before_accuracy_falls_further(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
     state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
@@ -156,7 +148,7 @@ def test_accuracy_floor_stops_before_accuracy_falls_further(lenet5, eyeriss):
 
 
 def test_energy_budget_visits_units_most_energy_first(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("prune_weights",), max_units=1, max_iterations=1)
     events: list = []
     state = _start({"energy_j": 0.97 * r0["energy_j"]}, r0, cfg)
@@ -170,7 +162,7 @@ def test_energy_budget_visits_units_most_energy_first(lenet5, eyeriss):
 
 
 def test_no_unit_can_help_ends_with_the_reason(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     cfg = SearchConfig(passes=("winograd",))  # lenet5 has only 5x5 convolutions
     state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss))
@@ -203,7 +195,7 @@ def test_tighten_keeps_the_users_limit_and_lowers_the_search_limit():
 def test_only_the_most_promising_proposals_are_fine_tuned(lenet5, eyeriss):
     """Each proposal is evaluated as it is; the ``finetune_top`` best by that accuracy are
     fine-tuned, and the pick is made among them by their accuracy after fine-tuning."""
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     tuned: list = []
 
     def finetune(g, steps, seed):
@@ -231,7 +223,7 @@ def test_only_the_most_promising_proposals_are_fine_tuned(lenet5, eyeriss):
 
 def test_one_iteration_takes_at_most_half_a_units_steps(lenet5, eyeriss):
     """Asked for 90 % of the size at once, no proposal removes more than half a layer."""
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
     cfg = SearchConfig(
         passes=("prune_channels",), max_iterations=1, initial_reduction=0.9, one_shot=False
     )
@@ -254,7 +246,7 @@ def test_a_long_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5):
 
 
 def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss):
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
 
     def finetune(g, steps, seed):
         out = g.copy()
@@ -273,10 +265,10 @@ def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss
 
 def test_a_step_that_costs_too_much_accuracy_is_halved_before_giving_up(lenet5, eyeriss):
     """Every unit's 10 % step would fall below the floor; half of it does not."""
-    r0 = _metrics(eyeriss, lenet5)
+    r0 = metrics(eyeriss, lenet5)
 
     def acc(g):
-        removed = 1 - _metrics(eyeriss, g)["size_bytes"] / r0["size_bytes"]
+        removed = 1 - metrics(eyeriss, g)["size_bytes"] / r0["size_bytes"]
         return 0.5 if removed > 0.07 else 0.9
 
     cfg = SearchConfig(

@@ -6,6 +6,7 @@ allocation must do can be worked out by hand."""
 from __future__ import annotations
 
 import pytest
+from search_runs import metrics
 
 import hwcc
 from hwcc.search.config import SearchConfig
@@ -36,17 +37,8 @@ def accuracy_losing(cost: dict[str, float], start: float = 0.9):
     return lambda g: start - sum(cost[n] * (1 - share) for n, share in kept(g).items())
 
 
-def _size(target, g) -> dict[str, float]:
-    c = target.price(g)
-    return {
-        "latency_s": c.latency_s,
-        "energy_j": c.energy_j,
-        "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers)),
-    }
-
-
 def _run(graph, target, limit_share, cfg, accuracy, events=None, distortion=None):
-    r0 = _size(target, graph)
+    r0 = metrics(target, graph)
     state = SearchState.start(
         {"size_bytes": limit_share * r0["size_bytes"]},
         r0,
@@ -57,7 +49,7 @@ def _run(graph, target, limit_share, cfg, accuracy, events=None, distortion=None
         max_iterations=cfg.max_iterations,
     )
     hooks = Hooks(
-        price=lambda g: _size(target, g),
+        price=lambda g: metrics(target, g),
         layer_energy=lambda g: {},
         finetune=lambda g, steps, seed: g,
         accuracy=accuracy,
@@ -77,7 +69,7 @@ def test_the_one_shot_start_meets_the_budget_in_one_iteration(lenet5, eyeriss):
     assert first["layer"].startswith("one-shot") and len(first["settings"]) >= 2
     assert state.stop == "every budget met" and state.iteration == 1
     assert state.current["size_bytes"] <= state.limits["size_bytes"]
-    assert first["metrics"]["size_bytes"] == pytest.approx(_size(eyeriss, out)["size_bytes"])
+    assert first["metrics"]["size_bytes"] == pytest.approx(metrics(eyeriss, out)["size_bytes"])
     assert state.accuracy == pytest.approx(accuracy_losing(dict.fromkeys(LAYERS, 0.01))(out))
     stages = [i["stage"] for k, i in events if k == "one_shot"]
     assert stages[0] == "sensitivity" and stages[-2:] == ["fine-tune", "tried"]
@@ -156,7 +148,7 @@ def test_a_resumed_search_does_not_repeat_the_one_shot_step(lenet5, eyeriss):
     state.stop = None
     events = []
     hooks = Hooks(
-        price=lambda g: _size(eyeriss, g),
+        price=lambda g: metrics(eyeriss, g),
         layer_energy=lambda g: {},
         finetune=lambda g, steps, seed: g,
         accuracy=acc,

@@ -245,9 +245,11 @@ class ChannelAnalysis:
         for s in set(layout.spaces):
             self.space_tensors[s].append(tensor)
 
-    def site(self, node: Node, index: int, axis: int, tensor: str, role: str) -> None:
+    def site(
+        self, node: Node, index: int, axis: int, tensor: str, role: str, tile: int = 1
+    ) -> None:
         self.tensor_sites.setdefault(tensor, []).append(len(self.sites))
-        self.sites.append(Site(node.name, index, axis, tensor, role))
+        self.sites.append(Site(node.name, index, axis, tensor, role, tile))
 
     # ---------------------------------------------------------------- queries for rules
     def const(self, tensor: str) -> np.ndarray | None:

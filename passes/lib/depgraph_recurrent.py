@@ -38,22 +38,13 @@ from __future__ import annotations
 import numpy as np
 
 from hwcc.ir import Node
-from hwcc.passes.lib.depgraph import ChannelAnalysis, Site, make_layout, rule
+from hwcc.passes.lib.depgraph import ChannelAnalysis, make_layout, rule
+from hwcc.passes.lib.depgraph_rules import _where  # the shared helper of the rules
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 """Gate blocks stacked along axis 1 of W and R, per op (B holds twice as many)."""
 
 _X, _W, _R, _B, _LENS, _H0, _C0, _P = range(8)  # ONNX input order
-
-
-def _where(node: Node) -> str:
-    return f"{node.op_type} {node.name!r}"
-
-
-def _site(a: ChannelAnalysis, node: Node, index: int, axis: int, tensor: str, role: str, tile=1):
-    """Record a site that may be tiled (``ChannelAnalysis.site`` records untiled ones)."""
-    a.tensor_sites.setdefault(tensor, []).append(len(a.sites))
-    a.sites.append(Site(node.name, index, axis, tensor, role, tile))
 
 
 @rule("LSTM", "GRU", "RNN")
@@ -99,11 +90,11 @@ def _recurrent(a: ChannelAnalysis, node: Node) -> None:
         return
     out = outputs[0]
     a.site(node, -1, 0, out, "hidden_size")
-    _site(a, node, _W, 1, out, "filter", gates)
-    _site(a, node, _R, 1, out, "filter", gates)
+    a.site(node, _W, 1, out, "filter", gates)
+    a.site(node, _R, 1, out, "filter", gates)
     a.site(node, _R, 2, out, "consumer")  # h(t-1) feeds every unit through R's columns
     if bias is not None:
-        _site(a, node, _B, 1, out, "param", 2 * gates)
+        a.site(node, _B, 1, out, "param", 2 * gates)
     space = make_layout(0, 1, [(s, hidden)])
     for index, name in ((_H0, "initial_h"), (_C0, "initial_c")):
         t = ins[index] if index != _C0 or node.op_type == "LSTM" else ""
@@ -127,7 +118,7 @@ def _recurrent(a: ChannelAnalysis, node: Node) -> None:
         if peep is None or peep.shape != (dirs, 3 * hidden):
             a.block(space, f"{_where(node)} has peepholes {ins[_P]!r} that are not constant")
         else:
-            _site(a, node, _P, 1, out, "param", 3)
+            a.site(node, _P, 1, out, "param", 3)
 
 
 def _zero(a: ChannelAnalysis, tensor: str) -> bool:
