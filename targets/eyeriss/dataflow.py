@@ -32,6 +32,7 @@ class Hardware:
     bus_words: int
     energy: tuple[float, float, float, float, float]  # mac, rf, noc, glb, dram
     rlc: tuple[int, int, int, int]  # run bits, level bits, pairs per word, word bits
+    estimation: str = "chip"  # "chip" (as the JSSC chip runs) or "paper" (CVPR 2017's count)
 
     @classmethod
     def from_params(cls, p: MappingABC[str, Any]) -> Hardware:
@@ -55,6 +56,7 @@ class Hardware:
                 p["rlc_pairs_per_word"],
                 p["rlc_word_bits"],
             ),
+            estimation=p.get("estimation", "chip"),
         )
 
 

@@ -35,6 +35,14 @@ a move between two levels is charged at the dearer one, so GLB *reads* and NoC
 
 DRAM words are run-length coded (:func:`rlc_ratio`) where that makes them smaller.
 
+Estimation (``Hardware.estimation``): ``"chip"`` counts as above, as the JSSC chip runs
+(zero ifmaps gate the MAC and the filter-spad read; zero weights are read and multiplied).
+``"paper"`` counts as Yang, Chen, Sze (CVPR 2017, Sec. 3) estimate energy for pruning: only
+*effectual* MACs happen (non-zero weight and non-zero ifmap, a fraction ``d_in*d_w`` of
+them), and with them their RF accesses (ifmap, weight, psum read and write); the weights
+sit in DRAM compressed (the non-zero values: ``d_w`` of the dense words, the index not
+counted). GLB and NoC traffic and the cycles are the chip's in both.
+
 Cycles: ``N * sum(p_i) * sum(q_i) * ceil(E/e) * S * F`` MAC cycles, stretched when a
 pass needs more psum or ifmap words than the GLB-array buses carry, plus the filter-spad
 fills (``filter words loaded / bus words per cycle``, not overlapped with MACs).
@@ -130,6 +138,8 @@ def _accesses(
 ) -> dict[tuple[str, str], np.ndarray]:
     """Accesses per (data type, level) for one group, in 16-bit words (see the module doc)."""
     d_in, d_out, d_w = dens
+    paper = hw.estimation == "paper"
+    eff = d_in * d_w if paper else 1.0  # the RF accesses' share that happen (see module doc)
     outputs = s.N * s.M * s.E * s.F
     macs = outputs * s.C * s.R * s.S
     filters = s.M * s.C * s.R * s.S
@@ -142,15 +152,15 @@ def _accesses(
         ),
         ("ifmaps", "glb"): s.N * s.C * f["groups"] * c["rows_pad"] * s.W,
         ("ifmaps", "noc"): s.N * s.C * s.R * s.E * s.W * f["sets_t"],
-        ("ifmaps", "rf"): macs * ones,
-        ("weights", "dram"): filter_dram * rlc_ratio(d_w, hw.rlc) * ones,
+        ("ifmaps", "rf"): macs * eff * ones,
+        ("weights", "dram"): filter_dram * (d_w if paper else rlc_ratio(d_w, hw.rlc)) * ones,
         ("weights", "glb"): loads,
         ("weights", "noc"): nb * s.E * filters,
-        ("weights", "rf"): macs * d_in * ones,
+        ("weights", "rf"): macs * (eff if paper else d_in) * ones,
         ("psums", "dram"): outputs * rlc_ratio(d_out, hw.rlc) * ones,
         ("psums", "glb"): 2 * (f["chunks"] - 1) * outputs,
         ("psums", "noc"): (s.R * f["sets_r"] - f["chunks"]) * outputs,
-        ("psums", "rf"): 2 * (macs - s.R * f["sets_r"] * outputs),
+        ("psums", "rf"): 2 * (macs - s.R * f["sets_r"] * outputs) * eff,
     }
 
 
@@ -175,7 +185,7 @@ def evaluate(
     fill = acc[("weights", "glb")] / hw.bus_words  # filter-spad fills, not overlapped
     e_mac, e_rf, e_noc, e_glb, e_dram = hw.energy
     per_level = {"dram": e_dram, "glb": e_glb, "noc": e_noc, "rf": e_rf}
-    macs = macs_dense * dens[0]
+    macs = macs_dense * dens[0] * (dens[2] if hw.estimation == "paper" else 1.0)
     energy = macs * e_mac + sum(v * per_level[k[1]] for k, v in acc.items())
     return dict(
         access=acc,

@@ -12,7 +12,7 @@ node but constants appears once, so the ``energy_j`` of all entries sums to the 
 
 JSON layout::
 
-    {"target", "batch", "objective", "array": [rows, cols],
+    {"target", "batch", "objective", "estimation", "array": [rows, cols],
      "layers":       [{"name", "op_type", "kind", "on", "mapping": {...}, "latency_s",
                        "energy_j", "energy": {"mac_j", "by_level", "by_type",
                        "by_type_and_level"}, "dram_bytes", "note"}, ...],
@@ -97,6 +97,7 @@ def write_eyeriss_payload(
         "target": target.name,
         "batch": ctx.batch,
         "objective": target.objective,
+        "estimation": target.estimation,
         "array": [target.hw.rows, target.hw.cols],
         "layers": layers,
         "other_layers": other,

@@ -23,7 +23,10 @@ Assumptions (each documented where it is used):
    ifmap and psum blocks take whole 4 KB banks, at most 25; one pass's filters fit 8 KB.
 3. Zero gating: a zero ifmap gates the MAC and the filter-spad read (energy only; the
    JSSC chip gates, it does not skip cycles). The ifmap spad is still read, psums still
-   move. Zero weights are not gated (the chip checks ifmaps only).
+   move. Zero weights are not gated (the chip checks ifmaps only). The TOML's
+   ``estimation = "paper"`` counts energy as the energy-aware pruning paper does instead
+   (only effectual MACs; compressed weights in DRAM; see the mapper);
+   :meth:`Eyeriss.with_estimation` gives the other setting of a loaded target.
 4. RLC on every DRAM stream: 5-bit run + 16-bit value, 3 pairs per 64-bit word, zeros
    independent at the tensor's density; a stream that would grow is sent raw. Densities:
    ifmap = the layer's ``act_density``; ofmap = the density of the tensor written, i.e.
@@ -66,6 +69,7 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.workload import Layer, Workload
 from hwcc.targets.base import Cost, CostContext, GraphCost, Target, register_family
+from hwcc.targets.eyeriss.graph_paths import LAYOUT, STANDARD, output_paths
 from hwcc.targets.eyeriss.mapper import (
     DTYPES,
     LEVELS,
@@ -86,8 +90,6 @@ __all__ = ["Eyeriss", "EyerissContext", "layer_shape"]
 
 _CONV = ("conv", "grouped_conv", "depthwise_conv")
 _FC = ("gemm", "matmul")
-_LAYOUT = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Concat")
-_STANDARD = ("", "ai.onnx")
 
 
 @dataclass(frozen=True)
@@ -166,18 +168,33 @@ class Eyeriss(Target):
             raise HwccError(
                 f"target {name}: mapper_objective must be 'edp' or 'energy', not {self.objective!r}"
             )
+        if self.hw.estimation not in ("chip", "paper"):
+            raise HwccError(
+                f"target {name}: estimation must be 'chip' or 'paper', not {self.hw.estimation!r}",
+                "set estimation in the [params] table of the target's TOML file",
+            )
         self._plans: dict[tuple, Plan | None] = {}
+
+    @property
+    def estimation(self) -> str:
+        """How energy is counted: ``"chip"`` or ``"paper"`` (see the mapper's docstring)."""
+        return self.hw.estimation
+
+    def with_estimation(self, estimation: str) -> Eyeriss:
+        """This target with its ``estimation`` setting replaced (same name, same host)."""
+        spec = {**self.spec, "params": {**self.params, "estimation": estimation}}
+        return type(self)(self.name, spec, self.source)
 
     # -- what runs here ----------------------------------------------------------------
     def supports(self, layer: Layer) -> str | None:
         if not layer.known:
             return f"not priced: {layer.reason}"
-        if layer.op_type == "Relu" and layer.domain in _STANDARD:
+        if layer.op_type == "Relu" and layer.domain in STANDARD:
             return None
         if layer.kind == "data_movement":
             return (
                 None
-                if layer.op_type in _LAYOUT
+                if layer.op_type in LAYOUT
                 else f"{layer.op_type} moves data Eyeriss has no unit for"
             )
         if layer.kind in _FC:
@@ -234,7 +251,7 @@ class Eyeriss(Target):
         runs_here = {
             x.name for x in work.layers if x.kind in _CONV + _FC and self.supports(x) is None
         }
-        out_density, fused = _output_paths(graph, work, runs_here)
+        out_density, fused = output_paths(graph, work, runs_here)
         given = getattr(ctx, "out_density", {})
         return EyerissContext(
             batch=ctx.batch,
@@ -335,6 +352,7 @@ class Eyeriss(Target):
             "groups": layer.groups,
             "processing_cycles": plan.cycles,
             "objective": self.objective,
+            "estimation": self.estimation,
         }
 
     def write_payload(
@@ -357,38 +375,3 @@ class Eyeriss(Target):
         return self._price(
             plan_of(s, self.hw, mp, self._densities(layer, ctx or CostContext())), layer
         )
-
-
-def _output_paths(
-    graph: Graph, work: Workload, runs_here: set[str]
-) -> tuple[dict[str, float], set[str]]:
-    """For each conv/FC node in ``runs_here``: the density of the tensor it writes (its first
-    consumer's ``act_density``, looking past a fused ReLU and layout-only nodes), and the
-    ReLUs fused into them."""
-    users: dict[str, list] = {}
-    for node in graph.nodes:
-        for t in node.inputs:
-            users.setdefault(t, []).append(node)
-    layers = {x.name: x for x in work.layers}
-    density: dict[str, float] = {}
-    fused: set[str] = set()
-    for node in graph.nodes:
-        if node.name not in runs_here or not node.outputs:
-            continue
-        out = node.outputs[0]
-        after = users.get(out, [])
-        if len(after) == 1 and after[0].op_type == "Relu" and after[0].domain in _STANDARD:
-            fused.add(after[0].name)
-            out = after[0].outputs[0]
-        seen, frontier = set(), list(users.get(out, []))
-        while frontier:
-            nxt = frontier.pop(0)
-            if nxt.name in seen:
-                continue
-            if nxt.op_type in _LAYOUT and nxt.domain in _STANDARD:
-                seen.add(nxt.name)
-                frontier.extend(users.get(nxt.outputs[0], []))
-                continue
-            density[node.name] = layers[nxt.name].act_density
-            break
-    return density, fused

@@ -7,6 +7,7 @@ for a given mapping; the energies are in units of ``PJ`` (eyeriss_graphs.py).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -269,3 +270,58 @@ def test_search_against_exhaustive_enumeration(eyeriss, dims):
     assert best.energy == pytest.approx(ev["energy"].min(), rel=1e-12)  # pruning keeps the optimum
     edp = search(s, eyeriss.hw, (0.6, 0.4, 1.0), "edp")
     assert edp.energy * edp.cycles <= (ev["energy"] * ev["cycles"]).min() * 1.01  # within 1 %
+
+
+# ---------------------------------------------------------------------- estimation settings
+def test_paper_estimation_by_hand(eyeriss):
+    """The hand-computed layer above with half its weights and half its ifmaps zero.
+
+    chip (as the JSSC chip runs): MACs and filter-spad reads gated by zero ifmaps only,
+    144 * 0.5 = 72 each; the ifmap and the weights cross DRAM run-length coded,
+    32 * c and 36 * c words with c = (4/3) / ((1 - 0.5**32)/0.5) = 2/3 (to 1e-9);
+    ifmap RF 144, psum RF 240 as dense.
+      units = MAC 72 + RF (144 + 72 + 240) + NoC 2*136 + GLB 6*68 + DRAM 200*(32c + 36c + 8)
+            = 528 + 272 + 408 + 200*(45.333 + 8) = 11874.67
+    paper (CVPR 2017): only effectual MACs, 144 * 0.5 * 0.5 = 36, with their RF accesses:
+    ifmap 36, weight 36, psum 240 * 0.25 = 60; weights in DRAM compressed, 36 * 0.5 = 18.
+      units = 36 + (36 + 36 + 60) + 272 + 408 + 200*(32c + 18 + 8) = 848 + 200*47.333
+            = 10314.67
+    """
+    g = _conv_graph(C=2, H=4, M=2, R=3)
+    layer = dataclasses.replace(_layer(g, "conv", act_density=0.5), weight_density=0.5)
+    mp = dict(m=2, n=1, e=2, p=2, q=2, r=1, t=1)
+    chip = eyeriss.plan_with(layer, mp)
+    paper = eyeriss.with_estimation("paper").plan_with(layer, mp)
+    c = (4 / 3) / ((1 - 0.5**32) / 0.5)
+    assert chip.energy_j == pytest.approx((1208 + 200 * (68 * c + 8)) * PJ, rel=1e-9)
+    assert paper.energy_j == pytest.approx((848 + 200 * (32 * c + 18 + 8)) * PJ, rel=1e-9)
+    assert chip.breakdown["mac_j"] == pytest.approx(72 * PJ)
+    assert paper.breakdown["mac_j"] == pytest.approx(36 * PJ)
+    assert paper.breakdown["psums_rf_j"] == pytest.approx(60 * PJ)
+    assert paper.breakdown["weights_dram_j"] == pytest.approx(18 * 200 * PJ)
+    assert paper.breakdown["processing_s"] == chip.breakdown["processing_s"]  # same cycles
+
+
+def test_estimation_settings_agree_on_dense_layers(eyeriss):
+    """Dense weights and dense ifmaps: every MAC is effectual and nothing compresses, so
+    both settings count the same, for the hand-computed layer and for a searched one."""
+    paper = eyeriss.with_estimation("paper")
+    assert paper.estimation == "paper" and eyeriss.estimation == "chip"
+    g = _conv_graph(C=2, H=4, M=2, R=3)
+    mp = dict(m=2, n=1, e=2, p=2, q=2, r=1, t=1)
+    assert paper.plan_with(_layer(g, "conv"), mp).energy_j == pytest.approx(16552 * PJ, rel=1e-12)
+    g = _conv_graph(C=16, H=20, M=24, R=3, pad=1)
+    a, b = eyeriss.cost(g).layer("conv").cost, paper.cost(g).layer("conv").cost
+    assert a.energy_j == pytest.approx(b.energy_j, rel=1e-12) and a.note == b.note
+    assert a.breakdown == pytest.approx(b.breakdown, rel=1e-12)
+    # Sparse ifmaps: the chip still reads the zeros from the ifmap spad and moves their
+    # psums through the psum spad; the paper's count skips them.
+    sparse = CostContext(act_density=0.4)
+    assert eyeriss.cost(g, sparse).energy_j != pytest.approx(paper.cost(g, sparse).energy_j)
+
+
+def test_bad_estimation_is_an_error(tmp_path):
+    text = (Path(hwcc.targets.__file__).parent / "eyeriss" / "eyeriss.toml").read_text()
+    (tmp_path / "e.toml").write_text(text.replace('estimation = "chip"', 'estimation = "guess"'))
+    with pytest.raises(HwccError, match="estimation must be 'chip' or 'paper'"):
+        load_target(tmp_path / "e.toml")
