@@ -2,7 +2,8 @@
 
 :class:`Hardware` is the TOML ``[params]`` table in words; :class:`Shape` one group of a
 layer in the JSSC letters; :class:`Mapping` the JSSC Table II tuple; :class:`Plan` a
-mapping with its counts. The mapper (:mod:`.mapper`) searches mappings and counts them.
+mapping with its counts; :func:`strip_rows` the ifmap rows a strip-mined layer reads. The
+mapper (:mod:`.mapper`) searches mappings and counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DTYPES", "LEVELS", "Hardware", "Mapping", "Plan", "Shape"]
+__all__ = ["DTYPES", "LEVELS", "Hardware", "Mapping", "Plan", "Shape", "strip_rows"]
 
 DTYPES = ("weights", "ifmaps", "psums")
 LEVELS = ("dram", "glb", "noc", "rf")
@@ -118,3 +119,31 @@ class Plan:
     macs: float
     macs_dense: float
     energy: float
+
+
+def strip_rows(s: Shape, e: int) -> tuple[int, int]:
+    """Padded ifmap rows that the strips of ``e`` ofmap rows read in all, and the real ones.
+
+    Strip ``i`` reads the rows ``[U*e*i, U*(its last ofmap row) + R)``, and its real rows
+    are those inside ``[pad_top, pad_top + H_real)``. The sums are taken in closed form, so
+    that a layer of a billion rows costs no more to map than a small one.
+    """
+    strips = -(-s.E // e)
+    if strips < 1:
+        return 0, 0
+    step, length = s.U * e, s.U * (e - 1) + s.R  # a full strip: start step*i, length rows
+    last_lo, last_hi = step * (strips - 1), s.U * (s.E - 1) + s.R
+    pad = (strips - 1) * length + last_hi - last_lo
+    # Real rows of [lo, hi) are clip(hi) - clip(lo), clipping to the real rows' range.
+    top, bottom = s.pad_top, s.pad_top + s.H_real
+    his = _clipped_sum(length, step, strips - 1, top, bottom) + min(max(last_hi, top), bottom)
+    return pad, his - _clipped_sum(0, step, strips, top, bottom)
+
+
+def _clipped_sum(first: int, step: int, count: int, lo: int, hi: int) -> int:
+    """``sum(min(max(first + step*i, lo), hi) for i in range(count))`` for ``step > 0``, in
+    O(1): the terms below ``lo`` and above ``hi`` are counted, those between summed."""
+    below = min(max(-(-(lo - first) // step), 0), count)  # terms < lo
+    above = min(max(-(-(hi - first) // step), below), count)  # first term >= hi
+    mid = above - below
+    return below * lo + mid * first + step * ((below + above - 1) * mid // 2) + (count - above) * hi

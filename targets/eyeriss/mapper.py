@@ -43,9 +43,15 @@ them), and with them their RF accesses (ifmap, weight, psum read and write); the
 sit in DRAM compressed (the non-zero values: ``d_w`` of the dense words, the index not
 counted). GLB and NoC traffic and the cycles are the chip's in both.
 
-Cycles: ``N * sum(p_i) * sum(q_i) * ceil(E/e) * S * F`` MAC cycles, stretched when a
-pass needs more psum or ifmap words than the GLB-array buses carry, plus the filter-spad
-fills (``filter words loaded / bus words per cycle``, not overlapped with MACs).
+Cycles: ``N * sum(p_i) * sum(q_i) * ceil(E/e) * S * F`` MAC cycles, plus one cycle per
+output position and filter to add the psum from the PE below (``1/(q*S)`` more: the PE has
+one adder), stretched when a pass needs more psum or ifmap words than the GLB-array buses
+carry, plus the filter-spad fills (``filter words loaded / bus words per cycle``, not
+overlapped with MACs).
+
+Constraints (:func:`check`) besides the spads, the array and the GLB: sets of different
+channels (``r``) must stack in the same columns (:func:`vertical_sets`), because their
+psums add up the column.
 """
 
 from __future__ import annotations
@@ -55,7 +61,15 @@ from typing import Any
 
 import numpy as np
 
-from hwcc.targets.eyeriss.dataflow import DTYPES, LEVELS, Hardware, Mapping, Plan, Shape
+from hwcc.targets.eyeriss.dataflow import (
+    DTYPES,
+    LEVELS,
+    Hardware,
+    Mapping,
+    Plan,
+    Shape,
+    strip_rows,
+)
 
 # The vocabulary is defined in .dataflow and re-exported: callers import it with the mapper.
 __all__ = [
@@ -70,6 +84,7 @@ __all__ = [
     "candidates",
     "rlc_ratio",
     "max_sets",
+    "vertical_sets",
     "strip_rows",
     "DTYPES",
     "LEVELS",
@@ -96,6 +111,14 @@ def max_sets(R: int, e: int, hw: Hardware) -> int:
     folded into ``ceil(e/cols)`` segments stacked vertically (JSSC Fig. 5, CONV2)."""
     seg = -(-e // hw.cols)
     return (hw.rows // (R * seg)) * (hw.cols // min(e, hw.cols))
+
+
+def vertical_sets(R: int, e: int, hw: Hardware) -> int:
+    """PE sets of R x e that stack in the same columns: the most sets of *different
+    channels* a pass can use (``r``), since their psums add up a column, over the local
+    PE-to-PE network, which runs vertically only (JSSC Fig. 5: CONV4/5's r = 2 sets are
+    stacked). Sets side by side can only take different filters (``t``)."""
+    return hw.rows // (R * -(-e // hw.cols))
 
 
 def _ceil(a, b):
@@ -183,6 +206,9 @@ def evaluate(
     ifmap_rate = r * (s.U * (e - 1) + s.R) * s.W / (p * s.S * s.F * hw.bus_words)
     stretch = np.maximum(1.0, np.maximum(psum_rate, ifmap_rate))
     fill = acc[("weights", "glb")] / hw.bus_words  # filter-spad fills, not overlapped
+    # Each psum a PE passes up is first added to the one from below, one more cycle of its
+    # single adder after the q*S MACs of that output position.
+    add = 1 + 1 / (q * s.S)
     e_mac, e_rf, e_noc, e_glb, e_dram = hw.energy
     per_level = {"dram": e_dram, "glb": e_glb, "noc": e_noc, "rf": e_rf}
     macs = macs_dense * dens[0] * (dens[2] if hw.estimation == "paper" else 1.0)
@@ -190,41 +216,13 @@ def evaluate(
     return dict(
         access=acc,
         compute_cycles=compute,
-        cycles=compute * stretch + fill,
+        cycles=compute * add * stretch + fill,
         passes=nb * f["groups"] * strips * f["chunks"] * s.G,
         active_pes=s.R * e * r * t,
         macs=macs,
         macs_dense=macs_dense,
         energy=energy,
     )
-
-
-def strip_rows(s: Shape, e: int) -> tuple[int, int]:
-    """Padded ifmap rows that the strips of ``e`` ofmap rows read in all, and the real ones.
-
-    Strip ``i`` reads the rows ``[U*e*i, U*(its last ofmap row) + R)``, and its real rows
-    are those inside ``[pad_top, pad_top + H_real)``. The sums are taken in closed form, so
-    that a layer of a billion rows costs no more to map than a small one.
-    """
-    strips = _ceil(s.E, e)
-    if strips < 1:
-        return 0, 0
-    step, length = s.U * e, s.U * (e - 1) + s.R  # a full strip: start step*i, length rows
-    last_lo, last_hi = step * (strips - 1), s.U * (s.E - 1) + s.R
-    pad = (strips - 1) * length + last_hi - last_lo
-    # Real rows of [lo, hi) are clip(hi) - clip(lo), clipping to the real rows' range.
-    top, bottom = s.pad_top, s.pad_top + s.H_real
-    his = _clipped_sum(length, step, strips - 1, top, bottom) + min(max(last_hi, top), bottom)
-    return pad, his - _clipped_sum(0, step, strips, top, bottom)
-
-
-def _clipped_sum(first: int, step: int, count: int, lo: int, hi: int) -> int:
-    """``sum(min(max(first + step*i, lo), hi) for i in range(count))`` for ``step > 0``, in
-    O(1): the terms below ``lo`` and above ``hi`` are counted, those between summed."""
-    below = min(max(_ceil(lo - first, step), 0), count)  # terms < lo
-    above = min(max(_ceil(hi - first, step), below), count)  # first term >= hi
-    mid = above - below
-    return below * lo + mid * first + step * ((below + above - 1) * mid // 2) + (count - above) * hi
 
 
 def _banks(words, hw: Hardware):
@@ -251,6 +249,11 @@ def check(s: Shape, mp: Mapping, hw: Hardware) -> str | None:
         return f"psum spad: p = {p} > {hw.psum_spad}"
     if r * t > max_sets(s.R, e, hw):
         return f"array: {r * t} sets of {s.R}x{e} PEs do not fit {hw.rows}x{hw.cols}"
+    if r > vertical_sets(s.R, e, hw):
+        return (
+            f"r = {r} sets of different channels: only {vertical_sets(s.R, e, hw)} sets of "
+            f"{s.R}x{e} PEs stack in one column, where their psums add up"
+        )
     if (m % (p * t) and m != s.M) or m > _ceil(s.M, p * t) * p * t:
         return f"m = {m} must be M or a multiple of p*t = {p * t}, at most M rounded up to one"
     banks = _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw) + _banks(n * m * e * s.F, hw)
@@ -344,7 +347,7 @@ def candidates(s: Shape, hw: Hardware) -> dict[str, np.ndarray]:
     for e in _widths(s.E, hw.cols * (hw.rows // s.R)):  # wider sets than this do not fit the array
         sets = max_sets(s.R, e, hw)
         rows_pad, rows_real = strip_rows(s, e)
-        fit = r_all <= sets
+        fit = r_all <= min(sets, vertical_sets(s.R, e, hw))
         p, q, r = p_all[fit], q_all[fit], r_all[fit]
         for n in batches:
             ifmap_banks = _banks(n * q * r * (s.U * (e - 1) + s.R) * s.W, hw)

@@ -19,8 +19,10 @@ Assumptions (each documented where it is used):
    filters are re-fetched from DRAM for every batch group and ofmap strip (the 8 KB filter
    GLB holds one pass's filters) unless all of a layer's filters fit it.
 2. Constraints: ``p*q*S <= 224``, ``q*S <= 12``, ``p <= 24``; ``r*t`` sets of ``R x e``
-   PEs tile the array (a set wider than 14 columns is folded into stacked segments); the
-   ifmap and psum blocks take whole 4 KB banks, at most 25; one pass's filters fit 8 KB.
+   PEs tile the array (a set wider than 14 columns is folded into stacked segments), and
+   the ``r`` sets of different channels stack in the same columns, where their psums add
+   up; the ifmap and psum blocks take whole 4 KB banks, at most 25; one pass's filters
+   fit 8 KB.
 3. Zero gating: a zero ifmap gates the MAC and the filter-spad read (energy only; the
    JSSC chip gates, it does not skip cycles). The ifmap spad is still read, psums still
    move. Zero weights are not gated (the chip checks ifmaps only). The TOML's
@@ -32,7 +34,8 @@ Assumptions (each documented where it is used):
    ifmap = the layer's ``act_density``; ofmap = the density of the tensor written, i.e.
    the ``act_density`` of its first consumer (past a fused ReLU and layout-only ops; 1.0
    when the graph is not known); weights = ``weight_density``.
-5. Latency: one MAC per PE per cycle; a pass is stretched when it needs more psum or
+5. Latency: one MAC per PE per cycle, and one cycle per psum a PE passes up (adding the
+   one from below: assumption, one adder per PE); a pass is stretched when it needs more psum or
    ifmap words per cycle than one 64-bit GLB-array bus carries (assumption: bus width not
    published); filter-spad fills are not overlapped with MACs. DRAM traffic overlaps
    processing through the GLB ("memory traffic and computation overlap", ISSCC 2016),
