@@ -30,7 +30,8 @@ class Hardware:
     glb_banks: int
     bank_words: int
     glb_filter_words: int
-    bus_words: int
+    bus_words: int  # filter GIN, psum GIN and GON: words a cycle each
+    ifmap_bus_words: int  # ifmap GIN: words a cycle
     energy: tuple[float, float, float, float, float]  # mac, rf, noc, glb, dram
     rlc: tuple[int, int, int, int]  # run bits, level bits, pairs per word, word bits
     estimation: str = "chip"  # "chip" (as the JSSC chip runs) or "paper" (CVPR 2017's count)
@@ -50,6 +51,7 @@ class Hardware:
             bank_words=p["glb_bank_bytes"] // word,
             glb_filter_words=p["glb_filter_bytes"] // word,
             bus_words=p["noc_bus_bits"] // p["word_bits"],
+            ifmap_bus_words=max(1, p["ifmap_gin_bits"] // p["word_bits"]),
             energy=(e["mac"], e["rf"], e["noc"], e["glb"], e["dram"]),
             rlc=(
                 p["rlc_run_bits"],

@@ -45,9 +45,9 @@ counted). GLB and NoC traffic and the cycles are the chip's in both.
 
 Cycles: ``N * sum(p_i) * sum(q_i) * ceil(E/e) * S * F`` MAC cycles, plus one cycle per
 output position and filter to add the psum from the PE below (``1/(q*S)`` more: the PE has
-one adder), stretched when a pass needs more psum or ifmap words than the GLB-array buses
-carry, plus the filter-spad fills (``filter words loaded / bus words per cycle``, not
-overlapped with MACs).
+one adder), stretched when a pass needs more psum words than the 64-bit GON or more ifmap
+words than the 16-bit ifmap GIN carries, plus the filter-spad fills (``filter words loaded
+/ bus words per cycle``, not overlapped with MACs).
 
 Constraints (:func:`check`) besides the spads, the array and the GLB: sets of different
 channels (``r``) must stack in the same columns (:func:`vertical_sets`), because their
@@ -201,9 +201,10 @@ def evaluate(
     acc = {k: v * s.G for k, v in _accesses(s, hw, f, c, nb, strips, dens).items()}
     macs_dense = s.N * s.M * s.E * s.F * s.C * s.R * s.S * s.G
     compute = s.N * f["sum_p"] * f["sum_q"] * strips * s.S * s.F * s.G
-    # A pass cannot run faster than one bus word per cycle brings its psums or ifmaps.
+    # A pass cannot run faster than its GLB-array paths carry its psums out (the GON) or
+    # its ifmaps in (the ifmap GIN, one value a cycle, multicast to the sets that share it).
     psum_rate = t * e / (q * s.S * hw.bus_words)
-    ifmap_rate = r * (s.U * (e - 1) + s.R) * s.W / (p * s.S * s.F * hw.bus_words)
+    ifmap_rate = r * (s.U * (e - 1) + s.R) * s.W / (p * s.S * s.F * hw.ifmap_bus_words)
     stretch = np.maximum(1.0, np.maximum(psum_rate, ifmap_rate))
     fill = acc[("weights", "glb")] / hw.bus_words  # filter-spad fills, not overlapped
     # Each psum a PE passes up is first added to the one from below, one more cycle of its

@@ -35,11 +35,11 @@ Assumptions (each documented where it is used):
    the ``act_density`` of its first consumer (past a fused ReLU and layout-only ops; 1.0
    when the graph is not known); weights = ``weight_density``.
 5. Latency: one MAC per PE per cycle, and one cycle per psum a PE passes up (adding the
-   one from below: assumption, one adder per PE); a pass is stretched when it needs more psum or
-   ifmap words per cycle than one 64-bit GLB-array bus carries (assumption: bus width not
-   published); filter-spad fills are not overlapped with MACs. DRAM traffic overlaps
-   processing through the GLB ("memory traffic and computation overlap", ISSCC 2016),
-   so ``latency_s`` is the larger of the two; both are in the breakdown.
+   one from below: assumption, one adder per PE); a pass is stretched when it needs more
+   psum words per cycle than the 64-bit GON carries, or more ifmap words than the 16-bit
+   ifmap GIN; filter-spad fills (64-bit filter GIN) are not overlapped with MACs. DRAM
+   traffic overlaps processing through the GLB ("memory traffic and computation overlap",
+   ISSCC 2016), so ``latency_s`` is the larger of the two; both are in the breakdown.
 6. Mapper objective: ``edp`` by default. Under this energy model the least-energy mapping
    of AlexNet CONV2 uses 90 PEs and runs 47 % slower than the chip's own Table III mapping
    for 2.7 % less energy; the chip's designers evidently weighed throughput too, so the
