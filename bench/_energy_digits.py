@@ -106,7 +106,7 @@ def _search(
     t0 = time.monotonic()
     result = hwcc.compile(
         m.graph,
-        "eyeriss",
+        str(m.target.source),  # the target's TOML: the bundled one, or a setting's copy
         s.budget,
         data="zoo:digits",
         seed=SEED,
@@ -146,8 +146,9 @@ def _search(
     return points, info
 
 
-def digits(s: Settings, out: Path, target) -> dict[str, Any]:
-    """Every digits model of ``s``, both methods: the points, and a plot per model."""
+def digits(s: Settings, out: Path, target, suffix: str = "") -> dict[str, Any]:
+    """Every digits model of ``s``, both methods: the points, and a plot per model (its
+    file name ends with ``suffix``)."""
     models = []
     for name, pass_sets in s.models:
         t0 = time.monotonic()
@@ -168,13 +169,13 @@ def digits(s: Settings, out: Path, target) -> dict[str, Any]:
                 "seconds": time.monotonic() - t0,
             }
         )
-    plots = [_digits_plot(mod, out) for mod in models]
+    plots = [_digits_plot(mod, out, target.estimation, suffix) for mod in models]
     return {"models": models, "plots": plots}
 
 
-def _digits_plot(mod: dict[str, Any], out: Path) -> str:
+def _digits_plot(mod: dict[str, Any], out: Path, estimation: str, suffix: str) -> str:
     chart = Chart(
-        f"{mod['model']} on Eyeriss: accuracy against chip energy",
+        f"{mod['model']} on Eyeriss ({estimation} estimation): accuracy against chip energy",
         "Eyeriss chip energy / dense (legal form)",
         "test accuracy",
         count_labels,
@@ -205,7 +206,10 @@ def _digits_plot(mod: dict[str, Any], out: Path) -> str:
         GREY,
         f"dense - {PLOT_DEPTH * 100:.0f} points (lower points drawn here)",
     )
-    name = f"energy_pruning_{mod['model']}.svg"
+    name = f"energy_pruning_{mod['model']}{suffix}.svg"
     return save_svg(
-        out, name, chart.render(), f"{mod['model']}: accuracy against Eyeriss energy, both methods"
+        out,
+        name,
+        chart.render(),
+        f"{mod['model']}: accuracy against Eyeriss energy ({estimation} estimation), both methods",
     )
