@@ -18,9 +18,10 @@ from onnx import helper
 
 import hwcc
 import hwcc.targets
+import hwcc.targets.base as base
 from hwcc.errors import HwccError
 from hwcc.ir.workload import analyze
-from hwcc.targets.base import CostContext, load_target
+from hwcc.targets.base import Cost, CostContext, Target, load_target, register_family
 from hwcc.targets.eyeriss.mapper import Mapping, check, evaluate, rlc_ratio, search, strip_rows
 from hwcc.targets.eyeriss.target import layer_shape
 
@@ -330,3 +331,42 @@ def test_bad_estimation_is_an_error(tmp_path):
     (tmp_path / "e.toml").write_text(text.replace('estimation = "chip"', 'estimation = "guess"'))
     with pytest.raises(HwccError, match="estimation must be 'chip' or 'paper'"):
         load_target(tmp_path / "e.toml")
+
+
+# ---------------------------------------------------------------------- independence from the cpu
+@register_family("test_cpu_table_for_eyeriss")
+class _TableCPU(Target):
+    """A stand-in for the measured cpu: every layer at ``scale`` x its work (a table built on
+    a fast or a slow day)."""
+
+    def cost_layer(self, layer, ctx):
+        k = float(self.params["scale"]) * (layer.macs + layer.ops + 1)
+        return Cost(k * 1e-9, k * 1e-9)
+
+
+def _compiled_with_cpu_table(tmp_path, monkeypatch, scale):
+    toml = tmp_path / f"cpu-{scale:g}.toml"
+    toml.write_text(
+        'family = "test_cpu_table_for_eyeriss"\nprovenance = "measured"\n'
+        f"[params]\nscale = {scale}\n"
+    )
+    files = {**base._target_files(), "cpu": toml}
+    monkeypatch.setattr(base, "_target_files", lambda: files)
+    assert load_target("cpu").params["scale"] == scale
+    r = hwcc.compile(
+        "zoo:lenet5-digits", "eyeriss", "1J", data="zoo:digits", seed=0, long_term_steps=0
+    )
+    return r.summary
+
+
+def test_compiling_lenet5_twice_with_different_cpu_tables_gives_identical_energies(
+    tmp_path, monkeypatch
+):
+    """Issue 16's must-show: the Eyeriss system (chip and its embedded host, host-45nm) is
+    priced from energies, so two cpu tables 1000x apart change nothing, to the bit."""
+    a = _compiled_with_cpu_table(tmp_path, monkeypatch, 1.0)
+    b = _compiled_with_cpu_table(tmp_path, monkeypatch, 1000.0)
+    for when in ("original", "final"):
+        for key in ("energy_j", "chip_energy_j", "latency_s"):
+            assert getattr(a, when)[key] == getattr(b, when)[key], (when, key)
+    assert a.original["energy_j"] > a.original["chip_energy_j"] > 0  # the host's share apart
