@@ -21,7 +21,7 @@ import onnxruntime as ort
 from hwcc.ir import Graph
 from hwcc.ir.onnx_io import to_proto
 
-__all__ = ["CANDIDATES", "fused_activations"]
+__all__ = ["CANDIDATES", "CONTRIB", "fused_activations"]
 
 CANDIDATES = (
     "Relu",
@@ -38,6 +38,7 @@ CANDIDATES = (
     "ThresholdedRelu",
     "Gelu",
 )
+CONTRIB = ("QuickGelu",)  # com.microsoft: x·σ(αx), which onnxruntime fuses from Sigmoid and Mul
 _KINDS = ("conv", "gemm", "nchwc")
 
 
@@ -45,10 +46,11 @@ _KINDS = ("conv", "gemm", "nchwc")
 def fused_activations(kind: str) -> tuple[str, ...]:
     """The activations onnxruntime fuses into the ``kind`` (``"conv"`` or ``"gemm"``) before
     them, or (``"nchwc"``) runs on an NCHWc tensor as it is, without reordering it back to
-    NCHW; in :data:`CANDIDATES` order. Empty for ``"nchwc"`` on a CPU without the layout."""
+    NCHW; in :data:`CANDIDATES` order, then the contrib ones (:data:`CONTRIB`). Empty for
+    ``"nchwc"`` on a CPU without the layout."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
-    return tuple(a for a in CANDIDATES if _fuses(kind, a))
+    return tuple(a for a in CANDIDATES + CONTRIB if _fuses(kind, a))
 
 
 def _fuses(kind: str, act: str) -> bool:
@@ -93,7 +95,10 @@ def _probe(kind: str, act: str) -> Graph:
     src = "t"
     if kind == "nchwc":
         src = g.add_node("Relu", ["t"], ["r"]).outputs[0]
-    if act == "Clip":
+    if act == "QuickGelu":
+        g.opset_imports["com.microsoft"] = 1
+        g.add_node(act, [src], ["u"], {"alpha": 1.0}, domain="com.microsoft")
+    elif act == "Clip":
         g.add_initializer("lo", np.array(0, np.float32))
         g.add_initializer("hi", np.array(6, np.float32))
         g.add_node(act, [src, "lo", "hi"], ["u"])

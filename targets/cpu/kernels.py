@@ -18,8 +18,12 @@ Level 1-2 fusions (per node, on single-use chains that are not graph outputs):
    (``FusedConv``): those the installed onnxruntime fuses, asked of it
    (:func:`.fusions.fused_activations`; ``Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid,
    Clip`` in every release, ``HardSwish`` in recent ones).
-3. ``MatMul`` (2-D input, constant 2-D weight) + ``Add`` of a constant bias becomes
-   ``Gemm``; ``Gemm`` absorbs one activation (``FusedGemm``; again as the build says).
+3. ``MatMul`` (2-D second input) + ``Add`` becomes ``Gemm`` (:func:`.extended.matmul_add`),
+   with a ``Reshape`` before and after when the first input is not 2-D; a ``Gemm`` not
+   followed by such a ``Reshape`` absorbs one activation (``FusedGemm``; again as the
+   build says).
+3b. Transformer blocks: ``Gelu``, ``SkipLayerNormalization`` and ``FusedMatMul`` (a MatMul
+   with its scalar scales), replayed by :mod:`.extended`.
 
 Level 3, the NCHWc layout (block ``B`` channels; 16 with AVX-512, 8 with AVX2; 0 turns it
 off). Tensors in NCHWc are zero-padded to a multiple of ``B`` channels, so a kernel's cost
@@ -53,10 +57,11 @@ Fusions 1-3 and 10 join only nodes of one graph: the nodes of an ``If``'s taken 
 themselves, never with the nodes around the ``If``, as onnxruntime optimizes a branch
 as a graph of its own.
 
-Rules 4-9 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are built by
-:mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): transformer fusions
-(attention, LayerNorm, GELU), ``Transpose``/``Resize`` in
-NCHWc, quantized-op fusions.
+Rules 4-10 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are built by
+:mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): the
+attention fusion (``Attention``, which needs the pre-LayerNorm pattern of BERT exports),
+LayerNorm from its ``ReduceMean`` parts, a ``Transpose`` folded into ``FusedMatMul``,
+``Transpose``/``Resize`` in NCHWc, quantized-op fusions.
 """
 
 from __future__ import annotations
@@ -68,9 +73,18 @@ import numpy as np
 
 from hwcc.ir import Graph, Node, dtypes
 from hwcc.ir.workload import Workload
+from hwcc.targets.cpu import extended
 from hwcc.targets.cpu.fusions import fused_activations
 from hwcc.targets.cpu.nchwc import NchwcLayout
-from hwcc.targets.cpu.specs import STANDARD_DOMAINS, Kernel, op_kernel, reorder_kernel, spec_key
+from hwcc.targets.cpu.specs import (
+    STANDARD_DOMAINS,
+    Clock,
+    Kernel,
+    op_kernel,
+    reorder_kernel,
+    same_scope,
+    spec_key,
+)
 
 __all__ = ["Kernel", "Plan", "plan_kernels", "spec_key"]
 
@@ -114,6 +128,7 @@ class _Op:
     nchw_in: bool = False
     sum_input: str = ""
     padded: set[str] = field(default_factory=set)  # tensors read/written in NCHWc
+    group: extended.Group | None = None  # kind "contrib": the transformer fusion it runs
 
 
 class _Planner(NchwcLayout):
@@ -175,6 +190,13 @@ class _Planner(NchwcLayout):
             if node.name not in self.removed:
                 for t in {self.resolve(t) for t in node.inputs if t}:
                     self.users.setdefault(t, []).append(node)
+        self.gemm_add: dict[str, Node] = {}  # MatMul -> the bias Add it runs as a Gemm with
+        for node in g.nodes:
+            if node.name not in self.removed and node.domain in STANDARD_DOMAINS:
+                if node.op_type == "MatMul" and (add := extended.matmul_add(self, node)):
+                    self.gemm_add[node.name] = add
+        gemm = {n.name for n in self.gemm_add.values()} | set(self.gemm_add)
+        self.groups = extended.find_groups(self, gemm)
         taken: set[str] = set()
         for node in g.nodes:
             if node.name in self.removed or node.name in taken:
@@ -206,40 +228,36 @@ class _Planner(NchwcLayout):
         ins = self.data_inputs(node)
         out = node.outputs[0] if node.outputs else ""
         std = node.domain in STANDARD_DOMAINS
-        if std and node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] in self.const:
+        if (group := self.groups.get(node.name)) is not None:
+            ins = [self.resolve(t) for t in group.inputs if t and t not in self.const]
+            members = [n for n in group.nodes if n is not node]
+            op = _Op(node, members, "contrib", ins, group.output, group=group)
+        elif (
+            std and node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] in self.const
+        ):
             bias = len(node.inputs) > 2 and bool(node.inputs[2])
             op = _Op(node, [], "conv", ins[:1], out, bias=bias)
             self.absorb(op, per_channel=True, acts=fused_activations("conv"))
         elif std and node.op_type == "Gemm":
             op = _Op(node, [], "gemm", ins, out, bias=len(node.inputs) > 2 and bool(node.inputs[2]))
             self.absorb(op, per_channel=False, acts=fused_activations("gemm"))
-        elif std and node.op_type == "MatMul" and self.matmul_add(node):
+        elif std and node.op_type == "MatMul" and node.name in self.gemm_add:
             op = _Op(node, [], "gemm", ins, out, bias=True)
-            add = self.sole_user(out)
+            add = self.gemm_add[node.name]
             op.members.append(add)
             op.output = add.outputs[0]
-            self.absorb(op, per_channel=False, acts=fused_activations("gemm"))
+            if len(self.shape(node.inputs[0])) == 2:  # else a Reshape follows the Gemm
+                self.absorb(op, per_channel=False, acts=fused_activations("gemm"))
         else:
             op = _Op(node, [], "generic", ins, out)
         return op
-
-    def matmul_add(self, node: Node) -> bool:
-        if node.inputs[1] not in self.const or len(self.shape(node.inputs[0])) != 2:
-            return False
-        add = self.sole_user(node.outputs[0])
-        if add is None or add.op_type != "Add" or add.domain not in STANDARD_DOMAINS:
-            return False
-        if not _same_scope(add, node):
-            return False
-        other = [t for t in add.inputs if self.resolve(t) != node.outputs[0]]
-        return len(other) == 1 and other[0] in self.const and len(self.shape(other[0])) <= 2
 
     def absorb(self, op: _Op, *, per_channel: bool, acts: tuple[str, ...]) -> None:
         """Fold a single-use chain of constant BN/Add/Mul (convs) and one activation."""
         while (
             (nxt := self.sole_user(op.output)) is not None
             and nxt.domain in STANDARD_DOMAINS
-            and _same_scope(nxt, op.head)
+            and same_scope(nxt, op.head)
         ):
             rest = [t for t in nxt.inputs[1:] if t]
             constant = all(t in self.const for t in rest)
@@ -278,57 +296,6 @@ class _Planner(NchwcLayout):
             return [lo, hi]
         return []
 
-    def conv_add(self) -> None:
-        """Level 3 after NCHWc: a plain conv (bias, no activation, single use) absorbs the
-        ``Add`` it feeds (the first of the Add's inputs that qualifies) and its activation."""
-        made = {op.output: op for op in self.ops}
-        for op in self.ops:
-            node = op.head
-            if (
-                op.kind != "generic"
-                or op.nchwc
-                or node.op_type != "Add"
-                or node.domain not in STANDARD_DOMAINS
-            ):
-                continue
-            ins = op.inputs
-            if (
-                len(ins) != 2
-                or len([t for t in node.inputs if t]) != 2
-                or len({self.shape(t) for t in ins}) != 1
-            ):
-                continue
-            for n in (0, 1):
-                conv = made.get(ins[n])
-                if (
-                    conv is not None
-                    and conv.kind == "conv"
-                    and not conv.nchwc
-                    and not conv.act
-                    and conv.bias
-                    and not conv.sum_input
-                    and self.uses.get(ins[n]) == 1
-                    and len(self.shape(ins[n])) == 4
-                    and _same_scope(conv.head, node)
-                ):
-                    conv.sum_input, op.kind = ins[1 - n], "fused"
-                    conv.members.append(node)
-                    conv.output = op.output
-                    act = self.sole_user(op.output)
-                    nxt = made.get(act.outputs[0]) if act is not None and act.outputs else None
-                    if (
-                        nxt is not None
-                        and nxt.kind == "generic"
-                        and act.op_type in fused_activations("conv")
-                        and not nxt.nchwc
-                        and _same_scope(act, node)
-                    ):
-                        conv.act, conv.act_params = act.op_type, self.act_params(act)
-                        nxt.kind = "fused"
-                        conv.members.append(act)
-                        conv.output = act.outputs[0]
-                    break
-
 
 def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
     """The kernels onnxruntime runs for ``graph`` and what became of each node.
@@ -352,7 +319,8 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
     removed = dict(p.removed)
     pending = {id(op): [] for op in p.ops}
     for op, kind, t in p.reorders:
-        pending[id(op)].append(reorder_kernel(p, op, kind, t))
+        pending[id(op)].append((reorder_kernel(p, op, kind, t), t))
+    clock = Clock(p)
     for op in p.ops:
         if op.kind == "fused":
             continue
@@ -360,20 +328,22 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
         for m in members:
             removed[m] = f"fused into {op.head.name}"
         reorders = pending[id(op)]
-        out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderInput")
-        out.append(op_kernel(p, op, members))
-        out.extend(k for k in reorders if k.spec["op"] == "nchwc.ReorderOutput")
+        out.extend(clock(k, [t], t) for k, t in reorders if k.spec["op"] == "nchwc.ReorderInput")
+        reads = [*op.inputs, op.sum_input] if op.sum_input else op.inputs
+        if op.kind == "contrib":
+            out.append(clock(extended.group_kernel(p, op, members), reads, op.output))
+        elif op.kind == "gemm" and len(a := p.shape(op.head.inputs[0])) != 2:
+            into, back = extended.reshape_kernels(p, op.head.name, a, p.shape(op.output)[-1])
+            x = op.inputs[0]
+            out.append(clock(into, [x], x))
+            out.append(clock(op_kernel(p, op, members), reads, op.output))
+            out.append(clock(back, [op.output], op.output))
+        else:
+            out.append(clock(op_kernel(p, op, members), reads, op.output))
+        out.extend(clock(k, [t], t) for k, t in reorders if k.spec["op"] == "nchwc.ReorderOutput")
     in_bytes = sum(p.g.tensors[t].data is None and _nbytes(p, t) or 0 for t in graph.real_inputs())
     out_bytes = sum(_nbytes(p, p.resolve(t)) for t in graph.outputs)
     return Plan(out, removed, in_bytes, out_bytes)
-
-
-def _same_scope(a: Node, b: Node) -> bool:
-    """Whether two nodes ran in the same graph before control flow was inlined
-    (:mod:`hwcc.ir.workload_flow` tags a taken branch's nodes with ``meta["scope"]``):
-    onnxruntime optimizes each branch of an ``If`` as a graph of its own, so its fusions
-    never join a node inside a branch with one outside."""
-    return a.meta.get("scope") == b.meta.get("scope")
 
 
 def _nbytes(p: _Planner, t: str) -> int:

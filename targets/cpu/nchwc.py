@@ -1,10 +1,11 @@
 """Level 3 of the kernel planner: onnxruntime's NCHWc layout, replayed on the fused ops.
 
-Rules 4 to 9 of :mod:`.kernels`: which convolutions and pools run in the blocked NCHWc
+Rules 4 to 10 of :mod:`.kernels`: which convolutions and pools run in the blocked NCHWc
 layout (channels padded to a multiple of the block ``B``), which element-wise ops and
-activations follow them there or fuse into them, and where reorders go in and out of the
-layout. :class:`NchwcLayout` is a part of the planner: it reads the planner's ops, shapes
-and activation parameters, and leaves the layout in ``args``, ``uses`` and ``reorders``.
+activations follow them there or fuse into them, where reorders go in and out of the
+layout, and then which plain convs absorb the Add they feed. :class:`NchwcLayout` is a
+part of the planner: it reads the planner's ops, shapes and activation parameters, and
+leaves the layout in ``args``, ``uses`` and ``reorders``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hwcc.ir import dtypes
 from hwcc.targets.cpu.fusions import fused_activations
-from hwcc.targets.cpu.specs import NCHWC_POOLS, STANDARD_DOMAINS
+from hwcc.targets.cpu.specs import NCHWC_POOLS, STANDARD_DOMAINS, same_scope
 
 if TYPE_CHECKING:
     from hwcc.targets.cpu.kernels import _Op
@@ -57,6 +58,8 @@ class NchwcLayout:
                 self.new_arg(op, op.output, self.shape(op.output)[1])
             elif op.kind == "generic" and node.domain in STANDARD_DOMAINS:
                 self.layout_generic(op)
+            elif op.kind == "contrib" and op.group.kind in fused_activations("nchwc"):
+                self.layout_generic(op)  # QuickGelu: an activation run on NCHWc tensors
         for t, arg in self.args.items():
             if arg.remaining > 0:
                 self.reorders.append((arg.producer, "out", t))
@@ -101,6 +104,9 @@ class NchwcLayout:
 
     def layout_generic(self, op: _Op) -> None:
         node, B, name, ins = op.head, self.block, op.head.op_type, op.inputs
+        raw = node.inputs
+        if op.group is not None:  # a contrib kernel of several nodes: its own name and inputs
+            name, raw = op.group.kind, op.group.inputs
         one_output = len([o for o in node.outputs if o]) == 1
         if name in NCHWC_POOLS and one_output and len(self.shape(ins[0])) == 4:
             x = ins[0]
@@ -110,7 +116,7 @@ class NchwcLayout:
                 self.new_arg(op, op.output, self.shape(op.output)[1])
             return
         all_nchwc = ins and all(t in self.args for t in ins)
-        if not all_nchwc or len(ins) != len([t for t in node.inputs if t]):
+        if not all_nchwc or len(ins) != len([t for t in raw if t]):
             return
         args = [self.args[t] for t in ins]
         if name in ("Add", "Sum", "Mul"):
@@ -164,3 +170,54 @@ class NchwcLayout:
             op.nchwc = True
             op.padded.update(ins)
             self.new_arg(op, op.output, sum(a.channels for a in args))
+
+    def conv_add(self) -> None:
+        """Level 3 after NCHWc: a plain conv (bias, no activation, single use) absorbs the
+        ``Add`` it feeds (the first of the Add's inputs that qualifies) and its activation."""
+        made = {op.output: op for op in self.ops}
+        for op in self.ops:
+            node = op.head
+            if (
+                op.kind != "generic"
+                or op.nchwc
+                or node.op_type != "Add"
+                or node.domain not in STANDARD_DOMAINS
+            ):
+                continue
+            ins = op.inputs
+            if (
+                len(ins) != 2
+                or len([t for t in node.inputs if t]) != 2
+                or len({self.shape(t) for t in ins}) != 1
+            ):
+                continue
+            for n in (0, 1):
+                conv = made.get(ins[n])
+                if (
+                    conv is not None
+                    and conv.kind == "conv"
+                    and not conv.nchwc
+                    and not conv.act
+                    and conv.bias
+                    and not conv.sum_input
+                    and self.uses.get(ins[n]) == 1
+                    and len(self.shape(ins[n])) == 4
+                    and same_scope(conv.head, node)
+                ):
+                    conv.sum_input, op.kind = ins[1 - n], "fused"
+                    conv.members.append(node)
+                    conv.output = op.output
+                    act = self.sole_user(op.output)
+                    nxt = made.get(act.outputs[0]) if act is not None and act.outputs else None
+                    if (
+                        nxt is not None
+                        and nxt.kind == "generic"
+                        and act.op_type in fused_activations("conv")
+                        and not nxt.nchwc
+                        and same_scope(act, node)
+                    ):
+                        conv.act, conv.act_params = act.op_type, self.act_params(act)
+                        nxt.kind = "fused"
+                        conv.members.append(act)
+                        conv.output = act.outputs[0]
+                    break

@@ -20,6 +20,9 @@ import numpy as np
 from hwcc.ir import Node, dtypes
 
 __all__ = [
+    "spec_inputs",
+    "Clock",
+    "same_scope",
     "Kernel",
     "NCHWC_POOLS",
     "STANDARD_DOMAINS",
@@ -32,6 +35,14 @@ __all__ = [
 STANDARD_DOMAINS = ("", "ai.onnx")
 NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 _SMALL_CONST = 4096  # constants up to this many elements are copied into kernel models
+
+
+def same_scope(a: Node, b: Node) -> bool:
+    """Whether two nodes ran in the same graph before control flow was inlined
+    (:mod:`hwcc.ir.workload_flow` tags a taken branch's nodes with ``meta["scope"]``):
+    onnxruntime optimizes each branch of an ``If`` as a graph of its own, so its fusions
+    never join a node inside a branch with one outside."""
+    return a.meta.get("scope") == b.meta.get("scope")
 
 
 def spec_key(spec: dict[str, Any]) -> str:
@@ -54,6 +65,11 @@ class Kernel:
         spec: the lookup-table key (JSON-ready): op, dims, attributes, as executed.
         weight_bytes: constant bytes the kernel reads, as executed (padded).
         in_bytes: activation bytes it reads; out_bytes: that it writes (as executed).
+        moves: a data-movement kernel onnxruntime inserts around another (an NCHWc reorder,
+            the Reshapes around a Gemm of a 3-D input), charged to that one's node.
+        reads: ``(bytes, distance)`` per activation it reads: the tensor's size and the bytes
+            other kernels touched since it was written (``None``: a graph input, last
+            touched an inference ago, like the weights). Set by the planner.
     """
 
     head: str
@@ -62,10 +78,33 @@ class Kernel:
     weight_bytes: int = 0
     in_bytes: int = 0
     out_bytes: int = 0
+    moves: bool = False
+    reads: tuple[tuple[int, int | None], ...] = ()
 
     @property
     def is_reorder(self) -> bool:
-        return self.spec["op"].startswith("nchwc.Reorder")
+        return self.moves or self.spec["op"].startswith("nchwc.Reorder")
+
+
+class Clock:
+    """Bytes touched so far in one inference, and when each tensor was last written: sets
+    the ``reads`` of each kernel the planner ``p`` emits, in execution order."""
+
+    def __init__(self, p: Any):
+        self.p, self.now, self.written = p, 0, {}
+
+    def __call__(self, k: Kernel, reads: list[str], writes: str) -> Kernel:
+        """``k``, which reads tensors ``reads`` and writes ``writes``, with its ``reads`` set."""
+        size = lambda t: math.prod(self.p.shape(t)) * dtypes.BYTES.get(self.p.dtype(t), 4)  # noqa: E731
+        k.reads = tuple(
+            (size(t), self.now - self.written[t] if t in self.written else None)
+            for t in dict.fromkeys(reads)
+            if t
+        )
+        self.now += k.weight_bytes + k.in_bytes + k.out_bytes
+        if writes:
+            self.written[writes] = self.now
+        return k
 
 
 def reorder_kernel(p: Any, op: Any, kind: str, t: str) -> Kernel:
@@ -146,6 +185,8 @@ def _conv_spec(p: Any, op: Any) -> dict[str, Any]:
 def _gemm_spec(p: Any, op: Any) -> dict[str, Any]:
     node = op.head
     a, b = p.shape(node.inputs[0]), p.shape(node.inputs[1])
+    if len(a) != 2:  # a MatMul of a [B, S, K] input: onnxruntime reshapes it to 2-D
+        a = (math.prod(a[:-1]), a[-1])
     ta, tb, alpha, beta = 0, 0, 1.0, 1.0  # a MatMul (+ Add) run as a Gemm
     if node.op_type == "Gemm":
         ta, tb = int(node.attr("transA", 0)), int(node.attr("transB", 0))
@@ -166,16 +207,16 @@ def _gemm_spec(p: Any, op: Any) -> dict[str, Any]:
     }
 
 
-def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
-    """Any other node, rebuilt as it is: data inputs fed, small constants copied."""
-    node = op.head
+def spec_inputs(p: Any, op: Any, tensors: list[str]) -> tuple[list[list | None], Any]:
+    """The ``inputs`` entries of a generic spec for ``tensors`` (data inputs fed, small
+    constants copied, NCHWc tensors of ``op`` padded), and the shape function used."""
 
     def shape(t: str) -> list[int]:
         s = list(p.shape(t))
         return [s[0], pad_channels(s[1], p.block), *s[2:]] if t in op.padded else s
 
     inputs: list[list | None] = []
-    for t in node.inputs:
+    for t in tensors:
         rt = p.resolve(t) if t else ""
         if not t:
             inputs.append(None)
@@ -186,6 +227,13 @@ def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
             inputs.append(["c" if small else "r", p.dtype(t), shape(t)] + values)
         else:
             inputs.append(["x", p.dtype(rt), shape(rt)])
+    return inputs, shape
+
+
+def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
+    """Any other node, rebuilt as it is: data inputs fed, small constants copied."""
+    node = op.head
+    inputs, shape = spec_inputs(p, op, list(node.inputs))
     live = [o if o and (o in p.users or p.g.is_graph_output(o)) else "" for o in node.outputs]
     outputs = [[p.dtype(o), shape(o)] if o else None for o in live]
     while outputs and outputs[-1] is None:

@@ -256,11 +256,11 @@ class CpuTarget(Target):
                 hint,
             )
         out = []
-        for spec in specs:
+        for k, spec in zip(plan.kernels, specs):
             hot, cold = table.lookup(spec)
             if "N" not in spec:  # generic kernels are measured at batch 1
                 hot, cold = hot * batch, cold * batch
-            f = min(1.0, l2 / max(1, ws))
+            f = _hot_share(k, l2, ws, batch)
             out.append((cold + f * (hot - cold), hot, cold, f))
         return out
 
@@ -339,6 +339,24 @@ def _checked(ctx: CostContext | None) -> CostContext:
     if ctx.batch < 1:
         raise HwccError(f"batch must be at least 1, got {ctx.batch}")
     return ctx
+
+
+def _hot_share(k: Kernel, l2: int, ws: int, batch: int) -> float:
+    """The share of ``k``'s bytes found in L2 when it runs, as LRU keeps them: of each
+    activation it reads, the part among the last ``l2`` bytes touched (its size, less the
+    bytes touched since it was written); of its weights and the graph inputs, which one
+    inference touches once, ``l2 / ws``. Its time is then ``cold + share · (hot − cold)``.
+    """
+    far = min(1.0, l2 / max(1, ws))
+    total, hot = k.weight_bytes, k.weight_bytes * far
+    for size, distance in k.reads:
+        size *= batch
+        total += size
+        if distance is None:
+            hot += size * far
+        else:
+            hot += min(size, max(0, l2 - distance * batch))
+    return hot / total if total else far
 
 
 def _evict_bucket(distance: int, l2: int, most: int) -> int:
