@@ -53,6 +53,7 @@ def fresh_target(folder: Path):
             base.measure_fn,
             step=base.step,
             block=base.block,
+            panel=base.panel,
             path=folder / "cpu-table.json",
         )
     )

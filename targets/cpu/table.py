@@ -16,13 +16,12 @@ at the same one.
 Channel counts are sampled on a grid: a query whose channel counts (``C``, ``M`` of
 convolutions, ``K``, ``M`` of Gemm) are not multiples of ``step`` is answered by
 bilinear interpolation between the four measured grid neighbours,
-
-    t(C, M) = sum over corners (Ci, Mj) of wC_i * wM_j * t(Ci, Mj),
-    wC_1 = (C - C0) / step, wC_0 = 1 - wC_1 (the same for M),
-
+``t(C, M) = Σ wC_i·wM_j·t(Ci, Mj)`` with ``wC_1 = (C - C0) / step``, ``wC_0 = 1 - wC_1``,
 and exactly where the configuration itself, or a grid point, was measured. Counts below
-``step`` are measured exactly. NCHWc kernels store padded channel counts (multiples of
-the block), so they always fall on the grid: their staircase is measured, not smoothed.
+``step`` are measured exactly. A Gemm's ``M``, computed in whole panels (``panel``, the
+target's ``gemm_column_panel``), takes the next multiple's time: ``t(17) = t(32)``. NCHWc
+kernels store padded channel counts (multiples of the block), so they always fall on the
+grid: their staircase is measured, not smoothed.
 
 The table grows only when asked to: :meth:`KernelTable.ensure` measures the
 configurations it lacks (in batches, interleaved) and saves the file after every batch, so
@@ -104,6 +103,7 @@ class KernelTable:
         measure: times a batch of specs, returning ``(hot_s, cold_s)`` for each.
         step: channel grid step.
         block: the NCHWc block (decides which conv channels can be interpolated).
+        panel: a Gemm's output columns are computed in panels of this many (0: none).
         path: the JSON file (default: under :func:`tables_dir`, named by fingerprint).
 
     Attributes:
@@ -119,12 +119,13 @@ class KernelTable:
         *,
         step: int = 8,
         block: int = 0,
+        panel: int = 0,
         path: Path | None = None,
     ):
         if step < 1:
             raise HwccError(f"channel_step must be at least 1, got {step}")
         self.fingerprint, self.measure_fn = dict(fingerprint), measure
-        self.step, self.block = step, block
+        self.step, self.block, self.panel = step, block, panel
         self.path = path or tables_dir() / f"cpu-{fingerprint_hash(self.fingerprint)}.json"
         self.entries: dict[str, dict[str, Any]] = {}
         self.extra: dict[str, Any] = {}
@@ -253,7 +254,9 @@ class KernelTable:
         per_axis = []
         for fields in grid_axes(spec, self.block):
             v = spec[fields[0]]
-            if v < self.step or v % self.step == 0:
+            if self.panel and fields == ("M",) and spec["op"] in _GEMM_OPS:
+                per_axis.append([(fields, -(-v // self.panel) * self.panel, 1.0)])
+            elif v < self.step or v % self.step == 0:
                 per_axis.append([(fields, v, 1.0)])
             else:
                 lo = v // self.step * self.step

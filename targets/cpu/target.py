@@ -111,7 +111,7 @@ class CpuTarget(Target):
         super().__init__(name, spec, source)
         p = self.params
         self.threads = int(p.get("intra_op_num_threads", 1))
-        self.step = int(p.get("channel_step", 8))
+        self.step, self.panel = int(p.get("channel_step", 8)), int(p.get("gemm_column_panel", 0))
         self.power_w = float(p.get("package_power_w", 73.0))
         self.evict_bytes = int(float(p.get("cold_evict_mib", 8)) * (1 << 20))
         runs = ("warmup", "rounds", "hot_runs", "cold_runs")
@@ -137,7 +137,9 @@ class CpuTarget(Target):
                 hot=pr.get("hot_runs", 3),
                 cold=pr.get("cold_runs", 2),
             )
-            self._table = KernelTable(fp, timer, step=self.step, block=fp["nchwc_block"])
+            self._table = KernelTable(
+                fp, timer, step=self.step, block=fp["nchwc_block"], panel=self.panel
+            )
         return self._table
 
     def use_table(self, table: KernelTable) -> None:

@@ -48,6 +48,22 @@ def test_interpolation_is_linear_between_grid_points(tmp_path):
     assert sorted(s["M"] for s in measure.kernels) == [16, 24]
 
 
+def test_gemm_columns_take_the_next_panel(tmp_path):
+    """With panels of 16 a Gemm's M is a staircase: M = 17..32 all cost what M = 32 does
+    (fake latency M^2 us: 1024 us), M = 16 its own 256 us; K still interpolates
+    (K = 68 between 64 and 72 at M = 32: (1024 + 1024) / 2 = 1024 us, latency not in K).
+    A conv's M is not a Gemm's and still interpolates (test_bilinear_in_both_channel_counts).
+    """
+    measure = FakeMeasure(lambda s: (s["M"] ** 2 * 1e-6, s["M"] ** 2 * 1e-6))
+    table = KernelTable(FP, measure, step=8, panel=16, path=tmp_path / "t.json")
+    table.ensure([_gemm_spec(64, m) for m in (16, 17, 20, 31)] + [_gemm_spec(68, 17)])
+    assert table.lookup(_gemm_spec(64, 16))[0] == pytest.approx(256e-6)
+    for m in (17, 20, 31):
+        assert table.lookup(_gemm_spec(64, m))[0] == pytest.approx(1024e-6)
+    assert table.lookup(_gemm_spec(68, 17))[0] == pytest.approx(1024e-6)
+    assert sorted({(s["K"], s["M"]) for s in measure.kernels}) == [(64, 16), (64, 32), (72, 32)]
+
+
 def test_bilinear_in_both_channel_counts(tmp_path):
     """Conv (group 1, not NCHWc) with latency C^2 * M us; C = 20, M = 12, step 8.
 
