@@ -253,7 +253,8 @@ def _digits_findings(by: dict[str, Any]) -> list[str]:
             "- Points priced differently in their legal form (16-bit fixed point) than in "
             "float: "
             + ", ".join(f"{n} under *{est}*" for est, n in differ.items())
-            + " (see the data)."
+            + ": rounding to 16-bit fixed point zeroes a few of the smallest weights (the legal "
+            "form's weight count is below the float one's), which only the paper's count skips."
         )
     else:
         out.append(
