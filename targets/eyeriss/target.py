@@ -42,7 +42,7 @@ Assumptions (each documented where it is used):
    ISSCC 2016), so ``latency_s`` is the larger of the two; both are in the breakdown.
 6. Mapper objective: ``edp`` by default. Under this energy model the least-energy mapping
    of AlexNet CONV2 uses 90 PEs and runs 47 % slower than the chip's own Table III mapping
-   for 2.7 % less energy; the chip's designers evidently weighed throughput too, so the
+   for 2.8 % less energy; the chip's designers evidently weighed throughput too, so the
    default minimises energy x cycles (the Timeloop mapper's default metric). Set
    ``mapper_objective = "energy"`` for the least-energy mapping.
 7. FC layers (Gemm, MatMul with a constant operand) are 1x1 convolutions on a 1x1 ifmap
