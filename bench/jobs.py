@@ -1,19 +1,29 @@
 """Tuning jobs on Ray: 8 modelled-target jobs side by side against one after another.
 
-Three runs of the same 8 jobs (lenet300-digits and lenet5-digits, on EIE and Eyeriss, to
-70 % and 50 % of their primary metric, with the digits data and short searches), each in a
-process of its own, timed from its start to its end, so that each pays for its imports
-and, on Ray, for starting Ray:
+The same 8 jobs (two digits models on EIE and Eyeriss, each to two budgets of its primary
+metric, with the default search: 30 fine-tune steps a proposal, 200 at the end), run in a
+process of its own each time, timed from the process's start to its end:
 
-1. **direct**: ``hwcc.compile`` eight times in one process, one after another;
-2. **Ray, 1 CPU**: ``hwcc.jobs.run`` on a Ray instance started with one CPU, so the jobs
-   still run one after another: the difference from (1), per job, is the engine's
-   overhead (Ray's start, a task per job, the progress board, the results folder);
-3. **Ray, every CPU**: the same on a Ray instance with every CPU of the machine.
+1. **direct**: ``hwcc.compile`` eight times in one process, one after another, with
+   torch's own thread count (two on this machine: what ``hwcc compile`` runs with);
+2. **direct, 1 thread**: the same with ``OMP_NUM_THREADS=1`` (torch and numpy's BLAS on
+   one thread each). The faster of (1) and (2) is the baseline, so no speed-up below
+   comes from a baseline slowed by its own threads (two threads spin against a busy
+   neighbour's: under load they can be several times slower);
+3. **Ray**: ``hwcc.jobs.run`` on a Ray instance with every CPU of the machine; each job
+   is a task on one CPU, whose worker Ray runs with ``OMP_NUM_THREADS=1``.
 
-The issue asks for (3) at least 1.6x faster than (1) on a 2-core machine, and an overhead
-under 2 s per job. The machine is shared: the load average at the start and end is
-reported beside the times.
+Ray's start (``ray.init``) and stop are timed apart from the jobs, so the speed-up is
+given with them and without them. The engine's overhead per job is read from the run
+itself: each job's record (``hwcc.json``, ``job``) says when its compile started, in which
+process, and how long it took, so the time each CPU slot spent not compiling until its
+last job ended (the workers' first imports, handing out tasks, the answers and the
+results folder) and the driver's time after the last job, shared among the jobs, is the
+engine's; Ray's start and stop are then added, shared the same way.
+
+The issue asks for (3) at least 1.6x faster than the baseline on a 2-core machine, and an
+overhead under 2 s per job. The machine is shared: the load average before each run and
+at the end is reported beside the times.
 """
 
 from __future__ import annotations
@@ -31,33 +41,54 @@ from bench._common import ROOT, md_table, run_child
 TITLE = "Tuning jobs on Ray"
 ORDER = 80
 
-MODELS = ("lenet300-digits", "lenet5-digits")
+MODELS = ("mobilenet-digits", "resnet-digits")
 TARGETS = ("eie", "eyeriss")
-BUDGETS = ("70%", "50%")
-# A job of the default search (30 and 200 fine-tune steps): what a tuning job runs, so
-# that the engine's overhead is weighed against real work, not against 1-second jobs.
-FULL = {"max_iterations": 4}
+BUDGETS = ("50%", "35%")
+FULL: dict[str, int] = {}  # the default search: jobs of tens of seconds, as tuning jobs are
+QUICK_MODELS = ("lenet300-digits", "lenet5-digits")
 QUICK = {"short_term_steps": 2, "long_term_steps": 2, "max_iterations": 1}
 
 _DIRECT = """
-import sys, json, hwcc
-jobs, out = json.loads(sys.argv[1]), sys.argv[2]
+import json, sys, time
+t0 = time.monotonic()
+import hwcc, torch
+jobs, out, walls = json.loads(sys.argv[1]), sys.argv[2], {}
+imported = time.monotonic() - t0
 for j in jobs:
+    t = time.monotonic()
     hwcc.compile(j["model"], j["target"], j["budget"], data="zoo:digits",
                  output=f"{out}/{j['id']}", **j["search"])
+    walls[j["id"]] = time.monotonic() - t
+print(json.dumps({"import_s": imported, "threads": torch.get_num_threads(), "walls": walls}))
 """
 _ON_RAY = """
-import sys, ray, hwcc.jobs
+import json, sys, time
+from pathlib import Path
+t0 = time.monotonic()
+import ray, hwcc.jobs
+t1 = time.monotonic()
 ray.init(num_cpus=int(sys.argv[3]), log_to_driver=False, include_dashboard=False)
+t2, at = time.monotonic(), time.time()
 result = hwcc.jobs.run(sys.argv[1], sys.argv[2])
-sys.exit(0 if all(r["status"] in ("done", "unmet") for r in result.rows) else 1)
+t3 = time.monotonic()
+ray.shutdown()
+t4 = time.monotonic()
+spans = {}
+for r in result.rows:
+    doc = json.loads(Path(sys.argv[2], r["id"], "hwcc.json").read_text())
+    spans[r["id"]] = {"pid": doc["job"]["pid"], "start": doc["job"]["started_at"] - at,
+                      "wall": doc["timing"]["wall_s"], "status": r["status"]}
+print(json.dumps({"import_s": t1 - t0, "ray_start_s": t2 - t1, "jobs_s": t3 - t2,
+                  "ray_stop_s": t4 - t3, "spans": spans}))
+ok = all(r["status"] in ("done", "unmet") for r in result.rows)
+sys.exit(0 if ok else 1)
 """
 
 
-def _jobs(search: dict[str, int]) -> list[dict[str, Any]]:
+def _jobs(models: tuple[str, ...], search: dict[str, int]) -> list[dict[str, Any]]:
     return [
         {"id": f"{m}.{t}.{b[:-1]}", "model": f"zoo:{m}", "target": t, "budget": b, "search": search}
-        for m in MODELS
+        for m in models
         for t in TARGETS
         for b in BUDGETS
     ]
@@ -80,54 +111,169 @@ def _job_file(jobs: list[dict[str, Any]]) -> str:
     )
 
 
-def _timed(code: str, *args: str) -> float:
-    r = run_child([sys.executable, "-c", code, *args], cwd=ROOT, timeout=1800)
+def _child(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``code`` in a process of its own: its wall and CPU time and what it printed."""
+    load = os.getloadavg()[0]
+    r = run_child([sys.executable, "-c", code, *args], cwd=ROOT, env=env, timeout=1800)
     if r.returncode != 0:
         tail = "\n".join(line for _, line in r.stderr[-30:])
         raise RuntimeError(f"a bench run failed ({r.returncode}): {tail}")
-    return r.wall_s
+    printed = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"wall_s": r.wall_s, "cpu_s": r.cpu_s, "load": load, **printed}
+
+
+def slots(spans: dict[str, dict[str, Any]], cpus: int, jobs_s: float) -> dict[str, float]:
+    """How the CPU slots were used: the engine's time per job and how many jobs ran at once.
+
+    Each job is put on the slot that has been free the longest when it starts (its
+    process's slot, in a run where no worker was replaced). A slot's time from the run's
+    start, or its previous job's end, to its next job's start is the engine's, as is the
+    time from the last job's end to the run's end; a slot with no job left is idle, not
+    overhead.
+    """
+    free = [0.0] * cpus
+    gaps = 0.0
+    for s in sorted(spans.values(), key=lambda s: s["start"]):
+        i = min(range(cpus), key=lambda k: free[k])
+        gaps += max(0.0, s["start"] - free[i])
+        free[i] = s["start"] + s["wall"]
+    ends = [s["start"] + s["wall"] for s in spans.values()]
+    gaps += max(0.0, jobs_s - max(ends))
+    edges = sorted([(s["start"], 1) for s in spans.values()] + [(e, -1) for e in ends])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return {"engine_s_per_job": gaps / len(spans), "most_at_once": most}
 
 
 def run(quick: bool, out: Path) -> dict[str, Any]:
-    jobs = _jobs(QUICK if quick else FULL)
+    jobs = _jobs(QUICK_MODELS, QUICK) if quick else _jobs(MODELS, FULL)
     cpus = os.cpu_count() or 1
-    load0 = os.getloadavg()[0]
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory(prefix="hwcc-bench-jobs-") as tmp:
         (Path(tmp) / "jobs.toml").write_text(_job_file(jobs))
-        direct = _timed(_DIRECT, json.dumps(jobs), f"{tmp}/direct")
-        one = _timed(_ON_RAY, f"{tmp}/jobs.toml", f"{tmp}/ray1", "1")
-        every = _timed(_ON_RAY, f"{tmp}/jobs.toml", f"{tmp}/ray{cpus}", str(cpus))
-    load1 = os.getloadavg()[0]
-    speedup, overhead = direct / every, (one - direct) / len(jobs)
+        direct = _child(_DIRECT, json.dumps(jobs), f"{tmp}/direct")
+        single = _child(_DIRECT, json.dumps(jobs), f"{tmp}/single", env=one_thread)
+        ray = _child(_ON_RAY, f"{tmp}/jobs.toml", f"{tmp}/ray", str(cpus))
+    load_end = os.getloadavg()[0]
+    return _result(jobs, cpus, direct, single, ray, load_end)
+
+
+def _result(jobs, cpus, direct, single, ray, load_end) -> dict[str, Any]:
+    n = len(jobs)
+    base = min(direct["wall_s"], single["wall_s"])
+    start_stop = ray["ray_start_s"] + ray["ray_stop_s"]
+    without = ray["wall_s"] - start_stop
+    used = slots(ray["spans"], cpus, ray["jobs_s"])
+    engine, engine_all = used["engine_s_per_job"], used["engine_s_per_job"] + start_stop / n
+    speedup, speedup_jobs = base / ray["wall_s"], base / without
+    slower = sum(s["wall"] for s in ray["spans"].values()) / sum(single["walls"].values())
+
     rows = [
-        ["direct: hwcc.compile, one after another", f"{direct:.1f} s", "1.00x"],
-        ["hwcc.jobs.run, Ray with 1 CPU", f"{one:.1f} s", f"{direct / one:.2f}x"],
-        [f"hwcc.jobs.run, Ray with {cpus} CPUs", f"{every:.1f} s", f"{speedup:.2f}x"],
+        [
+            "direct: hwcc.compile, one after another",
+            direct["threads"],
+            _s(direct["wall_s"]),
+            _s(direct["cpu_s"]),
+            f"{direct['load']:.2f}",
+            f"{base / direct['wall_s']:.2f}x",
+        ],
+        [
+            "direct, OMP_NUM_THREADS=1",
+            single["threads"],
+            _s(single["wall_s"]),
+            _s(single["cpu_s"]),
+            f"{single['load']:.2f}",
+            f"{base / single['wall_s']:.2f}x",
+        ],
+        [
+            f"hwcc.jobs.run, Ray with {cpus} CPUs",
+            "1 per job",
+            _s(ray["wall_s"]),
+            "",
+            f"{ray['load']:.2f}",
+            f"**{speedup:.2f}x**",
+        ],
+        [
+            f"the same without Ray's start ({_s(ray['ray_start_s'])}) and stop "
+            f"({_s(ray['ray_stop_s'])})",
+            "",
+            _s(without),
+            "",
+            "",
+            f"**{speedup_jobs:.2f}x**",
+        ],
     ]
+    table = md_table(
+        ["run", "torch threads", "wall time", "CPU time", "load before", "speed-up"], rows, "lr"
+    )
     verdict = (
-        f"Side by side on {cpus} CPUs the jobs ran **{speedup:.2f}x** faster than one after "
-        f"another (the issue asks for 1.6x on 2 cores: {'met' if speedup >= 1.6 else 'not met'}); "
-        f"the engine's overhead was **{overhead:.2f} s per job** (asked: under 2 s: "
-        f"{'met' if overhead < 2 else 'not met'}). Load average {load0:.2f} at the start, "
-        f"{load1:.2f} at the end."
+        f"Against the faster one-after-another run ({base:.1f} s), the jobs on Ray with "
+        f"{cpus} CPUs ran **{speedup:.2f}x** faster counting Ray's start and stop, and "
+        f"**{speedup_jobs:.2f}x** without them (the issue asks for 1.6x on 2 cores: "
+        f"{_met(speedup >= 1.6)} with them, {_met(speedup_jobs >= 1.6)} without). At most "
+        f"{used['most_at_once']} jobs ran at once; side by side a job's compile took "
+        f"{slower:.2f}x as long as alone on one thread. The engine's overhead was "
+        f"**{engine:.2f} s per job**, {engine_all:.2f} s with Ray's start and stop shared "
+        f"among the {n} jobs (asked: under 2 s: {_met(engine_all < 2)}). Load average "
+        f"{direct['load']:.2f} at the start, {load_end:.2f} at the end (other work runs on "
+        "this machine at the same time)."
     )
     return {
         "title": TITLE,
-        "what": f"{len(jobs)} jobs: {', '.join(MODELS)} on {', '.join(TARGETS)} to "
-        f"{' and '.join(BUDGETS)}, data zoo:digits, search {jobs[0]['search']}; each run "
-        "in a process of its own, timed from start to end (imports and Ray's start included).",
-        "markdown": md_table(["run", "wall time", "speed-up"], rows, "lrr") + "\n\n" + verdict,
+        "what": f"{n} jobs: {', '.join(sorted({j['model'][4:] for j in jobs}))} on "
+        f"{', '.join(TARGETS)} to {' and '.join(BUDGETS)}, data zoo:digits, search "
+        f"{jobs[0]['search'] or 'the default'}; each run in a process of its own, timed from "
+        "start to end (imports and Ray's start and stop included).",
+        "markdown": table + "\n\n" + verdict + "\n\n" + _timeline(jobs, single, ray),
         "data": {
-            "jobs": len(jobs),
+            "jobs": n,
             "cpus": cpus,
-            "direct_s": direct,
-            "ray_1cpu_s": one,
-            "ray_all_s": every,
+            "direct": direct,
+            "direct_one_thread": single,
+            "ray": ray,
+            "baseline_s": base,
             "speedup": speedup,
-            "overhead_per_job_s": overhead,
-            "load_average": [load0, load1],
+            "speedup_without_ray_start_stop": speedup_jobs,
+            "engine_s_per_job": engine,
+            "engine_s_per_job_with_ray_start_stop": engine_all,
+            "most_at_once": used["most_at_once"],
+            "side_by_side_slowdown": slower,
+            "load_average": [direct["load"], load_end],
         },
     }
+
+
+def _timeline(jobs, single, ray) -> str:
+    """Each job's compile: alone on one thread, and on Ray (when it started, in which
+    worker process, for how long), so that the reader sees the jobs overlap."""
+    spans = ray["spans"]
+    pids = {p: i + 1 for i, p in enumerate(dict.fromkeys(s["pid"] for s in spans.values()))}
+    rows = [
+        [
+            f"`{j['id']}`",
+            f"{single['walls'][j['id']]:.1f} s",
+            f"{spans[j['id']]['start']:.1f} s",
+            f"{spans[j['id']]['start'] + spans[j['id']]['wall']:.1f} s",
+            f"worker {pids[spans[j['id']]['pid']]}",
+            spans[j["id"]]["status"],
+        ]
+        for j in jobs
+    ]
+    return (
+        "Each job's compile, one thread alone and on Ray (seconds from the start of "
+        "`hwcc.jobs.run`, after Ray's start):\n\n"
+        + md_table(["job", "alone", "Ray: start", "end", "where", "status"], rows, "lrrrll")
+    )
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.1f} s"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
 
 
 if __name__ == "__main__":
