@@ -211,6 +211,7 @@ def compile(
         checkpoint=(lambda g, s: ckpt.save(g, s.to_json())) if ckpt else (lambda g, s: None),
         event=emit,
         distortion=clock.timed("evaluation", evaluator.distortion),  # ranks the one-shot's layers
+        granularity=tgt.channel_granularity(),
     )
     finish = Finish(
         finetune=clock.timed(

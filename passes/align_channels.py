@@ -66,7 +66,9 @@ class AlignChannels(Pass):
         for g in prunable_groups(graph):
             counts = range(m * ((g.channels - 1) // m), 0, -m)
             steps = tuple(
-                Step({"group": g.id, "keep": n, "multiple": m}, {"channels": f"{g.channels}->{n}"})
+                Step(
+                    {"group": g.id, "keep": n, "multiple": m}, {"channels": f"{g.channels}->{n}"}, n
+                )
                 for n in counts
             )
             if steps:

@@ -148,6 +148,7 @@ class PruneChannels(Pass):
                 Step(
                     {"group": g.id, "k": k},
                     {"group": g.id, "k": k, "channels": f"{g.channels}->{g.channels - k}"},
+                    g.channels - k,
                 )
                 for k in range(1, g.channels)
             )

@@ -11,8 +11,7 @@ numbers come from::
     validated_against = ["EIE Table IV per-layer actual time", ...]
     host = "cpu"                       # where nodes the target cannot run are priced
     [params]
-    num_pes = 64
-    ...
+    num_pes = 64 ...
     [legal_form.quantize_kmeans]       # passes (in order) that put a model in the form
     bits = 4                           # the chip runs, with their knob settings
     zero_slot = true
@@ -30,16 +29,15 @@ returns a :class:`GraphCost`. A layer that is not supported and has no host is a
 never silently dropped.
 
 :meth:`Target.cost` is a pure lookup: it never measures and never writes a file. A target
-priced from tables measured on the device (the ``cpu``), and a target whose host is one,
-measure what a graph needs up front, in :meth:`Target.prepare`; a lookup that misses raises
-:class:`NotPrepared`, saying what is missing and what to do. :meth:`Target.price` is both
-steps, for callers that price a graph once.
+priced from tables measured on the device (the ``cpu``), or whose host is one, measures
+what a graph needs up front, in :meth:`Target.prepare`; a lookup that misses raises
+:class:`NotPrepared` (what is missing, what to do). :meth:`Target.price` does both steps.
 
-Two more things a compiler takes from a target: its *legal form*
-(:attr:`Target.legal_form`, the ``[legal_form.<pass>]`` tables: the passes and knob
-settings that turn a model into what the chip runs, e.g. int8 for the TPU), and its
-*payload* (:meth:`Target.write_payload`: the files the chip needs beside the model, such as
-EIE's compressed weights; nothing for targets that run the ONNX model itself).
+More a compiler takes from a target: its *legal form* (:attr:`Target.legal_form`, the
+``[legal_form.<pass>]`` tables: passes and knob settings that turn a model into what the
+chip runs, e.g. int8 for the TPU), its *payload* (:meth:`Target.write_payload`: files the
+chip needs beside the model, such as EIE's compressed weights), and the channel counts it
+runs fastest (``channel_granularity`` in ``[params]``: its SIMD lanes, tiles or PEs).
 """
 
 from __future__ import annotations
@@ -148,6 +146,10 @@ class Target:
             graph = PassManager([name], ctx).run(graph).graph
         return graph
 
+    def channel_granularity(self) -> tuple[int, ...]:  # its lanes, tiles or PEs, as data
+        """Channel multiples this chip runs fastest."""
+        return tuple(int(g) for g in self.params.get("channel_granularity", ()))
+
     @property
     def host_target(self) -> Target | None:
         """The target named by :attr:`host` (loaded once per instance), or None."""
@@ -185,8 +187,7 @@ class Target:
         return None
 
     def price(self, graph: Graph | Workload, ctx: CostContext | None = None) -> GraphCost:
-        """:meth:`prepare`, then :meth:`cost`: for callers that price a graph once (the
-        command line, reports, tests), not for a search's inner loop."""
+        """:meth:`prepare`, then :meth:`cost`: for pricing a graph once, not in a search."""
         self.prepare(graph, ctx)
         return self.cost(graph, ctx)
 

@@ -23,10 +23,13 @@ class Step:
     Attributes:
         knobs: the pass's knob values that make this change (typed: no knob strings).
         shown: how the history and the report show it (``{"channels": "32->24"}``).
+        count: the channel count the unit is left with, where the step leaves one: the
+            search prefers counts the target runs fastest (its channel granularity).
     """
 
     knobs: Mapping[str, Any]
     shown: Mapping[str, Any]
+    count: int | None = None
 
 
 @dataclass(frozen=True)

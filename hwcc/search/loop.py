@@ -100,6 +100,8 @@ class Hooks:
         event: ``(kind, info) -> None`` for progress display (see :mod:`hwcc.search.run`).
         distortion: graph -> how far its outputs are from the input model's (a continuous
             measure, for ranking sensitivities; None: rank by accuracy).
+        granularity: the channel multiples the target runs fastest (see
+            :func:`~hwcc.search.space.smallest_meeting`).
     """
 
     price: Callable[[Graph], dict[str, float]]
@@ -109,6 +111,7 @@ class Hooks:
     checkpoint: Callable[[Graph, SearchState], None] = lambda g, s: None
     event: Callable[[str, dict[str, Any]], None] = lambda k, i: None
     distortion: Callable[[Graph], float] | None = None
+    granularity: tuple[int, ...] = ()
 
 
 def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph:
@@ -203,7 +206,8 @@ def _iterate(
             g = apply_step(graph, unit, step)
             return g if isinstance(g, str) else (g, hooks.price(g)[metric])
 
-        got = smallest_meeting(capped(unit.steps, config), at, target, metric, show=shown)
+        steps = capped(unit.steps, config)
+        got = smallest_meeting(steps, at, target, metric, shown, hooks.granularity)
         if isinstance(got, str):
             state.rejected.append(
                 {"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got}

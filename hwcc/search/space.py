@@ -5,7 +5,8 @@ first (:meth:`hwcc.ir.transform.Pass.units`, :mod:`hwcc.ir.search_space`). The s
 collects them (:func:`units`), applies a step by running its pass through the pass manager
 with the step's knobs (:func:`apply_step`: shapes inferred, IR linted, the pass's contract
 checked), and picks per unit the smallest step whose priced result meets the iteration's
-target (:func:`smallest_meeting`). Nothing here knows a pass by name.
+target (:func:`smallest_meeting`), minding the channel counts the hardware runs fastest.
+Nothing here knows a pass by name.
 """
 
 from __future__ import annotations
@@ -59,13 +60,20 @@ def smallest_meeting(
     target: float,
     metric: str | None = None,
     show: Callable[[T], Any] = lambda s: s,
+    granularity: Sequence[int] = (),
 ) -> tuple[T, Any, float] | str:
     """The smallest of ``steps`` whose result prices at or below ``target``.
 
-    The largest step is tried first: if even it misses, the unit cannot help this
-    iteration. Then a binary search over the steps, which assumes the price falls as the
-    change grows (true of the cost models up to lookup-table noise; where it is not, the
-    search may return a larger step than needed, never one that misses the target).
+    Prices fall as the change grows, but in steps: hardware runs channel counts that fill
+    its lanes, tiles or PEs fastest (a convolution of 33 channels can take twice the time of
+    one of 32 on this CPU), so a count just past a multiple can cost more than the multiple
+    with more channels. Two searches, the smallest step of either wins:
+
+    * a binary search over all the steps, the largest tried first (if even it misses and
+      no aligned step meets, the unit cannot help this iteration);
+    * for each of the target's ``granularity`` (:meth:`Target.channel_granularity`), a
+      binary search over the steps that leave a multiple of it (``Step.count``), on which
+      the price does fall monotonically: the counts on the fast side of each step.
 
     Args:
         steps: the steps, smallest change first.
@@ -73,6 +81,7 @@ def smallest_meeting(
         target: the price to meet.
         metric: what the price is (``latency_s``...), to write the reason in its units.
         show: how a reason names a step.
+        granularity: channel multiples the target runs fastest (empty: one search).
 
     Returns:
         ``(step, result, price)``, or the reason no step meets the target.
@@ -86,24 +95,43 @@ def smallest_meeting(
             tried[i] = at(steps[i])
         return tried[i]
 
-    last = attempt(len(steps) - 1)
-    if isinstance(last, str):
-        return last
-    if last[1] > target:
+    def meets(i: int) -> bool:
+        r = attempt(i)
+        return not isinstance(r, str) and r[1] <= target
+
+    found = [_first(list(range(len(steps))), meets)]
+    for g in sorted(set(granularity)):
+        aligned = [i for i, s in enumerate(steps) if _count(s) is not None and _count(s) % g == 0]
+        found.append(_first([i for i in aligned if found[0] is None or i < found[0]], meets))
+    best = min((i for i in found if i is not None), default=None)
+    if best is None:
+        last = attempt(len(steps) - 1)
+        if isinstance(last, str):
+            return last
         return (
             f"even the largest change ({show(steps[-1])}) prices at "
             f"{format_metric(metric, last[1])} > target {format_metric(metric, target)}"
         )
-    lo, hi = 0, len(steps) - 1  # hi meets the target
+    result, value = attempt(best)  # type: ignore[misc]
+    return steps[best], result, value
+
+
+def _first(indices: list[int], meets: Callable[[int], bool]) -> int | None:
+    """The first of ``indices`` that meets, by binary search (its last is tried first)."""
+    if not indices or not meets(indices[-1]):
+        return None
+    lo, hi = 0, len(indices) - 1  # indices[hi] meets
     while lo < hi:
         mid = (lo + hi) // 2
-        r = attempt(mid)
-        if not isinstance(r, str) and r[1] <= target:
+        if meets(indices[mid]):
             hi = mid
         else:
             lo = mid + 1
-    result, value = attempt(hi)  # type: ignore[misc]
-    return steps[hi], result, value
+    return indices[hi]
+
+
+def _count(step: Any) -> int | None:
+    return getattr(step, "count", None)
 
 
 def shown(step: Step) -> str:
