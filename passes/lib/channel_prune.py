@@ -8,6 +8,12 @@ that stacks the positions several times (a recurrent layer's gates, ``Site.tile`
 them in every block, an attribute site (``group``, ``hidden_size``) is set to the
 number kept, and an ``omit`` site (a recurrent layer's all-zero initial state) drops the
 input, which the op then takes as zeros of the new size.
+
+Two sites keep a model's interface where its channels cross it (a recurrent state fed by
+and returned to the caller): a ``select`` site reads its input through an inserted
+``Gather(x, K, axis)``, and a ``scatter`` site computes the graph output ``y`` at full
+size ``C`` from the pruned ``y'`` as ``y = y' · P`` with ``P = I_C[K]`` (``|K| × C``, one
+1 per row): position ``K_k`` holds ``y'_k`` exactly and every removed position 0.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
+from hwcc.ir.dtypes import numpy_dtype
 from hwcc.passes.lib.depgraph import FOLDED, ChannelAnalysis, Group, Site, analyze, constant_of
-from hwcc.passes.lib.edits import set_constant_input
+from hwcc.passes.lib.edits import add_constant, set_constant_input
 
 __all__ = ["prune_group", "prune_groups"]
 
@@ -121,6 +128,9 @@ def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> 
     if site.role in _ATTRIBUTES:
         node.attrs[site.role] = int(len(pos))
         return None
+    if site.role in _INTERFACE:
+        _INTERFACE[site.role](g, analysis, site, pos)
+        return None
     if site.role == "omit":
         old = node.inputs[site.index]
         g.set_input(node, site.index, "")
@@ -136,6 +146,48 @@ def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> 
         value = np.take(value, tiled(pos, value.shape[site.axis], site.tile), axis=site.axis)
     set_constant_input(g, node, site.index, value)
     return old
+
+
+def _select(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> None:
+    """Make ``site.node`` read the kept positions of its input ``site.index`` (a Gather)."""
+    node = g.node(site.node)
+    old = node.inputs[site.index]
+    indices = g.unique_name(f"{old}_kept_index")
+    add_constant(g, indices, pos.astype(np.int64))
+    kept = g.unique_name(f"{old}_kept")
+    g.add_node(
+        "Gather", [old, indices], [kept], {"axis": site.axis}, name=f"{node.name}_select_{old}"
+    )
+    src = g.tensors[old]
+    if src.shape is not None:
+        shape = list(src.shape)
+        shape[site.axis] = len(pos)
+        g.tensors[kept].shape = tuple(shape)
+    g.tensors[kept].elem_type = src.elem_type
+    g.set_input(node, site.index, kept)
+
+
+def _scatter(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> None:
+    """Compute graph output ``site.tensor`` at its full size from its pruned value: the
+    pruned tensor is renamed and multiplied by ``P = I_C[pos]`` (see the module doc)."""
+    out, before = site.tensor, analysis.graph.tensors[site.tensor]
+    lay = analysis.layout[out]
+    full = lay.positions * lay.inner
+    if len(pos) == full:
+        return
+    kept = g.unique_name(f"{out}_kept")
+    g.rename_tensor(out, kept)
+    g.outputs = [out if o == kept else o for o in g.outputs]
+    p = np.zeros((len(pos), full), dtype=numpy_dtype(before.elem_type or 1))
+    p[np.arange(len(pos)), pos] = 1
+    weight = g.unique_name(f"{out}_scatter")
+    add_constant(g, weight, p)
+    g.add_node("MatMul", [kept, weight], [out], name=weight)
+    g.tensors[out].elem_type, g.tensors[out].shape = before.elem_type, before.shape
+
+
+_INTERFACE = {"select": _select, "scatter": _scatter}
+"""Site roles that keep the graph's interface: each inserts a node (see the module doc)."""
 
 
 def _drop_dead_constants(g: Graph, names: list[str]) -> None:

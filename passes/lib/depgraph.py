@@ -32,9 +32,11 @@ axis ``j`` with ``Π out[:j] = pre`` carries the same blocks as positions of
 feeding a Gemm, channel ``c`` covers columns ``c·H·W … (c+1)·H·W − 1``.
 
 A group is not prunable when any of its tensors reaches something that cannot lose
-channels: a graph output, an op that mixes channels (LRN, Transpose, a Reshape splitting
-them), a grouped convolution that is not depthwise, a Concat along another axis, an
-unknown op, a layer whose weight is not constant, or an operand whose channels are fixed.
+channels: a graph output (except a recurrent layer's state returned to the caller, which
+is put back at full size, see :mod:`~hwcc.passes.lib.depgraph_recurrent`), an op that
+mixes channels (LRN, Transpose, a Reshape splitting them), a grouped convolution that is
+not depthwise, a Concat along another axis, an unknown op, a layer whose weight is not
+constant, or an operand whose channels are fixed.
 The reasons are kept per group (``Group.reason``).
 
 The analysis visits each node once (``O(nodes + tensors)``); nothing is cached globally.
@@ -117,7 +119,10 @@ class Site:
         role: ``filter`` (a producer's output filters), ``consumer`` (a layer's input
             channels), ``param`` (a per-channel constant), ``group`` or ``hidden_size``
             (the attribute of that name, set to the number of positions kept),
-            ``shape`` or ``omit`` (an all-zero input, dropped for the op's default).
+            ``shape`` or ``omit`` (an all-zero input, dropped for the op's default),
+            ``select`` (an input computed at run time, narrowed to the kept positions by a
+            Gather inserted before ``node``) or ``scatter`` (a graph output, written back
+            at full size with zeros at the removed positions).
         tile: how many times the positions repeat along ``axis``: a recurrent layer
             stacks its gates, so position ``p`` indexes ``p + g·n`` for ``g < tile``,
             ``n`` being the axis length divided by ``tile``.
@@ -194,6 +199,7 @@ class ChannelAnalysis:
         self.size: list[int] = []
         self.origin: list[str] = []
         self.reasons: list[list[str]] = []
+        self.states: set[str] = set()  # state outputs a recurrent layer hands back to the caller
         version = graph.meta.get("ir_version")
         self.overridable = set() if (version and version < 4) else set(graph.inputs)
 
@@ -323,9 +329,9 @@ class ChannelAnalysis:
 def analyze(graph: Graph) -> ChannelAnalysis:
     """Compute the channel spaces, layouts, sites and groups of ``graph`` (shapes inferred)."""
     import hwcc.passes.lib.depgraph_matmul  # noqa: F401  (registers the rules)
-    import hwcc.passes.lib.depgraph_recurrent  # noqa: F401
     import hwcc.passes.lib.depgraph_rules  # noqa: F401
     import hwcc.passes.lib.depgraph_shapes  # noqa: F401
+    from hwcc.passes.lib.depgraph_recurrent import returns_state  # (also registers rules)
 
     a = ChannelAnalysis(graph)
     for node in graph.nodes:
@@ -341,7 +347,9 @@ def analyze(graph: Graph) -> ChannelAnalysis:
         for t in node.implicit_inputs:
             a.block(a.layout.get(t), f"they are read by a subgraph of {node.name!r}")
     for out in graph.outputs:
-        a.block(a.layout.get(out), f"they reach the graph output {out!r}")
+        lay = a.layout.get(out)
+        if lay is not None and not returns_state(a, out, lay):
+            a.block(lay, f"they reach the graph output {out!r}")
     return a
 
 

@@ -28,9 +28,28 @@ An initial state computed at run time as zeros (``ConstantOfShape`` with value 0
 exporters write ``torch.zeros(dirs, x.size(1), H)``) is what the op assumes without one:
 the rewrite omits that input rather than resizing the shape computation behind it.
 
-The hidden size cannot shrink when an initial state is fed by the caller (a streaming
-model passes its state in and out as graph inputs and outputs: the state's size is part of
-the model's interface), nor when a weight is not a constant.
+A streaming model passes its state in and out: ``initial_h``/``initial_c`` are fed by the
+caller (graph inputs, or computed from them) and ``Y_h``/``Y_c`` are returned as graph
+outputs for the next call, so the state's size is part of the model's interface. The
+layer shrinks behind that interface, with ``K`` the kept units of ``H``:
+
+* on the way in, a ``select`` site: ``h₀' = Gather(h₀, K, axis=2)`` is inserted before
+  the input (a state that already is such a Gather, read by this layer only, keeps the
+  entries ``K`` of its indices instead, so pruning again composes);
+* on the way out, a ``scatter`` site where the returned state reaches a graph output
+  (directly or through ops that carry its units: reshapes, element-wise ops with
+  constants): ``h = h' · P`` with ``P = I_H[K]`` (``|K| × H``, row ``k`` one-hot at unit
+  ``K_k``), which puts unit ``K_k`` back at position ``K_k`` and zeros everywhere else.
+  The product of a finite state with a 0/1 matrix holding one 1 per row is exact, and
+  the MatMul is an ordinary consumer of the state's units, so a later pruning cuts rows
+  of ``P``.
+
+Fed back, the zeros of the removed units are dropped again by the ``select``: the round
+trip is exact, and so is the whole pruned model when the removed units contribute
+nothing (zero filters, as for any pruning). A returned state whose units do not lie on
+the last axis of the graph output, a state output of a layer whose initial state is not
+fed by the caller (then it is the model's result, not its state), a state that is not
+one value per unit, and a weight that is not a constant still keep the hidden size.
 """
 
 from __future__ import annotations
@@ -38,7 +57,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwcc.ir import Node
-from hwcc.passes.lib.depgraph import ChannelAnalysis, make_layout, rule
+from hwcc.passes.lib.depgraph import ChannelAnalysis, Layout, make_layout, rule
 from hwcc.passes.lib.depgraph_rules import _where  # the shared helper of the rules
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -104,11 +123,7 @@ def _recurrent(a: ChannelAnalysis, node: Node) -> None:
         if value is None and _zero(a, t):
             a.site(node, index, 0, out, "omit")
         elif value is None:
-            a.block(
-                space,
-                f"{_where(node)} starts from the state {name} {t!r}, which is not a constant: "
-                "its size is fixed by whoever feeds it",
-            )
+            _fed_state(a, node, index, name, space)
         elif value.ndim != 3 or value.shape[2] != hidden:
             a.block(space, f"{_where(node)} has a {name} {t!r} that is not one value per unit")
         else:
@@ -128,3 +143,71 @@ def _zero(a: ChannelAnalysis, tensor: str) -> bool:
         return False
     value = p.attrs.get("value")
     return value is None or not np.any(np.asarray(value))
+
+
+def _fed_state(a: ChannelAnalysis, node: Node, index: int, name: str, space: Layout) -> None:
+    """An initial state fed by the caller: selected to the kept units (see the module doc),
+    and the matching state output (``Y_h`` for ``initial_h``, ``Y_c`` for ``initial_c``)
+    marked as returned to the caller."""
+    t, shape, hidden = node.inputs[index], a.shape(node.inputs[index]), space.positions
+    if shape is not None and (len(shape) != 3 or shape[2] != hidden and isinstance(shape[2], int)):
+        a.block(space, f"{_where(node)} has a {name} {t!r} that is not one value per unit")
+        return
+    out = next(o for o in node.outputs if o)
+    pick = a.graph.producer(t)
+    indices = a.const(pick.inputs[1]) if _is_gather(pick) else None
+    if (
+        indices is not None
+        and indices.shape == (hidden,)
+        and int(pick.attr("axis", 0)) % 3 == 2
+        and [u.name for u in a.graph.users(t)] == [node.name]
+        and t not in a.graph.outputs
+        and t not in a.layout
+    ):
+        a.site(pick, 1, 0, out, "param")  # pruned before: cut the selection's indices
+        a.set_layout(t, make_layout(2, 1, [(space.segs[0][0], hidden)]))  # and its shape
+    else:
+        a.site(node, index, 2, out, "select")
+    k = 1 if index == _H0 else 2
+    if len(node.outputs) > k and node.outputs[k]:
+        a.states.add(node.outputs[k])
+
+
+def _is_gather(node: Node | None) -> bool:
+    return node is not None and node.op_type == "Gather" and node.domain in ("", "ai.onnx")
+
+
+def returns_state(a: ChannelAnalysis, out: str, lay: Layout) -> bool:
+    """Whether graph output ``out`` (of layout ``lay``) is state that recurrent layers hand
+    back to the caller; if so, a ``scatter`` site puts the removed units back as zeros (or,
+    when the units are not on the output's last axis, they are blocked, saying why)."""
+    if not _from_states(a, out, {}):
+        return False
+    shape = a.shape(out)
+    if shape is None or lay.axis != len(shape) - 1:
+        a.block(
+            lay,
+            f"they reach the graph output {out!r}, a returned state whose units are not on "
+            "its last axis",
+        )
+        return True
+    a.site(a.graph.producer(out), -1, lay.axis, out, "scatter")
+    return True
+
+
+def _from_states(a: ChannelAnalysis, t: str, seen: dict[str, bool]) -> bool:
+    """Whether the channels of ``t`` all come from returned states: ``t`` is one, or its
+    producer carries (never creates) them, and every operand holding channels of the same
+    groups comes from returned states too."""
+    if t in a.states or t in seen:
+        return t in a.states or seen[t]
+    seen[t] = False
+    p, own = a.graph.producer(t), set(a.layout[t].spaces)
+    roots = {a.find(s) for s in own}
+    operands = [
+        i for i in (p.inputs if p is not None else ())
+        if i in a.layout and roots & {a.find(s) for s in a.layout[i].spaces}
+    ]  # fmt: skip
+    carried = any(own & set(a.layout[i].spaces) for i in operands)
+    seen[t] = carried and all(_from_states(a, i, seen) for i in operands)
+    return seen[t]

@@ -3,7 +3,8 @@ passes/lib/depgraph_recurrent.py): every prunable group of small one-layer model
 (forward and bidirectional, with and without B, a constant initial state, peepholes, GRU's
 linear_before_reset) prunes to a valid model with the expected shapes; removing hidden
 units whose weights are all zero changes no output (onnxruntime, explicit tolerances); a
-state fed by the caller keeps the hidden size, with the reason; l2 importance sums a
+state fed by the caller is read through a selection of the kept units (the rest of that
+case: test_prune_channels_state.py); l2 importance sums a
 unit's rows over every gate; the pass API prunes an LSTM end to end; and the torch
 fine-tune executor runs the pruned model.
 
@@ -265,17 +266,23 @@ def test_zero_state_computed_at_run_time_is_omitted(op):
     _close(graph, pruned)
 
 
-def test_state_fed_by_the_caller_keeps_the_hidden_size():
-    """silero-vad's LSTM: h and c are graph inputs, so the hidden units cannot go; the
-    input channels still can."""
-    graph = _model("LSTM", state="input")
+def test_state_fed_by_the_caller_is_selected_to_the_kept_units():
+    """silero-vad's LSTM: h and c are graph inputs. The hidden units go, each state read
+    through a Gather of the kept units; the input channels can go too."""
+    graph = _model("LSTM", state="input", zero=ZERO)
     hidden = _hidden(graph)
-    assert not hidden.prunable
-    assert "initial_h 'h0', which is not a constant" in hidden.reason
-    assert "initial_c 'c0'" in hidden.reason
-    assert "fixed by whoever feeds it" in hidden.reason
-    result = prune(graph, group="rnn", k=1)
-    assert not result.modified and "cannot be pruned" in result.reason
+    assert hidden.prunable, hidden.reason
+    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    rnn = pruned.node("rnn")
+    for i, name in ((5, "h0"), (6, "c0")):
+        pick = pruned.producer(rnn.inputs[i])
+        assert pick.op_type == "Gather" and pick.inputs[0] == name and pick.attrs["axis"] == 2
+        assert pruned.initializer(pick.inputs[1]).tolist() == _keep_but(hidden, ZERO)
+    check_runs(graph, pruned)
+    feeds = random_feeds(graph, 0)
+    for n in ("h0", "c0"):
+        feeds[n][:, :, list(ZERO)] = 0  # the zero units' state is 0, as the model keeps it
+    _close(graph, pruned, feeds)
     pre = next(g for g in analyze(graph).groups() if g.producers == ("pre",))
     assert pre.prunable and pre.consumers == ("rnn",)
 
