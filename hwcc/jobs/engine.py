@@ -84,12 +84,21 @@ class Engine:
                 "hint": str(e).splitlines()[0][:300] if str(e) else None,
             }
 
-    def cancel(self, refs: Iterable[Any]) -> None:
-        """Stop the tasks of ``refs``, running or not (their checkpoints stay)."""
+    def cancel(self, refs: Iterable[Any], wait_s: float = 30.0) -> None:
+        """Stop the tasks of ``refs``, running or not (their checkpoints stay), and wait up
+        to ``wait_s`` until they have ended. Ray kills a cancelled task's worker after
+        ``cancel`` returns; until it is dead its compile holds the job's output lock, and a
+        driver run again at once found the job's folder taken and failed the job."""
+        refs = list(refs)
         for ref in refs:
             try:
                 self.ray.cancel(ref, force=True)
             except Exception:  # already ended, or its node is gone: nothing left to stop
+                pass
+        if refs:
+            try:
+                self.ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+            except Exception:  # the cluster is gone: nothing runs any more
                 pass
 
     def progress(self) -> dict[str, dict[str, Any]]:
