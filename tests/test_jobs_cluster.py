@@ -96,6 +96,8 @@ def test_two_models_three_targets_two_budgets(cluster, tmp_path):
         record = _record(results, job_id)
         assert (results / job_id / "model.onnx").is_file()
         assert (results / job_id / "report.html").is_file()
+        # a task holds one CPU, and Ray runs its worker with one OpenMP thread
+        assert record["job"]["omp_num_threads"] == os.environ.get("OMP_NUM_THREADS", "1")
         if r["target"] == "cpu":  # ran on the node that offers its device, as hwcc.json says
             assert record["job"]["node_id"] == nodes[r["device"]], job_id
             cpu.append((r["device"], record["job"]["started_at"], record["timing"]["wall_s"]))

@@ -42,6 +42,7 @@ def test_a_worker_that_cannot_see_the_folder_sends_the_artifact_back(remote_answ
     record = json.loads((results / JOB.id / "hwcc.json").read_text())
     assert record["job"]["node_id"] == "n1" and record["job"]["resumed_from_iteration"] is None
     assert record["job"]["spec"]["id"] == JOB.id
+    assert 0 < record["job"]["cpu_s"] and "omp_num_threads" in record["job"]
     assert posted[0]["status"] == "running" and any("iteration" in p for p in posted)
 
 

@@ -13,8 +13,10 @@ the driver writes into place (:func:`unpack`). A checkpoint then stays on that m
 so a retry resumes only when Ray runs it there again.
 
 When the compile is done, the job adds its record to the artifact's ``hwcc.json`` under
-``job``: the node, host and process it ran on, when it started, and the iteration a retry
-resumed from (``hwcc.compile`` itself is unchanged).
+``job``: the node, host and process it ran on, when it started, the iteration a retry
+resumed from, the ``OMP_NUM_THREADS`` it ran under (Ray sets it to the task's one CPU, so
+torch and the BLAS use one thread each) and the CPU time its process spent compiling
+(with ``timing.wall_s``: how much of a core it had). ``hwcc.compile`` itself is unchanged.
 
 A measured target's lookup table belongs to its device: the driver sends the table it
 holds for the device (``RESULTS/tables/<device>/``) with the job, the worker puts it in
@@ -81,6 +83,7 @@ def run_job(
         "pid": os.getpid(),
         "resumed_from_iteration": None,
         "started_at": time.time(),  # with timing.wall_s: when it held its device
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "spec": job.to_json(),
     }
     report({"status": "running", **{k: run[k] for k in ("node_id", "host", "pid")}})
@@ -103,7 +106,7 @@ def run_job(
         elif kind == "long_term":
             report({"status": "running", "phase": "long-term fine-tune"})
 
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     try:
         result = hwcc.compile(
             job.model,
@@ -122,6 +125,7 @@ def run_job(
     except Exception as e:  # a bug or a broken model: the job fails, the others go on
         tail = traceback.format_exc(limit=-3)
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "hint": tail, "run": run}
+    run["cpu_s"] = time.process_time() - cpu
     _record(out / "hwcc.json", run)
     answer: dict[str, Any] = {"status": "done", "run": run, "wall_s": time.monotonic() - start}
     answer["exit_code"] = result.exit_code
