@@ -180,9 +180,9 @@ def _scatter(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -
     g.outputs = [out if o == kept else o for o in g.outputs]
     p = np.zeros((len(pos), full), dtype=numpy_dtype(before.elem_type or 1))
     p[np.arange(len(pos)), pos] = 1
-    weight = g.unique_name(f"{out}_scatter")
+    weight = g.unique_name(f"{out}_scatter_matrix")
     add_constant(g, weight, p)
-    g.add_node("MatMul", [kept, weight], [out], name=weight)
+    g.add_node("MatMul", [kept, weight], [out], name=f"{out}_scatter")
     g.tensors[out].elem_type, g.tensors[out].shape = before.elem_type, before.shape
 
 

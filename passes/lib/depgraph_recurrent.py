@@ -181,7 +181,7 @@ def returns_state(a: ChannelAnalysis, out: str, lay: Layout) -> bool:
     """Whether graph output ``out`` (of layout ``lay``) is state that recurrent layers hand
     back to the caller; if so, a ``scatter`` site puts the removed units back as zeros (or,
     when the units are not on the output's last axis, they are blocked, saying why)."""
-    if not _from_states(a, out, {}):
+    if not _from_states(a, out):
         return False
     shape = a.shape(out)
     if shape is None or lay.axis != len(shape) - 1:
@@ -195,19 +195,23 @@ def returns_state(a: ChannelAnalysis, out: str, lay: Layout) -> bool:
     return True
 
 
-def _from_states(a: ChannelAnalysis, t: str, seen: dict[str, bool]) -> bool:
-    """Whether the channels of ``t`` all come from returned states: ``t`` is one, or its
-    producer carries (never creates) them, and every operand holding channels of the same
-    groups comes from returned states too."""
-    if t in a.states or t in seen:
-        return t in a.states or seen[t]
-    seen[t] = False
-    p, own = a.graph.producer(t), set(a.layout[t].spaces)
-    roots = {a.find(s) for s in own}
-    operands = [
-        i for i in (p.inputs if p is not None else ())
-        if i in a.layout and roots & {a.find(s) for s in a.layout[i].spaces}
-    ]  # fmt: skip
-    carried = any(own & set(a.layout[i].spaces) for i in operands)
-    seen[t] = carried and all(_from_states(a, i, seen) for i in operands)
-    return seen[t]
+def _from_states(a: ChannelAnalysis, out: str) -> bool:
+    """Whether the channels of ``out`` all come from returned states: each tensor on the
+    way is one, or its producer carries (never creates) them, and every operand holding
+    channels of the same groups comes from returned states too."""
+    stack, seen = [out], {out}
+    while stack and a.states:
+        t = stack.pop()
+        if t in a.states:
+            continue
+        p, own = a.graph.producer(t), set(a.layout[t].spaces)
+        roots = {a.find(s) for s in own}
+        operands = [
+            i for i in (p.inputs if p is not None else ())
+            if i in a.layout and roots & {a.find(s) for s in a.layout[i].spaces}
+        ]  # fmt: skip
+        if not any(own & set(a.layout[i].spaces) for i in operands):
+            return False
+        stack += [i for i in operands if i not in seen]
+        seen.update(operands)
+    return bool(a.states)
