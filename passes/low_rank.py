@@ -233,7 +233,20 @@ def _match(g: Graph, node: Node) -> _Site | str:
             form, matrix = "gemm", (w if node.attr("transB", 0) else w.T)
     if w.dtype.kind != "f":
         return f"its weight is {w.dtype}, not floating point"
+    if _selection(matrix):
+        return (
+            "its weight only moves values (0s and 1s, at most one 1 per row and column, as "
+            "the scatter of a pruned recurrent state): every rank dropped loses whole values"
+        )
     return _Site(node, form, node.inputs[side], matrix)
+
+
+def _selection(m: np.ndarray) -> bool:
+    """Whether ``m`` is a 0/1 matrix with at most one 1 in each row and each column."""
+    ones = m == 1
+    return bool(
+        np.all(ones | (m == 0)) and ones.sum(axis=0).max() <= 1 and ones.sum(axis=1).max() <= 1
+    )
 
 
 def _plan(site: _Site, opts: Mapping[str, Any], explicit: int | None) -> dict[str, int] | str:

@@ -248,6 +248,17 @@ def test_1x1_conv_with_fewer_outputs_fires_only_when_it_saves():
     assert shapes == [(2, 16, 1, 1), (8, 2, 1, 1)]
 
 
+def test_not_for_a_selection_matrix():
+    """A MatMul by kept rows of the identity (how a pruned recurrent state is scattered
+    back to its full size for the caller) moves values: no rank can go."""
+    g = matmul_graph(x_shape=(1, 24), w_shape=(24, 40))
+    keep = [0, 3, 5, 7, 8, 11, 12, 20, 21, 22, 23, 1, 2, 4, 6, 9, 10, 13, 14, 15, 16, 17, 18, 19]
+    g.tensors["W"].data = np.eye(40, dtype=np.float32)[keep]
+    assert_not_factorised(g, "only moves values", rank_ratio=0.5)
+    g.tensors["W"].data[0, 1] = 0.5  # one value other than 0 or 1: a layer again
+    assert "factorised" in low_rank(g, rank_ratio=0.5).details
+
+
 def test_not_for_a_single_output_layer():
     assert_not_factorised(gemm(n=1, c_shape=(1,)), "rank 1 of 1", rank_ratio=0.01)
 
