@@ -4,7 +4,7 @@ weights, and how fast the analysis is."""
 
 from __future__ import annotations
 
-import time
+import sys
 
 import numpy as np
 import pytest
@@ -272,13 +272,21 @@ def test_a_group_of_another_graph_is_refused():
 
 
 # ---------------------------------------------------------------------- speed
-def _best_of(fn, n=5) -> float:
-    best = float("inf")
-    for _ in range(n):
-        t = time.perf_counter()
+def _calls(fn) -> int:
+    """Python function calls ``fn`` makes: a measure of work that, unlike a time, does not
+    depend on what else the machine is doing."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        count += event == "call"
+
+    sys.setprofile(profile)
+    try:
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    finally:
+        sys.setprofile(None)
+    return count
 
 
 def chain(blocks: int) -> Graph:
@@ -298,16 +306,17 @@ def chain(blocks: int) -> Graph:
     return g
 
 
-def test_groups_of_a_zoo_model_take_milliseconds():
-    g = hwcc.load("zoo:mobilenet_v2")  # 170 nodes
-    assert _best_of(lambda: analyze(g).groups()) < 0.05
+def test_groups_of_a_zoo_model_take_little_work():
+    """MobileNet V2 (170 nodes) analysed in a few calls per node (13 when written)."""
+    g = hwcc.load("zoo:mobilenet_v2")
+    assert _calls(lambda: analyze(g).groups()) < 40 * len(g.nodes)
 
 
-def test_analysis_time_grows_linearly_with_the_graph():
+def test_analysis_work_grows_linearly_with_the_graph():
     small, big = chain(100), chain(800)
-    t_small, t_big = (
-        _best_of(lambda: analyze(small).groups()),
-        _best_of(lambda: analyze(big).groups()),
+    work_small, work_big = (
+        _calls(lambda: analyze(small).groups()),
+        _calls(lambda: analyze(big).groups()),
     )
     assert len(prunable_groups(big)) == 1  # every block is tied by the residual chain
-    assert t_big / t_small < 8 * 2.5  # 8x the nodes; quadratic would be 64x
+    assert work_big / work_small < 8 * 1.5  # 8x the nodes (7.5x the calls); quadratic: 64x
