@@ -51,7 +51,7 @@ class Group:
     Attributes:
         kind: ``Gelu``, ``SkipLayerNormalization``, ``FusedMatMul`` or ``QuickGelu``.
         nodes: the nodes fused, the kernel's own node (LayerNorm, MatMul, last Mul) among
-            them; in graph order.
+            them (the planner makes the first it meets in graph order the head).
         core: the node whose attributes and data inputs the kernel keeps.
         inputs: the kernel's inputs, in its own order ("" for absent).
         output: the tensor it writes.
@@ -137,7 +137,8 @@ def find_groups(p: Any, gemm_adds: set[str]) -> dict[str, Group]:
         if node.name not in p.removed and (g := _skip_layer_norm(p, node, gemm_adds)) is not None:
             claim(g)
     for node in p.g.nodes:
-        if node.name not in p.removed | out.keys() | gemm_adds and _std(node, "MatMul"):
+        skip = node.name in p.removed or node.name in out or node.name in gemm_adds
+        if not skip and _std(node, "MatMul"):
             if (g := _matmul_scale(p, node, out, gemm_adds)) is not None:
                 claim(g)
     return out
@@ -205,8 +206,7 @@ def _skip_layer_norm(p: Any, ln: Node, gemm_adds: set[str]) -> Group | None:
             x, skip = add2.inputs[0], add1.inputs[1 - i]
             ins = [x, skip] if i == 0 else [add1.inputs[0], x]
             ins += [_input(ln, 1), _input(ln, 2), add2.inputs[1]]
-            nodes = sorted([add2, add1, ln], key=p.g.nodes.index)
-            return Group("SkipLayerNormalization", nodes, ln, ins, ln.outputs[0])
+            return Group("SkipLayerNormalization", [add2, add1, ln], ln, ins, ln.outputs[0])
     ins = [add1.inputs[0], add1.inputs[1], _input(ln, 1), _input(ln, 2)]
     return Group("SkipLayerNormalization", [add1, ln], ln, ins, ln.outputs[0])
 
@@ -259,7 +259,6 @@ def _matmul_scale(p: Any, mm: Node, taken: dict, gemm_adds: set[str]) -> Group |
             out = after.outputs[0]
     if alpha == 1.0 and len(nodes) == 1 and out == mm.outputs[0]:
         return None
-    nodes = sorted(nodes, key=p.g.nodes.index)
     return Group("FusedMatMul", nodes, mm, ins, out, alpha)
 
 

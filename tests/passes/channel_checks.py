@@ -11,8 +11,19 @@ import onnxruntime as ort
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.verify import random_feeds
+from hwcc.passes.lib.depgraph import analyze
 
 RTOL, ATOL = 1e-5, 1e-5
+
+
+def hidden_group(graph: Graph):
+    """The group of the hidden units of the recurrent layer named ``rnn``."""
+    return next(g for g in analyze(graph).groups() if g.producers == ("rnn",))
+
+
+def keep_but(group, drop) -> list[int]:
+    """The positions of ``group`` other than ``drop``."""
+    return [i for i in range(group.channels) if i not in drop]
 
 
 def prune(graph: Graph, verify: bool = False, data=None, **knobs):

@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from channel_checks import ATOL, RTOL, assert_channels_removed, check_runs, prune
+from channel_checks import (
+    ATOL,
+    RTOL,
+    assert_channels_removed,
+    check_runs,
+    hidden_group,
+    keep_but,
+    prune,
+)
 from onnx import TensorProto, helper, numpy_helper
 
 from hwcc.ir import Graph, onnx_io
@@ -165,15 +173,6 @@ def _model(
     return onnx_io.from_proto(model)
 
 
-def _hidden(graph: Graph):
-    """The group of the recurrent layer's hidden units."""
-    return next(g for g in analyze(graph).groups() if g.producers == ("rnn",))
-
-
-def _keep_but(group, drop) -> list[int]:
-    return [i for i in range(group.channels) if i not in drop]
-
-
 def _close(before: Graph, after: Graph, feeds=None) -> None:
     feeds = feeds or random_feeds(before, 0)
     for name, want, got in zip(before.outputs, run_onnx(before, feeds), run_onnx(after, feeds)):
@@ -195,12 +194,12 @@ def test_every_group_prunes_to_a_valid_model(op, direction, head, bias, state):
     groups = [g for g in analyze(graph).groups() if g.prunable]
     assert {g.producers for g in groups} == {("pre",), ("rnn",)}
     for grp in groups:
-        pruned = prune_group(graph, grp, _keep_but(grp, (0, 2)))
+        pruned = prune_group(graph, grp, keep_but(grp, (0, 2)))
         check_runs(graph, pruned)
         assert_channels_removed(graph, pruned, grp, 2)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert set(hidden.consumers) == {"rnn", "head", "head_h"}
-    pruned = prune_group(graph, hidden, _keep_but(hidden, (0, 2)))
+    pruned = prune_group(graph, hidden, keep_but(hidden, (0, 2)))
     rnn, g = pruned.node("rnn"), GATES[op]
     assert rnn.attrs["hidden_size"] == HIDDEN - 2
     dirs = 2 if direction == "bidirectional" else 1
@@ -215,8 +214,8 @@ def test_every_group_prunes_to_a_valid_model(op, direction, head, bias, state):
 @pytest.mark.parametrize("op,direction,head,bias,state", CASES)
 def test_removing_zero_units_changes_nothing(op, direction, head, bias, state):
     graph = _model(op, direction, bias=bias, state=state, head=head, zero=ZERO)
-    hidden = _hidden(graph)
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    hidden = hidden_group(graph)
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     assert_channels_removed(graph, pruned, hidden, len(ZERO))
     _close(graph, pruned)
 
@@ -225,7 +224,7 @@ def test_kept_rows_are_the_units_rows_at_every_gate():
     """Unit j keeps rows j + g·H of W and R for each gate g, B's 2·G blocks, R's column j,
     the initial states' entry j and the peepholes' 3 blocks."""
     graph = _model("LSTM", "bidirectional", state="const", peephole=True, head="reduce")
-    hidden, keep, h = _hidden(graph), [0, 3, 5], HIDDEN
+    hidden, keep, h = hidden_group(graph), [0, 3, 5], HIDDEN
     pruned = prune_group(graph, hidden, keep)
     rows = lambda blocks: [j + k * h for k in range(blocks) for j in keep]  # noqa: E731
     np.testing.assert_array_equal(pruned.initializer("w"), graph.initializer("w")[:, rows(4)])
@@ -243,9 +242,9 @@ def test_lstm_peepholes_and_gru_linear_before_reset(direction):
     head = "squeeze" if direction == "forward" else "reduce"
     for op, kw in [("LSTM", {"peephole": True}), ("GRU", {"linear_before_reset": 1})]:
         graph = _model(op, direction, state="const", head=head, zero=ZERO, **kw)
-        hidden = _hidden(graph)
+        hidden = hidden_group(graph)
         assert hidden.prunable, hidden.reason
-        pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+        pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
         check_runs(graph, pruned)
         _close(graph, pruned)
 
@@ -255,9 +254,9 @@ def test_zero_state_computed_at_run_time_is_omitted(op):
     """A ConstantOfShape of zeros sized from the input is the op's default state: the
     pruned layer drops that input and the shape computation behind it."""
     graph = _model(op, "bidirectional", state="zeros", head="reduce", zero=ZERO)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert hidden.prunable, hidden.reason
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     rnn = pruned.node("rnn")
     assert all(not t for t in rnn.inputs[5:])
     assert not {n.op_type for n in pruned.nodes} & {"ConstantOfShape", "Shape", "Gather", "Concat"}
@@ -270,14 +269,14 @@ def test_state_fed_by_the_caller_is_selected_to_the_kept_units():
     """silero-vad's LSTM: h and c are graph inputs. The hidden units go, each state read
     through a Gather of the kept units; the input channels can go too."""
     graph = _model("LSTM", state="input", zero=ZERO)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert hidden.prunable, hidden.reason
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     rnn = pruned.node("rnn")
     for i, name in ((5, "h0"), (6, "c0")):
         pick = pruned.producer(rnn.inputs[i])
         assert pick.op_type == "Gather" and pick.inputs[0] == name and pick.attrs["axis"] == 2
-        assert pruned.initializer(pick.inputs[1]).tolist() == _keep_but(hidden, ZERO)
+        assert pruned.initializer(pick.inputs[1]).tolist() == keep_but(hidden, ZERO)
     check_runs(graph, pruned)
     feeds = random_feeds(graph, 0)
     for n in ("h0", "c0"):
@@ -289,7 +288,7 @@ def test_state_fed_by_the_caller_is_selected_to_the_kept_units():
 
 def test_state_output_keeps_the_hidden_size():
     graph = _model("GRU", head="output")
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert not hidden.prunable
     assert "graph output 'y_h'" in hidden.reason
 
@@ -308,7 +307,7 @@ def test_l2_sums_a_units_rows_over_every_gate(op):
     graph = _model(op, "bidirectional", head="reduce", zero=(2,), big=(3,))
     g, h = GATES[op], HIDDEN
     w, r = graph.initializer("w"), graph.initializer("r")
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     score = scores(hidden.analysis, [hidden], "l2")[hidden.id]
     assert score[2] == 0 and score.argmax() == 3 and (np.delete(score, 2) > 0).all()
     want = [
@@ -349,8 +348,8 @@ def test_finetune_executor_runs_the_pruned_model(op):
     from hwcc.train.graph_module import to_torch
 
     graph = _model(op, "bidirectional", state="const", head="reduce")
-    hidden = _hidden(graph)
-    pruned = prune_group(graph, hidden, _keep_but(hidden, (1, 2)))
+    hidden = hidden_group(graph)
+    pruned = prune_group(graph, hidden, keep_but(hidden, (1, 2)))
     feeds = random_feeds(graph, 0)
     want = run_onnx(pruned, feeds)
     with torch.no_grad():
@@ -367,11 +366,11 @@ def test_layout_1_prunes_with_the_batch_first_shapes(op):
     from hwcc.train.graph_module import to_torch
 
     graph = _model(op, state="const", layout=1, zero=ZERO)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert hidden.prunable, hidden.reason
     a = hidden.analysis
     assert a.layout["y"].axis == 3 and a.layout["y_h"].axis == 2
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     assert_channels_removed(graph, pruned, hidden, len(ZERO))
     assert pruned.initializer("h0").shape == (BATCH, 1, HIDDEN - len(ZERO))
     onnx.checker.check_model(onnx_io.to_proto(pruned), full_check=True)
@@ -387,9 +386,9 @@ def test_bidirectional_through_transpose_and_reshape(op):
     """ddddocr's recogniser: Y [S, 2, B, H] → Transpose(0,2,1,3) → Reshape [S, B, 2H] →
     MatMul. Unit j is position j and H + j of the Reshape: the classifier loses both rows."""
     graph = _model(op, "bidirectional", head="reshape", zero=ZERO)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert hidden.prunable, hidden.reason
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     check_runs(graph, pruned)
     assert pruned.initializer("w_out").shape == (2 * (HIDDEN - len(ZERO)), OUT)
     _close(graph, pruned)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from channel_checks import ATOL, RTOL, check_runs
+from channel_checks import ATOL, RTOL, check_runs, hidden_group, keep_but
 from onnx import TensorProto, helper, numpy_helper
 
 from hwcc.ir import Graph, onnx_io
@@ -92,14 +92,6 @@ def _model(op: str, direction: str = "forward", route: str = "direct", zero=(), 
     return onnx_io.from_proto(model)
 
 
-def _hidden(graph: Graph):
-    return next(g for g in analyze(graph).groups() if g.producers == ("rnn",))
-
-
-def _keep_but(group, drop) -> list[int]:
-    return [i for i in range(group.channels) if i not in drop]
-
-
 def _feeds(graph: Graph, seed: int = 0, silent=ZERO) -> dict[str, np.ndarray]:
     """Random inputs and states, the states zero at the ``silent`` units (a stream starts
     from zeros, and a unit with zero weights keeps its state at zero)."""
@@ -136,9 +128,9 @@ CASES = [
 @pytest.mark.parametrize("op,direction,route", CASES)
 def test_the_hidden_units_prune_behind_the_same_interface(op, direction, route):
     graph = _model(op, direction, route)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert hidden.prunable, hidden.reason
-    keep = _keep_but(hidden, (0, 2))
+    keep = keep_but(hidden, (0, 2))
     pruned = prune_group(graph, hidden, keep)
     check_runs(graph, pruned)
     assert _interface(pruned) == _interface(graph)
@@ -158,8 +150,8 @@ def test_the_hidden_units_prune_behind_the_same_interface(op, direction, route):
 @pytest.mark.parametrize("op,direction,route", CASES)
 def test_removing_silent_units_changes_no_output_over_a_stream(op, direction, route):
     graph = _model(op, direction, route, zero=ZERO)
-    hidden = _hidden(graph)
-    pruned = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    hidden = hidden_group(graph)
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
     for k, (want, got) in enumerate(zip(_stream(graph), _stream(pruned))):
         for name, w, o in zip(graph.outputs, want, got):
             assert o.shape == w.shape, name
@@ -169,14 +161,14 @@ def test_removing_silent_units_changes_no_output_over_a_stream(op, direction, ro
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 def test_removing_live_units_changes_the_outputs(op):
     graph = _model(op)
-    hidden = _hidden(graph)
-    pruned = prune_group(graph, hidden, _keep_but(hidden, (0, 2)))
+    hidden = hidden_group(graph)
+    pruned = prune_group(graph, hidden, keep_but(hidden, (0, 2)))
     feeds = _feeds(graph, silent=())
     want, got = run_onnx(graph, feeds), run_onnx(pruned, feeds)
     assert not np.allclose(got[0], want[0], rtol=RTOL, atol=ATOL)
     for w, o in zip(want[1:], got[1:]):  # the states: zeros where the units went
         assert o.shape == w.shape
-        assert (o[..., [0, 2]] == 0).all() and (o[..., _keep_but(hidden, (0, 2))] != 0).all()
+        assert (o[..., [0, 2]] == 0).all() and (o[..., keep_but(hidden, (0, 2))] != 0).all()
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
@@ -184,13 +176,13 @@ def test_pruning_again_composes_with_the_first_pruning(op):
     """The second pruning cuts the Gather's indices and the MatMul's rows: no new node,
     and the same function as removing both sets of units at once."""
     graph = _model(op, "bidirectional", zero=ZERO)
-    hidden = _hidden(graph)
-    once = prune_group(graph, hidden, _keep_but(hidden, ZERO[:1]))
-    again = _hidden(once)
+    hidden = hidden_group(graph)
+    once = prune_group(graph, hidden, keep_but(hidden, ZERO[:1]))
+    again = hidden_group(once)
     assert again.prunable, again.reason
-    twice = prune_group(once, again, _keep_but(again, (ZERO[1] - 1,)))
+    twice = prune_group(once, again, keep_but(again, (ZERO[1] - 1,)))
     assert len(twice.nodes) == len(once.nodes)
-    both = prune_group(graph, hidden, _keep_but(hidden, ZERO))
+    both = prune_group(graph, hidden, keep_but(hidden, ZERO))
     assert twice.node("rnn").attrs["hidden_size"] == HIDDEN - len(ZERO)
     check_runs(graph, twice)
     for name, w, o in zip(graph.outputs, _stream(both), _stream(twice)):
@@ -201,7 +193,7 @@ def test_pruning_again_composes_with_the_first_pruning(op):
 
 
 def test_units_moved_off_the_last_axis_of_the_returned_state_keep_the_hidden_size():
-    hidden = _hidden(_model("LSTM", route="moved"))
+    hidden = hidden_group(_model("LSTM", route="moved"))
     assert not hidden.prunable
     assert "graph output 'hn', a returned state whose units are not on its last axis" in (
         hidden.reason
@@ -210,14 +202,14 @@ def test_units_moved_off_the_last_axis_of_the_returned_state_keep_the_hidden_siz
 
 def test_a_returned_sequence_is_no_state():
     """Y is the layer's result, not its state: it keeps its units."""
-    hidden = _hidden(_model("GRU", route="sequence"))
+    hidden = hidden_group(_model("GRU", route="sequence"))
     assert not hidden.prunable and "they reach the graph output 'y'" in hidden.reason
 
 
 def test_a_state_that_is_not_one_value_per_unit_keeps_the_hidden_size():
     graph = _model("GRU")
     graph.tensors["h"].shape = (1, BATCH, HIDDEN + 1)
-    hidden = _hidden(graph)
+    hidden = hidden_group(graph)
     assert not hidden.prunable and "initial_h 'h' that is not one value per unit" in hidden.reason
 
 
@@ -236,8 +228,8 @@ def test_finetune_executor_runs_the_pruned_model(op):
     from hwcc.train.graph_module import to_torch
 
     graph = _model(op, "bidirectional")
-    hidden = _hidden(graph)
-    pruned = prune_group(graph, hidden, _keep_but(hidden, (1, 2)))
+    hidden = hidden_group(graph)
+    pruned = prune_group(graph, hidden, keep_but(hidden, (1, 2)))
     feeds = _feeds(graph, silent=())
     want = run_onnx(pruned, feeds)
     with torch.no_grad():
