@@ -29,6 +29,7 @@ from hwcc.ir import Graph, Node
 from hwcc.ir.dtypes import BYTES, numpy_dtype
 from hwcc.ir.transform import Knob, Pass, PassContext, PassResult, register_pass
 from hwcc.ir.verify import run_onnx
+from hwcc.passes.lib.branches import inline_constant_ifs
 from hwcc.passes.lib.edits import add_constant, constant_value, drop_unused_initializers
 
 _DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -54,12 +55,15 @@ class FoldConstants(Pass):
        becomes initializers; chains fold in one run.
     3. ``Shape`` and ``Size`` of a tensor with a static shape fold even when the tensor
        itself is computed at run time.
+    9. An ``If`` whose condition is a constant is replaced by the nodes of the branch it
+       takes (:mod:`hwcc.passes.lib.branches`), and folding goes on over them.
 
     Must not fire on a node that:
 
     4. is nondeterministic (``RandomNormal*``, ``RandomUniform*``, ``Multinomial``,
        ``Bernoulli``, ``Dropout`` given a ``training_mode`` input);
-    5. has a subgraph (``If``, ``Loop``, ``Scan``) or belongs to a non-standard domain;
+    5. has a subgraph (``Loop``, ``Scan``, an ``If`` whose condition is computed at run
+       time) or belongs to a non-standard domain;
     6. would produce an output larger than ``max_bytes`` (a ``ConstantOfShape`` of a
        huge shape stays a node); ``Constant`` nodes are exempt, their value is already
        in the model;
@@ -82,24 +86,34 @@ class FoldConstants(Pass):
     def call(self, graph: Graph, ctx: PassContext) -> PassResult:
         max_bytes = self.options(ctx)["max_bytes"]
         g = graph.copy()
-        folded, skipped, freed = 0, {}, []
-        for node in list(g.nodes):
-            if not _is_candidate(g, node):
-                continue
-            values = _skip_reason(g, node, max_bytes) or _evaluate(g, node, max_bytes)
-            if isinstance(values, str):
-                skipped[node.name] = values
-                continue
-            _replace(g, node, values)
-            freed.extend(node.inputs)
-            folded += 1
+        folded, inlined, skipped, freed = 0, 0, {}, []
+        while True:
+            for node in list(g.nodes):
+                if not g.has_node(node.name) or not _is_candidate(g, node):
+                    continue
+                values = _skip_reason(g, node, max_bytes) or _evaluate(g, node, max_bytes)
+                if isinstance(values, str):
+                    skipped[node.name] = values
+                    continue
+                _replace(g, node, values)
+                freed.extend(node.inputs)
+                folded += 1
+            more, kept = inline_constant_ifs(g)  # case 9: its nodes may fold in turn
+            skipped.update(kept)
+            inlined += more
+            if not more:
+                break
+            for name in list(skipped):
+                if not g.has_node(name) or name in kept:
+                    skipped.pop(name)  # tried again on the next sweep
         drop_unused_initializers(g, freed)
-        details = {"folded": folded, "skipped": skipped}
-        if not folded:
+        details = {"folded": folded, "inlined": inlined, "skipped": skipped}
+        if not folded and not inlined:
             if not skipped:
                 return PassResult(graph, False, "no node has only constant inputs", details)
             why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:3])
             return PassResult(graph, False, f"{len(skipped)} constant node(s) kept: {why}", details)
+        g.toposort()
         return PassResult(g, True, None, details)
 
 

@@ -41,12 +41,7 @@ from hwcc.targets.pricing import Pricer
 
 SMALL = [m for m in models.PRACTICE if m.small]
 # (check, model id) -> the error hwcc gives today (issue 13)
-KNOWN = {
-    ("prune_state", "silero_op15"): (
-        "its LSTM runs inside If branches (on the sample rate and the batch size) that the "
-        "compile does not inline, so the channel analysis never sees it"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}  # none today
 # one fine-tune step of these takes 15 to 30 s here (the QDQ transformer; PP-OCRv4 rec at
 # 48x320; ddddocr's quantized recogniser, trained one run at a time): not fast tests
 SLOW = {("finetune", "smart_turn"), ("finetune", "ppocr_rec"), ("finetune", "ddddocr_old")}

@@ -142,6 +142,10 @@ def _apply(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -> 
         value = np.array(value, copy=True)
         if value[site.axis] != -1:
             value[site.axis] = len(pos)
+    elif site.role == "bounds":
+        value, lay = np.array(value, copy=True), analysis.layout[site.tensor]
+        full, bound = lay.positions * lay.inner, int(value[site.axis])
+        value[site.axis] = np.count_nonzero(pos < min(bound + (full if bound < 0 else 0), full))
     else:
         value = np.take(value, tiled(pos, value.shape[site.axis], site.tile), axis=site.axis)
     set_constant_input(g, node, site.index, value)

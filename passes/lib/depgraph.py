@@ -35,8 +35,11 @@ A group is not prunable when any of its tensors reaches something that cannot lo
 channels: a graph output (except a recurrent layer's state returned to the caller, which
 is put back at full size, see :mod:`~hwcc.passes.lib.depgraph_recurrent`), an op that
 mixes channels (LRN, Transpose, a Reshape splitting them), a grouped convolution that is
-not depthwise, a Concat along another axis, an unknown op, a layer whose weight is not
-constant, or an operand whose channels are fixed.
+not depthwise, a Concat along another axis with an operand that does not carry the same
+channels, a strided Slice of them, an unknown op, a layer whose weight is not constant, or
+an operand whose channels are fixed. A Slice along the channel axis cuts a layer's space
+in two at its bounds (the STFT's real and imaginary halves), and a Concat along another
+axis of tensors with the same channels (h and c stacked into one state) couples them.
 The reasons are kept per group (``Group.reason``).
 
 The analysis visits each node once (``O(nodes + tensors)``); nothing is cached globally.
@@ -113,13 +116,15 @@ class Site:
     Attributes:
         node: the node whose input or attribute changes.
         index: the input index (a constant operand), or ``-1`` for the ``group`` attribute.
-        axis: the axis of that input indexed by the positions (for a Reshape's target shape,
-            the entry to rewrite).
+        axis: the axis of that input indexed by the positions (for a Reshape's target shape
+            or a Slice's bounds, the entry to rewrite).
         tensor: the tensor whose positions index it.
         role: ``filter`` (a producer's output filters), ``consumer`` (a layer's input
             channels), ``param`` (a per-channel constant), ``group`` or ``hidden_size``
             (the attribute of that name, set to the number of positions kept),
-            ``shape`` or ``omit`` (an all-zero input, dropped for the op's default),
+            ``shape`` (a Reshape's target dim, set to the number kept), ``bounds`` (a
+            Slice's start or end along the channels, set to the positions kept before it),
+            ``omit`` (an all-zero input, dropped for the op's default),
             ``select`` (an input computed at run time, narrowed to the kept positions by a
             Gather inserted before ``node``) or ``scatter`` (a graph output, written back
             at full size with zeros at the removed positions).
@@ -198,6 +203,7 @@ class ChannelAnalysis:
         self._parent: list[int] = []
         self.size: list[int] = []
         self.origin: list[str] = []
+        self.labels: dict[int, str] = {}  # group ids of spaces cut from a layer's space
         self.reasons: list[list[str]] = []
         self.states: set[str] = set()  # state outputs a recurrent layer hands back to the caller
         version = graph.meta.get("ir_version")
@@ -299,7 +305,7 @@ class ChannelAnalysis:
             f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else ""
         )
         return Group(
-            self.origin[root],
+            self.labels.get(root, self.origin[root]),
             channels,
             producers,
             consumers,

@@ -1,5 +1,6 @@
 """Channel rules of the ops that move, cut or join axes, for :mod:`hwcc.passes.lib.depgraph`:
-Transpose, Slice, Split, Gather along other axes, Concat along the channel axis, and the
+Transpose, Slice (along the channels too: :func:`_cut`), Split, Gather along other axes,
+Concat (along the channel axis, or along another of tensors with the same channels), and the
 reshapes (Flatten, Reshape, Squeeze, Unsqueeze) that keep whole channel blocks together,
 merge leading axes into the channels or split them into units (attention heads).
 """
@@ -30,7 +31,9 @@ def _transpose(a: ChannelAnalysis, node: Node) -> None:
 
 @rule("Slice")
 def _slice(a: ChannelAnalysis, node: Node) -> None:
-    """A slice along other axes keeps every channel."""
+    """A slice along other axes keeps every channel; one along the channel axis (step 1,
+    constant bounds on whole positions) keeps positions ``[start, end)``, the spaces it
+    cuts through being split there (:func:`_cut`), and its bounds become sites."""
     lay = _data_layout(a, node)
     if lay is None:
         return
@@ -38,10 +41,85 @@ def _slice(a: ChannelAnalysis, node: Node) -> None:
     if src is None or dst is None or len(src) != len(dst):
         a.block(lay, f"they reach {_where(node)}, whose shapes are unknown")
         return
-    if src[lay.axis] != dst[lay.axis] or not isinstance(src[lay.axis], int):
+    if src[lay.axis] == dst[lay.axis] and isinstance(src[lay.axis], int):
+        a.set_layout(node.outputs[0], lay)
+        return
+    span = _channel_span(a, node, lay, src)
+    if span is None:
         a.block(lay, f"they reach {_where(node)}, which slices them")
         return
-    a.set_layout(node.outputs[0], lay)
+    entry, start, end = span
+    out = _cut(a, node.inputs[0], start // lay.inner, end // lay.inner)
+    for index in (1, 2):
+        a.site(node, index, entry, node.inputs[0], "bounds")
+    a.set_layout(node.outputs[0], out)
+
+
+def _channel_span(
+    a: ChannelAnalysis, node: Node, lay: Layout, shape: tuple
+) -> tuple[int, int, int] | None:
+    """``(entry, start, end)`` of a Slice along the channel axis, ``entry`` being the
+    axis' place in the bound lists, or ``None`` unless it is a step-1 slice with constant
+    bounds (ONNX inputs, opset 10 on) that starts and ends on whole positions."""
+    consts = [a.const(t) if t else None for t in node.inputs[1:5]] + [None] * 4
+    starts, ends, axes, steps = consts[:4]
+    if starts is None or ends is None or len(node.inputs) < 3:
+        return None
+    rank, dim = len(shape), shape[lay.axis]
+    axes = list(range(len(starts))) if axes is None else [int(x) % rank for x in axes]
+    if lay.axis not in axes or not isinstance(dim, int):
+        return None
+    k = axes.index(lay.axis)
+    if (len(node.inputs) > 4 and node.inputs[4]) and (steps is None or int(steps[k]) != 1):
+        return None
+    start, end = (min(max(int(v) + (dim if v < 0 else 0), 0), dim) for v in (starts[k], ends[k]))
+    if start >= end or start % lay.inner or end % lay.inner:
+        return None
+    return k, start, end
+
+
+def _cut(a: ChannelAnalysis, tensor: str, start: int, end: int) -> Layout:
+    """The layout of positions ``[start, end)`` of ``tensor``. A space that the bounds cut
+    through is split in two, with every space coupled to it: the positions before the cut
+    keep the space's id, those after it form a new group (named ``layer#2`` for the second
+    part, ``layer#3`` for the third: names that pruning does not change), channel ``i``
+    of a tail still coupled to channel ``i`` of the other tails."""
+    for bound in (start, end):
+        offset = 0
+        for s, n in a.layout[tensor].segs:
+            if s != FIXED and offset < bound < offset + n:
+                _split_space(a, s, bound - offset)
+                break
+            offset += n
+    lay, segs, offset = a.layout[tensor], [], 0
+    for s, n in lay.segs:
+        lo, hi = max(offset, start), min(offset + n, end)
+        if lo < hi:
+            segs.append((s, hi - lo))  # a fixed segment may be cut anywhere
+        offset += n
+    return make_layout(lay.axis, lay.inner, segs)
+
+
+def _split_space(a: ChannelAnalysis, space: int, k: int) -> None:
+    root = a.find(space)
+    members = [s for s in range(len(a.size)) if a.find(s) == root]
+    n, tails = a.size[root], {}
+    for s in members:
+        tails[s] = t = a.new_space(a.graph.node(a.origin[s]), n - k)
+        a.size[s] = k
+        a.reasons[t] = list(a.reasons[s])
+        a.space_tensors[t] = list(a.space_tensors[s])
+        a.labels[t] = f"{a.origin[s]}#{sum(x == a.origin[s] for x in a.origin)}"
+    for t in tails.values():
+        a.union(t, min(tails.values()))
+    for name in dict.fromkeys(t for s in members for t in a.space_tensors[s]):
+        old = a.layout[name]
+        segs = tuple(part for s, m in old.segs for part in _halves(s, m, k, tails))
+        a.layout[name] = Layout(old.axis, old.inner, segs)
+
+
+def _halves(s: int, n: int, k: int, tails: dict[int, int]) -> list[tuple[int, int]]:
+    return [(s, k), (tails[s], n - k)] if s in tails else [(s, n)]
 
 
 @rule("Split")
@@ -83,6 +161,13 @@ def _concat(a: ChannelAnalysis, node: Node) -> None:
         return
     axis = int(node.attr("axis", 1)) % len(shapes[0])
     inner = carriers[0].inner
+    if all(lay.axis != axis for lay in carriers) and len(carriers) == len(node.inputs):
+        # along another axis (a layer's h and c stacked into one state): position p of
+        # every input is position p of the output, so they go together
+        for lay in carriers[1:]:
+            a.unify(carriers[0], lay, _where(node))
+        a.set_layout(node.outputs[0], carriers[0])
+        return
     if any(lay.axis != axis or lay.inner != inner for lay in carriers) or any(
         not isinstance(s[axis], int) or s[axis] % inner for s in shapes
     ):

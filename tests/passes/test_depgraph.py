@@ -71,7 +71,10 @@ def _mixing_reshape(g, x, rng):
 
 
 def _spatial_concat(g, x, rng):
-    g.add_node("Concat", [x, x], ["cc"], {"axis": 2}, name="cat")
+    """Along the rows, beside a constant whose channels are nobody's (the same tensor
+    twice would be fine: tests/passes/test_prune_channels_state.py, stacked states)."""
+    g.add_initializer("rows", rng.normal(size=(1, 4, 2, 4)).astype(np.float32))
+    g.add_node("Concat", [x, "rows"], ["cc"], {"axis": 2}, name="cat")
     return head_conv(g, "cc", rng)
 
 

@@ -7,8 +7,9 @@ output keeps its shape, the states are read through a Gather of the kept units a
 returned through a 0/1 MatMul that puts zeros in the removed ones. Removing silent units
 (zero weights, zero state) changes no output, over several calls that carry the state
 (onnxruntime, explicit tolerances); removing live units changes them; pruning again
-composes with the first pruning; the torch executor runs the result; and the cases the
-rules cannot follow still keep the hidden size, with their reason."""
+composes with the first pruning; the torch executor runs the result; h and c stacked
+into one state (silero-vad) prune together; and the cases the rules cannot follow still
+keep the hidden size, with their reason."""
 
 from __future__ import annotations
 
@@ -236,3 +237,73 @@ def test_finetune_executor_runs_the_pruned_model(op):
         got = to_torch(pruned)(**feeds)
     for name, o, w in zip(pruned.outputs, got, want):
         np.testing.assert_allclose(o.numpy(), w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _stacked(zero=(), seed=0) -> Graph:
+    """An LSTM whose h and c travel as one state ``[2, batch, hidden]``, as silero-vad
+    writes it: ``Gather(state, 0)`` and ``Gather(state, 1)`` feed the layer, and its Y_h
+    and Y_c are concatenated along axis 0 (not the units' axis) into the returned state."""
+    rng = np.random.default_rng(seed)
+    h, g = HIDDEN, GATES["LSTM"]
+    inits = {
+        "w": _r(rng, 1, g * h, FEAT),
+        "r": _r(rng, 1, g * h, h),
+        "b": _r(rng, 1, 2 * g * h),
+        "w_out": _r(rng, h, OUT),
+        "i0": np.array(0, np.int64),
+        "i1": np.array(1, np.int64),
+        "ax0": np.array([0], np.int64),
+    }
+    for j in zero:
+        inits["w"][:, [j + k * h for k in range(g)]] = 0
+        inits["r"][:, [j + k * h for k in range(g)]] = 0
+        inits["r"][:, :, j] = 0
+        inits["b"][:, [j + k * h for k in range(2 * g)]] = 0
+    nodes = [
+        helper.make_node("Gather", ["state", "i0"], ["h2"], axis=0),
+        helper.make_node("Gather", ["state", "i1"], ["c2"], axis=0),
+        helper.make_node("Unsqueeze", ["h2", "ax0"], ["h0"]),
+        helper.make_node("Unsqueeze", ["c2", "ax0"], ["c0"]),
+        helper.make_node(
+            "LSTM", ["x", "w", "r", "b", "", "h0", "c0"], ["y", "y_h", "y_c"], name="rnn",
+            hidden_size=h,
+        ),
+        helper.make_node("Concat", ["y_h", "y_c"], ["state_out"], axis=0),
+        helper.make_node("MatMul", ["y_h", "w_out"], ["out"], name="head"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "stacked_state",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, BATCH, FEAT]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, BATCH, h]),
+        ],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("out", "state_out")],
+        [numpy_helper.from_array(v, n) for n, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    return onnx_io.from_proto(model)
+
+
+def test_h_and_c_stacked_into_one_state_prune_together():
+    graph = _stacked(zero=ZERO)
+    hidden = hidden_group(graph)
+    assert hidden.prunable, hidden.reason
+    pruned = prune_group(graph, hidden, keep_but(hidden, ZERO))
+    check_runs(graph, pruned)
+    assert _interface(pruned) == _interface(graph)
+    assert pruned.producer("state_out").op_type == "MatMul"  # scattered back to full size
+    for k, (want, got) in enumerate(zip(_stream(graph), _stream(pruned))):
+        for name, w, o in zip(graph.outputs, want, got):
+            np.testing.assert_allclose(o, w, rtol=RTOL, atol=ATOL, err_msg=f"call {k}: {name}")
+    live = prune_group(graph, hidden, keep_but(hidden, (0, 2)))
+    feeds = _feeds(graph)
+    assert not np.allclose(run_onnx(live, feeds)[0], run_onnx(graph, feeds)[0], atol=ATOL)
+
+
+def test_a_concat_along_another_axis_with_a_fixed_operand_keeps_the_hidden_size():
+    graph = _stacked()  # Y_h stacked with a constant of its shape: its units cannot shrink
+    graph.add_initializer("k", np.zeros((1, BATCH, HIDDEN), np.float32))
+    graph.set_inputs(graph.producer("state_out"), ["y_h", "k"])
+    hidden = hidden_group(graph)
+    assert not hidden.prunable and "not their channel axis" in hidden.reason
