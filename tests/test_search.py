@@ -279,3 +279,47 @@ def test_a_step_that_costs_too_much_accuracy_is_halved_before_giving_up(lenet5, 
     assert state.iteration == 1, state.stop
     assert state.history[0]["target"] >= 0.93 * r0["size_bytes"]  # a halved step
     assert state.history[0]["metrics"]["accuracy"] == 0.9
+
+
+def test_a_longer_fine_tune_before_the_floor_lets_the_search_go_on(lenet5, eyeriss):
+    """Every proposal from the input is below the floor; the current network fine-tuned
+    for the long-term steps gains accuracy, and the search goes on from it."""
+    r0 = metrics(eyeriss, lenet5)
+    seen, saved = [], []
+
+    def finetune(g, steps, seed):
+        seen.append(steps)
+        out = g.copy()
+        out.meta["long"] = out.meta.get("long") or steps == cfg.long_term_steps
+        return out
+
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
+    state = _start({"size_bytes": 0.7 * r0["size_bytes"]}, r0, cfg)
+    hooks = _hooks(eyeriss, accuracy=lambda g: 0.95 if g.meta.get("long") else 0.85)
+    hooks.finetune = finetune
+    hooks.checkpoint = lambda g, s: saved.append((g.meta.get("long"), len(s.recoveries)))
+    graph = run_loop(lenet5, state, cfg, hooks)
+    assert state.stop == "every budget met" and graph.meta.get("long")
+    (rec,) = state.recoveries
+    assert rec == {
+        "after_iteration": 0,
+        "steps": cfg.long_term_steps,
+        "accuracy_before": 0.9,
+        "accuracy_after": 0.95,
+        "kept": True,
+    }
+    assert saved[0] == (True, 1)  # the recovered network is checkpointed before going on
+    assert SearchState.from_json(state.to_json()).recoveries == state.recoveries
+
+
+def test_a_longer_fine_tune_that_gains_nothing_is_tried_once_and_dropped(lenet5, eyeriss):
+    r0 = metrics(eyeriss, lenet5)
+    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
+    state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
+    graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
+    assert "below the floor" in state.stop and graph is lenet5
+    assert [(r["after_iteration"], r["kept"]) for r in state.recoveries] == [(0, False)]
+    # a checkpoint from before recoveries existed still loads
+    old = state.to_json()
+    del old["recoveries"]
+    assert SearchState.from_json(old).recoveries == []

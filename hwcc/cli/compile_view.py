@@ -170,6 +170,13 @@ class Reporter:
                 f"accuracy {info['untuned']:.2%}{tuned}"
             )
 
+    def on_recovery(self, info: dict[str, Any]) -> None:
+        self.close()
+        self._line(
+            "hwcc compile: every proposal is below the accuracy floor: fine-tuning the "
+            f"current network ({info['steps']} steps) before giving up"
+        )
+
     def on_long_term(self, info: dict[str, Any]) -> None:
         self.close()
         if info["steps"]:

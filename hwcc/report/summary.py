@@ -72,6 +72,7 @@ class CompileSummary:
     timing: dict[str, Any]
     metric_notes: dict[str, str]
     payload: dict[str, str] | None = None
+    recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def make(
@@ -141,6 +142,7 @@ class CompileSummary:
             proposals=list(state.proposals),
             rejected=list(state.rejected),
             honesty_rounds=list(state.rounds),
+            recoveries=list(state.recoveries),
             cleanup=state.cleanup,
             timing={
                 "wall_s": wall_s,

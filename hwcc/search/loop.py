@@ -28,7 +28,10 @@ one exceeded most (largest ``R / L``); with an energy budget, units are visited
 most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters when
 ``max_units`` caps the proposals per iteration. If no unit can meet ``target_i``, or
 every proposal would take accuracy below the floor, the step is halved (up to three
-times) before the search gives up.
+times); if still none is above the floor, the current network is fine-tuned for the
+long-term steps once (kept if held-out accuracy rose: the short-term fine-tunes of several
+steps leave accuracy a longer one wins back) and the iteration is tried again, before the
+search gives up.
 
 With ``one_shot`` the loop starts from every channel group pruned at once by its
 measured sensitivity (:mod:`hwcc.search.oneshot`) and refines from there.
@@ -155,6 +158,10 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             )
             return graph
         if _below(picked, floor):
+            recovered = _recover(graph, state, config, hooks)
+            if recovered is not None:
+                graph = recovered
+                continue  # the same iteration again, from the recovered network
             state.stop = (
                 f"the best proposal ({picked.unit.id}) would take accuracy to "
                 f"{picked.accuracy:.2%}, below the floor {floor:.2%} (--max-accuracy-drop)"
@@ -180,6 +187,38 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         state.iteration = i + 1
         hooks.checkpoint(graph, state)
         hooks.event("picked", {"proposal": picked, "state": state})
+
+
+def _recover(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph | None:
+    """Once per iteration count, before the floor stops the search: fine-tune the current
+    network for the long-term steps and keep it if held-out accuracy rose (the short-term
+    fine-tunes of several pruned steps leave accuracy the network can win back). The
+    recovered network, or None (already tried here, nothing to measure, or no gain)."""
+    i = state.iteration
+    if (
+        config.long_term_steps <= 0
+        or state.accuracy is None
+        or any(r["after_iteration"] == i for r in state.recoveries)
+    ):
+        return None
+    hooks.event("recovery", {"steps": config.long_term_steps, "state": state})
+    tuned = hooks.finetune(graph, config.long_term_steps, _seed(config.seed, i, 1 << 20))
+    after = hooks.accuracy(tuned)
+    kept = after is not None and after > state.accuracy
+    state.recoveries.append(
+        {
+            "after_iteration": i,
+            "steps": config.long_term_steps,
+            "accuracy_before": state.accuracy,
+            "accuracy_after": after,
+            "kept": kept,
+        }
+    )
+    if not kept:
+        return None
+    state.accuracy = after
+    hooks.checkpoint(tuned, state)
+    return tuned
 
 
 def _iterate(

@@ -85,6 +85,8 @@ class SearchState:
         proposals: every proposal fine-tuned and scored.
         rejected: every unit that could not meet an iteration's target, with the reason.
         rounds: the measurement re-checks that sent the search back to work.
+        recoveries: the longer fine-tunes tried before the accuracy floor stopped the
+            search (after which iteration, accuracy before and after, whether kept).
         cleanup: the exact cleanups run before the search, and their metrics.
         stop: why the loop last ended (None while it runs).
     """
@@ -102,6 +104,7 @@ class SearchState:
     proposals: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
     cleanup: dict[str, Any] | None = None
     stop: str | None = None
 
@@ -170,6 +173,7 @@ class SearchState:
             "proposals": list(self.proposals),
             "rejected": list(self.rejected),
             "rounds": list(self.rounds),
+            "recoveries": list(self.recoveries),
             "cleanup": self.cleanup,
             "stop": self.stop,
         }
@@ -190,6 +194,11 @@ class SearchState:
             unknown = sorted(set(data[key]) - set(METRICS) - set(CHIP_METRICS))
             if unknown:
                 raise ValueError(f"the state's {key!r} name unknown metrics: {', '.join(unknown)}")
+        recoveries = data.get("recoveries", [])  # absent from checkpoints before it existed
+        if not isinstance(recoveries, list) or not all(
+            isinstance(x, dict) and isinstance(x.get("after_iteration"), int) for x in recoveries
+        ):
+            raise ValueError("the state's 'recoveries' is not a list of recovery records")
         for key in ("history", "proposals", "rejected", "rounds"):
             if not all(isinstance(x, dict) for x in data[key]):
                 raise ValueError(f"the state's {key!r} holds something other than objects")
@@ -208,6 +217,7 @@ class SearchState:
             proposals=list(data["proposals"]),
             rejected=list(data["rejected"]),
             rounds=list(data["rounds"]),
+            recoveries=list(recoveries),
             cleanup=data["cleanup"],
             stop=data["stop"],
         )
