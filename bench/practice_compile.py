@@ -5,7 +5,8 @@ detectors, voice-activity detectors, a turn-taking transformer, and the zoo's
 transformer encoder through both torch exporters) is compiled from the command line to
 70 % of its cpu latency with realistic inputs, then checked outside the compiler
 (:mod:`bench.practice.must_show`): original and compiled timed side by side, each priced
-by the cpu target, and the fidelity on 64 fresh held-out inputs beside the run's own.
+by the cpu target, and the fidelity on fresh held-out inputs (64; for a model that
+carries state, as many frames as its compile data) beside the run's own.
 The CNNs are compiled for Eyeriss at 50 % as well.
 
 The work folder (models' data, artifacts, ``results.json``) is
@@ -52,7 +53,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         f"`hwcc compile MODEL --target cpu --budget 70% --data D.npz` for {len(ids)} models "
         "(and `--target eyeriss --budget 50%` for the CNNs), one process at a time, then the "
         "original and `OUT/model.onnx` timed side by side in onnxruntime and priced by the "
-        "cpu target; fidelity on 64 held-out inputs drawn with another seed. Prediction "
+        "cpu target; fidelity on held-out inputs drawn with another seed (64; for a model "
+        "that carries state, as many consecutive frames as its compile data). Prediction "
         "error is predicted / measured − 1 (nn-Meter's bar: ±10 %)."
     )
     if os.environ.get("HWCC_PRACTICE_REPORT_ONLY") == "1":

@@ -212,3 +212,47 @@ def test_speed_close_to_plain_torch(digits, report_line):
         f"(the same loop in plain torch: {t_plain:.2f} s)"
     )
     assert t_ours < 1.5 * t_plain + 0.2  # generous: the machine is shared and timings are noisy
+
+
+def _magnitude_model() -> Graph:
+    """``y = sqrt((x·W)²) · V``: a magnitude, as an STFT front end computes one; a sample
+    that is all zeros (silence) makes ``x·W`` zero, and its gradient meets sqrt at 0."""
+    g = Graph("magnitude")
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    g.add_input("x", 1, (8, 4))
+    g.add_initializer("w", w)
+    g.add_initializer("two", np.array(2.0, np.float32))
+    g.add_initializer("v", rng.normal(size=(3, 2)).astype(np.float32))
+    g.add_node("MatMul", ["x", "w"], ["z"])
+    g.add_node("Pow", ["z", "two"], ["p"])
+    g.add_node("Sqrt", ["p"], ["m"])
+    g.add_node("MatMul", ["m", "v"], ["y"])
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    return g
+
+
+def test_sqrt_at_zero_trains_without_nan():
+    """d sqrt(u)/du at u = 0 is taken as 0, so a silent sample sends nothing back (it was
+    ``0 · inf = nan`` in every step that drew one: every such step was lost)."""
+    g = _magnitude_model()
+    x = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    x[::4] = 0  # a quarter of the samples are silence
+    target = np.random.default_rng(2).normal(size=(64, 2)).astype(np.float32)
+    result = finetune(g, {"x": x}, None, teacher=target, steps=80, batch_size=8, seed=0, lr=0.01)
+    assert result.skipped == 0 and result.steps == 80
+    for name in ("w", "v"):
+        assert np.isfinite(result.graph.initializer(name)).all(), name
+    assert np.mean(result.losses[-8:]) < 0.8 * np.mean(result.losses[:8])  # it learns
+
+
+def test_a_step_whose_loss_is_not_finite_is_skipped_not_applied():
+    g = _magnitude_model()
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    x[3] = np.nan  # one bad sample: the steps that draw it are skipped
+    target = np.zeros((16, 2), np.float32)
+    result = finetune(g, {"x": x}, None, teacher=target, steps=8, batch_size=4, seed=0)
+    assert result.skipped == 2 and result.steps == 6  # two epochs, one bad batch each
+    for name in ("w", "v"):
+        assert np.isfinite(result.graph.initializer(name)).all(), name

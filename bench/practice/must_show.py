@@ -220,14 +220,21 @@ def line(model_id: str, row: dict) -> str:
         f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
         f"{_pct(run_pred[0])} / {_pct(run_pred[1])} | "
         f"{c['reported_accuracy']:.1%} | {c.get('held_out_fidelity', float('nan')):.1%} "
-        f"({c.get('held_out_kind', '').split(' on ')[0]}) | {eyer} |"
+        f"({_held_kind(c.get('held_out_kind', ''))}) | {eyer} |"
     )
+
+
+def _held_kind(text: str) -> str:
+    """``decision agreement ... at 0.5, 1024 samples`` from the metric's description."""
+    kind, _, rest = text.partition(" on ")
+    count = rest.split(" ")[0] if rest else ""
+    return f"{kind}, {count} samples" if count.isdigit() else kind
 
 
 HEADER = (
     "| model | cpu 70% compile | measured latency, compiled/original | prediction error, "
     "original / compiled (fresh table) | the run's own prediction error | fidelity reported "
-    "by the run | fidelity on 64 fresh held-out inputs | eyeriss 50% |\n"
+    "by the run | fidelity on fresh held-out inputs | eyeriss 50% |\n"
     "|---|---|---|---|---|---|---|---|"
 )
 

@@ -49,6 +49,7 @@ from hwcc.data.layout import Layout, data_layout
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.dtypes import numpy_dtype
+from hwcc.train.distill import distiller
 from hwcc.train.graph_module import (
     GraphModule,
     Inputs,
@@ -79,11 +80,14 @@ class FinetuneResult:
         graph: a copy of the input graph with the trained weights.
         losses: the training loss of each step (before that step's update).
         steps: the number of optimizer steps taken.
+        skipped: steps whose loss or gradient was not finite: their update was not
+            applied (one such step would turn every weight it reaches into nan).
     """
 
     graph: Graph
     losses: list[float] = field(default_factory=list)
     steps: int = 0
+    skipped: int = 0
 
 
 def finetune(
@@ -121,8 +125,8 @@ def finetune(
         seed: seeds the minibatch order and torch; the same seed gives the same weights.
         temperature: distillation temperature ``T``.
         distill: what to distil, named by the metric the run is judged by (``top1``,
-            ``per-step``, ``binary``, ``cosine``; see :func:`_distiller`); None: read
-            off the teacher's outputs.
+            ``per-step``, ``binary``, ``cosine``; see :func:`hwcc.train.distill.distiller`);
+            None: read off the teacher's outputs.
         optimizer: ``"sgd"`` (momentum 0.9) or ``"adam"``.
         progress: called after each step with the step number (from 1) and its loss.
 
@@ -165,6 +169,7 @@ def finetune(
         )
         opt = _optimizer(optimizer, module.parameters(), rate)
         module.train()
+        skipped = 0
         for step, idx in enumerate(_minibatches(n, size, steps, seed), 1):
             loss = step_loss(idx)
             opt.zero_grad(set_to_none=True)
@@ -172,6 +177,10 @@ def finetune(
             for p, keep in masks:
                 if p.grad is not None:
                     p.grad.masked_fill_(~keep, 0.0)
+            if not _finite(loss, module.parameters()):
+                skipped += 1
+                losses.append(float(loss.detach()))
+                continue
             opt.step()
             with torch.no_grad():
                 for p, keep in masks:
@@ -179,7 +188,14 @@ def finetune(
             losses.append(float(loss.detach()))
             if progress is not None:
                 progress(step, losses[-1])
-    return FinetuneResult(write_back(module, graph), losses, steps)
+    return FinetuneResult(write_back(module, graph), losses, steps - skipped, skipped)
+
+
+def _finite(loss: torch.Tensor, params) -> bool:
+    """Whether the loss and every gradient are finite."""
+    if not bool(torch.isfinite(loss)):
+        return False
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
 
 
 def _on_axis0(graph: Graph, inputs: Inputs) -> bool:
@@ -265,7 +281,7 @@ class _Runs:
         if isinstance(teacher, Graph):
             teacher = self._outputs(to_torch(teacher))
         soft = torch.from_numpy(np.asarray(teacher, dtype=np.float32))
-        prepare, distil = _distiller(soft, temperature, distill)
+        prepare, distil = distiller(soft, temperature, distill)
         chunks = self.per_run(prepare(soft), "teacher outputs")
         return lambda out, i: distil(out, chunks[i])
 
@@ -307,54 +323,9 @@ def _loss(labels, teacher, feeds, n: int, temperature: float, distill: str | Non
             f"teacher outputs for {len(soft)} samples, inputs have {n}",
             "give the teacher's outputs for the same samples, in the same order",
         )
-    prepare, distil = _distiller(soft, temperature, distill)
+    prepare, distil = distiller(soft, temperature, distill)
     target = prepare(soft)
     return lambda out, idx: distil(out, target.index_select(0, idx))
-
-
-def _distiller(
-    soft: torch.Tensor, temperature: float, kind: str | None = None
-) -> tuple[Callable, Callable]:
-    """``(prepare, loss)``: ``prepare(teacher_rows)`` once, then ``loss(output, prepared)``
-    per minibatch. ``kind`` is the metric the run is judged by
-    (:mod:`hwcc.data.metrics`): ``top1`` distils the classes on axis 1, ``per-step`` those
-    on the last axis (at every step), ``binary`` one probability per element, anything
-    else matches the outputs (squared error). None reads it off the teacher: classes on
-    the last axis of a ``[N, steps, classes]`` output, on axis 1 of ``[N, classes]``,
-    probabilities in [0, 1] elementwise, else squared error. Outputs that already are
-    probabilities (a softmax) are distilled through their logarithm, the logits up to a
-    constant, so the temperature softens them as it does logits."""
-    if kind is None:
-        if soft.ndim >= 3 and soft.shape[-1] > 1:
-            kind = "per-step"
-        elif soft.ndim >= 2 and soft.shape[1] > 1:
-            kind = "top1"
-        elif len(soft) and float(soft.min()) >= 0.0 and float(soft.max()) <= 1.0:
-            kind = "binary"
-    if kind in ("top1", "per-step") and soft.ndim >= 2:
-        axis = 1 if kind == "top1" else -1
-        probs = bool(soft.min() >= 0) and bool(
-            torch.allclose(soft.sum(axis), torch.ones(()), atol=1e-3)
-        )
-        logits = (lambda t: torch.log(t.clamp_min(1e-12))) if probs else (lambda t: t)
-
-        def kl(out: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-            log_q = F.log_softmax(logits(out.reshape(log_p.shape)) / temperature, dim=axis)
-            div = F.kl_div(log_q, log_p, reduction="sum", log_target=True)
-            rows = log_p.numel() // log_p.shape[axis]  # a distribution per step, per sample
-            return div / rows * temperature**2
-
-        return (lambda t: F.log_softmax(logits(t) / temperature, dim=axis)), kl
-    if kind == "binary" and len(soft) and float(soft.min()) >= 0 and float(soft.max()) <= 1:
-
-        def bernoulli(out: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-            q = out.reshape(p.shape).clamp(1e-6, 1 - 1e-6)
-            kl = torch.xlogy(p, p) - p * torch.log(q)
-            kl = kl + torch.xlogy(1 - p, 1 - p) - (1 - p) * torch.log1p(-q)
-            return kl.mean()
-
-        return (lambda t: t), bernoulli
-    return (lambda t: t), lambda out, t: F.mse_loss(out.reshape(t.shape), t)
 
 
 def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:

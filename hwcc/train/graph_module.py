@@ -5,8 +5,9 @@ by node, one torch function per op type (see :mod:`hwcc.train.ops`). Float
 initializers that are weights of Conv, ConvTranspose, Gemm, MatMul and
 LayerNormalization, and BatchNormalization's scale and bias, become trainable
 ``nn.Parameter`` s; everything else (BatchNormalization's running statistics, shapes,
-integer tensors) is a constant. BatchNormalization uses its running statistics (unless
-the graph was exported in training mode) and Dropout is the identity, so training changes
+integer tensors, the operands of a node marked ``structural``) is a constant.
+BatchNormalization uses its running statistics (unless the graph was exported in training
+mode) and Dropout is the identity, so training changes
 the weights, never the function the graph computes from them. :func:`write_back` puts the
 trained values back into a copy of the graph.
 
@@ -206,9 +207,13 @@ def _check_outputs(graph: Graph, node: Node, count: int) -> None:
 
 
 def _trainable(graph: Graph) -> set[str]:
-    """The float initializers read at a weight position, here or in a body."""
+    """The float initializers read at a weight position, here or in a body; not those of
+    a node marked ``structural`` (the 0/1 matrix that scatters a pruned state back to the
+    caller's size is the model's interface, not a weight)."""
     names = set()
     for node in graph.nodes:
+        if node.meta.get("structural"):
+            continue
         used = {node.inputs[i] for i in OPS[node.op_type].weights if i < len(node.inputs)}
         for _, body in bodies(node):
             used |= weight_uses(body)

@@ -186,7 +186,8 @@ def _scatter(g: Graph, analysis: ChannelAnalysis, site: Site, pos: np.ndarray) -
     p[np.arange(len(pos)), pos] = 1
     weight = g.unique_name(f"{out}_scatter_matrix")
     add_constant(g, weight, p)
-    g.add_node("MatMul", [kept, weight], [out], name=f"{out}_scatter")
+    node = g.add_node("MatMul", [kept, weight], [out], name=f"{out}_scatter")
+    node.meta["structural"] = True  # P is the interface, not a weight to fine-tune
     g.tensors[out].elem_type, g.tensors[out].shape = before.elem_type, before.shape
 
 

@@ -10,13 +10,35 @@ import torch.nn.functional as F
 from hwcc.ir import Node
 from hwcc.train.ops.registry import BuildContext, OpFn, register
 
+
+class _Sqrt(torch.autograd.Function):
+    """``sqrt`` whose gradient at 0 is 0 (a subgradient) instead of ``inf``: a magnitude
+    ``sqrt(re² + im²)`` of a bin that is exactly zero (an STFT's DC sine part) would
+    otherwise send ``0 · inf = nan`` into every weight behind it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.sqrt(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return torch.where(y > 0, grad / (2 * y), torch.zeros_like(grad))
+
+
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    return _Sqrt.apply(x) if x.is_floating_point() else torch.sqrt(x)
+
+
 _UNARY: dict[str, OpFn] = {
     "Relu": torch.relu,
     "Sigmoid": torch.sigmoid,
     "Tanh": torch.tanh,
     "Exp": torch.exp,
     "Log": torch.log,
-    "Sqrt": torch.sqrt,
+    "Sqrt": _sqrt,
     "Abs": torch.abs,
     "Neg": torch.neg,
     "Erf": torch.erf,
