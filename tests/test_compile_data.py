@@ -59,6 +59,28 @@ def test_labelled_data_is_split_with_the_seed(tmp_path):
         load_dataset(g, {"input": x, "labels": y[:-1]})
 
 
+def test_unlabelled_data_is_held_out_in_contiguous_blocks():
+    """A stream's neighbouring samples are alike: the held-out set is four runs of
+    consecutive samples, one in each quarter, so few held-out samples have a fine-tune
+    neighbour (a random draw of 20 of 100 gives about 32 such edges)."""
+    from hwcc.data.evaluate import load_dataset, split_dataset
+
+    g = hwcc.load("zoo:lenet300-digits")
+    x = np.arange(100, dtype=np.float32)[:, None, None].repeat(64, 2).reshape(100, 1, 8, 8)
+    data = load_dataset(g, {"input": x})
+    tune, held = split_dataset(data, 0.2, seed=1)
+    idx = held.inputs["input"][:, 0, 0, 0].astype(int)
+    assert len(idx) == 20 and len(tune) == 80 and not set(idx) & set(
+        tune.inputs["input"][:, 0, 0, 0].astype(int)
+    )
+    blocks = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
+    assert len(blocks) <= 4 and all(len(b) == 5 for b in blocks)
+    assert [int(b[0]) // 25 for b in blocks] == list(range(len(blocks)))  # one per quarter
+    _, again = split_dataset(data, 0.2, seed=1)
+    _, other = split_dataset(data, 0.2, seed=2)
+    assert again.sha256 == held.sha256 and other.sha256 != held.sha256
+
+
 def test_user_data_files_with_and_without_a_holdout(tmp_path):
     from hwcc.models.digits import write_npz
 

@@ -4,8 +4,9 @@ A data set is one array per model input and optionally ``labels`` (integer class
 sample). Each array holds samples on axis 0, a stack of whole runs, or one run fed to
 every run (:mod:`hwcc.data.layout` has the rule). ``--data D.npz`` is split with the seed
 into a fine-tune set and a held-out set by whole runs (``holdout`` of the runs,
-stratified by label when a run holds one labelled sample); ``--holdout H.npz`` gives the
-held-out set explicitly instead.
+stratified by label when a run holds one labelled sample, in contiguous blocks when
+unlabelled: :func:`split_dataset`); ``--holdout H.npz`` gives the held-out set explicitly
+instead.
 
 Accuracy of a model ``f`` on held-out samples ``x_i`` compares its first output with the
 labels ``y_i`` (top-1 accuracy) or, without labels, with the original model's ``f0(x_i)``,
@@ -197,9 +198,19 @@ def random_dataset(graph: Graph, n: int, seed: int) -> Dataset:
     return Dataset(inputs, None, "random", layout=feeds_layout(graph, inputs, "random"))
 
 
+HOLDOUT_BLOCKS = 4
+"""Contiguous blocks an unlabelled held-out set is drawn in (see :func:`split_dataset`)."""
+
+
 def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Fine-tune and held-out sets by whole runs: ``holdout`` of the runs, per class when
-    each run holds one labelled sample.
+    """Fine-tune and held-out sets by whole runs: ``holdout`` of the runs.
+
+    Labelled samples (one per run) are drawn at random per class. Unlabelled runs are drawn
+    as :data:`HOLDOUT_BLOCKS` contiguous blocks, one at a seeded offset in each quarter of
+    the data: consecutive samples of a stream (a recording's frames) are alike, and a
+    random split holds out the neighbours of fine-tune samples (silero-vad reported 98.7 %
+    agreement on such a split and measured 91.7 % on a fresh recording). On samples in no
+    particular order the blocks are as good as a random draw.
 
     Raises:
         HwccError: either part would be empty.
@@ -214,7 +225,7 @@ def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Da
             held.append(idx[: int(round(holdout * len(idx)))])
         held_idx = np.sort(np.concatenate(held))
     else:
-        held_idx = np.sort(rng.permutation(n)[: int(round(holdout * n))])
+        held_idx = _blocks(n, int(round(holdout * n)), rng)
     tune_idx = np.setdiff1d(np.arange(n), held_idx)
     if len(held_idx) == 0 or len(tune_idx) == 0:
         what = "samples" if data.layout.samples_per_run == 1 else "runs"
@@ -225,6 +236,19 @@ def split_dataset(data: Dataset, holdout: float, seed: int) -> tuple[Dataset, Da
     return data.take(tune_idx, f"{data.source} (fine-tune part)"), data.take(
         held_idx, f"{data.source} (held-out part)"
     )
+
+
+def _blocks(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
+    """``m`` of ``range(n)`` as up to :data:`HOLDOUT_BLOCKS` contiguous blocks, block ``i``
+    at a random offset inside the ``i``-th of as many equal strides."""
+    k = max(1, min(HOLDOUT_BLOCKS, m))
+    sizes = np.full(k, m // k) + (np.arange(k) < m % k)
+    edges = np.linspace(0, n, k + 1).astype(int)
+    parts = []
+    for size, lo, hi in zip(sizes, edges[:-1], edges[1:]):
+        start = lo + int(rng.integers(0, max(1, hi - lo - size + 1)))
+        parts.append(np.arange(start, min(start + size, n)))
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
 def zoo_dataset(graph: Graph, name: str, split: str) -> Dataset:
