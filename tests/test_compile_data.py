@@ -70,8 +70,10 @@ def test_unlabelled_data_is_held_out_in_contiguous_blocks():
     data = load_dataset(g, {"input": x})
     tune, held = split_dataset(data, 0.2, seed=1)
     idx = held.inputs["input"][:, 0, 0, 0].astype(int)
-    assert len(idx) == 20 and len(tune) == 80 and not set(idx) & set(
-        tune.inputs["input"][:, 0, 0, 0].astype(int)
+    assert (
+        len(idx) == 20
+        and len(tune) == 80
+        and not set(idx) & set(tune.inputs["input"][:, 0, 0, 0].astype(int))
     )
     blocks = np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1)
     assert len(blocks) <= 4 and all(len(b) == 5 for b in blocks)
