@@ -4,8 +4,9 @@ Two kinds of model live here (see :mod:`hwcc.models.registry`):
 
 * ``architecture``: published networks with seeded random weights, for costing. Their ONNX
   is exported on first use and cached (:mod:`hwcc.models.onnx_export`).
-* ``trained``: small networks trained on the bundled 8x8 digits; their ONNX ships in
-  ``models/data`` with accuracies recorded in ``models/data/zoo_digits.json``.
+* ``trained``: small networks trained on the bundled 8x8 digits or 32x32 glyphs; their
+  ONNX ships in ``models/data`` with accuracies recorded in ``models/data/zoo_digits.json``
+  and ``models/data/zoo_glyphs.json``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,22 @@ from torch import nn
 
 from hwcc.errors import HwccError
 from hwcc.ir.onnx_io import zoo_name
-from hwcc.models import digits, onnx_export
+from hwcc.models import digits, glyphs, onnx_export
 from hwcc.models.registry import ModelSpec, all_specs, get_spec
 
 ZOO_JSON = digits.DATA_DIR / "zoo_digits.json"
-_RETRAIN_HINT = "re-create it with `python -m hwcc.models.train_digits --only {name}`"
+GLYPHS_JSON = digits.DATA_DIR / "zoo_glyphs.json"
+_RETRAIN_HINT = "re-create it with `python -m hwcc.models.{script} --only {name}`"
+
+
+def _data_module(spec: ModelSpec):
+    """The bundled data set a trained model was trained on: digits or glyphs."""
+    return glyphs if spec.name.endswith("-glyphs") else digits
+
+
+def _retrain_hint(spec: ModelSpec) -> str:
+    script = "train_glyphs" if _data_module(spec) is glyphs else "train_digits"
+    return _RETRAIN_HINT.format(script=script, name=spec.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +68,12 @@ class ZooEntry:
 
 
 def read_zoo_json() -> dict:
-    """Returns the training record ``zoo_digits.json`` (empty if not written yet)."""
-    if not ZOO_JSON.exists():
-        return {"models": {}}
-    return json.loads(ZOO_JSON.read_text())
+    """Returns the training record ``zoo_digits.json`` (empty if not written yet), with
+    the glyphs models of ``zoo_glyphs.json`` added to its ``models``."""
+    record = json.loads(ZOO_JSON.read_text()) if ZOO_JSON.exists() else {"models": {}}
+    if GLYPHS_JSON.exists():
+        record["models"] = {**record["models"], **json.loads(GLYPHS_JSON.read_text())["models"]}
+    return record
 
 
 def _count_params(spec: ModelSpec) -> int:
@@ -74,7 +88,8 @@ def list_models() -> list[ZooEntry]:
 
     Returns:
         One :class:`ZooEntry` per model; trained models carry the test accuracy recorded
-        in ``zoo_digits.json`` (measured with onnxruntime on the shipped ONNX).
+        in ``zoo_digits.json`` or ``zoo_glyphs.json`` (measured with onnxruntime on the
+        shipped ONNX).
     """
     record = read_zoo_json()["models"]
     return [
@@ -95,7 +110,7 @@ def _trained_path(spec: ModelSpec) -> Path:
     if not path.exists():
         raise HwccError(
             f"the trained zoo model file {path} is missing",
-            hint=_RETRAIN_HINT.format(name=spec.name),
+            hint=_retrain_hint(spec),
         )
     return path
 
@@ -114,14 +129,14 @@ def _load_trained_weights(module: nn.Module, spec: ModelSpec) -> None:
         if key not in weights:
             raise HwccError(
                 f"{path} has no initializer named {key!r} for {spec.name}",
-                hint=_RETRAIN_HINT.format(name=spec.name),
+                hint=_retrain_hint(spec),
             )
         array = torch.from_numpy(numpy_helper.to_array(weights[key]).copy())
         if array.shape != value.shape:
             raise HwccError(
                 f"{path}: {key} has shape {tuple(array.shape)}, the definition of "
                 f"{spec.name} expects {tuple(value.shape)}",
-                hint=_RETRAIN_HINT.format(name=spec.name),
+                hint=_retrain_hint(spec),
             )
         state[key] = array
     module.load_state_dict(state)
@@ -138,7 +153,7 @@ def _build(spec: ModelSpec) -> nn.Module:
 
 def _example_inputs(spec: ModelSpec) -> tuple[torch.Tensor, ...]:
     if spec.kind == "trained":
-        x, _ = digits.load_split("test")
+        x, _ = _data_module(spec).load_split("test")
         return (torch.from_numpy(x[:1]),)
     generator = torch.Generator().manual_seed(spec.seed)
     inputs = []
@@ -172,7 +187,7 @@ def example_inputs(name: str) -> tuple[torch.Tensor, ...]:
     """Returns deterministic example inputs, one tensor per ONNX input, batch 1.
 
     Architectures get seeded ``randn`` (or ``randint`` below the vocabulary for token
-    inputs); trained models get the first sample of the digits test split.
+    inputs); trained models get the first sample of their data set's test split.
 
     Args:
         name: zoo name.
@@ -222,7 +237,11 @@ def export(name: str, out_path: str | os.PathLike) -> Path:
 DATA_SETS = {
     "digits": (
         "the UCI 8x8 handwritten digits, 10 classes: train split to fine-tune, test split held out"
-    )
+    ),
+    "glyphs": (
+        "32x32 letters A-J rendered from fonts, 10 classes: train fonts to fine-tune, "
+        "unseen fonts held out"
+    ),
 }
 
 
@@ -245,7 +264,7 @@ def load_data(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split of a bundled data set as model inputs and labels.
 
     Args:
-        name: ``digits`` or ``zoo:digits`` (see :data:`DATA_SETS`).
+        name: ``digits``, ``glyphs``, or either with ``zoo:`` (see :data:`DATA_SETS`).
         split: ``"train"`` or ``"test"``.
 
     Returns:
@@ -254,8 +273,7 @@ def load_data(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         HwccError: an unknown data set or split.
     """
-    data_set(name)
-    return digits.load_split(split)
+    return (glyphs if data_set(name) == "glyphs" else digits).load_split(split)
 
 
 def _human(count: int) -> str:
