@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point; see the module docstring."""
     import onnxruntime
 
-    trained = [s.name for s in all_specs() if s.kind == "trained"]
+    trained = [s.name for s in all_specs() if s.kind == "trained" and s.name.endswith("-digits")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=trained, help="train just this model")
     parser.add_argument(

@@ -19,14 +19,18 @@ from hwcc.models.registry import get_spec
 def test_list_models():
     entries = models.list_models()
     names = [e.name for e in entries]
-    assert len(names) == len(set(names)) == 16
+    assert len(names) == len(set(names)) == 18
     kinds = [e.kind for e in entries]
     assert kinds == sorted(kinds)  # architectures first
     by_name = {e.name: e for e in entries}
     assert by_name["alexnet"].input_shapes == {"input": (1, 3, 227, 227)}
     assert by_name["lstm_lm"].input_shapes == {"tokens": (1, 35)}
     assert by_name["alexnet"].accuracy is None
-    assert all(e.accuracy >= 0.95 for e in entries if e.kind == "trained")
+    # The digits are nearly saturated; the glyphs (unseen fonts) are meant not to be.
+    floors = {"digits": 0.95, "glyphs": 0.9}
+    assert all(
+        e.accuracy >= floors[e.name.rsplit("-", 1)[1]] for e in entries if e.kind == "trained"
+    )
     assert all(e.description and e.params > 0 for e in entries)
     with pytest.raises(dataclasses.FrozenInstanceError):
         by_name["alexnet"].name = "x"
@@ -84,7 +88,7 @@ def test_format_table():
     assert "input 1x3x227x227" in alexnet and "61.0M" in alexnet and " - " in alexnet
     digits_line = next(line for line in lines if line.startswith("lenet5-digits "))
     assert "%" in digits_line
-    assert len(lines) == 17
+    assert len(lines) == 19
 
 
 def test_import_needs_no_sklearn():
