@@ -19,6 +19,10 @@ SEED = 0
 PAPER_SPEEDUP = 1.7
 FLOOR_DROP = 0.01  # the headline counts hwcc points within a point of the input's accuracy
 DEFAULT_PASSES = ("prune_channels", "prune_weights", "low_rank")
+# Restricts the section to some of its models (comma-separated); the others are carried over.
+MODELS_ENV = "HWCC_BENCH_WIDTH_MODELS"
+# A bundled data set's test split: its size, so a table can say what one sample is worth.
+TEST_SAMPLES = {"zoo:digits": 359, "zoo:glyphs": 1000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +30,7 @@ class Settings:
     """How much is run.
 
     Attributes:
-        models: digits zoo models.
+        models: trained zoo models, each run on its own bundled data set (:func:`data_of`).
         budgets: latency budgets, fractions of the input model's predicted latency; the
             search runs to the smallest.
         alphas: width multipliers (1.0: the input model fine-tuned like every other point; the
@@ -38,6 +42,10 @@ class Settings:
         total_steps: ``T``, fine-tune steps every point has had in all.
         rounds: rounds of the round-robin latency measurement (:func:`measure`).
         runs: timed runs per model per round.
+        peer_ratios: Torch-Pruning's ``pruning_ratio`` for its points (:mod:`bench.peers`),
+            each with its magnitude and its global pruning; none without Torch-Pruning.
+        initial_reduction: the search's first step, a share of the input's latency (None:
+            the compile's default).
     """
 
     models: tuple[str, ...]
@@ -49,9 +57,41 @@ class Settings:
     total_steps: int
     rounds: int
     runs: int
+    peer_ratios: tuple[float, ...] = ()
+    initial_reduction: float | None = None
 
 
 # ---------------------------------------------------------------------- pure pieces
+def data_of(model: str) -> str:
+    """The bundled data set a trained zoo model was trained on: ``zoo:glyphs`` for the
+    ``-glyphs`` models, ``zoo:digits`` for the others."""
+    return "zoo:glyphs" if model.endswith("-glyphs") else "zoo:digits"
+
+
+def chosen_models(models: Sequence[str], wanted: str | None) -> tuple[str, ...]:
+    """The models of ``models`` named in ``wanted`` (comma-separated, e.g. the value of
+    :data:`MODELS_ENV`), in ``models``' order; all of them when ``wanted`` is empty or None.
+
+    Raises:
+        ValueError: ``wanted`` names a model the settings do not run.
+    """
+    names = [n.strip() for n in (wanted or "").split(",") if n.strip()]
+    unknown = sorted(set(names) - set(models))
+    if unknown:
+        raise ValueError(f"{MODELS_ENV} names {', '.join(unknown)}; models: {', '.join(models)}")
+    return tuple(m for m in models if not names or m in names)
+
+
+def merge_models(
+    earlier: Sequence[Mapping[str, Any]], ran: Sequence[Mapping[str, Any]], order: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    """Each model's result from ``ran``, else from ``earlier`` (a previous run's), in ``order``;
+    a model in neither is left out."""
+    by_name = {m["model"]: m for m in earlier}
+    by_name.update({m["model"]: m for m in ran})
+    return [by_name[n] for n in order if n in by_name]
+
+
 def envelope(curve: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """``(latency, accuracy)`` points sorted by latency, accuracy made non-decreasing.
 

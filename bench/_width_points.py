@@ -1,9 +1,10 @@
 """width's points: the width multiplier's models and hwcc's, fine-tuned alike and timed together.
 
-For one digits model, cleaned up as ``hwcc compile`` does (:func:`hwcc.ir.cleanup.cleanup`):
-the multiplier's points (``prune_channels`` at ``ratio = 1 − α``), one search to the
-smallest budget and its point per budget, every point fine-tuned to the same total steps,
-then all of them timed round-robin on this CPU; see :mod:`bench.width`.
+For one trained zoo model and its own bundled data set, the model cleaned up as ``hwcc
+compile`` does (:func:`hwcc.ir.cleanup.cleanup`): the multiplier's points
+(``prune_channels`` at ``ratio = 1 − α``), one search to the smallest budget and its point
+per budget, every point fine-tuned to the same total steps, then all of them timed
+round-robin on this CPU; see :mod:`bench.width`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from bench._width_common import (
     SEED,
     Settings,
     accuracy_at_latency,
+    data_of,
     first_meeting,
     latency_at_accuracy,
     measure,
@@ -33,13 +35,14 @@ from hwcc.train.finetune import finetune
 
 
 class _Model:
-    """One digits model: the input as loaded, cleaned up as ``hwcc compile`` does, its data."""
+    """One zoo model: the input as loaded, cleaned up as ``hwcc compile`` does, its data."""
 
     def __init__(self, name: str):
         self.name = name
+        self.data = data_of(name)
         self.src = hwcc.load(f"zoo:{name}")
         self.graph = cleanup(self.src, seed=SEED)
-        self.tune, held, _ = resolve_data(self.graph, "zoo:digits", None, SEED)
+        self.tune, held, _ = resolve_data(self.graph, self.data, None, SEED)
         self.evaluator = Evaluator(self.graph, held)
         self.accuracy0 = self.evaluator.accuracy(self.graph)
 
@@ -95,6 +98,29 @@ def _multiplier(m: _Model, s: Settings) -> list[dict[str, Any]]:
     return out
 
 
+def _peers(m: _Model, s: Settings) -> list[dict[str, Any]]:
+    """Torch-Pruning's points (:mod:`bench.peers`), cleaned up and fine-tuned like the others."""
+    from bench import peers
+
+    if not s.peer_ratios or not peers.available():
+        return []
+    out = []
+    for p in peers.graphs(m.name, s.peer_ratios):
+        graph, acc = m.finish(cleanup(p["graph"], seed=SEED), s.total_steps)
+        out.append(
+            {
+                "method": f"Torch-Pruning ({p['kind']})",
+                "label": f"{p['kind']} {p['ratio']:g}",
+                "ratio": p["ratio"],
+                "graph": graph,
+                "accuracy": acc,
+                "steps": s.total_steps,
+                **_shape(graph),
+            }
+        )
+    return out
+
+
 def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One search to the smallest budget; the point for each budget, fine-tuned to ``T``."""
     picked: list[dict[str, Any]] = []
@@ -113,17 +139,19 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
             )
 
     lowest = min(s.budgets)
+    step = {} if s.initial_reduction is None else {"initial_reduction": s.initial_reduction}
     t0 = time.monotonic()
     result = hwcc.compile(
         m.graph,
         "cpu",
         f"{lowest * 100:g}%",
-        data="zoo:digits",
+        data=m.data,
         seed=SEED,
         max_iterations=s.max_iterations,
         short_term_steps=s.short_term_steps,
         long_term_steps=0,
         progress=progress,
+        **step,
     )
     search_s = time.monotonic() - t0
     r0 = result.summary.original["latency_s"]
@@ -171,6 +199,7 @@ def model(name: str, s: Settings, target) -> dict[str, Any]:
     m = _Model(name)
     hwcc_points, info = _search(m, s)
     base = _multiplier(m, s)
+    peer = _peers(m, s)
     original = {
         "method": "original",
         "label": "input",
@@ -180,7 +209,7 @@ def model(name: str, s: Settings, target) -> dict[str, Any]:
         "steps": 0,
         **_shape(m.graph),
     }
-    every = [original] + base + hwcc_points
+    every = [original] + base + hwcc_points + peer
     got = measure(
         [to_proto(p["graph"]).SerializeToString() for p in every], target.threads, s.rounds, s.runs
     )
@@ -199,13 +228,19 @@ def model(name: str, s: Settings, target) -> dict[str, Any]:
             curve, p["latency_s"], p["accuracy"]
         )
         p["multiplier_accuracy_at_latency"] = accuracy_at_latency(curve, p["latency_s"])
+        if peer:
+            tp = [(q["latency_s"], q["accuracy"]) for q in [original] + peer]
+            p["peers_accuracy_at_latency"] = accuracy_at_latency(tp, p["latency_s"])
     spread = {"median": float(np.median(got["spread"][1:])), "max": max(got["spread"][1:])}
     return {
         "model": name,
+        "data": m.data,
+        "test_samples": len(m.evaluator.data.labels),
         "accuracy0": m.accuracy0,
         "original": original,
         "multiplier": base,
         "hwcc": hwcc_points,
+        "peers": peer,
         "search": info,
         "spread": spread,
         "seconds": time.monotonic() - t0,
