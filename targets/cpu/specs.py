@@ -34,7 +34,11 @@ __all__ = [
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
-_SMALL_CONST = 4096  # constants up to this many elements are copied into kernel models
+_SMALL_CONST = 4096  # integer constants up to this many elements are copied into kernel models
+# Float constants are copied only up to this many (an exponent, Clip's bounds, Resize's
+# scales): larger ones are weights (a bias, a scale) whose values do not change the time,
+# and a copy would tie the kernel to them: every fine-tune would ask for a new measurement.
+_SMALL_FLOAT = 4
 
 
 def same_scope(a: Node, b: Node) -> bool:
@@ -222,7 +226,8 @@ def spec_inputs(p: Any, op: Any, tensors: list[str]) -> tuple[list[list | None],
             inputs.append(None)
         elif t in p.const:
             v = p.value(t)
-            small = v is not None and v.size <= _SMALL_CONST
+            most = _SMALL_FLOAT if v is not None and v.dtype.kind in "fc" else _SMALL_CONST
+            small = v is not None and v.size <= most
             values = [v.ravel().tolist()] if small else []
             inputs.append(["c" if small else "r", p.dtype(t), shape(t)] + values)
         else:

@@ -335,3 +335,32 @@ def test_a_kernel_is_rebuilt_at_its_models_opset(opset):
     from hwcc.ir.onnx_io import to_proto
 
     session(to_proto(kernel_graph(kernel.spec, t.table.block)).SerializeToString(), 1)
+
+
+def test_a_kernel_is_priced_by_its_shapes_not_its_weights(tmp_path):
+    """Fine-tuning changes an LSTM's bias; the kernel is the same one: no new measurement
+    and the same price (its 8H-entry bias was copied into the kernel model, so every
+    fine-tune asked for a fresh, noisy, measurement). A float scalar that changes the
+    computation (Pow's exponent) still tells kernels apart."""
+    h, seq, feat = 8, 4, 6
+
+    def lstm(bias: float, exponent: float):
+        nodes = [
+            helper.make_node("LSTM", ["x", "w", "r", "b"], ["y"], hidden_size=h, name="rnn"),
+            helper.make_node("Pow", ["y", "e"], ["z"], name="pow"),
+        ]
+        inits = [
+            const("w", 1, 4 * h, feat),
+            const("r", 1, 4 * h, h),
+            const("b", 1, 8 * h, value=bias),
+            const("e", value=exponent),
+        ]
+        return hwcc.load(model(nodes, [vi("x", [seq, 1, feat])], [vi("z", [seq, 1, 1, h])], inits))
+
+    t, measure = fake_target(tmp_path)
+    t.prepare(lstm(0.1, 2.0))
+    calls, price = len(measure.calls), t.cost(lstm(0.1, 2.0)).latency_s
+    t.prepare(lstm(0.7, 2.0))
+    assert len(measure.calls) == calls and t.cost(lstm(0.7, 2.0)).latency_s == price
+    t.prepare(lstm(0.7, 0.5))
+    assert len(measure.calls) == calls + 1  # the Pow kernel with another exponent
