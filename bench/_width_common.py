@@ -44,8 +44,7 @@ class Settings:
         runs: timed runs per model per round.
         peer_ratios: Torch-Pruning's ``pruning_ratio`` for its points (:mod:`bench.peers`),
             each with its magnitude and its global pruning; none without Torch-Pruning.
-        initial_reduction: the search's first step, a share of the input's latency (None:
-            the compile's default).
+        optimizer: the fine-tuning's optimizer for every point (:func:`hwcc.train.finetune`).
     """
 
     models: tuple[str, ...]
@@ -58,7 +57,7 @@ class Settings:
     rounds: int
     runs: int
     peer_ratios: tuple[float, ...] = ()
-    initial_reduction: float | None = None
+    optimizer: str = "sgd"
 
 
 # ---------------------------------------------------------------------- pure pieces

@@ -46,12 +46,17 @@ class _Model:
         self.evaluator = Evaluator(self.graph, held)
         self.accuracy0 = self.evaluator.accuracy(self.graph)
 
-    def finish(self, graph, steps: int) -> tuple[Any, float]:
-        """``graph`` fine-tuned ``steps`` more SGD steps (the compile's settings), and its test
-        accuracy."""
+    def finish(self, graph, steps: int, optimizer: str = "sgd") -> tuple[Any, float]:
+        """``graph`` fine-tuned ``steps`` more steps of ``optimizer`` (the compile's settings),
+        and its test accuracy."""
         if steps > 0:
             graph = finetune(
-                graph, self.tune.inputs, self.tune.labels, steps=steps, seed=SEED
+                graph,
+                self.tune.inputs,
+                self.tune.labels,
+                steps=steps,
+                seed=SEED,
+                optimizer=optimizer,
             ).graph
         return graph, self.evaluator.accuracy(graph)
 
@@ -81,7 +86,7 @@ def _multiplier(m: _Model, s: Settings) -> list[dict[str, Any]]:
             if same is not None:
                 same.setdefault("also", []).append(method)  # one model, on both curves
                 continue
-            graph, acc = m.finish(graph, s.total_steps)
+            graph, acc = m.finish(graph, s.total_steps, s.optimizer)
             label = f"α={alpha:g}" + (f" ×{round_to}" if round_to > 1 else "")
             out.append(
                 {
@@ -106,7 +111,7 @@ def _peers(m: _Model, s: Settings) -> list[dict[str, Any]]:
         return []
     out = []
     for p in peers.graphs(m.name, s.peer_ratios):
-        graph, acc = m.finish(cleanup(p["graph"], seed=SEED), s.total_steps)
+        graph, acc = m.finish(cleanup(p["graph"], seed=SEED), s.total_steps, s.optimizer)
         out.append(
             {
                 "method": f"Torch-Pruning ({p['kind']})",
@@ -139,7 +144,6 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
             )
 
     lowest = min(s.budgets)
-    step = {} if s.initial_reduction is None else {"initial_reduction": s.initial_reduction}
     t0 = time.monotonic()
     result = hwcc.compile(
         m.graph,
@@ -150,8 +154,8 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
         max_iterations=s.max_iterations,
         short_term_steps=s.short_term_steps,
         long_term_steps=0,
+        max_accuracy_drop=None,
         progress=progress,
-        **step,
     )
     search_s = time.monotonic() - t0
     r0 = result.summary.original["latency_s"]
@@ -165,7 +169,7 @@ def _search(m: _Model, s: Settings) -> tuple[list[dict[str, Any]], dict[str, Any
             points[-1]["label"] += f", {budget * 100:g}%"
             continue
         done = p["iteration"] * s.short_term_steps
-        graph, acc = m.finish(p["graph"], max(0, s.total_steps - done))
+        graph, acc = m.finish(p["graph"], max(0, s.total_steps - done), s.optimizer)
         points.append(
             {
                 **p,
