@@ -13,22 +13,22 @@ on unseen fonts) on ``zoo:glyphs``, each model with its own bundled data set:
   round it (the pass's ``round_to``; 8 is also a step of the ``cpu`` target's declared
   ``channel_granularity``). The multiplier's curve is the better of the two.
 * **hwcc**: ``hwcc.compile(model, "cpu", "P%", data="zoo:digits")`` (``zoo:glyphs`` for
-  a glyphs model), the NetAdapt loop
-  priced by the ``cpu`` target's measured kernel tables, with the default passes
+  a glyphs model), the NetAdapt loop priced by the ``cpu`` target's measured kernel
+  tables, with no accuracy floor (``max_accuracy_drop=None``) and the default passes
   (channel pruning, weight pruning, low-rank). One search runs to the smallest budget
   ``P_min``; its model after every iteration is kept, and the point for budget ``P`` is
   the first one predicted at or below ``P %`` of the input's latency: the model a run
   with budget ``P`` stops at (that run's last step would aim at exactly ``P``, so it may
   be a little less pruned).
-
 * **Torch-Pruning** (:mod:`bench.peers`, when installed): the library's magnitude pruning
   (L2, the same ratio in every layer) and its global pruning at each of ``peer_ratios``,
   on the zoo's torch definition with the trained weights, exported to ONNX and loaded as
   any model.
 
-Every point of every method is then fine-tuned to the same total number of SGD steps
-``T`` (a search point has had ``S`` steps per iteration along its path and gets the
-rest) and scored on its data set's test split in onnxruntime. All points of a model are
+Every point of every method is then fine-tuned to the same total number of steps ``T``
+(SGD for the digits models, Adam for the glyphs models: ``Settings.optimizer``; a search
+point has had ``S`` steps per iteration along its path and gets the rest) and scored on its
+data set's test split in onnxruntime. All points of a model are
 timed together, round-robin, as ``hwcc compile`` times its result on the ``cpu`` target
 (:func:`hwcc.targets.cpu.target.measure_models`), and a speed-up is the median over rounds of
 the ratio within one round (:func:`by_round`), so that it compares models under the same
