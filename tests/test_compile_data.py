@@ -83,6 +83,20 @@ def test_unlabelled_data_is_held_out_in_contiguous_blocks():
     assert again.sha256 == held.sha256 and other.sha256 != held.sha256
 
 
+def test_a_held_out_set_too_small_to_measure_is_warned_about():
+    """13 held-out samples (a 64-sample --data file) make one sample 7.7 points: the
+    run's fidelity means little, and the warning says so; 30 or more do not warn."""
+    from hwcc.data.evaluate import resolve_data
+
+    g = hwcc.load("zoo:lenet300-digits")
+    x = np.random.default_rng(0).random((64, 1, 8, 8)).astype(np.float32)
+    _, held, warning = resolve_data(g, {"input": x}, None, seed=0)
+    assert len(held) == 13 and "only 13 held-out samples" in warning and "7.7 points" in warning
+    big = np.random.default_rng(0).random((150, 1, 8, 8)).astype(np.float32)
+    _, held, warning = resolve_data(g, {"input": big}, None, seed=0)
+    assert len(held) == 30 and (warning is None or "held-out samples" not in warning)
+
+
 def test_user_data_files_with_and_without_a_holdout(tmp_path):
     from hwcc.models.digits import write_npz
 
