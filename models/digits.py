@@ -95,6 +95,14 @@ def write_npz(split: str, path: str | os.PathLike, input_name: str = "input") ->
         The path written.
     """
     x, y = load_split(split)
+    return save_split(x, y, path, input_name)
+
+
+def save_split(
+    x: np.ndarray, y: np.ndarray, path: str | os.PathLike, input_name: str = "input"
+) -> Path:
+    """``x`` and ``y`` as hwcc's ``--data`` file (``{input_name: x, "labels": y}``),
+    written to a temporary name and renamed into place; the path written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -120,13 +128,18 @@ def onnx_accuracy(onnx_path: str | os.PathLike, split: str = "test") -> float:
     Returns:
         Fraction of samples whose arg-max output equals the label.
     """
+    return top1_onnx(onnx_path, *load_split(split))
+
+
+def top1_onnx(onnx_path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a batch-1 classifier on ``(x, y)`` in onnxruntime (one thread,
+    one sample at a time)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    x, y = load_split(split)
     correct = sum(
         int(np.argmax(session.run(None, {input_name: x[i : i + 1]})[0]) == y[i])
         for i in range(len(y))

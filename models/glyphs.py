@@ -14,13 +14,13 @@ int64 0..9 for A..J.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from hwcc.errors import HwccError
+from hwcc.models.digits import save_split, top1_onnx
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 GLYPHS_FILE = DATA_DIR / "glyphs.npz"
@@ -120,17 +120,7 @@ def write_npz(split: str, path: str | os.PathLike, input_name: str = "input") ->
         The path written.
     """
     x, y = load_split(split)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{input_name: x, "labels": y})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_split(x, y, path, input_name)
 
 
 def onnx_accuracy(onnx_path: str | os.PathLike, split: str = "test") -> float:
@@ -143,15 +133,4 @@ def onnx_accuracy(onnx_path: str | os.PathLike, split: str = "test") -> float:
     Returns:
         Fraction of samples whose arg-max output equals the label.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    x, y = load_split(split)
-    correct = sum(
-        int(np.argmax(session.run(None, {input_name: x[i : i + 1]})[0]) == y[i])
-        for i in range(len(y))
-    )
-    return correct / len(y)
+    return top1_onnx(onnx_path, *load_split(split))

@@ -178,15 +178,29 @@ def train_and_export(name: str, out_dir: Path) -> dict:
     model = train(name, settings)
     seconds = time.perf_counter() - start
     path = export_trained(model, name, out_dir / get_spec(name).onnx_file)
-    x_test, y_test = digits.load_split("test")
+    _, y_test = digits.load_split("test")
     accuracy = digits.onnx_accuracy(path, "test")
+    return record(model, settings, seconds, path, accuracy, len(y_test), torch_accuracy)
+
+
+def record(
+    model: nn.Module,
+    settings: TrainSettings,
+    seconds: float,
+    path: Path,
+    accuracy: float,
+    test_samples: int,
+    train_accuracy,
+) -> dict:
+    """A trained model's record for its zoo JSON: settings, size, accuracies, the ONNX's
+    bytes and hash (``train_accuracy(model, "train")`` scores the train split in torch)."""
     return {
         "settings": {"optimizer": "adam", "schedule": "cosine", **dataclasses.asdict(settings)},
         "params": sum(p.numel() for p in model.parameters()),
-        "train_accuracy_torch": torch_accuracy(model, "train"),
+        "train_accuracy_torch": train_accuracy(model, "train"),
         "test_accuracy": accuracy,
-        "test_correct": round(accuracy * len(y_test)),
-        "test_samples": len(y_test),
+        "test_correct": round(accuracy * test_samples),
+        "test_samples": test_samples,
         "train_seconds": round(seconds, 1),
         "onnx_bytes": path.stat().st_size,
         "onnx_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

@@ -23,8 +23,6 @@ the same Conv kernels plus layout reorders). On one core mobilenet-glyphs trains
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import math
 import tempfile
@@ -37,7 +35,7 @@ from torch import nn
 
 from hwcc.models import arch_glyphs, glyphs, onnx_export
 from hwcc.models.registry import get_spec
-from hwcc.models.train_digits import TrainSettings, deterministic
+from hwcc.models.train_digits import TrainSettings, deterministic, record
 
 MODELS = ("mobilenet-glyphs", "resnet-glyphs")
 RECORD_FILE = "zoo_glyphs.json"
@@ -177,15 +175,7 @@ def train_and_export(name: str, out_dir: Path) -> dict:
     _, y_test = glyphs.load_split("test")
     accuracy = glyphs.onnx_accuracy(path, "test")
     return {
-        "settings": {"optimizer": "adam", "schedule": "cosine", **dataclasses.asdict(settings)},
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_accuracy_torch": torch_accuracy(model, "train"),
-        "test_accuracy": accuracy,
-        "test_correct": round(accuracy * len(y_test)),
-        "test_samples": len(y_test),
-        "train_seconds": round(seconds, 1),
-        "onnx_bytes": path.stat().st_size,
-        "onnx_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **record(model, settings, seconds, path, accuracy, len(y_test), torch_accuracy),
         "overhead": measure_overhead(name, path),
     }
 
