@@ -31,7 +31,9 @@ from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
 from hwcc.passes.prune_channels import prunable_groups
+from hwcc.search.config import SearchConfig
 from hwcc.train.finetune import finetune
+from hwcc.train.graph_module import torch_outputs
 
 
 class _Model:
@@ -45,15 +47,19 @@ class _Model:
         self.tune, held, _ = resolve_data(self.graph, self.data, None, SEED)
         self.evaluator = Evaluator(self.graph, held)
         self.accuracy0 = self.evaluator.accuracy(self.graph)
+        self.teacher = torch_outputs(self.graph, self.tune.inputs)[0]  # the input model's outputs
 
     def finish(self, graph, steps: int, optimizer: str = "sgd") -> tuple[Any, float]:
-        """``graph`` fine-tuned ``steps`` more steps of ``optimizer`` (the compile's settings),
-        and its test accuracy."""
+        """``graph`` fine-tuned ``steps`` more steps of ``optimizer`` (the compile's settings:
+        the labels and the input model as teacher, at the compile's default weight), and
+        its test accuracy."""
         if steps > 0:
             graph = finetune(
                 graph,
                 self.tune.inputs,
                 self.tune.labels,
+                teacher=self.teacher,
+                alpha=SearchConfig.distill_weight,
                 steps=steps,
                 seed=SEED,
                 optimizer=optimizer,

@@ -357,16 +357,16 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def _finetuner(
     src: Graph, tune: Dataset, config: SearchConfig, distill: str | None = None
 ) -> Callable[[Graph, int, int], Graph]:
-    """``(graph, steps, seed) -> graph`` fine-tuned on ``tune``; distilled from the input's
-    outputs when there are no labels. An op the fine-tuner cannot run fails now, not mid-search."""
+    """``(graph, steps, seed) -> graph`` fine-tuned on ``tune``, distilled from the input's
+    outputs (beside any labels, at ``config.distill_weight``); its ops are checked now."""
     if config.short_term_steps <= 0 and config.long_term_steps <= 0:
         return lambda g, steps, seed: g
     from hwcc.train.finetune import finetune  # torch is heavy: imported only to fine-tune
     from hwcc.train.graph_module import to_torch  # torch is heavy: imported only to fine-tune
 
     to_torch(src)
-    teacher = None if tune.labels is not None else _outputs(src, tune.inputs)
-    batch = config.batch_size
+    alpha = config.distill_weight if tune.labels is not None else 1.0
+    teacher, batch = None if alpha == 0 else _outputs(src, tune.inputs), config.batch_size
     if config.step_macs:
         per_sample = analyze(src).macs / max(tune.layout.samples_per_run, 1)
         batch = max(1, min(batch, int(config.step_macs // max(per_sample, 1))))
@@ -385,6 +385,7 @@ def _finetuner(
             seed=seed,
             optimizer=config.optimizer,
             distill=distill,
+            alpha=alpha,
         ).graph
 
     return run

@@ -40,6 +40,10 @@ class SearchConfig:
         optimizer: ``adam`` (default: it recovered heavily pruned proposals where SGD at
             0.01 diverged, e.g. resnet-digits' stem halved: 77 % against 10 % after 30 steps)
             or ``sgd``.
+        distill_weight: with labelled data, the weight ``α`` of distillation from the input
+            model in the fine-tune loss, the labels' cross-entropy weighing ``1 − α``
+            (:func:`hwcc.train.finetune.finetune`; 0: labels alone). Without labels the
+            input model is the only teacher.
         batch_size: fine-tune batch size, at most.
         step_macs: forward multiply-accumulates one fine-tune step may cost (0: no cap):
             the batch shrinks for a heavy model, 32 samples of a 0.15 GMAC classifier but
@@ -68,6 +72,7 @@ class SearchConfig:
     long_term_steps: int = 200
     lr: float | None = None
     optimizer: str = "adam"
+    distill_weight: float = 0.5
     batch_size: int = 32
     step_macs: float = 5e9
     max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
@@ -82,6 +87,8 @@ class SearchConfig:
             )
         if self.step_macs < 0:
             raise HwccError(f"step_macs={self.step_macs}: give 0 (no cap) or more")
+        if not 0 <= self.distill_weight <= 1:
+            raise HwccError(f"distill_weight={self.distill_weight}: give a weight in [0, 1]")
         if self.finetune_top < 0:
             raise HwccError(f"finetune_top={self.finetune_top}: give 0 (every proposal) or more")
 

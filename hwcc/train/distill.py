@@ -1,14 +1,20 @@
-"""Distillation losses: matching a student's outputs to its teacher's, by the metric the
-run is judged by (:func:`distiller`)."""
+"""Fine-tuning's losses: cross-entropy on labels, distillation (matching a student's
+outputs to its teacher's, by the metric the run is judged by: :func:`distiller`), and the
+two mixed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distiller"]
+from hwcc.errors import HwccError
+from hwcc.ir import Graph
+from hwcc.train.graph_module import torch_outputs
+
+__all__ = ["distiller", "label_loss", "mixed", "teacher_loss"]
 
 
 def distiller(
@@ -54,3 +60,35 @@ def distiller(
 
         return (lambda t: t), bernoulli
     return (lambda t: t), lambda out, t: F.mse_loss(out.reshape(t.shape), t)
+
+
+def mixed(on_labels, on_teacher, alpha: float) -> Callable:
+    """One loss from the labels' and the teacher's (either may be False: absent)."""
+    if on_labels is False:
+        return on_teacher
+    if on_teacher is False:
+        return on_labels
+    return lambda out, at: (1.0 - alpha) * on_labels(out, at) + alpha * on_teacher(out, at)
+
+
+def label_loss(labels, n: int) -> Callable:
+    """``loss(output, sample_index) -> scalar``: cross-entropy against the labels."""
+    target = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    if len(target) != n:
+        raise HwccError(f"{len(target)} labels for {n} samples", "give one label per sample")
+    return lambda out, idx: F.cross_entropy(out, target.index_select(0, idx))
+
+
+def teacher_loss(teacher, feeds, n: int, temperature: float, distill: str | None) -> Callable:
+    """``loss(output, sample_index) -> scalar``: distillation from the teacher."""
+    if isinstance(teacher, Graph):
+        teacher = torch_outputs(teacher, {k: v.numpy() for k, v in feeds.items()})[0]
+    soft = torch.from_numpy(np.asarray(teacher, dtype=np.float32))
+    if len(soft) != n:
+        raise HwccError(
+            f"teacher outputs for {len(soft)} samples, inputs have {n}",
+            "give the teacher's outputs for the same samples, in the same order",
+        )
+    prepare, distil = distiller(soft, temperature, distill)
+    target = prepare(soft)
+    return lambda out, idx: distil(out, target.index_select(0, idx))
