@@ -1,9 +1,11 @@
 """int8's models: hwcc's int8 and onnxruntime's ``quantize_static``, and what onnxruntime runs.
 
-The two quantizers of :mod:`bench.int8`, each from an fp32 model to a QDQ model's bytes,
-and what the section measures of a model in onnxruntime besides its latency: accuracy and
-the kernels it runs. hwcc and onnxruntime are imported when the section runs, not with
-:func:`int8_kernels`, which the tests import.
+The two quantizers of :mod:`bench.int8`, each from an fp32 model to a QDQ model's bytes
+(NNCF's, the third, is :mod:`bench._int8_nncf`), onnxruntime's ``quant_pre_process`` that
+onnxruntime's rows (and one NNCF row) start from, the data a model is calibrated and
+tested on, and what the section measures of a model in onnxruntime besides its latency:
+accuracy and the kernels it runs. hwcc and onnxruntime are imported when the section
+runs, not with :func:`int8_kernels`, which the tests import.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# the data set a zoo model was trained on (bench._width_common.data_of) -> its hwcc module
+_DATA_MODULES = {"zoo:digits": "hwcc.models.digits", "zoo:glyphs": "hwcc.models.glyphs"}
+
+
+def load_split(data: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split (``"train"`` or ``"test"``) of a bundled data set, ``data`` being
+    ``zoo:digits`` or ``zoo:glyphs``.
+
+    Raises:
+        ValueError: ``data`` is neither.
+    """
+    import importlib
+
+    if data not in _DATA_MODULES:
+        raise ValueError(f"no bundled data set {data!r}; known: {', '.join(_DATA_MODULES)}")
+    return importlib.import_module(_DATA_MODULES[data]).load_split(split)
 
 
 def hwcc_int8(src, calib: np.ndarray, seed: int) -> bytes:
@@ -36,6 +55,31 @@ def hwcc_int8(src, calib: np.ndarray, seed: int) -> bytes:
     return to_proto(res.graph).SerializeToString()
 
 
+def pre_process(fp32: bytes, folder: str) -> bytes:
+    """onnxruntime's ``quant_pre_process`` with its defaults (symbolic shape inference and
+    onnxruntime's basic graph optimizations, which fold BatchNormalization into Conv)."""
+    from onnxruntime.quantization import quant_pre_process
+
+    src, pre = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "pre.onnx")
+    Path(src).write_bytes(fp32)
+    with quiet():
+        quant_pre_process(src, pre)
+    return Path(pre).read_bytes()
+
+
+@contextlib.contextmanager
+def quiet():
+    """Quantizers' advice and progress (logged and printed for every model) kept off the
+    section's output; errors still raise."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def ort_int8(
     fp32: bytes,
     calib: np.ndarray,
@@ -51,7 +95,6 @@ def ort_int8(
         CalibrationMethod,
         QuantFormat,
         QuantType,
-        quant_pre_process,
         quantize_static,
     )
 
@@ -62,29 +105,23 @@ def ort_int8(
         def get_next(self):
             return next(self._it, None)
 
-    src, pre = os.path.join(folder, "fp32.onnx"), os.path.join(folder, "pre.onnx")
+    pre = os.path.join(folder, "ort-src.onnx")
+    Path(pre).write_bytes(pre_process(fp32, folder))
     dst = os.path.join(folder, "int8.onnx")
-    Path(src).write_bytes(fp32)
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)  # the quantizer logs advice for every model
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            quant_pre_process(src, pre)
-            options: dict[str, Any] = {"per_channel": True} if per_channel else {}
-            if op_types:
-                options["op_types_to_quantize"] = list(op_types)
-            quantize_static(
-                pre,
-                dst,
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                **options,
-            )
-    finally:
-        logging.disable(previous)
+    options: dict[str, Any] = {"per_channel": True} if per_channel else {}
+    if op_types:
+        options["op_types_to_quantize"] = list(op_types)
+    with quiet():
+        quantize_static(
+            pre,
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            **options,
+        )
     return Path(dst).read_bytes()
 
 
