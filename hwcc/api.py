@@ -40,8 +40,6 @@ from hwcc.ir import Graph
 from hwcc.ir.cleanup import CLEANUP, cleanup
 from hwcc.ir.onnx_io import load, to_proto
 from hwcc.ir.specialise import specialise
-from hwcc.ir.verify import Session
-from hwcc.ir.workload import analyze
 from hwcc.passes.dequantize import dequantize_for_search
 from hwcc.progress import PhaseClock
 from hwcc.report.artifact import (
@@ -54,6 +52,7 @@ from hwcc.report.artifact import (
 from hwcc.report.summary import CompileSummary, RunInputs
 from hwcc.search.budget import Budget, parse_budget
 from hwcc.search.config import SearchConfig
+from hwcc.search.finetuning import finetuner, sized
 from hwcc.search.loop import Hooks
 from hwcc.search.run import Finish, search
 from hwcc.search.state import SearchState
@@ -176,7 +175,8 @@ def compile(
     specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
     src = specialised.graph
     evaluator = Evaluator(src, held, metric)
-    finetune = _finetuner(src, tune, config, evaluator.metric_name)
+    config = sized(config, src, tune)
+    finetune = finetuner(src, tune, config, evaluator.metric_name)
     calib = tune.head(64)  # whole runs, joined on axis 0: what calibration reads
     price = Pricer(tgt, src, tune.head(4), config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
@@ -352,48 +352,6 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if "passes" in out:
         out["passes"] = tuple(out["passes"])
     return out
-
-
-def _finetuner(
-    src: Graph, tune: Dataset, config: SearchConfig, distill: str | None = None
-) -> Callable[[Graph, int, int], Graph]:
-    """``(graph, steps, seed) -> graph`` fine-tuned on ``tune``, distilled from the input's
-    outputs (beside any labels, at ``config.distill_weight``); its ops are checked now."""
-    if config.short_term_steps <= 0 and config.long_term_steps <= 0:
-        return lambda g, steps, seed: g
-    from hwcc.train.finetune import finetune  # torch is heavy: imported only to fine-tune
-    from hwcc.train.graph_module import to_torch  # torch is heavy: imported only to fine-tune
-
-    to_torch(src)
-    alpha = config.distill_weight if tune.labels is not None else 1.0
-    teacher, batch = None if alpha == 0 else _outputs(src, tune.inputs), config.batch_size
-    if config.step_macs:
-        per_sample = analyze(src).macs / max(tune.layout.samples_per_run, 1)
-        batch = max(1, min(batch, int(config.step_macs // max(per_sample, 1))))
-
-    def run(g: Graph, steps: int, seed: int) -> Graph:
-        if steps <= 0:
-            return g
-        return finetune(
-            g,
-            tune.inputs,
-            tune.labels,
-            teacher=teacher,
-            steps=steps,
-            lr=config.lr,
-            batch_size=batch,
-            seed=seed,
-            optimizer=config.optimizer,
-            distill=distill,
-            alpha=alpha,
-        ).graph
-
-    return run
-
-
-def _outputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    s = Session(graph)
-    return np.concatenate([s.run(f)[0] for f in split_batches(graph, inputs)])
 
 
 def _graph_hash(graph: Graph) -> str:

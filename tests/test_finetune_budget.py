@@ -8,10 +8,10 @@ import pytest
 
 import hwcc
 import hwcc.train.finetune as finetune_module
-from hwcc.api import _finetuner
 from hwcc.data.evaluate import load_dataset
 from hwcc.ir.workload import analyze
 from hwcc.search.config import SearchConfig
+from hwcc.search.finetuning import finetuner
 
 
 @pytest.mark.parametrize("step_macs, want", [(0, 32), (1e12, 32), ("one sample", 1)])
@@ -27,6 +27,6 @@ def test_the_batch_fits_the_step_budget(monkeypatch, step_macs, want):
         return finetune_module.FinetuneResult(g, [], 0)
 
     monkeypatch.setattr(finetune_module, "finetune", fake)
-    run = _finetuner(graph, data, SearchConfig(step_macs=step_macs))
+    run = finetuner(graph, data, SearchConfig(step_macs=step_macs))
     run(graph, 3, 0)
     assert seen == [want]

@@ -140,7 +140,9 @@ def test_pick_is_the_least_accuracy_lost_per_resource(lenet5, eyeriss):
 
 def test_accuracy_floor_stops_before_accuracy_falls_further(lenet5, eyeriss):
     r0 = metrics(eyeriss, lenet5)
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False, long_term_steps=200
+    )
     state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
     assert "below the floor" in state.stop and state.iteration == 0
@@ -293,7 +295,9 @@ def test_a_longer_fine_tune_before_the_floor_lets_the_search_go_on(lenet5, eyeri
         out.meta["long"] = out.meta.get("long") or steps == cfg.long_term_steps
         return out
 
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False, long_term_steps=200
+    )
     state = _start({"size_bytes": 0.7 * r0["size_bytes"]}, r0, cfg)
     hooks = _hooks(eyeriss, accuracy=lambda g: 0.95 if g.meta.get("long") else 0.85)
     hooks.finetune = finetune
@@ -314,7 +318,9 @@ def test_a_longer_fine_tune_before_the_floor_lets_the_search_go_on(lenet5, eyeri
 
 def test_a_longer_fine_tune_that_gains_nothing_is_tried_once_and_dropped(lenet5, eyeriss):
     r0 = metrics(eyeriss, lenet5)
-    cfg = SearchConfig(passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False)
+    cfg = SearchConfig(
+        passes=("prune_channels",), max_accuracy_drop=0.01, one_shot=False, long_term_steps=200
+    )
     state = _start({"size_bytes": 0.3 * r0["size_bytes"]}, r0, cfg)
     graph = run_loop(lenet5, state, cfg, _hooks(eyeriss, accuracy=lambda g: 0.85))
     assert "below the floor" in state.stop and graph is lenet5

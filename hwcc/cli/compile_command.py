@@ -212,7 +212,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--long-term-steps",
         metavar="N",
         type=COUNT,
-        help="fine-tune steps after the search, 0 or more (default 200)",
+        help="fine-tune steps after the search, 0 or more (default: six epochs of the "
+        "fine-tune data, 200 to 2000 steps, fewer for a heavy model)",
     )
     p.add_argument(
         "--json", action="store_true", help="print a JSON summary on stdout instead of the table"

@@ -34,7 +34,9 @@ class SearchConfig:
         finetune_top: fine-tune only this many of each iteration's proposals, the most
             promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt).
         short_term_steps: fine-tune steps for each proposal.
-        long_term_steps: fine-tune steps after the loop.
+        long_term_steps: fine-tune steps after the loop (and for a recovery); None: sized
+            to the fine-tune data, six epochs within bounds
+            (:mod:`hwcc.search.finetuning`).
         lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer, ten
             times lower when distilling from the input model than when training to labels).
         optimizer: ``adam`` (default: it recovered heavily pruned proposals where SGD at
@@ -69,7 +71,7 @@ class SearchConfig:
     max_step_fraction: float = 0.5
     finetune_top: int = 4
     short_term_steps: int = 30
-    long_term_steps: int = 200
+    long_term_steps: int | None = None
     lr: float | None = None
     optimizer: str = "adam"
     distill_weight: float = 0.5

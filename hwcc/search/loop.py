@@ -196,7 +196,7 @@ def _recover(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
     recovered network, or None (already tried here, nothing to measure, or no gain)."""
     i = state.iteration
     if (
-        config.long_term_steps <= 0
+        not config.long_term_steps
         or state.accuracy is None
         or any(r["after_iteration"] == i for r in state.recoveries)
     ):
