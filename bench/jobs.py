@@ -1,8 +1,9 @@
 """Tuning jobs on Ray: 8 modelled-target jobs side by side against one after another.
 
 The same 8 jobs (two digits models on EIE and Eyeriss, each to two budgets of its primary
-metric, with the default search: 30 fine-tune steps a proposal, 200 at the end), run in a
-process of its own each time, timed from the process's start to its end:
+metric, with the default search: 30 fine-tune steps a proposal, six epochs of the digits
+at the end), run in a process of its own each time, timed from the process's start to its
+end:
 
 1. **direct**: ``hwcc.compile`` eight times in one process, one after another, with
    torch's own thread count (two on this machine: what ``hwcc compile`` runs with);
