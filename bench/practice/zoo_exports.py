@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.practice._render import random_text
-from models.arch_sequence import transformer_encoder
+from hwcc.models.arch_sequence import transformer_encoder
 
 EXPORTERS = ("script", "dynamo")
 SEQ, VOCAB = 32, 1000
