@@ -23,13 +23,12 @@ from typing import Any
 
 import hwcc
 from bench._common import save_svg
-from bench._width_common import measure
+from bench._width_common import time_points
 from bench.practice import must_show
 from bench.practice_width import PracticeSettings, against, point_label
 from hwcc.data.activations import split_batches
 from hwcc.data.evaluate import Evaluator, load_dataset, resolve_data
 from hwcc.ir.cleanup import cleanup
-from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.specialise import specialise
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
@@ -37,9 +36,7 @@ from hwcc.passes.dequantize import dequantize_for_search
 from hwcc.report.svg import BLUE, GREY, ORANGE, Chart, percent_labels, si_labels
 from hwcc.search.config import SearchConfig
 from hwcc.search.finetuning import finetuner
-
-# The compile's long-term fine-tune seed in its first round (hwcc.search.run.search).
-LONG_TERM_SEED = 1_000_003
+from hwcc.search.run import long_term_seed
 
 
 def _config(options: dict[str, Any]) -> SearchConfig:
@@ -99,7 +96,7 @@ class Practice:
         cut = get_pass("prune_channels")(self.graph, PassContext(knobs=knobs, verify=False)).graph
         before = self.compile_eval.accuracy(cut)
         t0 = time.monotonic()
-        tuned = self.finetune(cut, steps, self.config.seed + LONG_TERM_SEED)
+        tuned = self.finetune(cut, steps, long_term_seed(self.config.seed, 0))
         after = self.compile_eval.accuracy(tuned)
         kept = before is None or after is None or after >= before
         return (tuned if kept else cut), {
@@ -143,17 +140,7 @@ def model(model_id: str, work: Path, s: PracticeSettings, threads: int) -> dict[
     for p in points:
         p["fidelity"] = m.fresh.accuracy(p["graph"])
         p["macs"] = analyze(p["graph"]).macs
-    got = measure(
-        [to_proto(p["graph"]).SerializeToString() for p in points], threads, s.rounds, s.runs
-    )
-    for i, p in enumerate(points):
-        p.update(
-            latency_s=got["latency_s"][i],
-            speedup=got["speedup"][i],
-            spread=got["spread"][i],
-            rounds_s=[r[i] for r in got["rounds_s"]],
-        )
-        del p["graph"]
+    time_points(points, threads, s.rounds, s.runs)
     mod = {
         "model": model_id,
         "metric": m.fresh.kind,

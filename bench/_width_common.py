@@ -67,9 +67,12 @@ def data_of(model: str) -> str:
     return "zoo:glyphs" if model.endswith("-glyphs") else "zoo:digits"
 
 
-def chosen_models(models: Sequence[str], wanted: str | None) -> tuple[str, ...]:
-    """The models of ``models`` named in ``wanted`` (comma-separated, e.g. the value of
-    :data:`MODELS_ENV`), in ``models``' order; all of them when ``wanted`` is empty or None.
+def chosen_models(
+    models: Sequence[str], wanted: str | None, env: str = MODELS_ENV
+) -> tuple[str, ...]:
+    """The models of ``models`` named in ``wanted`` (comma-separated, the value of the
+    environment variable ``env``), in ``models``' order; all of them when ``wanted`` is
+    empty or None.
 
     Raises:
         ValueError: ``wanted`` names a model the settings do not run.
@@ -77,7 +80,7 @@ def chosen_models(models: Sequence[str], wanted: str | None) -> tuple[str, ...]:
     names = [n.strip() for n in (wanted or "").split(",") if n.strip()]
     unknown = sorted(set(names) - set(models))
     if unknown:
-        raise ValueError(f"{MODELS_ENV} names {', '.join(unknown)}; models: {', '.join(models)}")
+        raise ValueError(f"{env} names {', '.join(unknown)}; models: {', '.join(models)}")
     return tuple(m for m in models if not names or m in names)
 
 
@@ -199,6 +202,25 @@ def measure(
     ]
     latency, speedup, spread = by_round(table, reference)
     return {"latency_s": latency, "speedup": speedup, "spread": spread, "rounds_s": table}
+
+
+def time_points(
+    points: Sequence[dict[str, Any]], threads: int, rounds: int, runs: int
+) -> dict[str, Any]:
+    """:func:`measure` each point's ``graph`` together, write its ``latency_s``,
+    ``speedup``, ``spread`` and ``rounds_s`` into it, and drop the graph; the measurement."""
+    from hwcc.ir.onnx_io import to_proto  # hwcc only when the section runs
+
+    got = measure([to_proto(p["graph"]).SerializeToString() for p in points], threads, rounds, runs)
+    for i, p in enumerate(points):
+        p.update(
+            latency_s=got["latency_s"][i],
+            speedup=got["speedup"][i],
+            spread=got["spread"][i],
+            rounds_s=[r[i] for r in got["rounds_s"]],
+        )
+        del p["graph"]
+    return got
 
 
 def first_meeting(points: Sequence[Mapping[str, Any]], limit: float) -> Mapping[str, Any] | None:

@@ -22,12 +22,11 @@ from bench._width_common import (
     data_of,
     first_meeting,
     latency_at_accuracy,
-    measure,
     speedup_at_accuracy,
+    time_points,
 )
 from hwcc.data.evaluate import Evaluator, resolve_data
 from hwcc.ir.cleanup import cleanup
-from hwcc.ir.onnx_io import to_proto
 from hwcc.ir.transform import PassContext, get_pass
 from hwcc.ir.workload import analyze
 from hwcc.passes.prune_channels import prunable_groups
@@ -220,17 +219,7 @@ def model(name: str, s: Settings, target) -> dict[str, Any]:
         **_shape(m.graph),
     }
     every = [original] + base + hwcc_points + peer
-    got = measure(
-        [to_proto(p["graph"]).SerializeToString() for p in every], target.threads, s.rounds, s.runs
-    )
-    for i, p in enumerate(every):
-        p.update(
-            latency_s=got["latency_s"][i],
-            speedup=got["speedup"][i],
-            spread=got["spread"][i],
-            rounds_s=[r[i] for r in got["rounds_s"]],
-        )
-        del p["graph"]
+    got = time_points(every, target.threads, s.rounds, s.runs)
     curve = [(p["latency_s"], p["accuracy"]) for p in [original] + base]
     for p in hwcc_points:
         p["multiplier_latency_at_accuracy_s"] = latency_at_accuracy(curve, p["accuracy"])

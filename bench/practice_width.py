@@ -45,7 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import fmt_count, fmt_duration, md_table, one_torch_thread
-from bench._width_common import accuracy_at_latency, latency_at_accuracy, speedup_at_accuracy
+from bench._width_common import (
+    accuracy_at_latency,
+    chosen_models,
+    latency_at_accuracy,
+    speedup_at_accuracy,
+)
 
 TITLE = "Real pretrained models: hwcc against a uniform width multiplier, by fidelity"
 ORDER = 72
@@ -266,16 +271,8 @@ def _what(s: PracticeSettings, work: Path, threads: int | None) -> str:
 
 
 def chosen(models: Sequence[str], wanted: str | None) -> tuple[str, ...]:
-    """``models`` restricted to those named in ``wanted`` (comma-separated); all if empty.
-
-    Raises:
-        ValueError: ``wanted`` names a model the settings do not run.
-    """
-    names = [n.strip() for n in (wanted or "").split(",") if n.strip()]
-    unknown = sorted(set(names) - set(models))
-    if unknown:
-        raise ValueError(f"{MODELS_ENV} names {', '.join(unknown)}; models: {', '.join(models)}")
-    return tuple(m for m in models if not names or m in names)
+    """``models`` restricted to those named in ``wanted`` (:data:`MODELS_ENV`); all if empty."""
+    return chosen_models(models, wanted, MODELS_ENV)
 
 
 def plan(

@@ -38,6 +38,7 @@ __all__ = [
     "LONG_TERM_MIN",
     "finetuner",
     "long_term_steps",
+    "sample_macs",
     "sized",
     "step_batch",
 ]
@@ -48,12 +49,16 @@ LONG_TERM_MAX = 2000
 LONG_TERM_CAP_STEPS = 400
 
 
-def step_batch(config: SearchConfig, src: Graph, tune: Dataset) -> int:
+def sample_macs(src: Graph, tune: Dataset) -> float:
+    """Forward multiply-accumulates of one sample of ``tune`` through ``src``."""
+    return analyze(src).macs / max(tune.layout.samples_per_run, 1)
+
+
+def step_batch(config: SearchConfig, per_sample: float) -> int:
     """Samples per fine-tune step: ``config.batch_size``, fewer for a model whose samples
-    cost so much that the batch would pass ``config.step_macs``."""
+    (``per_sample`` MACs each) cost so much that the batch would pass ``config.step_macs``."""
     if not config.step_macs:
         return config.batch_size
-    per_sample = analyze(src).macs / max(tune.layout.samples_per_run, 1)
     return max(1, min(config.batch_size, int(config.step_macs // max(per_sample, 1))))
 
 
@@ -72,8 +77,8 @@ def sized(config: SearchConfig, src: Graph, tune: Dataset) -> SearchConfig:
     """``config`` with ``long_term_steps`` sized to ``tune`` where it is None."""
     if config.long_term_steps is not None:
         return config
-    batch = step_batch(config, src, tune)
-    per_sample = analyze(src).macs / max(tune.layout.samples_per_run, 1)
+    per_sample = sample_macs(src, tune)
+    batch = step_batch(config, per_sample)
     steps = long_term_steps(tune.layout.samples, batch, config.step_macs, per_sample)
     return dataclasses.replace(config, long_term_steps=steps)
 
@@ -92,7 +97,7 @@ def finetuner(
     to_torch(src)
     alpha = config.distill_weight if tune.labels is not None else 1.0
     teacher = None if alpha == 0 else _outputs(src, tune.inputs)
-    batch = step_batch(config, src, tune)
+    batch = step_batch(config, sample_macs(src, tune))
 
     def run(g: Graph, steps: int, seed: int) -> Graph:
         if steps <= 0:

@@ -24,7 +24,7 @@ from hwcc.search.config import SearchConfig
 from hwcc.search.loop import Hooks, run_loop
 from hwcc.search.state import SearchState
 
-__all__ = ["Finish", "Measured", "Outcome", "search"]
+__all__ = ["Finish", "Measured", "Outcome", "long_term_seed", "search"]
 
 
 @dataclass
@@ -40,6 +40,11 @@ class Finish:
     finetune: Callable[[Graph, int], Graph]
     legalize: Callable[[Graph], Graph]
     price: Callable[[Graph], dict[str, float]]
+
+
+def long_term_seed(seed: int, rounds: int) -> int:
+    """The seed of the long-term fine-tune after ``rounds`` earlier measurement rounds."""
+    return seed + 1_000_003 * (rounds + 1)
 
 
 def _tuned_if_better(
@@ -113,7 +118,7 @@ def search(
     while True:
         graph = run_loop(graph, state, config, hooks)
         hooks.event("long_term", {"steps": config.long_term_steps})
-        seed = config.seed + 1_000_003 * (len(state.rounds) + 1)
+        seed = long_term_seed(config.seed, len(state.rounds))
         final = finish.legalize(
             _tuned_if_better(graph, state.accuracy, finish.finetune, hooks.accuracy, seed)
         )

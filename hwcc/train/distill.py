@@ -62,11 +62,11 @@ def distiller(
     return (lambda t: t), lambda out, t: F.mse_loss(out.reshape(t.shape), t)
 
 
-def mixed(on_labels, on_teacher, alpha: float) -> Callable:
-    """One loss from the labels' and the teacher's (either may be False: absent)."""
-    if on_labels is False:
+def mixed(on_labels: Callable | None, on_teacher: Callable | None, alpha: float) -> Callable:
+    """One loss from the labels' and the teacher's (either may be None: absent)."""
+    if on_labels is None:
         return on_teacher
-    if on_teacher is False:
+    if on_teacher is None:
         return on_labels
     return lambda out, at: (1.0 - alpha) * on_labels(out, at) + alpha * on_teacher(out, at)
 

@@ -166,8 +166,8 @@ def finetune(
         feeds = as_feeds(module, inputs)
         n = len(next(iter(feeds.values())))
         loss_fn = mixed(
-            labels is not None and label_loss(labels, n),
-            teacher is not None and teacher_loss(teacher, feeds, n, temperature, distill),
+            None if labels is None else label_loss(labels, n),
+            None if teacher is None else teacher_loss(teacher, feeds, n, temperature, distill),
             alpha,
         )
         size = min(batch_size, n)
@@ -180,8 +180,8 @@ def finetune(
         runs = _Runs(module, graph, inputs)
         n = runs.layout.runs
         loss_fn = mixed(
-            labels is not None and runs.label_loss(labels),
-            teacher is not None and runs.teacher_loss(teacher, temperature, distill),
+            None if labels is None else runs.label_loss(labels),
+            None if teacher is None else runs.teacher_loss(teacher, temperature, distill),
             alpha,
         )
         size = min(max(1, batch_size // runs.layout.samples_per_run), n)
