@@ -52,7 +52,7 @@ from hwcc.report.artifact import (
 from hwcc.report.summary import CompileSummary, RunInputs
 from hwcc.search.budget import Budget, parse_budget
 from hwcc.search.config import SearchConfig
-from hwcc.search.finetuning import finetuner, sized
+from hwcc.search.finetuning import finetuner, probed, sized, teacher_outputs
 from hwcc.search.loop import Hooks
 from hwcc.search.run import Finish, search
 from hwcc.search.state import SearchState
@@ -176,12 +176,15 @@ def compile(
     src = specialised.graph
     evaluator = Evaluator(src, held, metric)
     config = sized(config, src, tune)
-    finetune = finetuner(src, tune, config, evaluator.metric_name)
+    teacher = teacher_outputs(src, tune, config)
+    config, rate_notice = probed(config, src, tune, teacher, evaluator.metric)
+    finetune = finetuner(src, tune, config, evaluator.metric_name, teacher)
     calib = tune.head(64)  # whole runs, joined on axis 0: what calibration reads
     price = Pricer(tgt, src, tune.head(4), config.seed)
     budgets = [b.resolve(price.original(), tgt.primary_metric) for b in budgets]
     ckpt = _checkpoint(output, resume, src, tune, held, tgt, budgets, config, evaluator.kind)
-    notes = [w for w in (quantized, specialised.notice, data_warning, *price.notes()) if w]
+    notes = [w for w in (quantized, specialised.notice, data_warning, rate_notice) if w]
+    notes += price.notes()
     if resume:
         graph, state = _resumed(ckpt, output)
         emit("resumed", {"state": state})

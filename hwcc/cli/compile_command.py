@@ -61,6 +61,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "max_iterations",
         "short_term_steps",
         "long_term_steps",
+        "lr",
         "initial_reduction",
         "decay",
         "one_shot",
@@ -214,6 +215,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=COUNT,
         help="fine-tune steps after the search, 0 or more (default: six epochs of the "
         "fine-tune data, 200 to 2000 steps, fewer for a heavy model)",
+    )
+    p.add_argument(
+        "--lr",
+        metavar="RATE",
+        type=ranged(float, "a learning rate above 0", lambda v: v > 0),
+        help="the fine-tunes' peak learning rate (default: Adam's 1e-3 with labels; without, "
+        "1e-4, or less where ten steps at it move the unchanged model off itself)",
     )
     p.add_argument(
         "--json", action="store_true", help="print a JSON summary on stdout instead of the table"

@@ -1,8 +1,8 @@
 """Fine-tuning an ``ir.Graph``'s weights in torch, on labels, by distillation, or both.
 
 :func:`finetune` runs the graph as a :class:`~hwcc.train.graph_module.GraphModule` and
-minimises, with SGD (momentum 0.9) or Adam, over minibatches ``B`` drawn
-without replacement from the ``N`` samples (reshuffled each epoch):
+minimises, with SGD (momentum 0.9) or Adam, over minibatches ``B`` drawn without
+replacement from the ``N`` samples (reshuffled each epoch):
 
 * with labels ``y``: the cross-entropy of the first output ``s``,
   ``L_y = −(1/|B|) Σ_b log softmax(s_b)[y_b]``;
@@ -76,17 +76,21 @@ from hwcc.train.graph_module import (
     write_back,
 )
 
-__all__ = ["FinetuneResult", "finetune"]
+__all__ = ["FinetuneResult", "default_lr", "finetune"]
 
 _DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
 # Distilling a network towards its own original's outputs asks for small corrections, and
 # Adam's steps are about ``lr`` per weight whatever the gradient's size: where the
 # gradient is round-off (every weight the pruning did not disturb) that is a random walk.
-# At 1e-3, 60 steps on the *unpruned* ddddocr recogniser took its per-step agreement with
-# itself from 100 % to 79 % (1e-4: 93 %), and mobilenet-digits to NaN; on ddddocr with
-# its LSTM pruned from 512 to 312, 1e-3 fell from 95.5 % to 79 % while 1e-4 brought the
-# distillation loss from 4.1 to 0.27.
+# At 1e-3, 60 steps took the *unpruned* ddddocr recogniser's agreement with itself to 79 %
+# (1e-4: 93 %), mobilenet-digits to NaN; with its LSTM pruned 512 to 312, 95.5 % to 79 %
+# (1e-4: loss 4.1 to 0.27). A compile checks the rate first: hwcc.search.finetuning.probed.
 _DISTILL_LR = {"sgd": 1e-3, "adam": 1e-4}
+
+
+def default_lr(optimizer: str, labels: bool) -> float:
+    """The peak learning rate when none is given: with labels, or distilling alone."""
+    return (_DEFAULT_LR if labels else _DISTILL_LR)[optimizer]
 
 
 @dataclass(frozen=True)
@@ -192,11 +196,7 @@ def finetune(
     losses: list[float] = []
     with _deterministic(seed), torch.enable_grad():
         masks = [(p, p != 0) for p in module.parameters() if not bool(torch.all(p != 0))]
-        rate = (
-            lr
-            if lr is not None
-            else (_DEFAULT_LR if labels is not None else _DISTILL_LR)[optimizer]
-        )
+        rate = lr if lr is not None else default_lr(optimizer, labels is not None)
         opt = _optimizer(optimizer, module.parameters(), rate)
         decay = _decay(schedule, steps)
         module.train()
