@@ -85,3 +85,15 @@ def test_compare_takes_files_and_graphs(tmp_path):
         str(path), get_pass("eliminate_dead")(g, PassContext(verify=False)).graph, rtol=0, atol=0
     )
     assert v.passed and v.samples == 2
+
+
+@pytest.mark.parametrize("value, want", [("1", 1), ("3", 3), ("", 0), ("0", 0), ("two", 0)])
+def test_sessions_keep_to_the_thread_cap_of_the_process(monkeypatch, value, want):
+    """A tuning job's worker runs under OMP_NUM_THREADS=1 (its one CPU): onnxruntime, which
+    reads only its own setting, must not start a thread per core beside it."""
+    from hwcc.ir.verify import Session, thread_cap
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert thread_cap() == want
+    session = Session(mul_relu()).session
+    assert session.get_session_options().intra_op_num_threads == want

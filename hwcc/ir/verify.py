@@ -4,7 +4,10 @@ onnxruntime on the same inputs and compare every output.
 Sessions run on the CPU provider with onnxruntime's graph optimisations disabled, so the
 comparison is of the two models as written, not of what onnxruntime's own rewrites
 (constant folding, fusions) make of them. This is the module that owns onnxruntime for
-checking; ``hwcc.data.evaluate`` owns it for accuracy.
+checking; ``hwcc.data.evaluate`` owns it for accuracy. Where ``OMP_NUM_THREADS`` caps a
+process's threads (a tuning job's worker holds one CPU), a session's intra-op pool keeps to
+it as torch and the BLAS do: onnxruntime reads only its own setting, and its default of a
+thread per core had two jobs spin four threads on two cores.
 
 Tolerances are always explicit arguments: an output passes when, element by element,
 ``|transformed - original| <= atol + rtol * |original|`` (``numpy.allclose`` with the
@@ -27,7 +30,7 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.dtypes import numpy_dtype
 
-__all__ = ["OutputCheck", "Verification", "compare", "random_feeds", "run_onnx"]
+__all__ = ["OutputCheck", "Verification", "compare", "random_feeds", "run_onnx", "thread_cap"]
 
 Model = Graph | onnx.ModelProto | str | os.PathLike
 Feeds = Mapping[str, np.ndarray]
@@ -118,6 +121,13 @@ def run_onnx(model: Model, feeds: Feeds) -> list[np.ndarray]:
     return Session(model).run(feeds)
 
 
+def thread_cap() -> int:
+    """``OMP_NUM_THREADS`` when it holds a whole number above 0, else 0 (onnxruntime's
+    default: a thread per core)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 0
+
+
 class Session:
     """An onnxruntime session over one model, reused across input sets."""
 
@@ -125,6 +135,7 @@ class Session:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         opts.log_severity_level = 3
+        opts.intra_op_num_threads = thread_cap()
         try:
             with _model_source(model) as src:
                 self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
