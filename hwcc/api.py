@@ -41,6 +41,7 @@ from hwcc.ir.cleanup import CLEANUP, cleanup
 from hwcc.ir.onnx_io import load, to_proto
 from hwcc.ir.specialise import specialise
 from hwcc.passes.dequantize import dequantize_for_search
+from hwcc.passes.lib.importance import activation_means
 from hwcc.progress import PhaseClock
 from hwcc.report.artifact import (
     Checkpoint,
@@ -215,6 +216,7 @@ def compile(
         event=emit,
         distortion=clock.timed("evaluation", evaluator.distortion),  # ranks the one-shot's layers
         granularity=tgt.channel_granularity(),
+        importance=_importance(config, tune),
     )
     finish = Finish(
         finetune=clock.timed(
@@ -265,6 +267,21 @@ def _parsed(budget: str | Budget | Sequence[str | Budget]) -> list[Budget]:
     if not given:
         raise BudgetError("no budget given", "give at least one, e.g. budget='5ms' (--budget 5ms)")
     return [b if isinstance(b, Budget) else parse_budget(b) for b in given]
+
+
+def _importance(config: SearchConfig, tune: Dataset) -> Callable[[Graph], Any] | None:
+    """What the ``activation`` criterion measures a network on: its mean activations over
+    the first 32 fine-tune samples, once per network the search steps from."""
+    if config.criterion != "activation":
+        return None
+    sample, last = tune.head(32), {}
+
+    def measure(graph: Graph) -> Any:  # the same network again after a halved step: kept
+        if last.get("graph") is not graph:
+            last.update(graph=graph, means=activation_means(graph, sample))
+        return last["means"]
+
+    return measure
 
 
 def _source_name(model: str | os.PathLike | Graph) -> str:

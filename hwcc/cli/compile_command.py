@@ -62,6 +62,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "short_term_steps",
         "long_term_steps",
         "lr",
+        "criterion",
         "initial_reduction",
         "decay",
         "one_shot",
@@ -215,6 +216,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=COUNT,
         help="fine-tune steps after the search, 0 or more (default: six epochs of the "
         "fine-tune data, 200 to 2000 steps, fewer for a heavy model)",
+    )
+    p.add_argument(
+        "--criterion",
+        choices=("l2", "l1", "activation"),
+        help="how pruning picks the channels that go: l2, the smallest filters (default), "
+        "or activation, the smallest mean activations on the fine-tune data (slower; keeps "
+        "channels that carry a constant the next layer needs)",
     )
     p.add_argument(
         "--lr",

@@ -7,6 +7,7 @@ from typing import Any
 
 from hwcc.errors import HwccError
 from hwcc.ir.transform import search_passes
+from hwcc.passes.lib.importance import CRITERIA
 
 __all__ = ["SearchConfig"]
 
@@ -60,6 +61,10 @@ class SearchConfig:
             by default: on the three pretrained models tried (ddddocr's and PP-OCR's
             recognisers, smart-turn) no allocation stayed above the accuracy floor after
             fine-tuning, and the attempts cost 2.5 to 4 minutes of each compile.
+        criterion: how a pass that prunes picks what goes (its ``criterion`` knob):
+            ``l2``, the filters' norm (NetAdapt's), or ``activation``, the mean |value|
+            each channel carries into the next layers, measured on the fine-tune data
+            (``Hooks.importance``; see :mod:`hwcc.passes.lib.importance`).
         seed: seeds every random choice.
     """
 
@@ -79,6 +84,7 @@ class SearchConfig:
     step_macs: float = 5e9
     max_accuracy_drop: float | None = DEFAULT_ACCURACY_DROP
     one_shot: bool = False
+    criterion: str = "l2"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,8 +97,17 @@ class SearchConfig:
             raise HwccError(f"step_macs={self.step_macs}: give 0 (no cap) or more")
         if not 0 <= self.distill_weight <= 1:
             raise HwccError(f"distill_weight={self.distill_weight}: give a weight in [0, 1]")
+        if self.criterion not in CRITERIA:
+            raise HwccError(
+                f"criterion={self.criterion!r}: not a pruning criterion",
+                f"use one of: {', '.join(CRITERIA)}",
+            )
         if self.finetune_top < 0:
             raise HwccError(f"finetune_top={self.finetune_top}: give 0 (every proposal) or more")
+
+    def pass_knobs(self) -> dict[str, Any]:
+        """Knobs the search sets on every pass that declares them (under each step's)."""
+        return {"criterion": self.criterion}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

@@ -105,6 +105,8 @@ class Hooks:
             measure, for ranking sensitivities; None: rank by accuracy).
         granularity: the channel multiples the target runs fastest (see
             :func:`~hwcc.search.space.smallest_meeting`).
+        importance: graph -> what a pass's data-driven criterion measures on for it
+            (``SearchConfig.criterion = "activation"``); None: the criterion needs nothing.
     """
 
     price: Callable[[Graph], dict[str, float]]
@@ -115,6 +117,7 @@ class Hooks:
     event: Callable[[str, dict[str, Any]], None] = lambda k, i: None
     distortion: Callable[[Graph], float] | None = None
     granularity: tuple[int, ...] = ()
+    importance: Callable[[Graph], Any] | None = None
 
 
 def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph:
@@ -239,10 +242,11 @@ def _iterate(
         todo = todo[: config.max_units]
     r_now = state.current[metric]
     found: list[Proposal] = []
+    options, data = config.pass_knobs(), hooks.importance(graph) if hooks.importance else None
     for j, unit in enumerate(todo):
 
         def at(step: Step, unit: Unit = unit) -> tuple[Graph, float] | str:
-            g = apply_step(graph, unit, step)
+            g = apply_step(graph, unit, step, options, data)
             return g if isinstance(g, str) else (g, hooks.price(g)[metric])
 
         steps = capped(unit.steps, config)

@@ -79,7 +79,10 @@ def one_shot(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         return graph
     metric = max(over, key=over.get)
     hooks.event("one_shot", {"stage": "sensitivity", "state": state})
-    levels = _sensitivity(graph, state, config, hooks, metric)
+    # one measurement of the input for a data-driven criterion: the allocation applies
+    # its steps one after another, each choosing channels by the input's activations
+    measured = (config.pass_knobs(), hooks.importance(graph) if hooks.importance else None)
+    levels = _sensitivity(graph, state, config, hooks, metric, measured)
     if not levels:
         return graph
     floor = state.floor(config.max_accuracy_drop)
@@ -92,7 +95,7 @@ def one_shot(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
     now = state.current[metric]
     for share in (1.0, 0.5, 0.25):
         target = now - share * (now - state.limits[metric])
-        chosen = _allocate(graph, levels, hooks, metric, target, allowed)
+        chosen = _allocate(graph, levels, hooks, metric, target, allowed, measured)
         if chosen is None:
             continue
         combined, steps = chosen
@@ -124,7 +127,12 @@ def one_shot(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
 
 
 def _sensitivity(
-    graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks, metric: str
+    graph: Graph,
+    state: SearchState,
+    config: SearchConfig,
+    hooks: Hooks,
+    metric: str,
+    measured: tuple[dict, Any],
 ) -> list[list[Level]]:
     """Per unit, its levels that save something, smallest first."""
     out = []
@@ -136,7 +144,7 @@ def _sensitivity(
         picks = sorted({max(0, round(f * len(unit.steps)) - 1) for f in LEVELS})
         mine = []
         for i in (i for i in picks if i < len(steps)):
-            g = apply_step(graph, unit, steps[i])
+            g = apply_step(graph, unit, steps[i], *measured)
             if isinstance(g, str):
                 continue
             saved = now - hooks.price(g)[metric]
@@ -157,6 +165,7 @@ def _allocate(
     metric: str,
     target: float,
     allowed: float,
+    measured: tuple[dict, Any],
 ) -> tuple[Graph, list[Level]] | None:
     """The combination at the smallest sensitivity level whose price meets ``target``
     (or the largest allowed one, when none does); None if no unit has a level."""
@@ -178,7 +187,7 @@ def _allocate(
             steps = [lv for lv in steps if lv is not None]
             g = graph
             for lv in steps:
-                applied = apply_step(g, lv.unit, lv.step)
+                applied = apply_step(g, lv.unit, lv.step, *measured)
                 g = g if isinstance(applied, str) else applied
             cache[lam] = (g, steps, hooks.price(g)[metric]) if steps else None
         return cache[lam]

@@ -11,7 +11,7 @@ Nothing here knows a pass by name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hwcc.errors import HwccError
@@ -44,10 +44,20 @@ def units(graph: Graph, passes: Sequence[str]) -> list[Unit]:
     return out
 
 
-def apply_step(graph: Graph, unit: Unit, step: Step) -> Graph | str:
+def apply_step(
+    graph: Graph,
+    unit: Unit,
+    step: Step,
+    options: Mapping[str, Any] | None = None,
+    data: Any = None,
+) -> Graph | str:
     """``graph`` with ``step`` of ``unit`` applied (a new graph), or the pass's reason for
-    not changing anything. Unverified: the search prices and evaluates every proposal."""
-    ctx = PassContext(knobs={unit.pass_name: dict(step.knobs)}, verify=False)
+    not changing anything. Unverified: the search prices and evaluates every proposal.
+    ``options``: knobs for every pass that declares them (``criterion``), under the step's
+    own; ``data``: what the pass may measure on (:class:`~hwcc.ir.transform.PassContext`)."""
+    declared = {k.name for k in get_pass(unit.pass_name).knobs}
+    knobs = {k: v for k, v in (options or {}).items() if k in declared}
+    ctx = PassContext(knobs={unit.pass_name: {**knobs, **step.knobs}}, data=data, verify=False)
     res = PassManager([unit.pass_name], ctx).run(graph)
     if res.modified:
         return res.graph

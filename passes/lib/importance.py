@@ -14,12 +14,19 @@ scores. Criteria register by name with :func:`criterion`:
   over the given data (every sample, every other axis) of each tensor ``t`` the group's
   consumers read (or, with no consumer, each producer's output). The model runs in
   onnxruntime with those tensors exposed as outputs. It needs data: a mapping from input
-  name to array, or the path of an ``.npz`` with arrays named like the model's inputs.
+  name to array, or the path of an ``.npz`` with arrays named like the model's inputs, or
+  an :class:`ActivationMeans` measured beforehand (:func:`activation_means`: a search
+  tries many steps of one network, and each would run it again). On PP-OCRv4's text
+  recogniser, removing 32 of a layer's 240 channels by ``l2`` took its per-step agreement
+  with itself to 49 % (every step blank): the channels with the smallest filters there
+  carry a large constant (a folded bias through hard-swish) that the next layer needs;
+  by ``activation`` the same cut kept 92.7 %.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,12 +35,35 @@ from hwcc.data.activations import load_feeds, split_batches
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.ir.verify import Session
-from hwcc.passes.lib.depgraph import FIXED, ChannelAnalysis, Group
+from hwcc.passes.lib.depgraph import FIXED, ChannelAnalysis, Group, analyze
 
-__all__ = ["CRITERIA", "criterion", "keep_top", "scores"]
+__all__ = ["CRITERIA", "ActivationMeans", "activation_means", "criterion", "keep_top", "scores"]
 
 Criterion = Callable[[ChannelAnalysis, Sequence[Group], Any], dict[str, np.ndarray]]
 CRITERIA: dict[str, Criterion] = {}
+
+
+@dataclass(frozen=True)
+class ActivationMeans:
+    """The ``activation`` criterion's measurements of one graph, taken once.
+
+    Attributes:
+        means: tensor -> mean |value| per channel position, over ``inputs``.
+        inputs: the data they were measured on (what a tensor missing from ``means``, or
+            one whose channel count has changed since, is measured on).
+    """
+
+    means: Mapping[str, np.ndarray]
+    inputs: Any
+
+
+def activation_means(graph: Graph, data: Any) -> ActivationMeans:
+    """What the ``activation`` criterion reads for every prunable group of ``graph``,
+    measured in one onnxruntime pass over ``data``."""
+    analysis = analyze(graph)
+    groups = [g for g in analysis.groups() if g.prunable]
+    tensors = list(dict.fromkeys(t for g in groups for t in _watched(analysis, g)))
+    return ActivationMeans(_mean_abs(graph, analysis, tensors, data) if tensors else {}, data)
 
 
 def criterion(name: str) -> Callable[[Criterion], Criterion]:
@@ -134,7 +164,10 @@ def _activation(
     graph = analysis.graph
     watched = {g.id: _watched(analysis, g) for g in groups}
     tensors = list(dict.fromkeys(t for ts in watched.values() for t in ts))
-    means = _mean_abs(graph, analysis, tensors, data)
+    known = data.means if isinstance(data, ActivationMeans) else {}
+    fresh = [t for t in tensors if t not in known or len(known[t]) != analysis.layout[t].positions]
+    inputs = data.inputs if isinstance(data, ActivationMeans) else data
+    means = {**known, **(_mean_abs(graph, analysis, fresh, inputs) if fresh else {})}
     out = {}
     for group in groups:
         total = np.zeros(group.channels)

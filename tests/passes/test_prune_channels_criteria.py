@@ -108,3 +108,64 @@ def test_activation_criterion_needs_arrays_named_like_the_inputs():
             ratio=0.5,
             criterion="activation",
         )
+
+
+class ConstantChannel(nn.Module):
+    """Channel 2 has the smallest filter and a large bias: after ReLU it is a constant
+    of about 3 that the next layer adds in. L2 removes it, the activation criterion keeps
+    it (what PP-OCRv4's recogniser does with its folded biases through hard-swish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 6, 1), nn.Conv2d(6, 3, 1)
+        with torch.no_grad():
+            self.a.weight.uniform_(0.3, 0.6)
+            self.a.weight[2] = 0.01
+            self.a.bias.uniform_(0.0, 0.1)
+            self.a.bias[2] = 3.0
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_activation_keeps_the_constant_channel_that_l2_removes(export_torch):
+    torch.manual_seed(0)
+    g = export_torch(ConstantChannel(), torch.rand(4, 2, 3, 3))
+    data = {"x0": np.random.default_rng(0).uniform(0, 1, (12, 2, 3, 3)).astype(np.float32)}
+    feeds = {"x0": np.random.default_rng(1).uniform(0, 1, (4, 2, 3, 3)).astype(np.float32)}
+    want = ort_run(g, feeds)
+
+    def error(criterion):
+        pruned = prune(g, data=data, group="/a/Conv", k=1, criterion=criterion).graph
+        return float(np.abs(ort_run(pruned, feeds) - want).max())
+
+    assert error("activation") < error("l2") / 3
+
+
+def ort_run(g, feeds):
+    from hwcc.ir.verify import run_onnx
+
+    return run_onnx(g, feeds)[0]
+
+
+@pytest.mark.parametrize("name", ["zoo:lenet5-digits", "zoo:mobilenet-digits"])
+def test_activation_means_measured_once_score_as_the_data_does(name, tmp_path):
+    """What a search measures once per network (activation_means) gives every group the
+    scores that measuring on the data itself gives; a tensor whose channel count no longer
+    matches is measured again, on the data the means carry."""
+    from hwcc.models import digits
+    from hwcc.passes.lib.importance import ActivationMeans, activation_means, scores
+
+    g = hwcc.load(name)
+    data = str(digits.write_npz("test", tmp_path / "test.npz"))
+    a = analyze(g)
+    groups = [x for x in a.groups() if x.prunable]
+    once = activation_means(g, data)
+    direct = scores(a, groups, "activation", data)
+    measured = scores(a, groups, "activation", once)
+    for grp in groups:
+        np.testing.assert_allclose(measured[grp.id], direct[grp.id], rtol=1e-12)
+    stale = ActivationMeans({t: v[:-1] for t, v in once.means.items()}, data)
+    again = scores(a, groups, "activation", stale)
+    for grp in groups:
+        np.testing.assert_allclose(again[grp.id], direct[grp.id], rtol=1e-12)
