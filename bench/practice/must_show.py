@@ -83,8 +83,11 @@ def data(model_id: str, n: int | None, seed: int) -> dict:
     return inputs.generate(models.get(model_id), n, seed)
 
 
-def compile_cli(model_id: str, target: str, budget: str, work: Path) -> dict:
-    """Run ``hwcc compile`` on a model from the command line; its summary and wall time."""
+def compile_cli(
+    model_id: str, target: str, budget: str, work: Path, extra: tuple[str, ...] = ()
+) -> dict:
+    """Run ``hwcc compile`` on a model from the command line (``extra``: more of its
+    flags, recorded); its summary and wall time."""
     path, npz = model_path(model_id, work), work / f"{model_id}.npz"
     if not npz.exists():
         inputs.write_npz(data(model_id, None, 0), npz)
@@ -95,6 +98,7 @@ def compile_cli(model_id: str, target: str, budget: str, work: Path) -> dict:
     cmd += ["--budget", budget, "--data", str(npz), "-o", str(out), "--json"]
     if model_id in PER_STEP:
         cmd += ["--metric", "per-step"]
+    cmd += list(extra)
     if Path(f"{out}.checkpoint").exists():  # a bench run killed in this compile: go on
         cmd += ["--resume"]
     start = time.monotonic()
@@ -103,6 +107,7 @@ def compile_cli(model_id: str, target: str, budget: str, work: Path) -> dict:
     except subprocess.TimeoutExpired:
         return {"exit": None, "wall_s": TIMEOUT_S, "error": f"killed after {TIMEOUT_S} s"}
     result: dict[str, Any] = {"exit": run.returncode, "wall_s": time.monotonic() - start}
+    result.update({"flags": list(extra)} if extra else {})
     if run.returncode in (0, 3):
         summary = json.loads((out / "hwcc.json").read_text())
         result.update(
@@ -181,15 +186,18 @@ def recheck(ids: list[str], work: Path) -> dict[str, dict]:
     return results
 
 
-def run(ids: list[str], work: Path, eyeriss: bool = True) -> dict[str, dict]:
-    """The must-show for each practice model in ``ids``; results are saved after each."""
+def run(
+    ids: list[str], work: Path, eyeriss: bool = True, extra: tuple[str, ...] = ()
+) -> dict[str, dict]:
+    """The must-show for each practice model in ``ids``; results are saved after each.
+    ``extra``: more ``hwcc compile`` flags for every compile."""
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for model_id in ids:  # every cpu compile first, then Eyeriss for the CNNs
         row = results.setdefault(model_id, {})
         if "cpu" not in row:
-            row["cpu"] = compile_cli(model_id, "cpu", "70%", work)
+            row["cpu"] = compile_cli(model_id, "cpu", "70%", work, extra)
             if row["cpu"].get("exit") in (0, 3):
                 row["cpu"].update(check_cpu(model_id, work, Path(row["cpu"]["out"])))
             saved.write_text(json.dumps(results, indent=2))
@@ -197,7 +205,7 @@ def run(ids: list[str], work: Path, eyeriss: bool = True) -> dict[str, dict]:
     for model_id in ids if eyeriss else ():
         row = results[model_id]
         if model_id in CNNS and "eyeriss" not in row:
-            row["eyeriss"] = compile_cli(model_id, "eyeriss", "50%", work)
+            row["eyeriss"] = compile_cli(model_id, "eyeriss", "50%", work, extra)
             saved.write_text(json.dumps(results, indent=2))
             print(line(model_id, row), flush=True)
     return results
@@ -216,12 +224,16 @@ def line(model_id: str, row: dict) -> str:
     run_pred = c.get("run_prediction_error", [None, None])
     eyer = "-" if not e else f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
     return (
-        f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min | "
+        f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min{_flags(c)} | "
         f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
         f"{_pct(run_pred[0])} / {_pct(run_pred[1])} | "
         f"{c['reported_accuracy']:.1%} | {c.get('held_out_fidelity', float('nan')):.1%} "
         f"({_held_kind(c.get('held_out_kind', ''))}) | {eyer} |"
     )
+
+
+def _flags(c: dict) -> str:
+    return f" (`{' '.join(c['flags'])}`)" if c.get("flags") else ""
 
 
 def _held_kind(text: str) -> str:
@@ -247,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--recheck", action="store_true", help="only check again the models already compiled"
     )
+    p.add_argument(
+        "--flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="one more hwcc compile flag for every compile, recorded with its results "
+        "(repeat it; give a value as --flag=--criterion --flag=activation)",
+    )
     args = p.parse_args(argv)
     ids = args.ids or [m.id for m in models.PRACTICE] + list(ZOO)
     unknown = [i for i in ids if i not in models.BY_ID and i not in ZOO]
@@ -257,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recheck:
         recheck(ids, args.out)
     else:
-        run(ids, args.out, eyeriss=not args.no_eyeriss)
+        run(ids, args.out, eyeriss=not args.no_eyeriss, extra=tuple(args.flag))
     return 0
 
 

@@ -1,0 +1,38 @@
+"""The practice must-show's bookkeeping: extra ``hwcc compile`` flags reach the command
+and are recorded with the result, and the table row names them."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from bench.practice import must_show
+
+
+def test_extra_flags_reach_the_compile_and_its_row(tmp_path, monkeypatch):
+    np.savez(tmp_path / "ppocr_cls.npz", x=np.zeros((2, 3, 48, 192), np.float32))
+    monkeypatch.setattr(must_show, "model_path", lambda model_id, work: work / "m.onnx")
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 2, "", "bad input")
+
+    monkeypatch.setattr(must_show.subprocess, "run", fake_run)
+    flags = ("--criterion", "activation")
+    result = must_show.compile_cli("ppocr_cls", "cpu", "70%", tmp_path, flags)
+    assert seen[0][-2:] == list(flags) and result["flags"] == list(flags)
+    row = {
+        "cpu": {
+            **result,
+            "exit": 0,
+            "measured_ratio": 0.69,
+            "reported_accuracy": 0.97,
+            "held_out_fidelity": 0.95,
+            "held_out_kind": "top-1 agreement with the original model on 64 held-out samples",
+        }
+    }
+    assert "(`--criterion activation`)" in must_show.line("ppocr_cls", row)
+    del row["cpu"]["flags"]
+    assert "`" not in must_show.line("ppocr_cls", row).split("|")[2]
