@@ -83,10 +83,37 @@ def test_a_sharp_model_gets_a_lower_rate_and_a_notice():
     assert agree >= PROBE_FLOOR
 
 
-def test_when_no_rate_keeps_the_model_the_smallest_is_used_and_said():
-    config, notice = _probe(1e-10)
+def _scripted(*agreements):
+    """A metric that answers ``agreements`` in turn, one per rate tried."""
+    answers = iter(agreements)
+    return lambda out, ref, labels: next(answers)
+
+
+def _probe_scripted(*agreements):
+    src, tune = _mlp(0.25), _data()
+    config = SearchConfig()
+    teacher = teacher_outputs(src, tune, config)
+    return probed(config, src, tune, teacher, _scripted(*agreements))
+
+
+def test_the_cuts_stop_where_a_smaller_rate_keeps_no_more():
+    """71.9 % at 1e-4, 85.9 % at 1e-5, 98.4 % at 1e-6 and at 1e-7 (smart-turn): one
+    decision on the edge flips whatever the rate, so 1e-6 is kept, and said."""
+    config, notice = _probe_scripted(0.719, 0.859, 0.984, 0.984)
+    assert config.lr == pytest.approx(1e-6)
+    assert "at any rate" in notice and "fine-tunes at 1e-6" in notice
+
+
+def test_when_every_cut_still_gains_but_none_passes_the_smallest_is_used_and_said():
+    config, notice = _probe_scripted(0.5, 0.6, 0.7, 0.8)
     assert config.lr == pytest.approx(1e-4 / 10**PROBE_CUTS)
     assert "no learning rate tried keeps the model itself" in notice and "--lr" in notice
+
+
+def test_a_model_no_rate_keeps_is_said():
+    """First weights of 1e-10: every rate tried scrambles it."""
+    config, notice = _probe(1e-10)
+    assert notice is not None and "--lr" in notice
 
 
 @pytest.mark.parametrize(

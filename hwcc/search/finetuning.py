@@ -20,11 +20,13 @@ labels and the input model as teacher, Adam at 1e-3, :func:`hwcc.train.finetune.
 ``lr`` given) is checked on the input before the search (:func:`probed`): the unchanged
 model, fine-tuned ``PROBE_STEPS`` steps towards itself at the default rate, must still
 agree with itself at ``PROBE_FLOOR`` on the fine-tune data (its first 64 samples), else
-the rate is cut tenfold and tried again, ``PROBE_CUTS`` times at most. At its minimum the
-loss is flat, so a rate that moves the model there is noise the search would pay for in
-every proposal. It is the network's sharpness that sets the rate: 10 Adam steps at 1e-4
-kept the PP-OCR classifier and the orientation classifier at 100 % agreement with
-themselves, and took the PP-OCRv4 recogniser to 86.7 % (1e-5: 96.3 %, 1e-6: 99.6 %);
+the rate is cut tenfold and tried again, ``PROBE_CUTS`` times at most, and no further once
+a cut gains nothing (the larger rate is kept: a sample that flips at any rate, a decision
+on the edge, is not the rate's doing; smart-turn kept 98.4 % at both 1e-6 and 1e-7). At
+its minimum the loss is flat, so a rate that moves the model there is noise the search
+would pay for in every proposal. It is the network's sharpness that sets the rate: 10
+Adam steps at 1e-4 kept the PP-OCR classifier and the orientation classifier at 100 %
+agreement with themselves, and took the PP-OCRv4 recogniser to 86.7 % (1e-5: 96.3 %, 1e-6: 99.6 %);
 there a step of 1e-6 along the gradient raised the gradient's norm from 0.0017 to 0.21,
 a curvature of about 2e5, where SGD is stable only below 2 / 2e5 = 1e-5.
 """
@@ -119,6 +121,7 @@ def probed(
     batch = step_batch(config, sample_macs(src, tune))
     lr = first = default_lr(config.optimizer, labels=False)
     kept: list[str] = []
+    best, stalled = -1.0, False
     for _ in range(PROBE_CUTS + 1):
         moved = finetune(
             src,
@@ -136,21 +139,32 @@ def probed(
         kept.append(f"{agreement:.1%} at {_rate(lr)}")
         if agreement >= PROBE_FLOOR:
             break
+        if agreement <= best:  # the cut gained nothing: what is left is not the rate's doing
+            lr, agreement, stalled = lr * 10, best, True
+            break
+        best = agreement
         lr /= 10
     else:
         lr *= 10
-    if lr == first:
-        return dataclasses.replace(config, lr=lr), None
+    config = dataclasses.replace(config, lr=lr)
     tried = (
         f"{PROBE_STEPS} {config.optimizer} steps towards its own outputs left the unchanged "
         f"model agreeing with itself on {', '.join(kept)}"
     )
+    if stalled:
+        return config, (
+            f"fine-tuning moves this model off itself at any rate ({tried}): the search "
+            f"fine-tunes at {_rate(lr)}, below which a smaller rate kept no more; its "
+            "fine-tunes may cost fidelity (give --lr to choose the rate)"
+        )
     if agreement < PROBE_FLOOR:
-        return dataclasses.replace(config, lr=lr), (
+        return config, (
             f"no learning rate tried keeps the model itself ({tried}): the search fine-tunes "
             f"at {_rate(lr)}, and its fine-tunes may cost fidelity; give --lr to choose the rate"
         )
-    return dataclasses.replace(config, lr=lr), (
+    if lr == first:
+        return config, None
+    return config, (
         f"the default learning rate moves this model off itself ({tried}): the search "
         f"fine-tunes at {_rate(lr)}"
     )
