@@ -13,7 +13,10 @@ The work folder (models' data, artifacts, ``results.json``) is
 ``$HWCC_PRACTICE_WORK`` or the cache's ``hwcc/practice-bench``: a model already in its
 ``results.json`` is not compiled again, so a killed run loses only the model in hand.
 With ``HWCC_PRACTICE_REPORT_ONLY=1`` the section compiles nothing and reports what the
-work folder holds, listing the models it has no result for.
+work folder holds, listing the models it has no result for. ``HWCC_PRACTICE_ALSO`` names
+more work folders (separated by ``os.pathsep``) whose results are reported in a second
+table: compiles of the same models with other flags (``must_show --flag``), each row
+naming its flags.
 """
 
 from __future__ import annotations
@@ -66,7 +69,25 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     markdown = "\n".join([must_show.HEADER, *rows])
     if missing:
         markdown += f"\n\nNot compiled in this run: {', '.join(missing)}."
-    return {"title": TITLE, "what": what, "markdown": markdown, "data": results}
+    also = _also(ids)
+    if also:
+        markdown += (
+            "\n\nThe same compiles with other flags (each named in its row; data drawn as "
+            "above, the work folders given by `HWCC_PRACTICE_ALSO`):\n\n"
+            + "\n".join([must_show.HEADER, *(must_show.line(i, row) for i, row in also)])
+        )
+    data = {"results": results, "also": [{"model": i, **row} for i, row in also]}
+    return {"title": TITLE, "what": what, "markdown": markdown, "data": data}
+
+
+def _also(ids: list[str]) -> list[tuple[str, dict]]:
+    """``(model id, result row)`` from every work folder ``HWCC_PRACTICE_ALSO`` names."""
+    out = []
+    for folder in filter(None, os.environ.get("HWCC_PRACTICE_ALSO", "").split(os.pathsep)):
+        saved = Path(folder) / "results.json"
+        found = json.loads(saved.read_text()) if saved.exists() else {}
+        out += [(i, found[i]) for i in ids if i in found]
+    return out
 
 
 if __name__ == "__main__":

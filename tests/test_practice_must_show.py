@@ -36,3 +36,37 @@ def test_extra_flags_reach_the_compile_and_its_row(tmp_path, monkeypatch):
     assert "(`--criterion activation`)" in must_show.line("ppocr_cls", row)
     del row["cpu"]["flags"]
     assert "`" not in must_show.line("ppocr_cls", row).split("|")[2]
+
+
+def _row(flags=()):
+    return {
+        "cpu": {
+            "exit": 0,
+            "wall_s": 60.0,
+            "measured_ratio": 0.69,
+            "reported_accuracy": 0.97,
+            "held_out_fidelity": 0.95,
+            "held_out_kind": "top-1 agreement with the original model on 64 held-out samples",
+            **({"flags": list(flags)} if flags else {}),
+        }
+    }
+
+
+def test_the_section_reports_other_flags_in_a_table_of_their_own(tmp_path, monkeypatch):
+    import json
+
+    from bench import practice_compile
+
+    (tmp_path / "main").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "main" / "results.json").write_text(json.dumps({"ppocr_cls": _row()}))
+    flagged = {"ppocr_cls": _row(("--criterion", "activation"))}
+    (tmp_path / "other" / "results.json").write_text(json.dumps(flagged))
+    monkeypatch.setenv("HWCC_PRACTICE_REPORT_ONLY", "1")
+    monkeypatch.setenv("HWCC_PRACTICE_WORK", str(tmp_path / "main"))
+    monkeypatch.setenv("HWCC_PRACTICE_ALSO", str(tmp_path / "other"))
+    section = practice_compile.run(False, tmp_path)
+    first, _, second = section["markdown"].partition("with other flags")
+    assert "| ppocr_cls | exit 0, 1.0 min |" in first
+    assert "| ppocr_cls | exit 0, 1.0 min (`--criterion activation`) |" in second
+    assert section["data"]["also"][0]["model"] == "ppocr_cls"
