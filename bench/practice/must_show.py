@@ -105,7 +105,8 @@ def compile_cli(
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return {"exit": None, "wall_s": TIMEOUT_S, "error": f"killed after {TIMEOUT_S} s"}
+        killed = {"exit": None, "wall_s": TIMEOUT_S, "error": f"killed after {TIMEOUT_S} s"}
+        return {**killed, **({"flags": list(extra)} if extra else {})}
     result: dict[str, Any] = {"exit": run.returncode, "wall_s": time.monotonic() - start}
     result.update({"flags": list(extra)} if extra else {})
     if run.returncode in (0, 3):
@@ -219,7 +220,7 @@ def line(model_id: str, row: dict) -> str:
     """One row of the BENCHMARKS.md table."""
     c, e = row.get("cpu", {}), row.get("eyeriss", {})
     if c.get("exit") not in (0, 3):
-        return f"| {model_id} | failed: {c.get('error')} | | | | | | | |"
+        return f"| {model_id} | failed: {c.get('error')}{_flags(c)} | | | | | | | |"
     pred = c.get("prediction_error", [None, None])
     run_pred = c.get("run_prediction_error", [None, None])
     eyer = "-" if not e else f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
