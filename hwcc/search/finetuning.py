@@ -177,8 +177,12 @@ def _rate(lr: float) -> str:
 def teacher_outputs(src: Graph, tune: Dataset, config: SearchConfig) -> np.ndarray | None:
     """The input's first output on ``tune``, what the fine-tunes distil; None where they
     do not (no fine-tuning, or labels alone)."""
-    alpha = config.distill_weight if tune.labels is not None else 1.0
-    return _outputs(src, tune.inputs) if alpha and _tunes(config) else None
+    return _outputs(src, tune.inputs) if _alpha(config, tune) and _tunes(config) else None
+
+
+def _alpha(config: SearchConfig, tune: Dataset) -> float:
+    """The teacher's weight in the fine-tune loss: ``distill_weight`` beside labels, else 1."""
+    return config.distill_weight if tune.labels is not None else 1.0
 
 
 def _tunes(config: SearchConfig) -> bool:
@@ -201,7 +205,7 @@ def finetuner(
     from hwcc.train.graph_module import to_torch  # torch is heavy: imported only to fine-tune
 
     to_torch(src)
-    alpha = config.distill_weight if tune.labels is not None else 1.0
+    alpha = _alpha(config, tune)
     if teacher is None:
         teacher = teacher_outputs(src, tune, config)
     batch = step_batch(config, sample_macs(src, tune))

@@ -55,10 +55,10 @@ def apply_step(
     not changing anything. Unverified: the search prices and evaluates every proposal.
     ``options``: knobs for every pass that declares them (``criterion``), under the step's
     own; ``data``: what the pass may measure on (:class:`~hwcc.ir.transform.PassContext`)."""
-    declared = {k.name for k in get_pass(unit.pass_name).knobs}
-    knobs = {k: v for k, v in (options or {}).items() if k in declared}
+    p = get_pass(unit.pass_name)  # looked up once: the search applies thousands of steps
+    knobs = {k.name: options[k.name] for k in p.knobs if k.name in (options or {})}
     ctx = PassContext(knobs={unit.pass_name: {**knobs, **step.knobs}}, data=data, verify=False)
-    res = PassManager([unit.pass_name], ctx).run(graph)
+    res = PassManager([p], ctx).run(graph)
     if res.modified:
         return res.graph
     return res.details["results"][0][1].reason or f"{unit.pass_name} changed nothing"
