@@ -228,9 +228,10 @@ def format_result(result: Any, explain: bool = False) -> str:
         me = s["measured"]
         ok = "met" if me.get("budget_met") else "NOT MET"
         limit = min(me["limits_s"]) if me.get("limits_s") else None
+        repeats = len(me.get("ratios", ()))
         rows.append(
             (
-                "latency measured",
+                f"latency measured (worst of {repeats})" if repeats > 1 else "latency measured",
                 format_metric("latency_s", me["original_latency_s"]),
                 format_metric("latency_s", me["final_latency_s"]),
                 f"{me['final_latency_s'] / me['original_latency_s']:.2f}x",
