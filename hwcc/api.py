@@ -246,6 +246,7 @@ def compile(
         state=state,
         outcome=outcome,
         accuracy=evaluator.accuracy(outcome.graph),
+        accuracy_interval=evaluator.interval(outcome.graph),
         accuracy_kind=evaluator.kind,
         config=config,
         layers_before=price.cost(price.source_legal).layers,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import hwcc
-from hwcc.data.metrics import METRICS, auto_metric, describe, resolve_metric
+from hwcc.data.metrics import METRICS, auto_metric, bootstrap_interval, describe, resolve_metric
 from hwcc.errors import HwccError
 
 rng = np.random.default_rng(0)
@@ -81,6 +81,63 @@ def test_compile_takes_a_metric_by_name_and_a_callable():
     custom = hwcc.compile("zoo:lenet300-digits", "eie", "90%", metric=worst_case, **common)
     assert custom.summary.accuracy_kind.startswith("worst_case (a metric given in Python)")
     assert calls and all(len(s) == 2 for s in calls)
+    for run in (named, custom):  # the final accuracy's interval holds the accuracy itself
+        lo, hi = run.summary.accuracy_interval
+        assert lo <= run.summary.final["accuracy"] <= hi
+
+
+def _agreeing(n: int, agree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of ``n`` samples over 4 classes and a reference that ``agree`` of them match."""
+    ref = np.eye(4)[np.arange(n) % 4]
+    out = ref.copy()
+    out[agree:] = np.roll(out[agree:], 1, axis=1)
+    return out, ref
+
+
+def test_the_bootstrap_interval_holds_the_measured_share_and_narrows_with_more_samples():
+    out, ref = _agreeing(32, 30)
+    lo, hi = bootstrap_interval(METRICS["top1"], out, ref, None)
+    assert lo < 30 / 32 < hi <= 1.0
+    assert bootstrap_interval(METRICS["top1"], out, ref, None) == (lo, hi)  # seeded
+    big_out, big_ref = _agreeing(320, 300)
+    lo2, hi2 = bootstrap_interval(METRICS["top1"], big_out, big_ref, None)
+    assert (hi2 - lo2) < 0.5 * (hi - lo)
+    assert bootstrap_interval(METRICS["top1"], out[:1], ref[:1], None) is None
+
+
+@pytest.mark.parametrize("n, floor", [(32, 0.75), (160, 0.9)])
+def test_the_bootstrap_interval_covers_the_true_share_near_what_it_says(n, floor):
+    """``n`` samples of a model that agrees on 90 % of all inputs, drawn 200 times: the
+    share of 95 % intervals that hold 90 %. A percentile bootstrap covers less than it
+    claims on few samples near 100 % (measured 84 % at 32 samples, 98 % at 160: the
+    module says so); a point estimate covers never."""
+    draws = np.random.default_rng(1)
+    covered = 0
+    for _ in range(200):
+        agree = draws.random(n) < 0.9
+        ref = np.eye(4)[np.zeros(n, int)]
+        out = np.where(agree[:, None], ref, np.roll(ref, 1, axis=1))
+        lo, hi = bootstrap_interval(METRICS["top1"], out, ref, None, resamples=400)
+        covered += lo <= 0.9 <= hi
+    assert covered >= floor * 200
+
+
+def test_a_metric_that_is_no_mean_of_its_samples_is_bootstrapped_whole():
+    """The worst sample's cosine is no mean: each draw is scored as a whole, so the
+    interval's lower end is the worst sample's score, which a mean never reaches."""
+    ref = rng.normal(size=(40, 8))
+    out = ref.copy()
+    out[0] = -ref[0]  # one sample opposite: cosine −1
+
+    def worst(o, r, labels):
+        return float(
+            min(METRICS["cosine"](o[i : i + 1], r[i : i + 1], None) for i in range(len(o)))
+        )
+
+    lo, hi = bootstrap_interval(worst, out, ref, None, resamples=200)
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
+    mean_lo, _ = bootstrap_interval(METRICS["cosine"], out, ref, None, resamples=200)
+    assert mean_lo > -0.2
 
 
 def test_the_output_distortion_is_relative_and_zero_for_the_original():

@@ -70,3 +70,12 @@ def test_the_section_reports_other_flags_in_a_table_of_their_own(tmp_path, monke
     assert "| ppocr_cls | exit 0, 1.0 min |" in first
     assert "| ppocr_cls | exit 0, 1.0 min (`--criterion activation`) |" in second
     assert section["data"]["also"][0]["model"] == "ppocr_cls"
+
+
+def test_a_row_says_whether_the_fresh_fidelity_falls_in_the_runs_interval():
+    row = _row()
+    assert "fresh" not in must_show.line("ppocr_cls", row)  # a run without an interval
+    row["cpu"]["reported_interval"] = [0.906, 1.0]
+    assert "97.0% (90.6% to 100.0%, fresh inside)" in must_show.line("ppocr_cls", row)
+    row["cpu"]["held_out_fidelity"] = 0.85
+    assert "fresh outside" in must_show.line("ppocr_cls", row)

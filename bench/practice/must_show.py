@@ -116,6 +116,7 @@ def compile_cli(
             budget_met=summary["budget_met"],
             iterations=summary.get("iterations"),
             reported_accuracy=summary["final"]["accuracy"],
+            reported_interval=summary.get("accuracy_interval"),
             accuracy_kind=summary["accuracy_kind"],
             ratio=summary["final"][summary["target"]["primary_metric"]]
             / summary["original"][summary["target"]["primary_metric"]],
@@ -228,9 +229,20 @@ def line(model_id: str, row: dict) -> str:
         f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min{_flags(c)} | "
         f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
         f"{_pct(run_pred[0])} / {_pct(run_pred[1])} | "
-        f"{c['reported_accuracy']:.1%} | {c.get('held_out_fidelity', float('nan')):.1%} "
+        f"{c['reported_accuracy']:.1%}{_interval(c)} | "
+        f"{c.get('held_out_fidelity', float('nan')):.1%} "
         f"({_held_kind(c.get('held_out_kind', ''))}) | {eyer} |"
     )
+
+
+def _interval(c: dict) -> str:
+    """The run's 95 % interval, and whether the fresh fidelity falls in it."""
+    if not c.get("reported_interval"):
+        return ""
+    lo, hi = c["reported_interval"]
+    fresh = c.get("held_out_fidelity")
+    inside = "" if fresh is None else (", fresh inside" if lo <= fresh <= hi else ", fresh outside")
+    return f" ({lo:.1%} to {hi:.1%}{inside})"
 
 
 def _flags(c: dict) -> str:

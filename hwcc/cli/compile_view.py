@@ -260,7 +260,7 @@ def format_result(result: Any, explain: bool = False) -> str:
         f"{s['input']['model']} for {t['name']} ({t['provenance']}): {s['exit_reason']}; "
         f"{s['timing']['iterations']} iterations in {s['timing']['wall_s']:.0f} s"
     )
-    out = [head, "", *lines, "", f"accuracy: {s['accuracy_kind']}"]
+    out = [head, "", *lines, "", f"accuracy: {s['accuracy_kind']}{_interval(s)}"]
     out.append(_input_line(result.graph))
     if s.get("legal_form"):
         out.append(
@@ -317,3 +317,11 @@ def json_summary(result: Any) -> dict[str, Any]:
     return json.loads(
         json.dumps(out, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)
     )
+
+
+def _interval(s: dict[str, Any]) -> str:
+    """The final accuracy's 95 % interval, as a clause of the accuracy line."""
+    if not s.get("accuracy_interval"):
+        return ""
+    lo, hi = s["accuracy_interval"]
+    return f"; the final model's, 95 % bootstrap interval over them: {lo:.1%} to {hi:.1%}"

@@ -39,7 +39,7 @@ from hwcc.data.activations import (
     split_batches,
 )
 from hwcc.data.layout import SAMPLES, InputLayout, Layout
-from hwcc.data.metrics import Metric, describe, resolve_metric
+from hwcc.data.metrics import Metric, bootstrap_interval, describe, resolve_metric
 from hwcc.data.noise import noise_warning
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
@@ -387,3 +387,9 @@ class Evaluator:
     def accuracy(self, graph: Graph) -> float:
         """Accuracy of ``graph`` (see :mod:`hwcc.data.metrics` for what it means here)."""
         return float(self.metric(self.outputs(graph), self.reference, self.data.labels))
+
+    def interval(self, graph: Graph) -> tuple[float, float] | None:
+        """The 95 % bootstrap interval of :meth:`accuracy` over the held-out samples."""
+        return bootstrap_interval(
+            self.metric, self.outputs(graph), self.reference, self.data.labels
+        )

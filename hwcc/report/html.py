@@ -196,6 +196,9 @@ def _summary_table(s: Mapping[str, Any]) -> str:
     a, b = orig.get("accuracy"), final.get("accuracy")
     change = f"{(b - a) * 100:+.2f} pp" if finite(a) and finite(b) else "–"
     kind = s.get("accuracy_kind") or "accuracy"
+    if s.get("accuracy_interval"):
+        lo, hi = s["accuracy_interval"]
+        kind += f"; final: 95 % interval {lo:.1%} to {hi:.1%}"
     rows.append((f"accuracy ({kind})", format_percent(a), format_percent(b), change))
     body = "".join(
         f"<tr><th>{_e(r[0])}</th>"

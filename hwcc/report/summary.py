@@ -73,6 +73,7 @@ class CompileSummary:
     metric_notes: dict[str, str]
     payload: dict[str, str] | None = None
     recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    accuracy_interval: list[float] | None = None
 
     @classmethod
     def make(
@@ -84,6 +85,7 @@ class CompileSummary:
         state: SearchState,
         outcome: Outcome,
         accuracy: float | None,
+        accuracy_interval: tuple[float, float] | None = None,
         accuracy_kind: str,
         config: SearchConfig,
         layers_before: Sequence[Any],
@@ -127,6 +129,7 @@ class CompileSummary:
             accuracy_kind=accuracy_kind,
             original={**state.original, "accuracy": state.accuracy0},
             final={**final, "accuracy": accuracy},
+            accuracy_interval=list(accuracy_interval) if accuracy_interval else None,
             measured=outcome.measured.to_json() if outcome.measured else None,
             budget_met=met,
             accuracy_floor=floor,
