@@ -63,6 +63,13 @@ class QuantizeInt8(Pass):
             "how activation ranges are chosen",
             choices=("minmax", "percentile", "entropy"),
         ),
+        Knob(
+            "reduce_range",
+            bool,
+            False,
+            "7-bit weights, for x86 CPUs without VNNI, where onnxruntime's int8 kernels "
+            "saturate 8-bit ones",
+        ),
         *calibration.KNOBS,
     )
 
@@ -78,7 +85,9 @@ class QuantizeInt8(Pass):
         cal = calibration.from_options(
             graph, opts, ctx, who=self.name, required=True, purpose="activation ranges"
         )
-        quantized = int8.quantize_int8(graph, choice.chosen, cal.feeds, opts["calibration"])
+        quantized = int8.quantize_int8(
+            graph, choice.chosen, cal.feeds, opts["calibration"], opts["reduce_range"]
+        )
         sqnr = int8.int8_sqnr(graph, quantized, choice.chosen, cal.feeds)
         report = {
             lay.name: {
@@ -96,6 +105,11 @@ class QuantizeInt8(Pass):
         if cal.random:
             details["warning"] = (
                 "calibrated on random inputs: activation ranges may not match real data"
+            )
+        if not opts["reduce_range"] and int8.saturating_cpu():
+            details["note"] = (
+                "this CPU has no VNNI: onnxruntime's int8 kernels saturate here, and the "
+                "model may run less accurately than its math; reduce_range=true avoids it"
             )
         details["skipped"] = choice.skipped
         return PassResult(quantized, True, None, details)

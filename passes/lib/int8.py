@@ -5,7 +5,8 @@ For a real value ``x``, int8 quantization with scale ``s`` and zero point ``z`` 
     q = clip(round(x / s) + z, −128, 127),        x̂ = (q − z)·s.
 
 Weights are quantized per output channel and symmetrically (``z = 0``,
-``s_c = max|W_c| / 127``, so ``q`` lies in ``[−127, 127]``); activations per tensor and
+``s_c = max|W_c| / 127``, so ``q`` lies in ``[−127, 127]``; with ``reduce_range`` 7 bits,
+``[−64, 64]``); activations per tensor and
 asymmetrically, with ``[min, max]`` measured on calibration data (``minmax``), clipped to
 a percentile of the histogram (``percentile``, 99.999 %), or chosen to minimise the KL
 divergence between the float and the quantized histograms (``entropy``). Biases become
@@ -15,6 +16,12 @@ The model goes IR → ONNX → ``quantize_static`` (QuantizeLinear/DequantizeLin
 inserted on the chosen layers' inputs and outputs) → IR. Nodes are named after the IR's
 names on the way out so that the chosen layers can be named to onnxruntime, and each
 node's ``meta`` (annotations earlier passes attached) is restored on the way back.
+
+``reduce_range`` is for x86 CPUs without VNNI (:func:`saturating_cpu`): there
+onnxruntime's int8 kernels multiply u8 by s8 with ``vpmaddubsw``, which sums pairs of
+products into 16 bits and saturates, so a full-range model runs less accurately than its
+own math (lenet5-digits: 97.5 % fused against 98.9 % with the QDQ math run as written,
+on an AVX2-only EPYC). 7-bit weights keep the pair sums in range.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from hwcc.ir import Graph, onnx_io
 from hwcc.passes.lib.calibration import Feeds, Runner
 from hwcc.passes.lib.weights import LAYER_OPS, WeightedLayer, sqnr_db
 
-__all__ = ["METHODS", "quantize_int8", "int8_sqnr"]
+__all__ = ["METHODS", "int8_sqnr", "quantize_int8", "saturating_cpu"]
 
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
@@ -83,8 +90,24 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
+def saturating_cpu(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """This machine is x86 with AVX2 and without VNNI: onnxruntime's int8 kernels saturate
+    on it (module docstring). False where it cannot tell."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
 def quantize_int8(
-    graph: Graph, layers: Sequence[WeightedLayer], feeds: Sequence[Feeds], method: str
+    graph: Graph,
+    layers: Sequence[WeightedLayer],
+    feeds: Sequence[Feeds],
+    method: str,
+    reduce_range: bool = False,
 ) -> Graph:
     """The QDQ-quantized copy of ``graph``, with ``layers`` quantized (module docstring).
 
@@ -120,7 +143,7 @@ def quantize_int8(
                     op_types_to_quantize=list(LAYER_OPS),
                     nodes_to_quantize=[lay.name for lay in layers],
                     per_channel=per_channel,
-                    reduce_range=False,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=METHODS[method],

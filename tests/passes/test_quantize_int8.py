@@ -66,9 +66,11 @@ def test_int8_digits_accuracy_within_one_point(lenet5, train_x, tmp_path, digits
     assert result.modified and set(result.details["layers"]) == chosen
     assert_qdq_around(q, chosen)
     onnx.checker.check_model(onnx_io.to_proto(q), full_check=True)
-    base, quant = digits_accuracy(lenet5, tmp_path, "float"), digits_accuracy(q, tmp_path, "int8")
+    base = digits_accuracy(lenet5, tmp_path, "float")
     assert base == pytest.approx(0.9889, abs=1e-3)
-    assert abs(quant - base) <= 0.01
+    # the QDQ math as written (onnxruntime's fused int8 kernels saturate on x86 without
+    # VNNI: the next test)
+    assert abs(_exact_accuracy(q) - base) <= 0.01
     for layer in workload.analyze(q).layers:
         if layer.op_type in LAYER_OPS:
             assert (layer.weight_bits, layer.act_bits) == (8, 8)
@@ -79,6 +81,49 @@ def test_int8_digits_accuracy_within_one_point(lenet5, train_x, tmp_path, digits
     assert 30 < d["model_output_sqnr_db"]["logits"] < 60
     assert "verification" in d  # the manager compared both models in onnxruntime
     json.dumps({k: v for k, v in d.items() if k != "verification"})  # plain data, for reports
+
+
+def _exact_accuracy(graph: Graph) -> float:
+    """Top-1 on the digits test split with every node run as written (no fusion)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(onnx_io.to_proto(graph).SerializeToString(), so)
+    x, y = digits.load_split("test")
+    return float(
+        np.mean([np.argmax(s.run(None, {"input": xi[None]})[0]) == yi for xi, yi in zip(x, y)])
+    )
+
+
+def test_reduced_range_runs_as_accurately_in_fused_kernels_on_any_cpu(
+    lenet5, train_x, tmp_path, digits_accuracy
+):
+    """7-bit weights (reduce_range) in [-64, 64]: onnxruntime's fused int8 kernels keep the
+    accuracy within one point, also on an x86 CPU without VNNI (where the full-range
+    model lost 1.4 points: 97.5 against 98.9 %)."""
+    q = int8(lenet5, {"input": train_x}, reduce_range=True).graph
+    weights = [a for a in q.initializers.values() if a.dtype == np.int8 and a.size > 1]
+    assert weights and all(a.min() >= -64 and a.max() <= 64 for a in weights)
+    assert abs(digits_accuracy(q, tmp_path, "int8-7bit") - 0.9889) <= 0.01
+
+
+@pytest.mark.parametrize(
+    "flags, saturates",
+    [
+        ("fpu avx avx2 fma", True),  # an AVX2-only x86 (EPYC Rome, Haswell)
+        ("avx2 avx512f avx512_vnni", False),
+        ("avx2 avx_vnni", False),
+        ("neon asimd", False),  # not x86
+    ],
+)
+def test_a_cpu_that_saturates_is_told_by_its_flags(tmp_path, flags, saturates):
+    from hwcc.passes.lib.int8 import saturating_cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert saturating_cpu(str(info)) is saturates
+    assert saturating_cpu(str(tmp_path / "absent")) is False
 
 
 def test_int8_weight_sqnr_matches_per_channel_symmetric_math(lenet5, train_x):
@@ -119,7 +164,7 @@ def test_int8_calibration_methods(method, lenet5, train_x, tmp_path, digits_accu
     # really another method
     assert a.keys() == b.keys() and any(not np.array_equal(a[k], b[k]) for k in a)
     base = digits_accuracy(lenet5, tmp_path, "f")
-    assert abs(digits_accuracy(other.graph, tmp_path, method) - base) <= 0.01
+    assert abs(_exact_accuracy(other.graph) - base) <= 0.01
 
 
 def test_int8_without_data_is_an_error_unless_random_is_allowed(lenet5):
