@@ -172,6 +172,7 @@ def compile(
     src = model if isinstance(model, Graph) else load(model, input_shapes=input_shapes or {})
     emit = progress or (lambda kind, info: None)
     src, quantized = dequantize_for_search(src, source=_source_name(model))
+    quantized = quantized and quantized + _requantized(tgt)
     tune, held, data_warning = resolve_data(src, data, holdout, config.seed)
     specialised = specialise(src, split_batches(src, tune.inputs)[0], config.seed)
     src = specialised.graph
@@ -377,3 +378,16 @@ def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 def _graph_hash(graph: Graph) -> str:
     return hashlib.sha256(to_proto(graph).SerializeToString(deterministic=True)).hexdigest()
+
+
+def _requantized(target: Any) -> str:
+    """How a dequantized input comes back quantized, or that it does not: the end of the
+    dequantize notice."""
+    again = [p for p in target.legal_form if p.startswith("quantize")]
+    if again:
+        return f"; the target's legal form quantizes it again ({', '.join(again)})"
+    return (
+        f"; {target.name}'s legal form does not quantize, so budgets, measurements and the "
+        "result are float: quantize the result again for deployment (hwcc apply "
+        "quantize_int8 OUT/model.onnx --data D.npz -o Q.onnx) and check its accuracy"
+    )

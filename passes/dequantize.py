@@ -209,6 +209,5 @@ def dequantize_for_search(graph: Graph, source: str = "the model") -> tuple[Grap
     counts = result.details["dequantized"]
     ops = ", ".join(f"{n} {op}" for op, n in counts.items())
     return result.graph, (
-        f"{source} is quantized ({ops}): the search works on its float equivalent; "
-        "the target's legal form quantizes again"
+        f"{source} is quantized ({ops}): the search works on its float equivalent"
     )

@@ -23,7 +23,7 @@ __all__ = [
 
 FLOAT_HINT = (
     "give hwcc the float model this one was quantized from (the ONNX export before "
-    "quantization); the target's legal form quantizes it again"
+    "quantization), and quantize the result again where the target does not"
 )
 _QRANGE = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 _QRANGE |= {np.dtype(np.int16): (-32768, 32767), np.dtype(np.uint16): (0, 65535)}
