@@ -11,3 +11,14 @@ def metrics(target, graph) -> dict[str, float]:
         "energy_j": c.energy_j,
         "size_bytes": float(sum(lc.layer.weight_bytes for lc in c.layers)),
     }
+
+
+def digits_importance(graph):
+    """What the default ``activation`` criterion measures ``graph`` on: its mean
+    activations over 16 digits of the train split (as ``hwcc.compile`` measures them over
+    the fine-tune data)."""
+    from hwcc.models import digits
+    from hwcc.passes.lib.importance import activation_means
+
+    x = digits.load_split("train")[0][:16]
+    return activation_means(graph, {"input": x})

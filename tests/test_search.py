@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from search_runs import metrics
+from search_runs import digits_importance, metrics
 
 import hwcc
 from hwcc.errors import HwccError
@@ -102,6 +102,7 @@ def _hooks(target, accuracy=lambda g: 0.9, events=None):
         finetune=lambda g, steps, seed: g,
         accuracy=accuracy,
         event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None),
+        importance=digits_importance,
     )
 
 
@@ -329,3 +330,14 @@ def test_a_longer_fine_tune_that_gains_nothing_is_tried_once_and_dropped(lenet5,
     old = state.to_json()
     del old["recoveries"]
     assert SearchState.from_json(old).recoveries == []
+
+
+def test_the_default_criterion_without_a_measurement_is_a_clear_error(lenet5, eyeriss):
+    r0 = metrics(eyeriss, lenet5)
+    cfg = SearchConfig(passes=("prune_channels",), one_shot=False)
+    state = _start({"size_bytes": 0.5 * r0["size_bytes"]}, r0, cfg)
+    hooks = _hooks(eyeriss)
+    hooks.importance = None
+    with pytest.raises(HwccError, match="Hooks.importance is None") as e:
+        run_loop(lenet5, state, cfg, hooks)
+    assert "criterion='l2'" in e.value.hint

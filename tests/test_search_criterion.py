@@ -1,6 +1,6 @@
 """The search's pruning criterion (SearchConfig.criterion): a step applied with the
 ``activation`` criterion and a network's activations measured once picks the channels
-that pruning on the data itself picks, unlike the default ``l2``; a compile measures each
+that pruning on the data itself picks, unlike ``l2``; a compile measures each
 network it steps from once and records the criterion; an unknown one is refused."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_a_step_with_the_activation_criterion_prunes_as_the_data_does():
     got = apply_step(g, unit, step, knobs, importance.activation_means(g, data))
     ctx = PassContext(knobs={"prune_channels": {**step.knobs, **knobs}}, data=data)
     want = PassManager(["prune_channels"], ctx).run(g).graph
-    by_l2 = apply_step(g, unit, step, SearchConfig().pass_knobs())
+    by_l2 = apply_step(g, unit, step, SearchConfig(criterion="l2").pass_knobs())
     assert np.array_equal(got.initializer("w1"), want.initializer("w1"))
     assert np.any(got.initializer("w1")[:, 0] == np.float32(0.01))  # the constant stayed
     assert not np.any(by_l2.initializer("w1")[:, 0] == np.float32(0.01))  # l2 took it
@@ -59,24 +59,37 @@ def test_an_unknown_criterion_is_refused():
         SearchConfig(criterion="largest")
 
 
-def test_a_compile_measures_each_network_once_and_records_the_criterion(monkeypatch):
-    calls = []
-    real = importance.activation_means
-    monkeypatch.setattr(hwcc.api, "activation_means", lambda g, d: calls.append(g) or real(g, d))
-    result = hwcc.compile(
+def _compile(criterion: str, iterations: int):
+    """lenet5-digits for Eyeriss at 90 %, channel pruning alone, a few short steps."""
+    return hwcc.compile(
         "zoo:lenet5-digits",
         "eyeriss",
         "90%",
         data="zoo:digits",
-        criterion="activation",
+        criterion=criterion,
         passes=("prune_channels",),
-        max_iterations=2,
-        short_term_steps=2,
+        max_iterations=iterations,
+        short_term_steps=iterations,
         long_term_steps=0,
     )
+
+
+def test_a_compile_measures_each_network_once_and_records_the_criterion(monkeypatch):
+    calls = []
+    real = importance.activation_means
+    monkeypatch.setattr(hwcc.api, "activation_means", lambda g, d: calls.append(g) or real(g, d))
+    result = _compile("activation", 2)
     summary = result.summary.to_json()
     assert summary["options"]["criterion"] == "activation"
     # one measurement per network the loop stepped from (a halved step reuses it)
     tried = {p["iteration"] for p in summary["proposals"]}
     assert len(calls) == len(tried) >= 1
     assert len({id(g) for g in calls}) == len(calls)
+
+
+def test_activation_is_the_default_and_l2_measures_nothing(monkeypatch):
+    assert SearchConfig().criterion == "activation"
+    calls = []
+    monkeypatch.setattr(hwcc.api, "activation_means", lambda g, d: calls.append(g))
+    result = _compile("l2", 1)
+    assert result.summary.options["criterion"] == "l2" and calls == []

@@ -6,7 +6,7 @@ allocation must do can be worked out by hand."""
 from __future__ import annotations
 
 import pytest
-from search_runs import metrics
+from search_runs import digits_importance, metrics
 
 import hwcc
 from hwcc.search.config import SearchConfig
@@ -55,6 +55,7 @@ def _run(graph, target, limit_share, cfg, accuracy, events=None, distortion=None
         accuracy=accuracy,
         event=(lambda k, i: events.append((k, i))) if events is not None else (lambda k, i: None),
         distortion=distortion,
+        importance=digits_importance,
     )
     return run_loop(graph, state, cfg, hooks), state
 
@@ -153,6 +154,7 @@ def test_a_resumed_search_does_not_repeat_the_one_shot_step(lenet5, eyeriss):
         finetune=lambda g, steps, seed: g,
         accuracy=acc,
         event=lambda k, i: events.append((k, i)),
+        importance=digits_importance,
     )
     run_loop(out, state, cfg, hooks)
     assert not [k for k, _ in events if k == "one_shot"]

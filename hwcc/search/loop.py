@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.search.config import SearchConfig
 from hwcc.search.oneshot import one_shot
@@ -127,6 +128,13 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
     Returns:
         The current (best) graph; ``state.stop`` says why the loop ended.
     """
+    if config.criterion == "activation" and hooks.importance is None:
+        raise HwccError(
+            "the search's criterion is 'activation' and Hooks.importance is None: nothing "
+            "measures the activations it ranks channels by",
+            "give Hooks.importance (graph -> activation_means(graph, data), as hwcc.compile "
+            "does), or SearchConfig(criterion='l2')",
+        )
     sched = state.schedule
     if state.iteration == 0 and config.one_shot:
         graph = one_shot(graph, state, config, hooks)
