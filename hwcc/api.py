@@ -179,7 +179,8 @@ def compile(
     evaluator = Evaluator(src, held, metric)
     config = sized(config, src, tune)
     teacher = teacher_outputs(src, tune, config)
-    config, rate_notice = probed(config, src, tune, teacher, evaluator.metric)
+    clean = cleanup(src, config.seed)  # the probe trains weights, some held in Constant nodes
+    config, rate_notice = probed(config, clean, tune, teacher, evaluator.metric)
     finetune = finetuner(src, tune, config, evaluator.metric_name, teacher)
     calib = tune.head(64)  # whole runs, joined on axis 0: what calibration reads
     price = Pricer(tgt, src, tune.head(4), config.seed)
@@ -191,7 +192,7 @@ def compile(
         graph, state = _resumed(ckpt, output)
         emit("resumed", {"state": state})
     else:
-        graph = cleanup(src, config.seed)
+        graph = clean
         state = SearchState.start(
             _limits(budgets),
             price.original(),

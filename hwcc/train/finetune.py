@@ -15,9 +15,7 @@ replacement from the ``N`` samples (reshuffled each epoch):
   the loss is then the mean Bernoulli ``KL(t ‖ s) = t log(t/s) + (1−t) log((1−t)/(1−s))``;
   otherwise the mean squared error ``mean((s − t)²)``;
 * with both: ``L = (1 − α) · L_y + α · L_t``, the labels' loss and the teacher's at
-  weight ``α`` (Hinton et al. use the two together: the teacher's soft targets carry
-  what the labels do not, how alike the classes look to a trained network, and keep a
-  pruned network near the function it was before, where labels alone let it drift).
+  weight ``α`` (as Hinton et al.: the soft targets keep a pruned network near its function).
   Far from the teacher its gradient ``T (q^T − p^T)`` can be ``T`` times the labels':
   SGD at 0.01 took resnet-digits at half width to chance with it (Adam, whose steps do
   not scale with the gradient: 97.2 %; SGD at ``T = 1``: 96.9 %).
@@ -46,9 +44,8 @@ taken from its values at the start. Each step uses the masked gradient ``M ⊙ �
 then sets ``W ← M ⊙ W``, so a weight that was exactly zero is exactly zero at the end
 (momentum or Adam's moments cannot revive it).
 
-Runs are deterministic: the minibatch order comes from ``numpy.random.default_rng(seed)``,
-torch is seeded with ``seed`` inside a forked RNG and runs with deterministic algorithms;
-the global RNG state and the deterministic-algorithms setting are restored afterwards.
+Runs are deterministic: minibatches from ``numpy.random.default_rng(seed)``, torch seeded
+inside a forked RNG with deterministic algorithms, both settings restored afterwards.
 """
 
 from __future__ import annotations
@@ -166,6 +163,9 @@ def finetune(
     if steps == 0:
         return FinetuneResult(graph.copy(), [], 0)
     module = to_torch(graph)
+    if not any(True for _ in module.parameters()):
+        hint = "weights held in Constant nodes become initializers by the fold_constants pass"
+        raise HwccError(f"{graph.name} has no weights to fine-tune (no float initializers)", hint)
     if _on_axis0(graph, inputs) and _batch_flows(module, graph, inputs):
         feeds = as_feeds(module, inputs)
         n = len(next(iter(feeds.values())))
