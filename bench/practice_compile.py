@@ -15,8 +15,9 @@ The work folder (models' data, artifacts, ``results.json``) is
 With ``HWCC_PRACTICE_REPORT_ONLY=1`` the section compiles nothing and reports what the
 work folder holds, listing the models it has no result for. ``HWCC_PRACTICE_ALSO`` names
 more work folders (separated by ``os.pathsep``) whose results are reported in a second
-table: compiles of the same models with other flags (``must_show --flag``), each row
-naming its flags.
+table: later compiles of the same models, or compiles with other flags (``must_show
+--flag``), each row naming its flags; ``HWCC_PRACTICE_ALSO_NOTE`` is a sentence added to
+that table's caption (where and when those ran).
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         markdown += f"\n\nNot compiled in this run: {', '.join(missing)}."
     also = _also(ids)
     if also:
+        note = os.environ.get("HWCC_PRACTICE_ALSO_NOTE", "")
         markdown += (
-            "\n\nThe same compiles with other flags (each named in its row; data drawn as "
-            "above, the work folders given by `HWCC_PRACTICE_ALSO`):\n\n"
+            "\n\nMore compiles of the same models, from the work folders "
+            "`HWCC_PRACTICE_ALSO` names: later runs, or other flags (named in their row); "
+            f"data drawn as above.{' ' + note if note else ''}\n\n"
             + "\n".join([must_show.HEADER, *(must_show.line(i, row) for i, row in also)])
         )
     data = {"results": results, "also": [{"model": i, **row} for i, row in also]}

@@ -65,8 +65,10 @@ def test_the_section_reports_other_flags_in_a_table_of_their_own(tmp_path, monke
     monkeypatch.setenv("HWCC_PRACTICE_REPORT_ONLY", "1")
     monkeypatch.setenv("HWCC_PRACTICE_WORK", str(tmp_path / "main"))
     monkeypatch.setenv("HWCC_PRACTICE_ALSO", str(tmp_path / "other"))
+    monkeypatch.setenv("HWCC_PRACTICE_ALSO_NOTE", "They ran on another machine.")
     section = practice_compile.run(False, tmp_path)
-    first, _, second = section["markdown"].partition("with other flags")
+    first, _, second = section["markdown"].partition("More compiles of the same models")
+    assert "data drawn as above. They ran on another machine." in second
     assert "| ppocr_cls | exit 0, 1.0 min |" in first
     assert "| ppocr_cls | exit 0, 1.0 min (`--criterion activation`) |" in second
     assert section["data"]["also"][0]["model"] == "ppocr_cls"
