@@ -103,21 +103,27 @@ def test_the_bootstrap_interval_holds_the_measured_share_and_narrows_with_more_s
     lo2, hi2 = bootstrap_interval(METRICS["top1"], big_out, big_ref, None)
     assert (hi2 - lo2) < 0.5 * (hi - lo)
     assert bootstrap_interval(METRICS["top1"], out[:1], ref[:1], None) is None
+    # every sample agreeing: Wilson's interval stays open below (32 of 32: 89.3 % to 100 %)
+    lo3, hi3 = bootstrap_interval(METRICS["top1"], ref, ref, None)
+    assert lo3 == pytest.approx(0.8928, abs=1e-3) and hi3 == 1.0
+    # a cosine in [-1, 1] is mapped to [0, 1] and back
+    lo4, hi4 = bootstrap_interval(METRICS["cosine"], -ref, ref, None)
+    assert -1.0 <= lo4 < hi4 < -0.78
 
 
-@pytest.mark.parametrize("n, floor", [(32, 0.75), (160, 0.9)])
-def test_the_bootstrap_interval_covers_the_true_share_near_what_it_says(n, floor):
+@pytest.mark.parametrize("n, floor", [(32, 0.9), (160, 0.9)])
+def test_the_interval_covers_the_true_share_near_what_it_says(n, floor):
     """``n`` samples of a model that agrees on 90 % of all inputs, drawn 200 times: the
-    share of 95 % intervals that hold 90 %. A percentile bootstrap covers less than it
-    claims on few samples near 100 % (measured 84 % at 32 samples, 98 % at 160: the
-    module says so); a point estimate covers never."""
+    share of 95 % intervals that hold 90 %. Wilson's interval, measured over 300 draws:
+    95 % at 32 samples, 97 % at 160 (a percentile bootstrap: 84 % at 32); a point
+    estimate covers never."""
     draws = np.random.default_rng(1)
     covered = 0
     for _ in range(200):
         agree = draws.random(n) < 0.9
         ref = np.eye(4)[np.zeros(n, int)]
         out = np.where(agree[:, None], ref, np.roll(ref, 1, axis=1))
-        lo, hi = bootstrap_interval(METRICS["top1"], out, ref, None, resamples=400)
+        lo, hi = bootstrap_interval(METRICS["top1"], out, ref, None)
         covered += lo <= 0.9 <= hi
     assert covered >= floor * 200
 

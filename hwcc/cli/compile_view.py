@@ -324,4 +324,4 @@ def _interval(s: dict[str, Any]) -> str:
     if not s.get("accuracy_interval"):
         return ""
     lo, hi = s["accuracy_interval"]
-    return f"; the final model's, 95 % bootstrap interval over them: {lo:.1%} to {hi:.1%}"
+    return f"; the final model's 95 % interval over them: {lo:.1%} to {hi:.1%}"

@@ -389,7 +389,7 @@ class Evaluator:
         return float(self.metric(self.outputs(graph), self.reference, self.data.labels))
 
     def interval(self, graph: Graph) -> tuple[float, float] | None:
-        """The 95 % bootstrap interval of :meth:`accuracy` over the held-out samples."""
+        """The 95 % interval of :meth:`accuracy` over the held-out samples."""
         return bootstrap_interval(
             self.metric, self.outputs(graph), self.reference, self.data.labels
         )

@@ -20,7 +20,9 @@ overrides it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 
@@ -153,18 +155,20 @@ def bootstrap_interval(
     resamples: int = 1000,
     seed: int = 0,
 ) -> tuple[float, float] | None:
-    """The percentile bootstrap interval of ``metric`` over the samples (axis 0): the
-    samples drawn again with replacement ``resamples`` times, the metric of each draw, and
-    the central ``level`` of those. How far the held-out number could move on other inputs
-    like these: with 32 samples one decision is 3 points, and a fidelity of 96.6 % was
-    measured at 92.5 % on 64 fresh inputs. None with fewer than two samples.
+    """A ``level`` interval for ``metric`` over the samples (axis 0): how far the held-out
+    number could move on other inputs like these (with 32 samples one decision is 3
+    points, and a fidelity of 96.6 % was measured at 92.5 % on 64 fresh inputs). None with
+    fewer than two samples.
 
-    On few samples near 100 % it covers less than ``level`` claims: of 300 draws of 32
-    samples from a model agreeing on 90 % (95 %) of all inputs, 84 % (80 %) of the 95 %
-    intervals held the truth; at 160 samples 98 % (96 %).
-
-    A metric that is the mean of its samples' own scores (every built-in one) is scored
-    once per sample and its draws averaged; any other is run on every draw."""
+    A metric that is the mean of its samples' own scores in [0, 1] (agreements; a cosine
+    in [-1, 1] is mapped there and back) gets the Wilson score interval of that mean: no
+    variable in [0, 1] with that mean varies more than a Bernoulli one, so it holds on
+    scores that are not 0 or 1 too, and it does not collapse where every sample agrees
+    (32 of 32: 89.3 % to 100 %), as a percentile bootstrap does (100 % to 100 %). Any
+    other metric gets the percentile bootstrap: the samples drawn again ``resamples``
+    times, the metric of each draw, the central ``level`` of those; on few samples near
+    100 % it covers less than it claims (32 samples agreeing on 90 % of all inputs: 84 %
+    of 95 % intervals held the truth)."""
     n = len(out)
     if n < 2:
         return None
@@ -172,13 +176,22 @@ def bootstrap_interval(
     def pick(a: np.ndarray | None, rows) -> np.ndarray | None:
         return None if a is None else a[rows]
 
+    each = np.array([metric(out[i : i + 1], pick(ref, [i]), pick(labels, [i])) for i in range(n)])
+    if abs(each.mean() - metric(out, ref, labels)) <= 1e-9 and each.min() >= -1 and each.max() <= 1:
+        signed = bool(each.min() < 0)  # a cosine: [-1, 1] -> [0, 1] and back
+        lo, hi = _wilson(float(each.mean() + 1) / 2 if signed else float(each.mean()), n, level)
+        return (2 * lo - 1, 2 * hi - 1) if signed else (lo, hi)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, (resamples, n))
-    each = np.array([metric(out[i : i + 1], pick(ref, [i]), pick(labels, [i])) for i in range(n)])
-    if abs(each.mean() - metric(out, ref, labels)) <= 1e-9:
-        values = each[draws].mean(axis=1)
-    else:
-        values = [metric(out[d], pick(ref, d), pick(labels, d)) for d in draws]
+    values = [metric(out[d], pick(ref, d), pick(labels, d)) for d in draws]
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(values, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def _wilson(p: float, n: int, level: float) -> tuple[float, float]:
+    """The Wilson score interval of a mean ``p`` of ``n`` values in [0, 1]."""
+    z = float(NormalDist().inv_cdf(0.5 + level / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
