@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import md_table
+from bench._width_common import data_of
 
 TITLE = "Pruning criterion: filter norm against mean activation"
 ORDER = 58
@@ -41,13 +42,12 @@ def search(model: str, criterion: str, iterations: int) -> dict[str, Any]:
     """One search of ``model`` with ``criterion``: its wall time, input and history."""
     import hwcc  # the section's process only: discovering sections must not load torch
 
-    data = "zoo:glyphs" if model.endswith("-glyphs") else "zoo:digits"
     t0 = time.monotonic()
     result = hwcc.compile(
         f"zoo:{model}",
         "cpu",
         f"{MARKS[-1] * 100:g}%",
-        data=data,
+        data=data_of(model),
         seed=0,
         max_iterations=iterations,
         short_term_steps=30,

@@ -39,7 +39,7 @@ from hwcc.data.activations import (
     split_batches,
 )
 from hwcc.data.layout import SAMPLES, InputLayout, Layout
-from hwcc.data.metrics import Metric, bootstrap_interval, describe, resolve_metric
+from hwcc.data.metrics import Metric, accuracy_interval, describe, resolve_metric
 from hwcc.data.noise import noise_warning
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
@@ -390,6 +390,4 @@ class Evaluator:
 
     def interval(self, graph: Graph) -> tuple[float, float] | None:
         """The 95 % interval of :meth:`accuracy` over the held-out samples."""
-        return bootstrap_interval(
-            self.metric, self.outputs(graph), self.reference, self.data.labels
-        )
+        return accuracy_interval(self.metric, self.outputs(graph), self.reference, self.data.labels)

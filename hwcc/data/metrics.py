@@ -28,7 +28,7 @@ import numpy as np
 
 from hwcc.errors import HwccError
 
-__all__ = ["METRICS", "Metric", "auto_metric", "bootstrap_interval", "describe", "resolve_metric"]
+__all__ = ["METRICS", "Metric", "accuracy_interval", "auto_metric", "describe", "resolve_metric"]
 
 Metric = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
 
@@ -145,7 +145,7 @@ def describe(name: str, labels: bool, samples: int) -> str:
     return f"{text} on {samples} held-out {'labelled ' if labels else ''}samples"
 
 
-def bootstrap_interval(
+def accuracy_interval(
     metric: Metric,
     out: np.ndarray,
     ref: np.ndarray | None,
@@ -177,7 +177,9 @@ def bootstrap_interval(
         return None if a is None else a[rows]
 
     each = np.array([metric(out[i : i + 1], pick(ref, [i]), pick(labels, [i])) for i in range(n)])
-    if abs(each.mean() - metric(out, ref, labels)) <= 1e-9 and each.min() >= -1 and each.max() <= 1:
+    bounded = each.min() >= -1 - 1e-6 and each.max() <= 1 + 1e-6  # a cosine rounds past 1
+    if bounded and abs(each.mean() - metric(out, ref, labels)) <= 1e-9:
+        each = np.clip(each, -1.0, 1.0)
         signed = bool(each.min() < 0)  # a cosine: [-1, 1] -> [0, 1] and back
         lo, hi = _wilson(float(each.mean() + 1) / 2 if signed else float(each.mean()), n, level)
         return (2 * lo - 1, 2 * hi - 1) if signed else (lo, hi)

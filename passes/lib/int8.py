@@ -27,6 +27,7 @@ on an AVX2-only EPYC). 7-bit weights keep the pair sums in range.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -90,6 +91,7 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
+@functools.lru_cache(maxsize=4)  # the TPU's legal form quantizes every proposal
 def saturating_cpu(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """This machine is x86 with AVX2 and without VNNI: onnxruntime's int8 kernels saturate
     on it (module docstring). False where it cannot tell."""
