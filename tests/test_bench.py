@@ -128,6 +128,7 @@ def test_only_runs_the_named_sections(tmp_path, sections):
     assert not (tmp_path / "r" / "bad.json").exists()
 
 
+@pytest.mark.slow  # three bench runs: 12 s
 def test_only_carries_the_other_sections_over(tmp_path, sections):
     results = tmp_path / "r"
     args = ["--sections", str(sections), "--results", str(results)]
@@ -143,6 +144,7 @@ def test_only_carries_the_other_sections_over(tmp_path, sections):
     assert p.returncode == 0 and "A failing section" not in (tmp_path / "quick.md").read_text()
 
 
+@pytest.mark.slow  # 7 s
 def test_a_section_that_does_not_parse_or_dies_fails_alone(tmp_path, sections):
     (sections / "broken.py").write_text("TITLE = 'Broken'\ndef run(quick, out:\n")
     (sections / "dies.py").write_text(

@@ -231,6 +231,7 @@ def test_racing_artifact_writers_leave_one_whole_artifact(tmp_path):
         assert not Path(f"{out}.lock").exists()
 
 
+@pytest.mark.slow  # two compiles in two processes: 6 to 8 s
 def test_two_compiles_told_to_write_one_folder_one_wins_whole(tmp_path):
     out = tmp_path / "art"
     cmd = [

@@ -98,6 +98,7 @@ main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # a compile killed and run again, in processes: 6 s
 def test_a_run_killed_while_writing_its_artifact_resumes_and_leaves_no_temporary(
     quick_ref, tmp_path
 ):

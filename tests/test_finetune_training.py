@@ -1,13 +1,12 @@
 """finetune's training: it lowers the loss and raises accuracy, distillation moves the
 student toward the teacher, pruned zeros (weights and channels) are kept exactly, the same
 seed gives the same weights with no global state leaking, zero steps change nothing, the
-write-back round trips through ONNX, and it runs close to plain torch's speed.
+write-back round trips through ONNX. (Its speed against plain torch is a bench section:
+:mod:`bench.finetune_speed`.)
 
 Torch runs on one thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from finetune_graphs import ATOL, RTOL, ort_per_sample, zoo
 
 from hwcc.ir import Graph, onnx_io
 from hwcc.ir.transform import PassContext, get_pass
-from hwcc.models import build_torch
 from hwcc.train.finetune import FinetuneResult, finetune
 from hwcc.train.graph_module import to_torch, torch_outputs, write_back
 
@@ -176,42 +174,6 @@ def test_write_back_round_trip_through_onnx(digits, tmp_path):
     ref = ort_per_sample(onnx_io.load(path), xt[:8])
     np.testing.assert_allclose(torch_outputs(module, xt[:8])[0], ref, rtol=RTOL, atol=ATOL)
     assert not np.allclose(ref, ort_per_sample(graph, xt[:8]), rtol=RTOL, atol=ATOL)
-
-
-def test_speed_close_to_plain_torch(digits, report_line):
-    """The interpreter costs little over the same network written in torch: 100 steps of
-    batch 32 on lenet5-digits, on one thread, the best of two runs each, taken in turn
-    after a warm-up (the first convolutions of a process are slow)."""
-    (x, y), _ = digits
-    graph = zoo("lenet5-digits")
-
-    def ours(steps: int = 100) -> float:
-        start = time.perf_counter()
-        finetune(graph, x, y, steps=steps, batch_size=32)
-        return time.perf_counter() - start
-
-    def plain(steps: int = 100) -> float:
-        net = build_torch("lenet5-digits").train()
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-        order = np.random.default_rng(0).permutation(len(x))
-        start = time.perf_counter()
-        for step in range(steps):
-            idx = torch.from_numpy(order[step * 32 % 1408 :][:32])
-            loss = torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return time.perf_counter() - start
-
-    ours(5), plain(5)
-    runs = [(ours(), plain()) for _ in range(2)]
-    t_ours, t_plain = min(r[0] for r in runs), min(r[1] for r in runs)
-    report_line(
-        f"finetune lenet5-digits 100 steps x 32 on 1 thread: {t_ours:.2f} s "
-        f"(the same loop in plain torch: {t_plain:.2f} s)"
-    )
-    assert t_ours < 1.5 * t_plain + 0.2  # generous: the machine is shared and timings are noisy
 
 
 def _magnitude_model() -> Graph:

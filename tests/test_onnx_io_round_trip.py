@@ -56,6 +56,7 @@ def _run_node_case(case):
         return False, f"{type(e).__name__}: {str(e)[:200]}"
 
 
+@pytest.mark.slow  # the whole suite: 1526 cases, 15 s
 def test_onnx_node_test_suite_round_trips(report_line):
     from onnx.backend.test.case.node import collect_testcases
 

@@ -202,7 +202,13 @@ def _check_export(name: str) -> onnx.ModelProto:
     return proto
 
 
-@pytest.mark.parametrize("name", sorted(set(EXPECTED_OUTPUT) - {"vgg16"}))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "alexnet" else n  # 61 M weights: 7 s
+        for n in sorted(set(EXPECTED_OUTPUT) - {"vgg16"})
+    ],
+)
 def test_export_runs_in_onnxruntime(name, zoo_cache):
     _check_export(name)
 

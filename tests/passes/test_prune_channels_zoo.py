@@ -33,7 +33,11 @@ ZOO_GROUPS = {
     "resnet-digits": (5, 6),
     "vgg16": (15, 16),
 }
-ZOO = [pytest.param(n, marks=pytest.mark.slow) if n == "vgg16" else n for n in ZOO_GROUPS]
+# The two largest (138 M and 61 M weights, 6 to 13 s each) are slow.
+ZOO = [
+    pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet") else n
+    for n in ZOO_GROUPS
+]
 
 
 # ---------------------------------------------------------------------- the zoo
