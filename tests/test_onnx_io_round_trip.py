@@ -25,7 +25,14 @@ import hwcc
 from hwcc.ir import onnx_io
 
 
-@pytest.mark.parametrize("path", sorted(LIGHT.glob("*.onnx")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.slow) if p.stem == "light_vgg19" else p  # 3 s
+        for p in sorted(LIGHT.glob("*.onnx"))
+    ],
+    ids=lambda p: p.stem,
+)
 def test_light_real_architectures_round_trip(path, tmp_path):
     graph = assert_round_trip(path, tmp_path)
     assert len(graph) > 10

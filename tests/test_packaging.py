@@ -25,6 +25,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# A wheel built and installed into a new environment, then run: 10 s in all.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):

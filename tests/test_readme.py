@@ -98,6 +98,7 @@ def _hwcc(line: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # an export and a compile, each its own process: 10 s
 def test_the_opening_example_compiles_a_model_file(tmp_path):
     line = _block("indented", "hwcc compile model.onnx")
     assert _hwcc("hwcc zoo export lenet300-digits -o model.onnx", tmp_path).returncode == 0

@@ -35,8 +35,7 @@ ZOO_GROUPS = {
 }
 # The two largest (138 M and 61 M weights, 6 to 13 s each) are slow.
 ZOO = [
-    pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet") else n
-    for n in ZOO_GROUPS
+    pytest.param(n, marks=pytest.mark.slow) if n in ("vgg16", "alexnet") else n for n in ZOO_GROUPS
 ]
 
 
