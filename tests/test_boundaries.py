@@ -52,23 +52,25 @@ def _modules() -> Iterator[tuple[str, Path]]:
             yield ".".join((package, *parts)), path
 
 
+def _import_nodes(node: ast.AST, nested: bool = False) -> Iterator[tuple[ast.AST, bool]]:
+    """Every import statement under ``node``, and whether it is inside a function."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child, nested
+        else:
+            inside = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            yield from _import_nodes(child, inside)
+
+
 def _imports() -> list[Import]:
     out = []
     for module, path in _modules():
         text = path.read_text()
         lines = text.splitlines()
-        tree = ast.parse(text)
-        nested_lines = {
-            n.lineno
-            for f in ast.walk(tree)
-            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-            for n in ast.walk(f)
-            if isinstance(n, (ast.Import, ast.ImportFrom))
-        }
-        for node in ast.walk(tree):
+        for node, nested in _import_nodes(ast.parse(text)):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
+            else:
                 base = node.module or ""
                 if node.level:
                     anchor = module.split(".")[
@@ -76,15 +78,9 @@ def _imports() -> list[Import]:
                     ]
                     base = ".".join([*anchor, *([base] if base else [])])
                 names = [base] + [f"{base}.{a.name}" for a in node.names]
-            else:
-                continue
             here = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
             for name in names:
-                out.append(
-                    Import(
-                        module, path, node.lineno, name, node.lineno in nested_lines, "#" in here
-                    )
-                )
+                out.append(Import(module, path, node.lineno, name, nested, "#" in here))
     return out
 
 
