@@ -15,8 +15,10 @@ from hwcc.targets.cpu.target import measure_models
 
 # ---------------------------------------------------------------------- the timer
 def test_timer_measures_a_kernel():
-    """A 2.4 M MAC conv: hot time positive and below 50 ms, cold no faster than half of it."""
-    timer = Timer(1, 2 * MB, 0, rounds=3)
+    """A 2.4 M MAC conv: hot time positive and below 50 ms, cold no faster than half of it.
+    Five rounds: with three it failed once in four runs beside a compile, where a state may
+    keep a single visit at the batch's speed (a third of three) and that one visit decides."""
+    timer = Timer(1, 2 * MB, 0, rounds=5)
     ((hot, cold),) = timer([dict(REFERENCE)])
     assert 0 < hot < 0.05 and cold > 0.5 * hot
     assert timer.last_speed > 0
