@@ -81,3 +81,14 @@ def test_a_row_says_whether_the_fresh_fidelity_falls_in_the_runs_interval():
     assert "97.0% (90.6% to 100.0%, fresh inside)" in must_show.line("ppocr_cls", row)
     row["cpu"]["held_out_fidelity"] = 0.85
     assert "fresh outside" in must_show.line("ppocr_cls", row)
+
+
+def test_the_eyeriss_cell_says_met_not_met_or_why_there_is_no_verdict():
+    row = _row()
+    assert must_show.line("ppocr_cls", row).endswith("| - |")
+    row["eyeriss"] = {"exit": 0, "wall_s": 201.0, "budget_met": True}
+    assert must_show.line("ppocr_cls", row).endswith("| met (201 s) |")
+    row["eyeriss"] = {"exit": 3, "wall_s": 1178.0, "budget_met": False}
+    assert must_show.line("ppocr_cls", row).endswith("| not met (1178 s) |")
+    row["eyeriss"] = {"exit": None, "wall_s": 1800, "error": "killed after 1800 s"}
+    assert must_show.line("ppocr_cls", row).endswith("| failed: killed after 1800 s |")

@@ -225,6 +225,8 @@ def line(model_id: str, row: dict) -> str:
     pred = c.get("prediction_error", [None, None])
     run_pred = c.get("run_prediction_error", [None, None])
     eyer = "-" if not e else f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
+    if e and e.get("exit") not in (0, 3):  # killed or failed: no verdict on the budget
+        eyer = f"failed: {e.get('error')}"
     return (
         f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min{_flags(c)} | "
         f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
