@@ -2,8 +2,9 @@
 
 A compile fine-tunes its proposals with :func:`hwcc.train.finetune.finetune`, which runs
 the ONNX graph through hwcc's torch executor. Here the same steps (batch 32, SGD with
-momentum, one torch thread) run on each zoo model twice: through the executor, and as
-the zoo's own torch module (:func:`hwcc.models.build_torch`) in a plain training loop.
+momentum, one torch thread, the digits train split) run on each digits model twice:
+through the executor, and as the zoo's own torch module (:func:`hwcc.models.build_torch`)
+in a plain training loop.
 The two are timed in turn, after a warm-up of each (a process's first convolutions are
 slow), and each model's ratio is the median of the rounds' ratios, so that both sides of
 a ratio share the machine's speed at that moment.

@@ -224,9 +224,7 @@ def line(model_id: str, row: dict) -> str:
         return f"| {model_id} | failed: {c.get('error')}{_flags(c)} | | | | | | | |"
     pred = c.get("prediction_error", [None, None])
     run_pred = c.get("run_prediction_error", [None, None])
-    eyer = "-" if not e else f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
-    if e and e.get("exit") not in (0, 3):  # killed or failed: no verdict on the budget
-        eyer = f"failed: {e.get('error')}"
+    eyer = _eyeriss_cell(e)
     return (
         f"| {model_id} | exit {c['exit']}, {c['wall_s'] / 60:.1f} min{_flags(c)} | "
         f"{c.get('measured_ratio', float('nan')):.2f}x | {_pct(pred[0])} / {_pct(pred[1])} | "
@@ -235,6 +233,15 @@ def line(model_id: str, row: dict) -> str:
         f"{c.get('held_out_fidelity', float('nan')):.1%} "
         f"({_held_kind(c.get('held_out_kind', ''))}) | {eyer} |"
     )
+
+
+def _eyeriss_cell(e: dict) -> str:
+    """The Eyeriss compile's verdict and time; a killed or failed one has no verdict."""
+    if not e:
+        return "-"
+    if e.get("exit") not in (0, 3):
+        return f"failed: {e.get('error')}"
+    return f"{'met' if e.get('budget_met') else 'not met'} ({e['wall_s']:.0f} s)"
 
 
 def _interval(c: dict) -> str:

@@ -177,15 +177,18 @@ def accuracy_interval(
         return None if a is None else a[rows]
 
     each = np.array([metric(out[i : i + 1], pick(ref, [i]), pick(labels, [i])) for i in range(n)])
-    bounded = each.min() >= -1 - 1e-6 and each.max() <= 1 + 1e-6  # a cosine rounds past 1
-    if bounded and abs(each.mean() - metric(out, ref, labels)) <= 1e-9:
+    mean = abs(each.mean() - metric(out, ref, labels)) <= 1e-9
+    if mean and each.min() >= -1 - 1e-6 and each.max() <= 1 + 1e-6:  # a cosine rounds past 1
         each = np.clip(each, -1.0, 1.0)
         signed = bool(each.min() < 0)  # a cosine: [-1, 1] -> [0, 1] and back
         lo, hi = _wilson(float(each.mean() + 1) / 2 if signed else float(each.mean()), n, level)
         return (2 * lo - 1, 2 * hi - 1) if signed else (lo, hi)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, (resamples, n))
-    values = [metric(out[d], pick(ref, d), pick(labels, d)) for d in draws]
+    if mean:  # a mean of unbounded scores: each draw's mean, not the metric run again
+        values = each[draws].mean(axis=1)
+    else:
+        values = [metric(out[d], pick(ref, d), pick(labels, d)) for d in draws]
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(values, [tail, 100 - tail])
     return float(lo), float(hi)
