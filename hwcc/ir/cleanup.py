@@ -1,8 +1,10 @@
 """The exact cleanups every compile starts with, as one pipeline the API and the bench share.
 
-BatchNormalization folded into the layer before it, constants folded, dead code removed:
-each is exact, so the pipeline runs verified (original and cleaned graph through
-onnxruntime on the same inputs, to the pass manager's tolerances).
+BatchNormalization folded into the layer before it, constants folded, hard-sigmoid and
+hard-swish written as arithmetic turned into ``HardSigmoid``, scales and shifts by
+constants folded into the Convs beside them, dead code removed: each is exact, so the
+pipeline runs verified (original and cleaned graph through onnxruntime on the same
+inputs, to the pass manager's tolerances).
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from hwcc.ir.transform import PassContext
 
 __all__ = ["CLEANUP", "cleanup"]
 
-CLEANUP = ("fold_batchnorm", "fold_constants", "eliminate_dead")
+CLEANUP = (
+    "fold_batchnorm",
+    "fold_constants",
+    "fuse_hard_activations",
+    "fold_affine",
+    "eliminate_dead",
+)
 
 
 def cleanup(graph: Graph, seed: int = 0, verify: bool = True) -> Graph:
