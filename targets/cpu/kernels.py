@@ -13,11 +13,13 @@ Level 1-2 fusions (per node, on single-use chains that are not graph outputs):
 
 1. ``Identity`` and ``Dropout`` are removed (a ``Dropout`` that makes a graph output, or
    whose mask is read, stays).
-2. ``Conv`` absorbs a following ``BatchNormalization``, ``Add`` or ``Mul`` with constant
-   per-channel operands (they fold into its weights and bias), then one activation
+2. ``Conv`` absorbs a following ``BatchNormalization``, ``Add`` or ``Mul`` whose second
+   operand is a constant of one value per output channel (``[M, 1, 1]``, ``[1, M, 1, 1]``;
+   a scalar for ``Mul`` only; they fold into its weights and bias), then one activation
    (``FusedConv``): those the installed onnxruntime fuses, asked of it
    (:func:`.fusions.fused_activations`; ``Relu, Sigmoid, Tanh, LeakyRelu, HardSigmoid,
-   Clip`` in every release, ``HardSwish`` in recent ones).
+   Clip`` in every release, ``HardSwish`` in recent ones, which onnxruntime also makes of
+   ``x · HardSigmoid(x)`` with ``α = 1/6, β = 1/2``).
 3. ``MatMul`` (2-D second input) + ``Add`` becomes ``Gemm`` (:func:`.extended.matmul_add`),
    with a ``Reshape`` before and after when the first input is not 2-D; a ``Gemm`` not
    followed by such a ``Reshape`` absorbs one activation (``FusedGemm``; again as the
@@ -61,7 +63,8 @@ Rules 4-10 are replayed by :mod:`.nchwc`, and each kernel's spec and bytes are b
 :mod:`.specs`. Not replayed (their nodes are priced unfused, as single kernels): the
 attention fusion (``Attention``, which needs the pre-LayerNorm pattern of BERT exports),
 LayerNorm from its ``ReduceMean`` parts, a ``Transpose`` folded into ``FusedMatMul``,
-``Transpose``/``Resize`` in NCHWc, quantized-op fusions.
+``Transpose``/``Resize`` in NCHWc, quantized-op fusions, a per-channel ``Mul`` with the
+constant first (a depthwise 1x1 NCHWc conv in onnxruntime, a ``Mul`` here).
 """
 
 from __future__ import annotations
@@ -254,11 +257,15 @@ class _Planner(NchwcLayout):
 
     def absorb(self, op: _Op, *, per_channel: bool, acts: tuple[str, ...]) -> None:
         """Fold a single-use chain of constant BN/Add/Mul (convs) and one activation."""
-        while (
-            (nxt := self.sole_user(op.output)) is not None
-            and nxt.domain in STANDARD_DOMAINS
-            and same_scope(nxt, op.head)
-        ):
+        while True:
+            if "HardSwish" in acts and (pair := self.hard_swish(op)) is not None:
+                op.act, op.act_params = "HardSwish", []
+                op.members.extend(pair)
+                op.output = pair[1].outputs[0]
+                return
+            nxt = self.sole_user(op.output)
+            if nxt is None or nxt.domain not in STANDARD_DOMAINS or not same_scope(nxt, op.head):
+                return
             rest = [t for t in nxt.inputs[1:] if t]
             constant = all(t in self.const for t in rest)
             if per_channel and nxt.op_type == "BatchNormalization" and constant:
@@ -277,12 +284,43 @@ class _Planner(NchwcLayout):
             op.members.append(nxt)
             op.output = nxt.outputs[0]
 
+    def hard_swish(self, op: _Op) -> tuple[Node, Node] | None:
+        """``x · HardSigmoid(x)`` with α = 1/6, β = 1/2 on ``op``'s output: the HardSwish
+        onnxruntime fuses from the two (then into the layer before, like rule 2's)."""
+        t = op.output
+        users = self.users.get(t, [])
+        if len(users) != 2 or self.g.is_graph_output(t):
+            return None
+        hsig = next((u for u in users if u.op_type == "HardSigmoid"), None)
+        mul = next((u for u in users if u.op_type == "Mul"), None)
+        if hsig is None or mul is None or not all(same_scope(u, op.head) for u in users):
+            return None
+        if any(u.domain not in STANDARD_DOMAINS for u in users):
+            return None
+        alpha, beta = self.act_params(hsig)
+        ins = sorted(self.resolve(x) for x in mul.inputs)
+        if not (math.isclose(alpha, 1 / 6, rel_tol=1e-6) and beta == 0.5):
+            return None
+        if ins != sorted([t, hsig.outputs[0]]) or self.sole_user(hsig.outputs[0]) is not mul:
+            return None
+        return hsig, mul
+
     def channel_const(self, node: Node, t: str) -> bool:
-        other = [x for x in node.inputs if self.resolve(x) != t]
-        if len(other) != 1 or other[0] not in self.const:
+        """onnxruntime's Conv + Mul/Add fusions: the constant is the second input and holds
+        one value per output channel (``[M, 1, 1]`` or ``[1, M, 1, 1]`` for a 2-D conv), or
+        for a Mul a scalar; a constant first, or a ``[1]`` or ``[1, 1, 1, 1]``, stays a
+        kernel of its own."""
+        if len(node.inputs) != 2 or self.resolve(node.inputs[0]) != t:
             return False
-        s, m = self.shape(other[0]), self.shape(t)[1]
-        return math.prod(s) in (1, m) and (len(s) <= 1 or s[-1] == 1 or math.prod(s) == 1)
+        if node.inputs[1] not in self.const:
+            return False
+        s, out = self.shape(node.inputs[1]), self.shape(t)
+        if not s:
+            return node.op_type == "Mul"
+        axis = {len(out): 1, len(out) - 1: 0}.get(len(s))
+        if axis is None:
+            return False
+        return s[axis] == out[1] and all(d == 1 for i, d in enumerate(s) if i != axis)
 
     def act_params(self, node: Node) -> list[float]:
         if node.op_type == "LeakyRelu":

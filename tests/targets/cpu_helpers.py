@@ -17,7 +17,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from hwcc.ir.workload import analyze
 from hwcc.targets.base import load_target
+from hwcc.targets.cpu.kernels import plan_kernels
 from hwcc.targets.cpu.table import KernelTable
 
 __all__ = [
@@ -160,5 +162,20 @@ def _ort_kernels(model_bytes: bytes) -> list[tuple]:
                 shapes.get(n.input[1]) if conv else None,
                 conv and len([i for i in n.input if i]) > 3,
             )
+        )
+    return sorted(out, key=repr)
+
+
+def plan_kernel_keys(g, block: int) -> list[tuple]:
+    """(op, activation, weight shape, has Sum) of each kernel the planner predicts, in
+    :func:`_ort_kernels`'s form and order."""
+    domains = {"nchwc": "com.microsoft.nchwc", "com.microsoft": "com.microsoft"}
+    out = []
+    for k in plan_kernels(g, analyze(g), block).kernels:
+        s, (dom, _, name) = k.spec, k.spec["op"].rpartition(".")
+        conv = name in ("Conv", "FusedConv")
+        w = (s["M"], s["C"] // s["group"], *s["k"]) if conv else None
+        out.append(
+            (f"{domains.get(dom, dom)}:{name}", s.get("act", ""), w, conv and bool(s["sum"]))
         )
     return sorted(out, key=repr)

@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import pytest
-from cpu_helpers import _ort_kernels
+from cpu_helpers import _ort_kernels, plan_kernel_keys
 
 import hwcc
 from hwcc.ir.workload import analyze
@@ -36,16 +36,7 @@ def _bench():
 
 # ---------------------------------------------------------------------- against onnxruntime
 def _plan_kernels(g, block: int) -> list[tuple]:
-    domains = {"nchwc": "com.microsoft.nchwc", "com.microsoft": "com.microsoft"}
-    out = []
-    for k in plan_kernels(g, analyze(g), block).kernels:
-        s, (dom, _, name) = k.spec, k.spec["op"].rpartition(".")
-        conv = name in ("Conv", "FusedConv")
-        w = (s["M"], s["C"] // s["group"], *s["k"]) if conv else None
-        out.append(
-            (f"{domains.get(dom, dom)}:{name}", s.get("act", ""), w, conv and bool(s["sum"]))
-        )
-    return sorted(out, key=repr)
+    return plan_kernel_keys(g, block)
 
 
 @pytest.fixture(scope="module")
