@@ -5,6 +5,8 @@ speed probe plays the phases).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from cpu_helpers import MB, gemm
 
@@ -62,11 +64,16 @@ def test_measure_models_waits_out_a_fast_phase(monkeypatch):
 
 
 def test_measure_models_rescales_when_patience_runs_out(monkeypatch):
+    """Every run takes 5 us by a stand-in clock (two timings of a real run differ by more
+    than the rescale under load); every visit is rescaled by the probes' 100/180."""
     _Phases(10**6).install(monkeypatch)  # never fast
+    ticks = iter(range(0, 10**12, 5000))
+    monkeypatch.setattr(time, "thread_time_ns", lambda: next(ticks))
     data = gemm(64, 64).SerializeToString()
     (raw,) = measure_models([data], runs=3, rounds=3)
     (t,) = measure_models([data], runs=3, rounds=3, speed=100e-6, patience_s=0)
-    assert t == pytest.approx(raw / 1.8, rel=0.5)  # every visit rescaled by 100/180
+    assert raw == pytest.approx(5e-6)
+    assert t == pytest.approx(raw / 1.8, rel=1e-9)
 
 
 def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
