@@ -390,5 +390,6 @@ def _requantized(target: Any) -> str:
     return (
         f"; {target.name}'s legal form does not quantize, so budgets, measurements and the "
         "result are float: quantize the result again for deployment (hwcc apply "
-        "quantize_int8 OUT/model.onnx --data D.npz -o Q.onnx) and check its accuracy"
+        "quantize_int8 OUT/model.onnx --data D.npz -o Q.onnx, or quantize_dynamic for "
+        "MatMul layers) and check its accuracy"
     )

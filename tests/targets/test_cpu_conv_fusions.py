@@ -84,3 +84,31 @@ def test_x_times_hard_sigmoid_fuses_as_hard_swish(c, block):
 def test_x_times_hard_sigmoid_must_not_fuse(kw, block):
     kernels = _same(_hard_swish(**kw), block)
     assert "HardSwish" not in [k[1] for k in kernels]
+
+
+def test_dynamic_int8_matmul_is_planned_and_timed_as_onnxruntime_runs_it(block):
+    """quantize_dynamic's DynamicQuantizeMatMul is one kernel in onnxruntime and in the plan
+    (with the Gemm before it), and its one-kernel model keeps exactly that kernel."""
+    from hwcc.ir.onnx_io import to_proto
+    from hwcc.ir.transform import PassContext, get_pass
+    from hwcc.ir.workload import analyze
+    from hwcc.targets.cpu.kernel_model import kernel_graph
+    from hwcc.targets.cpu.kernels import plan_kernels
+
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], name="fc1", transB=1),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["m"], name="fc2"),
+        helper.make_node("Add", ["m", "b2"], ["y"], name="bias"),
+    ]
+    inits = [const("w1", 128, 96), const("b1", 128), const("w2", 128, 64), const("b2", 64)]
+    m = model(nodes, [vi("x", [4, 96])], [vi("y", [4, 64])], inits)
+    q = get_pass("quantize_dynamic")(hwcc.load(m), PassContext(verify=False)).graph
+    data = to_proto(q).SerializeToString()
+    planned = plan_kernel_keys(q, block)
+    assert planned == _ort_kernels(data)
+    assert [k[0] for k in planned].count("com.microsoft:DynamicQuantizeMatMul") == 2
+    for k in plan_kernels(q, analyze(q), block).kernels:
+        if k.spec["op"] == "com.microsoft.DynamicQuantizeMatMul":
+            one = to_proto(kernel_graph(k.spec, block), value_info=False).SerializeToString()
+            assert [op for op, *_ in _ort_kernels(one)] == ["com.microsoft:DynamicQuantizeMatMul"]

@@ -1,0 +1,173 @@
+"""quantize_dynamic: MatMul and Gemm as int8 DynamicQuantizeMatMul, checked in onnxruntime
+on the same inputs against the int8 arithmetic written out in numpy (exact up to float
+rounding) and against the float model (int8's error), and the cases where it must not fire."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from hwcc.ir import Graph, dtypes, onnx_io
+from hwcc.ir.transform import PassContext, get_pass
+from hwcc.ir.verify import run_onnx
+from hwcc.testing import op_counts
+
+K, N = 64, 96
+
+
+def quantize(graph: Graph, **knobs):
+    return get_pass("quantize_dynamic")(
+        graph, PassContext(verify=False, knobs={"quantize_dynamic": knobs})
+    )
+
+
+def matmul(bias=True, rank=3, k=K, n=N, seed=0) -> Graph:
+    """a -> MatMul(W) [-> Add(b)] -> y."""
+    rng = np.random.default_rng(seed)
+    g = Graph("mm")
+    g.add_input("a", dtypes.FLOAT, (2, 5, k)[-rank:])
+    g.add_initializer("W", rng.normal(size=(k, n)).astype(np.float32))
+    g.add_node("MatMul", ["a", "W"], ["m" if bias else "y"], name="mm")
+    if bias:
+        g.add_initializer("b", rng.normal(size=n).astype(np.float32))
+        g.add_node("Add", ["m", "b"], ["y"], name="bias")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    return g
+
+
+def gemm(c_shape=(N,), trans_b=1, alpha=0.5, beta=2.0, seed=1) -> Graph:
+    rng = np.random.default_rng(seed)
+    g = Graph("gemm")
+    g.add_input("a", dtypes.FLOAT, (3, K))
+    g.add_initializer("B", rng.normal(size=(N, K) if trans_b else (K, N)).astype(np.float32))
+    ins = ["a", "B"]
+    if c_shape is not None:
+        g.add_initializer("C", rng.normal(size=c_shape).astype(np.float32))
+        ins.append("C")
+    g.add_node("Gemm", ins, ["y"], {"transB": trans_b, "alpha": alpha, "beta": beta}, name="g")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    return g
+
+
+def feeds(g: Graph, seed=2) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: rng.normal(size=g.tensor(n).shape).astype(np.float32) for n in g.real_inputs()}
+
+
+def reference(g: Graph, a: np.ndarray) -> np.ndarray:
+    """The int8 arithmetic of the quantized graph's single DynamicQuantizeMatMul, in numpy:
+    ``a`` to uint8 per tensor (onnxruntime's DynamicQuantizeLinear), times the int8
+    weights, scaled, plus the bias."""
+    (node,) = g.find("DynamicQuantizeMatMul")
+    wq, s = (g.initializer(t) for t in node.inputs[1:3])
+    lo, hi = min(0.0, float(a.min())), max(0.0, float(a.max()))
+    a_scale = np.float32((hi - lo) / 255)
+    zp = np.clip(np.round(-lo / a_scale), 0, 255)
+    aq = np.clip(np.round(a / a_scale) + zp, 0, 255)
+    y = ((aq - zp) @ wq.astype(np.float64)) * (float(a_scale) * s.astype(np.float64))
+    if len(node.inputs) > 4 and node.inputs[4]:
+        y = y + g.initializer(node.inputs[4])
+    return y
+
+
+def outputs(g: Graph, f) -> np.ndarray:
+    return run_onnx(g, f)[0]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_matmul_becomes_dynamic_int8_with_its_bias(bias, per_channel):
+    g = matmul(bias=bias)
+    result = quantize(g, reduce_range=True, per_channel=per_channel)
+    q = result.graph
+    assert op_counts(q) == Counter({"DynamicQuantizeMatMul": 1})
+    assert result.details["layers"]["mm"]["bias"] is bias
+    assert q.outputs == ["y"] and q.opset_imports["com.microsoft"] == 1
+    f = feeds(g)
+    got, want = outputs(q, f), reference(q, f["a"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # onnxruntime does the math
+    ref = outputs(g, f)
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()  # and int8 stays near float
+
+
+@pytest.mark.parametrize("c_shape", [(N,), (), None])
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_takes_alpha_and_beta_c_as_bias(c_shape, trans_b):
+    g = gemm(c_shape=c_shape, trans_b=trans_b)
+    q = quantize(g, reduce_range=True).graph
+    assert op_counts(q) == Counter({"DynamicQuantizeMatMul": 1})
+    f = feeds(g)
+    np.testing.assert_allclose(outputs(q, f), reference(q, f["a"]), rtol=1e-4, atol=1e-4)
+    ref = outputs(g, f)
+    assert np.abs(outputs(q, f) - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_gemm_with_a_matrix_c_keeps_it_as_an_add():
+    g = gemm(c_shape=(3, N))
+    q = quantize(g, reduce_range=True).graph
+    assert op_counts(q) == Counter({"DynamicQuantizeMatMul": 1, "Add": 1})
+    f = feeds(g)
+    ref = outputs(g, f)
+    assert np.abs(outputs(q, f) - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_weights_per_layer_share_one_scale_and_per_channel_one_per_column():
+    for per_channel, distinct in ((False, 1), (True, N)):
+        q = quantize(matmul(), per_channel=per_channel).graph
+        (node,) = q.find("DynamicQuantizeMatMul")
+        assert len(np.unique(q.initializer(node.inputs[2]))) == distinct
+        assert np.abs(q.initializer(node.inputs[1])).max() == 127
+
+
+def test_reduce_range_keeps_weights_to_seven_bits():
+    q = quantize(matmul(), reduce_range=True).graph
+    (node,) = q.find("DynamicQuantizeMatMul")
+    assert np.abs(q.initializer(node.inputs[1])).max() == 63
+
+
+def test_input_graph_is_left_unchanged():
+    g = matmul()
+    quantize(g)
+    assert op_counts(g) == Counter({"MatMul": 1, "Add": 1})
+
+
+# ---------------------------------------------------------------------- must not fire
+def test_not_on_a_small_layer():
+    result = quantize(matmul(k=8, n=8))
+    assert not result.modified and "fewer than min_weights=4096" in result.reason
+
+
+def test_not_on_a_conv():
+    g = Graph("conv")
+    g.add_input("x", dtypes.FLOAT, (1, 64, 8, 8))
+    g.add_initializer("w", np.ones((128, 64, 3, 3), np.float32))
+    g.add_node("Conv", ["x", "w"], ["y"], name="conv")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    result = quantize(g)
+    assert not result.modified and "a Conv" in result.reason
+
+
+def test_not_when_both_operands_are_computed():
+    g = Graph("attn")
+    g.add_input("q", dtypes.FLOAT, (2, 5, K))
+    g.add_input("k", dtypes.FLOAT, (2, K, 5))
+    g.add_node("MatMul", ["q", "k"], ["y"], name="scores")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    result = quantize(g)
+    assert not result.modified and "constant float weights" in result.reason
+
+
+def test_not_when_the_constant_is_batched_or_first():
+    g = Graph("batched")
+    g.add_input("a", dtypes.FLOAT, (2, 5, K))
+    g.add_initializer("W", np.ones((2, K, N), np.float32))
+    g.add_node("MatMul", ["a", "W"], ["y"], name="mm")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    assert "not a 2-D second operand" in quantize(g).reason
