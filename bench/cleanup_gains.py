@@ -40,15 +40,15 @@ def measure(model_id: str, rounds: int, work: Path) -> dict[str, Any]:
     """The model, cleaned before and now: node and kernel counts, measured and predicted
     latency; each ratio to the original is the median over rounds of the round's ratio."""
     # In the section's process only: discovering sections must not load onnxruntime.
-    from bench.practice import must_show
-    from hwcc.data.evaluate import load_dataset
-    from hwcc.ir.cleanup import cleanup
-    from hwcc.ir.onnx_io import to_proto
-    from hwcc.ir.pass_manager import PassManager
-    from hwcc.ir.transform import PassContext
-    from hwcc.targets.base import load_target
-    from hwcc.targets.cpu.target import measure_models
-    from hwcc.targets.pricing import Pricer
+    from bench.practice import must_show  # (onnxruntime)
+    from hwcc.data.evaluate import load_dataset  # (onnxruntime)
+    from hwcc.ir.cleanup import cleanup  # (onnxruntime)
+    from hwcc.ir.onnx_io import to_proto  # (onnxruntime)
+    from hwcc.ir.pass_manager import PassManager  # (onnxruntime)
+    from hwcc.ir.transform import PassContext  # (onnxruntime)
+    from hwcc.targets.base import load_target  # (onnxruntime)
+    from hwcc.targets.cpu.target import measure_models  # (onnxruntime)
+    from hwcc.targets.pricing import Pricer  # (onnxruntime)
 
     original = must_show._original(model_id, work)
     before = PassManager(list(BEFORE), PassContext(verify=True)).run(original).graph
