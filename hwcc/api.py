@@ -219,6 +219,7 @@ def compile(
         distortion=clock.timed("evaluation", evaluator.distortion),  # ranks the one-shot's layers
         granularity=tgt.channel_granularity(),
         importance=_importance(config, tune),
+        int8=tgt.runs_dynamic_int8,
     )
     finish = Finish(
         finetune=clock.timed(

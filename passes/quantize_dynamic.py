@@ -156,8 +156,9 @@ def _rewrite(g: Graph, node: Node, limit: int, per_channel: bool) -> dict[str, f
             add_constant(g, c, (beta * constant_value(g, extra[0])).astype(np.float32))
         out = g.add_node("Add", [out, c], 1, name=f"{node.name}_C_add").outputs[0]
     y = g.tensor(last.outputs[0])
-    for t in {ins_out, out}:  # onnx's shape inference does not know the contrib op
-        g.tensor(t).shape, g.tensor(t).elem_type = y.shape, y.elem_type
+    for t in {ins_out, out}:  # onnx's shape inference does not know the contrib op:
+        g.tensor(t).shape, g.tensor(t).elem_type = y.shape, y.elem_type  # declared, the type
+        g.tensor(t).meta["declared"] = True  # is written into the file and kept on reload
     old = [t for n in {node.name: node, last.name: last}.values() for t in n.inputs[1:] if t]
     g.replace_all_uses_with(last.outputs[0], out)
     g.erase_node(last)

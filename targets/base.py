@@ -96,13 +96,14 @@ class Target:
         validated_against: the published figures the model was checked against.
         host: the target that runs what this one cannot, or None.
         primary_metric: what a bare relative budget (``50%``) limits on this target.
-        uses_activation_vectors: the model simulates measured activation vectors, not
-            only their density.
+        uses_activation_vectors: it simulates measured activation vectors, not densities.
+        runs_dynamic_int8: onnxruntime's DynamicQuantizeMatMul runs on it as written.
     """
 
     family: ClassVar[str] = ""
     primary_metric: ClassVar[str] = "latency_s"
     uses_activation_vectors: ClassVar[bool] = False  # True: give it CostContext.activations
+    runs_dynamic_int8: ClassVar[bool] = False
 
     def __init__(self, name: str, spec: Mapping[str, Any], source: Path | None = None):
         self.name = name
@@ -128,8 +129,7 @@ class Target:
     @property
     def legal_form(self) -> dict[str, dict[str, Any]]:
         """Pass name -> knob settings that put a model in the form this chip runs, in order
-        (e.g. ``{"quantize_int8": {"calibration": "minmax"}}``); empty when the model runs
-        as it is."""
+        (e.g. ``{"quantize_int8": {"calibration": "minmax"}}``); empty: it runs as it is."""
         return copy.deepcopy(self._legal_form)
 
     def legalize(

@@ -66,6 +66,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "initial_reduction",
         "decay",
         "one_shot",
+        "int8_start",
     ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -203,6 +204,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="start by pruning every channel group at once, each by its measured "
         "sensitivity, then refine one layer per iteration (default: off)",
+    )
+    p.add_argument(
+        "--int8-start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on the cpu, start with every large MatMul and Gemm in dynamic int8 when that "
+        "is priced faster and keeps accuracy above the floor (default: on)",
     )
     p.add_argument(
         "--short-term-steps",

@@ -170,6 +170,15 @@ class Reporter:
                 f"accuracy {info['untuned']:.2%}{tuned}"
             )
 
+    def on_int8_start(self, info: dict[str, Any]) -> None:
+        stage = info["stage"]
+        if stage == "evaluating":
+            self._line(f"hwcc compile: int8 start: {info['layers']} MatMul/Gemm layers in int8")
+        elif stage == "kept":
+            acc = info["state"].accuracy
+            held = "" if acc is None else f", held-out accuracy {acc:.2%}"
+            self._line(f"hwcc compile: int8 start kept{held}")
+
     def on_recovery(self, info: dict[str, Any]) -> None:
         self.close()
         self._line(

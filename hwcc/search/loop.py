@@ -33,6 +33,7 @@ long-term steps once (kept if held-out accuracy rose: the short-term fine-tunes 
 steps leave accuracy a longer one wins back) and the iteration is tried again, before the
 search gives up.
 
+Where the target runs int8 MatMuls, the loop first tries them (:mod:`hwcc.search.int8_start`).
 With ``one_shot`` the loop starts from every channel group pruned at once by its
 measured sensitivity (:mod:`hwcc.search.oneshot`) and refines from there.
 
@@ -56,6 +57,7 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.search.config import SearchConfig
+from hwcc.search.int8_start import int8_start
 from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
 from hwcc.search.state import METRICS, SearchState
@@ -108,6 +110,7 @@ class Hooks:
             :func:`~hwcc.search.space.smallest_meeting`).
         importance: graph -> what a pass's data-driven criterion measures on for it
             (``SearchConfig.criterion = "activation"``); None: the criterion needs nothing.
+        int8: the target runs dynamic int8 MatMuls (the int8 start may fire).
     """
 
     price: Callable[[Graph], dict[str, float]]
@@ -119,6 +122,7 @@ class Hooks:
     distortion: Callable[[Graph], float] | None = None
     granularity: tuple[int, ...] = ()
     importance: Callable[[Graph], Any] | None = None
+    int8: bool = False
 
 
 def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph:
@@ -136,7 +140,9 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             "does), or SearchConfig(criterion='l2')",
         )
     sched = state.schedule
-    if state.iteration == 0 and config.one_shot:
+    if state.iteration == 0:
+        graph = int8_start(graph, state, config, hooks)
+    if config.one_shot and all(h["layer"].startswith("int8 start") for h in state.history):
         graph = one_shot(graph, state, config, hooks)
     while True:
         over = state.unmet()

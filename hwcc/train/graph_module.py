@@ -31,13 +31,12 @@ from torch import nn
 from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.ir.dtypes import numpy_dtype
-from hwcc.train.ops import OPS, BuildContext, reject
+from hwcc.train.ops import OPS, BuildContext, op_spec, reject
 from hwcc.train.ops.control_ops import bodies, body_graph, weight_uses
 
 __all__ = ["GraphModule", "Inputs", "as_feeds", "to_torch", "torch_outputs", "write_back"]
 
 Inputs = Mapping[str, np.ndarray] | np.ndarray
-_ONNX_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ class GraphModule(nn.Module):
         for name, array in graph.initializers.items():
             self._store(name, array, name in trainable)
         for node in graph.nodes:
-            spec = OPS[node.op_type]
+            spec = op_spec(node.op_type, node.domain)
             _check_outputs(graph, node, spec.outputs)
             fn = spec.build(node, ctx)
             if spec.folds:
@@ -180,7 +179,7 @@ def to_torch(graph: Graph) -> GraphModule:
 
 
 def _check_supported(graph: Graph) -> None:
-    bad = [n for n in graph.nodes if n.domain not in _ONNX_DOMAINS or n.op_type not in OPS]
+    bad = [n for n in graph.nodes if op_spec(n.op_type, n.domain) is None]
     if bad:
         listed = ", ".join(
             f"{n.op_type} (node {n.name!r}{', domain ' + n.domain if n.domain else ''})"
@@ -214,7 +213,8 @@ def _trainable(graph: Graph) -> set[str]:
     for node in graph.nodes:
         if node.meta.get("structural"):
             continue
-        used = {node.inputs[i] for i in OPS[node.op_type].weights if i < len(node.inputs)}
+        weights = op_spec(node.op_type, node.domain).weights
+        used = {node.inputs[i] for i in weights if i < len(node.inputs)}
         for _, body in bodies(node):
             used |= weight_uses(body)
         for name in used:

@@ -341,7 +341,7 @@ def analyze(graph: Graph) -> ChannelAnalysis:
 
     a = ChannelAnalysis(graph)
     for node in graph.nodes:
-        fn = _RULES.get(node.op_type) if node.domain in _ONNX else None
+        fn = _RULES.get(node.op_type if node.domain in _ONNX else f"{node.domain}.{node.op_type}")
         if fn is not None:
             fn(a, node)
         else:

@@ -3,7 +3,8 @@ Gemm and MatMul with a constant weight (a channel space), a product of two compu
 tensors (attention's ``Q·Kᵀ`` and ``P·V``: contracted channels tie both operands, batch
 axes such as heads carry through), and the normalisations attention puts between them
 (Softmax, LayerNormalization), which let channels pass along the axes they do not
-normalise.
+normalise; and ``quantize_dynamic``'s int8 MatMul (onnxruntime's
+``com.microsoft.DynamicQuantizeMatMul``), whose int8 weight is cut as a float one is.
 """
 
 from __future__ import annotations
@@ -44,25 +45,47 @@ def _gemm(a: ChannelAnalysis, node: Node) -> None:
 def _matmul(a: ChannelAnalysis, node: Node) -> None:
     x, w_name = node.inputs
     lay = a.layout.get(x)
-    w, shape = a.const(w_name), a.shape(x)
-    if w is None and (lay is not None or w_name in a.layout):
+    if a.const(w_name) is None and (lay is not None or w_name in a.layout):
         _batched_matmul(a, node)
         return
     a.block(a.layout.get(w_name), f"{_where(node)} reads them as its right operand")
+    _weight_matmul(a, node)
+
+
+@rule("com.microsoft.DynamicQuantizeMatMul")
+def _dynamic_quantize_matmul(a: ChannelAnalysis, node: Node) -> None:
+    """As a MatMul with a constant weight; a per-column scale, zero point or bias (inputs
+    2 to 4) is cut with the columns."""
+    for t in node.inputs[1:]:
+        a.block(a.layout.get(t), f"{_where(node)} reads them as its weight, scale or bias")
+    n = _weight_matmul(a, node)
+    for i, t in enumerate(node.inputs[2:5], start=2):
+        c = a.const(t) if t else None
+        if n and c is not None and c.ndim == 1 and c.shape[0] == n and n > 1:
+            a.site(node, i, 0, node.outputs[0], "param")
+
+
+def _weight_matmul(a: ChannelAnalysis, node: Node) -> int | None:
+    """``x · W`` with ``W`` (input 1) a constant matrix: ``x``'s channels on its last axis
+    are ``W``'s rows, and the product's are a new space of ``W``'s columns (how many is
+    returned; None when the rule could not place them)."""
+    x, w_name = node.inputs[0], node.inputs[1]
+    lay, w, shape = a.layout.get(x), a.const(w_name), a.shape(x)
     if w is None or w.ndim != 2 or shape is None:
         a.block(lay, f"they reach {_where(node)}, whose weight is not a constant matrix")
-        return
+        return None
     if lay is not None:
         if lay.axis != len(shape) - 1:
             a.block(lay, f"{_where(node)} does not contract over them")
         else:
             a.site(node, 1, 0, x, "consumer")
-    out = a.shape(node.outputs[0])
+    out, n = a.shape(node.outputs[0]), w.shape[1]
     if out is None:
-        return
-    s = a.new_space(node, w.shape[1])
-    a.set_layout(node.outputs[0], make_layout(len(out) - 1, 1, [(s, w.shape[1])]))
+        return None
+    s = a.new_space(node, n)
+    a.set_layout(node.outputs[0], make_layout(len(out) - 1, 1, [(s, n)]))
     a.site(node, 1, 1, node.outputs[0], "filter")
+    return n
 
 
 def _batched_matmul(a: ChannelAnalysis, node: Node) -> None:

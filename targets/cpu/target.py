@@ -107,6 +107,8 @@ _PROFILE = "or measure them with `hwcc profile --target cpu --model MODEL`"
 class CpuTarget(Target):
     """This machine's CPU under onnxruntime, priced from measured kernel tables."""
 
+    runs_dynamic_int8 = True
+
     def __init__(self, name: str, spec: dict[str, Any], source: Path | None = None):
         super().__init__(name, spec, source)
         p = self.params
@@ -160,10 +162,8 @@ class CpuTarget(Target):
         """Each graph's latency measured whole in onnxruntime on this machine, as the
         tables are timed (one thread's CPU time, round-robin over the graphs, rescaled to
         the table's speed phase). What a compiler checks its predicted budget against."""
-        models = [to_proto(g).SerializeToString() for g in graphs]
-        return measure_models(
-            models, self.threads, runs=runs, rounds=rounds, speed=self.table.speed()
-        )
+        models, speed = [to_proto(g).SerializeToString() for g in graphs], self.table.speed()
+        return measure_models(models, self.threads, runs=runs, rounds=rounds, speed=speed)
 
     # ------------------------------------------------------------ measuring
     def prepare(self, graph: Graph | Workload, ctx: CostContext | None = None) -> None:

@@ -171,3 +171,108 @@ def test_not_when_the_constant_is_batched_or_first():
     g.outputs.append("y")
     onnx_io.infer_shapes(g)
     assert "not a 2-D second operand" in quantize(g).reason
+
+
+# ---------------------------------------------------------------------- fine-tuning it
+def two_layers() -> Graph:
+    """a -> MatMul(W0) -> Relu -> MatMul(W1) + b1 -> y; only the second gets quantized."""
+    rng = np.random.default_rng(3)
+    g = Graph("two")
+    g.add_input("a", dtypes.FLOAT, (4, K))
+    g.add_initializer("W0", rng.normal(size=(K, K)).astype(np.float32))
+    g.add_initializer("W1", rng.normal(size=(K, N)).astype(np.float32))
+    g.add_initializer("b1", rng.normal(size=N).astype(np.float32))
+    g.add_node("MatMul", ["a", "W0"], ["h"], name="mm0")
+    g.add_node("Relu", ["h"], ["r"], name="relu")
+    g.add_node("MatMul", ["r", "W1"], ["m"], name="mm1")
+    g.add_node("Add", ["m", "b1"], ["y"], name="bias")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    return g
+
+
+def test_the_torch_executor_runs_it_as_onnxruntime_does():
+    torch = pytest.importorskip("torch")
+    from hwcc.train.graph_module import to_torch
+
+    q = quantize(two_layers(), layers="mm1", reduce_range=True).graph
+    f = feeds(q)
+    (got,) = to_torch(q)(**{k: torch.from_numpy(v) for k, v in f.items()})
+    np.testing.assert_allclose(got.detach().numpy(), outputs(q, f), rtol=1e-4, atol=1e-3)
+
+
+def test_fine_tuning_trains_through_it_and_keeps_its_int8_weights():
+    pytest.importorskip("torch")
+    from hwcc.train.finetune import finetune
+
+    g = two_layers()
+    q = quantize(g, layers="mm1").graph
+    (node,) = q.find("DynamicQuantizeMatMul")
+    x = np.random.default_rng(4).normal(size=(64, K)).astype(np.float32)
+    tuned = finetune(q, x, teacher=g, steps=5, lr=1e-2, batch_size=16).graph
+    assert not np.array_equal(tuned.initializer("W0"), q.initializer("W0"))  # before it: learns
+    assert not np.array_equal(tuned.initializer(node.inputs[4]), q.initializer(node.inputs[4]))
+    assert np.array_equal(tuned.initializer(node.inputs[1]), q.initializer(node.inputs[1]))
+
+
+def test_a_saved_model_keeps_every_shape_after_the_int8_layer(tmp_path):
+    """onnx's shape inference does not know the contrib op: its output's type is written
+    into the file, so that the shapes after it are known when the model is loaded again."""
+    import hwcc
+
+    g = two_layers()
+    g.add_node("Softmax", ["y"], ["p"], name="softmax")
+    g.outputs[:] = ["p"]
+    onnx_io.infer_shapes(g)
+    q = quantize(g, layers="mm0").graph
+    hwcc.save(q, tmp_path / "q.onnx")
+    back = hwcc.load(tmp_path / "q.onnx")
+    assert all(back.tensor(t).is_static for n in back.nodes for t in n.outputs if t)
+
+
+# ---------------------------------------------------------------------- pruning around it
+def three_layers(zero_columns=(0, 5, 9)) -> Graph:
+    """a -> MatMul(W0) -> Relu -> MatMul(W1) + b1 -> Relu -> MatMul(W2) -> y, with the
+    channels ``zero_columns`` of W0 all zero (they carry nothing)."""
+    rng = np.random.default_rng(5)
+    g = Graph("three")
+    g.add_input("a", dtypes.FLOAT, (4, K))
+    w0 = rng.normal(size=(K, K)).astype(np.float32)
+    w0[:, list(zero_columns)] = 0
+    for name, value in {
+        "W0": w0,
+        "W1": rng.normal(size=(K, N)).astype(np.float32),
+        "b1": rng.normal(size=N).astype(np.float32),
+        "W2": rng.normal(size=(N, 32)).astype(np.float32),
+    }.items():
+        g.add_initializer(name, value)
+    g.add_node("MatMul", ["a", "W0"], ["h"], name="mm0")
+    g.add_node("Relu", ["h"], ["r"], name="relu")
+    g.add_node("MatMul", ["r", "W1"], ["m"], name="mm1")
+    g.add_node("Add", ["m", "b1"], ["z"], name="bias")
+    g.add_node("Relu", ["z"], ["r2"], name="relu2")
+    g.add_node("MatMul", ["r2", "W2"], ["y"], name="mm2")
+    g.outputs.append("y")
+    onnx_io.infer_shapes(g)
+    return g
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_channel_groups_through_it_prune_and_all_zero_channels_change_nothing(per_channel):
+    from hwcc.passes.lib.depgraph import prunable_groups
+    from hwcc.passes.prune_channels import prune_k
+
+    g = three_layers()
+    q = quantize(g, layers="mm1", reduce_range=True, per_channel=per_channel).graph
+    groups = {grp.id: grp for grp in prunable_groups(q)}
+    assert set(groups) == {"mm0", "mm1_int8"}
+    f = feeds(q)
+    cut = prune_k(q, groups["mm0"], 3)  # the three all-zero channels go
+    (node,) = cut.find("DynamicQuantizeMatMul")
+    assert cut.initializer(node.inputs[1]).shape == (K - 3, N)
+    np.testing.assert_allclose(outputs(cut, f), outputs(q, f), rtol=1e-5, atol=1e-4)
+    out = prune_k(q, groups["mm1_int8"], 8)  # its own columns, scale and bias
+    (node,) = out.find("DynamicQuantizeMatMul")
+    assert [out.initializer(t).shape for t in node.inputs[1:3]] == [(K, N - 8), (N - 8,)]
+    assert out.initializer(node.inputs[4]).shape == (N - 8,)
+    assert outputs(out, f).shape == (4, 32)

@@ -20,6 +20,10 @@ Quantization: QuantizeLinear yields float tensors holding the integer values (ro
 half to even and saturated, as ONNX does); the rounding passes gradients straight
 through (Bengio et al. 2013) and saturation stops them.
 
+Ops of onnxruntime's ``com.microsoft`` domain that hwcc's own passes write
+(``DynamicQuantizeMatMul``) are registered as ``com.microsoft.<op>``; :func:`op_spec`
+finds a node's builder by its domain and type.
+
 The builders live in the modules of this package, one per op family; importing the
 package imports each of them, so a new family joins by being a module here.
 """
@@ -27,9 +31,9 @@ package imports each of them, so a new family joins by being a module here.
 import importlib
 import pkgutil
 
-from hwcc.train.ops.registry import OPS, BuildContext, OpSpec, register, reject
+from hwcc.train.ops.registry import OPS, BuildContext, OpSpec, op_spec, register, reject
 
-__all__ = ["OPS", "BuildContext", "OpSpec", "register", "reject"]
+__all__ = ["OPS", "BuildContext", "OpSpec", "op_spec", "register", "reject"]
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -25,11 +25,9 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 from hwcc.ir.dtypes import numpy_dtype
 from hwcc.ir.onnx_io import from_proto
-from hwcc.train.ops.registry import OPS, BuildContext, ints, register, reject
+from hwcc.train.ops.registry import BuildContext, ints, op_spec, register, reject
 
 __all__ = ["body_graph", "bodies", "outer_refs", "weight_uses"]
-
-_ONNX_DOMAINS = ("", "ai.onnx")
 
 
 def bodies(node: Node) -> list[tuple[str, onnx.GraphProto]]:
@@ -68,7 +66,7 @@ def weight_uses(g: onnx.GraphProto) -> set[str]:
     or in a graph nested in it."""
     names: set[str] = set()
     for n in g.node:
-        spec = OPS.get(n.op_type) if n.domain in _ONNX_DOMAINS else None
+        spec = op_spec(n.op_type, n.domain)
         if spec is not None:
             names.update(n.input[i] for i in spec.weights if i < len(n.input) and n.input[i])
         for sg in _subgraphs(n):

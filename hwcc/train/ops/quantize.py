@@ -1,5 +1,7 @@
 """QuantizeLinear and DequantizeLinear, with straight-through rounding for training; the
-integer-only ops MatMulInteger, QLinearMatMul and DynamicQuantizeLinear (no gradients)."""
+integer-only ops MatMulInteger, QLinearMatMul and DynamicQuantizeLinear (no gradients);
+onnxruntime's DynamicQuantizeMatMul (``quantize_dynamic``'s layers), its input rounded
+straight through and its int8 weights fixed."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import numpy as np
 import torch
 
 from hwcc.ir import Node
-from hwcc.train.ops.registry import BuildContext, OpFn, register, reject
+from hwcc.train.ops.registry import CONTRIB_DOMAIN, BuildContext, OpFn, register, reject
 
 _QRANGE = {
     np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max)
@@ -101,5 +103,30 @@ def _dynamic_quantize(node: Node, ctx: BuildContext) -> OpFn:
         zero = torch.clamp(torch.round(-lo / scale), 0, 255)
         y = torch.clamp(torch.round(x / scale) + zero, 0, 255)
         return y.to(torch.uint8), scale.to(x.dtype), zero.to(torch.uint8)
+
+    return run
+
+
+@register(f"{CONTRIB_DOMAIN}.DynamicQuantizeMatMul", weights=(4,))
+def _dynamic_quantize_matmul(node: Node, ctx: BuildContext) -> OpFn:
+    """``A`` to uint8 by its own range and back (rounding straight through: the layers
+    before it keep learning), times the fixed int8 weights scaled per layer or column;
+    the bias trains."""
+
+    def run(a, b, b_scale, b_zero=None, bias=None):
+        with torch.no_grad():
+            lo = torch.clamp(a.min(), max=0.0)
+            hi = torch.clamp(a.max(), min=0.0)
+            scale = (hi - lo) / 255.0
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+        q = a / scale
+        q = q + (torch.round(q) - q).detach()
+        a_hat = (torch.clamp(q + zero, 0, 255) - zero) * scale
+        w = b.to(a.dtype)
+        if b_zero is not None:
+            w = w - b_zero.to(a.dtype)
+        y = a_hat @ (w * b_scale.to(a.dtype))
+        return y if bias is None else y + bias
 
     return run

@@ -12,11 +12,13 @@ from hwcc.errors import HwccError
 from hwcc.ir import Graph, Node
 
 __all__ = [
+    "CONTRIB_DOMAIN",
     "OPS",
     "BuildContext",
     "OpFn",
     "OpSpec",
     "input_or_attr",
+    "op_spec",
     "ints",
     "register",
     "reject",
@@ -45,6 +47,15 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {}
+"""Op type -> its builder; an op of another domain than ONNX's under ``domain.op_type``."""
+
+_ONNX_DOMAINS = ("", "ai.onnx")
+CONTRIB_DOMAIN = "com.microsoft"  # onnxruntime's: the kernels hwcc's own passes write
+
+
+def op_spec(op_type: str, domain: str = "") -> OpSpec | None:
+    """The registered builder of an op, or None."""
+    return OPS.get(op_type if domain in _ONNX_DOMAINS else f"{domain}.{op_type}")
 
 
 def register(*op_types: str, weights: tuple[int, ...] = (), outputs: int = 1, folds: bool = False):
