@@ -53,7 +53,8 @@ class QuantizeDynamic(Pass):
 
     3. no chosen layer is a MatMul or Gemm with constant float weights;
     4. the weights are not 2-D (a batched constant MatMul) or are the first operand;
-    5. a layer has fewer than ``min_weights`` weights (the run-time quantization of its
+    5. a Gemm's ``C`` is computed at run time and ``β ≠ 1``;
+    6. a layer has fewer than ``min_weights`` weights (the run-time quantization of its
        input costs more than small products save).
 
     Errors (never ignored): a layer name that is not a Conv, Gemm or MatMul, or one whose
@@ -81,7 +82,7 @@ class QuantizeDynamic(Pass):
         skipped = dict(choice.skipped)
         todo = []
         for lay in choice.chosen:
-            why = _unfit(lay, opts["min_weights"])
+            why = _unfit(graph, lay, opts["min_weights"])
             if why:
                 skipped[lay.name] = why
             else:
@@ -101,7 +102,7 @@ def _few(reasons: dict[str, str]) -> str:
     return text + (f" (and {len(items) - 3} more)" if len(items) > 3 else "")
 
 
-def _unfit(lay: WeightedLayer, min_weights: int) -> str | None:
+def _unfit(g: Graph, lay: WeightedLayer, min_weights: int) -> str | None:
     node, w = lay.node, lay.array
     if node.op_type == "Conv":
         return "a Conv (onnxruntime's integer convolutions are slower than its float ones)"
@@ -109,6 +110,9 @@ def _unfit(lay: WeightedLayer, min_weights: int) -> str | None:
         return "its weights are not a 2-D second operand"
     if node.op_type == "Gemm" and node.attr("transA", 0):
         return "it has transA=1"
+    c = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else ""
+    if c and constant_value(g, c) is None and float(node.attr("beta", 1.0)) != 1.0:
+        return "its C is computed at run time and scaled by beta"
     if w.size < min_weights:
         return f"{w.size} weights, fewer than min_weights={min_weights}"
     return None
@@ -117,14 +121,14 @@ def _unfit(lay: WeightedLayer, min_weights: int) -> str | None:
 def _rewrite(g: Graph, node: Node, limit: int, per_channel: bool) -> dict[str, float]:
     """Replace ``node`` (and a bias Add it feeds) by one DynamicQuantizeMatMul."""
     w = constant_value(g, node.inputs[1]).astype(np.float64)
-    bias, last, extra = None, node, []
+    bias, last, c_after = None, node, ""
     if node.op_type == "Gemm":
         w = float(node.attr("alpha", 1.0)) * (w.T if node.attr("transB", 0) else w)
         c = constant_value(g, node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
         if c is not None and c.size in (1, w.shape[1]) and c.ndim <= 1:
             bias = float(node.attr("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (w.shape[1],))
         elif len(node.inputs) > 2 and node.inputs[2]:
-            extra = [node.inputs[2]]  # added back after the layer, scaled by beta
+            c_after = node.inputs[2]  # added back after the layer, scaled by beta
     else:
         add = _bias_add(g, node, w.shape[1])
         if add is not None:
@@ -148,18 +152,18 @@ def _rewrite(g: Graph, node: Node, limit: int, per_channel: bool) -> dict[str, f
     out = ins_out = g.add_node(
         "DynamicQuantizeMatMul", ins, 1, name=f"{node.name}_int8", domain=_MS, after=last
     ).outputs[0]
-    if extra:
+    if c_after:
         beta = float(node.attr("beta", 1.0))
-        c = extra[0]
-        if beta != 1.0:
-            c = g.unique_name(f"{node.name}_C")
-            add_constant(g, c, (beta * constant_value(g, extra[0])).astype(np.float32))
-        out = g.add_node("Add", [out, c], 1, name=f"{node.name}_C_add").outputs[0]
+        if beta != 1.0:  # a constant C (_unfit refuses a computed one scaled by beta)
+            scaled = beta * constant_value(g, c_after)
+            c_after = g.unique_name(f"{node.name}_C")
+            add_constant(g, c_after, scaled.astype(np.float32))
+        out = g.add_node("Add", [out, c_after], 1, name=f"{node.name}_C_add").outputs[0]
     y = g.tensor(last.outputs[0])
     for t in {ins_out, out}:  # onnx's shape inference does not know the contrib op:
         g.tensor(t).shape, g.tensor(t).elem_type = y.shape, y.elem_type  # declared, the type
         g.tensor(t).meta["declared"] = True  # is written into the file and kept on reload
-    old = [t for n in {node.name: node, last.name: last}.values() for t in n.inputs[1:] if t]
+    old = [t for n in {node, last} for t in n.inputs[1:] if t]
     g.replace_all_uses_with(last.outputs[0], out)
     g.erase_node(last)
     if last is not node:

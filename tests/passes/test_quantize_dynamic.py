@@ -276,3 +276,12 @@ def test_channel_groups_through_it_prune_and_all_zero_channels_change_nothing(pe
     assert [out.initializer(t).shape for t in node.inputs[1:3]] == [(K, N - 8), (N - 8,)]
     assert out.initializer(node.inputs[4]).shape == (N - 8,)
     assert outputs(out, f).shape == (4, 32)
+
+
+def test_not_on_a_gemm_whose_c_is_computed_and_scaled():
+    g = gemm(c_shape=None, beta=2.0)
+    g.add_input("c", dtypes.FLOAT, (3, N))
+    node = g.node("g")
+    g.set_inputs(node, [*node.inputs[:2], "c"])
+    result = quantize(g)
+    assert not result.modified and "computed at run time and scaled by beta" in result.reason
