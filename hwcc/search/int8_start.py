@@ -37,9 +37,10 @@ from hwcc.search.state import METRICS, SearchState
 if TYPE_CHECKING:
     from hwcc.search.loop import Hooks
 
-__all__ = ["int8_start"]
+__all__ = ["PASS", "int8_start"]
 
-_PASS = "quantize_dynamic"
+PASS = "quantize_dynamic"
+"""The pass the start runs; the history's entry of a kept start names it (nothing else does)."""
 
 
 def int8_start(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph:
@@ -48,7 +49,7 @@ def int8_start(graph: Graph, state: SearchState, config: SearchConfig, hooks: Ho
     over = state.unmet()
     if not over or not config.int8_start or not hooks.int8:
         return graph
-    result = get_pass(_PASS)(graph, PassContext(seed=config.seed, verify=False))
+    result = get_pass(PASS)(graph, PassContext(seed=config.seed, verify=False))
     if not result.modified:
         return graph
     metric = max(over, key=over.get)
@@ -80,7 +81,7 @@ def int8_start(graph: Graph, state: SearchState, config: SearchConfig, hooks: Ho
         {
             "iteration": state.iteration + 1,
             "layer": f"int8 start ({n} layers)",
-            "pass": _PASS,
+            "pass": PASS,
             "settings": {"layers": sorted(result.details["layers"])},
             "metric": metric,
             "target": state.limits[metric],

@@ -57,6 +57,7 @@ import numpy as np
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
 from hwcc.search.config import SearchConfig
+from hwcc.search.int8_start import PASS as INT8_PASS
 from hwcc.search.int8_start import int8_start
 from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
@@ -142,7 +143,7 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
     sched = state.schedule
     if state.iteration == 0:
         graph = int8_start(graph, state, config, hooks)
-    if config.one_shot and all(h["layer"].startswith("int8 start") for h in state.history):
+    if config.one_shot and all(h["pass"] == INT8_PASS for h in state.history):
         graph = one_shot(graph, state, config, hooks)
     while True:
         over = state.unmet()
