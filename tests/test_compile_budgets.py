@@ -73,6 +73,8 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
     )
     s = r.summary.to_json()
     assert calls and s["honesty_rounds"], "the first final model missed when measured"
+    # each miss was caught before the long-term fine-tune was paid for
+    assert {r["long_term"] for r in s["honesty_rounds"]} == {"before"}
     assert s["measured"]["final_latency_s"] <= 0.7 * s["measured"]["original_latency_s"]
     assert s["budget_met"] and r.exit_code == 0
 

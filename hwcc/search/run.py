@@ -9,7 +9,9 @@ shared machine, and a model measured at 0.70x once was measured at 0.71x the nex
 A relative latency budget is held against the measured input (``50%`` of its measured
 latency), an absolute one as it is. If the measurement misses a latency budget that the
 prediction met, the search's limit is tightened by the ratio (:meth:`SearchState.tighten`)
-and the loop goes on, at most ``honesty_rounds`` times.
+and the loop goes on, at most ``honesty_rounds`` times. The latency comes from the
+structure, not the weights, so the loop's result is timed once before the long-term
+fine-tune too: a miss there goes back to work without paying for the fine-tune.
 
 Progress is reported as ``event(kind, info)``: ``iteration``, ``proposal``, ``picked``
 (from the loop), ``warning``, ``long_term``; ``info["state"]`` is the live state.
@@ -128,6 +130,14 @@ def search(
     misses what the prediction met. ``budgets`` are resolved (metric and limit set)."""
     while True:
         graph = run_loop(graph, state, config, hooks)
+        if target.measures and _may_go_back(state, honesty_rounds):
+            # the structure decides the latency, not the weights: time it before paying for
+            # the long-term fine-tune, once (a miss here would miss the final check too)
+            legal = finish.legalize(graph)
+            _, miss = _measure(target, source, legal, budgets, repeats=1)
+            if miss is not None:
+                _go_back(graph, state, hooks, miss, finish.price(legal)["latency_s"], "before")
+                continue
         hooks.event("long_term", {"steps": config.long_term_steps})
         seed = long_term_seed(config.seed, len(state.rounds))
         final = finish.legalize(
@@ -137,40 +147,60 @@ def search(
         measured, miss = (
             _measure(target, source, final, budgets) if target.measures else (None, None)
         )
-        if miss is None or state.unmet() or len(state.rounds) >= honesty_rounds:
+        if miss is None or not _may_go_back(state, honesty_rounds):
             return Outcome(final, metrics, measured)
-        got, limit = miss
-        predicted = metrics["latency_s"]
-        new = state.tighten("latency_s", predicted * limit / got)
-        state.rounds.append(
-            {
-                "after_iteration": state.iteration,
-                "measured_s": got,
-                "measured_limit_s": limit,
-                "predicted_s": predicted,
-                "new_search_limit_s": new,
-            }
-        )
-        hooks.event(
-            "warning",
-            {
-                "message": (
-                    f"measured {got * 1e6:.1f} us misses the latency budget "
-                    f"({limit * 1e6:.1f} us) that the prediction ({predicted * 1e6:.1f} us) met; "
-                    f"the search goes on with a predicted limit of {new * 1e6:.1f} us"
-                )
-            },
-        )
-        hooks.checkpoint(graph, state)
+        _go_back(graph, state, hooks, miss, metrics["latency_s"], "after")
+
+
+def _may_go_back(state: SearchState, honesty_rounds: int) -> bool:
+    """Whether a missed measurement may still send the search back to work: every budget
+    met as predicted, and rounds left."""
+    return not state.unmet() and len(state.rounds) < honesty_rounds
+
+
+def _go_back(
+    graph: Graph,
+    state: SearchState,
+    hooks: Hooks,
+    miss: tuple[float, float],
+    predicted: float,
+    long_term: str,
+) -> None:
+    """Tighten the search's latency limit by the measured miss, record the round
+    (``long_term``: whether it was measured ``"before"`` or ``"after"`` the long-term
+    fine-tune), warn, and checkpoint ``graph`` for the loop to go on from."""
+    got, limit = miss
+    new = state.tighten("latency_s", predicted * limit / got)
+    state.rounds.append(
+        {
+            "after_iteration": state.iteration,
+            "long_term": long_term,
+            "measured_s": got,
+            "measured_limit_s": limit,
+            "predicted_s": predicted,
+            "new_search_limit_s": new,
+        }
+    )
+    hooks.event(
+        "warning",
+        {
+            "message": (
+                f"measured {got * 1e6:.1f} us misses the latency budget "
+                f"({limit * 1e6:.1f} us) that the prediction ({predicted * 1e6:.1f} us) met; "
+                f"the search goes on with a predicted limit of {new * 1e6:.1f} us"
+            )
+        },
+    )
+    hooks.checkpoint(graph, state)
 
 
 def _measure(
-    target: Any, source: Graph, final: Graph, budgets: Sequence[Budget]
+    target: Any, source: Graph, final: Graph, budgets: Sequence[Budget], repeats: int = REPEATS
 ) -> tuple[Measured, tuple[float, float] | None]:
-    """The two models timed ``REPEATS`` times, and the first latency budget the least
+    """The two models timed ``repeats`` times, and the first latency budget the least
     favourable repeat misses (``(measured, limit)``) or None: for a relative budget the
     repeat of the largest ratio, for an absolute one the slowest final model."""
-    pairs = [target.measure_latency([source, final]) for _ in range(REPEATS)]
+    pairs = [target.measure_latency([source, final]) for _ in range(repeats)]
     ratios = tuple(t1 / t0 for t0, t1 in pairs)
     t0, t1 = pairs[ratios.index(max(ratios))]
     limits, miss = [], None
