@@ -1,15 +1,18 @@
 """The compile's long-term fine-tune sized to the data (hwcc.search.finetuning): six epochs
 within [200, 2000] steps, fewer where the forward MACs would pass the cap, a given
-number kept as given, and the size a compile used recorded in its summary."""
+number kept as given, and the size a compile used recorded in its summary; fewer
+proposals fine-tuned an iteration for a model whose step is at the cap."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 import hwcc
 from hwcc.data.evaluate import Dataset
-from hwcc.search.config import SearchConfig
+from hwcc.search.config import FINETUNE_TOP, HEAVY_TOP, SearchConfig
 from hwcc.search.finetuning import (
     LONG_TERM_MAX,
     LONG_TERM_MIN,
@@ -55,6 +58,19 @@ def test_sized_fills_in_only_what_is_not_given():
     assert batch == 32 and got.long_term_steps == max(6 * 640 // 32, LONG_TERM_MIN)
     assert sized(SearchConfig(long_term_steps=7), src, tune).long_term_steps == 7
     assert sized(SearchConfig(long_term_steps=0), src, tune).long_term_steps == 0
+
+
+def test_a_heavy_model_fine_tunes_fewer_proposals_an_iteration():
+    """lenet5 at batch 32 is light: four proposals an iteration; under a step cap that
+    shrinks its batch, two; a number given is kept, whatever the model."""
+    src, tune = hwcc.load("zoo:lenet5-digits"), _dataset(640)
+    per_sample = sample_macs(src, tune)
+    assert sized(SearchConfig(), src, tune).finetune_top == FINETUNE_TOP == 4
+    capped = SearchConfig(step_macs=per_sample * 8)  # a batch of 8, not 32
+    assert step_batch(capped, per_sample) == 8
+    assert sized(capped, src, tune).finetune_top == HEAVY_TOP == 2
+    for given in (0, 1, 4):
+        assert sized(replace(capped, finetune_top=given), src, tune).finetune_top == given
 
 
 def test_a_compile_records_the_long_term_steps_it_ran():

@@ -9,7 +9,7 @@ from hwcc.errors import HwccError
 from hwcc.ir.transform import search_passes
 from hwcc.passes.lib.importance import CRITERIA
 
-__all__ = ["SearchConfig"]
+__all__ = ["FINETUNE_TOP", "HEAVY_TOP", "SearchConfig"]
 
 
 def _default_passes() -> tuple[str, ...]:
@@ -17,6 +17,12 @@ def _default_passes() -> tuple[str, ...]:
 
 
 DEFAULT_ACCURACY_DROP = 0.05  # five points: the fidelity a deployment would still accept
+
+
+FINETUNE_TOP = 4
+"""Proposals an iteration fine-tunes (:mod:`hwcc.search.finetuning`)."""
+HEAVY_TOP = 2
+"""... where a fine-tune step is at the ``step_macs`` cap."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,9 @@ class SearchConfig:
         max_step_fraction: a unit may take at most this share of its steps (smallest first)
             in one iteration: 0.5 removes at most half a layer's channels at once.
         finetune_top: fine-tune only this many of each iteration's proposals, the most
-            promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt).
+            promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt);
+            None: sized to the model (:func:`hwcc.search.finetuning.sized`), 4, or 2 where
+            a fine-tune step is at the ``step_macs`` cap.
         short_term_steps: fine-tune steps for each proposal.
         long_term_steps: fine-tune steps after the loop (and for a recovery); None: sized
             to the fine-tune data, six epochs within bounds
@@ -85,7 +93,7 @@ class SearchConfig:
     max_iterations: int = 40
     max_units: int = 0
     max_step_fraction: float = 0.5
-    finetune_top: int = 4
+    finetune_top: int | None = None
     short_term_steps: int = 30
     long_term_steps: int | None = None
     lr: float | None = None
@@ -114,7 +122,7 @@ class SearchConfig:
                 f"criterion={self.criterion!r}: not a pruning criterion",
                 f"use one of: {', '.join(CRITERIA)}",
             )
-        if self.finetune_top < 0:
+        if self.finetune_top is not None and self.finetune_top < 0:
             raise HwccError(f"finetune_top={self.finetune_top}: give 0 (every proposal) or more")
 
     def pass_knobs(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ import numpy as np
 
 from hwcc.errors import HwccError
 from hwcc.ir import Graph
-from hwcc.search.config import SearchConfig
+from hwcc.search.config import FINETUNE_TOP, SearchConfig
 from hwcc.search.int8_start import PASS as INT8_PASS
 from hwcc.search.int8_start import int8_start
 from hwcc.search.oneshot import one_shot
@@ -282,7 +282,8 @@ def _iterate(
     # Fine-tune the most promising proposals (by their accuracy before fine-tuning), and
     # keep the one that loses the least accuracy per resource removed after it.
     ranked = sorted(found, key=lambda p: (p.score, p.metrics[metric]))
-    top = ranked[: config.finetune_top] if config.finetune_top else ranked
+    n = FINETUNE_TOP if config.finetune_top is None else config.finetune_top
+    top = ranked[:n] if n else ranked
     for k, p in enumerate(top):
         j = todo.index(p.unit)
         p.untuned = p.accuracy
