@@ -18,12 +18,20 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _not_integral_at_the_end() -> np.ndarray:
+    a = rng.integers(0, 50, (8, 400)).astype(np.float32)
+    a[-1, -1] = 0.5
+    return a
+
+
 @pytest.mark.parametrize(
     "reference, labels, want",
     [
         (rng.standard_normal((8, 10)), None, "top1"),  # logits of a classifier
         (_softmax(rng.standard_normal((8, 40, 97))), None, "per-step"),  # a CTC recogniser
         (rng.integers(0, 50, (8, 12)).astype(np.float32), None, "per-step"),  # decoded ids
+        (rng.integers(0, 50, (8, 400)).astype(np.float32), None, "per-step"),  # more of them
+        (_not_integral_at_the_end(), None, "top1"),  # its first 1024 values are whole numbers
         (rng.random((8, 1)), None, "binary"),  # one probability per sample
         (rng.random(8), None, "binary"),
         (rng.standard_normal((8, 384)) * 1.5, None, "top1"),  # [N, C]: read as classes
