@@ -162,7 +162,8 @@ class Timer:
     ``ORT_ENABLE_ALL`` gives the kernel inside the network and run at
     ``ORT_ENABLE_EXTENDED``, so that level 3 does not lay the lone kernel out anew (it
     would, for instance, wrap an NCHW conv the network runs as is in reorders); inputs
-    and outputs are bound once (``run_with_iobinding``: no copies are timed). Two
+    and outputs are bound once (``run_with_iobinding``: no copies are timed); a kernel the
+    network runs in place (``"inplace"`` in its spec) writes its output over its input. Two
     instances of each model are loaded. ``rounds`` rounds then visit every kernel in turn
     (interleaved, so the slow phases of a shared machine hit all of them alike; in each
     round all hot visits come first, then all cold ones), each visit timing, next to as
@@ -228,8 +229,10 @@ class Timer:
         self._buf = np.ones(max(1, evict_bytes, self.l1_evict) // 4, np.float32)
         self.clock = time.thread_time_ns if threads == 1 else time.perf_counter_ns
 
-    def _bound(self, model: bytes) -> tuple:
-        """A session with bound inputs and outputs, and the inputs (OrtValue, data)."""
+    def _bound(self, model: bytes, in_place: bool = False) -> tuple:
+        """A session with bound inputs and outputs, and the inputs (OrtValue, data);
+        ``in_place``: its output bound to its first input's buffer, as the network runs a
+        kernel that writes over its input (:func:`.specs._in_place`)."""
         import onnxruntime as ort
 
         sess = session(model, self.threads, level="ORT_ENABLE_EXTENDED")
@@ -239,6 +242,9 @@ class Timer:
             ov.update_inplace(value)
             binding.bind_ortvalue_input(name, ov)
             inputs.append((ov, value))
+        if in_place:
+            binding.bind_ortvalue_output(sess.get_outputs()[0].name, inputs[0][0])
+            return sess, binding, inputs
         for o in sess.get_outputs():
             binding.bind_output(o.name, "cpu")
         sess.run_with_iobinding(binding)
@@ -276,7 +282,8 @@ class Timer:
             except (ValueError, KeyError, TypeError) as e:
                 raise HwccError(f"cannot build a model of kernel {spec['op']}: {e}") from None
             try:
-                pairs.append((self._bound(model), self._bound(model)))
+                in_place = bool(spec and spec.get("inplace"))
+                pairs.append((self._bound(model, in_place), self._bound(model, in_place)))
             except Exception as e:  # onnxruntime raises its own types
                 raise HwccError(
                     f"onnxruntime cannot run kernel {spec['op']}: {e}",

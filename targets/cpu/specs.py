@@ -20,6 +20,7 @@ import numpy as np
 from hwcc.ir import Node, dtypes
 
 __all__ = [
+    "IN_PLACE",
     "spec_inputs",
     "Clock",
     "same_scope",
@@ -33,6 +34,14 @@ __all__ = [
 ]
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+IN_PLACE = frozenset(
+    ("Clip", "Elu", "HardSigmoid", "LeakyRelu", "Relu", "Selu", "Sigmoid", "Softplus")
+    + ("Softsign", "Tanh", "ThresholdedRelu")
+)
+"""Kernels of onnxruntime's CPU provider that may write their output over input 0
+(``MayInplace(0, 0)`` in its kernel registrations: the float activations and ``Clip``);
+its element-wise arithmetic (``Add``, ``Mul``, ...) does not."""
+_VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 _SMALL_CONST = 4096  # integer constants up to this many elements are copied into kernel models
 # Float constants are copied only up to this many (an exponent, Clip's bounds, Resize's
@@ -256,7 +265,32 @@ def _generic_spec(p: Any, op: Any) -> dict[str, Any]:
     }
     if not domain and "" in p.g.opset_imports:  # rebuilt at its own opset: attributes such
         spec["opset"] = p.g.opset_imports[""]  # as Squeeze's axes moved to inputs over time
+    if _in_place(p, node):
+        spec["inplace"] = True
     return spec
+
+
+def _in_place(p: Any, node: Node) -> bool:
+    """Whether onnxruntime writes ``node``'s output over its input: a kernel that declares
+    it may (``MayInplace(0, 0)``: :data:`IN_PLACE`) whose input buffer dies there. Its
+    allocation planner reuses the buffer of an input that this node is the last to read,
+    of the output's size and type, that is not a graph input, a constant or a graph
+    output. An input that is a view of another tensor (``Reshape``, ``Flatten``,
+    ``Squeeze``, ``Unsqueeze`` alias their input) is left out: whether its buffer dies
+    here depends on the other tensor's readers."""
+    if node.op_type not in IN_PLACE or node.domain not in STANDARD_DOMAINS or not node.inputs:
+        return False
+    x, y = p.resolve(node.inputs[0]), node.outputs[0]
+    producer = p.g.producer(x)
+    return (
+        producer is not None
+        and producer.op_type not in _VIEWS
+        and x not in p.const
+        and p.sole_user(x) is node
+        and not p.g.is_graph_output(y)
+        and p.dtype(x) == p.dtype(y)
+        and p.shape(x) == p.shape(y)
+    )
 
 
 def _attrs(node: Node) -> dict[str, Any]:
