@@ -61,16 +61,19 @@ def test_sized_fills_in_only_what_is_not_given():
 
 
 def test_a_heavy_model_fine_tunes_fewer_proposals_an_iteration():
-    """lenet5 at batch 32 is light: four proposals an iteration; under a step cap that
-    shrinks its batch, two; a number given is kept, whatever the model."""
+    """lenet5 at batch 32 is light: four proposals an iteration; as its step nears a cap
+    set for it, three, then two; a number given is kept, whatever the model."""
     src, tune = hwcc.load("zoo:lenet5-digits"), _dataset(640)
     per_sample = sample_macs(src, tune)
+    step = 32 * per_sample
     assert sized(SearchConfig(), src, tune).finetune_top == FINETUNE_TOP == 4
-    capped = SearchConfig(step_macs=per_sample * 8)  # a batch of 8, not 32
-    assert step_batch(capped, per_sample) == 8
-    assert sized(capped, src, tune).finetune_top == HEAVY_TOP == 2
+    for cap, want in [(2 * step, 4), (1.9 * step, 3), (1.01 * step, 2), (step / 4, 2)]:
+        assert sized(SearchConfig(step_macs=cap), src, tune).finetune_top == want, cap / step
+    assert sized(SearchConfig(step_macs=0), src, tune).finetune_top == 4  # no cap
+    capped = SearchConfig(step_macs=step / 4)
     for given in (0, 1, 4):
         assert sized(replace(capped, finetune_top=given), src, tune).finetune_top == given
+    assert HEAVY_TOP == 2
 
 
 def test_a_compile_records_the_long_term_steps_it_ran():

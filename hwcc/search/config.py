@@ -20,9 +20,9 @@ DEFAULT_ACCURACY_DROP = 0.05  # five points: the fidelity a deployment would sti
 
 
 FINETUNE_TOP = 4
-"""Proposals an iteration fine-tunes (:mod:`hwcc.search.finetuning`)."""
+"""Proposals an iteration fine-tunes, at most (:mod:`hwcc.search.finetuning`)."""
 HEAVY_TOP = 2
-"""... where a fine-tune step is at the ``step_macs`` cap."""
+"""... at least, however heavy a fine-tune step."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class SearchConfig:
             in one iteration: 0.5 removes at most half a layer's channels at once.
         finetune_top: fine-tune only this many of each iteration's proposals, the most
             promising by their accuracy before fine-tuning (0: every proposal, as NetAdapt);
-            None: sized to the model (:func:`hwcc.search.finetuning.sized`), 4, or 2 where
-            a fine-tune step is at the ``step_macs`` cap.
+            None: sized to the model (:func:`hwcc.search.finetuning.sized`): 4, down to 2
+            as a fine-tune step's cost nears the ``step_macs`` cap.
         short_term_steps: fine-tune steps for each proposal.
         long_term_steps: fine-tune steps after the loop (and for a recovery); None: sized
             to the fine-tune data, six epochs within bounds

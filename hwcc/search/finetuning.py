@@ -17,12 +17,17 @@ to half its width (10 % before fine-tuning) reached 37.9 % after 200 steps of 32
 labels and the input model as teacher, Adam at 1e-3, :func:`hwcc.train.finetune.finetune`).
 
 **How many proposals an iteration fine-tunes** (``SearchConfig.finetune_top``, when None):
-the ``FINETUNE_TOP`` most promising by their accuracy before fine-tuning, and only the
-``HEAVY_TOP`` first where a step is at the ``step_macs`` cap (its batch shrunk), so that
-an iteration's fine-tunes cost half as much on a heavy model. In the 70 iterations of 11
-practice compiles that fine-tuned four (eight models of ``bench.practice``, cpu 70 %), the
-proposal kept was the first of that order in 55, the second in 14 and the third in one:
-the third and fourth cost half of each iteration's fine-tuning for one pick in 70.
+the most promising by their accuracy before fine-tuning, as many as cost no more than
+``FINETUNE_TOP`` fine-tunes at half the ``step_macs`` cap, ``HEAVY_TOP`` to
+``FINETUNE_TOP`` of them::
+
+    top = clamp(⌊FINETUNE_TOP · (step_macs / 2) / (B · m)⌋, HEAVY_TOP, FINETUNE_TOP)
+
+for a step of ``B`` samples of ``m`` forward MACs each: four for a model whose step costs
+up to half the cap, two for one at the cap. In the 70 iterations of 11 practice compiles
+that fine-tuned four (eight models of ``bench.practice``, cpu 70 %), the proposal kept
+was the first of that order in 55, the second in 14 and the third in one: on a heavy
+model the third and fourth cost half of each iteration's fine-tuning for one pick in 70.
 
 **The learning rate** of a fine-tune that distils the input model alone (no labels, no
 ``lr`` given) is checked on the input before the search (:func:`probed`): the unchanged
@@ -55,6 +60,7 @@ from hwcc.ir.workload import analyze
 from hwcc.search.config import FINETUNE_TOP, HEAVY_TOP, SearchConfig
 
 __all__ = [
+    "finetune_top",
     "LONG_TERM_CAP_STEPS",
     "LONG_TERM_EPOCHS",
     "LONG_TERM_MAX",
@@ -106,17 +112,24 @@ def long_term_steps(samples: int, batch: int, step_macs: float, sample_macs: flo
 
 def sized(config: SearchConfig, src: Graph, tune: Dataset) -> SearchConfig:
     """``config`` with ``long_term_steps`` sized to ``tune`` and ``finetune_top`` to the
-    model where they are None: :data:`HEAVY_TOP` where the ``step_macs`` cap shrinks the
-    batch, else :data:`FINETUNE_TOP` (module docstring)."""
+    model's step where they are None (module docstring)."""
     per_sample = sample_macs(src, tune)
     batch = step_batch(config, per_sample)
     if config.long_term_steps is None:
         steps = long_term_steps(tune.layout.samples, batch, config.step_macs, per_sample)
         config = dataclasses.replace(config, long_term_steps=steps)
     if config.finetune_top is None:
-        top = HEAVY_TOP if batch < config.batch_size else FINETUNE_TOP
-        config = dataclasses.replace(config, finetune_top=top)
+        config = dataclasses.replace(config, finetune_top=finetune_top(config, batch * per_sample))
     return config
+
+
+def finetune_top(config: SearchConfig, step: float) -> int:
+    """Proposals an iteration fine-tunes for a step of ``step`` forward MACs (module
+    docstring); :data:`FINETUNE_TOP` without a cap."""
+    if not config.step_macs or step <= 0:
+        return FINETUNE_TOP
+    fit = int(FINETUNE_TOP * config.step_macs / 2 // step)
+    return min(max(fit, HEAVY_TOP), FINETUNE_TOP)
 
 
 def probed(
