@@ -94,13 +94,22 @@ def _qlinear_matmul(node: Node, ctx: BuildContext) -> OpFn:
     return run
 
 
+def _uint8_range(x: torch.Tensor, nonzero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """DynamicQuantizeLinear's scale and zero point for ``x``: its range, 0 included, over
+    255 levels (``nonzero``: a scale of 1 where the range is empty, as for an all-zero
+    input)."""
+    lo = torch.clamp(x.min(), max=0.0)
+    hi = torch.clamp(x.max(), min=0.0)
+    scale = (hi - lo) / 255.0
+    if nonzero:
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return scale, torch.clamp(torch.round(-lo / scale), 0, 255)
+
+
 @register("DynamicQuantizeLinear", outputs=3)
 def _dynamic_quantize(node: Node, ctx: BuildContext) -> OpFn:
     def run(x):
-        lo = torch.clamp(x.min(), max=0.0)
-        hi = torch.clamp(x.max(), min=0.0)
-        scale = (hi - lo) / 255.0
-        zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+        scale, zero = _uint8_range(x)
         y = torch.clamp(torch.round(x / scale) + zero, 0, 255)
         return y.to(torch.uint8), scale.to(x.dtype), zero.to(torch.uint8)
 
@@ -115,11 +124,7 @@ def _dynamic_quantize_matmul(node: Node, ctx: BuildContext) -> OpFn:
 
     def run(a, b, b_scale, b_zero=None, bias=None):
         with torch.no_grad():
-            lo = torch.clamp(a.min(), max=0.0)
-            hi = torch.clamp(a.max(), min=0.0)
-            scale = (hi - lo) / 255.0
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+            scale, zero = _uint8_range(a, nonzero=True)
         q = a / scale
         q = q + (torch.round(q) - q).detach()
         a_hat = (torch.clamp(q + zero, 0, 255) - zero) * scale
