@@ -284,6 +284,33 @@ def test_a_step_that_costs_too_much_accuracy_is_halved_before_giving_up(lenet5, 
     assert state.history[0]["metrics"]["accuracy"] == 0.9
 
 
+def test_a_halved_step_prices_each_change_of_the_graph_once(lenet5, eyeriss):
+    """A step no unit can meet is halved; the changes tried for the first target are not
+    built and priced again for the next (each distinct graph priced once, the proposal
+    kept once more when it is built again), and the step kept meets the halved target."""
+    r0 = metrics(eyeriss, lenet5)
+    priced: list[tuple] = []
+
+    def price(g):
+        priced.append(tuple(sorted((n, t.shape) for n, t in g.tensors.items() if t.shape)))
+        return metrics(eyeriss, g)
+
+    cfg = SearchConfig(
+        passes=("prune_channels",), initial_reduction=0.9, max_iterations=1, one_shot=False
+    )
+    state = _start({"size_bytes": 0.05 * r0["size_bytes"]}, r0, cfg)
+    hooks = _hooks(eyeriss)
+    hooks.price = price
+    graph = run_loop(lenet5, state, cfg, hooks)
+    assert state.iteration == 1, state.stop
+    assert state.history[0]["target"] < 0.9 * r0["size_bytes"]  # halved, but not to nothing
+    rejected = [r for r in state.rejected if r["iteration"] == 1]
+    assert len(rejected) > len(units(lenet5, ["prune_channels"]))  # some units missed twice
+    repeats = len(priced) - len(set(priced))
+    assert repeats <= 2, repeats  # the proposal priced again once it is built, not per try
+    assert metrics(eyeriss, graph)["size_bytes"] <= state.history[0]["target"]
+
+
 def test_a_longer_fine_tune_before_the_floor_lets_the_search_go_on(lenet5, eyeriss):
     """Every proposal from the input is below the floor; the current network fine-tuned
     for the long-term steps gains accuracy, and the search goes on from it."""
