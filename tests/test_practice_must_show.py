@@ -92,3 +92,35 @@ def test_the_eyeriss_cell_says_met_not_met_or_why_there_is_no_verdict():
     assert must_show.line("ppocr_cls", row).endswith("| not met (1178 s) |")
     row["eyeriss"] = {"exit": None, "wall_s": 1800, "error": "killed after 1800 s"}
     assert must_show.line("ppocr_cls", row).endswith("| failed: killed after 1800 s |")
+    row["eyeriss"] = {
+        "exit": 3,
+        "wall_s": 1177.6,
+        "budget_met": False,
+        "ratio": 0.519,
+        "reported_accuracy": 0.9518,
+    }
+    assert must_show.line("ppocr_cls", row).endswith("| not met: 0.52x energy, 95.2% (19.6 min) |")
+
+
+def test_an_eyeriss_only_run_leaves_the_cpu_compiles_alone(tmp_path, monkeypatch):
+    """``--eyeriss-only``: only the CNNs' Eyeriss compiles run, with their own time limit,
+    and a row without a cpu compile still renders."""
+    calls = []
+
+    def fake_compile(model_id, target, budget, work, extra=()):
+        calls.append((model_id, target, budget))
+        return {
+            "exit": 0,
+            "wall_s": 60.0,
+            "budget_met": True,
+            "ratio": 0.5,
+            "reported_accuracy": 0.99,
+        }
+
+    monkeypatch.setattr(must_show, "compile_cli", fake_compile)
+    results = must_show.run(["ppocr_cls", "silero_op15"], tmp_path, cpu=False)
+    assert calls == [("ppocr_cls", "eyeriss", "50%")]  # silero is no CNN
+    assert must_show.line("ppocr_cls", results["ppocr_cls"]).startswith(
+        "| ppocr_cls | (Eyeriss only) |"
+    )
+    assert must_show.EYERISS_TIMEOUT_S > must_show.TIMEOUT_S
