@@ -48,9 +48,10 @@ def test_two_budgets_must_both_hold(tmp_path):
     assert s["final"]["size_bytes"] <= 0.6 * s["original"]["size_bytes"]
 
 
-def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
-    """A measured target whose measurements come out 30 % above its predictions: the
-    predicted budget is not enough, the loop continues until the measurement meets it."""
+def _measured_compile(monkeypatch, slowdown):
+    """lenet300-digits to 70 % latency on Eyeriss posing as a measured target, whose n-th
+    side-by-side measurement (from 1) gives the final model ``slowdown(n)`` times its
+    predicted latency; the result and the number of measurements."""
     from hwcc.targets.base import load_target
 
     target = load_target("eyeriss")
@@ -60,7 +61,7 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
     def measure(graphs):
         calls.append(len(graphs))
         original, final = (target.price(g).latency_s for g in graphs)
-        return [original, 1.3 * final]
+        return [original, slowdown(len(calls)) * final]
 
     target.measure_latency = measure
     monkeypatch.setattr("hwcc.api.load_target", lambda name: target)
@@ -71,6 +72,13 @@ def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
         data="zoo:digits",
         **{**FAST, "max_iterations": 20},
     )
+    return r, len(calls)
+
+
+def test_a_measured_miss_sends_the_search_back_to_work(monkeypatch):
+    """A measured target whose measurements come out 30 % above its predictions: the
+    predicted budget is not enough, the loop continues until the measurement meets it."""
+    r, calls = _measured_compile(monkeypatch, lambda n: 1.3)
     s = r.summary.to_json()
     assert calls and s["honesty_rounds"], "the first final model missed when measured"
     # each miss was caught before the long-term fine-tune was paid for
@@ -83,26 +91,7 @@ def test_a_noisy_measurement_is_caught_before_the_long_term_fine_tune(monkeypatc
     """Every third side-by-side measurement comes out 30 % slow, as a shared machine's can:
     the check before the long-term fine-tune takes as many repeats as the one after it, so
     a structure that misses is sent back before the fine-tune is paid for, never after."""
-    from hwcc.targets.base import load_target
-
-    target = load_target("eyeriss")
-    target.provenance = "measured"
-    calls = []
-
-    def measure(graphs):
-        calls.append(len(graphs))
-        original, final = (target.price(g).latency_s for g in graphs)
-        return [original, (1.3 if len(calls) % 3 == 2 else 1.0) * final]
-
-    target.measure_latency = measure
-    monkeypatch.setattr("hwcc.api.load_target", lambda name: target)
-    r = hwcc.compile(
-        "zoo:lenet300-digits",
-        "eyeriss",
-        "70%latency",
-        data="zoo:digits",
-        **{**FAST, "max_iterations": 20},
-    )
+    r, _ = _measured_compile(monkeypatch, lambda n: 1.3 if n % 3 == 2 else 1.0)
     s = r.summary.to_json()
     assert s["honesty_rounds"], "the first structure missed on its second repeat"
     assert {r["long_term"] for r in s["honesty_rounds"]} == {"before"}
