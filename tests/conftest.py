@@ -81,3 +81,18 @@ def digits():
     from hwcc.models.digits import load_split
 
     return load_split("train"), load_split("test")
+
+
+@pytest.fixture(scope="module")
+def lenet5():
+    """The zoo's LeNet-5 on 8x8 digits, for the search's tests."""
+    import hwcc
+
+    return hwcc.load("zoo:lenet5-digits")
+
+
+@pytest.fixture(scope="module")
+def eyeriss():
+    from hwcc.targets.base import load_target
+
+    return load_target("eyeriss")

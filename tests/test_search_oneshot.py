@@ -8,23 +8,11 @@ from __future__ import annotations
 import pytest
 from search_runs import digits_importance, metrics
 
-import hwcc
 from hwcc.search.config import SearchConfig
 from hwcc.search.loop import Hooks, run_loop
 from hwcc.search.state import SearchState
-from hwcc.targets.base import load_target
 
 LAYERS = {"/0/Conv": 20, "/2/Conv": 50, "/6/Gemm": 500}  # the prunable layers' filters
-
-
-@pytest.fixture(scope="module")
-def lenet5():
-    return hwcc.load("zoo:lenet5-digits")
-
-
-@pytest.fixture(scope="module")
-def eyeriss():
-    return load_target("eyeriss")
 
 
 def kept(graph) -> dict[str, float]:

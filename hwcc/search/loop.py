@@ -59,6 +59,7 @@ from hwcc.ir import Graph
 from hwcc.search.config import FINETUNE_TOP, SearchConfig
 from hwcc.search.int8_start import PASS as INT8_PASS
 from hwcc.search.int8_start import int8_start
+from hwcc.search.merge import as_unit, combined
 from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
 from hwcc.search.state import METRICS, SearchState
@@ -156,13 +157,14 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             return graph
         metric = max(over, key=over.get)
         hooks.event("iteration", {"iteration": i + 1, "metric": metric, "state": state})
-        picked, below = None, None
+        picked, below, ranked = None, None, []
         floor = state.floor(config.max_accuracy_drop)
         priced: dict[tuple[str, str, str], float | str] = {}  # this graph's steps, priced
+        data = hooks.importance(graph) if hooks.importance else None
         for halving in range(4):  # a smaller step when no unit meets it, or none above the floor
             step = sched.step(state.original[metric], i) / 2**halving
             target = max(state.limits[metric], state.current[metric] - step)
-            picked = _iterate(graph, state, config, hooks, metric, target, i, priced)
+            picked, ranked = _iterate(graph, state, config, hooks, metric, target, i, priced, data)
             if picked is not None and _below(picked, floor):
                 below, picked = picked, None
                 continue
@@ -170,6 +172,9 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
                 break
         if picked is None and below is not None:
             picked = below
+        if picked is not None and halving and not _below(picked, floor):
+            full = max(state.limits[metric], state.current[metric] - step * 2**halving)
+            picked = _combine(graph, picked, ranked, state, config, hooks, metric, full, data)
         if picked is None:
             state.stop = (
                 f"no change to any layer brings {metric} down from "
@@ -249,8 +254,10 @@ def _iterate(
     target: float,
     i: int,
     priced: dict[tuple[str, str, str], float | str],
-) -> Proposal | None:
-    """Propose for every unit, fine-tune, evaluate; the best proposal or None.
+    data: Any,
+) -> tuple[Proposal | None, list[Proposal]]:
+    """Propose for every unit, fine-tune, evaluate; the best proposal (or None) and every
+    proposal, best first by the pick rule. ``data``: what the passes measure on.
 
     ``priced`` holds the price (or the reason it cannot be applied) of every step of
     ``graph`` tried so far, kept across the halvings of one iteration: a halved step
@@ -264,7 +271,7 @@ def _iterate(
         todo = todo[: config.max_units]
     r_now = state.current[metric]
     found: list[Proposal] = []
-    options, data = config.pass_knobs(), hooks.importance(graph) if hooks.importance else None
+    options = config.pass_knobs()
     for j, unit in enumerate(todo):
 
         def at(step: Step, unit: Unit = unit) -> tuple[Graph | None, float] | str:
@@ -294,7 +301,7 @@ def _iterate(
         p.score = _score(p, state, metric, r_now)
         found.append(p)
     if not found:
-        return None
+        return None, []
     # Fine-tune the most promising proposals (by their accuracy before fine-tuning), and
     # keep the one that loses the least accuracy per resource removed after it.
     ranked = sorted(found, key=lambda p: (p.score, p.metrics[metric]))
@@ -314,7 +321,44 @@ def _iterate(
     # Smallest loss per resource; ties to the larger saving, then the earlier unit.
     best = min(top, key=lambda p: (p.score, p.metrics[metric]))
     state.proposals.extend(p.record(i + 1, p is best) for p in ranked)
-    return best
+    return best, sorted(ranked, key=lambda p: (p.score, p.metrics[metric]))
+
+
+def _combine(
+    graph: Graph,
+    best: Proposal,
+    ranked: list[Proposal],
+    state: SearchState,
+    config: SearchConfig,
+    hooks: Hooks,
+    metric: str,
+    full_target: float,
+    data: Any,
+) -> Proposal:
+    """``best`` and the next proposals together, up to the schedule's full step, when
+    that loses no more accuracy per resource than its worst member alone
+    (:mod:`hwcc.search.merge`); else ``best``."""
+    floor = state.floor(config.max_accuracy_drop)
+    members = [p for p in ranked if p is not best and not _below(p, floor)]
+    got = combined(best, members, full_target, metric, config.pass_knobs(), data, hooks.price)
+    if got is None:
+        return best
+    g, members = got
+    unit, step = as_unit(members)
+    p = Proposal(unit, step, g, hooks.price(g), hooks.accuracy(g))
+    p.untuned = p.accuracy
+    tuned = hooks.finetune(g, config.short_term_steps, _seed(config.seed, state.iteration, 1 << 19))
+    after = hooks.accuracy(tuned)
+    if after is None or p.untuned is None or after >= p.untuned:
+        p.graph, p.accuracy = tuned, after
+    p.score = _score(p, state, metric, state.current[metric])
+    kept = p.score <= max(m.score for m in members) and not _below(p, floor)
+    if kept:
+        for r in state.proposals[-len(ranked) :]:
+            r["picked"] = False
+    state.proposals.append(p.record(state.iteration + 1, kept))
+    hooks.event("proposal", {"proposal": p, "done": 1, "total": 1})
+    return p if kept else best
 
 
 def capped(steps: tuple[Step, ...], config: SearchConfig) -> tuple[Step, ...]:
