@@ -17,6 +17,11 @@ read from DRAM once and the result written once: the core has no room to keep ma
 
 ``E_op`` is the energy of a whole instruction (Horowitz, ISSCC 2014: ~70 pJ for an add on
 a 45 nm processor, of which the add is 0.1 pJ), ``E_DRAM(32 b)`` = 640 pJ (EIE Table I).
+A recurrent layer (LSTM, GRU, RNN) reads its weights at every one of its ``T`` time steps,
+``bytes = input_bytes + output_bytes + T · weight_bytes``: each step needs the state the one
+before wrote, so the steps cannot share one pass over the weights, and the core has no room
+to keep ``gates · H · (I + H)`` of them between steps (ddddocr's bidirectional LSTM
+holds 16.8 MB in fp32).
 Views (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) are free: the next layer
 reads the same buffer. A layer whose shapes the workload view could not read has no work
 to price; it is refused with its reason.
@@ -34,6 +39,7 @@ from hwcc.targets.base import Cost, CostContext, Target, register_family
 __all__ = ["EmbeddedHost", "VIEWS"]
 
 VIEWS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+RECURRENT = ("lstm", "gru", "rnn")  # workload kinds whose weights every time step reads
 
 
 @register_family("embedded_cpu")
@@ -62,7 +68,8 @@ class EmbeddedHost(Target):
         if layer.op_type in VIEWS:
             return Cost(0.0, 0.0, {}, "free: a view of the same buffer")
         ops = layer.macs + layer.ops
-        moved = layer.input_bytes + layer.output_bytes + layer.weight_bytes
+        steps = (layer.seq_len or 1) if layer.kind in RECURRENT else 1
+        moved = layer.input_bytes + layer.output_bytes + layer.weight_bytes * steps
         compute_s, memory_s = ops / self.ops_per_s, moved / self.bytes_per_s
         op_j, dram_j = ops * self.j_per_op, moved * self.j_per_byte
         breakdown = {

@@ -57,6 +57,36 @@ def test_maxpool_on_the_host_by_hand():
     assert gc.host_energy_j == pytest.approx(pool.cost.energy_j, rel=1e-12)
 
 
+def lstm_graph(steps: int) -> hwcc.Graph:
+    """One LSTM, hidden 2, input 2, batch 1, ``steps`` time steps; W, R and B in fp32."""
+    rng = np.random.default_rng(0)
+    shapes = {"W": (1, 8, 2), "R": (1, 8, 2), "B": (1, 16)}
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+        for n, s in shapes.items()
+    ]
+    return graph_of(
+        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], name="lstm", hidden_size=2)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [steps, 1, 1, 2])],
+        inits,
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_recurrent_layer_reads_its_weights_at_every_step_by_hand(steps):
+    # weights: W 16 + R 16 + B 16 floats = 192 B, read once per step; x and y: 8 B per step.
+    # ops: T x (4 gates x 2 hidden x (2 + 2) MACs + 2 hidden x 9 gate ops) = 50 T.
+    # T = 3: 624 B, 150 ops: 150 x 70 pJ + 624 x 160 pJ = 10500 + 99840 = 110340 pJ.
+    lstm = load_target("host-45nm").cost(lstm_graph(steps)).layer("lstm").cost
+    moved = 8 * steps + 8 * steps + 192 * steps
+    assert lstm.breakdown["dram_bytes"] == moved and lstm.breakdown["ops"] == 50 * steps
+    assert lstm.energy_j == pytest.approx(50 * steps * OP_J + moved * BYTE_J, rel=1e-9)
+    if steps == 3:
+        assert lstm.energy_j == pytest.approx(110340e-12, rel=1e-9)
+    assert lstm.latency_s == pytest.approx(50 * steps / OPS_PER_S + moved / BYTES_PER_S, rel=1e-9)
+
+
 def test_views_are_free_and_unknown_work_is_refused():
     host = load_target("host-45nm")
     x = np.ones((1, 8), np.float32)
