@@ -111,3 +111,40 @@ def test_nothing_is_combined_when_one_unit_meets_the_step(lenet5, eyeriss):
     assert state.iteration == 3
     assert not any("units:" in p["layer"] for p in state.proposals)
     assert _changed(lenet5, graph) >= 1
+
+
+def test_units_that_each_miss_the_smallest_step_are_taken_together(lenet5, eyeriss):
+    """A tenth of a layer's channels at most per iteration, and the step asks for 90 %:
+    no group meets even an eighth of it alone, which used to stop the search. The groups
+    that lower the size most are evaluated and taken together."""
+    r0 = metrics(eyeriss, lenet5)
+    graph, state = _run(
+        lenet5, eyeriss, r0, reduction=0.9, accuracy=lambda g: 0.9, max_step_fraction=0.1
+    )
+    assert state.iteration == 1, state.stop
+    (h,) = state.history
+    singles = [p for p in state.proposals if "units:" not in p["layer"]]
+    assert len(singles) >= 2 and all(p["size_bytes"] > h["target"] for p in singles)
+    assert h["layer"].startswith(f"{len(h['settings'])} units") and len(h["settings"]) >= 2
+    assert h["metrics"]["size_bytes"] <= h["target"]
+    assert metrics(eyeriss, graph)["size_bytes"] < min(p["size_bytes"] for p in singles)
+    for shown in h["settings"].values():
+        before, after = map(int, shown["channels"].split("->"))
+        assert after >= 0.9 * before - 1
+
+
+def test_near_misses_that_interact_leave_the_search_stopped(lenet5, eyeriss):
+    r0 = metrics(eyeriss, lenet5)
+    graph, state = _run(
+        lenet5,
+        eyeriss,
+        r0,
+        reduction=0.9,
+        accuracy=lambda g: 0.9 if _changed(lenet5, g) <= 1 else 0.3,
+        max_step_fraction=0.1,
+        max_accuracy_drop=None,
+    )
+    assert state.iteration == 0 and state.stop.startswith("no change to any layer")
+    assert graph is lenet5
+    (both,) = [p for p in state.proposals if "units:" in p["layer"]]
+    assert not both["picked"] and both["accuracy"] == 0.3

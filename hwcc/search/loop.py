@@ -28,10 +28,13 @@ one exceeded most (largest ``R / L``); with an energy budget, units are visited
 most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters when
 ``max_units`` caps the proposals per iteration. If no unit can meet ``target_i``, or
 every proposal would take accuracy below the floor, the step is halved (up to three
-times); if still none is above the floor, the current network is fine-tuned for the
-long-term steps once (kept if held-out accuracy rose: the short-term fine-tunes of several
-steps leave accuracy a longer one wins back) and the iteration is tried again, before the
-search gives up.
+times); the halved step's proposals are then combined up to the full step where that
+loses no more accuracy per resource than the worst of them alone, and where no unit meets
+even the smallest step the units that come nearest are combined the same way
+(:mod:`hwcc.search.merge`). If still none is above the floor, the current network is
+fine-tuned for the long-term steps once (kept if held-out accuracy rose: the short-term
+fine-tunes of several steps leave accuracy a longer one wins back) and the iteration is
+tried again, before the search gives up.
 
 Where the target runs int8 MatMuls, the loop first tries them (:mod:`hwcc.search.int8_start`).
 With ``one_shot`` the loop starts from every channel group pruned at once by its
@@ -59,7 +62,7 @@ from hwcc.ir import Graph
 from hwcc.search.config import FINETUNE_TOP, SearchConfig
 from hwcc.search.int8_start import PASS as INT8_PASS
 from hwcc.search.int8_start import int8_start
-from hwcc.search.merge import as_unit, combined
+from hwcc.search.merge import from_near_misses, together
 from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
 from hwcc.search.state import METRICS, SearchState
@@ -157,14 +160,16 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             return graph
         metric = max(over, key=over.get)
         hooks.event("iteration", {"iteration": i + 1, "metric": metric, "state": state})
-        picked, below, ranked = None, None, []
+        picked, below, ranked, near = None, None, [], []
         floor = state.floor(config.max_accuracy_drop)
         priced: dict[tuple[str, str, str], float | str] = {}  # this graph's steps, priced
         data = hooks.importance(graph) if hooks.importance else None
         for halving in range(4):  # a smaller step when no unit meets it, or none above the floor
             step = sched.step(state.original[metric], i) / 2**halving
             target = max(state.limits[metric], state.current[metric] - step)
-            picked, ranked = _iterate(graph, state, config, hooks, metric, target, i, priced, data)
+            picked, ranked, near = _iterate(
+                graph, state, config, hooks, metric, target, i, priced, data
+            )
             if picked is not None and _below(picked, floor):
                 below, picked = picked, None
                 continue
@@ -172,9 +177,11 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
                 break
         if picked is None and below is not None:
             picked = below
+        full = max(state.limits[metric], state.current[metric] - step * 2**halving)
         if picked is not None and halving and not _below(picked, floor):
-            full = max(state.limits[metric], state.current[metric] - step * 2**halving)
-            picked = _combine(graph, picked, ranked, state, config, hooks, metric, full, data)
+            picked = together(picked, ranked, state, config, hooks, metric, full, data) or picked
+        elif picked is None and near:  # no unit meets even the smallest step alone
+            picked = from_near_misses(graph, near, state, config, hooks, metric, full, data)
         if picked is None:
             state.stop = (
                 f"no change to any layer brings {metric} down from "
@@ -255,9 +262,11 @@ def _iterate(
     i: int,
     priced: dict[tuple[str, str, str], float | str],
     data: Any,
-) -> tuple[Proposal | None, list[Proposal]]:
-    """Propose for every unit, fine-tune, evaluate; the best proposal (or None) and every
-    proposal, best first by the pick rule. ``data``: what the passes measure on.
+) -> tuple[Proposal | None, list[Proposal], list[tuple[Unit, Step, float]]]:
+    """Propose for every unit, fine-tune, evaluate; the best proposal (or None), every
+    proposal, best first by the pick rule, and the near misses: each unit that missed
+    ``target`` but whose largest step lowers the metric, with that step and its price.
+    ``data``: what the passes measure on.
 
     ``priced`` holds the price (or the reason it cannot be applied) of every step of
     ``graph`` tried so far, kept across the halvings of one iteration: a halved step
@@ -271,6 +280,7 @@ def _iterate(
         todo = todo[: config.max_units]
     r_now = state.current[metric]
     found: list[Proposal] = []
+    near: list[tuple[Unit, Step, float]] = []
     options = config.pass_knobs()
     for j, unit in enumerate(todo):
 
@@ -289,76 +299,62 @@ def _iterate(
             state.rejected.append(
                 {"iteration": i + 1, "layer": unit.id, "pass": unit.pass_name, "reason": got}
             )
+            largest = priced.get((unit.pass_name, unit.id, repr(steps[-1].knobs)))
+            if isinstance(largest, float) and largest < r_now:
+                near.append((unit, steps[-1], largest))
             continue
         chosen, changed, _ = got
-        if changed is None:
-            changed = apply_step(graph, unit, chosen, options, data)
-            if isinstance(changed, str):  # a pass is deterministic: this is a bug
-                raise RuntimeError(f"{unit.id}: {shown(chosen)} applied once, refused now")
-        # Fine-tuning changes values, not shapes or the zero pattern (masks keep every zero),
-        # so the proposal prices as the change it came from: a cache hit, not a new pricing.
-        p = Proposal(unit, chosen, changed, hooks.price(changed), hooks.accuracy(changed))
-        p.score = _score(p, state, metric, r_now)
-        found.append(p)
+        found.append(propose(graph, unit, chosen, changed, state, hooks, metric, data, options))
     if not found:
-        return None, []
+        return None, [], near
     # Fine-tune the most promising proposals (by their accuracy before fine-tuning), and
     # keep the one that loses the least accuracy per resource removed after it.
     ranked = sorted(found, key=lambda p: (p.score, p.metrics[metric]))
     n = FINETUNE_TOP if config.finetune_top is None else config.finetune_top
     top = ranked[:n] if n else ranked
     for k, p in enumerate(top):
-        j = todo.index(p.unit)
-        p.untuned = p.accuracy
-        tuned = hooks.finetune(p.graph, config.short_term_steps, _seed(config.seed, i, j))
-        after = hooks.accuracy(tuned)
-        # a fine-tune that lowers held-out accuracy is not kept (it drifts on some
-        # pretrained models: ddddocr's recogniser fell from 100 % to 79 % agreement)
-        if after is None or p.untuned is None or after >= p.untuned:
-            p.graph, p.accuracy = tuned, after
+        tune(p, config, hooks, _seed(config.seed, i, todo.index(p.unit)))
         p.score = _score(p, state, metric, r_now)
         hooks.event("proposal", {"proposal": p, "done": k + 1, "total": len(top)})
     # Smallest loss per resource; ties to the larger saving, then the earlier unit.
     best = min(top, key=lambda p: (p.score, p.metrics[metric]))
     state.proposals.extend(p.record(i + 1, p is best) for p in ranked)
-    return best, sorted(ranked, key=lambda p: (p.score, p.metrics[metric]))
+    return best, sorted(ranked, key=lambda p: (p.score, p.metrics[metric])), near
 
 
-def _combine(
+def propose(
     graph: Graph,
-    best: Proposal,
-    ranked: list[Proposal],
+    unit: Unit,
+    step: Step,
+    changed: Graph | None,
     state: SearchState,
-    config: SearchConfig,
     hooks: Hooks,
     metric: str,
-    full_target: float,
     data: Any,
+    options: dict[str, Any],
 ) -> Proposal:
-    """``best`` and the next proposals together, up to the schedule's full step, when
-    that loses no more accuracy per resource than its worst member alone
-    (:mod:`hwcc.search.merge`); else ``best``."""
-    floor = state.floor(config.max_accuracy_drop)
-    members = [p for p in ranked if p is not best and not _below(p, floor)]
-    got = combined(best, members, full_target, metric, config.pass_knobs(), data, hooks.price)
-    if got is None:
-        return best
-    g, members = got
-    unit, step = as_unit(members)
-    p = Proposal(unit, step, g, hooks.price(g), hooks.accuracy(g))
+    """``step`` of ``unit`` as a proposal, priced, evaluated and scored; ``changed`` is
+    the graph it gives when already built (None: built here)."""
+    if changed is None:
+        changed = apply_step(graph, unit, step, options, data)
+        if isinstance(changed, str):  # a pass is deterministic: this is a bug
+            raise RuntimeError(f"{unit.id}: {shown(step)} applied once, refused now")
+    # Fine-tuning changes values, not shapes or the zero pattern (masks keep every zero),
+    # so the proposal prices as the change it came from: a cache hit, not a new pricing.
+    p = Proposal(unit, step, changed, hooks.price(changed), hooks.accuracy(changed))
+    p.score = _score(p, state, metric, state.current[metric])
+    return p
+
+
+def tune(p: Proposal, config: SearchConfig, hooks: Hooks, seed: int) -> None:
+    """Fine-tune ``p`` for the short-term steps, in place; a fine-tune that lowers held-out
+    accuracy is not kept (it drifts on some pretrained models: ddddocr's recogniser fell
+    from 100 % to 79 % agreement)."""
     p.untuned = p.accuracy
-    tuned = hooks.finetune(g, config.short_term_steps, _seed(config.seed, state.iteration, 1 << 19))
+    tuned = hooks.finetune(p.graph, config.short_term_steps, seed)
     after = hooks.accuracy(tuned)
     if after is None or p.untuned is None or after >= p.untuned:
         p.graph, p.accuracy = tuned, after
-    p.score = _score(p, state, metric, state.current[metric])
-    kept = p.score <= max(m.score for m in members) and not _below(p, floor)
-    if kept:
-        for r in state.proposals[-len(ranked) :]:
-            r["picked"] = False
-    state.proposals.append(p.record(state.iteration + 1, kept))
-    hooks.event("proposal", {"proposal": p, "done": 1, "total": 1})
-    return p if kept else best
 
 
 def capped(steps: tuple[Step, ...], config: SearchConfig) -> tuple[Step, ...]:
