@@ -26,6 +26,7 @@ smallest step, and the search stopped there with the budget unmet.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from hwcc.ir import Graph
@@ -49,24 +50,27 @@ def combined(
     options: dict[str, Any],
     data: Any,
     price,
-) -> tuple[Graph, list[Proposal]] | None:
+) -> tuple[Graph, list[Proposal], dict[str, float]] | None:
     """The best proposal's graph with the next proposals of ``ranked`` applied on top, up
     to the first that meets ``full_target``; with its members, or None when fewer than
-    two members apply. ``data``: what the passes measure on (the iteration's network's);
+    two members apply; with the combination's metrics (priced once, here). ``data``: what
+    the passes measure on (the iteration's network's);
     ``price``: graph -> metrics."""
-    members, g, ids, now = [best], best.graph, {best.unit.id}, best.metrics[metric]
+    members, g, ids, metrics = [best], best.graph, {best.unit.id}, best.metrics
+    now = metrics[metric]
     for p in ranked:
         if now <= full_target:
             break
-        if p.unit.id in ids or p.score == float("inf"):
+        if p.unit.id in ids or math.isinf(p.score):
             continue
         nxt = apply_step(g, p.unit, p.step, options, data)
         if isinstance(nxt, str):  # the units conflict (a layer already changed): skip it
             continue
-        g, now = nxt, price(nxt)[metric]
+        g, metrics = nxt, price(nxt)
+        now = metrics[metric]
         members.append(p)
         ids.add(p.unit.id)
-    return (g, members) if len(members) > 1 else None
+    return (g, members, metrics) if len(members) > 1 else None
 
 
 def as_unit(members: list[Proposal]) -> tuple[Unit, Step]:
@@ -128,9 +132,9 @@ def together(
     got = combined(best, members, full_target, metric, config.pass_knobs(), data, hooks.price)
     if got is None:
         return None
-    g, members = got
+    g, members, metrics = got
     unit, step = as_unit(members)
-    p = Proposal(unit, step, g, hooks.price(g), hooks.accuracy(g))
+    p = Proposal(unit, step, g, metrics, hooks.accuracy(g))
     tune(p, config, hooks, _seed(config.seed, state.iteration, 1 << 19))
     p.score = _score(p, state, metric, state.current[metric])
     kept = p.score <= max(m.score for m in members) and not _below(p, floor)
