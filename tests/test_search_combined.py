@@ -103,6 +103,27 @@ def test_a_combination_losing_more_per_resource_than_its_members_is_not_kept(len
     assert not both["picked"] and both["accuracy"] == 0.3
 
 
+def test_a_combination_that_loses_nothing_is_kept_whatever_its_members_gained(lenet5, eyeriss):
+    """Each group alone gains 5 points (its fine-tune recovering earlier losses), any
+    two together 2: less per resource removed than either member, but nothing lost
+    against the iteration's start, and only the combination takes the full step."""
+    r0 = metrics(eyeriss, lenet5)
+    graph, state = _run(
+        lenet5,
+        eyeriss,
+        r0,
+        reduction=0.5,
+        accuracy=lambda g: {0: 0.9, 1: 0.95}.get(_changed(lenet5, g), 0.92),
+    )
+    (h,) = state.history
+    assert h["layer"].startswith(("2 units", "3 units")), h["layer"]
+    assert _changed(lenet5, graph) >= 2 and h["metrics"]["size_bytes"] <= h["target"]
+    (both,) = [p for p in state.proposals if "units:" in p["layer"]]
+    singles = [p for p in state.proposals if "units:" not in p["layer"]]
+    assert both["picked"] and both["accuracy"] == 0.92
+    assert both["score"] > max(p["score"] for p in singles if p["accuracy"] == 0.95)
+
+
 def test_nothing_is_combined_when_one_unit_meets_the_step(lenet5, eyeriss):
     r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
