@@ -44,6 +44,22 @@ def test_the_fast_side_of_a_step_is_found_where_binary_search_misses_it():
     )  # the smallest change that meets, by brute force
 
 
+def test_unaligned_counts_are_probed_only_between_two_multiples():
+    """The coarsest multiples are searched first and each finer search only below what
+    was found, so the counts that are no multiple of 4 (on the CPU: kernels of their own
+    to measure) are probed only between the two multiples of 4 around the answer, and the
+    answer is still the smallest change that meets, by brute force."""
+    for target in (21, 30, 41, 52):
+        log: list[int] = []
+        steps, at = _steps(64, 8, _staircase, log)
+        step, _, _ = smallest_meeting(steps, at, target, granularity=(4, 8, 16))
+        best = min((c for c in range(8, 64) if _staircase(c) <= target), key=lambda c: 64 - c)
+        assert step.count == best, target
+        unaligned = {c for c in log if c % 4}
+        assert all(best <= c < best + 4 for c in unaligned), (target, sorted(unaligned))
+        assert len(set(log)) <= 12, sorted(set(log))
+
+
 def test_aligned_steps_can_rescue_a_unit_whose_largest_change_misses():
     """35 channels, steps down to 33 only (a cap): 34 and 33 are slow, 32 is not reachable,
     so nothing meets 30; with steps down to 32 the aligned 32 meets although 33 does not."""

@@ -77,13 +77,20 @@ def smallest_meeting(
     Prices fall as the change grows, but in steps: hardware runs channel counts that fill
     its lanes, tiles or PEs fastest (a convolution of 33 channels can take twice the time of
     one of 32 on this CPU), so a count just past a multiple can cost more than the multiple
-    with more channels. Two searches, the smallest step of either wins:
+    with more channels. Binary searches, each the largest of its steps tried first, the
+    smallest step of any wins:
 
-    * a binary search over all the steps, the largest tried first (if even it misses and
-      no aligned step meets, the unit cannot help this iteration);
-    * for each of the target's ``granularity`` (:meth:`Target.channel_granularity`), a
-      binary search over the steps that leave a multiple of it (``Step.count``), on which
-      the price does fall monotonically: the counts on the fast side of each step.
+    * for each of the target's ``granularity`` (:meth:`Target.channel_granularity`),
+      coarsest first, one over the steps that leave a multiple of it (``Step.count``), on
+      which the price does fall monotonically: the counts on the fast side of each step;
+    * last, one over all the steps (if even the largest misses and no aligned step meets,
+      the unit cannot help this iteration).
+
+    Each search after the first only looks below the smallest step found so far, so the
+    finer searches probe a few counts between two multiples rather than the whole range:
+    on the CPU a probe at an unaligned count prices kernels that exist at no aligned one
+    (a plain convolution for the NCHWc one), each measured for the table before it can
+    be looked up.
 
     Args:
         steps: the steps, smallest change first.
@@ -109,11 +116,11 @@ def smallest_meeting(
         r = attempt(i)
         return not isinstance(r, str) and r[1] <= target
 
-    found = [_first(list(range(len(steps))), meets)]
-    for g in sorted(set(granularity)):
-        aligned = [i for i, s in enumerate(steps) if _count(s) is not None and _count(s) % g == 0]
-        found.append(_first([i for i in aligned if found[0] is None or i < found[0]], meets))
-    best = min((i for i in found if i is not None), default=None)
+    best: int | None = None
+    for g in [*sorted({g for g in granularity if g > 1}, reverse=True), 1]:
+        family = [i for i, s in enumerate(steps) if g == 1 or _leaves_multiple(s, g)]
+        i = _first([i for i in family if best is None or i < best], meets)
+        best = i if i is not None else best
     if best is None:
         last = attempt(len(steps) - 1)
         if isinstance(last, str):
@@ -140,8 +147,9 @@ def _first(indices: list[int], meets: Callable[[int], bool]) -> int | None:
     return indices[hi]
 
 
-def _count(step: Any) -> int | None:
-    return getattr(step, "count", None)
+def _leaves_multiple(step: Any, g: int) -> bool:
+    count = getattr(step, "count", None)
+    return count is not None and count % g == 0
 
 
 def shown(step: Step) -> str:
