@@ -222,9 +222,7 @@ def compile(
         int8=tgt.runs_dynamic_int8,
     )
     finish = Finish(
-        finetune=clock.timed(
-            "long-term fine-tune", lambda g, seed: finetune(g, config.long_term_steps, seed)
-        ),
+        finetune=clock.timed("long-term fine-tune", finetune),
         legalize=clock.timed("legal form", lambda g: tgt.legalize(g, calib, config.seed)),
         price=clock.timed("pricing", price.cost_metrics),
     )

@@ -234,8 +234,10 @@ def test_a_long_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5):
 
     worse, better = lenet5.copy(), lenet5.copy()
     acc = {id(lenet5): 0.9, id(worse): 0.5, id(better): 0.95}
-    assert _tuned_if_better(lenet5, 0.9, lambda g, s: worse, lambda g: acc[id(g)], 0) is lenet5
-    assert _tuned_if_better(lenet5, 0.9, lambda g, s: better, lambda g: acc[id(g)], 0) is better
+    kept = _tuned_if_better(lenet5, 0.9, lambda g, s: worse, lambda g: acc[id(g)], 0)
+    assert kept[0] is lenet5 and kept[1] == 0.9
+    tuned = _tuned_if_better(lenet5, 0.9, lambda g, s: better, lambda g: acc[id(g)], 0)
+    assert tuned[0] is better and tuned[1] == 0.95
 
 
 def test_a_short_term_fine_tune_that_lowers_accuracy_is_not_kept(lenet5, eyeriss):

@@ -43,8 +43,9 @@ class SearchConfig:
             None: sized to the model (:func:`hwcc.search.finetuning.sized`): 4, down to 2
             as a fine-tune step's cost nears the ``step_macs`` cap.
         short_term_steps: fine-tune steps for each proposal.
-        long_term_steps: fine-tune steps after the loop (and for a recovery); None: sized
-            to the fine-tune data, six epochs within bounds
+        long_term_steps: fine-tune steps after the loop (and for a recovery; a share of
+            them after a measured miss, :func:`hwcc.search.run.long_term_steps_now`);
+            None: sized to the fine-tune data, six epochs within bounds
             (:mod:`hwcc.search.finetuning`).
         lr: fine-tune learning rate (None: the fine-tuner's default for the optimizer, ten
             times lower when distilling from the input model than when training to labels).
