@@ -15,7 +15,8 @@ from hwcc.search.state import SearchState
 WEIGHTS = ("0.weight", "2.weight", "6.weight")
 
 
-def _run(graph, target, r0, *, reduction, accuracy, limit=0.05, metric="size_bytes", **cfg):
+def _run(graph, target, *, reduction, accuracy, limit=0.05, metric="size_bytes", **cfg):
+    r0 = metrics(target, graph)
     cfg = SearchConfig(
         **{
             "passes": ("prune_channels",),
@@ -53,8 +54,7 @@ def test_units_are_combined_up_to_the_full_step_when_none_meets_it_alone(lenet5,
     step is halved, and the halved step's proposals are taken together. The combination
     removes more than any single proposal, each member within its cap, and it is the
     graph the members' steps give applied one after another."""
-    r0 = metrics(eyeriss, lenet5)
-    graph, state = _run(lenet5, eyeriss, r0, reduction=0.5, accuracy=lambda g: 0.9)
+    graph, state = _run(lenet5, eyeriss, reduction=0.5, accuracy=lambda g: 0.9)
     assert state.iteration == 1, state.stop
     (h,) = state.history
     assert h["layer"].startswith(("2 units", "3 units")), h["layer"]
@@ -88,11 +88,9 @@ def test_units_are_combined_up_to_the_full_step_when_none_meets_it_alone(lenet5,
 def test_a_combination_losing_more_per_resource_than_its_members_is_not_kept(lenet5, eyeriss):
     """Each group alone costs nothing; any two together cost 60 points: the best single
     proposal is kept, and the combination tried is in the record, not picked."""
-    r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
         lenet5,
         eyeriss,
-        r0,
         reduction=0.5,
         accuracy=lambda g: 0.9 if _changed(lenet5, g) <= 1 else 0.3,
         max_accuracy_drop=None,
@@ -107,11 +105,9 @@ def test_a_combination_that_loses_nothing_is_kept_whatever_its_members_gained(le
     """Each group alone gains 5 points (its fine-tune recovering earlier losses), any
     two together 2: less per resource removed than either member, but nothing lost
     against the iteration's start, and only the combination takes the full step."""
-    r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
         lenet5,
         eyeriss,
-        r0,
         reduction=0.5,
         accuracy=lambda g: {0: 0.9, 1: 0.95}.get(_changed(lenet5, g), 0.92),
     )
@@ -125,9 +121,8 @@ def test_a_combination_that_loses_nothing_is_kept_whatever_its_members_gained(le
 
 
 def test_nothing_is_combined_when_one_unit_meets_the_step(lenet5, eyeriss):
-    r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
-        lenet5, eyeriss, r0, reduction=0.1, accuracy=lambda g: 0.9, limit=0.5, max_iterations=3
+        lenet5, eyeriss, reduction=0.1, accuracy=lambda g: 0.9, limit=0.5, max_iterations=3
     )
     assert state.iteration == 3
     assert not any("units:" in p["layer"] for p in state.proposals)
@@ -138,9 +133,8 @@ def test_units_that_each_miss_the_smallest_step_are_taken_together(lenet5, eyeri
     """A tenth of a layer's channels at most per iteration, and the step asks for 90 %:
     no group meets even an eighth of it alone, which used to stop the search. The groups
     that lower the size most are evaluated and taken together."""
-    r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
-        lenet5, eyeriss, r0, reduction=0.9, accuracy=lambda g: 0.9, max_step_fraction=0.1
+        lenet5, eyeriss, reduction=0.9, accuracy=lambda g: 0.9, max_step_fraction=0.1
     )
     assert state.iteration == 1, state.stop
     (h,) = state.history
@@ -155,11 +149,9 @@ def test_units_that_each_miss_the_smallest_step_are_taken_together(lenet5, eyeri
 
 
 def test_near_misses_that_interact_leave_the_search_stopped(lenet5, eyeriss):
-    r0 = metrics(eyeriss, lenet5)
     graph, state = _run(
         lenet5,
         eyeriss,
-        r0,
         reduction=0.9,
         accuracy=lambda g: 0.9 if _changed(lenet5, g) <= 1 else 0.3,
         max_step_fraction=0.1,

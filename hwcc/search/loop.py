@@ -29,7 +29,7 @@ most-energy-first (energy-aware pruning, Yang, Chen, Sze 2017), which matters wh
 ``max_units`` caps the proposals per iteration. If no unit can meet ``target_i``, or
 every proposal would take accuracy below the floor, the step is halved (up to three
 times); the halved step's proposals are then combined up to the full step where that
-loses no more accuracy per resource than the worst of them alone, and where no unit meets
+loses no accuracy or no more per resource than the worst of them alone, and where no unit meets
 even the smallest step the units that come nearest are combined the same way
 (:mod:`hwcc.search.merge`). If still none is above the floor, the current network is
 fine-tuned for the long-term steps once (kept if held-out accuracy rose: the short-term
@@ -62,7 +62,7 @@ from hwcc.ir import Graph
 from hwcc.search.config import FINETUNE_TOP, SearchConfig
 from hwcc.search.int8_start import PASS as INT8_PASS
 from hwcc.search.int8_start import int8_start
-from hwcc.search.merge import from_near_misses, together
+from hwcc.search.merge import Round, from_near_misses, together
 from hwcc.search.oneshot import one_shot
 from hwcc.search.space import Step, Unit, apply_step, shown, smallest_meeting, units
 from hwcc.search.state import METRICS, SearchState
@@ -178,10 +178,11 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         if picked is None and below is not None:
             picked = below
         full = max(state.limits[metric], state.current[metric] - step * 2**halving)
+        rnd = Round(state, config, hooks, metric, full, data)
         if picked is not None and halving and not _below(picked, floor):
-            picked = together(picked, ranked, state, config, hooks, metric, full, data) or picked
+            picked = together(picked, ranked, rnd) or picked
         elif picked is None and near:  # no unit meets even the smallest step alone
-            picked = from_near_misses(graph, near, state, config, hooks, metric, full, data)
+            picked = from_near_misses(graph, near, rnd)
         if picked is None:
             state.stop = (
                 f"no change to any layer brings {metric} down from "

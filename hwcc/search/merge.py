@@ -32,6 +32,7 @@ smallest step, and the search stopped there with the budget unmet.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwcc.ir import Graph
@@ -42,9 +43,23 @@ if TYPE_CHECKING:
     from hwcc.search.loop import Hooks, Proposal
     from hwcc.search.state import SearchState
 
-__all__ = ["combined", "from_near_misses", "together"]
+__all__ = ["Round", "combined", "from_near_misses", "together"]
 
 MOST_NEAR = 8  # near misses evaluated, at most: the smallest step tried is an eighth
+
+
+@dataclass(frozen=True)
+class Round:
+    """The iteration a combination is made in: the search's state, options and hooks,
+    the metric it lowers, the schedule's full step as a target, and ``data``, what the
+    passes measure on (the iteration's network's)."""
+
+    state: SearchState
+    config: SearchConfig
+    hooks: Hooks
+    metric: str
+    full_target: float
+    data: Any
 
 
 def combined(
@@ -88,53 +103,41 @@ def as_unit(members: list[Proposal]) -> tuple[Unit, Step]:
 
 
 def from_near_misses(
-    graph: Graph,
-    near: list[tuple[Unit, Step, float]],
-    state: SearchState,
-    config: SearchConfig,
-    hooks: Hooks,
-    metric: str,
-    full_target: float,
-    data: Any,
+    graph: Graph, near: list[tuple[Unit, Step, float]], rnd: Round
 ) -> Proposal | None:
     """The largest steps of the units that lower the metric most (``near``: unit, its
-    largest step, that step's price on ``graph``), evaluated and combined up to
-    ``full_target``; None when fewer than two apply or the combination is not kept."""
+    largest step, that step's price on ``graph``), evaluated and combined up to the full
+    step; None when fewer than two apply or the combination is not kept."""
     from hwcc.search.loop import propose  # the loop imports this module
 
-    r_now, options = state.current[metric], config.pass_knobs()
+    state, metric = rnd.state, rnd.metric
+    r_now, options = state.current[metric], rnd.config.pass_knobs()
     found: list[Proposal] = []
     saved = 0.0
     for unit, step, price in sorted(near, key=lambda n: n[2])[:MOST_NEAR]:
-        if saved >= r_now - full_target:
+        if saved >= r_now - rnd.full_target:
             break
-        found.append(propose(graph, unit, step, None, state, hooks, metric, data, options))
+        found.append(propose(graph, unit, step, None, state, rnd.hooks, metric, rnd.data, options))
         saved += r_now - price
     if len(found) < 2:
         return None
     ranked = sorted(found, key=lambda p: (p.score, p.metrics[metric]))
     state.proposals.extend(p.record(state.iteration + 1, False) for p in ranked)
-    return together(ranked[0], ranked, state, config, hooks, metric, full_target, data)
+    return together(ranked[0], ranked, rnd)
 
 
-def together(
-    best: Proposal,
-    ranked: list[Proposal],
-    state: SearchState,
-    config: SearchConfig,
-    hooks: Hooks,
-    metric: str,
-    full_target: float,
-    data: Any,
-) -> Proposal | None:
-    """``best`` and the next proposals of ``ranked`` together, up to ``full_target``,
+def together(best: Proposal, ranked: list[Proposal], rnd: Round) -> Proposal | None:
+    """``best`` and the next proposals of ``ranked`` together, up to the full step,
     fine-tuned, if that loses no accuracy or no more per resource than its worst member
     alone; else None. The proposals of ``ranked`` are the last records of ``state.proposals``."""
     from hwcc.search.loop import Proposal, _below, _score, _seed, tune
 
+    state, config, hooks, metric = rnd.state, rnd.config, rnd.hooks, rnd.metric
     floor = state.floor(config.max_accuracy_drop)
     members = [p for p in ranked if p is not best and not _below(p, floor)]
-    got = combined(best, members, full_target, metric, config.pass_knobs(), data, hooks.price)
+    got = combined(
+        best, members, rnd.full_target, metric, config.pass_knobs(), rnd.data, hooks.price
+    )
     if got is None:
         return None
     g, members, metrics = got
