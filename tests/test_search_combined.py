@@ -161,3 +161,22 @@ def test_near_misses_that_interact_leave_the_search_stopped(lenet5, eyeriss):
     assert graph is lenet5
     (both,) = [p for p in state.proposals if "units:" in p["layer"]]
     assert not both["picked"] and both["accuracy"] == 0.3
+
+
+def test_only_the_proposal_an_iteration_takes_is_marked_picked(lenet5, eyeriss):
+    """Every change costs 40 points against a 5-point floor: each halving's best is below
+    it and the search stops without taking one, so no record may say it was picked; in a
+    run that takes one per iteration, exactly that one is marked."""
+    graph, state = _run(
+        lenet5,
+        eyeriss,
+        reduction=0.5,
+        accuracy=lambda g: 0.9 if _changed(lenet5, g) == 0 else 0.5,
+        max_accuracy_drop=0.05,
+    )
+    assert state.iteration == 0 and "below the floor" in state.stop, state.stop
+    assert state.proposals and not any(p["picked"] for p in state.proposals)
+    graph, state = _run(lenet5, eyeriss, reduction=0.5, accuracy=lambda g: 0.9)
+    (h,) = state.history
+    (taken,) = [p for p in state.proposals if p["picked"]]
+    assert (taken["layer"], taken["settings"]) == (h["layer"], h["settings"])

@@ -129,7 +129,7 @@ def from_near_misses(
 def together(best: Proposal, ranked: list[Proposal], rnd: Round) -> Proposal | None:
     """``best`` and the next proposals of ``ranked`` together, up to the full step,
     fine-tuned, if that loses no accuracy or no more per resource than its worst member
-    alone; else None. The proposals of ``ranked`` are the last records of ``state.proposals``."""
+    alone; else None."""
     from hwcc.search.loop import Proposal, _below, _score, _seed, tune
 
     state, config, hooks, metric = rnd.state, rnd.config, rnd.hooks, rnd.metric
@@ -146,9 +146,6 @@ def together(best: Proposal, ranked: list[Proposal], rnd: Round) -> Proposal | N
     tune(p, config, hooks, _seed(config.seed, state.iteration, 1 << 19))
     p.score = _score(p, state, metric, state.current[metric])
     kept = p.score <= max(0.0, *(m.score for m in members)) and not _below(p, floor)
-    if kept:
-        for r in state.proposals[-len(ranked) :]:
-            r["picked"] = False
     state.proposals.append(p.record(state.iteration + 1, kept))
     hooks.event("proposal", {"proposal": p, "done": 1, "total": 1})
     return p if kept else None
