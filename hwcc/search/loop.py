@@ -183,7 +183,8 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
             picked = together(picked, ranked, rnd) or picked
         elif picked is None and near:  # no unit meets even the smallest step alone
             picked = from_near_misses(graph, near, rnd)
-        _mark_picked(state, i + 1, picked if picked and not _below(picked, floor) else None)
+        taken = picked is not None and not _below(picked, floor)
+        state.mark_picked(i + 1, (picked.unit.id, dict(picked.step.shown)) if taken else None)
         if picked is None:
             state.stop = (
                 f"no change to any layer brings {metric} down from "
@@ -220,21 +221,6 @@ def run_loop(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hook
         state.iteration = i + 1
         hooks.checkpoint(graph, state)
         hooks.event("picked", {"proposal": picked, "state": state})
-
-
-def _mark_picked(state: SearchState, iteration: int, picked: Proposal | None) -> None:
-    """Mark in the record only the proposal ``iteration`` takes (None: none): each halving
-    of the step, a retry after a recovery and a combination write records of their own,
-    and a halving's best that fell below the floor, or the proposals of an iteration the
-    floor stopped, were left marked as picked."""
-    mine = [r for r in state.proposals if r["iteration"] == iteration]
-    for r in mine:
-        r["picked"] = False
-    if picked is not None:
-        shown = dict(picked.step.shown)
-        same = [r for r in mine if r["layer"] == picked.unit.id and r["settings"] == shown]
-        if same:
-            same[-1]["picked"] = True
 
 
 def _recover(graph: Graph, state: SearchState, config: SearchConfig, hooks: Hooks) -> Graph | None:

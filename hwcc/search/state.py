@@ -147,6 +147,19 @@ class SearchState:
             return None
         return self.accuracy0 - max_accuracy_drop
 
+    def mark_picked(self, iteration: int, taken: tuple[str, dict] | None) -> None:
+        """Mark in :attr:`proposals` only the proposal ``iteration`` takes (``taken``: its
+        layer and settings; None: none). Each halving of the step, a retry after a
+        recovery and a combination write records of their own, and a halving's best that
+        fell below the floor, or the proposals of an iteration the floor stopped, were
+        left marked as picked."""
+        mine = [r for r in self.proposals if r["iteration"] == iteration]
+        for r in mine:
+            r["picked"] = False
+        same = [r for r in mine if taken and (r["layer"], r["settings"]) == taken]
+        if same:
+            same[-1]["picked"] = True
+
     def tighten(self, metric: str, suggested: float) -> float:
         """Lower the search's limit on ``metric`` to 98 % of ``suggested`` (the predicted value
         at which the measurement would have met the user's budget) so the loop can go on;
