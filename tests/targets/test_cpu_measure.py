@@ -109,3 +109,31 @@ def test_timer_measures_at_the_tables_speed(monkeypatch):
     # no target: one probe, then one per visit (2 rounds x 2 states)
     assert untargeted.calls == 1 + 2 * 2
     assert plain.last_speed == pytest.approx(100e-6)
+
+
+# ---------------------------------------------------------------------- the timer's states
+class _Counting:
+    """An input OrtValue that counts its rewrites."""
+
+    def __init__(self, ov):
+        self.ov, self.writes = ov, 0
+
+    def update_inplace(self, value):
+        self.writes += 1
+        self.ov.update_inplace(value)
+
+
+def test_a_hot_run_reads_the_input_its_previous_run_read():
+    """Hot runs (2 x L1 read before each) leave the inputs as the previous run read them:
+    a visit restores them once, before its untimed run. Cold runs (more than the L1 read)
+    rewrite them before each run, as a producer would have just written them."""
+    timer = Timer(1, 2 * MB, 0)
+    (pair,) = timer._load([dict(REFERENCE)])[1:]
+    (sess, binding, inputs), twin = pair
+    counted = [(_Counting(ov), value) for ov, value in inputs]
+    pair = ((sess, binding, counted), twin)
+    out: list[int] = []
+    timer._visit(pair, 3, 0, out)
+    assert [c.writes for c, _ in counted] == [1] * len(counted) and len(out) == 3
+    timer._visit(pair, 3, 2 * MB, out)
+    assert [c.writes for c, _ in counted] == [1 + 1 + 3] * len(counted)
