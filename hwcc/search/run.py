@@ -50,6 +50,8 @@ __all__ = [
 
 REPEATS = 3
 """Independent side-by-side measurements of the final model; the least favourable counts."""
+MOST_AIM = 0.1
+"""The most a measured miss lowers the search's aim by, beyond the miss itself."""
 
 
 @dataclass
@@ -213,9 +215,11 @@ def _go_back(
     of the check's repeats (and the 2 % :meth:`SearchState.tighten` takes): a structure
     aimed at the limit itself lands within the noise of it, and the next check misses
     again (ddddocr's detector: three rounds in a row, 50.4, 49.0 and 49.0 ms measured
-    against 48.9, 48.7 and 46.5 ms, an iteration each)."""
+    against 48.9, 48.7 and 46.5 ms, an iteration each). At most :data:`MOST_AIM` is taken
+    off: a spread larger than that is a disturbed measurement, not the noise of a limit,
+    and aiming below it by that much would prune for nothing."""
     got, limit, spread = miss
-    new = state.tighten("latency_s", predicted * limit / got * (1 - spread))
+    new = state.tighten("latency_s", predicted * limit / got * (1 - min(spread, MOST_AIM)))
     state.rounds.append(
         {
             "after_iteration": state.iteration,
@@ -250,7 +254,7 @@ def _measure(
 ) -> tuple[Measured, tuple[float, float, float] | None]:
     """The two models timed ``repeats`` times, and the first latency budget the least
     favourable repeat misses (``(measured, limit, spread)``, the spread of the repeats
-    relative to the least favourable, at most a half) or None: for a relative budget the
+    relative to the least favourable) or None: for a relative budget the
     repeat of the largest ratio, for an absolute one the slowest final model. With
     ``margin`` each limit is lowered by the spread of the repeats (largest less smallest
     ratio, or final time; at most half the limit): ddddocr's detector passed the check
@@ -273,5 +277,5 @@ def _measure(
             relative = spread[1] / got
         limits.append(limit)
         if got > limit and miss is None:
-            miss = (got, limit, min(relative, 0.5))
+            miss = (got, limit, relative)
     return Measured(t0, t1, tuple(limits), miss is None, ratios), miss
