@@ -8,8 +8,9 @@ is the one that counts: two measurements of the same pair differ by 1 to 2 % on 
 shared machine, and a model measured at 0.70x once was measured at 0.71x the next time.
 A relative latency budget is held against the measured input (``50%`` of its measured
 latency), an absolute one as it is. If the measurement misses a latency budget that the
-prediction met, the search's limit is tightened by the ratio (:meth:`SearchState.tighten`)
-and the loop goes on, at most ``honesty_rounds`` times. The latency comes from the
+prediction met, the search's limit is tightened by the ratio, less the spread of the
+check's repeats (:func:`_go_back`, :meth:`SearchState.tighten`), and the loop goes on, at
+most ``honesty_rounds`` times. The latency comes from the
 structure, not the weights, so the loop's result is timed before the long-term fine-tune
 too, as many times as after it: a miss there goes back to work without paying for the
 fine-tune. (Timed once, ddddocr's detector passed at iteration 13 and then missed at
@@ -254,8 +255,8 @@ def _measure(
 ) -> tuple[Measured, tuple[float, float, float] | None]:
     """The two models timed ``repeats`` times, and the first latency budget the least
     favourable repeat misses (``(measured, limit, spread)``, the spread of the repeats
-    relative to the least favourable) or None: for a relative budget the
-    repeat of the largest ratio, for an absolute one the slowest final model. With
+    relative to the least favourable) or None: for a relative budget the repeat of the
+    largest ratio, for an absolute one the slowest final model. With
     ``margin`` each limit is lowered by the spread of the repeats (largest less smallest
     ratio, or final time; at most half the limit): ddddocr's detector passed the check
     before its long-term fine-tune and missed the one after it, on the same structure,
