@@ -93,6 +93,19 @@ def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
     assert _at_speed([([1000], [0], 100.0, 100.0)], 180.0, need=1) == pytest.approx(1800e-9)
 
 
+def test_two_visits_at_the_speed_are_enough():
+    """Ten visits, two of them at the table's speed (probe 93 us): the kernel's time is
+    theirs (1300 us). The slowed-down visits ran the kernel 1.13x slower where the probe
+    ran 1.6x slower, as a conv of this machine did; rescaled by the probe, as when a
+    third of the visits were needed, they would give 1300 x 1.13 / 1.6 = 918 us."""
+    from hwcc.targets.cpu.measure import _at_speed
+
+    fast = [([1300.0e3], [0], 93e3, 93e3)] * 2
+    slow = [([1300.0e3 * 1.13], [0], 93e3 * 1.6, 93e3 * 1.6)] * 8
+    assert _at_speed(fast + slow, 93e3) == pytest.approx(1300e-6)
+    assert _at_speed(fast[:1] + slow, 93e3) == pytest.approx(1300e-6 * 1.13 / 1.6)
+
+
 def test_timer_measures_at_the_tables_speed(monkeypatch):
     """With the table's speed as target, a batch timed first while the machine is slowed
     down goes on until every kernel has (rounds + 1) // 2 visits at the target speed in
