@@ -54,8 +54,9 @@ def measure_models(
             at it count (as in :class:`Timer`). A model with fewer than ``(rounds + 1) // 2``
             such visits is visited again, for up to ``patience_s`` more seconds, so that a
             fast phase of the machine is waited out rather than rescaled (the probe's
-            ratio between the phases is not every model's); only then are its visits
-            rescaled by ``speed / probe``.
+            ratio between the phases is not every model's); its latency is then that of
+            its visits at the speed, and only with fewer than :data:`LEAST_AT_SPEED` of
+            them that of all its visits rescaled by ``speed / probe``.
         probes: if a list, it receives each model's median probe time (the machine's
             speed while the model was timed).
 
@@ -101,7 +102,7 @@ def measure_models(
     if probes is not None:
         probes[:] = [float(np.median([v[2] for v in vs])) * 1e-9 for vs in visits]
     if target:  # as the tables do: visits at the table's speed, else all rescaled
-        return [_at_speed(vs, target, need) for vs in visits]
+        return [_at_speed(vs, target) for vs in visits]
     return [float(np.median([t for v in vs for t in v[0]])) * 1e-9 for vs in visits]
 
 
