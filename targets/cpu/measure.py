@@ -360,26 +360,25 @@ def _n_at_speed(visits: list[tuple], speed: float) -> int:
     return sum(all(_same_speed(p, speed) for p in v[2:]) for v in visits)
 
 
-def _at_speed(visits: list[tuple], speed: float, need: int | None = None) -> float:
+def _at_speed(visits: list[tuple], speed: float) -> float:
     """Median kernel minus median empty model over the visits that ran at ``speed``.
 
     A visit is ``(kernel runs, empty-model runs, probe after[, probe before])``. This
-    machine slows down by up to about 1.8x within seconds when its neighbours are busy
-    (it is shared); the probes timed around each visit say whether the visit ran at
-    ``speed`` (both must agree when both are given). Visits at another speed are
-    dropped. The phase's own speed drifts too (by about 10 % from one minute to the
-    next): each kept visit is scaled by ``speed / probe``, its probes' mean, which for so
-    small a ratio is what a change of clock does to every kernel. Only if fewer than
-    ``need`` (default :data:`LEAST_AT_SPEED`) are left are all visits used, rescaled the
-    same way: the last resort, since across the phases kernels change by other ratios
-    than the probe (a 3x3 conv of 48 to 192 channels at 16x48 by 1.13x where the probe
-    changed by 1.6x: rescaled by the probe, it came out 30 % too fast). With a third of
-    the visits as the default (up to protocol 15), three quarters of a recogniser's
-    kernel timings took the last resort in a busy hour, and two tables built back to back
-    differed by 3.4 % on a median kernel of 100 us or more (1.9 % with two visits)."""
+    machine slows down by up to about 1.8x within seconds when its neighbours are busy (it
+    is shared); the probes timed around each visit say whether the visit ran at ``speed``
+    (both must agree when both are given). Visits at another speed are dropped. The phase's
+    own speed drifts too (by about 10 % from one minute to the next): each kept visit is
+    scaled by ``speed / probe``, its probes' mean, which for so small a ratio is what a
+    change of clock does to every kernel. Only if fewer than :data:`LEAST_AT_SPEED` are left
+    are all visits used, rescaled the same way: the last resort, since across the phases
+    kernels change by other ratios than the probe (a 3x3 conv of 48 to 192 channels at 16x48
+    by 1.13x where the probe changed by 1.6x: rescaled by the probe, it came out 30 % too
+    fast). With a third of the visits required (up to protocol 15), three quarters of
+    a recogniser's kernel timings took the last resort in a busy hour, and two tables built
+    back to back differed by 3.4 % on a median kernel of 100 us or more (1.9 % with two
+    visits)."""
     same = [v for v in visits if all(_same_speed(p, speed) for p in v[2:])]
-    enough = need if need is not None else LEAST_AT_SPEED
-    use = same if same and len(same) >= enough else visits
+    use = same if len(same) >= LEAST_AT_SPEED else visits
     scale = [speed / float(np.mean(v[2:])) for v in use]
     k = [t * f for v, f in zip(use, scale) for t in v[0]]
     z = [t * f for v, f in zip(use, scale) for t in v[1]]

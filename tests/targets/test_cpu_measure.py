@@ -85,12 +85,10 @@ def test_at_speed_needs_both_probes_of_a_visit_at_the_speed():
         ([3000], [0], 180.0, 181.0),
     ]
     # the two visits at 180: each scaled by 180 / its probes' mean (1 and 180 / 180.5)
-    assert _at_speed(visits, 180.0, need=2) == pytest.approx((1000 + 3000 * 180 / 180.5) / 2 * 1e-9)
+    assert _at_speed(visits, 180.0) == pytest.approx((1000 + 3000 * 180 / 180.5) / 2 * 1e-9)
     # one visit at the speed, two needed: all are rescaled by 180 / their probes' mean
-    assert _at_speed(visits[:2], 180.0, need=2) == pytest.approx(
-        (1000 + 1000 * 180 / 140) / 2 * 1e-9
-    )
-    assert _at_speed([([1000], [0], 100.0, 100.0)], 180.0, need=1) == pytest.approx(1800e-9)
+    assert _at_speed(visits[:2], 180.0) == pytest.approx((1000 + 1000 * 180 / 140) / 2 * 1e-9)
+    assert _at_speed([([1000], [0], 100.0, 100.0)], 180.0) == pytest.approx(1800e-9)
 
 
 def test_two_visits_at_the_speed_are_enough():
