@@ -102,17 +102,21 @@ class Plan:
         kernels: in execution order.
         removed: node name -> why it costs nothing (fused, removed, constant).
         input_bytes: bytes of the graph inputs; output_bytes: of the graph outputs.
+        activation_bytes: the most bytes of activations live at once (:class:`.specs.Clock`).
     """
 
     kernels: list[Kernel]
     removed: dict[str, str]
     input_bytes: int = 0
     output_bytes: int = 0
+    activation_bytes: int = 0
 
     @property
     def working_set(self) -> int:
-        """Bytes one inference touches: weights, activations written, graph inputs."""
-        return self.input_bytes + sum(k.weight_bytes + k.out_bytes for k in self.kernels)
+        """Distinct bytes one inference touches: weights, graph inputs, and the activations'
+        buffers, which onnxruntime reuses (the most bytes live at once)."""
+        weights = sum(k.weight_bytes for k in self.kernels)
+        return self.input_bytes + weights + self.activation_bytes
 
 
 @dataclass
@@ -381,7 +385,8 @@ def plan_kernels(graph: Graph, work: Workload, block: int) -> Plan:
         out.extend(clock(k, [t], t) for k, t in reorders if k.spec["op"] == "nchwc.ReorderOutput")
     in_bytes = sum(p.g.tensors[t].data is None and _nbytes(p, t) or 0 for t in graph.real_inputs())
     out_bytes = sum(_nbytes(p, p.resolve(t)) for t in graph.outputs)
-    return Plan(out, removed, in_bytes, out_bytes)
+    activations = clock.finish([p.resolve(t) for t in graph.outputs])
+    return Plan(out, removed, in_bytes, out_bytes, activations)
 
 
 def _nbytes(p: _Planner, t: str) -> int:

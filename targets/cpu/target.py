@@ -345,9 +345,9 @@ def _checked(ctx: CostContext | None) -> CostContext:
 
 def _hot_share(k: Kernel, l2: int, ws: int, batch: int) -> float:
     """The share of ``k``'s bytes found in L2 when it runs, as LRU keeps them: of each
-    activation it reads, the part among the last ``l2`` bytes touched (its size, less the
-    bytes touched since it was written); of its weights and the graph inputs, which one
-    inference touches once, ``l2 / ws``. Its time is then ``cold + share · (hot − cold)``.
+    activation it reads, the part among the last ``l2`` distinct bytes touched (its size,
+    less those touched since it was written); of its weights and the graph inputs, touched
+    once an inference of ``ws`` distinct bytes, ``l2 / ws``. Time: ``cold + share · (hot − cold)``.
     """
     far = min(1.0, l2 / max(1, ws))
     total, hot = k.weight_bytes, k.weight_bytes * far

@@ -291,3 +291,24 @@ def test_chained_gemms_read_their_input_hot(tmp_path):
     assert f2 == pytest.approx((w * f + 4096) / (w + 4096), rel=1e-12)
     assert s2 == pytest.approx(30e-6 - f2 * 20e-6, rel=1e-12) and s2 < s1
     assert math.isclose(plan.kernels[1].reads[0][1], 0)
+
+
+def test_activation_buffers_are_counted_once_as_onnxruntime_reuses_them(block):
+    """x -> 12 Sigmoids -> Add(last, first Sigmoid's output), every tensor [1, 1024] (4 KB).
+    onnxruntime gives each output a buffer a dead tensor had, so the inference touches the
+    graph input and at most three live buffers (the skip, a Sigmoid's input and output):
+    WS = 4096 + 3·4096 = 16384 B, not 4096 + 13·4096 written. The Add's read of the skip
+    had 11·(4096 + 4096) B of reads and writes since, at most those three buffers distinct:
+    distance 12288 B."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s0"], name="s0")]
+    nodes += [
+        helper.make_node("Sigmoid", [f"s{i - 1}"], [f"s{i}"], name=f"s{i}") for i in range(1, 12)
+    ]
+    nodes.append(helper.make_node("Add", ["s11", "s0"], ["y"], name="add"))
+    m = model(nodes, [vi("x", [1, 1024])], [vi("y", [1, 1024])], [])
+    g = hwcc.load(m)
+    plan = plan_kernels(g, analyze(g), block)
+    assert len(plan.kernels) == 13 and plan.activation_bytes == 3 * 4096
+    assert plan.working_set == 4096 + 3 * 4096
+    assert plan.kernels[-1].reads == ((4096, 0), (4096, 12288))
+    assert plan.kernels[1].reads == ((4096, 0),)  # what the last kernel wrote: distance 0
