@@ -28,7 +28,15 @@ import numpy as np
 
 from hwcc.errors import HwccError
 
-__all__ = ["METRICS", "Metric", "accuracy_interval", "auto_metric", "describe", "resolve_metric"]
+__all__ = [
+    "METRICS",
+    "Metric",
+    "accuracy_interval",
+    "auto_metric",
+    "correlation_time",
+    "describe",
+    "resolve_metric",
+]
 
 Metric = Callable[[np.ndarray, np.ndarray | None, np.ndarray | None], float]
 
@@ -172,7 +180,13 @@ def accuracy_interval(
     other metric gets the percentile bootstrap: the samples drawn again ``resamples``
     times, the metric of each draw, the central ``level`` of those; on few samples near
     100 % it covers less than it claims (32 samples agreeing on 90 % of all inputs: 84 %
-    of 95 % intervals held the truth)."""
+    of 95 % intervals held the truth).
+
+    Samples in the order the data gave them whose scores run in streaks (consecutive
+    frames of a recording: a voice detector misses a speech onset for several frames at
+    once) are worth fewer independent samples than there are: Wilson's interval is then
+    taken over ``n / τ`` (:func:`correlation_time`). The bootstrap assumes independent
+    samples."""
     n = len(out)
     if n < 2:
         return None
@@ -185,7 +199,8 @@ def accuracy_interval(
     if mean and each.min() >= -1 - 1e-6 and each.max() <= 1 + 1e-6:  # a cosine rounds past 1
         each = np.clip(each, -1.0, 1.0)
         signed = bool(each.min() < 0)  # a cosine: [-1, 1] -> [0, 1] and back
-        lo, hi = _wilson(float(each.mean() + 1) / 2 if signed else float(each.mean()), n, level)
+        p = float(each.mean() + 1) / 2 if signed else float(each.mean())
+        lo, hi = _wilson(p, n / correlation_time(each), level)
         return (2 * lo - 1, 2 * hi - 1) if signed else (lo, hi)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, (resamples, n))
@@ -198,7 +213,39 @@ def accuracy_interval(
     return float(lo), float(hi)
 
 
-def _wilson(p: float, n: int, level: float) -> tuple[float, float]:
+def correlation_time(each: np.ndarray) -> float:
+    """How many consecutive samples of ``each`` (per-sample scores, in order) are worth one
+    independent sample: τ = 1 + 2 Σ ρ_k, the integrated autocorrelation time, its sum cut
+    by Geyer's initial monotone sequence (Geyer 1992: pairs ρ_2m + ρ_2m+1 while positive,
+    none larger than the one before), at least 1. Scores whose lag-1 autocorrelation is
+    within white noise's 95 % band (1.96 / √n) count as independent: τ = 1, so that chance
+    streaks in samples in no particular order do not widen their interval.
+
+    On a voice detector's 832 held-out frames (decision agreement 95.9 %) τ is 3.2: its
+    Wilson interval over 832 frames, 94.3 to 97.1 %, missed the 93.3 % it measured on
+    4096 fresh frames; over 832 / 3.2 it is 92.8 to 97.7 %."""
+    n = len(each)
+    x = np.asarray(each, np.float64) - float(np.mean(each))
+    var = float(x @ x)
+    if n < 3 or var <= 0:
+        return 1.0
+
+    def rho(k: int) -> float:
+        return float(x[k:] @ x[:-k]) / var
+
+    if rho(1) <= 1.96 / math.sqrt(n):
+        return 1.0
+    total, m, last = 0.0, 0, math.inf
+    while 2 * m + 1 < n:
+        pair = (1.0 if m == 0 else rho(2 * m)) + rho(2 * m + 1)
+        if pair <= 0:
+            break
+        last = min(pair, last)  # the initial monotone sequence: noise in far lags adds nothing
+        total, m = total + last, m + 1
+    return max(1.0, 2.0 * total - 1.0)
+
+
+def _wilson(p: float, n: float, level: float) -> tuple[float, float]:
     """The Wilson score interval of a mean ``p`` of ``n`` values in [0, 1]."""
     z = float(NormalDist().inv_cdf(0.5 + level / 2))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

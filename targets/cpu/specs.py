@@ -112,7 +112,7 @@ class Clock:
     places every buffer in one block), so an inference touches about as many activation
     bytes as are live at once at its peak, not the sum of every tensor it writes: ppocr's
     text-line classifier writes 14.2 MB of activations per inference, of which at most
-    0.6 MB are live at once.
+    0.5 MB are live at once.
     """
 
     def __init__(self, p: Any):
