@@ -117,9 +117,10 @@ class Clock:
 
     def __init__(self, p: Any):
         self.p, self.weights, self.acts = p, 0, 0  # bytes touched so far
-        self.written: dict[str, tuple[int, int]] = {}  # tensor -> the clock when written
-        self.buffer: dict[str, list[int]] = {}  # tensor -> [bytes, first kernel, last kernel]
+        # per buffer: [bytes, first kernel, last kernel, weights and activation bytes
+        # touched when it was written]; by tensor, the buffer it holds now
         self.buffers: list[list[int]] = []
+        self.buffer: dict[str, list[int]] = {}
         self.pending: list[tuple[Kernel, list[tuple[int, tuple[int, int] | None]]]] = []
 
     def __call__(self, k: Kernel, reads: list[str], writes: str) -> Kernel:
@@ -128,16 +129,15 @@ class Clock:
         size = lambda t: math.prod(self.p.shape(t)) * dtypes.BYTES.get(self.p.dtype(t), 4)  # noqa: E731
         i, raw = len(self.pending), []
         for t in filter(None, dict.fromkeys(reads)):
-            w = self.written.get(t)
-            raw.append((size(t), None if w is None else (self.weights - w[0], self.acts - w[1])))
-            if t in self.buffer:
-                self.buffer[t][2] = i
+            b = self.buffer.get(t)
+            raw.append((size(t), None if b is None else (self.weights - b[3], self.acts - b[4])))
+            if b is not None:
+                b[2] = i
         self.pending.append((k, raw))
         self.weights += k.weight_bytes
         self.acts += k.in_bytes + k.out_bytes
         if writes:
-            self.written[writes] = (self.weights, self.acts)
-            self.buffer[writes] = [k.out_bytes, i, i]
+            self.buffer[writes] = [k.out_bytes, i, i, self.weights, self.acts]
             self.buffers.append(self.buffer[writes])
         return k
 
@@ -150,7 +150,7 @@ class Clock:
             if t in self.buffer:
                 self.buffer[t][2] = end
         delta = [0] * (end + 2)
-        for size, first, last in self.buffers:
+        for size, first, last, *_ in self.buffers:
             delta[first] += size
             delta[last + 1] -= size
         peak = max(itertools.accumulate(delta), default=0)
